@@ -1,0 +1,272 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
+)
+
+// maxSnapshotBytes caps a snapshot download; a publish is configuration, not data.
+const maxSnapshotBytes = 32 << 20
+
+// safeID accepts the ids the agent uses as directory names; anything else could escape the
+// state directory.
+var safeID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+
+// deploy executes a DeployCommand. It returns nil when the work was interrupted by the session
+// ending, so that the command is redelivered instead of being answered FAILED.
+func (a *Agent) deploy(ctx context.Context, log *slog.Logger, cmd *agentv1.DeployCommand) *agentv1.DeployResult {
+	log = log.With("publish_id", cmd.GetPublishId(), "revision", cmd.GetRevision(), "action", cmd.GetAction().String())
+	res := &agentv1.DeployResult{CommandId: cmd.GetCommandId(), PublishId: cmd.GetPublishId(), Revision: cmd.GetRevision()}
+	var err error
+	switch {
+	case !safeID.MatchString(cmd.GetPublishId()):
+		err = fmt.Errorf("publish_id %q is not a valid id", cmd.GetPublishId())
+	case cmd.GetAction() == agentv1.DeployAction_DEPLOY_ACTION_APPLY:
+		err = a.apply(ctx, log, cmd, res)
+	case cmd.GetAction() == agentv1.DeployAction_DEPLOY_ACTION_WITHDRAW:
+		err = a.withdraw(log, cmd, res)
+	default:
+		err = fmt.Errorf("unsupported deploy action %s", cmd.GetAction())
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("deploy interrupted; the server will redeliver it", "err", err)
+			return nil
+		}
+		log.Warn("deploy failed", "err", err)
+		res.Status = agentv1.DeployStatus_DEPLOY_STATUS_FAILED
+		res.Message = err.Error()
+		res.AppliedResources = nil
+		res.Checksum = ""
+		return res
+	}
+	res.Status = agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED
+	log.Info("deploy succeeded", "message", res.Message, "resources", len(res.AppliedResources))
+	return res
+}
+
+func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.DeployCommand, res *agentv1.DeployResult) error {
+	if cmd.GetRevision() < 1 {
+		return fmt.Errorf("revision %d is not valid", cmd.GetRevision())
+	}
+	if cmd.GetChecksum() == "" {
+		return errors.New("command carries no checksum; refusing an unverifiable snapshot")
+	}
+	body, err := a.fetchSnapshot(ctx, log, cmd.GetSnapshotPath())
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(body)
+	got := hex.EncodeToString(sum[:])
+	if !strings.EqualFold(got, cmd.GetChecksum()) {
+		return fmt.Errorf("snapshot checksum mismatch: the command says sha256 %s, the %d bytes served at %s hash to %s", cmd.GetChecksum(), len(body), cmd.GetSnapshotPath(), got)
+	}
+	snap, err := DecodeSnapshot(body)
+	if err != nil {
+		return err
+	}
+	if snap.PublishID != cmd.GetPublishId() {
+		return fmt.Errorf("snapshot is for publish %s, the command for %s", snap.PublishID, cmd.GetPublishId())
+	}
+	if snap.Revision != 0 && snap.Revision != cmd.GetRevision() {
+		return fmt.Errorf("snapshot is revision %d, the command says %d", snap.Revision, cmd.GetRevision())
+	}
+	if snap.Revision == 0 {
+		snap.Revision = cmd.GetRevision()
+	}
+
+	class := firstNonEmpty(a.cfg.GatewayClass, snap.Gateway.GatewayClass, GatewayClassEnvoy)
+	renderer, err := RendererFor(class, a.cfg.Render)
+	if err != nil {
+		return err
+	}
+	rendered, err := renderer.RenderPublish(snap)
+	if err != nil {
+		return fmt.Errorf("render for %s: %w", class, err)
+	}
+
+	dir := a.st.publishDir(snap.PublishID)
+	if err := ensurePrivateDir(dir); err != nil {
+		return err
+	}
+	file := fmt.Sprintf("rev-%d.%s", cmd.GetRevision(), rendered.FileExt)
+	if err := writeFileAtomic(filepath.Join(dir, file), rendered.Config, stateFileMode); err != nil {
+		return err
+	}
+	// The pointer is written after the revision file, so it never names a missing file.
+	if err := writeFileAtomic(filepath.Join(dir, "current"), []byte(file+"\n"), stateFileMode); err != nil {
+		return err
+	}
+	if err := a.writeCredentials(snap.PublishID, renderer); err != nil {
+		return err
+	}
+
+	prev, hadPrev := a.st.appliedPublish(snap.PublishID)
+	res.AppliedResources = diffResources(prev.Resources, rendered.Resources)
+	if err := a.st.setApplied(snap.PublishID, &AppliedPublish{
+		PublishID:    snap.PublishID,
+		Revision:     cmd.GetRevision(),
+		Checksum:     strings.ToLower(got),
+		GatewayClass: class,
+		File:         file,
+		Resources:    rendered.Resources,
+		AppliedAt:    time.Now().UTC(),
+	}); err != nil {
+		return err
+	}
+	// Keep the previous revision's file for an operator's rollback; drop older ones.
+	keep := map[string]bool{file: true, "current": true}
+	if hadPrev {
+		keep[prev.File] = true
+	}
+	if entries, err := os.ReadDir(dir); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "rev-") && !keep[e.Name()] {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	res.Checksum = strings.ToLower(got)
+	res.Message = fmt.Sprintf("applied revision %d for gateway class %s (%d resources)", cmd.GetRevision(), class, len(rendered.Resources))
+	return nil
+}
+
+func (a *Agent) withdraw(log *slog.Logger, cmd *agentv1.DeployCommand, res *agentv1.DeployResult) error {
+	prev, ok := a.st.appliedPublish(cmd.GetPublishId())
+	if err := os.RemoveAll(a.st.publishDir(cmd.GetPublishId())); err != nil {
+		return fmt.Errorf("remove rendered files: %w", err)
+	}
+	if !ok {
+		// Withdrawing what is not there is done already; answering FAILED would stall the
+		// publish for no reason.
+		res.Message = "publish was not applied on this agent; nothing to withdraw"
+		return nil
+	}
+	if err := a.st.setApplied(cmd.GetPublishId(), nil); err != nil {
+		return err
+	}
+	for _, r := range prev.Resources {
+		res.AppliedResources = append(res.AppliedResources, &agentv1.AppliedResource{
+			Kind: r.Kind, Name: r.Name, Namespace: r.Namespace,
+			Status: agentv1.AppliedResourceStatus_APPLIED_RESOURCE_STATUS_DELETED,
+		})
+	}
+	res.Message = fmt.Sprintf("withdrew revision %d (%d resources)", prev.Revision, len(prev.Resources))
+	log.Info("publish withdrawn", "applied_revision", prev.Revision)
+	return nil
+}
+
+// diffResources says what happened to each resource between two renderings of a publish.
+func diffResources(prev, next []RenderedResource) []*agentv1.AppliedResource {
+	old := make(map[string]RenderedResource, len(prev))
+	for _, r := range prev {
+		old[r.key()] = r
+	}
+	var out []*agentv1.AppliedResource
+	seen := map[string]bool{}
+	for _, r := range next {
+		st := agentv1.AppliedResourceStatus_APPLIED_RESOURCE_STATUS_CREATED
+		if o, ok := old[r.key()]; ok {
+			st = agentv1.AppliedResourceStatus_APPLIED_RESOURCE_STATUS_UPDATED
+			if o.Hash == r.Hash {
+				st = agentv1.AppliedResourceStatus_APPLIED_RESOURCE_STATUS_UNCHANGED
+			}
+		}
+		seen[r.key()] = true
+		out = append(out, &agentv1.AppliedResource{Kind: r.Kind, Name: r.Name, Namespace: r.Namespace, Status: st})
+	}
+	for _, r := range prev {
+		if !seen[r.key()] {
+			out = append(out, &agentv1.AppliedResource{Kind: r.Kind, Name: r.Name, Namespace: r.Namespace, Status: agentv1.AppliedResourceStatus_APPLIED_RESOURCE_STATUS_DELETED})
+		}
+	}
+	return out
+}
+
+// fetchSnapshot GETs a snapshot from the API with the agent JWT. Network errors and 5xx/429
+// answers are retried a few times: a snapshot that cannot be fetched fails the deploy, and a
+// REST replica restarting should not be enough for that.
+func (a *Agent) fetchSnapshot(ctx context.Context, log *slog.Logger, path string) ([]byte, error) {
+	target, err := a.snapshotURL(path)
+	if err != nil {
+		return nil, err
+	}
+	const attempts = 3
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		body, retry, err := a.getSnapshot(ctx, target)
+		if err == nil {
+			return body, nil
+		}
+		if !retry || attempt == attempts || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("snapshot fetch failed; retrying", "err", err, "attempt", attempt)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay *= 2
+	}
+}
+
+func (a *Agent) getSnapshot(ctx context.Context, target string) (body []byte, retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("fetch snapshot: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if id := a.currentIdentity(); id != nil {
+		req.Header.Set("Authorization", "Bearer "+id.AgentJWT)
+	}
+	resp, err := a.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, true, fmt.Errorf("fetch snapshot: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		detail, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		retry = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
+		return nil, retry, fmt.Errorf("fetch snapshot %s: HTTP %d: %s", req.URL.Path, resp.StatusCode, strings.TrimSpace(string(detail)))
+	}
+	body, err = io.ReadAll(io.LimitReader(resp.Body, maxSnapshotBytes+1))
+	if err != nil {
+		return nil, true, fmt.Errorf("fetch snapshot: read body: %w", err)
+	}
+	if len(body) > maxSnapshotBytes {
+		return nil, false, fmt.Errorf("fetch snapshot: larger than %d bytes", maxSnapshotBytes)
+	}
+	return body, false, nil
+}
+
+// snapshotURL joins the API base URL and a snapshot path. Only a plain absolute path is
+// accepted: the request carries the agent JWT, which must never go to another host.
+func (a *Agent) snapshotURL(path string) (string, error) {
+	u, err := url.Parse(path)
+	if err != nil || path == "" || !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") || u.Scheme != "" || u.Host != "" {
+		return "", fmt.Errorf("snapshot_path %q must be an absolute path on the API", path)
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == ".." {
+			return "", fmt.Errorf("snapshot_path %q must not contain '..'", path)
+		}
+	}
+	return strings.TrimRight(a.cfg.APIBaseURL, "/") + path, nil
+}

@@ -1,0 +1,14 @@
+// Package agent is the reference imprun agent: the process that runs next to a cluster's
+// gateways, holds one gRPC stream to the control plane (proto/agentv1) and turns the commands it
+// receives into gateway configuration on disk.
+//
+// It registers with a registration token on first start and keeps its identity (agent id, JWT,
+// refresh secret) in a state directory; it reconnects with backoff when the stream ends; it
+// fetches publish snapshots over REST, verifies their checksum and renders them for the gateway
+// class (Envoy Gateway YAML or an nginx fragment); it keeps the set of credentials its gateways
+// must accept (hashes only) and answers, through Verifier, whether a presented key may call a
+// publish within its plan limits.
+//
+// The package shares nothing with the server but the protocol, so the server can be tested
+// against it in-process and it can be tested against a fake server.
+package agent

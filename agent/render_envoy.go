@@ -1,0 +1,460 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// envoyRenderer renders Gateway API and Envoy Gateway resources: one Gateway per publish, an
+// HTTPRoute per route, an Envoy Gateway Backend per backend, and BackendTrafficPolicy /
+// SecurityPolicy objects for the route's effective policies and the publish's auth mode.
+type envoyRenderer struct {
+	opts RenderOptions
+}
+
+const (
+	gatewayAPIVersion = "gateway.networking.k8s.io/v1"
+	envoyAPIVersion   = "gateway.envoyproxy.io/v1alpha1"
+)
+
+// object is a Kubernetes object under construction. Maps keep yaml.v3 output deterministic
+// (keys are sorted), which matters because resource hashes decide created/updated/unchanged.
+type object = map[string]any
+
+type envoyDoc struct {
+	res RenderedResource
+	obj object
+}
+
+func (r envoyRenderer) meta(name string, s *Snapshot) object {
+	return object{
+		"name":      name,
+		"namespace": r.opts.Namespace,
+		"labels": object{
+			"app.kubernetes.io/managed-by": "imprun-agent",
+			"imprun.dev/publish-id":        s.PublishID,
+			"imprun.dev/revision":          strconv.Itoa(int(s.Revision)),
+		},
+	}
+}
+
+func (r envoyRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
+	pid := shortID(s.PublishID)
+	var docs []envoyDoc
+	add := func(kind, apiVersion, name string, spec object) {
+		docs = append(docs, envoyDoc{
+			res: RenderedResource{Kind: kind, Name: name, Namespace: r.opts.Namespace},
+			obj: object{"apiVersion": apiVersion, "kind": kind, "metadata": r.meta(name, s), "spec": spec},
+		})
+	}
+
+	gatewayName := dnsName("imp", pid, s.Gateway.Name)
+	listeners, err := r.listeners(s)
+	if err != nil {
+		return nil, err
+	}
+	gatewayClass := firstNonEmpty(s.Gateway.GatewayClass, GatewayClassEnvoy)
+	add("Gateway", gatewayAPIVersion, gatewayName, object{"gatewayClassName": gatewayClass, "listeners": listeners})
+
+	for _, svc := range s.APIServices {
+		for _, b := range svc.Backends {
+			spec, err := envoyBackendSpec(svc, b)
+			if err != nil {
+				return nil, err
+			}
+			add("Backend", envoyAPIVersion, dnsName("imp", pid, svc.Name, b.Name), spec)
+		}
+		for _, route := range svc.Routes {
+			routeName := dnsName("imp", pid, svc.Name, route.Name)
+			spec, err := r.httpRouteSpec(s, svc, route, gatewayName, pid)
+			if err != nil {
+				return nil, err
+			}
+			add("HTTPRoute", gatewayAPIVersion, routeName, spec)
+
+			target := []any{object{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": routeName}}
+			traffic, security, err := r.routePolicies(s, svc, route)
+			if err != nil {
+				return nil, err
+			}
+			if len(traffic) > 0 {
+				traffic["targetRefs"] = target
+				add("BackendTrafficPolicy", envoyAPIVersion, routeName, traffic)
+			}
+			if len(security) > 0 {
+				security["targetRefs"] = target
+				add("SecurityPolicy", envoyAPIVersion, routeName, security)
+			}
+		}
+	}
+
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# Rendered by imprun-agent for publish %s revision %d. Do not edit.\n", s.PublishID, s.Revision)
+	out := &Rendered{FileExt: "yaml"}
+	for _, d := range docs {
+		data, err := marshalYAML(d.obj)
+		if err != nil {
+			return nil, fmt.Errorf("render %s %s: %w", d.res.Kind, d.res.Name, err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(data)
+		d.res.Hash = hashText(data)
+		out.Resources = append(out.Resources, d.res)
+	}
+	out.Config = buf.Bytes()
+	return out, nil
+}
+
+// marshalYAML encodes with the two-space indent Kubernetes manifests use.
+func marshalYAML(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func (r envoyRenderer) listeners(s *Snapshot) ([]any, error) {
+	var out []any
+	for i, l := range s.Gateway.Listeners {
+		if l.Port < 1 || l.Port > 65535 {
+			return nil, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port)
+		}
+		protocol := strings.ToUpper(firstNonEmpty(l.Protocol, "HTTP"))
+		lo := object{
+			"name":     dnsName(firstNonEmpty(l.Name, "listener-"+strconv.Itoa(i))),
+			"port":     l.Port,
+			"protocol": protocol,
+		}
+		if h := firstNonEmpty(l.Hostname, s.Hostname); h != "" {
+			lo["hostname"] = h
+		}
+		if protocol == "HTTPS" || protocol == "TLS" {
+			mode := "Terminate"
+			ref := ""
+			if l.TLS != nil {
+				mode = firstNonEmpty(l.TLS.Mode, mode)
+				ref = l.TLS.CertificateRef
+			}
+			tls := object{"mode": mode}
+			if ref != "" {
+				tls["certificateRefs"] = []any{object{"kind": "Secret", "name": ref}}
+			} else if mode == "Terminate" {
+				return nil, fmt.Errorf("listener %q: %s with TLS termination needs a certificate_ref", l.Name, protocol)
+			}
+			lo["tls"] = tls
+		}
+		out = append(out, lo)
+	}
+	return out, nil
+}
+
+func envoyBackendSpec(svc APIService, b Backend) (object, error) {
+	if len(b.Endpoints) == 0 {
+		return nil, fmt.Errorf("service %s backend %s has no endpoints", svc.Name, b.Name)
+	}
+	var endpoints []any
+	for _, ep := range b.Endpoints {
+		if ep.Host == "" || ep.Port < 1 || ep.Port > 65535 {
+			return nil, fmt.Errorf("service %s backend %s: bad endpoint %s:%d", svc.Name, b.Name, ep.Host, ep.Port)
+		}
+		if net.ParseIP(ep.Host) != nil {
+			endpoints = append(endpoints, object{"ip": object{"address": ep.Host, "port": ep.Port}})
+		} else {
+			endpoints = append(endpoints, object{"fqdn": object{"hostname": ep.Host, "port": ep.Port}})
+		}
+	}
+	spec := object{"endpoints": endpoints}
+	switch strings.ToLower(b.Scheme) {
+	case "grpc":
+		spec["appProtocols"] = []any{"gateway.envoyproxy.io/h2c"}
+	case "https":
+		spec["tls"] = object{"wellKnownCACertificates": "System"}
+	case "grpcs":
+		spec["appProtocols"] = []any{"gateway.envoyproxy.io/h2c"}
+		spec["tls"] = object{"wellKnownCACertificates": "System"}
+	}
+	return spec, nil
+}
+
+var gatewayPathTypes = map[string]string{"": "PathPrefix", "prefix": "PathPrefix", "exact": "Exact", "regex": "RegularExpression"}
+
+func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, gatewayName, pid string) (object, error) {
+	pathType, ok := gatewayPathTypes[route.Matches.Path.Type]
+	if !ok {
+		return nil, fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
+	}
+	base := object{"path": object{"type": pathType, "value": firstNonEmpty(route.Matches.Path.Value, "/")}}
+	if hs := gatewayValueMatches(route.Matches.Headers); len(hs) > 0 {
+		base["headers"] = hs
+	}
+	if qs := gatewayValueMatches(route.Matches.QueryParams); len(qs) > 0 {
+		base["queryParams"] = qs
+	}
+	// A Gateway API match holds one method, so a route with several becomes one match per
+	// method (matches of a rule are ORed).
+	var matches []any
+	if len(route.Matches.Methods) == 0 {
+		matches = []any{base}
+	}
+	for _, m := range route.Matches.Methods {
+		mm := object{}
+		for k, v := range base {
+			mm[k] = v
+		}
+		mm["method"] = strings.ToUpper(m)
+		matches = append(matches, mm)
+	}
+
+	if len(route.BackendRefs) == 0 {
+		return nil, fmt.Errorf("route %s has no backend_refs", route.Name)
+	}
+	var refs []any
+	for _, ref := range route.BackendRefs {
+		b, err := resolveBackend(svc, ref)
+		if err != nil {
+			return nil, fmt.Errorf("route %s: %w", route.Name, err)
+		}
+		o := object{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": dnsName("imp", pid, svc.Name, b.Name)}
+		if len(route.BackendRefs) > 1 {
+			o["weight"] = ref.Weight
+		}
+		refs = append(refs, o)
+	}
+	rule := object{"matches": matches, "backendRefs": refs}
+	timeouts := object{}
+	if route.Timeouts.RequestMS > 0 {
+		timeouts["request"] = strconv.Itoa(route.Timeouts.RequestMS) + "ms"
+	}
+	if route.Timeouts.BackendRequestMS > 0 {
+		timeouts["backendRequest"] = strconv.Itoa(route.Timeouts.BackendRequestMS) + "ms"
+	}
+	if len(timeouts) > 0 {
+		rule["timeouts"] = timeouts
+	}
+	spec := object{"parentRefs": []any{object{"name": gatewayName}}, "rules": []any{rule}}
+	if hosts := routeHostnames(s, route); len(hosts) > 0 {
+		hs := make([]any, len(hosts))
+		for i, h := range hosts {
+			hs[i] = h
+		}
+		spec["hostnames"] = hs
+	}
+	return spec, nil
+}
+
+func gatewayValueMatches(ms []ValueMatch) []any {
+	var out []any
+	for _, m := range ms {
+		switch m.Type {
+		case "Present":
+			// Gateway API has no presence match; any value is the same thing.
+			out = append(out, object{"name": m.Name, "type": "RegularExpression", "value": ".*"})
+		case "RegularExpression":
+			out = append(out, object{"name": m.Name, "type": "RegularExpression", "value": m.Value})
+		default:
+			out = append(out, object{"name": m.Name, "type": "Exact", "value": m.Value})
+		}
+	}
+	return out
+}
+
+var envoyRateUnits = map[string]string{"second": "Second", "minute": "Minute", "hour": "Hour", "day": "Day"}
+
+// routePolicies builds the BackendTrafficPolicy and SecurityPolicy specs of a route (either may
+// be empty). Policy types the renderer does not know are skipped rather than failing the deploy,
+// so the server can introduce a type before every agent understands it.
+func (r envoyRenderer) routePolicies(s *Snapshot, svc APIService, route Route) (traffic, security object, err error) {
+	traffic, security = object{}, object{}
+	for _, p := range effectivePolicies(svc, route) {
+		switch p.Type {
+		case "rate-limit":
+			var spec RateLimitSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, nil, err
+			}
+			unit, ok := envoyRateUnits[strings.ToLower(spec.Unit)]
+			if !ok || spec.RequestsPerUnit < 1 {
+				return nil, nil, fmt.Errorf("policy %s (rate-limit): need requests_per_unit >= 1 and unit second|minute|hour|day", p.ID)
+			}
+			traffic["rateLimit"] = object{"type": "Local", "local": object{"rules": []any{
+				object{"limit": object{"requests": spec.RequestsPerUnit, "unit": unit}},
+			}}}
+		case "timeout":
+			var spec TimeoutSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, nil, err
+			}
+			if spec.RequestMS > 0 {
+				traffic["timeout"] = object{"http": object{"requestTimeout": strconv.Itoa(spec.RequestMS) + "ms"}}
+			}
+		case "retry":
+			var spec RetrySpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, nil, err
+			}
+			retry := object{"numRetries": spec.NumRetries}
+			if len(spec.RetryOn) > 0 {
+				triggers := make([]any, len(spec.RetryOn))
+				for i, t := range spec.RetryOn {
+					triggers[i] = t
+				}
+				retry["retryOn"] = object{"triggers": triggers}
+			}
+			if spec.PerTryTimeoutMS > 0 {
+				retry["perRetry"] = object{"timeout": strconv.Itoa(spec.PerTryTimeoutMS) + "ms"}
+			}
+			traffic["retry"] = retry
+		case "cors":
+			var spec CORSSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, nil, err
+			}
+			security["cors"] = envoyCORS(spec)
+		}
+	}
+	if lb := firstBackendLB(svc, route); lb != "" && lb != "RoundRobin" {
+		traffic["loadBalancer"] = object{"type": lb}
+	}
+	if needsCredentialCheck(s) {
+		security["extAuth"] = r.extAuth(s)
+	}
+	return traffic, security, nil
+}
+
+// extAuth sends every request's credential headers to the agent's verifier: the agent holds
+// only hashes of the secrets, which Envoy's built-in API key check cannot use.
+func (r envoyRenderer) extAuth(s *Snapshot) object {
+	u := strings.TrimRight(r.opts.VerifierURL, "/")
+	service, namespace, port, path := splitServiceURL(u)
+	ref := object{"name": service, "port": port}
+	if namespace != "" && namespace != r.opts.Namespace {
+		// Cross-namespace: the verifier's namespace needs a ReferenceGrant for this one.
+		ref["namespace"] = namespace
+	}
+	return object{
+		"http": object{
+			"backendRefs":      []any{ref},
+			"path":             path + "/" + s.PublishID,
+			"headersToBackend": []any{"x-imprun-credential-id", "x-imprun-plan-id"},
+		},
+		"headersToExtAuth": []any{"authorization", "x-api-key"},
+	}
+}
+
+// splitServiceURL splits "http://svc.ns.svc.cluster.local:8081/verify" into the Service name
+// ("svc"), its namespace ("ns", empty when the host has no dot), port and path, which is how
+// ext-auth refers to an in-cluster service.
+func splitServiceURL(u string) (service, namespace string, port int, path string) {
+	rest := u
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	}
+	hostport, path, _ := strings.Cut(rest, "/")
+	path = "/" + path
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, p = hostport, "80"
+	}
+	port, _ = strconv.Atoi(p)
+	service, rest, _ = strings.Cut(host, ".")
+	namespace, _, _ = strings.Cut(rest, ".")
+	return service, namespace, port, strings.TrimRight(path, "/")
+}
+
+func envoyCORS(spec CORSSpec) object {
+	list := func(vals []string) []any {
+		out := make([]any, len(vals))
+		for i, v := range vals {
+			out[i] = v
+		}
+		return out
+	}
+	c := object{"allowOrigins": list(spec.AllowOrigins), "allowMethods": list(spec.AllowMethods)}
+	if len(spec.AllowHeaders) > 0 {
+		c["allowHeaders"] = list(spec.AllowHeaders)
+	}
+	if len(spec.ExposeHeaders) > 0 {
+		c["exposeHeaders"] = list(spec.ExposeHeaders)
+	}
+	if spec.MaxAgeSeconds > 0 {
+		c["maxAge"] = strconv.Itoa(spec.MaxAgeSeconds) + "s"
+	}
+	if spec.AllowCredentials {
+		c["allowCredentials"] = true
+	}
+	return c
+}
+
+// firstBackendLB is the load-balancing policy of the route's first backend. Envoy Gateway sets
+// load balancing per route (BackendTrafficPolicy), not per Backend.
+func firstBackendLB(svc APIService, route Route) string {
+	if len(route.BackendRefs) == 0 {
+		return ""
+	}
+	b, err := resolveBackend(svc, route.BackendRefs[0])
+	if err != nil {
+		return ""
+	}
+	return b.LBPolicy
+}
+
+// RenderCredentials renders a Secret with one entry per credential that may call the publish:
+// the verifier mounts it, operators can inspect it, and it holds hashes only.
+func (r envoyRenderer) RenderCredentials(publishID string, creds []Credential) (string, []byte, error) {
+	data := object{}
+	for _, c := range creds {
+		entry, err := json.Marshal(credentialEntry(publishID, c))
+		if err != nil {
+			return "", nil, err
+		}
+		data[c.ID] = string(entry)
+	}
+	obj := object{
+		"apiVersion": "v1",
+		"kind":       "Secret",
+		"type":       "Opaque",
+		"metadata": object{
+			"name":      dnsName("imp", shortID(publishID), "credentials"),
+			"namespace": r.opts.Namespace,
+			"labels": object{
+				"app.kubernetes.io/managed-by": "imprun-agent",
+				"imprun.dev/publish-id":        publishID,
+			},
+		},
+		"stringData": data,
+	}
+	out, err := marshalYAML(obj)
+	if err != nil {
+		return "", nil, err
+	}
+	return "credentials.yaml", append([]byte("# Credential hashes for publish "+publishID+". Do not edit.\n"), out...), nil
+}
+
+// credentialEntry is what a rendered credential file says about one credential.
+func credentialEntry(publishID string, c Credential) map[string]any {
+	g, _ := c.grantFor(publishID)
+	e := map[string]any{
+		"type":        c.Type,
+		"key_prefix":  c.KeyPrefix,
+		"secret_hash": c.SecretHash,
+		"version":     c.Version,
+		"plan_id":     g.PlanID,
+		"limits":      g.Limits,
+	}
+	if c.ExpiresAt != nil {
+		e["expires_at"] = c.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z07:00")
+	}
+	return e
+}

@@ -1,0 +1,421 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// nginxRenderer renders an nginx.conf fragment meant to be included inside the http {} block:
+// an upstream per backend, a server per listener and hostname, a location per route.
+type nginxRenderer struct {
+	opts RenderOptions
+}
+
+// nginxBlock is one rendered top-level block with the resource it stands for.
+type nginxBlock struct {
+	res  RenderedResource
+	text string
+}
+
+func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
+	pid := shortID(s.PublishID)
+	var blocks []nginxBlock
+
+	// Upstreams first: servers refer to them.
+	upstreamOf := map[string]string{} // service id + backend id -> upstream name
+	for _, svc := range s.APIServices {
+		for _, b := range svc.Backends {
+			name := nginxName("imp", pid, svc.Name, b.Name)
+			text, err := nginxUpstream(name, svc, b)
+			if err != nil {
+				return nil, err
+			}
+			upstreamOf[svc.ID+"/"+b.ID] = name
+			blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxUpstream", Name: name}, text})
+		}
+	}
+
+	// Locations per hostname; a route without hostnames answers on the publish hostname, or
+	// on any name ("_") when the publish has none either.
+	type loc struct {
+		res  RenderedResource
+		path string // location operator and value: two equal ones would clash in one server
+		text string
+	}
+	byHost := map[string][]loc{}
+	var zones []string
+	for _, svc := range s.APIServices {
+		for _, route := range svc.Routes {
+			name := nginxName("imp", pid, svc.Name, route.Name)
+			text, path, zone, err := r.location(s, svc, route, name, pid, upstreamOf)
+			if err != nil {
+				return nil, err
+			}
+			if zone != "" {
+				zones = append(zones, zone)
+			}
+			hosts := routeHostnames(s, route)
+			if len(hosts) == 0 {
+				hosts = []string{"_"}
+			}
+			for _, h := range hosts {
+				byHost[h] = append(byHost[h], loc{RenderedResource{Kind: "NginxLocation", Name: h + firstNonEmpty(route.Matches.Path.Value, "/")}, path, text})
+			}
+		}
+	}
+	hosts := make([]string, 0, len(byHost))
+	for h := range byHost {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+
+	for i, l := range s.Gateway.Listeners {
+		if l.Port < 1 || l.Port > 65535 {
+			return nil, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port)
+		}
+		listen := strconv.Itoa(l.Port)
+		protocol := strings.ToUpper(firstNonEmpty(l.Protocol, "HTTP"))
+		switch protocol {
+		case "HTTP":
+		case "HTTPS":
+			listen += " ssl"
+		default:
+			// TCP/TLS passthrough listeners belong to nginx's stream {} context, which an
+			// http {} fragment cannot hold.
+			return nil, fmt.Errorf("listener %q: protocol %s is not supported by the nginx renderer", l.Name, protocol)
+		}
+		listenerName := firstNonEmpty(l.Name, "listener-"+strconv.Itoa(i))
+		for _, h := range hosts {
+			// A listener bound to a hostname only serves that hostname.
+			if l.Hostname != "" && h != l.Hostname {
+				continue
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "server {\n    listen %s;\n    server_name %s;\n", listen, h)
+			if protocol == "HTTPS" && l.TLS != nil && l.TLS.CertificateRef != "" {
+				// The certificate reference names files the operator provisions next to
+				// this fragment.
+				fmt.Fprintf(&b, "    ssl_certificate %s.crt;\n    ssl_certificate_key %s.key;\n", l.TLS.CertificateRef, l.TLS.CertificateRef)
+			}
+			seen := map[string]bool{}
+			for _, lc := range byHost[h] {
+				if seen[lc.path] {
+					return nil, fmt.Errorf("two routes on host %s match the same location %q", h, lc.path)
+				}
+				seen[lc.path] = true
+				b.WriteString(lc.text)
+			}
+			if needsCredentialCheck(s) {
+				b.WriteString(r.verifyLocation(s))
+			}
+			b.WriteString("}\n")
+			blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxServer", Name: listenerName + ":" + h}, b.String()})
+			for _, lc := range byHost[h] {
+				lc.res.Name = listenerName + ":" + lc.res.Name
+				lc.res.Hash = hashText([]byte(lc.text))
+				blocks = append(blocks, nginxBlock{res: lc.res})
+			}
+		}
+	}
+
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# Rendered by imprun-agent for publish %s revision %d. Include inside http {}. Do not edit.\n", s.PublishID, s.Revision)
+	for _, z := range zones {
+		buf.WriteString(z)
+	}
+	out := &Rendered{FileExt: "conf"}
+	for _, b := range blocks {
+		if b.text != "" {
+			buf.WriteString("\n")
+			buf.WriteString(b.text)
+			b.res.Hash = hashText([]byte(b.text))
+		}
+		out.Resources = append(out.Resources, b.res)
+	}
+	out.Config = buf.Bytes()
+	return out, nil
+}
+
+var nginxLBDirectives = map[string]string{
+	"":               "",
+	"RoundRobin":     "",
+	"LeastRequest":   "    least_conn;\n",
+	"Random":         "    random;\n",
+	"ConsistentHash": "    hash $remote_addr consistent;\n",
+}
+
+func nginxUpstream(name string, svc APIService, b Backend) (string, error) {
+	if len(b.Endpoints) == 0 {
+		return "", fmt.Errorf("service %s backend %s has no endpoints", svc.Name, b.Name)
+	}
+	lb, ok := nginxLBDirectives[b.LBPolicy]
+	if !ok {
+		return "", fmt.Errorf("service %s backend %s: unsupported lb_policy %q", svc.Name, b.Name, b.LBPolicy)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "upstream %s {\n%s", name, lb)
+	for _, ep := range b.Endpoints {
+		if !safeNginxToken(ep.Host) || ep.Port < 1 || ep.Port > 65535 {
+			return "", fmt.Errorf("service %s backend %s: bad endpoint %s:%d", svc.Name, b.Name, ep.Host, ep.Port)
+		}
+		fmt.Fprintf(&sb, "    server %s", net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)))
+		if ep.Weight > 1 {
+			fmt.Fprintf(&sb, " weight=%d", ep.Weight)
+		}
+		sb.WriteString(";\n")
+	}
+	sb.WriteString("}\n")
+	return sb.String(), nil
+}
+
+// location renders one route. It returns the location text, its match ("^~ /v1"), and the
+// http-context lines it needs (limit_req_zone, split_clients), if any.
+func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, pid string, upstreamOf map[string]string) (text, path, zone string, err error) {
+	value := firstNonEmpty(route.Matches.Path.Value, "/")
+	switch route.Matches.Path.Type {
+	case "", "prefix", "exact":
+		if !safeNginxValue(value) {
+			return "", "", "", fmt.Errorf("route %s: path %q cannot be rendered for nginx", route.Name, value)
+		}
+		// ^~ keeps a prefix route from being taken over by a regex route of another service.
+		path = "^~ " + value
+		if route.Matches.Path.Type == "exact" {
+			path = "= " + value
+		}
+	case "regex":
+		path = "~ " + nginxQuote(value)
+	default:
+		return "", "", "", fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
+	}
+
+	if len(route.BackendRefs) == 0 {
+		return "", "", "", fmt.Errorf("route %s has no backend_refs", route.Name)
+	}
+	var upstream string
+	if len(route.BackendRefs) == 1 {
+		b, err := resolveBackend(svc, route.BackendRefs[0])
+		if err != nil {
+			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+		}
+		upstream = upstreamOf[svc.ID+"/"+b.ID]
+	} else {
+		// Weighted split across backends: a split_clients map picks the upstream per request.
+		var sb strings.Builder
+		splitVar := "$" + name + "_upstream"
+		fmt.Fprintf(&sb, "split_clients \"${request_id}\" %s {\n", splitVar)
+		total := 0
+		for _, ref := range route.BackendRefs {
+			total += ref.Weight
+		}
+		if total <= 0 {
+			return "", "", "", fmt.Errorf("route %s: backend weights add up to %d", route.Name, total)
+		}
+		acc := 0.0
+		for i, ref := range route.BackendRefs {
+			b, err := resolveBackend(svc, ref)
+			if err != nil {
+				return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+			}
+			if ref.Weight <= 0 {
+				continue
+			}
+			share := float64(ref.Weight) * 100 / float64(total)
+			acc += share
+			if i == len(route.BackendRefs)-1 || acc >= 99.999 {
+				fmt.Fprintf(&sb, "    * %s;\n", upstreamOf[svc.ID+"/"+b.ID])
+				break
+			}
+			fmt.Fprintf(&sb, "    %.2f%% %s;\n", share, upstreamOf[svc.ID+"/"+b.ID])
+		}
+		sb.WriteString("}\n")
+		zone += sb.String()
+		upstream = splitVar
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "    # route %s (service %s)\n    location %s {\n", route.Name, svc.Name, path)
+	if len(route.Matches.Methods) > 0 {
+		methods := make([]string, len(route.Matches.Methods))
+		for i, m := range route.Matches.Methods {
+			methods[i] = strings.ToUpper(m)
+		}
+		fmt.Fprintf(&b, "        limit_except %s { deny all; }\n", strings.Join(methods, " "))
+	}
+	// Header and query matches become guards: nginx cannot select a location on them, but it
+	// can refuse requests that do not match, so the route never takes more than it should.
+	for _, m := range route.Matches.Headers {
+		g, err := nginxGuard("$http_", m)
+		if err != nil {
+			return "", "", "", fmt.Errorf("route %s: header %w", route.Name, err)
+		}
+		b.WriteString(g)
+	}
+	for _, m := range route.Matches.QueryParams {
+		g, err := nginxGuard("$arg_", m)
+		if err != nil {
+			return "", "", "", fmt.Errorf("route %s: query parameter %w", route.Name, err)
+		}
+		b.WriteString(g)
+	}
+	if needsCredentialCheck(s) {
+		b.WriteString("        auth_request /_imprun_verify;\n")
+	}
+	for _, p := range effectivePolicies(svc, route) {
+		switch p.Type {
+		case "rate-limit":
+			var spec RateLimitSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return "", "", "", err
+			}
+			rate, err := nginxRate(spec)
+			if err != nil {
+				return "", "", "", fmt.Errorf("policy %s: %w", p.ID, err)
+			}
+			zoneName := name + "_rl"
+			zone += fmt.Sprintf("limit_req_zone $binary_remote_addr zone=%s:10m rate=%s;\n", zoneName, rate)
+			fmt.Fprintf(&b, "        limit_req zone=%s", zoneName)
+			if spec.Burst > 0 {
+				fmt.Fprintf(&b, " burst=%d nodelay", spec.Burst)
+			}
+			b.WriteString(";\n")
+		case "cors":
+			var spec CORSSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return "", "", "", err
+			}
+			for _, v := range append(append(append([]string{}, spec.AllowOrigins...), spec.AllowMethods...), spec.AllowHeaders...) {
+				if !nginxLiteral(v) {
+					return "", "", "", fmt.Errorf("policy %s: value %q cannot be rendered for nginx", p.ID, v)
+				}
+			}
+			fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n", nginxQuote(strings.Join(spec.AllowOrigins, " ")))
+			fmt.Fprintf(&b, "        add_header Access-Control-Allow-Methods %s always;\n", nginxQuote(strings.Join(spec.AllowMethods, ", ")))
+			if len(spec.AllowHeaders) > 0 {
+				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Headers %s always;\n", nginxQuote(strings.Join(spec.AllowHeaders, ", ")))
+			}
+			if spec.AllowCredentials {
+				b.WriteString("        add_header Access-Control-Allow-Credentials true always;\n")
+			}
+		}
+	}
+	if route.Timeouts.RequestMS > 0 {
+		fmt.Fprintf(&b, "        proxy_read_timeout %dms;\n", route.Timeouts.RequestMS)
+	}
+	scheme := "http"
+	if bk, err := resolveBackend(svc, route.BackendRefs[0]); err == nil && (bk.Scheme == "https" || bk.Scheme == "grpcs") {
+		scheme = "https"
+	}
+	fmt.Fprintf(&b, "        proxy_pass %s://%s;\n    }\n", scheme, upstream)
+	return b.String(), path, zone, nil
+}
+
+// nginxGuard renders a header or query match as an if that refuses non-matching requests.
+func nginxGuard(varPrefix string, m ValueMatch) (string, error) {
+	name := strings.ToLower(strings.ReplaceAll(m.Name, "-", "_"))
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return "", fmt.Errorf("%q cannot be rendered for nginx", m.Name)
+		}
+	}
+	if name == "" {
+		return "", fmt.Errorf("name is empty")
+	}
+	variable := varPrefix + name
+	switch m.Type {
+	case "Present":
+		return fmt.Sprintf("        if (%s = \"\") { return 404; }\n", variable), nil
+	case "RegularExpression":
+		return fmt.Sprintf("        if (%s !~ %s) { return 404; }\n", variable, nginxQuote(m.Value)), nil
+	default:
+		if !nginxLiteral(m.Value) {
+			return "", fmt.Errorf("%s: value %q cannot be rendered for nginx", m.Name, m.Value)
+		}
+		return fmt.Sprintf("        if (%s != %s) { return 404; }\n", variable, nginxQuote(m.Value)), nil
+	}
+}
+
+// nginxRate converts a rate-limit spec to nginx's r/s or r/m (nginx knows no larger unit; hour
+// and day limits become the equivalent per-minute rate, rounded up so nobody gets less).
+func nginxRate(spec RateLimitSpec) (string, error) {
+	n := spec.RequestsPerUnit
+	if n < 1 {
+		return "", fmt.Errorf("requests_per_unit must be >= 1")
+	}
+	switch strings.ToLower(spec.Unit) {
+	case "second":
+		return fmt.Sprintf("%dr/s", n), nil
+	case "minute":
+		return fmt.Sprintf("%dr/m", n), nil
+	case "hour":
+		return fmt.Sprintf("%dr/m", (n+59)/60), nil
+	case "day":
+		return fmt.Sprintf("%dr/m", (n+1439)/1440), nil
+	}
+	return "", fmt.Errorf("unsupported unit %q", spec.Unit)
+}
+
+// verifyLocation is the internal location auth_request calls: the agent's verifier decides.
+func (r nginxRenderer) verifyLocation(s *Snapshot) string {
+	return fmt.Sprintf(`    location = /_imprun_verify {
+        internal;
+        proxy_pass %s/%s;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header X-Original-URI $request_uri;
+    }
+`, strings.TrimRight(r.opts.VerifierURL, "/"), s.PublishID)
+}
+
+// safeNginxToken accepts host names and addresses.
+func safeNginxToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:_[]", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// safeNginxValue rejects what could end a directive or open a block: the snapshot is data and
+// must never inject configuration.
+func safeNginxValue(s string) bool {
+	return !strings.ContainsAny(s, ";{}\n\r\"'`\\ \t$")
+}
+
+// nginxQuote wraps a value in double quotes, escaping the quote and backslash so the value
+// cannot end the string. It does not neutralise "$": nginx has no escape for it, so values
+// used as plain strings must pass nginxLiteral, and regexes keep "$" as an anchor.
+func nginxQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", " ", "\r", " ")
+	return `"` + r.Replace(s) + `"`
+}
+
+// nginxLiteral reports whether s can be a quoted nginx string that means exactly s: nginx
+// would expand a "$" as a variable.
+func nginxLiteral(s string) bool {
+	return !strings.ContainsAny(s, "$\n\r")
+}
+
+// RenderCredentials renders an nginx map from key prefix to secret hash for the publish, for
+// an njs or Lua check that wants to verify locally; the rendered config itself asks the
+// verifier through auth_request.
+func (r nginxRenderer) RenderCredentials(publishID string, creds []Credential) (string, []byte, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Credential hashes for publish %s. Do not edit.\n", publishID)
+	fmt.Fprintf(&b, "map $imprun_key_prefix $%s {\n    default \"\";\n", nginxName("imp", shortID(publishID), "secret_hash"))
+	for _, c := range creds {
+		if !safeNginxToken(c.KeyPrefix) {
+			continue
+		}
+		fmt.Fprintf(&b, "    %s %s;\n", nginxQuote(c.KeyPrefix), nginxQuote(c.SecretHash))
+	}
+	b.WriteString("}\n")
+	return "credentials.conf", []byte(b.String()), nil
+}

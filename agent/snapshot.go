@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Snapshot is the JSON document the server serves for one publish revision: everything needed
+// to render that publish for a gateway. Decoding ignores unknown fields on purpose, so the server
+// can add fields without breaking deployed agents.
+type Snapshot struct {
+	PublishID   string          `json:"publish_id"`
+	Revision    int32           `json:"revision"`
+	Product     SnapshotProduct `json:"product"`
+	ClusterID   string          `json:"cluster_id"`
+	Environment string          `json:"environment"`
+	// Hostname is the publish's base hostname, used for routes and listeners that name none.
+	Hostname    string          `json:"hostname"`
+	AuthMode    string          `json:"auth_mode"`
+	AuthConfig  map[string]any  `json:"auth_config"`
+	Gateway     SnapshotGateway `json:"gateway"`
+	APIServices []APIService    `json:"api_services"`
+}
+
+// SnapshotProduct identifies the product behind a publish.
+type SnapshotProduct struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// SnapshotGateway is the gateway template the publish is exposed through.
+type SnapshotGateway struct {
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	GatewayClass string     `json:"gateway_class"`
+	Listeners    []Listener `json:"listeners"`
+}
+
+// Listener is one port of a gateway.
+type Listener struct {
+	Name     string `json:"name"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+	Hostname string `json:"hostname"`
+	TLS      *struct {
+		Mode           string `json:"mode"`
+		CertificateRef string `json:"certificate_ref"`
+	} `json:"tls"`
+}
+
+// APIService is one API of the published product, with its routes, backends and policies.
+type APIService struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Version  string    `json:"version"`
+	Routes   []Route   `json:"routes"`
+	Backends []Backend `json:"backends"`
+	// Policies are the service- and global-scoped policies; route-scoped ones sit on the route.
+	Policies []Policy `json:"policies"`
+}
+
+// Route is one HTTP route of an API service.
+type Route struct {
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Hostnames   []string     `json:"hostnames"`
+	Matches     RouteMatches `json:"matches"`
+	BackendRefs []BackendRef `json:"backend_refs"`
+	Priority    int          `json:"priority"`
+	Timeouts    struct {
+		RequestMS        int `json:"request_ms"`
+		BackendRequestMS int `json:"backend_request_ms"`
+	} `json:"timeouts"`
+	Policies []Policy `json:"policies"`
+}
+
+// RouteMatches says which requests a route takes.
+type RouteMatches struct {
+	Path struct {
+		Type  string `json:"type"` // prefix, exact or regex
+		Value string `json:"value"`
+	} `json:"path"`
+	Methods     []string     `json:"methods"` // empty: every method
+	Headers     []ValueMatch `json:"headers"`
+	QueryParams []ValueMatch `json:"query_params"`
+}
+
+// ValueMatch matches one header or query parameter.
+type ValueMatch struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"` // Exact, RegularExpression or Present
+	Value string `json:"value"`
+}
+
+// BackendRef sends a share of a route's traffic to a backend.
+type BackendRef struct {
+	BackendID   string `json:"backend_id"`
+	BackendName string `json:"backend_name"`
+	Weight      int    `json:"weight"`
+}
+
+// Backend is an upstream service of an API service.
+type Backend struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Scheme    string     `json:"scheme"`
+	Endpoints []Endpoint `json:"endpoints"`
+	LBPolicy  string     `json:"lb_policy"`
+	Timeouts  struct {
+		ConnectMS int `json:"connect_ms"`
+		RequestMS int `json:"request_ms"`
+		IdleMS    int `json:"idle_ms"`
+	} `json:"timeouts"`
+}
+
+// Endpoint is one address of a backend.
+type Endpoint struct {
+	Host   string `json:"host"`
+	Port   int    `json:"port"`
+	Weight int    `json:"weight"`
+}
+
+// Policy is a traffic or security policy; Spec depends on Type (rate-limit, cors, timeout,
+// retry, ...).
+type Policy struct {
+	ID    string          `json:"id"`
+	Type  string          `json:"type"`
+	Scope string          `json:"scope"` // global, service or route
+	Spec  json.RawMessage `json:"spec"`
+}
+
+// DecodeSnapshot parses snapshot bytes and checks the fields rendering cannot do without.
+func DecodeSnapshot(data []byte) (*Snapshot, error) {
+	var s Snapshot
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("decode snapshot: %w", err)
+	}
+	if s.PublishID == "" {
+		return nil, fmt.Errorf("decode snapshot: publish_id is missing")
+	}
+	if len(s.Gateway.Listeners) == 0 {
+		return nil, fmt.Errorf("decode snapshot: gateway %q has no listeners", s.Gateway.Name)
+	}
+	return &s, nil
+}
+
+// RateLimitSpec is the spec of a rate-limit policy.
+type RateLimitSpec struct {
+	RequestsPerUnit int    `json:"requests_per_unit"`
+	Unit            string `json:"unit"` // second, minute, hour or day
+	Burst           int    `json:"burst"`
+}
+
+// CORSSpec is the spec of a cors policy.
+type CORSSpec struct {
+	AllowOrigins     []string `json:"allow_origins"`
+	AllowMethods     []string `json:"allow_methods"`
+	AllowHeaders     []string `json:"allow_headers"`
+	ExposeHeaders    []string `json:"expose_headers"`
+	MaxAgeSeconds    int      `json:"max_age_seconds"`
+	AllowCredentials bool     `json:"allow_credentials"`
+}
+
+// RetrySpec is the spec of a retry policy.
+type RetrySpec struct {
+	NumRetries      int      `json:"num_retries"`
+	RetryOn         []string `json:"retry_on"`
+	PerTryTimeoutMS int      `json:"per_try_timeout_ms"`
+}
+
+// TimeoutSpec is the spec of a timeout policy.
+type TimeoutSpec struct {
+	RequestMS        int `json:"request_ms"`
+	BackendRequestMS int `json:"backend_request_ms"`
+}

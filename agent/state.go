@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
+)
+
+const (
+	appliedFile  = "applied.json"
+	commandsFile = "commands.json"
+	publishesDir = "publishes"
+)
+
+// maxJournal bounds the command journal. The server redelivers only commands an agent has not
+// answered, and it stops once an answer is stored, so only recent ids can come back; older
+// entries are dropped oldest first.
+const maxJournal = 2048
+
+// AppliedPublish is what the agent has rendered for one publish.
+type AppliedPublish struct {
+	PublishID    string             `json:"publish_id"`
+	Revision     int32              `json:"revision"`
+	Checksum     string             `json:"checksum"`
+	GatewayClass string             `json:"gateway_class"`
+	File         string             `json:"file"`
+	Resources    []RenderedResource `json:"resources"`
+	AppliedAt    time.Time          `json:"applied_at"`
+}
+
+// journalEntry is the answer the agent gave to a command, kept so that a redelivered command
+// gets the very same answer instead of being executed again.
+type journalEntry struct {
+	Seq       int64           `json:"seq"`
+	HandledAt time.Time       `json:"handled_at"`
+	Reply     json.RawMessage `json:"reply"` // protojson of the AgentMessage sent
+}
+
+// state is the agent's persisted deploy state: applied publishes and the command journal.
+// Commands are handled one at a time on the stream's goroutine; the lock is for the heartbeat
+// goroutine that reads applied revisions meanwhile.
+type state struct {
+	dir string
+
+	mu      sync.Mutex
+	applied map[string]*AppliedPublish
+	journal map[string]journalEntry
+	seq     int64
+}
+
+func openState(dir string) (*state, error) {
+	st := &state{dir: dir, applied: map[string]*AppliedPublish{}, journal: map[string]journalEntry{}}
+	if err := readJSON(filepath.Join(dir, appliedFile), &st.applied); err != nil {
+		return nil, err
+	}
+	if err := readJSON(filepath.Join(dir, commandsFile), &st.journal); err != nil {
+		return nil, err
+	}
+	for _, e := range st.journal {
+		st.seq = max(st.seq, e.Seq)
+	}
+	return st, nil
+}
+
+func readJSON(path string, into any) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(data, into); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	return writeFileAtomic(path, append(data, '\n'), stateFileMode)
+}
+
+// reply returns the answer recorded for a command id.
+func (st *state) reply(commandID string) (*agentv1.AgentMessage, bool) {
+	st.mu.Lock()
+	e, ok := st.journal[commandID]
+	st.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	var msg agentv1.AgentMessage
+	if err := protojson.Unmarshal(e.Reply, &msg); err != nil {
+		// A journal entry we cannot read is as good as none: the command runs again, which
+		// every handler tolerates.
+		return nil, false
+	}
+	return &msg, true
+}
+
+// record persists the answer to a command before it is sent.
+func (st *state) record(commandID string, reply *agentv1.AgentMessage) error {
+	data, err := protojson.Marshal(reply)
+	if err != nil {
+		return fmt.Errorf("encode reply: %w", err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.seq++
+	st.journal[commandID] = journalEntry{Seq: st.seq, HandledAt: time.Now().UTC(), Reply: data}
+	if len(st.journal) > maxJournal {
+		type kv struct {
+			id  string
+			seq int64
+		}
+		all := make([]kv, 0, len(st.journal))
+		for id, e := range st.journal {
+			all = append(all, kv{id, e.Seq})
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
+		for _, e := range all[:len(all)-maxJournal] {
+			delete(st.journal, e.id)
+		}
+	}
+	return writeJSON(filepath.Join(st.dir, commandsFile), st.journal)
+}
+
+// appliedRevisions lists the applied publishes for ConnectRequest and Heartbeat.
+func (st *state) appliedRevisions() []*agentv1.AppliedRevision {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make([]*agentv1.AppliedRevision, 0, len(st.applied))
+	for _, a := range st.applied {
+		out = append(out, &agentv1.AppliedRevision{PublishId: a.PublishID, Revision: a.Revision, Checksum: a.Checksum})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PublishId < out[j].PublishId })
+	return out
+}
+
+// appliedPublish returns a copy of what is applied for a publish.
+func (st *state) appliedPublish(publishID string) (AppliedPublish, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	a, ok := st.applied[publishID]
+	if !ok {
+		return AppliedPublish{}, false
+	}
+	return *a, true
+}
+
+// allApplied returns copies of every applied publish.
+func (st *state) allApplied() []AppliedPublish {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make([]AppliedPublish, 0, len(st.applied))
+	for _, a := range st.applied {
+		out = append(out, *a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PublishID < out[j].PublishID })
+	return out
+}
+
+// setApplied records a publish as applied (a nil value removes it) and persists the set.
+func (st *state) setApplied(publishID string, a *AppliedPublish) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	next := make(map[string]*AppliedPublish, len(st.applied)+1)
+	for k, v := range st.applied {
+		next[k] = v
+	}
+	if a == nil {
+		delete(next, publishID)
+	} else {
+		next[publishID] = a
+	}
+	if err := writeJSON(filepath.Join(st.dir, appliedFile), next); err != nil {
+		return err
+	}
+	st.applied = next
+	return nil
+}
+
+// publishDir is where a publish's rendered files live.
+func (st *state) publishDir(publishID string) string {
+	return filepath.Join(st.dir, publishesDir, publishID)
+}

@@ -1,0 +1,258 @@
+// Command agent runs the reference imprun agent (package agent) next to a cluster's gateways.
+//
+//	agent [run] --server HOST:PORT --api URL --state-dir DIR [--registration-token T] ...
+//	agent verify --state-dir DIR --publish ID (--key imp_xxx.yyy | --client-id ID --client-secret S)
+//
+// Every flag of run can also come from the environment (IMPRUN_AGENT_SERVER, IMPRUN_AGENT_API,
+// IMPRUN_AGENT_STATE_DIR, IMPRUN_AGENT_REGISTRATION_TOKEN, IMPRUN_AGENT_NAME,
+// IMPRUN_AGENT_CA_FILE, IMPRUN_AGENT_GATEWAY_CLASS, IMPRUN_AGENT_NAMESPACE,
+// IMPRUN_AGENT_VERIFY_LISTEN, IMPRUN_AGENT_LOG_LEVEL); a flag wins over the environment. Prefer
+// the environment for the registration token: flags are visible to every user in ps.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/imprun/imprun-server/agent"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = agent.DefaultVersion
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // run failed; verify denied
+	exitUsage   = 2
+	exitRevoked = 3 // the server revoked the agent; restarting it will not help
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "verify":
+			return verifyMain(args[1:], stdout, stderr)
+		case "run":
+			args = args[1:]
+		}
+	}
+	return runMain(ctx, args, stderr)
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func runMain(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("agent run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", env("IMPRUN_AGENT_SERVER", ""), "control plane gRPC address (host:port)")
+	api := fs.String("api", env("IMPRUN_AGENT_API", ""), "control plane REST base URL (https://...)")
+	stateDir := fs.String("state-dir", env("IMPRUN_AGENT_STATE_DIR", ""), "state directory (created with mode 0700)")
+	regToken := fs.String("registration-token", env("IMPRUN_AGENT_REGISTRATION_TOKEN", ""), "registration token, used on first start only (prefer the environment variable)")
+	name := fs.String("name", env("IMPRUN_AGENT_NAME", ""), "agent name requested at registration")
+	caFile := fs.String("ca-file", env("IMPRUN_AGENT_CA_FILE", ""), "PEM CA bundle for the server's TLS certificates (default: system roots)")
+	insecureFlag := fs.Bool("insecure", false, "plaintext gRPC/HTTP, allowed only to a loopback server (development)")
+	gatewayClass := fs.String("gateway-class", env("IMPRUN_AGENT_GATEWAY_CLASS", ""), "render for this gateway class instead of the snapshot's (envoy-gateway, nginx)")
+	namespace := fs.String("namespace", env("IMPRUN_AGENT_NAMESPACE", ""), "Kubernetes namespace of rendered resources (default imprun-gateway)")
+	verifyListen := fs.String("verify-listen", env("IMPRUN_AGENT_VERIFY_LISTEN", ""), "serve the credential verifier for gateway ext-auth on this address (e.g. :8081); off when empty")
+	verifierURL := fs.String("verifier-url", env("IMPRUN_AGENT_VERIFIER_URL", ""), "URL rendered gateway config calls to verify credentials")
+	logLevel := fs.String("log-level", env("IMPRUN_AGENT_LOG_LEVEL", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "agent: bad --log-level %q\n", *logLevel)
+		return exitUsage
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	creds, httpClient, err := transport(*server, *api, *caFile, *insecureFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent: %v\n", err)
+		return exitUsage
+	}
+	a, err := agent.New(agent.Config{
+		ServerAddr:           *server,
+		APIBaseURL:           *api,
+		StateDir:             *stateDir,
+		RegistrationToken:    *regToken,
+		Name:                 *name,
+		Version:              version,
+		GatewayClass:         *gatewayClass,
+		Render:               agent.RenderOptions{Namespace: *namespace, VerifierURL: *verifierURL},
+		TransportCredentials: creds,
+		HTTPClient:           httpClient,
+		Logger:               log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "agent: %v\n", err)
+		return exitUsage
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	verifyDone := make(chan error, 1)
+	if *verifyListen != "" {
+		srv := &http.Server{
+			Addr:              *verifyListen,
+			Handler:           a.Verifier().Handler("/verify"),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		go func() { verifyDone <- srv.ListenAndServe() }()
+		go func() {
+			<-ctx.Done()
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("credential verifier listening", "addr", *verifyListen)
+	} else {
+		close(verifyDone)
+	}
+
+	err = a.Run(ctx)
+	cancel()
+	if verr := <-verifyDone; verr != nil && !errors.Is(verr, http.ErrServerClosed) {
+		log.Error("credential verifier", "err", verr)
+	}
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		return exitOK
+	case errors.Is(err, agent.ErrRevoked):
+		return exitRevoked
+	default:
+		fmt.Fprintf(stderr, "agent: %v\n", err)
+		return exitFailure
+	}
+}
+
+// transport builds the gRPC credentials and the HTTP client. TLS is the default; plaintext
+// needs --insecure and a loopback server, so a typo cannot send the agent JWT in the clear
+// across a network.
+func transport(server, api, caFile string, insecureFlag bool) (credentials.TransportCredentials, *http.Client, error) {
+	u, err := url.Parse(api)
+	if err != nil || u.Host == "" {
+		return nil, nil, fmt.Errorf("--api %q is not an absolute URL", api)
+	}
+	if insecureFlag {
+		if !isLoopback(grpcHost(server)) {
+			return nil, nil, fmt.Errorf("--insecure is allowed only with a loopback --server, not %q", server)
+		}
+		if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			return nil, nil, fmt.Errorf("--insecure is allowed only with a loopback --api, not %q", api)
+		}
+		if caFile != "" {
+			return nil, nil, errors.New("--insecure and --ca-file contradict each other")
+		}
+		return insecure.NewCredentials(), &http.Client{Timeout: 60 * time.Second}, nil
+	}
+	if u.Scheme != "https" {
+		return nil, nil, fmt.Errorf("--api %q must be https (or pass --insecure for a loopback development server)", api)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg.Clone()
+	return credentials.NewTLS(tlsCfg), &http.Client{Timeout: 60 * time.Second, Transport: tr}, nil
+}
+
+// grpcHost extracts the host from a gRPC target such as "host:port" or "dns:///host:port".
+func grpcHost(target string) string {
+	if i := strings.Index(target, ":///"); i >= 0 {
+		target = target[i+4:]
+	}
+	if h, _, err := net.SplitHostPort(target); err == nil {
+		return h
+	}
+	return target
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func verifyMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("agent verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", env("IMPRUN_AGENT_STATE_DIR", ""), "the agent's state directory")
+	publish := fs.String("publish", "", "publish id the request is for")
+	key := fs.String("key", "", "API key (imp_<prefix>.<secret>)")
+	clientID := fs.String("client-id", "", "OAuth client id (instead of --key)")
+	clientSecret := fs.String("client-secret", "", "OAuth client secret (with --client-id)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *stateDir == "" || *publish == "" || (*key == "") == (*clientID == "") {
+		fmt.Fprintln(stderr, "agent verify: need --state-dir, --publish and either --key or --client-id/--client-secret")
+		return exitUsage
+	}
+	store, err := agent.OpenCredentialStore(*stateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent verify: %v\n", err)
+		return exitUsage
+	}
+	// A fresh process has fresh counters: this checks the credential and the grant, and only
+	// limits that a single request can exceed (a quota of zero left is not tracked here).
+	v := agent.NewVerifier(store)
+	var d agent.Decision
+	if *key != "" {
+		d = v.VerifyAPIKey(*publish, *key)
+	} else {
+		d = v.VerifyOAuthClient(*publish, *clientID, *clientSecret)
+	}
+	if d.Allowed {
+		fmt.Fprintf(stdout, "allowed credential=%s plan=%s\n", d.CredentialID, d.PlanID)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "denied reason=%s", d.Reason)
+	if d.CredentialID != "" {
+		fmt.Fprintf(stdout, " credential=%s", d.CredentialID)
+	}
+	fmt.Fprintln(stdout)
+	return exitFailure
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
+
+	"github.com/imprun/imprun-server/config"
+	"github.com/imprun/imprun-server/migrations"
+	"github.com/imprun/imprun-server/testharness"
+)
+
+func TestMain(m *testing.M) { os.Exit(testharness.Main(m)) }
+
+func testConfig(t *testing.T, dbURL string) *config.Config {
+	t.Helper()
+	t.Setenv("IMPRUN_DATABASE_URL", dbURL)
+	t.Setenv("IMPRUN_TEMPORAL_HOST_PORT", testharness.Temporal(t).HostPort())
+	t.Setenv("IMPRUN_HTTP_ADDR", "127.0.0.1:0")
+	t.Setenv("IMPRUN_GRPC_ADDR", "127.0.0.1:0")
+	t.Setenv("IMPRUN_DATABASE_CONNECT_RETRY", "2s")
+	cfg, err := config.Load("")
+	require.NoError(t, err)
+	return cfg
+}
+
+func migrateUp(t *testing.T, url string) {
+	t.Helper()
+	db, err := sql.Open("pgx", url)
+	require.NoError(t, err)
+	defer db.Close()
+	m, err := migrations.New(db)
+	require.NoError(t, err)
+	_, err = m.Up(context.Background(), 0)
+	require.NoError(t, err)
+}
+
+// The api serves, reports ready with real Postgres and Temporal, and returns cleanly on SIGTERM
+// (here: its context ending).
+func TestServeLifecycle(t *testing.T) {
+	url := testharness.Postgres(t).NewDatabase(t)
+	migrateUp(t, url)
+	cfg := testConfig(t, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatalf("serve failed: %v", err)
+	}
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond)
+
+	cancel()
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop after its context ended")
+	}
+}
+
+func TestServeRefusesOutdatedSchema(t *testing.T) {
+	url := testharness.Postgres(t).NewDatabase(t)
+	cfg := testConfig(t, url)
+	var logs bytes.Buffer
+	err := serve(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.ErrorContains(t, err, "api migrate up")
+}
+
+func TestServeGivesUpOnUnreachablePostgres(t *testing.T) {
+	cfg := testConfig(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable")
+	var logs bytes.Buffer
+	err := serve(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.ErrorContains(t, err, "postgres unreachable")
+	require.Contains(t, logs.String(), "retrying", "each failed attempt is logged")
+}
+
+// The migrate command works end to end as an operator runs it.
+func TestMigrateCommand(t *testing.T) {
+	url := testharness.Postgres(t).NewDatabase(t)
+	testConfig(t, url)
+	run := func(args ...string) string {
+		cmd := rootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetArgs(args)
+		require.NoError(t, cmd.Execute(), "api %v", args)
+		return out.String()
+	}
+	require.Contains(t, run("migrate", "up", "--to", "1"), "schema at version 1")
+	require.Contains(t, run("migrate", "status"), "pending")
+	require.Contains(t, run("migrate", "up"), "applied 00002")
+	require.Contains(t, run("migrate", "down"), "rolled back")
+}

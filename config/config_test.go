@@ -1,0 +1,80 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "imprun.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := Load("")
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8080", c.HTTP.Addr)
+	require.Equal(t, 24*time.Hour, c.Workflow.PublishDeadline)
+	require.Equal(t, "realm_access.roles", c.OIDC.RolesClaim)
+	require.EqualValues(t, 1<<20, c.BodyLimitBytes())
+}
+
+func TestFileThenEnvironment(t *testing.T) {
+	p := writeFile(t, "http:\n  addr: 0.0.0.0:9000\ntemporal:\n  namespace: staging\nagent:\n  heartbeat_interval: 5s\n")
+	t.Setenv("IMPRUN_TEMPORAL_NAMESPACE", "prod")
+	t.Setenv("IMPRUN_GRPC_MAX_RECV_MSG_SIZE", "2048")
+	c, err := Load(p)
+	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0:9000", c.HTTP.Addr)
+	require.Equal(t, "prod", c.Temporal.Namespace, "the environment wins over the file")
+	require.Equal(t, 5*time.Second, c.Agent.HeartbeatInterval)
+	require.Equal(t, 2048, c.GRPC.MaxRecvMsgSize)
+}
+
+// Every refusal names the key, so an operator knows what to fix.
+func TestBadValuesNameTheKey(t *testing.T) {
+	cases := []struct {
+		name, file string
+		env        map[string]string
+		wantKey    string
+	}{
+		{name: "unknown file key", file: "http:\n  adress: x\n", wantKey: `"http.adress"`},
+		{name: "unknown env var", env: map[string]string{"IMPRUN_DATABSE_URL": "postgres://x"}, wantKey: "IMPRUN_DATABSE_URL"},
+		{name: "bad log level", env: map[string]string{"IMPRUN_LOG_LEVEL": "loud"}, wantKey: "log.level"},
+		{name: "bad log format", file: "log:\n  format: xml\n", wantKey: "log.format"},
+		{name: "bad http addr", env: map[string]string{"IMPRUN_HTTP_ADDR": "8080"}, wantKey: "http.addr"},
+		{name: "bad database url", env: map[string]string{"IMPRUN_DATABASE_URL": "mysql://x"}, wantKey: "database.url"},
+		{name: "bad duration", env: map[string]string{"IMPRUN_AGENT_HEARTBEAT_INTERVAL": "often"}, wantKey: "heartbeat_interval"},
+		{name: "negative duration", env: map[string]string{"IMPRUN_WORKFLOW_PUBLISH_DEADLINE": "-1h"}, wantKey: "workflow.publish_deadline"},
+		{name: "bad body limit", env: map[string]string{"IMPRUN_HTTP_BODY_LIMIT": "lots"}, wantKey: "http.body_limit"},
+		{name: "bad issuer", env: map[string]string{"IMPRUN_OIDC_ISSUER_URL": "ftp://x"}, wantKey: "oidc.issuer_url"},
+		{name: "short jwt secret", env: map[string]string{"IMPRUN_AGENT_JWT_SECRET": "short"}, wantKey: "agent.jwt_secret"},
+		{name: "tls half set", env: map[string]string{"IMPRUN_GRPC_TLS_CERT_FILE": "/x.pem"}, wantKey: "grpc.tls_cert_file"},
+		{name: "missed heartbeats zero", env: map[string]string{"IMPRUN_AGENT_MISSED_HEARTBEATS": "0"}, wantKey: "agent.missed_heartbeats"},
+		{name: "not a number", env: map[string]string{"IMPRUN_DATABASE_MAX_OPEN_CONNS": "many"}, wantKey: "max_open_conns"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if tc.file != "" {
+				path = writeFile(t, tc.file)
+			}
+			_, err := Load(path)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.wantKey)
+		})
+	}
+}
+
+func TestEnvVarName(t *testing.T) {
+	require.Equal(t, "IMPRUN_GRPC_MAX_RECV_MSG_SIZE", EnvVar("grpc.max_recv_msg_size"))
+}

@@ -1,0 +1,203 @@
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/temporalclient"
+)
+
+// API holds what the /v1 handlers need.
+type API struct {
+	store    *store.Store
+	auth     *Authenticator
+	temporal *temporalclient.Holder
+	log      *slog.Logger
+	hooks    Hooks
+}
+
+// Hooks are the parts of the API that later modules plug in (agent authentication, workflow
+// starters), so this package does not depend on them.
+type Hooks struct {
+	// AgentAuth authenticates /v1/agent requests; nil leaves the group closed (401).
+	AgentAuth echo.MiddlewareFunc
+	// Modules register further routes on the groups.
+	Modules []func(g Groups)
+}
+
+// Groups are the persona route groups with their authentication and scoping applied.
+type Groups struct {
+	API      *API
+	Operator *echo.Group
+	Provider *echo.Group
+	Customer *echo.Group
+	Public   *echo.Group
+	Agent    *echo.Group
+}
+
+// Deps are the dependencies of the API.
+type Deps struct {
+	Store    *store.Store
+	Auth     *Authenticator
+	Temporal *temporalclient.Holder
+	Logger   *slog.Logger
+	Hooks    Hooks
+}
+
+// NewAPI builds the API.
+func NewAPI(d Deps) *API {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks}
+}
+
+// Store exposes the data layer to modules.
+func (a *API) Store() *store.Store { return a.store }
+
+// Register adds every /v1 route to e.
+func (a *API) Register(e *echo.Echo) {
+	v1 := e.Group("/v1")
+
+	me := v1.Group("/me", a.authenticate)
+	me.GET("", a.getMe)
+
+	op := v1.Group("/operator", a.authenticate, a.requirePlatformRole(models.PlatformOperator, models.PlatformAdmin), a.idempotent, a.audited)
+	op.POST("/tenants", a.createTenant)
+	op.GET("/tenants", a.listTenants)
+	op.GET("/tenants/:id", a.getTenant)
+	op.POST("/tenants/:id/suspend", a.suspendTenant)
+	op.POST("/tenants/:id/activate", a.activateTenant)
+	op.POST("/tenants/:id/owners", a.addTenantOwner)
+	op.GET("/audit-logs", a.listAuditLogs, a.requirePlatformRole(models.PlatformAdmin))
+
+	prov := v1.Group("/provider", a.authenticate, a.tenantScope(models.TenantProvider), a.idempotent, a.audited)
+	a.registerMembers(prov)
+
+	cust := v1.Group("/customer", a.authenticate, a.tenantScope(models.TenantCustomer), a.idempotent, a.audited)
+	a.registerMembers(cust)
+
+	public := v1.Group("/public")
+
+	agentAuth := a.hooks.AgentAuth
+	if agentAuth == nil {
+		agentAuth = func(echo.HandlerFunc) echo.HandlerFunc {
+			return func(echo.Context) error { return Unauthorized() }
+		}
+	}
+	agent := v1.Group("/agent", agentAuth)
+
+	g := Groups{API: a, Operator: op, Provider: prov, Customer: cust, Public: public, Agent: agent}
+	for _, m := range a.hooks.Modules {
+		m(g)
+	}
+}
+
+// authenticate verifies the bearer token and loads (or creates) the user.
+func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		scheme, raw, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
+			a.log.Info("authentication failed", "request_id", requestID(c), "reason", "no bearer token")
+			return Unauthorized()
+		}
+		id, err := a.auth.Verify(c.Request().Context(), raw)
+		if errors.Is(err, ErrIssuerUnavailable) {
+			a.log.Warn("identity provider unavailable", "request_id", requestID(c), "err", err)
+			return Unavailable("identity_provider_unavailable", "the identity provider cannot be reached; try again shortly")
+		}
+		if err != nil {
+			a.log.Info("authentication failed", "request_id", requestID(c), "reason", err.Error())
+			return Unauthorized()
+		}
+		u, err := a.store.UserFromLogin(c.Request().Context(), id.Issuer, id.Subject, id.Email, id.Name)
+		if err != nil {
+			return err
+		}
+		c.Set(ctxPrincipal, &Principal{User: u, Subject: id.Subject, Email: u.Email, PlatformRoles: id.Roles})
+		return next(c)
+	}
+}
+
+func (a *API) requirePlatformRole(roles ...string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if !principalOf(c).HasPlatformRole(roles...) {
+				return Forbidden("this endpoint needs the platform role " + strings.Join(roles, " or "))
+			}
+			return next(c)
+		}
+	}
+}
+
+// tenantScope picks the tenant of the request among the caller's memberships in tenants of
+// tenantType: the X-Tenant header (slug) when given, else the only one.
+func (a *API) tenantScope(tenantType string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			p := principalOf(c)
+			all, err := a.store.MembershipsOf(c.Request().Context(), p.User.ID)
+			if err != nil {
+				return err
+			}
+			var mine []store.TenantMembership
+			for _, m := range all {
+				if m.Type == tenantType {
+					mine = append(mine, m)
+				}
+			}
+			slug := c.Request().Header.Get("X-Tenant")
+			var chosen *store.TenantMembership
+			switch {
+			case slug != "":
+				for i := range mine {
+					if mine[i].Slug == slug {
+						chosen = &mine[i]
+					}
+				}
+				if chosen == nil {
+					// The same answer whether the tenant exists or not.
+					return Forbidden("you are not a member of a " + tenantType + " tenant with slug " + slug)
+				}
+			case len(mine) == 1:
+				chosen = &mine[0]
+			case len(mine) == 0:
+				return Forbidden("you are not a member of any " + tenantType + " tenant")
+			default:
+				return BadRequest("tenant_required", "you belong to several "+tenantType+" tenants: pick one with the X-Tenant header",
+					FieldError{Field: "X-Tenant", Message: "required"})
+			}
+			if chosen.Status != models.TenantActive {
+				return NewProblem(403, "tenant_suspended", "tenant "+chosen.Slug+" is "+chosen.Status)
+			}
+			c.Set(ctxTenant, &TenantScope{Tenant: chosen.Tenant, Role: chosen.Role})
+			return next(c)
+		}
+	}
+}
+
+// RequireRole is route middleware: the caller's role in the request's tenant must be at least
+// min (owner > admin > developer > viewer).
+func RequireRole(min string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			t := tenantOf(c)
+			if t == nil || models.RoleRank(t.Role) < models.RoleRank(min) {
+				return Forbidden("this action needs the tenant role " + min + " or higher")
+			}
+			return next(c)
+		}
+	}
+}
+
+// Principal returns the authenticated person of a request (nil for agents and anonymous).
+func PrincipalOf(c echo.Context) *Principal { return principalOf(c) }
+
+// Tenant returns the tenant scope of a provider or customer request.
+func Tenant(c echo.Context) *TenantScope { return tenantOf(c) }

@@ -1,0 +1,336 @@
+// Package apitest starts the real REST API for black-box tests: a fresh migrated database on the
+// harness Postgres, the real dev OIDC issuer on loopback, tokens for personas, and a client that
+// checks every response against the OpenAPI document, so an undocumented endpoint, status or
+// field fails the test that hit it.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
+
+	"github.com/imprun/imprun-server/devissuer"
+	httpapi "github.com/imprun/imprun-server/http"
+	"github.com/imprun/imprun-server/migrations"
+	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/temporalclient"
+	"github.com/imprun/imprun-server/testharness"
+)
+
+// Audience is the audience the test API expects.
+const Audience = "imprun-server"
+
+var sharedIssuer struct {
+	once sync.Once
+	iss  *devissuer.Issuer
+	err  error
+}
+
+// Issuer returns the OIDC issuer shared by the test binary.
+func Issuer(t testing.TB) *devissuer.Issuer {
+	t.Helper()
+	sharedIssuer.once.Do(func() {
+		key, err := devissuer.NewKey()
+		if err != nil {
+			sharedIssuer.err = err
+			return
+		}
+		sharedIssuer.iss, sharedIssuer.err = devissuer.Start("127.0.0.1:0", key)
+		if sharedIssuer.err == nil {
+			testharness.AtExit(func() { _ = sharedIssuer.iss.Close() })
+		}
+	})
+	if sharedIssuer.err != nil {
+		t.Fatalf("dev issuer: %v", sharedIssuer.err)
+	}
+	return sharedIssuer.iss
+}
+
+// Env is one running API with its own database.
+type Env struct {
+	T        testing.TB
+	URL      string
+	DBURL    string
+	SQL      *sql.DB
+	DB       *gorm.DB
+	Store    *store.Store
+	Issuer   *devissuer.Issuer
+	API      *httpapi.API
+	Temporal *temporalclient.Holder
+
+	router routers.Router
+}
+
+// Options change how an Env is built.
+type Options struct {
+	// IssuerURL overrides the issuer the API trusts (to test an unreachable issuer).
+	IssuerURL string
+	// WithTemporal connects the API to the harness Temporal dev server.
+	WithTemporal bool
+	// Hooks builds the API hooks (agent auth, modules) once the store exists.
+	Hooks func(e *Env) httpapi.Hooks
+	// DBURL reuses an existing database instead of a fresh one.
+	DBURL string
+}
+
+// New starts an API for t.
+func New(t testing.TB, o Options) *Env {
+	t.Helper()
+	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}}
+	e.DBURL = o.DBURL
+	if e.DBURL == "" {
+		e.DBURL = testharness.Postgres(t).NewDatabase(t)
+	}
+	var err error
+	e.SQL, err = sql.Open("pgx", e.DBURL)
+	must(t, err)
+	t.Cleanup(func() { e.SQL.Close() })
+	m, err := migrations.New(e.SQL)
+	must(t, err)
+	_, err = m.Up(context.Background(), 0)
+	must(t, err)
+	e.DB, err = store.Open(e.SQL)
+	must(t, err)
+	e.Store = store.New(e.DB)
+	if o.WithTemporal {
+		e.Temporal.Set(testharness.Temporal(t).Client(t))
+	}
+	issuerURL := o.IssuerURL
+	if issuerURL == "" {
+		issuerURL = e.Issuer.URL()
+	}
+	var hooks httpapi.Hooks
+	if o.Hooks != nil {
+		hooks = o.Hooks(e)
+	}
+	e.API = httpapi.NewAPI(httpapi.Deps{
+		Store: e.Store,
+		Auth: httpapi.NewAuthenticator(httpapi.AuthConfig{
+			IssuerURL: issuerURL, Audience: Audience, RolesClaim: "realm_access.roles", EmailClaim: "email",
+		}),
+		Temporal: e.Temporal,
+		Hooks:    hooks,
+	})
+	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register,
+		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	e.URL = "http://" + ln.Addr().String()
+	e.router = openAPIRouter(t, e.URL)
+	return e
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var docOnce struct {
+	sync.Once
+	doc *openapi3.T
+	err error
+}
+
+// Document loads and validates the OpenAPI document once per test binary.
+func Document(t testing.TB) *openapi3.T {
+	t.Helper()
+	docOnce.Do(func() {
+		l := openapi3.NewLoader()
+		docOnce.doc, docOnce.err = l.LoadFromData(httpapi.OpenAPIDocument())
+		if docOnce.err == nil {
+			docOnce.err = docOnce.doc.Validate(context.Background())
+		}
+	})
+	if docOnce.err != nil {
+		t.Fatalf("openapi document: %v", docOnce.err)
+	}
+	return docOnce.doc
+}
+
+func openAPIRouter(t testing.TB, base string) routers.Router {
+	t.Helper()
+	// A shallow copy with this server's URL, so the router matches requests to it.
+	doc := *Document(t)
+	doc.Servers = openapi3.Servers{{URL: base}}
+	r, err := gorillamux.NewRouter(&doc)
+	must(t, err)
+	return r
+}
+
+// Persona is who a client acts as.
+type Persona = devissuer.Persona
+
+// Token returns a bearer token for p from the shared issuer.
+func (e *Env) Token(p Persona) string {
+	e.T.Helper()
+	if p.Audience == "" {
+		p.Audience = Audience
+	}
+	tok, err := e.Issuer.Token(p)
+	must(e.T, err)
+	return tok
+}
+
+// Client sends requests as one caller.
+type Client struct {
+	env    *Env
+	token  string
+	tenant string
+	header http.Header
+}
+
+// As returns a client with a token for p.
+func (e *Env) As(p Persona) *Client { return &Client{env: e, token: e.Token(p), header: http.Header{}} }
+
+// Anonymous returns a client without a token.
+func (e *Env) Anonymous() *Client { return &Client{env: e, header: http.Header{}} }
+
+// WithToken returns a client that sends raw as its bearer token.
+func (e *Env) WithToken(raw string) *Client {
+	return &Client{env: e, token: raw, header: http.Header{}}
+}
+
+// InTenant returns a copy of the client that sends X-Tenant: slug.
+func (c *Client) InTenant(slug string) *Client {
+	cp := *c
+	cp.tenant = slug
+	return &cp
+}
+
+// WithHeader returns a copy of the client that sends an extra header.
+func (c *Client) WithHeader(k, v string) *Client {
+	cp := *c
+	cp.header = c.header.Clone()
+	cp.header.Set(k, v)
+	return &cp
+}
+
+// Response is a checked response.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	t      testing.TB
+}
+
+// JSON decodes the body into v.
+func (r *Response) JSON(v any) {
+	r.t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		r.t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// Map decodes the body as an object.
+func (r *Response) Map() map[string]any {
+	var m map[string]any
+	r.JSON(&m)
+	return m
+}
+
+// Problem decodes an error body.
+func (r *Response) Problem() httpapi.Problem {
+	var p httpapi.Problem
+	r.JSON(&p)
+	return p
+}
+
+// Get sends a GET.
+func (c *Client) Get(path string) *Response { return c.Do(http.MethodGet, path, nil) }
+
+// Post sends a POST with a JSON body.
+func (c *Client) Post(path string, body any) *Response { return c.Do(http.MethodPost, path, body) }
+
+// Patch sends a PATCH with a JSON body.
+func (c *Client) Patch(path string, body any) *Response { return c.Do(http.MethodPatch, path, body) }
+
+// Put sends a PUT with a JSON body.
+func (c *Client) Put(path string, body any) *Response { return c.Do(http.MethodPut, path, body) }
+
+// Delete sends a DELETE.
+func (c *Client) Delete(path string) *Response { return c.Do(http.MethodDelete, path, nil) }
+
+// Do sends a request; body may be nil, a string/[]byte (sent as is) or a value (JSON). The
+// response is checked against the OpenAPI document before it is returned.
+func (c *Client) Do(method, path string, body any) *Response {
+	t := c.env.T
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		must(t, err)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, c.env.URL+path, rd)
+	must(t, err)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.tenant != "" {
+		req.Header.Set("X-Tenant", c.tenant)
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
+	}
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	must(t, err)
+	r := &Response{Status: resp.StatusCode, Header: resp.Header, Body: raw, t: t}
+	if err := c.env.checkResponse(req, r); err != nil {
+		t.Fatalf("%s %s -> %d: response does not match the OpenAPI document: %v\nbody: %s", method, path, r.Status, err, raw)
+	}
+	return r
+}
+
+func (e *Env) checkResponse(req *http.Request, r *Response) error {
+	// The router matches on the URL; a fresh request keeps the original body out of the way.
+	u, _ := url.Parse(req.URL.String())
+	mreq, _ := http.NewRequest(req.Method, u.String(), nil)
+	mreq.Header = req.Header.Clone()
+	route, params, err := e.router.FindRoute(mreq)
+	if err != nil {
+		return fmt.Errorf("no operation for %s %s in the document: %w", req.Method, req.URL.Path, err)
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{
+			Request: mreq, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+		},
+		Status:  r.Status,
+		Header:  r.Header,
+		Body:    io.NopCloser(bytes.NewReader(r.Body)),
+		Options: &openapi3filter.Options{IncludeResponseStatus: true},
+	}
+	return openapi3filter.ValidateResponse(context.Background(), in)
+}

@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// AuditEntry is what a handler says about the change it made. Summary must never hold a
+// secret: handlers put names, ids and changed fields in it, never tokens or keys.
+type AuditEntry struct {
+	Action       string // e.g. tenant.create, member.remove
+	ResourceType string
+	ResourceID   string
+	ResourceName string
+	Summary      map[string]any
+}
+
+const ctxAudit = "imprun.audit"
+
+// Audit records what the current request changed; the audit middleware writes it once the
+// handler has succeeded.
+func Audit(c echo.Context, e AuditEntry) { c.Set(ctxAudit, &e) }
+
+func isMutating(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// audited writes an audit_logs row for every successful mutating request. A handler that did
+// not describe its change still gets an entry derived from the method and route, so no
+// mutation goes unrecorded.
+func (a *API) audited(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !isMutating(c.Request().Method) {
+			return next(c)
+		}
+		if err := next(c); err != nil {
+			return err
+		}
+		status := c.Response().Status
+		if status < 200 || status >= 300 {
+			return nil
+		}
+		e, _ := c.Get(ctxAudit).(*AuditEntry)
+		if e == nil {
+			e = derivedAudit(c)
+		}
+		row := a.auditRow(c, e)
+		// The response is already written: a failed audit insert is logged loudly but can't
+		// turn into an error response any more.
+		if err := a.store.InsertAudit(context.WithoutCancel(c.Request().Context()), row); err != nil {
+			a.log.Error("audit log write failed", "request_id", requestID(c), "action", e.Action, "err", err)
+		}
+		return nil
+	}
+}
+
+func derivedAudit(c echo.Context) *AuditEntry {
+	parts := strings.Split(strings.Trim(c.Path(), "/"), "/")
+	res := "unknown"
+	for i := len(parts) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(parts[i], ":") && parts[i] != "v1" {
+			res = strings.TrimSuffix(strings.ReplaceAll(parts[i], "-", "_"), "s")
+			break
+		}
+	}
+	verb := map[string]string{http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "update", http.MethodDelete: "delete"}[c.Request().Method]
+	return &AuditEntry{Action: res + "." + verb, ResourceType: res, ResourceID: c.Param("id")}
+}
+
+func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
+	req := c.Request()
+	row := &models.AuditLog{
+		ActorType:    models.ActorUser,
+		Action:       e.Action,
+		ResourceType: e.ResourceType,
+		ResourceID:   e.ResourceID,
+		ResourceName: e.ResourceName,
+		RequestID:    requestID(c),
+		Method:       req.Method,
+		Path:         truncate(req.URL.Path, 500),
+		StatusCode:   c.Response().Status,
+		IPAddress:    truncate(c.RealIP(), 45),
+		UserAgent:    truncate(req.UserAgent(), 500),
+		Summary:      e.Summary,
+		ActorRoles:   models.StringArray{},
+	}
+	if p := principalOf(c); p != nil {
+		row.ActorID = p.User.ID.String()
+		row.ActorEmail = p.Email
+		row.ActorRoles = append(models.StringArray{}, p.PlatformRoles...)
+	}
+	if ag := AgentOf(c); ag != nil {
+		row.ActorType = models.ActorAgent
+		row.ActorID = ag.AgentID.String()
+	}
+	if t := tenantOf(c); t != nil {
+		id := t.ID
+		row.TenantID = &id
+		row.TenantSlug = t.Slug
+		if t.Role != "" {
+			row.ActorRoles = append(row.ActorRoles, "tenant:"+t.Role)
+		}
+	}
+	if row.Summary == nil {
+		row.Summary = models.JSONMap{}
+	}
+	return row
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// AgentIdentity is the authenticated agent behind a /v1/agent request.
+type AgentIdentity struct {
+	AgentID   uuid.UUID
+	ClusterID uuid.UUID
+}
+
+const ctxAgent = "imprun.agent"
+
+// SetAgent marks the request as made by an agent (used by the agent authentication hook).
+func SetAgent(c echo.Context, a *AgentIdentity) { c.Set(ctxAgent, a) }
+
+// AgentOf returns the agent of a /v1/agent request.
+func AgentOf(c echo.Context) *AgentIdentity {
+	a, _ := c.Get(ctxAgent).(*AgentIdentity)
+	return a
+}

@@ -1,0 +1,123 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/imprun/imprun-server/store"
+)
+
+const (
+	headerIdempotencyKey = "Idempotency-Key"
+	headerReplayed       = "Idempotent-Replayed"
+	maxIdempotencyKeyLen = 200
+)
+
+// idempotent makes creating POSTs safe to retry: the first response to (caller, key) is stored
+// and replayed for the same body; the same key with a different body is a 422; a retry while
+// the first request still runs is a 409. Failed requests are not stored, so they may be retried.
+func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		key := c.Request().Header.Get(headerIdempotencyKey)
+		if key == "" || c.Request().Method != http.MethodPost {
+			return next(c)
+		}
+		if len(key) > maxIdempotencyKeyLen {
+			return BadRequest("invalid_header", "Idempotency-Key is too long",
+				FieldError{Field: headerIdempotencyKey, Message: "at most 200 characters"})
+		}
+		body, err := io.ReadAll(c.Request().Body)
+		if err != nil {
+			return NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
+		}
+		c.Request().Body = io.NopCloser(bytes.NewReader(body))
+		actor := idempotencyActor(c)
+		h := sha256.New()
+		h.Write([]byte(c.Request().Method + " " + c.Request().URL.Path + "\n"))
+		if t := tenantOf(c); t != nil {
+			h.Write([]byte(t.ID.String() + "\n"))
+		}
+		h.Write(body)
+		hash := hex.EncodeToString(h.Sum(nil))
+
+		ctx := c.Request().Context()
+		prev, reserved, err := a.store.ReserveIdempotencyKey(ctx, store.IdempotentResponse{
+			ActorID: actor, Key: key, Method: c.Request().Method, Path: truncate(c.Request().URL.Path, 500), RequestHash: hash,
+		})
+		if errors.Is(err, store.ErrIdempotencyInFlight) {
+			return Conflict("idempotency_in_flight", "a request with this Idempotency-Key is still being processed", "")
+		}
+		if err != nil {
+			return err
+		}
+		if !reserved {
+			if prev.RequestHash != hash {
+				return NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused",
+					"this Idempotency-Key was used with a different request")
+			}
+			if prev.StatusCode == 0 {
+				return Conflict("idempotency_in_flight", "a request with this Idempotency-Key is still being processed", "")
+			}
+			c.Response().Header().Set(headerReplayed, "true")
+			return c.Blob(prev.StatusCode, prev.ContentType, prev.ResponseBody)
+		}
+
+		rec := &recorder{ResponseWriter: c.Response().Writer}
+		c.Response().Writer = rec
+		err = next(c)
+		bg := context.WithoutCancel(ctx)
+		status := c.Response().Status
+		if err != nil || status < 200 || status >= 300 {
+			if rerr := a.store.ReleaseIdempotencyKey(bg, actor, key); rerr != nil {
+				a.log.Error("idempotency release failed", "request_id", requestID(c), "err", rerr)
+			}
+			return err
+		}
+		if cerr := a.store.CompleteIdempotencyKey(bg, actor, key, status, c.Response().Header().Get(echo.HeaderContentType), rec.buf.Bytes()); cerr != nil {
+			a.log.Error("idempotency store failed", "request_id", requestID(c), "err", cerr)
+		}
+		return nil
+	}
+}
+
+func idempotencyActor(c echo.Context) string {
+	if p := principalOf(c); p != nil {
+		return "user:" + p.User.ID.String()
+	}
+	if ag := AgentOf(c); ag != nil {
+		return "agent:" + ag.AgentID.String()
+	}
+	return "anonymous:" + c.RealIP()
+}
+
+// recorder copies the response body while it is written.
+type recorder struct {
+	http.ResponseWriter
+	buf bytes.Buffer
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.buf.Write(b)
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(r.ResponseWriter).Hijack()
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,214 @@
+// Package httpapi is the REST API of imprun-server: the Echo server, its middleware (request
+// id, access log, recovery, metrics, auth, tenancy, RBAC, audit, idempotency), the handlers of
+// every persona group and the OpenAPI document that is the contract of all of them.
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+//go:embed openapi.yaml
+var openAPIDocument []byte
+
+// OpenAPIDocument returns the embedded OpenAPI document.
+func OpenAPIDocument() []byte { return openAPIDocument }
+
+// ReadyCheck is one dependency that /readyz checks.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Server is the REST API.
+type Server struct {
+	echo    *echo.Echo
+	log     *slog.Logger
+	checks  []ReadyCheck
+	metrics *httpMetrics
+	httpSrv *http.Server
+}
+
+// Options configure the server.
+type Options struct {
+	Logger       *slog.Logger
+	BodyLimit    string // Echo size syntax, e.g. 1M
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	Checks       []ReadyCheck
+	Registry     *prometheus.Registry // nil: a new one
+	// Register adds the /v1 routes; the foundation server runs without them.
+	Register func(e *echo.Echo)
+}
+
+// NewServer builds the Echo server with the operational endpoints and common middleware.
+func NewServer(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	s := &Server{echo: e, log: o.Logger, checks: o.Checks, metrics: newHTTPMetrics(o.Registry)}
+	e.HTTPErrorHandler = s.handleError
+
+	e.Use(requestIDMiddleware)
+	e.Use(s.accessLog)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.log.Error("panic", "request_id", requestID(c), "err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	e.Use(middleware.BodyLimit(o.BodyLimit))
+
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{})))
+	e.GET("/openapi.yaml", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/yaml", openAPIDocument)
+	})
+	if o.Register != nil {
+		o.Register(e)
+	}
+	s.httpSrv = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       o.ReadTimeout,
+		WriteTimeout:      o.WriteTimeout,
+	}
+	return s
+}
+
+// Handler returns the server's http.Handler (for tests with httptest).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Echo exposes the router for registering more routes.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.httpSrv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.httpSrv.Shutdown(ctx) }
+
+type readyReport struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	defer cancel()
+	rep := readyReport{Status: "ok", Checks: map[string]string{}}
+	code := http.StatusOK
+	for _, chk := range s.checks {
+		if err := chk.Check(ctx); err != nil {
+			rep.Checks[chk.Name] = "down: " + err.Error()
+			rep.Status = "unavailable"
+			code = http.StatusServiceUnavailable
+			continue
+		}
+		rep.Checks[chk.Name] = "ok"
+	}
+	return c.JSON(code, rep)
+}
+
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	p := toProblem(err)
+	if p.Status >= 500 && p.Code == "internal" {
+		s.log.Error("request failed", "request_id", requestID(c), "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+	}
+	p.Instance = c.Request().URL.Path
+	c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(p.Status)
+		return
+	}
+	_ = c.JSON(p.Status, p)
+	c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
+}
+
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		status := c.Response().Status
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		elapsed := time.Since(start)
+		s.metrics.observe(c.Request().Method, route, status, elapsed)
+		attrs := []any{
+			"request_id", requestID(c), "method", c.Request().Method, "route", route,
+			"path", c.Request().URL.Path, "status", status, "duration_ms", float64(elapsed.Microseconds()) / 1000,
+			"bytes_out", c.Response().Size, "ip", c.RealIP(),
+		}
+		if p := principalOf(c); p != nil {
+			attrs = append(attrs, "actor", p.Email)
+		}
+		if t := tenantOf(c); t != nil {
+			attrs = append(attrs, "tenant", t.Slug)
+		}
+		if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+			s.log.Debug("request", attrs...)
+		} else {
+			s.log.Info("request", attrs...)
+		}
+		return nil
+	}
+}
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imprun_http_requests_total", Help: "HTTP requests by method, route template and status.",
+		}, []string{"method", "route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "imprun_http_request_duration_seconds", Help: "HTTP request latency by method, route template and status.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .2, .5, 1, 2.5, 5},
+		}, []string{"method", "route", "status"}),
+	}
+	reg.MustRegister(m.requests, m.latency)
+	return m
+}
+
+func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
+	st := strconv.Itoa(status)
+	m.requests.WithLabelValues(method, route, st).Inc()
+	m.latency.WithLabelValues(method, route, st).Observe(d.Seconds())
+}
