@@ -78,6 +78,7 @@ func (a *API) Register(e *echo.Echo) {
 
 	prov := v1.Group("/provider", a.authenticate, a.tenantScope(models.TenantProvider), a.idempotent, a.audited)
 	a.registerMembers(prov)
+	a.registerCatalog(prov)
 
 	cust := v1.Group("/customer", a.authenticate, a.tenantScope(models.TenantCustomer), a.idempotent, a.audited)
 	a.registerMembers(cust)
