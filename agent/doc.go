@@ -9,6 +9,17 @@
 // must accept (hashes only) and answers, through Verifier, whether a presented key may call a
 // publish within its plan limits.
 //
+// The state directory (mode 0700, every file 0600 and written atomically):
+//
+//	identity.json                      agent id, cluster id, JWT and expiry, refresh secret
+//	credentials.json                   credential set: hashes, versions, grants, tombstones
+//	applied.json                       applied revision, checksum and resources per publish
+//	commands.json                      answers to recent commands, replayed on redelivery
+//	publishes/<publish_id>/rev-<n>.yaml  rendered revision (rev-<n>.conf for nginx)
+//	publishes/<publish_id>/current     name of the current revision file
+//	publishes/<publish_id>/credentials.yaml  credential hashes granted to the publish
+//	                                   (credentials.conf for nginx)
+//
 // The package shares nothing with the server but the protocol, so the server can be tested
 // against it in-process and it can be tested against a fake server.
 package agent

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,15 +20,40 @@ type API struct {
 	temporal *temporalclient.Holder
 	log      *slog.Logger
 	hooks    Hooks
+	settings Settings
+	// catalogUsage says whether a publish uses a catalog row (see store.CatalogUsage).
+	catalogUsage store.CatalogUsage
+}
+
+// Settings are the configured defaults the handlers apply.
+type Settings struct {
+	RegistrationTokenTTL time.Duration
+	PublishDeadline      time.Duration
+	ApprovalDeadline     time.Duration
+}
+
+func (s Settings) withDefaults() Settings {
+	if s.RegistrationTokenTTL <= 0 {
+		s.RegistrationTokenTTL = 30 * time.Minute
+	}
+	if s.PublishDeadline <= 0 {
+		s.PublishDeadline = 24 * time.Hour
+	}
+	if s.ApprovalDeadline <= 0 {
+		s.ApprovalDeadline = 7 * 24 * time.Hour
+	}
+	return s
 }
 
 // Hooks are the parts of the API that later modules plug in (agent authentication, workflow
 // starters), so this package does not depend on them.
 type Hooks struct {
-	// AgentAuth authenticates /v1/agent requests; nil leaves the group closed (401).
-	AgentAuth echo.MiddlewareFunc
+	// Agents verifies agent JWTs for /v1/agent; nil leaves the group closed (401).
+	Agents AgentVerifier
 	// Modules register further routes on the groups.
 	Modules []func(g Groups)
+	// CatalogUsage tells whether a published revision uses a catalog row; nil: nothing is.
+	CatalogUsage store.CatalogUsage
 }
 
 // Groups are the persona route groups with their authentication and scoping applied.
@@ -47,6 +73,7 @@ type Deps struct {
 	Temporal *temporalclient.Holder
 	Logger   *slog.Logger
 	Hooks    Hooks
+	Settings Settings
 }
 
 // NewAPI builds the API.
@@ -54,7 +81,8 @@ func NewAPI(d Deps) *API {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks}
+	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks, settings: d.Settings.withDefaults(),
+		catalogUsage: catalogUsageOr(d.Hooks.CatalogUsage)}
 }
 
 // Store exposes the data layer to modules.
@@ -75,6 +103,7 @@ func (a *API) Register(e *echo.Echo) {
 	op.POST("/tenants/:id/activate", a.activateTenant)
 	op.POST("/tenants/:id/owners", a.addTenantOwner)
 	op.GET("/audit-logs", a.listAuditLogs, a.requirePlatformRole(models.PlatformAdmin))
+	a.registerClusters(op)
 
 	prov := v1.Group("/provider", a.authenticate, a.tenantScope(models.TenantProvider), a.idempotent, a.audited)
 	a.registerMembers(prov)
@@ -85,13 +114,8 @@ func (a *API) Register(e *echo.Echo) {
 
 	public := v1.Group("/public")
 
-	agentAuth := a.hooks.AgentAuth
-	if agentAuth == nil {
-		agentAuth = func(echo.HandlerFunc) echo.HandlerFunc {
-			return func(echo.Context) error { return Unauthorized() }
-		}
-	}
-	agent := v1.Group("/agent", agentAuth)
+	agent := v1.Group("/agent", a.authenticateAgent, a.idempotent, a.audited)
+	a.registerAgentREST(agent)
 
 	g := Groups{API: a, Operator: op, Provider: prov, Customer: cust, Public: public, Agent: agent}
 	for _, m := range a.hooks.Modules {

@@ -36,8 +36,9 @@ ensure_tool() {
 		return 0
 	fi
 	echo "proto.sh: installing $name $version into $BIN" >&2
-	# GOFLAGS=-mod=mod keeps a vendor or readonly setting of the caller from breaking `go install`.
-	GOBIN="$BIN" GOFLAGS=-mod=mod go install "$pkg@$version"
+	# pkg@version installs outside this module's go.mod, so the tools' dependencies never
+	# leak into the project's.
+	GOBIN="$BIN" go install "$pkg@$version"
 }
 
 install_tools() {

@@ -80,8 +80,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start_bg NAME LOGMODE CMD...: LOGMODE "file" writes to .data/logs/NAME.log only, "tee" also
-# shows the output here with a [NAME] prefix.
+# start_bg NAME LOGMODE CMD...: LOGMODE "file" writes to .data/logs/NAME.log only (a new one
+# each run), "tee" also shows the output here with a [NAME] prefix.
 start_bg() {
   local name=$1 mode=$2
   shift 2
@@ -90,10 +90,10 @@ start_bg() {
     # when the child closes its output.
     "$@" > >(
       trap '' INT
-      tee -a "$logs/$name.log" | sed -u "s/^/[$name] /"
+      tee "$logs/$name.log" | sed -u "s/^/[$name] /"
     ) 2>&1 &
   else
-    "$@" >>"$logs/$name.log" 2>&1 &
+    "$@" >"$logs/$name.log" 2>&1 &
   fi
   pids+=($!)
   names+=("$name")
@@ -205,6 +205,15 @@ if [[ -d cmd/api && -d cmd/worker ]]; then
     issuer_url=$(grep -Eom1 'https?://[^[:space:]"]+' "$logs/dev-issuer.log" || echo "http://$ISSUER_HOST:$ISSUER_PORT")
   fi
 
+  # Agent JWTs are signed with a secret of this checkout's own, made once and kept in .data/
+  # so agents registered in an earlier `make run` stay valid.
+  if [[ -z ${IMPRUN_AGENT_JWT_SECRET:-} ]]; then
+    secret_file="$data/agent-jwt-secret"
+    [[ -s $secret_file ]] || (umask 077 && head -c 48 /dev/urandom | base64 | tr -d '\n' >"$secret_file")
+    IMPRUN_AGENT_JWT_SECRET=$(<"$secret_file")
+    export IMPRUN_AGENT_JWT_SECRET
+  fi
+
   say "migrating the database"
   bin/imprun-api migrate up
 
@@ -222,7 +231,7 @@ cat <<INFO
     Temporal gRPC     127.0.0.1:$TEMPORAL_PORT
     Temporal Web UI   http://127.0.0.1:$TEMPORAL_UI_PORT
     OIDC issuer       $issuer_url
-    Postgres          $IMPRUN_DATABASE_URL
+    Postgres          $(sed -E 's#(://[^:/@]+:)[^@]*@#\1****@#' <<<"$IMPRUN_DATABASE_URL")
     logs              $logs/
 
 INFO

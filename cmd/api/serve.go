@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
+	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/config"
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/migrations"
@@ -71,7 +72,32 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		IssuerURL: cfg.OIDC.IssuerURL, Audience: cfg.OIDC.Audience,
 		RolesClaim: cfg.OIDC.RolesClaim, EmailClaim: cfg.OIDC.EmailClaim,
 	})
-	api := httpapi.NewAPI(httpapi.Deps{Store: store.New(db), Auth: auth, Temporal: &temporal, Logger: log})
+	if cfg.Agent.JWTSecret == "" {
+		return fmt.Errorf("config key agent.jwt_secret (%s) must be set: it signs agent JWTs (make run generates one)", config.EnvVar("agent.jwt_secret"))
+	}
+	signer, err := agentgw.NewSigner(cfg.Agent.JWTSecret, cfg.Agent.JWTTTL)
+	if err != nil {
+		return err
+	}
+	st := store.New(db)
+	gw := agentgw.New(agentgw.Config{
+		DatabaseURL:       cfg.Database.URL,
+		HeartbeatInterval: cfg.Agent.HeartbeatInterval,
+		MissedHeartbeats:  cfg.Agent.MissedHeartbeats,
+		FlushInterval:     cfg.Agent.PresenceFlushInterval,
+	}, st, signer, agentgw.WithLogger(log.With("component", "agentgw")), agentgw.WithResultSink(resultSink(&temporal, st, log)))
+	grpcSrv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{
+		TLSCertFile: cfg.GRPC.TLSCertFile, TLSKeyFile: cfg.GRPC.TLSKeyFile,
+		MaxRecvMsgSize: cfg.GRPC.MaxRecvMsgSize, MaxSendMsgSize: cfg.GRPC.MaxSendMsgSize, KeepaliveMinTime: cfg.GRPC.KeepaliveMin,
+	})
+	if err != nil {
+		return err
+	}
+	api := httpapi.NewAPI(httpapi.Deps{Store: st, Auth: auth, Temporal: &temporal, Logger: log,
+		Hooks: httpapi.Hooks{Agents: gw},
+		Settings: httpapi.Settings{RegistrationTokenTTL: cfg.Agent.RegistrationTokenTTL,
+			PublishDeadline: cfg.Workflow.PublishDeadline, ApprovalDeadline: cfg.Workflow.ApprovalDeadline},
+	})
 
 	srv := httpapi.NewServer(httpapi.Options{
 		Register:     api.Register,
@@ -89,24 +115,46 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTP.Addr, err)
 	}
+	gln, err := net.Listen("tcp", cfg.GRPC.Addr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen %s: %w", cfg.GRPC.Addr, err)
+	}
 	log.Info("REST API listening", "addr", ln.Addr().String())
-	errc := make(chan error, 1)
+	log.Info("agent gRPC gateway listening", "addr", gln.Addr().String(), "tls", cfg.GRPC.TLSCertFile != "")
+
+	gwCtx, stopGateway := context.WithCancel(context.WithoutCancel(ctx))
+	gwDone := make(chan struct{})
+	go func() { gw.Run(gwCtx); close(gwDone) }()
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- grpcSrv.Serve(gln) }()
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
 
+	var runErr error
 	select {
-	case err := <-errc:
-		return err
+	case runErr = <-errc:
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancel()
+	// Agents are told Close{SHUTDOWN} and reconnect to another replica; then the gRPC server
+	// drains, and REST requests in flight finish.
+	stopGateway()
+	<-gwDone
+	grpcDone := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(grpcDone) }()
+	select {
+	case <-grpcDone:
+	case <-sctx.Done():
+		grpcSrv.Stop()
+	}
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	log.Info("stopped")
-	return nil
+	return runErr
 }

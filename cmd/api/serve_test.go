@@ -28,6 +28,7 @@ func testConfig(t *testing.T, dbURL string) *config.Config {
 	t.Setenv("IMPRUN_HTTP_ADDR", "127.0.0.1:0")
 	t.Setenv("IMPRUN_GRPC_ADDR", "127.0.0.1:0")
 	t.Setenv("IMPRUN_DATABASE_CONNECT_RETRY", "2s")
+	t.Setenv("IMPRUN_AGENT_JWT_SECRET", "test-secret-test-secret-test-secret-0123")
 	cfg, err := config.Load("")
 	require.NoError(t, err)
 	return cfg

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -25,6 +26,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 
+	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/devissuer"
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/migrations"
@@ -73,9 +75,76 @@ type Env struct {
 	Issuer   *devissuer.Issuer
 	API      *httpapi.API
 	Temporal *temporalclient.Holder
+	// Replica is the first agent gateway (when Options.Agents is set).
+	Replica *Replica
 
 	router routers.Router
+	timing AgentTiming
+
+	gatewayOptions []agentgw.Option
 }
+
+// Replica is one agent gateway serving gRPC, as one api replica would.
+type Replica struct {
+	Gateway *agentgw.Gateway
+	Addr    string
+	stop    func()
+	once    sync.Once
+}
+
+// Stop ends the replica as a SIGTERM would: agents are told Close{SHUTDOWN}, streams drain.
+func (r *Replica) Stop() { r.once.Do(r.stop) }
+
+// StartReplica starts another agent gateway on the same database (addr "127.0.0.1:0" picks a
+// port; a fixed addr lets a test restart a replica where agents expect it).
+func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
+	t.Helper()
+	tm := e.timing
+	if tm.JWTTTL == 0 {
+		tm.JWTTTL = time.Hour
+	}
+	signer, err := agentgw.NewSigner(AgentJWTSecret, tm.JWTTTL)
+	must(t, err)
+	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
+		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer, e.gatewayOptions...)
+	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
+	must(t, err)
+	var ln net.Listener
+	for i := 0; ; i++ {
+		ln, err = net.Listen("tcp", addr)
+		if err == nil || i > 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // a restarted replica's port may take a moment to free
+	}
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { gw.Run(ctx); close(done) }()
+	go func() { _ = srv.Serve(ln) }()
+	select {
+	case <-gw.ListenReady():
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent gateway did not LISTEN within 30s")
+	}
+	r := &Replica{Gateway: gw, Addr: ln.Addr().String()}
+	r.stop = func() {
+		cancel()
+		<-done
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// WithGatewayOptions adds options to the gateways this env starts from now on.
+func (e *Env) WithGatewayOptions(opts ...agentgw.Option) { e.gatewayOptions = append(e.gatewayOptions, opts...) }
 
 // Options change how an Env is built.
 type Options struct {
@@ -87,7 +156,23 @@ type Options struct {
 	Hooks func(e *Env) httpapi.Hooks
 	// DBURL reuses an existing database instead of a fresh one.
 	DBURL string
+	// Agents starts the agent gateway (gRPC on loopback) with this presence timing; the zero
+	// value leaves the /v1/agent group closed.
+	Agents *AgentTiming
+	// GatewayOptions are passed to every agent gateway the env starts.
+	GatewayOptions []agentgw.Option
 }
+
+// AgentTiming is the presence timing of test gateways: short, so tests see disconnects fast.
+type AgentTiming struct {
+	HeartbeatInterval time.Duration
+	MissedHeartbeats  int
+	FlushInterval     time.Duration
+	JWTTTL            time.Duration
+}
+
+// AgentJWTSecret signs agent JWTs in tests.
+const AgentJWTSecret = "apitest-agent-jwt-secret-0123456789abcdef"
 
 // New starts an API for t.
 func New(t testing.TB, o Options) *Env {
@@ -118,6 +203,12 @@ func New(t testing.TB, o Options) *Env {
 	var hooks httpapi.Hooks
 	if o.Hooks != nil {
 		hooks = o.Hooks(e)
+	}
+	e.gatewayOptions = o.GatewayOptions
+	if o.Agents != nil {
+		e.timing = *o.Agents
+		e.Replica = e.StartReplica(t, "127.0.0.1:0")
+		hooks.Agents = e.Replica.Gateway
 	}
 	e.API = httpapi.NewAPI(httpapi.Deps{
 		Store: e.Store,

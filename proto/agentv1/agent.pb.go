@@ -42,6 +42,7 @@ const (
 type DeployAction int32
 
 const (
+	// Never sent on purpose; what an unset field reads as.
 	DeployAction_DEPLOY_ACTION_UNSPECIFIED DeployAction = 0
 	// Fetch the revision's snapshot, render it and make it the publish's current configuration.
 	DeployAction_DEPLOY_ACTION_APPLY DeployAction = 1
@@ -94,6 +95,7 @@ func (DeployAction) EnumDescriptor() ([]byte, []int) {
 type DeployStatus int32
 
 const (
+	// Never sent on purpose; what an unset field reads as.
 	DeployStatus_DEPLOY_STATUS_UNSPECIFIED DeployStatus = 0
 	// Every resource was applied (or removed, for WITHDRAW).
 	DeployStatus_DEPLOY_STATUS_SUCCEEDED DeployStatus = 1
@@ -146,6 +148,7 @@ func (DeployStatus) EnumDescriptor() ([]byte, []int) {
 type AppliedResourceStatus int32
 
 const (
+	// Never sent on purpose; what an unset field reads as.
 	AppliedResourceStatus_APPLIED_RESOURCE_STATUS_UNSPECIFIED AppliedResourceStatus = 0
 	// The resource did not exist before.
 	AppliedResourceStatus_APPLIED_RESOURCE_STATUS_CREATED AppliedResourceStatus = 1
@@ -210,6 +213,7 @@ func (AppliedResourceStatus) EnumDescriptor() ([]byte, []int) {
 type CredentialType int32
 
 const (
+	// Never sent on purpose; what an unset field reads as.
 	CredentialType_CREDENTIAL_TYPE_UNSPECIFIED CredentialType = 0
 	// An API key, presented as "imp_<prefix>.<secret>".
 	CredentialType_CREDENTIAL_TYPE_API_KEY CredentialType = 1
@@ -262,6 +266,7 @@ func (CredentialType) EnumDescriptor() ([]byte, []int) {
 type CloseReason int32
 
 const (
+	// Never sent on purpose; what an unset field reads as.
 	CloseReason_CLOSE_REASON_UNSPECIFIED CloseReason = 0
 	// The server is shutting down or draining; reconnect (to another replica) with backoff.
 	CloseReason_CLOSE_REASON_SHUTDOWN CloseReason = 1

@@ -1,0 +1,525 @@
+package agentgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
+)
+
+// errUnauthenticated is the one answer to every authentication failure; the reason is logged.
+var errUnauthenticated = status.Error(codes.Unauthenticated, "unauthenticated")
+
+var (
+	errClosed  = errors.New("closed by the server")
+	errRevoked = errors.New("agent revoked")
+)
+
+// authTimeout is how long a new stream may take to send its ConnectRequest.
+const authTimeout = 10 * time.Second
+
+// Connect serves one agent stream: authenticate the first message, register the session,
+// send everything the agent has not acknowledged, then read heartbeats, results and acks
+// until the stream ends.
+func (g *Gateway) Connect(stream agentv1.AgentService_ConnectServer) error {
+	ctx := stream.Context()
+	ip := peerIP(ctx)
+
+	first, err := recvWithin(stream, authTimeout)
+	if err != nil {
+		g.log.Info("agent stream refused", "ip", ip, "reason", "no first message: "+err.Error())
+		return errUnauthenticated
+	}
+	req := first.GetConnectRequest()
+	if req == nil {
+		g.log.Info("agent stream refused", "ip", ip, "reason", "first message is not a ConnectRequest")
+		return errUnauthenticated
+	}
+	agent, resp, err := g.authenticate(ctx, req, ip)
+	if errors.Is(err, errRevoked) {
+		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agent.ID)
+		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
+			Reason: agentv1.CloseReason_CLOSE_REASON_REVOKED, Message: "this agent was revoked"}}})
+		return errUnauthenticated
+	}
+	if err != nil {
+		var st interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &st) && st.GRPCStatus().Code() != codes.Unauthenticated {
+			return err
+		}
+		g.log.Info("agent stream refused", "ip", ip, "agent_id", req.GetAgentId(), "reason", err.Error())
+		return errUnauthenticated
+	}
+
+	s := newSession(ctx, agent.ID, agent.ClusterID, ip)
+	defer s.cancel(nil)
+	if old := g.sessions.add(s); old != nil {
+		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
+	}
+	defer g.sessions.remove(s)
+	if err := g.markConnected(ctx, s, req); err != nil {
+		g.log.Error("mark agent connected", "agent_id", agent.ID, "err", err)
+		return status.Error(codes.Unavailable, "try again")
+	}
+	defer g.markDisconnected(s)
+	log := g.log.With("agent_id", agent.ID, "cluster_id", agent.ClusterID)
+	log.Info("agent connected", "ip", ip, "version", req.GetAgentVersion())
+
+	resp.HeartbeatIntervalSeconds = int32(g.cfg.HeartbeatInterval / time.Second)
+	if resp.HeartbeatIntervalSeconds < 1 {
+		resp.HeartbeatIntervalSeconds = 1
+	}
+	if err := stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ConnectResponse{ConnectResponse: resp}}); err != nil {
+		return err
+	}
+
+	sendDone := make(chan error, 1)
+	go func() { sendDone <- g.sendLoop(stream, s, resp.JwtExpiresAt.AsTime()) }()
+	g.sync(ctx, s)
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			s.touch()
+			g.handle(ctx, s, msg)
+		}
+	}()
+
+	select {
+	case err := <-recvErr:
+		s.cancel(err)
+		<-sendDone
+		log.Info("agent stream ended", "reason", err)
+		return nil
+	case err := <-sendDone:
+		cause := context.Cause(s.ctx)
+		log.Info("agent stream closed by the server", "reason", cause)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if errors.Is(cause, errClosed) || cause == nil {
+			return nil
+		}
+		return status.Error(codes.Unavailable, cause.Error())
+	}
+}
+
+// sendLoop is the only goroutine that writes to the stream. It also renews the agent's JWT
+// before it expires, so the agent can keep calling the REST API on a long-lived stream.
+func (g *Gateway) sendLoop(stream agentv1.AgentService_ConnectServer, s *session, jwtExp time.Time) error {
+	renew := time.NewTimer(time.Until(jwtExp) * 3 / 4)
+	defer renew.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			s.mu.Lock()
+			c := s.closing
+			s.mu.Unlock()
+			if c != nil {
+				_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: c}})
+			}
+			return nil
+		case m := <-s.out:
+			if err := stream.Send(m); err != nil {
+				s.cancel(err)
+				return err
+			}
+			if len(s.out) == 0 && s.takeResync() {
+				go g.sync(s.ctx, s)
+			}
+		case <-renew.C:
+			rt, exp, err := g.replaceToken(s.ctx, s, false)
+			if err == nil {
+				s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ReplaceToken{ReplaceToken: rt}})
+				renew.Reset(time.Until(exp) * 3 / 4)
+			} else {
+				renew.Reset(time.Minute)
+			}
+		}
+	}
+}
+
+// handle acts on one message from an authenticated agent.
+func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMessage) {
+	switch p := msg.Payload.(type) {
+	case *agentv1.AgentMessage_Heartbeat:
+		g.presence.mark(s, p.Heartbeat.GetApplied())
+		s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now()}}})
+	case *agentv1.AgentMessage_DeployResult:
+		r := p.DeployResult
+		id, err := uuid.Parse(r.GetCommandId())
+		if err != nil {
+			g.log.Info("deploy result with a bad command id", "agent_id", s.agentID, "command_id", r.GetCommandId())
+			return
+		}
+		s.acked(id)
+		status := "failed"
+		if r.GetStatus() == agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED {
+			status = "succeeded"
+		}
+		res := map[string]any{
+			"publish_id": r.GetPublishId(), "revision": r.GetRevision(), "status": status,
+			"message": truncate(r.GetMessage(), 2000), "checksum": r.GetChecksum(), "applied_resources": appliedResources(r.GetAppliedResources()),
+		}
+		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(), ResultStatus: status, Result: res})
+	case *agentv1.AgentMessage_CommandAck:
+		a := p.CommandAck
+		id, err := uuid.Parse(a.GetCommandId())
+		if err != nil {
+			return
+		}
+		s.acked(id)
+		status := "failed"
+		if a.GetSuccess() {
+			status = "succeeded"
+		}
+		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(),
+			ResultStatus: status, Result: map[string]any{"success": a.GetSuccess(), "message": truncate(a.GetMessage(), 2000)}})
+	case *agentv1.AgentMessage_TokenReplaced:
+		g.tokenReplaced(ctx, s, p.TokenReplaced)
+	case *agentv1.AgentMessage_ConnectRequest:
+		g.log.Info("second ConnectRequest on a stream ignored", "agent_id", s.agentID)
+	}
+}
+
+func appliedResources(rs []*agentv1.AppliedResource) []map[string]any {
+	out := make([]map[string]any, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, map[string]any{
+			"kind": r.GetKind(), "name": r.GetName(), "namespace": r.GetNamespace(),
+			"status": strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "APPLIED_RESOURCE_STATUS_")), "message": truncate(r.GetMessage(), 500),
+		})
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// sync sends the session every command its agent has not acknowledged, in outbox order.
+func (g *Gateway) sync(ctx context.Context, s *session) {
+	cmds, err := g.store.PendingCommands(ctx, s.clusterID, s.agentID)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.log.Warn("read pending commands", "agent_id", s.agentID, "err", err)
+			s.mu.Lock()
+			s.resync = true
+			s.mu.Unlock()
+		}
+		return
+	}
+	for _, c := range cmds {
+		g.deliver(s, c)
+	}
+}
+
+// deliver queues c on s and records that it was sent.
+func (g *Gateway) deliver(s *session, c models.AgentCommand) {
+	m, err := g.toMessage(c)
+	if err != nil {
+		g.log.Error("unrenderable command skipped", "command_id", c.ID, "kind", c.Kind, "err", err)
+		return
+	}
+	if s.offerCommand(c, m) {
+		g.deliveries.add(store.DeliveryRecord{CommandID: c.ID, AgentID: s.agentID, Status: models.DeliverySent, At: time.Now().UTC()})
+	}
+}
+
+func peerIP(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return truncate(p.Addr.String(), 45)
+	}
+	return truncate(host, 45)
+}
+
+func recvWithin(stream agentv1.AgentService_ConnectServer, d time.Duration) (*agentv1.AgentMessage, error) {
+	type res struct {
+		m   *agentv1.AgentMessage
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- res{m, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-time.After(d):
+		return nil, fmt.Errorf("no ConnectRequest within %s", d)
+	case <-stream.Context().Done():
+		return nil, stream.Context().Err()
+	}
+}
+
+// authenticate checks the ConnectRequest's credential and returns the agent with the
+// ConnectResponse to send.
+func (g *Gateway) authenticate(ctx context.Context, req *agentv1.ConnectRequest, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
+	switch cred := req.Credential.(type) {
+	case *agentv1.ConnectRequest_RegistrationToken:
+		return g.register(ctx, cred.RegistrationToken, req, ip)
+	case *agentv1.ConnectRequest_AgentJwt:
+		vt, err := g.signer.Verify(cred.AgentJwt)
+		if err != nil {
+			return models.Agent{}, nil, err
+		}
+		a, err := g.store.GetAgent(ctx, vt.AgentID)
+		if err != nil {
+			return a, nil, fmt.Errorf("agent %s: %w", vt.AgentID, err)
+		}
+		if a.Status == models.AgentRevoked {
+			return a, nil, errRevoked
+		}
+		if a.TokenGeneration != vt.Generation || a.ClusterID != vt.ClusterID {
+			return a, nil, errors.New("agent jwt of a retired generation")
+		}
+		resp, err := g.connectResponse(ctx, a, "")
+		return a, resp, err
+	case *agentv1.ConnectRequest_RefreshSecret:
+		id, err := uuid.Parse(req.GetAgentId())
+		if err != nil {
+			return models.Agent{}, nil, errors.New("refresh without a valid agent_id")
+		}
+		return g.refresh(ctx, id, cred.RefreshSecret, ip)
+	}
+	return models.Agent{}, nil, errors.New("ConnectRequest without a credential")
+}
+
+func (g *Gateway) connectResponse(ctx context.Context, a models.Agent, refreshSecret string) (*agentv1.ConnectResponse, error) {
+	tok, exp, err := g.signer.Mint(a.ID, a.ClusterID, a.TokenGeneration)
+	if err != nil {
+		return nil, err
+	}
+	var name string
+	if err := g.db(ctx).Raw(`SELECT name FROM clusters WHERE id = ?`, a.ClusterID).Scan(&name).Error; err != nil {
+		return nil, err
+	}
+	return &agentv1.ConnectResponse{AgentId: a.ID.String(), ClusterId: a.ClusterID.String(), ClusterName: name,
+		AgentJwt: tok, JwtExpiresAt: timestamppb.New(exp), RefreshSecret: refreshSecret}, nil
+}
+
+// register consumes one use of a registration token and creates the agent.
+func (g *Gateway) register(ctx context.Context, token string, req *agentv1.ConnectRequest, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
+	var a models.Agent
+	refresh := NewSecret("imprr_")
+	name := strings.TrimSpace(req.GetAgentName())
+	if name != "" && !validAgentName(name) {
+		return a, nil, status.Error(codes.InvalidArgument, "agent_name must be 1-63 lower-case letters, digits and dashes")
+	}
+	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
+		var t models.RegistrationToken
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", HashSecret(token)).Error; err != nil {
+			return errors.New("unknown registration token")
+		}
+		if st := t.State(time.Now()); st != "active" {
+			return fmt.Errorf("registration token %s is %s", t.ID, st)
+		}
+		now := time.Now().UTC()
+		if err := tx.Model(&t).Updates(map[string]any{"uses": gorm.Expr("uses + 1"), "last_used_at": now}).Error; err != nil {
+			return err
+		}
+		if name == "" {
+			name = "agent-" + strings.ToLower(NewSecret("")[:8])
+			name = strings.Map(func(r rune) rune {
+				if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+					return r
+				}
+				return 'x'
+			}, name)
+		}
+		h := HashSecret(refresh)
+		a = models.Agent{ClusterID: t.ClusterID, Name: name, Status: models.AgentPending, Version: truncate(req.GetAgentVersion(), 50),
+			Hostname: truncate(req.GetHostname(), 255), IPAddress: ip, TokenGeneration: 1, RefreshSecretHash: &h, RegisteredWith: &t.ID,
+			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
+		if err := tx.Omit("session_id", "last_heartbeat_at", "last_connected_at", "revoked_at").Create(&a).Error; err != nil {
+			if store.IsUniqueViolation(err, "") {
+				return status.Errorf(codes.AlreadyExists, "an agent named %q exists in this cluster", name)
+			}
+			return err
+		}
+		for _, e := range []models.AgentEvent{
+			{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventRegistered, Message: "registered with token " + t.Prefix + "…", IPAddress: ip, Metadata: models.JSONMap{"registration_token_id": t.ID.String()}},
+			{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenIssued, Message: "agent JWT and refresh secret issued", IPAddress: ip, Metadata: models.JSONMap{}},
+		} {
+			if err := tx.Create(&e).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return a, nil, err
+	}
+	resp, err := g.connectResponse(ctx, a, refresh)
+	return a, resp, err
+}
+
+// refresh authenticates with agent id + refresh secret and rotates the refresh secret.
+func (g *Gateway) refresh(ctx context.Context, id uuid.UUID, secret, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
+	var a models.Agent
+	next := NewSecret("imprr_")
+	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&a, "id = ?", id).Error; err != nil {
+			return errors.New("unknown agent")
+		}
+		if a.Status == models.AgentRevoked {
+			return errRevoked
+		}
+		if a.RefreshSecretHash == nil || !SameHash(*a.RefreshSecretHash, HashSecret(secret)) {
+			return errors.New("refresh secret does not match")
+		}
+		h := HashSecret(next)
+		a.RefreshSecretHash = &h
+		if err := tx.Model(&a).Update("refresh_secret_hash", h).Error; err != nil {
+			return err
+		}
+		return tx.Create(&models.AgentEvent{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenIssued,
+			Message: "agent JWT renewed with the refresh secret", IPAddress: ip, Metadata: models.JSONMap{}}).Error
+	})
+	if err != nil {
+		return a, nil, err
+	}
+	resp, err := g.connectResponse(ctx, a, next)
+	return a, resp, err
+}
+
+func validAgentName(s string) bool {
+	if len(s) < 1 || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (r == '-' && i > 0 && i < len(s)-1)
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// markConnected claims the agent row for this session.
+func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.ConnectRequest) error {
+	applied := make([]models.AppliedRevision, 0, len(req.GetApplied()))
+	for _, r := range req.GetApplied() {
+		applied = append(applied, models.AppliedRevision{PublishID: r.GetPublishId(), Revision: int(r.GetRevision()), Checksum: r.GetChecksum()})
+	}
+	return g.db(ctx).Transaction(func(tx *gorm.DB) error {
+		now := time.Now().UTC()
+		changes := map[string]any{"status": models.AgentConnected, "session_id": s.id, "last_connected_at": now, "last_heartbeat_at": now,
+			"ip_address": s.ip, "applied": models.JSON[[]models.AppliedRevision]{V: applied}, "updated_at": now}
+		if v := req.GetAgentVersion(); v != "" {
+			changes["version"] = truncate(v, 50)
+		}
+		if h := req.GetHostname(); h != "" {
+			changes["hostname"] = truncate(h, 255)
+		}
+		res := tx.Model(&models.Agent{}).Where("id = ? AND status <> 'revoked'", s.agentID).Updates(changes)
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return errRevoked
+		}
+		if err := tx.Create(&models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventConnected, IPAddress: s.ip,
+			Message: "stream opened", Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
+			return err
+		}
+		return tx.Exec(`UPDATE clusters SET status = 'active', updated_at = now() WHERE id = ? AND status IN ('pending', 'inactive')`, s.clusterID).Error
+	})
+}
+
+// markDisconnected releases the agent row, unless a newer session has claimed it already.
+func (g *Gateway) markDisconnected(s *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g.presence.forget(s)
+	reason := "stream ended"
+	if c := context.Cause(s.ctx); c != nil && !errors.Is(c, context.Canceled) {
+		reason = c.Error()
+	}
+	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Exec(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
+			WHERE id = ? AND session_id = ? AND status = 'connected'`, s.agentID, s.id)
+		if res.Error != nil || res.RowsAffected == 0 {
+			return res.Error
+		}
+		if err := tx.Create(&models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventDisconnected, IPAddress: s.ip,
+			Message: truncate(reason, 1000), Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
+			return err
+		}
+		return tx.Exec(`UPDATE clusters c SET status = 'inactive', updated_at = now() WHERE c.id = ? AND c.status = 'active'
+			AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.cluster_id = c.id AND a.status = 'connected')`, s.clusterID).Error
+	})
+	if err != nil {
+		g.log.Warn("mark agent disconnected", "agent_id", s.agentID, "err", err)
+	}
+}
+
+// replaceToken mints a JWT for the agent's current generation and, when rotate is set, a new
+// refresh secret that becomes valid once the agent acknowledges it.
+func (g *Gateway) replaceToken(ctx context.Context, s *session, rotate bool) (*agentv1.ReplaceToken, time.Time, error) {
+	a, err := g.store.GetAgent(ctx, s.agentID)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	tok, exp, err := g.signer.Mint(a.ID, a.ClusterID, a.TokenGeneration)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	rt := &agentv1.ReplaceToken{CommandId: uuid.NewString(), AgentJwt: tok, JwtExpiresAt: timestamppb.New(exp)}
+	if rotate {
+		secret := NewSecret("imprr_")
+		rt.RefreshSecret = secret
+		s.mu.Lock()
+		s.pendingRefreshHash = HashSecret(secret)
+		s.mu.Unlock()
+	}
+	return rt, exp, nil
+}
+
+func (g *Gateway) tokenReplaced(ctx context.Context, s *session, r *agentv1.TokenReplaced) {
+	s.mu.Lock()
+	h := s.pendingRefreshHash
+	s.pendingRefreshHash = ""
+	s.mu.Unlock()
+	if !r.GetSuccess() {
+		_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventError,
+			Message: "agent could not store its new token: " + truncate(r.GetErrorMessage(), 500), IPAddress: s.ip})
+		return
+	}
+	if h != "" {
+		if err := g.db(ctx).Exec(`UPDATE agents SET refresh_secret_hash = ? WHERE id = ? AND status <> 'revoked'`, h, s.agentID).Error; err != nil {
+			g.log.Warn("store rotated refresh secret", "agent_id", s.agentID, "err", err)
+			return
+		}
+		_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventTokenReplaced,
+			Message: "agent stored its new JWT and refresh secret", IPAddress: s.ip})
+	}
+}

@@ -1,0 +1,235 @@
+package agentgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
+)
+
+// ResultSink passes an acknowledged command result on (to its workflow). It must be
+// idempotent: after a crash the sweeper passes the same result again.
+type ResultSink interface {
+	PassOn(ctx context.Context, r store.UnpassedResult) error
+}
+
+// Config tunes the gateway.
+type Config struct {
+	DatabaseURL       string // for the LISTEN connection
+	HeartbeatInterval time.Duration
+	MissedHeartbeats  int
+	FlushInterval     time.Duration // how often coalesced heartbeats reach Postgres
+	// APIBase is the REST path prefix agents fetch snapshots from (default /v1/agent).
+	SnapshotPathPrefix string
+}
+
+// Gateway serves agent streams.
+type Gateway struct {
+	agentv1.UnimplementedAgentServiceServer
+
+	cfg    Config
+	store  *store.Store
+	signer *Signer
+	log    *slog.Logger
+	sink   ResultSink
+
+	sessions   *registry
+	presence   *presence
+	deliveries *deliveryWriter
+
+	// listenReady is closed once the first LISTEN is established (tests wait on it).
+	listenReady     chan struct{}
+	listenReadyOnce sync.Once
+}
+
+// Option configures a Gateway.
+type Option func(*Gateway)
+
+// WithResultSink passes acknowledged results to s.
+func WithResultSink(s ResultSink) Option { return func(g *Gateway) { g.sink = s } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(g *Gateway) { g.log = l } }
+
+// New returns a gateway; call Run to start its background loops.
+func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.MissedHeartbeats <= 0 {
+		cfg.MissedHeartbeats = 3
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 2 * time.Second
+	}
+	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), listenReady: make(chan struct{})}
+	for _, o := range opts {
+		o(g)
+	}
+	g.presence = newPresence(g)
+	g.deliveries = newDeliveryWriter(g)
+	return g
+}
+
+// Signer returns the JWT signer (the REST middleware shares it).
+func (g *Gateway) Signer() *Signer { return g.signer }
+
+// ListenReady is closed once the gateway listens for commands.
+func (g *Gateway) ListenReady() <-chan struct{} { return g.listenReady }
+
+// ConnectedHere reports whether this replica holds a stream of the agent.
+func (g *Gateway) ConnectedHere(agentID uuid.UUID) bool { return g.sessions.get(agentID) != nil }
+
+// SessionCount is the number of streams this replica holds.
+func (g *Gateway) SessionCount() int { return g.sessions.count() }
+
+// Run runs the background loops until ctx ends: the LISTEN connection, the presence flusher
+// and watchdog, the crash sweeper, the delivery writer and the result sweeper. When ctx ends,
+// every stream is told Close{SHUTDOWN} and ended.
+func (g *Gateway) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	loops := []func(context.Context){g.listen, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults}
+	for _, l := range loops {
+		wg.Add(1)
+		go func() { defer wg.Done(); l(ctx) }()
+	}
+	// The delivery writer outlives the other loops by one flush so nothing acknowledged is lost.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	wdone := make(chan struct{})
+	go func() { g.deliveries.run(wctx); close(wdone) }()
+	<-ctx.Done()
+	for _, s := range g.sessions.all() {
+		s.close(agentv1.CloseReason_CLOSE_REASON_SHUTDOWN, "server shutting down")
+	}
+	wg.Wait()
+	g.deliveries.stop()
+	wcancel()
+	<-wdone
+	g.presence.flush(context.WithoutCancel(ctx))
+}
+
+// watchdog ends streams whose agent missed too many heartbeats.
+func (g *Gateway) watchdog(ctx context.Context) {
+	limit := time.Duration(g.cfg.MissedHeartbeats) * g.cfg.HeartbeatInterval
+	t := time.NewTicker(max(g.cfg.HeartbeatInterval/2, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, s := range g.sessions.all() {
+				if now.Sub(s.lastSeen()) > limit {
+					g.log.Info("agent missed heartbeats; ending its stream", "agent_id", s.agentID, "cluster_id", s.clusterID, "missed", g.cfg.MissedHeartbeats)
+					s.end(fmt.Errorf("missed %d heartbeats", g.cfg.MissedHeartbeats))
+				}
+			}
+		}
+	}
+}
+
+// sweepStaleAgents marks agents disconnected whose replica died without saying so: their
+// heartbeat in Postgres is older than the missed-heartbeat limit plus the flush delay.
+func (g *Gateway) sweepStaleAgents(ctx context.Context) {
+	stale := time.Duration(g.cfg.MissedHeartbeats)*g.cfg.HeartbeatInterval + 3*g.cfg.FlushInterval
+	t := time.NewTicker(max(g.cfg.HeartbeatInterval, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var rows []struct {
+			ID        uuid.UUID
+			ClusterID uuid.UUID
+		}
+		err := g.store.DB.WithContext(ctx).Raw(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
+			WHERE status = 'connected' AND last_heartbeat_at < ? RETURNING id, cluster_id`, time.Now().Add(-stale)).Scan(&rows).Error
+		if err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("stale agent sweep failed", "err", err)
+			}
+			continue
+		}
+		clusters := map[uuid.UUID]bool{}
+		for _, r := range rows {
+			if s := g.sessions.get(r.ID); s != nil {
+				// Ours after all (Postgres was slow to get our heartbeats): end it so the agent
+				// reconnects and the state is consistent again.
+				s.end(errors.New("marked stale"))
+			}
+			_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: r.ID, ClusterID: r.ClusterID, Type: models.EventDisconnected,
+				Message: "no heartbeat within the limit (its api replica may have stopped)"})
+			clusters[r.ClusterID] = true
+		}
+		for c := range clusters {
+			_ = g.store.RefreshClusterStatus(ctx, c)
+		}
+	}
+}
+
+// sweepUnpassedResults passes on results that were stored but not passed on (a crash between
+// the two, or a sink that failed).
+func (g *Gateway) sweepUnpassedResults(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rows, err := g.store.UnpassedResults(ctx, 2*time.Second, 200)
+		if err != nil {
+			continue
+		}
+		for _, r := range rows {
+			g.passOn(ctx, r)
+		}
+	}
+}
+
+func (g *Gateway) passOn(ctx context.Context, r store.UnpassedResult) {
+	if g.sink != nil {
+		if err := g.sink.PassOn(ctx, r); err != nil {
+			g.log.Warn("passing a result on failed; the sweeper retries", "command_id", r.CommandID, "agent_id", r.AgentID, "err", err)
+			return
+		}
+	}
+	if err := g.store.MarkPassedOn(ctx, r.CommandID, r.AgentID); err != nil && ctx.Err() == nil {
+		g.log.Warn("mark result passed on", "command_id", r.CommandID, "err", err)
+	}
+}
+
+// db is a shortcut for the store's GORM handle.
+func (g *Gateway) db(ctx context.Context) *gorm.DB { return g.store.DB.WithContext(ctx) }
+
+// VerifyAgentToken checks an agent JWT for the REST API: valid signature and expiry, an agent
+// that exists, is not revoked, and whose token generation is current.
+func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, clusterID uuid.UUID, err error) {
+	vt, err := g.signer.Verify(raw)
+	if err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	a, err := g.store.GetAgent(ctx, vt.AgentID)
+	if err != nil {
+		return uuid.Nil, uuid.Nil, fmt.Errorf("agent %s: %w", vt.AgentID, err)
+	}
+	if a.Status == models.AgentRevoked {
+		return uuid.Nil, uuid.Nil, errRevoked
+	}
+	if a.TokenGeneration != vt.Generation || a.ClusterID != vt.ClusterID {
+		return uuid.Nil, uuid.Nil, errors.New("agent jwt of a retired generation")
+	}
+	return a.ID, a.ClusterID, nil
+}

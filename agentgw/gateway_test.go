@@ -1,0 +1,459 @@
+package agentgw_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/imprun/imprun-server/agent"
+	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/testharness"
+)
+
+func TestMain(m *testing.M) { os.Exit(testharness.Main(m)) }
+
+var opsP = apitest.Persona{Email: "ops@example.com", Roles: []string{models.PlatformOperator}}
+
+// fast presence timing: a missing agent is noticed within ~3 s.
+var timing = &apitest.AgentTiming{HeartbeatInterval: time.Second, MissedHeartbeats: 3, FlushInterval: 200 * time.Millisecond}
+
+type fixture struct {
+	env       *apitest.Env
+	ops       *apitest.Client
+	clusterID string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	env := apitest.New(t, apitest.Options{Agents: timing})
+	ops := env.As(opsP)
+	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-1", "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	return &fixture{env: env, ops: ops, clusterID: r.Map()["id"].(string)}
+}
+
+func (f *fixture) token(t *testing.T, body map[string]any) string {
+	t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	r := f.ops.Post("/v1/operator/clusters/"+f.clusterID+"/registration-tokens", body)
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	return r.Map()["token"].(string)
+}
+
+// runningAgent is the real reference agent, in process.
+type runningAgent struct {
+	dir    string
+	cancel context.CancelFunc
+	done   chan error
+	a      *agent.Agent
+}
+
+func startAgent(t *testing.T, env *apitest.Env, addr, dir, token, name string) *runningAgent {
+	t.Helper()
+	a, err := agent.New(agent.Config{ServerAddr: addr, APIBaseURL: env.URL, StateDir: dir, RegistrationToken: token, Name: name,
+		TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ra := &runningAgent{dir: dir, cancel: cancel, done: make(chan error, 1), a: a}
+	go func() { ra.done <- a.Run(ctx) }()
+	t.Cleanup(ra.stop)
+	return ra
+}
+
+func (ra *runningAgent) stop() {
+	ra.cancel()
+	select {
+	case <-ra.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+func (ra *runningAgent) identity(t *testing.T) agent.Identity {
+	t.Helper()
+	var id agent.Identity
+	require.Eventually(t, func() bool {
+		got, err := agent.LoadIdentity(ra.dir)
+		if err != nil || got == nil {
+			return false
+		}
+		id = *got
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "the agent never registered")
+	return id
+}
+
+func agentStatus(t *testing.T, env *apitest.Env, id string) string {
+	t.Helper()
+	var st string
+	require.NoError(t, env.SQL.QueryRow(`SELECT status FROM agents WHERE id = $1`, id).Scan(&st))
+	return st
+}
+
+func waitStatus(t *testing.T, env *apitest.Env, id, want string, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool { return agentStatus(t, env, id) == want }, within, 50*time.Millisecond, "agent %s never became %s", id, want)
+}
+
+func eventTypes(t *testing.T, env *apitest.Env, id string) []string {
+	t.Helper()
+	rows, err := env.SQL.Query(`SELECT type FROM agent_events WHERE agent_id = $1 ORDER BY created_at, id`, id)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	return out
+}
+
+func enqueueUpsert(t *testing.T, env *apitest.Env, clusterID, credentialID string, version int64) models.AgentCommand {
+	t.Helper()
+	cmd := models.AgentCommand{ClusterID: uuid.MustParse(clusterID), Kind: models.CommandCredentialUpsert, Priority: models.PriorityNormal,
+		DedupeKey: "test/" + credentialID + "/" + strconv.FormatInt(version, 10), SupersedeKey: "credential/" + credentialID,
+		Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: credentialID, Version: version, Type: "api_key",
+			KeyPrefix: "imp_abcd1234", SecretHash: strings.Repeat("ab", 32), ClientAppID: uuid.NewString(),
+			Grants: []models.CredentialGrant{{PublishID: uuid.NewString(), PlanID: "", Limits: models.PlanLimits{RequestsPerMinute: 60}}}})}
+	created, err := env.Store.EnqueueCommand(context.Background(), &cmd)
+	require.NoError(t, err)
+	require.True(t, created)
+	return cmd
+}
+
+func waitAcked(t *testing.T, env *apitest.Env, commandID uuid.UUID, agentID string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var st string
+		err := env.SQL.QueryRow(`SELECT status FROM agent_command_deliveries WHERE command_id = $1 AND agent_id = $2`, commandID, agentID).Scan(&st)
+		return err == nil && st == models.DeliveryAcked
+	}, 20*time.Second, 50*time.Millisecond, "command %s never acknowledged by %s", commandID, agentID)
+}
+
+func TestRegisterConnectAndSingleUseToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	tok := f.token(t, nil)
+	ra := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), tok, "edge-1")
+	id := ra.identity(t)
+	require.Equal(t, f.clusterID, id.ClusterID)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+
+	r := f.ops.Get("/v1/operator/clusters/" + f.clusterID)
+	require.Equal(t, http.StatusOK, r.Status)
+	cl := r.Map()
+	require.Equal(t, "active", cl["status"], "the first agent activates the cluster")
+	require.EqualValues(t, 1, cl["agent_count"])
+	require.EqualValues(t, 1, cl["connected_agents"])
+
+	r = f.ops.Get("/v1/operator/agents/" + id.AgentID)
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Equal(t, "edge-1", r.Map()["name"])
+	require.Equal(t, []string{"registered", "token_issued", "connected"}, eventTypes(t, f.env, id.AgentID))
+
+	// The agent JWT works on /v1/agent and shows the agent its own identity.
+	r = f.env.WithToken(id.AgentJWT).Get("/v1/agent/me")
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Equal(t, f.clusterID, r.Map()["cluster_id"])
+
+	// The single-use token was used up: a second agent is refused and nothing is created.
+	second := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), tok, "edge-2")
+	select {
+	case err := <-second.done:
+		require.ErrorIs(t, err, agent.ErrRegistrationRefused)
+	case <-time.After(20 * time.Second):
+		t.Fatal("a reused registration token was not refused")
+	}
+	var n int
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agents`).Scan(&n))
+	require.Equal(t, 1, n)
+
+	// The token list shows it as used, never its secret.
+	r = f.ops.Get("/v1/operator/clusters/" + f.clusterID + "/registration-tokens")
+	require.NotContains(t, string(r.Body), tok)
+	require.Contains(t, string(r.Body), `"state":"used"`)
+}
+
+func TestDisconnectDetection(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ra := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+
+	// Heartbeats reach Postgres, coalesced.
+	var first time.Time
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT last_heartbeat_at FROM agents WHERE id = $1`, id.AgentID).Scan(&first))
+	require.Eventually(t, func() bool {
+		var at time.Time
+		_ = f.env.SQL.QueryRow(`SELECT last_heartbeat_at FROM agents WHERE id = $1`, id.AgentID).Scan(&at)
+		return at.After(first)
+	}, 10*time.Second, 100*time.Millisecond)
+
+	ra.stop() // the stream ends
+	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
+	r := f.ops.Get("/v1/operator/clusters/" + f.clusterID)
+	require.Equal(t, "inactive", r.Map()["status"])
+
+	// A client that authenticates and then goes silent is dropped after 3 missed heartbeats.
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
+		Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID}}}))
+	resp, err := stream.Recv()
+	require.NoError(t, err)
+	require.NotNil(t, resp.GetConnectResponse())
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 5*time.Second)
+	start := time.Now()
+	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
+	require.GreaterOrEqual(t, time.Since(start), 2*time.Second, "not before the heartbeats were missed")
+	var msg string
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT message FROM agent_events WHERE agent_id = $1 AND type = 'disconnected' ORDER BY created_at DESC LIMIT 1`, id.AgentID).Scan(&msg))
+	require.Contains(t, msg, "missed 3 heartbeats")
+}
+
+func TestRevokeWhileConnected(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	dir := t.TempDir()
+	ra := startAgent(t, f.env, f.env.Replica.Addr, dir, f.token(t, map[string]any{"max_uses": 5}), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+
+	r := f.ops.Post("/v1/operator/agents/"+id.AgentID+"/revoke", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	select {
+	case err := <-ra.done:
+		require.ErrorIs(t, err, agent.ErrRevoked, "the agent was told Close{REVOKED}")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the revoked agent kept running")
+	}
+	require.Equal(t, models.AgentRevoked, agentStatus(t, f.env, id.AgentID))
+	require.Equal(t, http.StatusUnauthorized, f.env.WithToken(id.AgentJWT).Get("/v1/agent/me").Status)
+
+	// Its old credentials never get it back in: JWT and refresh secret both refused.
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	for _, req := range []*agentv1.ConnectRequest{
+		{Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: id.AgentJWT}},
+		{Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID},
+	} {
+		stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+		require.NoError(t, err)
+		require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}))
+		msg, err := stream.Recv()
+		require.NoError(t, err)
+		require.Equal(t, agentv1.CloseReason_CLOSE_REASON_REVOKED, msg.GetClose().GetReason())
+		_, err = stream.Recv()
+		require.Equal(t, codes.Unauthenticated, status.Code(err))
+	}
+	require.Equal(t, models.AgentRevoked, agentStatus(t, f.env, id.AgentID))
+}
+
+func TestTokenRotation(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ra := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
+	before := ra.identity(t)
+	waitStatus(t, f.env, before.AgentID, models.AgentConnected, 10*time.Second)
+
+	r := f.ops.Post("/v1/operator/agents/"+before.AgentID+"/rotate-token", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Equal(t, true, r.Map()["agent_notified"])
+
+	var after agent.Identity
+	require.Eventually(t, func() bool {
+		id, _ := agent.LoadIdentity(ra.dir)
+		if id == nil || id.AgentJWT == before.AgentJWT || id.RefreshSecret == before.RefreshSecret {
+			return false
+		}
+		after = *id
+		return true
+	}, 10*time.Second, 50*time.Millisecond, "the agent never stored a replaced token")
+	require.Equal(t, http.StatusUnauthorized, f.env.WithToken(before.AgentJWT).Get("/v1/agent/me").Status, "the old JWT is retired")
+	require.Equal(t, http.StatusOK, f.env.WithToken(after.AgentJWT).Get("/v1/agent/me").Status)
+	require.Eventually(t, func() bool {
+		for _, e := range eventTypes(t, f.env, before.AgentID) {
+			if e == models.EventTokenReplaced {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond)
+}
+
+func TestCommandForOfflineAgentDeliveredOnConnect(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	dir := t.TempDir()
+	ra := startAgent(t, f.env, f.env.Replica.Addr, dir, f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+	ra.stop()
+	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
+
+	credID := uuid.NewString()
+	cmd := enqueueUpsert(t, f.env, f.clusterID, credID, 1)
+	revoke := models.AgentCommand{ClusterID: uuid.MustParse(f.clusterID), Kind: models.CommandCredentialRevoke, Priority: models.PriorityRevocation,
+		DedupeKey: "test/revoke-other", Payload: models.ToJSONMap(models.CredentialRevokePayload{CredentialID: uuid.NewString(), Version: 2, Reason: "test"})}
+	_, err := f.env.Store.EnqueueCommand(context.Background(), &revoke)
+	require.NoError(t, err)
+	pending, err := f.env.Store.PendingCommands(context.Background(), uuid.MustParse(f.clusterID), uuid.MustParse(id.AgentID))
+	require.NoError(t, err)
+	require.Len(t, pending, 2)
+	require.Equal(t, models.CommandCredentialRevoke, pending[0].Kind, "revocations first, even though enqueued later")
+
+	startAgent(t, f.env, f.env.Replica.Addr, dir, "", "")
+	waitAcked(t, f.env, cmd.ID, id.AgentID)
+	waitAcked(t, f.env, revoke.ID, id.AgentID)
+	b, err := os.ReadFile(dir + "/credentials.json")
+	require.NoError(t, err)
+	require.Contains(t, string(b), credID)
+	pending, err = f.env.Store.PendingCommands(context.Background(), uuid.MustParse(f.clusterID), uuid.MustParse(id.AgentID))
+	require.NoError(t, err)
+	require.Empty(t, pending)
+}
+
+// An agent connected to replica B gets a command created through replica A.
+func TestTwoReplicas(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	b := f.env.StartReplica(t, "127.0.0.1:0")
+	ra := startAgent(t, f.env, b.Addr, t.TempDir(), f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+	require.True(t, b.Gateway.ConnectedHere(uuid.MustParse(id.AgentID)))
+	require.False(t, f.env.Replica.Gateway.ConnectedHere(uuid.MustParse(id.AgentID)))
+
+	// The command is written through the env's store (replica A's); only B's LISTEN can deliver it.
+	cmd := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+	waitAcked(t, f.env, cmd.ID, id.AgentID)
+}
+
+// An api restart: agents reconnect on their own; what was sent while it was down arrives once.
+func TestAPIRestart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	b := f.env.StartReplica(t, "127.0.0.1:0")
+	addr := b.Addr
+	dir := t.TempDir()
+	ra := startAgent(t, f.env, addr, dir, f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+	first := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+	waitAcked(t, f.env, first.ID, id.AgentID)
+
+	b.Stop()
+	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
+	second := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+
+	f.env.StartReplica(t, addr)
+	waitAcked(t, f.env, second.ID, id.AgentID)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+	var firstAcks int
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1`, first.ID).Scan(&firstAcks))
+	require.Equal(t, 1, firstAcks, "the acknowledged command was not sent again")
+	require.Equal(t, 1, countOf(eventTypes(t, f.env, id.AgentID), models.EventRegistered), "it reconnected as itself, not as a new agent")
+	select {
+	case err := <-ra.done:
+		t.Fatalf("the agent stopped: %v", err)
+	default:
+	}
+}
+
+// Bad input is refused with one Unauthenticated (or a size error) and creates nothing.
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	expired := f.token(t, map[string]any{"ttl_seconds": 60})
+	_, err := f.env.SQL.Exec(`UPDATE registration_tokens SET expires_at = now() - interval '1 second'`)
+	require.NoError(t, err)
+	revoked := f.token(t, nil)
+	r := f.ops.Get("/v1/operator/clusters/" + f.clusterID + "/registration-tokens")
+	var list struct {
+		Items []struct {
+			ID     string `json:"id"`
+			Prefix string `json:"prefix"`
+		} `json:"items"`
+	}
+	r.JSON(&list)
+	for _, it := range list.Items {
+		if strings.HasPrefix(revoked, it.Prefix) {
+			require.Equal(t, http.StatusOK, f.ops.Post("/v1/operator/clusters/"+f.clusterID+"/registration-tokens/"+it.ID+"/revoke", nil).Status)
+		}
+	}
+
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := agentv1.NewAgentServiceClient(conn)
+	attempt := func(first *agentv1.AgentMessage) error {
+		stream, err := client.Connect(context.Background())
+		require.NoError(t, err)
+		require.NoError(t, stream.Send(first))
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+	connect := func(req *agentv1.ConnectRequest) *agentv1.AgentMessage {
+		return &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}
+	}
+	signer := f.env.Replica.Gateway.Signer()
+	forged, _, err := signer.Mint(uuid.New(), uuid.MustParse(f.clusterID), 1)
+	require.NoError(t, err)
+	cases := map[string]*agentv1.AgentMessage{
+		"heartbeat before auth": {Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}},
+		"expired token":         connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: expired}}),
+		"revoked token":         connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: revoked}}),
+		"unknown token":         connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: "imprt_nope"}}),
+		"garbage jwt":           connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: "x.y.z"}}),
+		"jwt of no agent":       connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: forged}}),
+		"no credential":         connect(&agentv1.ConnectRequest{}),
+	}
+	for name, msg := range cases {
+		err := attempt(msg)
+		require.Equal(t, codes.Unauthenticated, status.Code(err), name)
+		require.Equal(t, "unauthenticated", status.Convert(err).Message(), "%s: the reason is not told", name)
+	}
+	big := connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: strings.Repeat("x", 100<<10)}})
+	require.Equal(t, codes.ResourceExhausted, status.Code(attempt(big)), "oversize message")
+
+	var n int
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agents`).Scan(&n))
+	require.Zero(t, n, "nothing created")
+}
+
+func countOf(xs []string, x string) int {
+	n := 0
+	for _, s := range xs {
+		if s == x {
+			n++
+		}
+	}
+	return n
+}

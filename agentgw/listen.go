@@ -1,0 +1,103 @@
+package agentgw
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
+)
+
+// listen holds a LISTEN connection for the outbox and agent-control channels and acts on
+// every notification. When the connection drops it reconnects with backoff and re-reads the
+// outbox for every local stream, since notifications sent meanwhile are gone.
+func (g *Gateway) listen(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		conn, err := pgx.Connect(ctx, g.cfg.DatabaseURL)
+		if err == nil {
+			_, err = conn.Exec(ctx, "LISTEN "+store.AgentCommandChannel+"; LISTEN "+store.AgentControlChannel)
+		}
+		if err != nil {
+			if conn != nil {
+				_ = conn.Close(context.Background())
+			}
+			if ctx.Err() == nil {
+				g.log.Warn("agent gateway LISTEN failed; retrying", "backoff", backoff, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if !first {
+			for _, s := range g.sessions.all() {
+				go g.sync(s.ctx, s)
+			}
+		}
+		first = false
+		g.listenReadyOnce.Do(func() { close(g.listenReady) })
+		for {
+			n, err := conn.WaitForNotification(ctx)
+			if err != nil {
+				break
+			}
+			g.notified(ctx, n.Channel, n.Payload)
+		}
+		_ = conn.Close(context.Background())
+	}
+}
+
+func (g *Gateway) notified(ctx context.Context, channel, payload string) {
+	switch channel {
+	case store.AgentCommandChannel:
+		id, err := uuid.Parse(payload)
+		if err != nil {
+			return
+		}
+		c, err := g.store.GetCommand(ctx, id)
+		if err != nil {
+			return
+		}
+		if c.AgentID != nil {
+			if s := g.sessions.get(*c.AgentID); s != nil {
+				g.deliver(s, c)
+			}
+			return
+		}
+		for _, s := range g.sessions.inCluster(c.ClusterID) {
+			g.deliver(s, c)
+		}
+	case store.AgentControlChannel:
+		op, rest, _ := strings.Cut(payload, ":")
+		id, err := uuid.Parse(rest)
+		if err != nil {
+			return
+		}
+		s := g.sessions.get(id)
+		if s == nil {
+			return
+		}
+		switch op {
+		case "revoke":
+			s.close(agentv1.CloseReason_CLOSE_REASON_REVOKED, "this agent was revoked by an operator")
+		case "delete":
+			s.close(agentv1.CloseReason_CLOSE_REASON_REVOKED, "this agent was deleted by an operator")
+		case "rotate":
+			rt, _, err := g.replaceToken(ctx, s, true)
+			if err != nil {
+				g.log.Warn("token rotation for a live agent failed", "agent_id", id, "err", err)
+				return
+			}
+			s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ReplaceToken{ReplaceToken: rt}})
+		}
+	}
+}

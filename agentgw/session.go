@@ -1,0 +1,179 @@
+package agentgw
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
+)
+
+// session is one agent stream on this replica.
+type session struct {
+	id        uuid.UUID // written to agents.session_id; a newer stream elsewhere replaces it
+	agentID   uuid.UUID
+	clusterID uuid.UUID
+	ip        string
+
+	out    chan *agentv1.ServerMessage
+	cancel context.CancelCauseFunc
+	ctx    context.Context
+
+	seen atomic.Int64 // unix nanos of the last message from the agent
+
+	mu                 sync.Mutex
+	sent               map[uuid.UUID]string // command id -> kind, sent on this stream and not acknowledged
+	resync             bool                 // the out queue overflowed: re-read the outbox when it drains
+	closing            *agentv1.Close
+	pendingRefreshHash string // refresh secret sent in ReplaceToken, stored once acknowledged
+}
+
+// sendQueue bounds what one slow agent can hold in memory; beyond it the session re-reads the
+// outbox instead of queueing (commands are durable, so nothing is lost).
+const sendQueue = 64
+
+func newSession(parent context.Context, agentID, clusterID uuid.UUID, ip string) *session {
+	ctx, cancel := context.WithCancelCause(parent)
+	s := &session{id: uuid.New(), agentID: agentID, clusterID: clusterID, ip: ip,
+		out: make(chan *agentv1.ServerMessage, sendQueue), ctx: ctx, cancel: cancel, sent: map[uuid.UUID]string{}}
+	s.touch()
+	return s
+}
+
+func (s *session) touch()              { s.seen.Store(time.Now().UnixNano()) }
+func (s *session) lastSeen() time.Time { return time.Unix(0, s.seen.Load()) }
+
+// end stops the stream without a Close message (the agent reconnects).
+func (s *session) end(cause error) { s.cancel(cause) }
+
+// close sends Close{reason} as the last message, then ends the stream.
+func (s *session) close(reason agentv1.CloseReason, msg string) {
+	s.mu.Lock()
+	if s.closing == nil {
+		s.closing = &agentv1.Close{Reason: reason, Message: msg}
+	}
+	s.mu.Unlock()
+	s.cancel(errClosed)
+}
+
+// offer queues a message without blocking; false means the queue is full.
+func (s *session) offer(m *agentv1.ServerMessage) bool {
+	select {
+	case s.out <- m:
+		return true
+	default:
+		return false
+	}
+}
+
+// offerCommand queues a command unless this stream already carries it.
+func (s *session) offerCommand(c models.AgentCommand, m *agentv1.ServerMessage) (queued bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.sent[c.ID]; dup {
+		return false
+	}
+	select {
+	case s.out <- m:
+		s.sent[c.ID] = c.Kind
+		return true
+	default:
+		s.resync = true
+		return false
+	}
+}
+
+// acked forgets a command acknowledged on this stream and returns its kind.
+func (s *session) acked(id uuid.UUID) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.sent[id]
+	delete(s.sent, id)
+	return k, ok
+}
+
+func (s *session) takeResync() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.resync
+	s.resync = false
+	return r
+}
+
+// registry holds this replica's sessions by agent and by cluster.
+type registry struct {
+	mu        sync.RWMutex
+	byAgent   map[uuid.UUID]*session
+	byCluster map[uuid.UUID]map[uuid.UUID]*session
+}
+
+func newRegistry() *registry {
+	return &registry{byAgent: map[uuid.UUID]*session{}, byCluster: map[uuid.UUID]map[uuid.UUID]*session{}}
+}
+
+// add registers s and returns the session of the same agent it replaces, if any.
+func (r *registry) add(s *session) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.byAgent[s.agentID]
+	r.byAgent[s.agentID] = s
+	m := r.byCluster[s.clusterID]
+	if m == nil {
+		m = map[uuid.UUID]*session{}
+		r.byCluster[s.clusterID] = m
+	}
+	m[s.agentID] = s
+	return old
+}
+
+// remove unregisters s if it is still the agent's current session.
+func (r *registry) remove(s *session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byAgent[s.agentID] != s {
+		return
+	}
+	delete(r.byAgent, s.agentID)
+	if m := r.byCluster[s.clusterID]; m != nil {
+		delete(m, s.agentID)
+		if len(m) == 0 {
+			delete(r.byCluster, s.clusterID)
+		}
+	}
+}
+
+func (r *registry) get(agentID uuid.UUID) *session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byAgent[agentID]
+}
+
+func (r *registry) inCluster(clusterID uuid.UUID) []*session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*session, 0, len(r.byCluster[clusterID]))
+	for _, s := range r.byCluster[clusterID] {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *registry) all() []*session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*session, 0, len(r.byAgent))
+	for _, s := range r.byAgent {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *registry) count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byAgent)
+}

@@ -1,0 +1,73 @@
+package models
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// DeployPayload is the outbox payload of a deploy command: ids and a checksum, never config.
+type DeployPayload struct {
+	PublishID string `json:"publish_id"`
+	Revision  int    `json:"revision"`
+	Checksum  string `json:"checksum"`
+	Action    string `json:"action"` // apply or withdraw
+}
+
+// Deploy actions.
+const (
+	DeployApply    = "apply"
+	DeployWithdraw = "withdraw"
+)
+
+// PlanLimits are the limits an agent enforces for a credential on one publish (0 = none).
+type PlanLimits struct {
+	RequestsPerSecond int64 `json:"requests_per_second"`
+	RequestsPerMinute int64 `json:"requests_per_minute"`
+	RequestsPerHour   int64 `json:"requests_per_hour"`
+	RequestsPerDay    int64 `json:"requests_per_day"`
+	Quota             int64 `json:"quota"`
+}
+
+// CredentialGrant allows a credential on one publish under a plan.
+type CredentialGrant struct {
+	PublishID string     `json:"publish_id"`
+	PlanID    string     `json:"plan_id"`
+	Limits    PlanLimits `json:"limits"`
+}
+
+// CredentialUpsertPayload is the outbox payload of a credential upsert: the hash, never the
+// secret.
+type CredentialUpsertPayload struct {
+	CredentialID string            `json:"credential_id"`
+	Version      int64             `json:"version"`
+	Type         string            `json:"type"` // api_key or oauth_client
+	KeyPrefix    string            `json:"key_prefix"`
+	SecretHash   string            `json:"secret_hash"`
+	ClientAppID  string            `json:"client_app_id"`
+	Grants       []CredentialGrant `json:"grants"`
+	ExpiresAt    *time.Time        `json:"expires_at,omitempty"`
+}
+
+// CredentialRevokePayload is the outbox payload of a credential revocation.
+type CredentialRevokePayload struct {
+	CredentialID string `json:"credential_id"`
+	Version      int64  `json:"version"`
+	Reason       string `json:"reason"`
+}
+
+// ToJSONMap turns a payload struct into a JSONB map.
+func ToJSONMap(v any) JSONMap {
+	b, _ := json.Marshal(v)
+	var m JSONMap
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+// FromJSONMap decodes a JSONB map into a payload struct.
+func FromJSONMap(m JSONMap, v any) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}

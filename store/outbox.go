@@ -1,0 +1,180 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// AgentCommandChannel is the NOTIFY channel that wakes the api replicas when a command is
+// enqueued; the payload is the command id.
+const AgentCommandChannel = "imprun_agent_commands"
+
+// EnqueueCommand inserts a command into the outbox and wakes every api replica in the same
+// transaction. It is idempotent on DedupeKey: a retried activity gets the first command back
+// with created=false. A non-empty SupersedeKey retires older commands with the same key.
+func (s *Store) EnqueueCommand(ctx context.Context, cmd *models.AgentCommand) (created bool, err error) {
+	if cmd.DedupeKey == "" {
+		return false, fmt.Errorf("command needs a dedupe key")
+	}
+	if cmd.Payload == nil {
+		cmd.Payload = models.JSONMap{}
+	}
+	err = s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Exec(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING`,
+			cmd.ClusterID, cmd.AgentID, cmd.Kind, cmd.Priority, cmd.DedupeKey, cmd.SupersedeKey, cmd.Payload)
+		if res.Error != nil {
+			return res.Error
+		}
+		created = res.RowsAffected == 1
+		if err := tx.Take(cmd, "dedupe_key = ?", cmd.DedupeKey).Error; err != nil {
+			return err
+		}
+		if !created {
+			return nil
+		}
+		if cmd.SupersedeKey != "" {
+			if err := tx.Exec(`UPDATE agent_commands SET superseded_at = now()
+				WHERE supersede_key = ? AND id <> ? AND superseded_at IS NULL`, cmd.SupersedeKey, cmd.ID).Error; err != nil {
+				return err
+			}
+		}
+		return tx.Exec(`SELECT pg_notify(?, ?)`, AgentCommandChannel, cmd.ID.String()).Error
+	})
+	return created, err
+}
+
+// GetCommand loads one command.
+func (s *Store) GetCommand(ctx context.Context, id uuid.UUID) (models.AgentCommand, error) {
+	var c models.AgentCommand
+	return c, notFound(s.db(ctx).Take(&c, "id = ?", id).Error)
+}
+
+// PendingCommands lists what an agent has not acknowledged yet, revocations first, then
+// oldest first.
+func (s *Store) PendingCommands(ctx context.Context, clusterID, agentID uuid.UUID) ([]models.AgentCommand, error) {
+	var rows []models.AgentCommand
+	err := s.db(ctx).Raw(`SELECT c.* FROM agent_commands c
+		WHERE c.cluster_id = ? AND (c.agent_id IS NULL OR c.agent_id = ?) AND c.superseded_at IS NULL
+		  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = ? AND d.status = 'acked')
+		ORDER BY c.priority, c.created_at, c.id`, clusterID, agentID, agentID).Scan(&rows).Error
+	return rows, err
+}
+
+// DeliveryRecord is one state change of a delivery, written in batches by the gateway.
+type DeliveryRecord struct {
+	CommandID    uuid.UUID
+	AgentID      uuid.UUID
+	Status       string // sent or acked
+	At           time.Time
+	ResultStatus string
+	Result       map[string]any
+}
+
+// WriteDeliveries stores a batch of delivery changes in one statement: the result of a command
+// is stored in the same row, in the same transaction, that marks it acknowledged. A 'sent'
+// never downgrades an 'acked'.
+func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	// Later records of the same (command, agent) win; one statement can't touch a row twice.
+	type key struct{ c, a uuid.UUID }
+	last := map[key]int{}
+	for i, r := range recs {
+		k := key{r.CommandID, r.AgentID}
+		if j, ok := last[k]; ok && recs[j].Status == models.DeliveryAcked && r.Status == models.DeliverySent {
+			continue
+		}
+		last[k] = i
+	}
+	var sb strings.Builder
+	args := make([]any, 0, len(last)*6)
+	sb.WriteString(`INSERT INTO agent_command_deliveries AS d (command_id, agent_id, status, sent_at, acked_at, result_status, result) VALUES `)
+	n := 0
+	for _, i := range last {
+		r := recs[i]
+		if n > 0 {
+			sb.WriteByte(',')
+		}
+		n++
+		res := r.Result
+		if res == nil {
+			res = map[string]any{}
+		}
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		var sent, acked any
+		if r.Status == models.DeliverySent {
+			sent = r.At
+		} else {
+			acked = r.At
+		}
+		sb.WriteString(`(?, ?, ?, ?::timestamptz, ?::timestamptz, ?, ?::jsonb)`)
+		args = append(args, r.CommandID, r.AgentID, r.Status, sent, acked, r.ResultStatus, string(b))
+	}
+	sb.WriteString(` ON CONFLICT (command_id, agent_id) DO UPDATE SET
+		status = CASE WHEN d.status = 'acked' THEN 'acked' ELSE excluded.status END,
+		sent_at = COALESCE(d.sent_at, excluded.sent_at),
+		acked_at = CASE WHEN d.status = 'acked' THEN d.acked_at ELSE excluded.acked_at END,
+		result_status = CASE WHEN d.status = 'acked' THEN d.result_status ELSE excluded.result_status END,
+		result = CASE WHEN d.status = 'acked' THEN d.result ELSE excluded.result END`)
+	// Deliveries of commands deleted meanwhile (an agent deleted) would violate the foreign
+	// keys and fail the whole batch; they are filtered out by the caller's retry below.
+	err := s.db(ctx).Exec(sb.String(), args...).Error
+	if err != nil && IsForeignKeyViolation(err) && len(recs) > 1 {
+		for _, i := range last {
+			if e := s.WriteDeliveries(ctx, []DeliveryRecord{recs[i]}); e != nil && !IsForeignKeyViolation(e) {
+				return e
+			}
+		}
+		return nil
+	}
+	if err != nil && IsForeignKeyViolation(err) {
+		return nil
+	}
+	return err
+}
+
+// UnpassedResult is an acknowledged command whose result has not been passed on yet.
+type UnpassedResult struct {
+	CommandID    uuid.UUID
+	AgentID      uuid.UUID
+	Kind         string
+	Payload      models.JSONMap
+	ResultStatus string
+	Result       models.JSONMap
+	AckedAt      time.Time
+}
+
+// UnpassedResults lists acknowledged results older than minAge not yet passed on.
+func (s *Store) UnpassedResults(ctx context.Context, minAge time.Duration, limit int) ([]UnpassedResult, error) {
+	var rows []UnpassedResult
+	err := s.db(ctx).Raw(`SELECT d.command_id, d.agent_id, c.kind, c.payload, d.result_status, d.result, d.acked_at
+		FROM agent_command_deliveries d JOIN agent_commands c ON c.id = d.command_id
+		WHERE d.status = 'acked' AND d.passed_on_at IS NULL AND d.acked_at < ?
+		ORDER BY d.acked_at LIMIT ?`, time.Now().Add(-minAge), limit).Scan(&rows).Error
+	return rows, err
+}
+
+// MarkPassedOn records that a result reached its workflow (or had nobody to reach).
+func (s *Store) MarkPassedOn(ctx context.Context, commandID, agentID uuid.UUID) error {
+	return s.db(ctx).Exec(`UPDATE agent_command_deliveries SET passed_on_at = now() WHERE command_id = ? AND agent_id = ?`, commandID, agentID).Error
+}
+
+// Deliveries lists the per-agent delivery state of a command.
+func (s *Store) Deliveries(ctx context.Context, commandID uuid.UUID) ([]models.AgentCommandDelivery, error) {
+	var rows []models.AgentCommandDelivery
+	err := s.db(ctx).Where("command_id = ?", commandID).Order("sent_at NULLS LAST").Find(&rows).Error
+	return rows, err
+}
