@@ -40,6 +40,7 @@ func (a *API) authenticateAgent(next echo.HandlerFunc) echo.HandlerFunc {
 
 func (a *API) registerAgentREST(g *echo.Group) {
 	g.GET("/me", a.agentMe)
+	g.GET("/publishes/:id/revisions/:revision", a.agentSnapshot)
 }
 
 type agentMeResponse struct {

@@ -30,6 +30,7 @@ type Settings struct {
 	RegistrationTokenTTL time.Duration
 	PublishDeadline      time.Duration
 	ApprovalDeadline     time.Duration
+	TaskQueue            string
 }
 
 func (s Settings) withDefaults() Settings {
@@ -38,6 +39,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.PublishDeadline <= 0 {
 		s.PublishDeadline = 24 * time.Hour
+	}
+	if s.TaskQueue == "" {
+		s.TaskQueue = "imprun"
 	}
 	if s.ApprovalDeadline <= 0 {
 		s.ApprovalDeadline = 7 * 24 * time.Hour
@@ -108,6 +112,7 @@ func (a *API) Register(e *echo.Echo) {
 	prov := v1.Group("/provider", a.authenticate, a.tenantScope(models.TenantProvider), a.idempotent, a.audited)
 	a.registerMembers(prov)
 	a.registerCatalog(prov)
+	a.registerPublishes(prov)
 
 	cust := v1.Group("/customer", a.authenticate, a.tenantScope(models.TenantCustomer), a.idempotent, a.audited)
 	a.registerMembers(cust)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"strings"
 )
 
@@ -116,6 +117,36 @@ func (a *StringArray) Scan(src any) error {
 		}
 		out = append(out, s[i:i+j])
 		i += j
+	}
+	*a = out
+	return nil
+}
+
+// UUIDArray is a Postgres uuid[] column.
+type UUIDArray []uuid.UUID
+
+// Value implements driver.Valuer.
+func (a UUIDArray) Value() (driver.Value, error) {
+	s := make(StringArray, len(a))
+	for i, id := range a {
+		s[i] = id.String()
+	}
+	return s.Value()
+}
+
+// Scan implements sql.Scanner.
+func (a *UUIDArray) Scan(src any) error {
+	var s StringArray
+	if err := s.Scan(src); err != nil {
+		return err
+	}
+	out := make(UUIDArray, 0, len(s))
+	for _, v := range s {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			return err
+		}
+		out = append(out, id)
 	}
 	*a = out
 	return nil

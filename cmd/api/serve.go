@@ -94,9 +94,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		return err
 	}
 	api := httpapi.NewAPI(httpapi.Deps{Store: st, Auth: auth, Temporal: &temporal, Logger: log,
-		Hooks: httpapi.Hooks{Agents: gw},
+		Hooks: httpapi.Hooks{Agents: gw, CatalogUsage: store.PublishUsage{Store: st}},
 		Settings: httpapi.Settings{RegistrationTokenTTL: cfg.Agent.RegistrationTokenTTL,
-			PublishDeadline: cfg.Workflow.PublishDeadline, ApprovalDeadline: cfg.Workflow.ApprovalDeadline},
+			PublishDeadline: cfg.Workflow.PublishDeadline, ApprovalDeadline: cfg.Workflow.ApprovalDeadline, TaskQueue: cfg.Temporal.TaskQueue},
 	})
 
 	srv := httpapi.NewServer(httpapi.Options{

@@ -8,7 +8,7 @@ import (
 	"github.com/imprun/imprun-server/temporalclient"
 )
 
-// resultSink passes acknowledged agent results on to their workflows.
-func resultSink(_ *temporalclient.Holder, _ *store.Store, _ *slog.Logger) agentgw.ResultSink {
-	return nil
+// resultSink passes acknowledged agent results on to their workflows as signals.
+func resultSink(t *temporalclient.Holder, st *store.Store, _ *slog.Logger) agentgw.ResultSink {
+	return agentgw.TemporalSink{Temporal: t, Store: st}
 }

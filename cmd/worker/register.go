@@ -7,7 +7,9 @@ import (
 	"go.temporal.io/sdk/worker"
 	"gorm.io/gorm"
 
+	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/config"
+	"github.com/imprun/imprun-server/store"
 )
 
 // deps are what the activities of this worker need.
@@ -20,7 +22,6 @@ type deps struct {
 
 // register adds every workflow and activity to the worker.
 func register(w worker.Registry, d deps) error {
-	_ = w
-	_ = d
+	activities.RegisterAll(w, store.New(d.db), d.temporal)
 	return nil
 }

@@ -23,9 +23,12 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"go.temporal.io/sdk/worker"
 	"gorm.io/gorm"
 
+	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/devissuer"
 	httpapi "github.com/imprun/imprun-server/http"
@@ -75,6 +78,10 @@ type Env struct {
 	Issuer   *devissuer.Issuer
 	API      *httpapi.API
 	Temporal *temporalclient.Holder
+	// TaskQueue is where this env's workflows run.
+	TaskQueue string
+	// TemporalServer is the harness dev server (when Options.WithTemporal).
+	TemporalServer *testharness.TemporalServer
 	// Replica is the first agent gateway (when Options.Agents is set).
 	Replica *Replica
 
@@ -106,7 +113,8 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	signer, err := agentgw.NewSigner(AgentJWTSecret, tm.JWTTTL)
 	must(t, err)
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
-		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer, e.gatewayOptions...)
+		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer,
+		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store})}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
 	var ln net.Listener
@@ -143,8 +151,25 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	return r
 }
 
+// StartWorker runs an in-process Temporal worker for this env's task queue with every
+// workflow and activity registered, as cmd/worker does; stop it with the returned func.
+func (e *Env) StartWorker(t testing.TB) (stop func()) {
+	t.Helper()
+	tc, err := e.Temporal.Client()
+	must(t, err)
+	w := worker.New(tc, e.TaskQueue, worker.Options{})
+	activities.RegisterAll(w, e.Store, tc)
+	must(t, w.Start())
+	var once sync.Once
+	stop = func() { once.Do(w.Stop) }
+	t.Cleanup(stop)
+	return stop
+}
+
 // WithGatewayOptions adds options to the gateways this env starts from now on.
-func (e *Env) WithGatewayOptions(opts ...agentgw.Option) { e.gatewayOptions = append(e.gatewayOptions, opts...) }
+func (e *Env) WithGatewayOptions(opts ...agentgw.Option) {
+	e.gatewayOptions = append(e.gatewayOptions, opts...)
+}
 
 // Options change how an Env is built.
 type Options struct {
@@ -159,6 +184,11 @@ type Options struct {
 	// Agents starts the agent gateway (gRPC on loopback) with this presence timing; the zero
 	// value leaves the /v1/agent group closed.
 	Agents *AgentTiming
+	// PublishDeadline overrides the default publish deadline (24 h).
+	PublishDeadline time.Duration
+	// TaskQueue is the Temporal task queue of this env's workflows (default: unique per env,
+	// so parallel tests' workers never take each other's tasks).
+	TaskQueue string
 	// GatewayOptions are passed to every agent gateway the env starts.
 	GatewayOptions []agentgw.Option
 }
@@ -193,8 +223,13 @@ func New(t testing.TB, o Options) *Env {
 	e.DB, err = store.Open(e.SQL)
 	must(t, err)
 	e.Store = store.New(e.DB)
+	e.TaskQueue = o.TaskQueue
+	if e.TaskQueue == "" {
+		e.TaskQueue = "imprun-test-" + uuid.NewString()
+	}
 	if o.WithTemporal {
-		e.Temporal.Set(testharness.Temporal(t).Client(t))
+		e.TemporalServer = testharness.Temporal(t)
+		e.Temporal.Set(e.TemporalServer.Client(t))
 	}
 	issuerURL := o.IssuerURL
 	if issuerURL == "" {
@@ -205,6 +240,9 @@ func New(t testing.TB, o Options) *Env {
 		hooks = o.Hooks(e)
 	}
 	e.gatewayOptions = o.GatewayOptions
+	if hooks.CatalogUsage == nil {
+		hooks.CatalogUsage = store.PublishUsage{Store: e.Store}
+	}
 	if o.Agents != nil {
 		e.timing = *o.Agents
 		e.Replica = e.StartReplica(t, "127.0.0.1:0")
@@ -217,6 +255,7 @@ func New(t testing.TB, o Options) *Env {
 		}),
 		Temporal: e.Temporal,
 		Hooks:    hooks,
+		Settings: httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline},
 	})
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register,
 		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})

@@ -1,0 +1,93 @@
+package agentgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/serviceerror"
+
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/temporalclient"
+	"github.com/imprun/imprun-server/workflows"
+)
+
+// TemporalSink passes agent results on to the workflows waiting for them as signals, and
+// records on the publish's timeline what arrives for a run that has already ended (a second
+// agent of the cluster answering late; a failure after PUBLISHED marks the publish degraded).
+type TemporalSink struct {
+	Temporal *temporalclient.Holder
+	Store    *store.Store
+}
+
+// PassOn implements ResultSink.
+func (s TemporalSink) PassOn(ctx context.Context, r store.UnpassedResult) error {
+	switch r.Kind {
+	case models.CommandDeploy:
+		return s.deployResult(ctx, r)
+	case models.CommandCredentialUpsert, models.CommandCredentialRevoke:
+		return s.credentialAck(ctx, r)
+	}
+	return nil
+}
+
+func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) error {
+	var p models.DeployPayload
+	if err := models.FromJSONMap(r.Payload, &p); err != nil {
+		return nil // not a command this sink understands; nothing to retry
+	}
+	pid, err := uuid.Parse(p.PublishID)
+	if err != nil {
+		return nil
+	}
+	msg, _ := r.Result["message"].(string)
+	checksum, _ := r.Result["checksum"].(string)
+	agentID := r.AgentID
+	key := "result/" + r.CommandID.String() + "/" + r.AgentID.String()
+	if err := s.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventResult, Revision: p.Revision,
+		AgentID: &agentID, Message: truncate(fmt.Sprintf("%s %s: %s", p.Action, r.ResultStatus, msg), 2000), DedupeKey: &key,
+		Metadata: models.JSONMap{"command_id": r.CommandID.String(), "status": r.ResultStatus, "checksum": checksum, "action": p.Action}}); err != nil {
+		if store.IsForeignKeyViolation(err) {
+			return nil // the publish was deleted
+		}
+		return err
+	}
+	c, err := s.Temporal.Client()
+	if err != nil {
+		return err // the sweeper retries once Temporal is reachable
+	}
+	wid := workflows.PublishWorkflowID(p.PublishID, p.Revision)
+	if p.Action == models.DeployWithdraw {
+		wid = workflows.WithdrawWorkflowID(p.PublishID, p.Revision)
+	}
+	err = c.SignalWorkflow(ctx, wid, "", workflows.SignalDeployResult, workflows.DeployResultSignal{
+		CommandID: r.CommandID.String(), AgentID: r.AgentID.String(), Status: r.ResultStatus, Message: msg, Checksum: checksum, Revision: p.Revision})
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		// The run has ended: the first result decided it. A later failure of another agent of
+		// a PUBLISHED revision is not ignored: the publish is marked degraded on its timeline.
+		pub, gerr := s.Store.GetPublishByID(ctx, pid)
+		if gerr == nil && r.ResultStatus == "failed" && p.Action == models.DeployApply &&
+			pub.Status == models.PublishPublished && pub.CurrentRevision == p.Revision {
+			dkey := "degraded/" + key
+			return s.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventDegraded, Revision: p.Revision,
+				AgentID: &agentID, Message: truncate("an agent failed to apply the published revision: "+msg, 2000), DedupeKey: &dkey})
+		}
+		return nil
+	}
+	return err
+}
+
+// credentialAck is wired by the credential module.
+func (s TemporalSink) credentialAck(ctx context.Context, r store.UnpassedResult) error {
+	if CredentialAckHook != nil {
+		return CredentialAckHook(ctx, s.Temporal, r)
+	}
+	return nil
+}
+
+// CredentialAckHook passes credential command acknowledgements on (set by the credential
+// module at wiring time).
+var CredentialAckHook func(ctx context.Context, t *temporalclient.Holder, r store.UnpassedResult) error

@@ -1,0 +1,296 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// PublishFilter filters publish lists.
+type PublishFilter struct {
+	ProductID, ClusterID *uuid.UUID
+	Environment, Status  string
+}
+
+// CreatePublish inserts a DRAFT publish and its "created" event.
+func (s *Store) CreatePublish(ctx context.Context, p *models.ProductPublish) error {
+	return s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		p.Status = models.PublishDraft
+		if p.AuthConfig == nil {
+			p.AuthConfig = models.JSONMap{}
+		}
+		if err := tx.Omit("workflow_id", "published_at", "withdrawn_at").Create(p).Error; err != nil {
+			return err
+		}
+		return addPublishEvent(tx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy})
+	})
+}
+
+// GetPublish returns a publish of a tenant.
+func (s *Store) GetPublish(ctx context.Context, tenantID, id uuid.UUID) (models.ProductPublish, error) {
+	var p models.ProductPublish
+	return p, notFound(s.db(ctx).Take(&p, "tenant_id = ? AND id = ?", tenantID, id).Error)
+}
+
+// GetPublishByID returns a publish of any tenant (activities, the agent REST API).
+func (s *Store) GetPublishByID(ctx context.Context, id uuid.UUID) (models.ProductPublish, error) {
+	var p models.ProductPublish
+	return p, notFound(s.db(ctx).Take(&p, "id = ?", id).Error)
+}
+
+// ListPublishes lists a tenant's publishes, newest first.
+func (s *Store) ListPublishes(ctx context.Context, tenantID uuid.UUID, f PublishFilter, p Page) ([]models.ProductPublish, string, error) {
+	q := s.db(ctx).Table("product_publishes").Where("tenant_id = ?", tenantID)
+	if f.ProductID != nil {
+		q = q.Where("product_id = ?", *f.ProductID)
+	}
+	if f.ClusterID != nil {
+		q = q.Where("cluster_id = ?", *f.ClusterID)
+	}
+	if f.Environment != "" {
+		q = q.Where("environment = ?", f.Environment)
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", f.Status)
+	}
+	var rows []models.ProductPublish
+	if err := Paginate(q, "product_publishes", p).Find(&rows).Error; err != nil {
+		return nil, "", err
+	}
+	rows, next := Trim(rows, p)
+	return rows, next, nil
+}
+
+// StateError refuses an action in the publish's current state (409 with the status).
+type StateError struct {
+	Status string
+	Detail string
+}
+
+func (e *StateError) Error() string { return e.Detail }
+
+// UpdateDraft changes a DRAFT publish with apply, which validates.
+func (s *Store) UpdateDraft(ctx context.Context, tenantID, id uuid.UUID, apply func(*models.ProductPublish) error) (models.ProductPublish, error) {
+	var p models.ProductPublish
+	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "tenant_id = ? AND id = ?", tenantID, id).Error; err != nil {
+			return notFound(err)
+		}
+		if p.Status != models.PublishDraft || p.WorkflowID != nil {
+			return &StateError{Status: p.Status, Detail: "only a DRAFT publish can be edited"}
+		}
+		if err := apply(&p); err != nil {
+			return err
+		}
+		p.UpdatedAt = time.Now().UTC()
+		if err := tx.Omit("workflow_id", "created_at").Save(&p).Error; err != nil {
+			return err
+		}
+		return addPublishEvent(tx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventUpdated, Actor: p.CreatedBy})
+	})
+	return p, err
+}
+
+// DeletePublish deletes a DRAFT or WITHDRAWN publish with no run in flight.
+func (s *Store) DeletePublish(ctx context.Context, tenantID, id uuid.UUID) (models.ProductPublish, error) {
+	var p models.ProductPublish
+	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "tenant_id = ? AND id = ?", tenantID, id).Error; err != nil {
+			return notFound(err)
+		}
+		if (p.Status != models.PublishDraft && p.Status != models.PublishWithdrawn) || p.WorkflowID != nil {
+			return &StateError{Status: p.Status, Detail: "only a DRAFT or WITHDRAWN publish can be deleted"}
+		}
+		return tx.Delete(&p).Error
+	})
+	return p, err
+}
+
+// Claim describes which run may take a publish.
+type Claim struct {
+	WorkflowID string
+	// Statuses the publish must be in.
+	Statuses []string
+	// TakeOverPrefix lets the claim replace a run in flight whose id has this prefix (a
+	// withdraw takes over from a deploy); empty requires no run in flight.
+	TakeOverPrefix string
+	// ExpectRevision, when set, must equal the publish's current revision (the caller derived
+	// the run's id from it).
+	ExpectRevision *int
+	Event          models.PublishEvent
+}
+
+// ClaimPublish reserves the publish for one workflow run: the row is locked, its status
+// checked and workflow_id set, in one transaction, so two racing requests get one run. It
+// returns the publish as it was (its previous workflow_id tells a withdraw what to cancel).
+func (s *Store) ClaimPublish(ctx context.Context, tenantID, id uuid.UUID, c Claim) (models.ProductPublish, error) {
+	var p models.ProductPublish
+	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "tenant_id = ? AND id = ?", tenantID, id).Error; err != nil {
+			return notFound(err)
+		}
+		takeover := p.WorkflowID != nil && c.TakeOverPrefix != "" && strings.HasPrefix(*p.WorkflowID, c.TakeOverPrefix)
+		if p.WorkflowID != nil && !takeover {
+			return &StateError{Status: p.Status, Detail: "a workflow run is in flight for this publish (" + *p.WorkflowID + ")"}
+		}
+		ok := takeover
+		for _, st := range c.Statuses {
+			if p.Status == st {
+				ok = true
+			}
+		}
+		if !ok {
+			return &StateError{Status: p.Status, Detail: fmt.Sprintf("not allowed while the publish is %s", p.Status)}
+		}
+		if c.ExpectRevision != nil && *c.ExpectRevision != p.CurrentRevision {
+			return &StateError{Status: p.Status, Detail: "the publish changed meanwhile; retry"}
+		}
+		if err := tx.Model(&p).Update("workflow_id", c.WorkflowID).Error; err != nil {
+			return err
+		}
+		c.Event.PublishID = p.ID
+		return addPublishEvent(tx, &c.Event)
+	})
+	return p, err
+}
+
+// ReleasePublish undoes a claim whose run could not be started.
+func (s *Store) ReleasePublish(ctx context.Context, id uuid.UUID, workflowID string, previous *string) error {
+	return s.db(ctx).Exec(`UPDATE product_publishes SET workflow_id = ? WHERE id = ? AND workflow_id = ?`, previous, id, workflowID).Error
+}
+
+// AddPublishEvent appends a timeline event; one with a DedupeKey is written at most once.
+func (s *Store) AddPublishEvent(ctx context.Context, e *models.PublishEvent) error {
+	return addPublishEvent(s.db(ctx), e)
+}
+
+func addPublishEvent(tx *gorm.DB, e *models.PublishEvent) error {
+	if e.Metadata == nil {
+		e.Metadata = models.JSONMap{}
+	}
+	return tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(e).Error
+}
+
+// ListPublishEvents lists a publish's timeline, oldest first.
+func (s *Store) ListPublishEvents(ctx context.Context, publishID uuid.UUID) ([]models.PublishEvent, error) {
+	var rows []models.PublishEvent
+	err := s.db(ctx).Where("publish_id = ?", publishID).Order("created_at, id").Find(&rows).Error
+	return rows, err
+}
+
+// ListRevisions lists a publish's revisions, newest first, without their snapshots.
+func (s *Store) ListRevisions(ctx context.Context, publishID uuid.UUID) ([]models.PublishRevision, error) {
+	var rows []models.PublishRevision
+	err := s.db(ctx).Omit("snapshot").Where("publish_id = ?", publishID).Order("revision DESC").Find(&rows).Error
+	return rows, err
+}
+
+// GetRevision returns one revision with its snapshot bytes.
+func (s *Store) GetRevision(ctx context.Context, publishID uuid.UUID, revision int) (models.PublishRevision, error) {
+	var r models.PublishRevision
+	return r, notFound(s.db(ctx).Take(&r, "publish_id = ? AND revision = ?", publishID, revision).Error)
+}
+
+// PublishResult is one agent's result for a publish command.
+type PublishResult struct {
+	CommandID uuid.UUID      `json:"command_id"`
+	AgentID   uuid.UUID      `json:"agent_id"`
+	AgentName string         `json:"agent_name"`
+	Action    string         `json:"action"`
+	Revision  int            `json:"revision"`
+	Delivery  string         `json:"delivery"`
+	SentAt    *time.Time     `json:"sent_at"`
+	AckedAt   *time.Time     `json:"acked_at"`
+	Status    string         `json:"status"`
+	Message   string         `json:"message"`
+	Checksum  string         `json:"checksum"`
+	Resources []any          `json:"applied_resources"`
+	Result    models.JSONMap `json:"-"`
+}
+
+// PublishResults lists the per-agent delivery and result of every command of a publish.
+func (s *Store) PublishResults(ctx context.Context, publishID uuid.UUID) ([]PublishResult, error) {
+	var rows []PublishResult
+	err := s.db(ctx).Raw(`SELECT d.command_id, d.agent_id, COALESCE(a.name, '') AS agent_name, c.payload->>'action' AS action,
+			(c.payload->>'revision')::int AS revision, d.status AS delivery, d.sent_at, d.acked_at, d.result_status AS status, d.result
+		FROM agent_commands c JOIN agent_command_deliveries d ON d.command_id = c.id LEFT JOIN agents a ON a.id = d.agent_id
+		WHERE c.kind = 'deploy' AND c.payload->>'publish_id' = ?
+		ORDER BY COALESCE(d.acked_at, d.sent_at), d.agent_id`, publishID.String()).Scan(&rows).Error
+	for i := range rows {
+		r := &rows[i]
+		r.Message, _ = r.Result["message"].(string)
+		r.Checksum, _ = r.Result["checksum"].(string)
+		r.Resources, _ = r.Result["applied_resources"].([]any)
+		if r.Resources == nil {
+			r.Resources = []any{}
+		}
+	}
+	return rows, err
+}
+
+// PublishUsage is the CatalogUsage of the publish module: a catalog row is in use while the
+// current revision of a publish that is not DRAFT or WITHDRAWN uses it.
+type PublishUsage struct{ Store *Store }
+
+// InUse implements CatalogUsage.
+func (u PublishUsage) InUse(ctx context.Context, tenantID uuid.UUID, kind string, id uuid.UUID) (bool, error) {
+	var n int64
+	err := u.Store.db(ctx).Raw(`SELECT count(*) FROM publish_revision_uses r JOIN product_publishes p ON p.id = r.publish_id
+		WHERE p.tenant_id = ? AND r.kind = ? AND r.ref_id = ? AND r.revision = p.current_revision
+		  AND p.status NOT IN ('DRAFT', 'WITHDRAWN')`, tenantID, kind, id).Scan(&n).Error
+	return n > 0, err
+}
+
+// ErrValidation marks a publish that can no longer be deployed as asked (the activities turn
+// it into a non-retryable failure).
+var ErrValidation = errors.New("publish validation failed")
+
+// ValidatePublishTargets checks what a publish needs of the world: the cluster exists and is
+// not in maintenance, the product is active, the services are the product's, the template's
+// gateway class is one the cluster lists.
+func ValidatePublishTargets(ctx context.Context, tx *gorm.DB, p models.ProductPublish) error {
+	tx = tx.WithContext(ctx)
+	var cl models.Cluster
+	if err := tx.Take(&cl, "id = ?", p.ClusterID).Error; err != nil {
+		return fmt.Errorf("%w: cluster %s does not exist", ErrValidation, p.ClusterID)
+	}
+	if cl.Status == models.ClusterMaintenance {
+		return fmt.Errorf("%w: cluster %s is in maintenance", ErrValidation, cl.Name)
+	}
+	var prod models.Product
+	if err := tx.Take(&prod, "tenant_id = ? AND id = ?", p.TenantID, p.ProductID).Error; err != nil {
+		return fmt.Errorf("%w: product %s does not exist", ErrValidation, p.ProductID)
+	}
+	if prod.Status != models.ProductActive {
+		return fmt.Errorf("%w: product %s is %s, not active", ErrValidation, prod.Name, prod.Status)
+	}
+	var linked []uuid.UUID
+	if err := tx.Raw(`SELECT api_service_id FROM product_api_services WHERE product_id = ?`, prod.ID).Scan(&linked).Error; err != nil {
+		return err
+	}
+	has := map[uuid.UUID]bool{}
+	for _, id := range linked {
+		has[id] = true
+	}
+	for _, id := range p.APIServiceIDs {
+		if !has[id] {
+			return fmt.Errorf("%w: API service %s is not part of product %s", ErrValidation, id, prod.Name)
+		}
+	}
+	var gw models.Gateway
+	if err := tx.Take(&gw, "tenant_id = ? AND id = ?", p.TenantID, p.GatewayID).Error; err != nil {
+		return fmt.Errorf("%w: gateway template %s does not exist", ErrValidation, p.GatewayID)
+	}
+	if !cl.Capabilities.V.Supports(gw.GatewayClass) {
+		return fmt.Errorf("%w: cluster %s does not support gateway class %s", ErrValidation, cl.Name, gw.GatewayClass)
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package workflows
+
+import (
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// ErrTypeValidation marks an activity failure that retrying can't fix (the cluster went into
+// maintenance, the product was archived): the run ends FAILED with its message.
+const ErrTypeValidation = "validation"
+
+// presenceRefresh is how often a waiting run looks at the target cluster's agents again, so
+// the status query can say which are offline and since when without touching the database.
+const presenceRefresh = 30 * time.Second
+
+// activityOptions: database and outbox steps are short; infrastructure failures (Postgres
+// restarting) are retried with backoff for as long as the run lives, validation failures never.
+func activityOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			NonRetryableErrorTypes: []string{ErrTypeValidation},
+		},
+	})
+}
+
+// PublishWorkflow deploys one revision of a product publish to its cluster:
+// validate and freeze the revision snapshot (status DEPLOYING) -> hand a DeployCommand to the
+// agent outbox -> wait, however long the agents are offline, for the first DeployResult or the
+// deadline -> PUBLISHED or FAILED. Withdrawing while it waits cancels it.
+func PublishWorkflow(ctx workflow.Context, in PublishInput) (string, error) {
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	state := &WaitState{Phase: "preparing", Action: models.DeployApply, PublishID: in.PublishID, Revision: in.Revision, ClusterID: in.ClusterID}
+	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (WaitState, error) { return *state, nil }); err != nil {
+		return "", err
+	}
+	actx := activityOptions(ctx)
+
+	var prep PrepareResult
+	err := workflow.ExecuteActivity(actx, ActPreparePublish, PrepareInput{PublishInput: in, WorkflowID: wid}).Get(ctx, &prep)
+	if err != nil {
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
+	}
+
+	var cmd DeployCommandResult
+	if err := workflow.ExecuteActivity(actx, ActEnqueueDeploy, DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
+		Revision: in.Revision, Checksum: prep.Checksum, Action: models.DeployApply, WorkflowID: wid}).Get(ctx, &cmd); err != nil {
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
+	}
+
+	res, outcome, err := waitForResult(ctx, state, in.ClusterID, cmd.CommandID, in.Deadline)
+	if err != nil {
+		// Cancelled (a withdraw took over): record it, write no status; the withdraw run owns it.
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Event: models.PublishEventDeployCancelled, Reason: "the deploy was cancelled", Actor: in.Actor})
+	}
+	switch outcome {
+	case "timeout":
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: "timeout", Event: models.PublishEventFailed,
+			Message: "no agent of the cluster reported a result before the deadline"})
+	case "succeeded":
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Status: models.PublishPublished, Event: models.PublishEventPublished, AgentID: res.AgentID, Message: res.Message, Actor: in.Actor})
+	default:
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: res.Message, Event: models.PublishEventFailed, AgentID: res.AgentID, Message: res.Message})
+	}
+}
+
+// WithdrawWorkflow removes a publish from its cluster: cancel a deploy still in flight ->
+// WITHDRAWING -> a withdraw DeployCommand -> wait for the first result or the deadline ->
+// WITHDRAWN (or FAILED with the agent's message or `timeout`).
+func WithdrawWorkflow(ctx workflow.Context, in WithdrawInput) (string, error) {
+	wid := workflow.GetInfo(ctx).WorkflowExecution.ID
+	state := &WaitState{Phase: "preparing", Action: models.DeployWithdraw, PublishID: in.PublishID, Revision: in.Revision, ClusterID: in.ClusterID}
+	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (WaitState, error) { return *state, nil }); err != nil {
+		return "", err
+	}
+	actx := activityOptions(ctx)
+
+	if in.CancelWorkflowID != "" {
+		// Cancelling waits until the deploy run has closed, so it can't write a status after us.
+		cctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: 2 * time.Minute, HeartbeatTimeout: 20 * time.Second,
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
+		})
+		if err := workflow.ExecuteActivity(cctx, ActCancelDeploy, CancelDeployInput{WorkflowID: in.CancelWorkflowID}).Get(ctx, nil); err != nil {
+			return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+				Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
+		}
+	}
+
+	var begun BeginWithdrawResult
+	if err := workflow.ExecuteActivity(actx, ActBeginWithdraw, BeginWithdrawInput{PublishID: in.PublishID, WorkflowID: wid,
+		Reason: in.Reason, Actor: in.Actor}).Get(ctx, &begun); err != nil {
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
+	}
+	state.Revision = begun.Revision
+
+	var cmd DeployCommandResult
+	if err := workflow.ExecuteActivity(actx, ActEnqueueDeploy, DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
+		Revision: begun.Revision, Checksum: begun.Checksum, Action: models.DeployWithdraw, WorkflowID: wid}).Get(ctx, &cmd); err != nil {
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
+	}
+
+	res, outcome, err := waitForResult(ctx, state, in.ClusterID, cmd.CommandID, in.Deadline)
+	if err != nil {
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
+			Event: models.PublishEventDeployCancelled, Reason: "the withdraw was cancelled", Actor: in.Actor})
+	}
+	switch outcome {
+	case "timeout":
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: "timeout", Event: models.PublishEventFailed,
+			Message: "no agent of the cluster confirmed the withdraw before the deadline"})
+	case "succeeded":
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
+			Status: models.PublishWithdrawn, Reason: in.Reason, Event: models.PublishEventWithdrawn, AgentID: res.AgentID, Actor: in.Actor})
+	default:
+		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
+			Status: models.PublishFailed, Reason: res.Message, Event: models.PublishEventFailed, AgentID: res.AgentID, Message: res.Message})
+	}
+}
+
+// waitForResult waits for the first DeployResult of command, the deadline, or cancellation,
+// refreshing the cluster's agent presence for the status query while it waits. The outcome
+// is succeeded, failed or timeout; a cancelled run returns the context's error.
+func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID string, deadline time.Duration) (DeployResultSignal, string, error) {
+	if deadline <= 0 {
+		deadline = 24 * time.Hour
+	}
+	now := workflow.Now(ctx)
+	state.Phase, state.CommandID, state.WaitingSince, state.Deadline = "waiting_for_result", commandID, now, now.Add(deadline)
+
+	// Presence is informational: a failing refresh must never end or stall the run.
+	pctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 2},
+	})
+	refresh := func() {
+		var p ClusterPresence
+		if err := workflow.ExecuteActivity(pctx, ActClusterPresence, clusterID).Get(ctx, &p); err == nil {
+			state.Presence = p
+		}
+	}
+	refresh()
+
+	timerCtx, cancelTimers := workflow.WithCancel(ctx)
+	defer cancelTimers()
+	deadlineTimer := workflow.NewTimer(timerCtx, deadline)
+	refreshTimer := workflow.NewTimer(timerCtx, presenceRefresh)
+	results := workflow.GetSignalChannel(ctx, SignalDeployResult)
+	for {
+		var (
+			res                                  DeployResultSignal
+			got, timedOut, refreshDue, cancelled bool
+		)
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(results, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, &res); got = true })
+		sel.AddFuture(deadlineTimer, func(workflow.Future) { timedOut = true })
+		sel.AddFuture(refreshTimer, func(workflow.Future) { refreshDue = true })
+		sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) { cancelled = true })
+		sel.Select(ctx)
+		switch {
+		case cancelled:
+			return res, "", ctx.Err()
+		case got:
+			if res.CommandID != commandID {
+				continue // a late result of an earlier command (the sweeper re-sends): not ours
+			}
+			state.Results = append(state.Results, res)
+			if res.Status == "succeeded" {
+				return res, "succeeded", nil
+			}
+			return res, "failed", nil
+		case timedOut:
+			return res, "timeout", nil
+		case refreshDue:
+			refresh()
+			refreshTimer = workflow.NewTimer(timerCtx, presenceRefresh)
+		}
+	}
+}
+
+// finish records the outcome through an activity that survives cancellation of the run.
+func finish(ctx workflow.Context, state *WaitState, in FinishInput) (string, error) {
+	state.Phase = "finishing"
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	if err := workflow.ExecuteActivity(activityOptions(dctx), ActFinishPublish, in).Get(dctx, nil); err != nil {
+		return "", err
+	}
+	state.Phase, state.Outcome = "done", in.Status
+	if in.Status == "" {
+		if ctx.Err() != nil {
+			return "", temporal.NewCanceledError(in.Reason)
+		}
+		return "cancelled", nil
+	}
+	return in.Status, nil
+}
+
+func failureMessage(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Message()
+	}
+	return err.Error()
+}

@@ -1,0 +1,191 @@
+// Package workflows holds the Temporal workflow definitions of imprun-server: deterministic
+// code only. Workflows reach the database and the agents exclusively through activities, which
+// they name by the constants below; the activities package registers its methods under those
+// names. Payloads carry ids and hashes, never configuration blobs or secrets.
+package workflows
+
+import "time"
+
+// Signal and query names.
+const (
+	// SignalDeployResult carries an agent's DeployResult to the publish or withdraw run.
+	SignalDeployResult = "deploy-result"
+	// QueryStatus answers what a run is doing and, while it waits, for what.
+	QueryStatus = "status"
+)
+
+// Activity names.
+const (
+	ActPreparePublish  = "PreparePublish"
+	ActEnqueueDeploy   = "EnqueueDeploy"
+	ActClusterPresence = "ClusterPresence"
+	ActFinishPublish   = "FinishPublish"
+	ActCancelDeploy    = "CancelDeploy"
+	ActBeginWithdraw   = "BeginWithdraw"
+)
+
+// Search attribute names, declared on the Temporal namespace by `make run` and the harness.
+const (
+	SATenantID  = "TenantId"
+	SAClusterID = "ClusterId"
+	SAProductID = "ProductId"
+	SAPublishID = "PublishId"
+)
+
+// PublishWorkflowID is the deterministic id of the run that deploys a revision.
+func PublishWorkflowID(publishID string, revision int) string {
+	return "publish/" + publishID + "/" + itoa(revision)
+}
+
+// WithdrawWorkflowID is the deterministic id of the run that withdraws a publish.
+func WithdrawWorkflowID(publishID string, revision int) string {
+	return "withdraw/" + publishID + "/" + itoa(revision)
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
+}
+
+// PublishInput starts a PublishWorkflow.
+type PublishInput struct {
+	PublishID  string
+	TenantID   string
+	ClusterID  string
+	ProductID  string
+	Revision   int
+	RollbackOf int // >0: the revision whose snapshot this one copies
+	Actor      string
+	Deadline   time.Duration
+}
+
+// WithdrawInput starts a WithdrawWorkflow.
+type WithdrawInput struct {
+	PublishID string
+	TenantID  string
+	ClusterID string
+	ProductID string
+	Revision  int
+	Reason    string
+	Actor     string
+	Deadline  time.Duration
+	// CancelWorkflowID is the publish run still deploying, cancelled before withdrawing.
+	CancelWorkflowID string
+}
+
+// PrepareInput asks the activity to validate and freeze a revision.
+type PrepareInput struct {
+	PublishInput
+	WorkflowID string
+}
+
+// PrepareResult is the frozen revision.
+type PrepareResult struct {
+	Checksum string
+}
+
+// DeployCommandInput hands a deploy or withdraw command to the agent outbox.
+type DeployCommandInput struct {
+	PublishID  string
+	ClusterID  string
+	Revision   int
+	Checksum   string
+	Action     string // apply or withdraw
+	WorkflowID string
+}
+
+// DeployCommandResult names the queued command.
+type DeployCommandResult struct {
+	CommandID string
+}
+
+// FinishInput records the outcome of a run.
+type FinishInput struct {
+	PublishID  string
+	Revision   int
+	WorkflowID string
+	Status     string // the publish status to write; empty writes none (a cancelled run)
+	Reason     string
+	Event      string
+	Actor      string
+	AgentID    string
+	Message    string
+}
+
+// DeployResultSignal is one agent's result, as the agent gateway passes it on.
+type DeployResultSignal struct {
+	CommandID string
+	AgentID   string
+	Status    string // succeeded or failed
+	Message   string
+	Checksum  string
+	Revision  int
+}
+
+// AgentPresence is one agent of the target cluster as last seen.
+type AgentPresence struct {
+	AgentID         string
+	Name            string
+	Status          string
+	LastHeartbeatAt *time.Time
+	OfflineSince    *time.Time
+}
+
+// ClusterPresence is the target cluster's agents.
+type ClusterPresence struct {
+	ClusterID   string
+	ClusterName string
+	Agents      []AgentPresence
+	CheckedAt   time.Time
+}
+
+// WaitState is the answer of the status query.
+type WaitState struct {
+	Phase        string // preparing, waiting_for_result, finishing, done
+	Action       string // apply or withdraw
+	PublishID    string
+	Revision     int
+	ClusterID    string
+	CommandID    string
+	WaitingSince time.Time
+	Deadline     time.Time
+	Presence     ClusterPresence
+	Results      []DeployResultSignal
+	Outcome      string
+}
+
+// BeginWithdrawInput marks the publish WITHDRAWING.
+type BeginWithdrawInput struct {
+	PublishID  string
+	WorkflowID string
+	Reason     string
+	Actor      string
+}
+
+// BeginWithdrawResult is the revision being withdrawn and its checksum.
+type BeginWithdrawResult struct {
+	Revision int
+	Checksum string
+}
+
+// CancelDeployInput names the run to cancel.
+type CancelDeployInput struct {
+	WorkflowID string
+}
