@@ -16,7 +16,7 @@ import (
 const prov = "/v1/provider"
 
 // created posts body to path, requires a 201 and returns the body as a map.
-func created(t *testing.T, c *apitest.Client, path string, body any) map[string]any {
+func created(t testing.TB, c *apitest.Client, path string, body any) map[string]any {
 	t.Helper()
 	r := c.Post(path, body)
 	require.Equal(t, http.StatusCreated, r.Status, "POST %s: %s", path, r.Body)
@@ -70,7 +70,7 @@ type svcFixture struct {
 	service, backend, route string
 }
 
-func newServiceFixture(t *testing.T, c *apitest.Client, name string) svcFixture {
+func newServiceFixture(t testing.TB, c *apitest.Client, name string) svcFixture {
 	t.Helper()
 	var f svcFixture
 	f.service = idOf(created(t, c, prov+"/api-services", serviceBody(name)))

@@ -60,6 +60,9 @@ func (b *gatewayBody) validate() (models.Gateway, error) {
 			}
 		}
 		validateListenerTLS(&v, f+".tls", l)
+		if l.TLS != nil {
+			b.Listeners[i].TLS.CertificateRefs = orEmpty(l.TLS.CertificateRefs)
+		}
 	}
 	v.labels("labels", b.Labels)
 	v.check(isOneOf(b.Status, models.GatewayActive, models.GatewayInactive), "status", "must be active or inactive")

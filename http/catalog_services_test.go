@@ -336,3 +336,23 @@ func TestBackendValidation(t *testing.T) {
 		400, "unknown_field", "pth")
 	require.EqualValues(t, 0, countRows(t, w.env, "backends"))
 }
+
+// Creating POSTs honour Idempotency-Key like the rest of the API: a retry replays the first
+// answer instead of failing on the taken name or creating a second row.
+func TestCatalogIdempotentCreate(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	dev := w.env.As(devP).WithHeader("Idempotency-Key", "svc-1")
+	first := dev.Post(prov+"/api-services", serviceBody("idem"))
+	require.Equal(t, http.StatusCreated, first.Status)
+	again := dev.Post(prov+"/api-services", serviceBody("idem"))
+	require.Equal(t, http.StatusCreated, again.Status)
+	require.Equal(t, "true", again.Header.Get("Idempotent-Replayed"))
+	require.JSONEq(t, string(first.Body), string(again.Body))
+	require.EqualValues(t, 1, countRows(t, w.env, "api_services"))
+
+	// A PATCH body must be an object.
+	requireProblem(t, w.env.As(devP).Patch(prov+"/api-services/"+idOf(first.Map()), "null"), 400, "invalid_type", "body")
+	requireProblem(t, w.env.As(devP).Patch(prov+"/api-services/"+idOf(first.Map()), "[]"), 400, "invalid_type", "body")
+	requireProblem(t, w.env.As(devP).Patch(prov+"/api-services/not-a-uuid", map[string]any{}), 400, "invalid_id", "id")
+}

@@ -198,7 +198,13 @@ func validateSpec(v *validator, spec any) {
 		v.check(s.Burst >= 0, "spec.burst", "must be 0 or more")
 	case *models.CORSSpec:
 		validateCORS(v, s)
+		s.AllowHeaders, s.ExposeHeaders = orEmpty(s.AllowHeaders), orEmpty(s.ExposeHeaders)
 	case *models.HeaderModifierSpec:
+		for _, ops := range []*models.HeaderOps{s.Request, s.Response} {
+			if ops != nil {
+				ops.Add, ops.Set, ops.Remove = orEmpty(ops.Add), orEmpty(ops.Set), orEmpty(ops.Remove)
+			}
+		}
 		v.check(s.Request != nil || s.Response != nil, "spec", "needs request or response header changes")
 		validateHeaderOps(v, "spec.request", s.Request)
 		validateHeaderOps(v, "spec.response", s.Response)

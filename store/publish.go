@@ -153,7 +153,8 @@ func (s *Store) ClaimPublish(ctx context.Context, tenantID, id uuid.UUID, c Clai
 		if c.ExpectRevision != nil && *c.ExpectRevision != p.CurrentRevision {
 			return &StateError{Status: p.Status, Detail: "the publish changed meanwhile; retry"}
 		}
-		if err := tx.Model(&p).Update("workflow_id", c.WorkflowID).Error; err != nil {
+		// The caller needs the run being replaced, so p keeps the previous workflow_id.
+		if err := tx.Exec(`UPDATE product_publishes SET workflow_id = ? WHERE id = ?`, c.WorkflowID, p.ID).Error; err != nil {
 			return err
 		}
 		c.Event.PublishID = p.ID

@@ -131,44 +131,44 @@ type FinishInput struct {
 
 // DeployResultSignal is one agent's result, as the agent gateway passes it on.
 type DeployResultSignal struct {
-	CommandID string
-	AgentID   string
-	Status    string // succeeded or failed
-	Message   string
-	Checksum  string
-	Revision  int
+	CommandID string `json:"command_id"`
+	AgentID   string `json:"agent_id"`
+	Status    string `json:"status"` // succeeded or failed
+	Message   string `json:"message"`
+	Checksum  string `json:"checksum"`
+	Revision  int    `json:"revision"`
 }
 
 // AgentPresence is one agent of the target cluster as last seen.
 type AgentPresence struct {
-	AgentID         string
-	Name            string
-	Status          string
-	LastHeartbeatAt *time.Time
-	OfflineSince    *time.Time
+	AgentID         string     `json:"agent_id"`
+	Name            string     `json:"name"`
+	Status          string     `json:"status"`
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at"`
+	OfflineSince    *time.Time `json:"offline_since"`
 }
 
 // ClusterPresence is the target cluster's agents.
 type ClusterPresence struct {
-	ClusterID   string
-	ClusterName string
-	Agents      []AgentPresence
-	CheckedAt   time.Time
+	ClusterID   string          `json:"cluster_id"`
+	ClusterName string          `json:"cluster_name"`
+	Agents      []AgentPresence `json:"agents"`
+	CheckedAt   time.Time       `json:"checked_at"`
 }
 
 // WaitState is the answer of the status query.
 type WaitState struct {
-	Phase        string // preparing, waiting_for_result, finishing, done
-	Action       string // apply or withdraw
-	PublishID    string
-	Revision     int
-	ClusterID    string
-	CommandID    string
-	WaitingSince time.Time
-	Deadline     time.Time
-	Presence     ClusterPresence
-	Results      []DeployResultSignal
-	Outcome      string
+	Phase        string               `json:"phase"`  // preparing, waiting_for_result, finishing, done
+	Action       string               `json:"action"` // apply or withdraw
+	PublishID    string               `json:"publish_id"`
+	Revision     int                  `json:"revision"`
+	ClusterID    string               `json:"cluster_id"`
+	CommandID    string               `json:"command_id"`
+	WaitingSince time.Time            `json:"waiting_since"`
+	Deadline     time.Time            `json:"deadline"`
+	Presence     ClusterPresence      `json:"presence"`
+	Results      []DeployResultSignal `json:"results"`
+	Outcome      string               `json:"outcome"`
 }
 
 // BeginWithdrawInput marks the publish WITHDRAWING.

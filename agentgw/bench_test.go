@@ -1,0 +1,792 @@
+package agentgw_test
+
+// BenchmarkAgentFleet: N simulated agents, each on its own gRPC connection, on one agent
+// gateway, beside a bare grpc-go bidi-stream server with the same clients (make bench).
+//
+// Method
+//
+// One process can hold at most RLIMIT_NOFILE descriptors (20,000 on the reference machine,
+// and the hard limit can't be raised in its container), and N agents in the same process as
+// their server need 2N sockets. So the agents run in a child process (this test binary
+// re-executed with IMPRUN_BENCH_CHILD=clients), every agent with its own grpc.ClientConn and
+// stream, and the server side is measured alone:
+//
+//   - gateway: the benchmark process itself, i.e. the real api wiring from apitest (agent
+//     gateway on the real database, REST API beside it, idle). RSS per agent is the growth of
+//     this process's VmRSS from before the agents connect to when all N are connected and
+//     have heartbeated once, both read after runtime.GC and debug.FreeOSMemory so that the
+//     figure is memory the streams hold, not garbage the collector has not reached yet. The
+//     client cost is not in it because the clients live in the other process; nothing needs
+//     subtracting.
+//   - bare: a tiny AgentService in a second child process (IMPRUN_BENCH_CHILD=bare-server):
+//     it answers ConnectRequest and heartbeats, pushes a CredentialUpsert to every stream on
+//     request and counts the CommandAcks. Its RSS per stream is measured the same way.
+//
+// Both servers see the same client code (simAgent): ConnectRequest, then a heartbeat every
+// heartbeat_interval_seconds from the ConnectResponse (first one at a random point of the
+// first interval so the fleet is spread evenly), a CommandAck for every command.
+//
+// CPU at steady heartbeat is the server process's user+system time (getrusage) over a window
+// (IMPRUN_BENCH_WINDOW, default 10 s) after every agent has heartbeated at least once.
+// Postgres writes per second are deltas of pg_stat_database (transactions committed; rows
+// inserted+updated+deleted) of the gateway's database over the same window; PostgreSQL 15
+// flushes those counters at most once a second per backend, so in a steady state the lag is
+// the same at both ends of the window. The broadcast time is from EnqueueCommand of one
+// cluster-wide credential_upsert to the moment agent_command_deliveries holds N acknowledged
+// rows (so it includes storing the acks durably); for the bare server, from the first push to
+// the Nth CommandAck received.
+//
+// Run: go test -run '^$' -bench BenchmarkAgentFleet -benchtime 1x ./agentgw/
+// Knobs: IMPRUN_BENCH_AGENTS (default 10000), IMPRUN_BENCH_WINDOW (default 10s).
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/imprun/imprun-server/agentgw"
+	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
+)
+
+const benchChildEnv = "IMPRUN_BENCH_CHILD"
+
+// The child processes of the benchmark are this test binary; they never reach the tests.
+func init() {
+	switch os.Getenv(benchChildEnv) {
+	case "clients":
+		os.Exit(runChild(newClientsChild().handle))
+	case "bare-server":
+		os.Exit(runChild(newBareServer().handle))
+	}
+}
+
+// benchHeartbeat is the production default (agent.heartbeat_interval).
+const benchHeartbeat = 10 * time.Second
+
+func BenchmarkAgentFleet(b *testing.B) {
+	n := envInt("IMPRUN_BENCH_AGENTS", 10000)
+	window := envDuration("IMPRUN_BENCH_WINDOW", 10*time.Second)
+	limit := raiseFDLimit()
+	// Each process holds about n sockets plus its own (Postgres pool, logs, listeners).
+	if maxN := int(limit) - 1000; n > maxN {
+		fmt.Printf("agent fleet: RLIMIT_NOFILE is %d; running %d agents instead of %d\n", limit, maxN, n)
+		n = maxN
+	}
+	b.Logf("agent fleet: %d agents, each its own grpc.ClientConn in a client process; heartbeat %s; window %s; RLIMIT_NOFILE %d",
+		n, benchHeartbeat, window, limit)
+
+	bare := benchBare(b, n, window)
+	gw := benchGateway(b, n, window)
+
+	b.ReportMetric(gw.rssPerAgentKB, "KB/agent")
+	b.ReportMetric(bare.rssPerAgentKB, "bare-KB/stream")
+	b.ReportMetric(gw.broadcast.Seconds()*1000, "ms/broadcast")
+	b.ReportMetric(bare.broadcast.Seconds()*1000, "bare-ms/broadcast")
+	b.ReportMetric(gw.cpuPercent, "cpu%-steady")
+	b.ReportMetric(bare.cpuPercent, "bare-cpu%-steady")
+	b.ReportMetric(gw.pgXactPerSec, "pg-xact/s")
+	b.ReportMetric(gw.pgRowsPerSec, "pg-rows/s")
+
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\nagent fleet, %d agents (each its own connection), heartbeat %s, %d CPUs\n", n, benchHeartbeat, runtime.NumCPU())
+	fmt.Fprintf(&sb, "  %-34s %14s %14s %8s\n", "", "agent gateway", "bare grpc-go", "ratio")
+	row := func(name, unit string, g, r float64) {
+		ratio := "-"
+		if r > 0 {
+			ratio = fmt.Sprintf("%.2fx", g/r)
+		}
+		fmt.Fprintf(&sb, "  %-34s %11.1f %-2s %11.1f %-2s %8s\n", name, g, unit, r, unit, ratio)
+	}
+	row("RSS per connected agent", "KB", gw.rssPerAgentKB, bare.rssPerAgentKB)
+	row("broadcast acknowledged by all", "ms", gw.broadcast.Seconds()*1000, bare.broadcast.Seconds()*1000)
+	row("server CPU at steady heartbeat", "%", gw.cpuPercent, bare.cpuPercent)
+	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres transactions (window)", gw.pgXactPerSec)
+	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres rows written (window)", gw.pgRowsPerSec)
+	fmt.Fprintf(&sb, "  %-34s %11.1f ms (all %d CommandAcks sent by the agents)\n", "  of which agents acked", gw.allAcksSent.Seconds()*1000, n)
+	row("connect the fleet", "s", gw.connect.Seconds(), bare.connect.Seconds())
+	fmt.Fprintf(&sb, "  %-34s %11.1f KB (client process, per agent)\n", "client cost, for reference", gw.clientKB)
+	fmt.Fprintf(&sb, "  %-34s %11.2f %14.2f\n", "server goroutines per agent", gw.goroutinesPerAgent, bare.goroutinesPerAgent)
+	row("  Go stacks per agent", "KB", gw.stackPerAgentKB, bare.stackPerAgentKB)
+	row("  Go heap per agent", "KB", gw.heapPerAgentKB, bare.heapPerAgentKB)
+	fmt.Fprintf(&sb, "  goal (issue 4): within 1.5x of the bare server for RSS and broadcast\n")
+	fmt.Print(sb.String())
+	b.Log(sb.String())
+}
+
+type fleetResult struct {
+	rssPerAgentKB      float64
+	broadcast          time.Duration
+	allAcksSent        time.Duration
+	cpuPercent         float64
+	pgXactPerSec       float64
+	pgRowsPerSec       float64
+	connect            time.Duration
+	clientKB           float64
+	goroutinesPerAgent float64
+	stackPerAgentKB    float64
+	heapPerAgentKB     float64
+}
+
+// benchBare measures the bare grpc-go server in its own process.
+func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
+	srv := startChild(b, "bare-server")
+	addr := srv.do(b, childReq{Op: "listen"}).Addr
+	clients := startChild(b, "clients")
+	before := srv.do(b, childReq{Op: "stats", GC: true})
+
+	r := clients.do(b, childReq{Op: "connect", Addr: addr, Creds: make([]string, n)})
+	if r.Connected != n {
+		b.Fatalf("bare server: %d of %d agents connected (first error: %s)", r.Connected, n, r.FirstErr)
+	}
+	waitFor(b, 60*time.Second, "bare server streams", func() bool { return srv.do(b, childReq{Op: "stats"}).Streams == n })
+	time.Sleep(benchHeartbeat + time.Second) // every agent has heartbeated once
+	after := srv.do(b, childReq{Op: "stats", GC: true})
+
+	c0 := srv.do(b, childReq{Op: "stats"})
+	time.Sleep(window)
+	c1 := srv.do(b, childReq{Op: "stats"})
+
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		br := srv.do(b, childReq{Op: "broadcast"})
+		if br.Err != "" {
+			b.Fatal(br.Err)
+		}
+		total += br.Elapsed
+	}
+	clients.do(b, childReq{Op: "quit"})
+	srv.do(b, childReq{Op: "quit"})
+	return fleetResult{
+		rssPerAgentKB:      float64(after.RSSKB-before.RSSKB) / float64(n),
+		broadcast:          total / time.Duration(b.N),
+		cpuPercent:         100 * float64(c1.CPU-c0.CPU) / float64(c1.At.Sub(c0.At)),
+		goroutinesPerAgent: float64(after.Goroutines-before.Goroutines) / float64(n),
+		stackPerAgentKB:    float64(after.StackKB-before.StackKB) / float64(n),
+		heapPerAgentKB:     float64(after.HeapKB-before.HeapKB) / float64(n),
+		connect:            r.Elapsed,
+	}
+}
+
+// benchGateway measures the agent gateway in this process.
+func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	env := apitest.New(b, apitest.Options{
+		Agents:         &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
+		GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet)},
+	})
+	// The pool as the api process configures it (database.max_open_conns, max_idle_conns).
+	env.SQL.SetMaxOpenConns(20)
+	env.SQL.SetMaxIdleConns(10)
+	gw := env.Replica.Gateway
+	ctx := context.Background()
+
+	// The agents exist already (registration is not what is measured): rows in SQL, and each
+	// connects with an agent JWT minted for it.
+	var clusterID uuid.UUID
+	must(b, env.SQL.QueryRow(`INSERT INTO clusters (name, region, capabilities) VALUES ('bench', 'bench', '{"gateway_classes": []}') RETURNING id`).Scan(&clusterID))
+	rows, err := env.SQL.Query(`INSERT INTO agents (cluster_id, name, status) SELECT $1, 'bench-' || g, 'pending' FROM generate_series(1, $2) g RETURNING id`, clusterID, n)
+	must(b, err)
+	creds := make([]string, 0, n)
+	for rows.Next() {
+		var id uuid.UUID
+		must(b, rows.Scan(&id))
+		tok, _, err := gw.Signer().Mint(id, clusterID, 1)
+		must(b, err)
+		creds = append(creds, tok)
+	}
+	must(b, rows.Err())
+	rows.Close()
+
+	clients := startChild(b, "clients")
+	g0 := runtime.NumGoroutine()
+	rss0 := settledRSS()
+	stack0, heap0 := memInUse()
+	start := time.Now()
+	r := clients.do(b, childReq{Op: "connect", Addr: env.Replica.Addr, Creds: creds})
+	if r.Connected != n {
+		b.Fatalf("gateway: %d of %d agents connected (first error: %s)", r.Connected, n, r.FirstErr)
+	}
+	connect := time.Since(start)
+	waitFor(b, 60*time.Second, "gateway sessions", func() bool { return gw.SessionCount() == n })
+	waitFor(b, 60*time.Second, "agents connected in Postgres", func() bool {
+		var c int
+		must(b, env.SQL.QueryRow(`SELECT count(*) FROM agents WHERE status = 'connected'`).Scan(&c))
+		return c == n
+	})
+	// Every agent has heartbeated once and the coalesced heartbeats have been flushed.
+	time.Sleep(benchHeartbeat + 2*time.Second)
+	rss1 := settledRSS()
+	stack1, heap1 := memInUse()
+	g1 := runtime.NumGoroutine()
+	if path := os.Getenv("IMPRUN_BENCH_HEAPPROFILE"); path != "" {
+		f, err := os.Create(path)
+		must(b, err)
+		must(b, pprof.Lookup("heap").WriteTo(f, 0))
+		f.Close()
+	}
+	cs := clients.do(b, childReq{Op: "stats", GC: true})
+
+	// Steady heartbeat: process CPU and Postgres writes over the window.
+	type pgStat struct{ xact, rows int64 }
+	readPG := func() pgStat {
+		var s pgStat
+		must(b, env.SQL.QueryRow(`SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.xact, &s.rows))
+		return s
+	}
+	pg0, cpu0, t0 := readPG(), processCPU(), time.Now()
+	time.Sleep(window)
+	pg1, cpu1, t1 := readPG(), processCPU(), time.Now()
+	secs := t1.Sub(t0).Seconds()
+	if live := gw.SessionCount(); live != n {
+		b.Fatalf("only %d of %d agents still connected after the window", live, n)
+	}
+
+	// Broadcast: one command to the cluster, acknowledged by every agent.
+	var total, totalSent time.Duration
+	for i := 0; i < b.N; i++ {
+		acked0 := clients.do(b, childReq{Op: "stats"}).Acked
+		cmd := models.AgentCommand{ClusterID: clusterID, Kind: models.CommandCredentialUpsert, Priority: models.PriorityNormal,
+			DedupeKey: "bench/" + uuid.NewString(), SupersedeKey: "credential/bench-" + strconv.Itoa(i),
+			Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1, Type: "api_key",
+				KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppID: uuid.NewString(),
+				Grants: []models.CredentialGrant{{PublishID: uuid.NewString(), Limits: models.PlanLimits{RequestsPerMinute: 600}}}})}
+		start := time.Now()
+		_, err := env.Store.EnqueueCommand(ctx, &cmd)
+		must(b, err)
+		var sent time.Duration
+		waitFor(b, 120*time.Second, "broadcast acknowledged", func() bool {
+			if sent == 0 && clients.do(b, childReq{Op: "stats"}).Acked-acked0 >= int64(n) {
+				sent = time.Since(start)
+			}
+			var c int
+			must(b, env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1 AND status = 'acked'`, cmd.ID).Scan(&c))
+			return c == n
+		})
+		total += time.Since(start)
+		if sent == 0 {
+			sent = time.Since(start)
+		}
+		totalSent += sent
+	}
+	clients.do(b, childReq{Op: "quit"})
+	return fleetResult{
+		rssPerAgentKB:      float64(rss1-rss0) / float64(n),
+		broadcast:          total / time.Duration(b.N),
+		allAcksSent:        totalSent / time.Duration(b.N),
+		cpuPercent:         100 * float64(cpu1-cpu0) / float64(t1.Sub(t0)),
+		pgXactPerSec:       float64(pg1.xact-pg0.xact-1) / secs, // minus the first read itself
+		pgRowsPerSec:       float64(pg1.rows-pg0.rows) / secs,
+		connect:            connect,
+		clientKB:           float64(cs.RSSKB-r.RSSKBBefore) / float64(n),
+		goroutinesPerAgent: float64(g1-g0) / float64(n),
+		stackPerAgentKB:    float64(stack1-stack0) / float64(n),
+		heapPerAgentKB:     float64(heap1-heap0) / float64(n),
+	}
+}
+
+// ---- the simulated agent ----
+
+// simAgent is one agent on its own connection: it connects, heartbeats at the interval the
+// server asks for and acknowledges every command.
+type simAgent struct {
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func dialSimAgent(addr, jwt string, acked, live *atomic.Int64) (*simAgent, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fail := func(err error) (*simAgent, error) {
+		cancel()
+		conn.Close()
+		return nil, err
+	}
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	req := &agentv1.ConnectRequest{AgentVersion: "bench", Hostname: "bench"}
+	if jwt != "" {
+		req.Credential = &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}
+	}
+	if err := stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}); err != nil {
+		return fail(err)
+	}
+	timeout := time.AfterFunc(30*time.Second, cancel)
+	first, err := stream.Recv()
+	timeout.Stop()
+	if err != nil {
+		return fail(err)
+	}
+	cr := first.GetConnectResponse()
+	if cr == nil {
+		return fail(fmt.Errorf("first message is not a ConnectResponse: %v", first))
+	}
+	interval := time.Duration(cr.GetHeartbeatIntervalSeconds()) * time.Second
+	if interval <= 0 {
+		interval = benchHeartbeat
+	}
+	a := &simAgent{conn: conn, cancel: cancel, done: make(chan struct{})}
+	acks := make(chan string, 16)
+	live.Add(1)
+	go func() { // the only reader
+		defer close(a.done)
+		defer live.Add(-1)
+		defer cancel()
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			var id string
+			switch p := m.Payload.(type) {
+			case *agentv1.ServerMessage_CredentialUpsert:
+				id = p.CredentialUpsert.GetCommandId()
+			case *agentv1.ServerMessage_CredentialRevoke:
+				id = p.CredentialRevoke.GetCommandId()
+			case *agentv1.ServerMessage_DeployCommand:
+				id = p.DeployCommand.GetCommandId()
+			case *agentv1.ServerMessage_Close:
+				return
+			}
+			if id != "" {
+				select {
+				case acks <- id:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	go func() { // the only writer
+		beat := time.NewTimer(rand.N(interval))
+		defer beat.Stop()
+		for {
+			var msg *agentv1.AgentMessage
+			select {
+			case <-ctx.Done():
+				return
+			case <-beat.C:
+				beat.Reset(interval)
+				msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now()}}}
+			case id := <-acks:
+				msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_CommandAck{CommandAck: &agentv1.CommandAck{CommandId: id, Success: true}}}
+			}
+			if err := stream.Send(msg); err != nil {
+				return
+			}
+			if msg.GetCommandAck() != nil {
+				acked.Add(1)
+			}
+		}
+	}()
+	return a, nil
+}
+
+func (a *simAgent) close() {
+	a.cancel()
+	<-a.done
+	a.conn.Close()
+}
+
+// clientsChild runs the agents.
+type clientsChild struct {
+	agents []*simAgent
+	acked  atomic.Int64
+	live   atomic.Int64
+}
+
+func newClientsChild() *clientsChild { return &clientsChild{} }
+
+func (c *clientsChild) handle(req childReq) childResp {
+	switch req.Op {
+	case "connect":
+		before := settledRSS()
+		start := time.Now()
+		var (
+			mu       sync.Mutex
+			firstErr error
+			failed   int
+			wg       sync.WaitGroup
+		)
+		sem := make(chan struct{}, 64)
+		for _, cred := range req.Creds {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				var a *simAgent
+				var err error
+				for attempt := 0; attempt < 3; attempt++ {
+					if a, err = dialSimAgent(req.Addr, cred, &c.acked, &c.live); err == nil {
+						break
+					}
+					time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					failed++
+					if firstErr == nil {
+						firstErr = err
+					}
+					return
+				}
+				c.agents = append(c.agents, a)
+			}()
+		}
+		wg.Wait()
+		r := childResp{Connected: len(c.agents), Failed: failed, Elapsed: time.Since(start), RSSKBBefore: before}
+		if firstErr != nil {
+			r.FirstErr = firstErr.Error()
+		}
+		return r
+	case "stats":
+		return statsResp(req.GC, int(c.live.Load()), c.acked.Load())
+	}
+	return childResp{Err: "unknown op " + req.Op}
+}
+
+// ---- the bare grpc-go server ----
+
+// bareServer is the baseline: the same proto, nothing but streams. It answers ConnectRequest
+// and heartbeats, pushes a CredentialUpsert to every stream on request and counts the acks.
+type bareServer struct {
+	agentv1.UnimplementedAgentServiceServer
+	mu      sync.Mutex
+	streams map[*bareStream]struct{}
+	acked   atomic.Int64
+	ackedCh chan struct{} // signalled on every ack while a broadcast waits
+	waiting atomic.Bool
+}
+
+type bareStream struct {
+	mu sync.Mutex
+	s  agentv1.AgentService_ConnectServer
+}
+
+func (s *bareStream) send(m *agentv1.ServerMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.s.Send(m)
+}
+
+func newBareServer() *bareServer {
+	return &bareServer{streams: map[*bareStream]struct{}{}, ackedCh: make(chan struct{}, 1)}
+}
+
+func (b *bareServer) Connect(stream agentv1.AgentService_ConnectServer) error {
+	first, err := stream.Recv()
+	if err != nil || first.GetConnectRequest() == nil {
+		return errors.New("no ConnectRequest")
+	}
+	bs := &bareStream{s: stream}
+	if err := bs.send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ConnectResponse{ConnectResponse: &agentv1.ConnectResponse{
+		AgentId: uuid.NewString(), HeartbeatIntervalSeconds: int32(benchHeartbeat / time.Second)}}}); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.streams[bs] = struct{}{}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.streams, bs)
+		b.mu.Unlock()
+	}()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		switch m.Payload.(type) {
+		case *agentv1.AgentMessage_Heartbeat:
+			if err := bs.send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now()}}}); err != nil {
+				return nil
+			}
+		case *agentv1.AgentMessage_CommandAck:
+			b.acked.Add(1)
+			if b.waiting.Load() {
+				select {
+				case b.ackedCh <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+func (b *bareServer) handle(req childReq) childResp {
+	switch req.Op {
+	case "listen":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return childResp{Err: err.Error()}
+		}
+		srv := grpc.NewServer()
+		agentv1.RegisterAgentServiceServer(srv, b)
+		go func() { _ = srv.Serve(ln) }()
+		return childResp{Addr: ln.Addr().String()}
+	case "stats":
+		b.mu.Lock()
+		n := len(b.streams)
+		b.mu.Unlock()
+		return statsResp(req.GC, n, b.acked.Load())
+	case "broadcast":
+		b.mu.Lock()
+		all := make([]*bareStream, 0, len(b.streams))
+		for s := range b.streams {
+			all = append(all, s)
+		}
+		b.mu.Unlock()
+		target := b.acked.Load() + int64(len(all))
+		msg := &agentv1.ServerMessage{Payload: &agentv1.ServerMessage_CredentialUpsert{CredentialUpsert: &agentv1.CredentialUpsert{
+			CommandId: uuid.NewString(), CredentialId: uuid.NewString(), Version: 1, Type: agentv1.CredentialType_CREDENTIAL_TYPE_API_KEY,
+			KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppId: uuid.NewString(),
+			Grants: []*agentv1.CredentialGrant{{PublishId: uuid.NewString(), Limits: &agentv1.PlanLimits{RequestsPerMinute: 600}}}}}}
+		b.waiting.Store(true)
+		defer b.waiting.Store(false)
+		start := time.Now()
+		for _, s := range all {
+			_ = s.send(msg)
+		}
+		deadline := time.After(2 * time.Minute)
+		for b.acked.Load() < target {
+			select {
+			case <-b.ackedCh:
+			case <-deadline:
+				return childResp{Err: fmt.Sprintf("bare broadcast: %d of %d acks", b.acked.Load()-target+int64(len(all)), len(all))}
+			}
+		}
+		return childResp{Elapsed: time.Since(start)}
+	}
+	return childResp{Err: "unknown op " + req.Op}
+}
+
+// ---- child processes ----
+
+type childReq struct {
+	Op    string   `json:"op"`
+	Addr  string   `json:"addr,omitempty"`
+	Creds []string `json:"creds,omitempty"` // one agent each; "" connects without a credential (bare server)
+	GC    bool     `json:"gc,omitempty"`    // read RSS after a full GC and returning freed memory
+}
+
+type childResp struct {
+	Err         string        `json:"err,omitempty"`
+	Addr        string        `json:"addr,omitempty"`
+	Connected   int           `json:"connected,omitempty"`
+	Failed      int           `json:"failed,omitempty"`
+	FirstErr    string        `json:"first_err,omitempty"`
+	Elapsed     time.Duration `json:"elapsed,omitempty"`
+	Streams     int           `json:"streams,omitempty"`
+	Acked       int64         `json:"acked,omitempty"`
+	RSSKB       int64         `json:"rss_kb,omitempty"`
+	RSSKBBefore int64         `json:"rss_kb_before,omitempty"`
+	CPU         time.Duration `json:"cpu,omitempty"`
+	At          time.Time     `json:"at"`
+	Goroutines  int           `json:"goroutines,omitempty"`
+	StackKB     int64         `json:"stack_kb,omitempty"`
+	HeapKB      int64         `json:"heap_kb,omitempty"`
+}
+
+func statsResp(gc bool, streams int, acked int64) childResp {
+	var rss int64
+	if gc {
+		rss = settledRSS()
+	} else {
+		rss = readRSS()
+	}
+	stack, heap := memInUse()
+	return childResp{Streams: streams, Acked: acked, RSSKB: rss, CPU: processCPU(), At: time.Now(), Goroutines: runtime.NumGoroutine(),
+		StackKB: stack, HeapKB: heap}
+}
+
+// memInUse is the Go runtime's stack and heap memory in use, in KB.
+func memInUse() (stackKB, heapKB int64) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.StackInuse >> 10), int64(ms.HeapInuse >> 10)
+}
+
+// runChild serves requests from the benchmark on stdin/stdout until "quit" or EOF.
+func runChild(handle func(childReq) childResp) int {
+	raiseFDLimit()
+	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
+	enc := json.NewEncoder(os.Stdout)
+	for {
+		var req childReq
+		if err := dec.Decode(&req); err != nil {
+			return 0
+		}
+		if req.Op == "quit" {
+			_ = enc.Encode(childResp{})
+			return 0
+		}
+		if err := enc.Encode(handle(req)); err != nil {
+			return 1
+		}
+	}
+}
+
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	enc   *json.Encoder
+	dec   *json.Decoder
+	mu    sync.Mutex
+	done  bool
+}
+
+func startChild(b *testing.B, mode string) *child {
+	b.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	must(b, err)
+	stdout, err := cmd.StdoutPipe()
+	must(b, err)
+	must(b, cmd.Start())
+	c := &child{cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), dec: json.NewDecoder(bufio.NewReader(stdout))}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return c
+}
+
+func (c *child) do(b *testing.B, req childReq) childResp {
+	b.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.enc.Encode(req); err != nil {
+		b.Fatalf("bench child %s: %v", req.Op, err)
+	}
+	var r childResp
+	if err := c.dec.Decode(&r); err != nil {
+		b.Fatalf("bench child %s: %v", req.Op, err)
+	}
+	if r.Err != "" && req.Op != "broadcast" {
+		b.Fatalf("bench child %s: %s", req.Op, r.Err)
+	}
+	return r
+}
+
+// ---- measurements ----
+
+// readRSS is VmRSS of this process in KB.
+func readRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+// settledRSS is VmRSS after a full GC has returned freed memory to the OS.
+func settledRSS() int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	return readRSS()
+}
+
+// processCPU is the user+system CPU time of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// raiseFDLimit raises the soft RLIMIT_NOFILE as far as allowed and returns it.
+func raiseFDLimit() uint64 {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	want := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return want.Cur
+	}
+	lim.Cur = lim.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Cur
+}
+
+func waitFor(b *testing.B, within time.Duration, what string, cond func() bool) {
+	b.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func must(b testing.TB, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+}
