@@ -1,6 +1,8 @@
 package activities
 
 import (
+	"log/slog"
+
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
@@ -10,8 +12,12 @@ import (
 
 // RegisterAll adds every workflow and activity of imprun-server to a worker: cmd/worker and
 // the tests' in-process workers register exactly the same set.
-func RegisterAll(w worker.Registry, st *store.Store, tc client.Client) {
+func RegisterAll(w worker.Registry, st *store.Store, tc client.Client, taskQueue string, log *slog.Logger) {
 	w.RegisterWorkflow(workflows.PublishWorkflow)
 	w.RegisterWorkflow(workflows.WithdrawWorkflow)
+	w.RegisterWorkflow(workflows.SubscriptionWorkflow)
+	w.RegisterWorkflow(workflows.CredentialSyncWorkflow)
+	w.RegisterWorkflow(workflows.CredentialExpiryWorkflow)
 	(&Publish{Store: st, Temporal: tc}).Register(w)
+	(&Customer{Store: st, Temporal: tc, TaskQueue: taskQueue, Log: log}).Register(w)
 }

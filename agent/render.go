@@ -22,16 +22,31 @@ type RenderOptions struct {
 	Namespace string
 	// VerifierURL is where the gateway asks whether a presented credential may pass (Envoy
 	// Gateway ext-auth or nginx auth_request), used when a publish's auth_mode needs
-	// credentials. The gateway appends "/<publish_id>" to it.
+	// credentials. The gateway appends "/<publish_id>" to it. The default is the agent's
+	// in-cluster Service for Envoy Gateway and the agent on the same host for nginx (nginx
+	// resolves a proxy_pass host name when it loads its configuration, and refuses to load
+	// when it cannot).
 	VerifierURL string
+	// NginxTrustedCA is the CA bundle nginx verifies https backends against (default: the
+	// Debian system bundle).
+	NginxTrustedCA string
 }
+
+// Default verifier URLs (the agent's -verify-listen default port).
+const (
+	defaultEnvoyVerifierURL = "http://imprun-agent.imprun-system.svc.cluster.local:8081/verify"
+	defaultNginxVerifierURL = "http://127.0.0.1:8081/verify"
+)
 
 func (o RenderOptions) withDefaults() RenderOptions {
 	if o.Namespace == "" {
 		o.Namespace = "imprun-gateway"
 	}
 	if o.VerifierURL == "" {
-		o.VerifierURL = "http://imprun-agent.imprun-system.svc.cluster.local:8081/verify"
+		o.VerifierURL = defaultEnvoyVerifierURL
+	}
+	if o.NginxTrustedCA == "" {
+		o.NginxTrustedCA = "/etc/ssl/certs/ca-certificates.crt"
 	}
 	return o
 }
@@ -67,12 +82,14 @@ type Renderer interface {
 
 // RendererFor returns the renderer of a gateway class.
 func RendererFor(gatewayClass string, opts RenderOptions) (Renderer, error) {
-	opts = opts.withDefaults()
 	switch gatewayClass {
 	case GatewayClassEnvoy, "envoy", "eg":
-		return envoyRenderer{opts: opts}, nil
+		return envoyRenderer{opts: opts.withDefaults()}, nil
 	case GatewayClassNginx:
-		return nginxRenderer{opts: opts}, nil
+		if opts.VerifierURL == "" {
+			opts.VerifierURL = defaultNginxVerifierURL
+		}
+		return nginxRenderer{opts: opts.withDefaults()}, nil
 	default:
 		return nil, fmt.Errorf("unsupported gateway class %q", gatewayClass)
 	}
@@ -134,7 +151,9 @@ func hashText(data []byte) string {
 }
 
 // effectivePolicies returns the policies that apply to a route, one per type, with route
-// policies overriding service ones and service ones overriding global ones.
+// policies overriding service ones and service ones overriding global ones. Within one scope
+// the first policy of a type wins: the server lists them higher priority first (it resolves
+// policies per route and puts the winners on the route, keeping the scope they came from).
 func effectivePolicies(svc APIService, route Route) []Policy {
 	rank := map[string]int{"global": 0, "service": 1, "route": 2}
 	byType := map[string]Policy{}
@@ -145,7 +164,7 @@ func effectivePolicies(svc APIService, route Route) []Policy {
 			scope = defaultScope
 		}
 		r := rank[scope]
-		if cur, ok := best[p.Type]; !ok || r >= cur {
+		if cur, ok := best[p.Type]; !ok || r > cur {
 			byType[p.Type] = p
 			best[p.Type] = r
 		}

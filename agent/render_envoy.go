@@ -180,12 +180,25 @@ func envoyBackendSpec(svc APIService, b Backend) (object, error) {
 	case "grpc":
 		spec["appProtocols"] = []any{"gateway.envoyproxy.io/h2c"}
 	case "https":
-		spec["tls"] = object{"wellKnownCACertificates": "System"}
+		spec["tls"] = envoyBackendTLS(b)
 	case "grpcs":
 		spec["appProtocols"] = []any{"gateway.envoyproxy.io/h2c"}
-		spec["tls"] = object{"wellKnownCACertificates": "System"}
+		spec["tls"] = envoyBackendTLS(b)
 	}
 	return spec, nil
+}
+
+// envoyBackendTLS verifies the upstream against the system CAs unless the backend says not to
+// (Envoy Gateway allows no CA setting beside insecureSkipVerify).
+func envoyBackendTLS(b Backend) object {
+	tls := object{"wellKnownCACertificates": "System"}
+	if b.TLS != nil && b.TLS.InsecureSkipVerify {
+		tls = object{"insecureSkipVerify": true}
+	}
+	if b.TLS != nil && b.TLS.SNI != "" {
+		tls["sni"] = b.TLS.SNI
+	}
+	return tls
 }
 
 var gatewayPathTypes = map[string]string{"": "PathPrefix", "prefix": "PathPrefix", "exact": "Exact", "regex": "RegularExpression"}
@@ -237,11 +250,25 @@ func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, g
 	if route.Timeouts.RequestMS > 0 {
 		timeouts["request"] = strconv.Itoa(route.Timeouts.RequestMS) + "ms"
 	}
-	if route.Timeouts.BackendRequestMS > 0 {
-		timeouts["backendRequest"] = strconv.Itoa(route.Timeouts.BackendRequestMS) + "ms"
+	backendRequest := route.Timeouts.BackendRequestMS
+	if first, err := resolveBackend(svc, route.BackendRefs[0]); err == nil && backendRequest == 0 &&
+		(route.Timeouts.RequestMS == 0 || first.Timeouts.RequestMS <= route.Timeouts.RequestMS) {
+		// The backend's own request timeout, where the route sets none (Gateway API wants it
+		// no longer than the route's request timeout).
+		backendRequest = first.Timeouts.RequestMS
+	}
+	if backendRequest > 0 {
+		timeouts["backendRequest"] = strconv.Itoa(backendRequest) + "ms"
 	}
 	if len(timeouts) > 0 {
 		rule["timeouts"] = timeouts
+	}
+	filters, err := envoyFilters(svc, route)
+	if err != nil {
+		return nil, err
+	}
+	if len(filters) > 0 {
+		rule["filters"] = filters
 	}
 	spec := object{"parentRefs": []any{object{"name": gatewayName}}, "rules": []any{rule}}
 	if hosts := routeHostnames(s, route); len(hosts) > 0 {
@@ -270,6 +297,88 @@ func gatewayValueMatches(ms []ValueMatch) []any {
 	return out
 }
 
+// envoyFilters renders the route's header-modifier and url-rewrite policies as HTTPRoute
+// filters.
+func envoyFilters(svc APIService, route Route) ([]any, error) {
+	var filters []any
+	for _, p := range effectivePolicies(svc, route) {
+		switch p.Type {
+		case "header-modifier":
+			var spec HeaderModifierSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, err
+			}
+			if ops := envoyHeaderOps(spec.Request); ops != nil {
+				filters = append(filters, object{"type": "RequestHeaderModifier", "requestHeaderModifier": ops})
+			}
+			if ops := envoyHeaderOps(spec.Response); ops != nil {
+				filters = append(filters, object{"type": "ResponseHeaderModifier", "responseHeaderModifier": ops})
+			}
+		case "url-rewrite":
+			var spec URLRewriteSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, err
+			}
+			rw := object{}
+			if spec.Hostname != "" {
+				rw["hostname"] = spec.Hostname
+			}
+			if spec.Path != nil {
+				switch spec.Path.Type {
+				case "full":
+					rw["path"] = object{"type": "ReplaceFullPath", "replaceFullPath": spec.Path.Value}
+				case "prefix":
+					if t := route.Matches.Path.Type; t != "" && t != "prefix" {
+						return nil, fmt.Errorf("policy %s (url-rewrite): a prefix rewrite needs a prefix path match, route %s has %s", p.ID, route.Name, t)
+					}
+					rw["path"] = object{"type": "ReplacePrefixMatch", "replacePrefixMatch": spec.Path.Value}
+				default:
+					return nil, fmt.Errorf("policy %s (url-rewrite): unsupported path type %q", p.ID, spec.Path.Type)
+				}
+			}
+			if len(rw) > 0 {
+				filters = append(filters, object{"type": "URLRewrite", "urlRewrite": rw})
+			}
+		}
+	}
+	return filters, nil
+}
+
+func envoyHeaderOps(ops *HeaderOps) object {
+	if ops == nil {
+		return nil
+	}
+	values := func(hs []HeaderValue) []any {
+		out := make([]any, len(hs))
+		for i, h := range hs {
+			out[i] = object{"name": h.Name, "value": h.Value}
+		}
+		return out
+	}
+	o := object{}
+	if len(ops.Add) > 0 {
+		o["add"] = values(ops.Add)
+	}
+	if len(ops.Set) > 0 {
+		o["set"] = values(ops.Set)
+	}
+	if len(ops.Remove) > 0 {
+		o["remove"] = stringList(ops.Remove)
+	}
+	if len(o) == 0 {
+		return nil
+	}
+	return o
+}
+
+func stringList(vals []string) []any {
+	out := make([]any, len(vals))
+	for i, v := range vals {
+		out[i] = v
+	}
+	return out
+}
+
 var envoyRateUnits = map[string]string{"second": "Second", "minute": "Minute", "hour": "Hour", "day": "Day"}
 
 // routePolicies builds the BackendTrafficPolicy and SecurityPolicy specs of a route (either may
@@ -277,6 +386,8 @@ var envoyRateUnits = map[string]string{"second": "Second", "minute": "Minute", "
 // so the server can introduce a type before every agent understands it.
 func (r envoyRenderer) routePolicies(s *Snapshot, svc APIService, route Route) (traffic, security object, err error) {
 	traffic, security = object{}, object{}
+	var allow, deny []string
+	timeout := object{}
 	for _, p := range effectivePolicies(svc, route) {
 		switch p.Type {
 		case "rate-limit":
@@ -297,40 +408,175 @@ func (r envoyRenderer) routePolicies(s *Snapshot, svc APIService, route Route) (
 				return nil, nil, err
 			}
 			if spec.RequestMS > 0 {
-				traffic["timeout"] = object{"http": object{"requestTimeout": strconv.Itoa(spec.RequestMS) + "ms"}}
+				timeout["http"] = object{"requestTimeout": strconv.Itoa(spec.RequestMS) + "ms"}
 			}
 		case "retry":
 			var spec RetrySpec
 			if err := decodeSpec(p, &spec); err != nil {
 				return nil, nil, err
 			}
-			retry := object{"numRetries": spec.NumRetries}
-			if len(spec.RetryOn) > 0 {
-				triggers := make([]any, len(spec.RetryOn))
-				for i, t := range spec.RetryOn {
-					triggers[i] = t
-				}
-				retry["retryOn"] = object{"triggers": triggers}
-			}
-			if spec.PerTryTimeoutMS > 0 {
-				retry["perRetry"] = object{"timeout": strconv.Itoa(spec.PerTryTimeoutMS) + "ms"}
-			}
-			traffic["retry"] = retry
+			traffic["retry"] = envoyRetry(spec)
 		case "cors":
 			var spec CORSSpec
 			if err := decodeSpec(p, &spec); err != nil {
 				return nil, nil, err
 			}
 			security["cors"] = envoyCORS(spec)
+		case "ip-allow", "ip-deny":
+			var spec IPListSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return nil, nil, err
+			}
+			if p.Type == "ip-allow" {
+				allow = spec.CIDRs
+			} else {
+				deny = spec.CIDRs
+			}
 		}
 	}
-	if lb := firstBackendLB(svc, route); lb != "" && lb != "RoundRobin" {
-		traffic["loadBalancer"] = object{"type": lb}
+
+	// Envoy Gateway sets load balancing, health checks, circuit breaking and connection
+	// timeouts per route (BackendTrafficPolicy), not per Backend: the route's first backend
+	// decides them.
+	if b, err := resolveBackend(svc, route.BackendRefs[0]); err == nil {
+		if lb := envoyLoadBalancer(b); lb != nil {
+			traffic["loadBalancer"] = lb
+		}
+		if hc := envoyHealthCheck(b.HealthCheck); hc != nil {
+			traffic["healthCheck"] = object{"active": hc}
+		}
+		if cb := envoyCircuitBreaker(b.CircuitBreaker); cb != nil {
+			traffic["circuitBreaker"] = cb
+		}
+		if _, ok := traffic["retry"]; !ok && b.Retry != nil && b.Retry.NumRetries > 0 {
+			traffic["retry"] = envoyRetry(*b.Retry)
+		}
+		if b.Timeouts.ConnectMS > 0 {
+			timeout["tcp"] = object{"connectTimeout": strconv.Itoa(b.Timeouts.ConnectMS) + "ms"}
+		}
+		if b.Timeouts.IdleMS > 0 {
+			h, _ := timeout["http"].(object)
+			if h == nil {
+				h = object{}
+			}
+			h["connectionIdleTimeout"] = strconv.Itoa(b.Timeouts.IdleMS) + "ms"
+			timeout["http"] = h
+		}
+	}
+	if len(timeout) > 0 {
+		traffic["timeout"] = timeout
+	}
+
+	if len(allow) > 0 || len(deny) > 0 {
+		// Deny rules first: an address both lists name is refused.
+		var rules []any
+		if len(deny) > 0 {
+			rules = append(rules, object{"name": "ip-deny", "action": "Deny", "principal": object{"clientCIDRs": stringList(deny)}})
+		}
+		def := "Allow"
+		if len(allow) > 0 {
+			rules = append(rules, object{"name": "ip-allow", "action": "Allow", "principal": object{"clientCIDRs": stringList(allow)}})
+			def = "Deny"
+		}
+		security["authorization"] = object{"defaultAction": def, "rules": rules}
 	}
 	if needsCredentialCheck(s) {
 		security["extAuth"] = r.extAuth(s)
 	}
 	return traffic, security, nil
+}
+
+func envoyRetry(spec RetrySpec) object {
+	retry := object{"numRetries": spec.NumRetries}
+	if len(spec.RetryOn) > 0 {
+		retry["retryOn"] = object{"triggers": stringList(spec.RetryOn)}
+	}
+	per := object{}
+	if spec.PerTryTimeoutMS > 0 {
+		per["timeout"] = strconv.Itoa(spec.PerTryTimeoutMS) + "ms"
+	}
+	if bo := spec.Backoff; bo != nil && bo.BaseIntervalMS > 0 {
+		backOff := object{"baseInterval": strconv.Itoa(bo.BaseIntervalMS) + "ms"}
+		if bo.MaxIntervalMS > 0 {
+			backOff["maxInterval"] = strconv.Itoa(bo.MaxIntervalMS) + "ms"
+		}
+		per["backOff"] = backOff
+	}
+	if len(per) > 0 {
+		retry["perRetry"] = per
+	}
+	return retry
+}
+
+func envoyLoadBalancer(b Backend) object {
+	switch b.LBPolicy {
+	case "", "RoundRobin":
+		return nil
+	case "ConsistentHash":
+		ch := object{"type": "SourceIP"}
+		if h := b.ConsistentHash; h != nil {
+			switch h.Type {
+			case "Header":
+				ch = object{"type": "Header", "header": object{"name": h.HeaderName}}
+			case "Cookie":
+				if h.Cookie != nil {
+					cookie := object{"name": h.Cookie.Name}
+					if h.Cookie.TTLSeconds > 0 {
+						cookie["ttl"] = strconv.Itoa(h.Cookie.TTLSeconds) + "s"
+					}
+					ch = object{"type": "Cookie", "cookie": cookie}
+				}
+			}
+		}
+		return object{"type": "ConsistentHash", "consistentHash": ch}
+	default:
+		return object{"type": b.LBPolicy}
+	}
+}
+
+func envoyHealthCheck(hc *HealthCheck) object {
+	if hc == nil {
+		return nil
+	}
+	o := object{}
+	switch strings.ToUpper(hc.Type) {
+	case "TCP":
+		o["type"], o["tcp"] = "TCP", object{}
+	case "GRPC":
+		o["type"], o["grpc"] = "GRPC", object{}
+	default:
+		o["type"], o["http"] = "HTTP", object{"path": firstNonEmpty(hc.Path, "/")}
+	}
+	if hc.IntervalMS > 0 {
+		o["interval"] = strconv.Itoa(hc.IntervalMS) + "ms"
+	}
+	if hc.TimeoutMS > 0 {
+		o["timeout"] = strconv.Itoa(hc.TimeoutMS) + "ms"
+	}
+	if hc.HealthyThreshold > 0 {
+		o["healthyThreshold"] = hc.HealthyThreshold
+	}
+	if hc.UnhealthyThreshold > 0 {
+		o["unhealthyThreshold"] = hc.UnhealthyThreshold
+	}
+	return o
+}
+
+func envoyCircuitBreaker(cb *CircuitBreaker) object {
+	if cb == nil {
+		return nil
+	}
+	o := object{}
+	for k, v := range map[string]int{"maxConnections": cb.MaxConnections, "maxPendingRequests": cb.MaxPendingRequests,
+		"maxParallelRequests": cb.MaxParallelRequests, "maxParallelRetries": cb.MaxParallelRetries} {
+		if v > 0 {
+			o[k] = v
+		}
+	}
+	if len(o) == 0 {
+		return nil
+	}
+	return o
 }
 
 // extAuth sends every request's credential headers to the agent's verifier: the agent holds
@@ -395,19 +641,6 @@ func envoyCORS(spec CORSSpec) object {
 		c["allowCredentials"] = true
 	}
 	return c
-}
-
-// firstBackendLB is the load-balancing policy of the route's first backend. Envoy Gateway sets
-// load balancing per route (BackendTrafficPolicy), not per Backend.
-func firstBackendLB(svc APIService, route Route) string {
-	if len(route.BackendRefs) == 0 {
-		return ""
-	}
-	b, err := resolveBackend(svc, route.BackendRefs[0])
-	if err != nil {
-		return ""
-	}
-	return b.LBPolicy
 }
 
 // RenderCredentials renders a Secret with one entry per credential that may call the publish:

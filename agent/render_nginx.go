@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,20 +143,40 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 }
 
 var nginxLBDirectives = map[string]string{
-	"":               "",
-	"RoundRobin":     "",
-	"LeastRequest":   "    least_conn;\n",
-	"Random":         "    random;\n",
-	"ConsistentHash": "    hash $remote_addr consistent;\n",
+	"":             "",
+	"RoundRobin":   "",
+	"LeastRequest": "    least_conn;\n",
+	"Random":       "    random;\n",
 }
 
+// nginxUpstream renders a backend as an upstream block. Open-source nginx has no active health
+// checks: a health check becomes passive ejection (unhealthy_threshold failures within the
+// interval take a server out for the interval), and a circuit breaker's max_connections caps
+// each server.
 func nginxUpstream(name string, svc APIService, b Backend) (string, error) {
 	if len(b.Endpoints) == 0 {
 		return "", fmt.Errorf("service %s backend %s has no endpoints", svc.Name, b.Name)
 	}
 	lb, ok := nginxLBDirectives[b.LBPolicy]
+	if b.LBPolicy == "ConsistentHash" {
+		key, err := nginxHashKey(b.ConsistentHash)
+		if err != nil {
+			return "", fmt.Errorf("service %s backend %s: %w", svc.Name, b.Name, err)
+		}
+		lb, ok = "    hash "+key+" consistent;\n", true
+	}
 	if !ok {
 		return "", fmt.Errorf("service %s backend %s: unsupported lb_policy %q", svc.Name, b.Name, b.LBPolicy)
+	}
+	var params string
+	if hc := b.HealthCheck; hc != nil && hc.UnhealthyThreshold > 0 {
+		params += fmt.Sprintf(" max_fails=%d", hc.UnhealthyThreshold)
+		if hc.IntervalMS > 0 {
+			params += fmt.Sprintf(" fail_timeout=%ds", (hc.IntervalMS+999)/1000)
+		}
+	}
+	if cb := b.CircuitBreaker; cb != nil && cb.MaxConnections > 0 {
+		params += fmt.Sprintf(" max_conns=%d", cb.MaxConnections)
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "upstream %s {\n%s", name, lb)
@@ -166,10 +188,40 @@ func nginxUpstream(name string, svc APIService, b Backend) (string, error) {
 		if ep.Weight > 1 {
 			fmt.Fprintf(&sb, " weight=%d", ep.Weight)
 		}
+		sb.WriteString(params)
 		sb.WriteString(";\n")
 	}
 	sb.WriteString("}\n")
 	return sb.String(), nil
+}
+
+// nginxHashKey is the hash key of a ConsistentHash backend.
+func nginxHashKey(h *ConsistentHash) (string, error) {
+	if h == nil {
+		return "$remote_addr", nil
+	}
+	switch h.Type {
+	case "", "SourceIP":
+		return "$remote_addr", nil
+	case "Header":
+		v, err := nginxVariable("$http_", h.HeaderName)
+		if err != nil {
+			return "", fmt.Errorf("consistent hash header %w", err)
+		}
+		return v, nil
+	case "Cookie":
+		if h.Cookie == nil {
+			return "", fmt.Errorf("consistent hash on a cookie names no cookie")
+		}
+		// $cookie_NAME takes the name as it is: only names nginx variables can hold.
+		for _, c := range h.Cookie.Name {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') || h.Cookie.Name == "" {
+				return "", fmt.Errorf("consistent hash cookie %q cannot be rendered for nginx", h.Cookie.Name)
+			}
+		}
+		return "$cookie_" + h.Cookie.Name, nil
+	}
+	return "", fmt.Errorf("unsupported consistent hash type %q", h.Type)
 }
 
 // location renders one route. It returns the location text, its match ("^~ /v1"), and the
@@ -236,8 +288,17 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 		upstream = splitVar
 	}
 
+	policies := effectivePolicies(svc, route)
 	var b strings.Builder
 	fmt.Fprintf(&b, "    # route %s (service %s)\n    location %s {\n", route.Name, svc.Name, path)
+	// A CORS preflight is answered here, before the header guards, the method limit and the
+	// credential check: browsers send it without credentials (the add_header lines below
+	// carry the CORS headers into the 204).
+	for _, p := range policies {
+		if p.Type == "cors" {
+			b.WriteString("        if ($request_method = OPTIONS) { return 204; }\n")
+		}
+	}
 	if len(route.Matches.Methods) > 0 {
 		methods := make([]string, len(route.Matches.Methods))
 		for i, m := range route.Matches.Methods {
@@ -264,7 +325,15 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 	if needsCredentialCheck(s) {
 		b.WriteString("        auth_request /_imprun_verify;\n")
 	}
-	for _, p := range effectivePolicies(svc, route) {
+	first, err := resolveBackend(svc, route.BackendRefs[0])
+	if err != nil {
+		return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+	}
+	retry := first.Retry
+	ipRules := map[string][]string{}
+	readTimeoutMS := route.Timeouts.RequestMS
+	var policyTimeout TimeoutSpec
+	for _, p := range policies {
 		switch p.Type {
 		case "rate-limit":
 			var spec RateLimitSpec
@@ -292,7 +361,28 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 					return "", "", "", fmt.Errorf("policy %s: value %q cannot be rendered for nginx", p.ID, v)
 				}
 			}
-			fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n", nginxQuote(strings.Join(spec.AllowOrigins, " ")))
+			if len(spec.AllowOrigins) == 1 || slices.Contains(spec.AllowOrigins, "*") {
+				origin := "*"
+				if !slices.Contains(spec.AllowOrigins, "*") {
+					origin = spec.AllowOrigins[0]
+				}
+				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n", nginxQuote(origin))
+			} else if len(spec.AllowOrigins) > 1 {
+				// The header names one origin: a map echoes the request's Origin when it is
+				// one of the allowed ones (an empty value leaves the header out).
+				originVar := "$" + name + "_cors_origin"
+				var m strings.Builder
+				fmt.Fprintf(&m, "map $http_origin %s {\n    default \"\";\n", originVar)
+				for _, o := range spec.AllowOrigins {
+					if strings.HasPrefix(o, "~") {
+						return "", "", "", fmt.Errorf("policy %s: origin %q cannot be rendered for nginx", p.ID, o)
+					}
+					fmt.Fprintf(&m, "    %s $http_origin;\n", nginxQuote(o))
+				}
+				m.WriteString("}\n")
+				zone += m.String()
+				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n        add_header Vary Origin always;\n", originVar)
+			}
 			fmt.Fprintf(&b, "        add_header Access-Control-Allow-Methods %s always;\n", nginxQuote(strings.Join(spec.AllowMethods, ", ")))
 			if len(spec.AllowHeaders) > 0 {
 				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Headers %s always;\n", nginxQuote(strings.Join(spec.AllowHeaders, ", ")))
@@ -300,31 +390,283 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 			if spec.AllowCredentials {
 				b.WriteString("        add_header Access-Control-Allow-Credentials true always;\n")
 			}
+			if len(spec.ExposeHeaders) > 0 {
+				fmt.Fprintf(&b, "        add_header Access-Control-Expose-Headers %s always;\n", nginxQuote(strings.Join(spec.ExposeHeaders, ", ")))
+			}
+			if spec.MaxAgeSeconds > 0 {
+				fmt.Fprintf(&b, "        add_header Access-Control-Max-Age %d always;\n", spec.MaxAgeSeconds)
+			}
+		case "header-modifier":
+			var spec HeaderModifierSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return "", "", "", err
+			}
+			text, err := nginxHeaderOps(spec)
+			if err != nil {
+				return "", "", "", fmt.Errorf("policy %s: %w", p.ID, err)
+			}
+			b.WriteString(text)
+		case "url-rewrite":
+			var spec URLRewriteSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return "", "", "", err
+			}
+			text, err := nginxRewrite(spec, route)
+			if err != nil {
+				return "", "", "", fmt.Errorf("policy %s: %w", p.ID, err)
+			}
+			b.WriteString(text)
+		case "ip-allow", "ip-deny":
+			var spec IPListSpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return "", "", "", err
+			}
+			verb := "allow"
+			if p.Type == "ip-deny" {
+				verb = "deny"
+			}
+			for _, c := range spec.CIDRs {
+				if _, _, err := net.ParseCIDR(c); err != nil && net.ParseIP(c) == nil {
+					return "", "", "", fmt.Errorf("policy %s: %q is not an address or CIDR", p.ID, c)
+				}
+			}
+			ipRules[verb] = spec.CIDRs
+		case "retry":
+			var spec RetrySpec
+			if err := decodeSpec(p, &spec); err != nil {
+				return "", "", "", err
+			}
+			retry = &spec
+		case "timeout":
+			if err := decodeSpec(p, &policyTimeout); err != nil {
+				return "", "", "", err
+			}
 		}
 	}
-	if route.Timeouts.RequestMS > 0 {
-		fmt.Fprintf(&b, "        proxy_read_timeout %dms;\n", route.Timeouts.RequestMS)
+	// nginx checks deny and allow in order: denied addresses first, then the allowed ones,
+	// then nobody else.
+	for _, c := range ipRules["deny"] {
+		fmt.Fprintf(&b, "        deny %s;\n", c)
+	}
+	for _, c := range ipRules["allow"] {
+		fmt.Fprintf(&b, "        allow %s;\n", c)
+	}
+	if len(ipRules["allow"]) > 0 {
+		b.WriteString("        deny all;\n")
+	}
+	if retry != nil && retry.NumRetries > 0 {
+		fmt.Fprintf(&b, "        proxy_next_upstream %s;\n        proxy_next_upstream_tries %d;\n", nginxRetryOn(retry.RetryOn), retry.NumRetries+1)
+	}
+	// nginx bounds the wait for the backend's response, not the request end to end: the
+	// route's request timeout, else the timeout policy's, else a backend request timeout.
+	if readTimeoutMS == 0 {
+		readTimeoutMS = firstPositive(policyTimeout.RequestMS, route.Timeouts.BackendRequestMS, policyTimeout.BackendRequestMS, first.Timeouts.RequestMS)
+	}
+	if readTimeoutMS > 0 {
+		fmt.Fprintf(&b, "        proxy_read_timeout %dms;\n", readTimeoutMS)
+	}
+	if first.Timeouts.ConnectMS > 0 {
+		fmt.Fprintf(&b, "        proxy_connect_timeout %dms;\n", first.Timeouts.ConnectMS)
 	}
 	scheme := "http"
-	if bk, err := resolveBackend(svc, route.BackendRefs[0]); err == nil && (bk.Scheme == "https" || bk.Scheme == "grpcs") {
+	if first.Scheme == "https" || first.Scheme == "grpcs" {
 		scheme = "https"
+		text, err := r.upstreamTLS(first)
+		if err != nil {
+			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+		}
+		b.WriteString(text)
 	}
 	fmt.Fprintf(&b, "        proxy_pass %s://%s;\n    }\n", scheme, upstream)
 	return b.String(), path, zone, nil
 }
 
-// nginxGuard renders a header or query match as an if that refuses non-matching requests.
-func nginxGuard(varPrefix string, m ValueMatch) (string, error) {
-	name := strings.ToLower(strings.ReplaceAll(m.Name, "-", "_"))
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
-			return "", fmt.Errorf("%q cannot be rendered for nginx", m.Name)
+// upstreamTLS verifies an https backend like Envoy Gateway does (system CAs, unless the
+// backend says not to) and names it in SNI: nginx would otherwise send, and check the
+// certificate against, the upstream block's name.
+func (r nginxRenderer) upstreamTLS(b Backend) (string, error) {
+	name := ""
+	if b.TLS != nil && b.TLS.SNI != "" {
+		name = b.TLS.SNI
+	} else if h := b.Endpoints[0].Host; net.ParseIP(h) == nil {
+		name = h
+	}
+	var sb strings.Builder
+	if name != "" {
+		if !safeNginxToken(name) {
+			return "", fmt.Errorf("backend %s: server name %q cannot be rendered for nginx", b.Name, name)
+		}
+		fmt.Fprintf(&sb, "        proxy_ssl_server_name on;\n        proxy_ssl_name %s;\n", name)
+	}
+	if b.TLS != nil && b.TLS.InsecureSkipVerify {
+		sb.WriteString("        proxy_ssl_verify off;\n")
+	} else {
+		if !safeNginxValue(r.opts.NginxTrustedCA) {
+			return "", fmt.Errorf("trusted CA path %q cannot be rendered for nginx", r.opts.NginxTrustedCA)
+		}
+		fmt.Fprintf(&sb, "        proxy_ssl_verify on;\n        proxy_ssl_trusted_certificate %s;\n", r.opts.NginxTrustedCA)
+	}
+	return sb.String(), nil
+}
+
+// nginxRetryOn maps retry triggers to proxy_next_upstream conditions; triggers nginx cannot
+// tell apart (gRPC statuses, 409) fall back to its default, connection errors and timeouts.
+func nginxRetryOn(on []string) string {
+	conds := map[string]bool{}
+	for _, t := range on {
+		switch t {
+		case "5xx":
+			conds["http_500"], conds["http_502"], conds["http_503"], conds["http_504"] = true, true, true, true
+		case "gateway-error":
+			conds["http_502"], conds["http_503"], conds["http_504"] = true, true, true
+		case "reset", "refused-stream":
+			conds["error"] = true
+		case "connect-failure":
+			conds["error"], conds["timeout"] = true, true
 		}
 	}
-	if name == "" {
+	if len(conds) == 0 {
+		conds["error"], conds["timeout"] = true, true
+	}
+	// nginx's own order: error, timeout, then the status codes.
+	var out []string
+	for _, c := range []string{"error", "timeout", "http_500", "http_502", "http_503", "http_504"} {
+		if conds[c] {
+			out = append(out, c)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// nginxHeaderOps renders a header-modifier policy. nginx cannot append to a request header,
+// so add and set both replace it; removing one sends it empty, which nginx leaves out.
+func nginxHeaderOps(spec HeaderModifierSpec) (string, error) {
+	var b strings.Builder
+	check := func(h HeaderValue) error {
+		if !safeHeaderName(h.Name) {
+			return fmt.Errorf("header name %q cannot be rendered for nginx", h.Name)
+		}
+		if !nginxLiteral(h.Value) {
+			return fmt.Errorf("header %s: value %q cannot be rendered for nginx", h.Name, h.Value)
+		}
+		return nil
+	}
+	if ops := spec.Request; ops != nil {
+		for _, h := range append(append([]HeaderValue{}, ops.Set...), ops.Add...) {
+			if err := check(h); err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "        proxy_set_header %s %s;\n", h.Name, nginxQuote(h.Value))
+		}
+		for _, n := range ops.Remove {
+			if !safeHeaderName(n) {
+				return "", fmt.Errorf("header name %q cannot be rendered for nginx", n)
+			}
+			fmt.Fprintf(&b, "        proxy_set_header %s \"\";\n", n)
+		}
+	}
+	if ops := spec.Response; ops != nil {
+		for _, h := range ops.Set {
+			if err := check(h); err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "        proxy_hide_header %s;\n        add_header %s %s always;\n", h.Name, h.Name, nginxQuote(h.Value))
+		}
+		for _, h := range ops.Add {
+			if err := check(h); err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "        add_header %s %s always;\n", h.Name, nginxQuote(h.Value))
+		}
+		for _, n := range ops.Remove {
+			if !safeHeaderName(n) {
+				return "", fmt.Errorf("header name %q cannot be rendered for nginx", n)
+			}
+			fmt.Fprintf(&b, "        proxy_hide_header %s;\n", n)
+		}
+	}
+	return b.String(), nil
+}
+
+// nginxRewrite renders a url-rewrite policy: the host header and/or the path (the whole of it,
+// or the route's prefix).
+func nginxRewrite(spec URLRewriteSpec, route Route) (string, error) {
+	var b strings.Builder
+	if spec.Hostname != "" {
+		if !safeNginxToken(spec.Hostname) {
+			return "", fmt.Errorf("hostname %q cannot be rendered for nginx", spec.Hostname)
+		}
+		fmt.Fprintf(&b, "        proxy_set_header Host %s;\n", spec.Hostname)
+	}
+	if spec.Path == nil {
+		return b.String(), nil
+	}
+	value := spec.Path.Value
+	if !strings.HasPrefix(value, "/") || !nginxLiteral(value) {
+		return "", fmt.Errorf("rewrite path %q cannot be rendered for nginx", value)
+	}
+	switch spec.Path.Type {
+	case "full":
+		fmt.Fprintf(&b, "        rewrite ^ %s break;\n", nginxQuote(value))
+	case "prefix":
+		if t := route.Matches.Path.Type; t != "" && t != "prefix" {
+			return "", fmt.Errorf("a prefix rewrite needs a prefix path match, route %s has %s", route.Name, t)
+		}
+		// As Gateway API's ReplacePrefixMatch: /v1/charges/x with prefix /v1/charges
+		// replaced by /api gives /api/x, and by / gives /x.
+		prefix := regexp.QuoteMeta(strings.TrimRight(firstNonEmpty(route.Matches.Path.Value, "/"), "/"))
+		repl := strings.TrimRight(value, "/")
+		fmt.Fprintf(&b, "        rewrite %s %s break;\n", nginxQuote("^"+prefix+"(/.*)$"), nginxQuote(repl+"$1"))
+		fmt.Fprintf(&b, "        rewrite %s %s break;\n", nginxQuote("^"+prefix+"$"), nginxQuote(firstNonEmpty(repl, "/")))
+	default:
+		return "", fmt.Errorf("unsupported rewrite path type %q", spec.Path.Type)
+	}
+	return b.String(), nil
+}
+
+// safeHeaderName accepts HTTP header names (RFC 9110 tokens without the characters nginx
+// would read as syntax).
+func safeHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_!#%&*+.^|~", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+func firstPositive(vals ...int) int {
+	for _, v := range vals {
+		if v > 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+// nginxVariable is the variable nginx keeps a header ($http_) or query parameter ($arg_) in.
+func nginxVariable(prefix, name string) (string, error) {
+	v := strings.ToLower(strings.ReplaceAll(name, "-", "_"))
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return "", fmt.Errorf("%q cannot be rendered for nginx", name)
+		}
+	}
+	if v == "" {
 		return "", fmt.Errorf("name is empty")
 	}
-	variable := varPrefix + name
+	return prefix + v, nil
+}
+
+// nginxGuard renders a header or query match as an if that refuses non-matching requests.
+func nginxGuard(varPrefix string, m ValueMatch) (string, error) {
+	variable, err := nginxVariable(varPrefix, m.Name)
+	if err != nil {
+		return "", err
+	}
 	switch m.Type {
 	case "Present":
 		return fmt.Sprintf("        if (%s = \"\") { return 404; }\n", variable), nil
@@ -403,18 +745,20 @@ func nginxLiteral(s string) bool {
 	return !strings.ContainsAny(s, "$\n\r")
 }
 
-// RenderCredentials renders an nginx map from key prefix to secret hash for the publish, for
-// an njs or Lua check that wants to verify locally; the rendered config itself asks the
-// verifier through auth_request.
+// RenderCredentials renders, for a local check (njs or Lua) that wants to verify without the
+// agent, an nginx map from a presented X-API-Key ("<key_prefix>.<secret>") to the secret hash
+// of the credential with that prefix. The file stands alone inside http {} (it needs no
+// variable defined elsewhere); the rendered publish itself asks the verifier through
+// auth_request.
 func (r nginxRenderer) RenderCredentials(publishID string, creds []Credential) (string, []byte, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Credential hashes for publish %s. Do not edit.\n", publishID)
-	fmt.Fprintf(&b, "map $imprun_key_prefix $%s {\n    default \"\";\n", nginxName("imp", shortID(publishID), "secret_hash"))
+	fmt.Fprintf(&b, "map $http_x_api_key $%s {\n    default \"\";\n", nginxName("imp", shortID(publishID), "secret_hash"))
 	for _, c := range creds {
-		if !safeNginxToken(c.KeyPrefix) {
+		if !safeNginxToken(c.KeyPrefix) || !nginxLiteral(c.SecretHash) {
 			continue
 		}
-		fmt.Fprintf(&b, "    %s %s;\n", nginxQuote(c.KeyPrefix), nginxQuote(c.SecretHash))
+		fmt.Fprintf(&b, "    %s %s;\n", nginxQuote("~^"+regexp.QuoteMeta(c.KeyPrefix)+`\.`), nginxQuote(c.SecretHash))
 	}
 	b.WriteString("}\n")
 	return "credentials.conf", []byte(b.String()), nil

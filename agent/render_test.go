@@ -151,7 +151,7 @@ func TestRenderPublish(t *testing.T) {
 				"auth_request /_imprun_verify;",
 				"proxy_pass http://imp_" + pid + "_charges_charges_v1;",
 				"proxy_read_timeout 5000ms;",
-				"proxy_pass http://imprun-agent.imprun-system.svc.cluster.local:8081/verify/7f3c2a10-5b1e-4c2d-9a8f-0e1d2c3b4a59;",
+				"proxy_pass http://127.0.0.1:8081/verify/7f3c2a10-5b1e-4c2d-9a8f-0e1d2c3b4a59;",
 			},
 			absent: []string{"wasm"},
 		},

@@ -9,7 +9,10 @@ import (
 // to render that publish for a gateway. Decoding ignores unknown fields on purpose, so the server
 // can add fields without breaking deployed agents.
 type Snapshot struct {
-	PublishID   string          `json:"publish_id"`
+	PublishID string `json:"publish_id"`
+	// Revision is not in the snapshot the server serves (its bytes must not depend on it, so a
+	// rollback keeps the old checksum): the agent takes it from the DeployCommand. A snapshot
+	// that does carry one must agree with the command.
 	Revision    int32           `json:"revision"`
 	Product     SnapshotProduct `json:"product"`
 	ClusterID   string          `json:"cluster_id"`
@@ -107,11 +110,18 @@ type Backend struct {
 	Scheme    string     `json:"scheme"`
 	Endpoints []Endpoint `json:"endpoints"`
 	LBPolicy  string     `json:"lb_policy"`
-	Timeouts  struct {
+	// ConsistentHash says what a ConsistentHash lb_policy hashes on (nil: the client address).
+	ConsistentHash *ConsistentHash `json:"consistent_hash"`
+	Timeouts       struct {
 		ConnectMS int `json:"connect_ms"`
 		RequestMS int `json:"request_ms"`
 		IdleMS    int `json:"idle_ms"`
 	} `json:"timeouts"`
+	HealthCheck    *HealthCheck    `json:"health_check"`
+	CircuitBreaker *CircuitBreaker `json:"circuit_breaker"`
+	// Retry is the backend's own retry behaviour; a route's retry policy replaces it.
+	Retry *RetrySpec  `json:"retry"`
+	TLS   *BackendTLS `json:"tls"`
 }
 
 // Endpoint is one address of a backend.
@@ -119,15 +129,53 @@ type Endpoint struct {
 	Host   string `json:"host"`
 	Port   int    `json:"port"`
 	Weight int    `json:"weight"`
+	Zone   string `json:"zone"`
+}
+
+// ConsistentHash is the hash key of a ConsistentHash backend.
+type ConsistentHash struct {
+	Type       string `json:"type"` // SourceIP, Header or Cookie
+	HeaderName string `json:"header_name"`
+	Cookie     *struct {
+		Name       string `json:"name"`
+		TTLSeconds int    `json:"ttl_seconds"`
+	} `json:"cookie"`
+}
+
+// HealthCheck is an active health check of a backend's endpoints.
+type HealthCheck struct {
+	Type               string `json:"type"` // HTTP, TCP or GRPC
+	Path               string `json:"path"`
+	IntervalMS         int    `json:"interval_ms"`
+	TimeoutMS          int    `json:"timeout_ms"`
+	HealthyThreshold   int    `json:"healthy_threshold"`
+	UnhealthyThreshold int    `json:"unhealthy_threshold"`
+}
+
+// CircuitBreaker caps what a backend is sent; 0 keeps the proxy's default.
+type CircuitBreaker struct {
+	MaxConnections      int `json:"max_connections"`
+	MaxPendingRequests  int `json:"max_pending_requests"`
+	MaxParallelRequests int `json:"max_parallel_requests"`
+	MaxParallelRetries  int `json:"max_parallel_retries"`
+}
+
+// BackendTLS is TLS towards an https or grpcs backend.
+type BackendTLS struct {
+	SNI                string `json:"sni"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
 }
 
 // Policy is a traffic or security policy; Spec depends on Type (rate-limit, cors, timeout,
-// retry, ...).
+// retry, ...). The server resolves policies per route (route over service over global) and
+// lists the winners on the route with the scope they came from, higher priority first.
 type Policy struct {
-	ID    string          `json:"id"`
-	Type  string          `json:"type"`
-	Scope string          `json:"scope"` // global, service or route
-	Spec  json.RawMessage `json:"spec"`
+	ID       string          `json:"id"`
+	Name     string          `json:"name"`
+	Type     string          `json:"type"`
+	Scope    string          `json:"scope"` // global, service or route
+	Priority int             `json:"priority"`
+	Spec     json.RawMessage `json:"spec"`
 }
 
 // DecodeSnapshot parses snapshot bytes and checks the fields rendering cannot do without.
@@ -162,11 +210,48 @@ type CORSSpec struct {
 	AllowCredentials bool     `json:"allow_credentials"`
 }
 
-// RetrySpec is the spec of a retry policy.
+// RetrySpec is the spec of a retry policy (and a backend's own retry).
 type RetrySpec struct {
 	NumRetries      int      `json:"num_retries"`
 	RetryOn         []string `json:"retry_on"`
 	PerTryTimeoutMS int      `json:"per_try_timeout_ms"`
+	Backoff         *struct {
+		BaseIntervalMS int `json:"base_interval_ms"`
+		MaxIntervalMS  int `json:"max_interval_ms"`
+	} `json:"backoff"`
+}
+
+// HeaderValue is a header name and value.
+type HeaderValue struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// HeaderOps changes headers: add appends, set replaces, remove deletes.
+type HeaderOps struct {
+	Add    []HeaderValue `json:"add"`
+	Set    []HeaderValue `json:"set"`
+	Remove []string      `json:"remove"`
+}
+
+// HeaderModifierSpec is the spec of a header-modifier policy.
+type HeaderModifierSpec struct {
+	Request  *HeaderOps `json:"request"`
+	Response *HeaderOps `json:"response"`
+}
+
+// URLRewriteSpec is the spec of a url-rewrite policy.
+type URLRewriteSpec struct {
+	Hostname string `json:"hostname"`
+	Path     *struct {
+		Type  string `json:"type"` // full or prefix
+		Value string `json:"value"`
+	} `json:"path"`
+}
+
+// IPListSpec is the spec of an ip-allow or ip-deny policy.
+type IPListSpec struct {
+	CIDRs []string `json:"cidrs"`
 }
 
 // TimeoutSpec is the spec of a timeout policy.

@@ -37,7 +37,10 @@ package agentgw_test
 // the Nth CommandAck received.
 //
 // Run: go test -run '^$' -bench BenchmarkAgentFleet -benchtime 1x ./agentgw/
-// Knobs: IMPRUN_BENCH_AGENTS (default 10000), IMPRUN_BENCH_WINDOW (default 10s).
+// Knobs: IMPRUN_BENCH_AGENTS (default 10000), IMPRUN_BENCH_WINDOW (default 10s); for
+// looking into the gateway: IMPRUN_BENCH_SKIP_BARE=1, IMPRUN_BENCH_HEAPPROFILE=file (heap
+// while the fleet is connected), IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the
+// first broadcast only).
 
 import (
 	"bufio"
@@ -71,6 +74,7 @@ import (
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
 )
 
 const benchChildEnv = "IMPRUN_BENCH_CHILD"
@@ -100,7 +104,11 @@ func BenchmarkAgentFleet(b *testing.B) {
 	b.Logf("agent fleet: %d agents, each its own grpc.ClientConn in a client process; heartbeat %s; window %s; RLIMIT_NOFILE %d",
 		n, benchHeartbeat, window, limit)
 
-	bare := benchBare(b, n, window)
+	load0 := loadAverage()
+	var bare fleetResult
+	if os.Getenv("IMPRUN_BENCH_SKIP_BARE") == "" {
+		bare = benchBare(b, n, window)
+	}
 	gw := benchGateway(b, n, window)
 
 	b.ReportMetric(gw.rssPerAgentKB, "KB/agent")
@@ -113,7 +121,8 @@ func BenchmarkAgentFleet(b *testing.B) {
 	b.ReportMetric(gw.pgRowsPerSec, "pg-rows/s")
 
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nagent fleet, %d agents (each its own connection), heartbeat %s, %d CPUs\n", n, benchHeartbeat, runtime.NumCPU())
+	fmt.Fprintf(&sb, "\nagent fleet, %d agents (each its own connection), heartbeat %s, %d CPUs, load average %s at start, %s at end\n",
+		n, benchHeartbeat, runtime.NumCPU(), load0, loadAverage())
 	fmt.Fprintf(&sb, "  %-34s %14s %14s %8s\n", "", "agent gateway", "bare grpc-go", "ratio")
 	row := func(name, unit string, g, r float64) {
 		ratio := "-"
@@ -125,9 +134,11 @@ func BenchmarkAgentFleet(b *testing.B) {
 	row("RSS per connected agent", "KB", gw.rssPerAgentKB, bare.rssPerAgentKB)
 	row("broadcast acknowledged by all", "ms", gw.broadcast.Seconds()*1000, bare.broadcast.Seconds()*1000)
 	row("server CPU at steady heartbeat", "%", gw.cpuPercent, bare.cpuPercent)
+	fmt.Fprintf(&sb, "  %-34s %11.1f %%  (clients' process: %.1f %%)\n", "Postgres CPU at steady heartbeat", gw.pgCPUPercent, gw.clientCPUPercent)
 	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres transactions (window)", gw.pgXactPerSec)
 	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres rows written (window)", gw.pgRowsPerSec)
 	fmt.Fprintf(&sb, "  %-34s %11.1f ms (all %d CommandAcks sent by the agents)\n", "  of which agents acked", gw.allAcksSent.Seconds()*1000, n)
+	fmt.Fprintf(&sb, "  %-34s %8.2f s api, %.2f s Postgres, %.2f s clients\n", "  CPU spent on the broadcast", gw.broadcastCPU[0].Seconds(), gw.broadcastCPU[1].Seconds(), gw.broadcastCPU[2].Seconds())
 	row("connect the fleet", "s", gw.connect.Seconds(), bare.connect.Seconds())
 	fmt.Fprintf(&sb, "  %-34s %11.1f KB (client process, per agent)\n", "client cost, for reference", gw.clientKB)
 	fmt.Fprintf(&sb, "  %-34s %11.2f %14.2f\n", "server goroutines per agent", gw.goroutinesPerAgent, bare.goroutinesPerAgent)
@@ -150,6 +161,9 @@ type fleetResult struct {
 	goroutinesPerAgent float64
 	stackPerAgentKB    float64
 	heapPerAgentKB     float64
+	pgCPUPercent       float64
+	clientCPUPercent   float64
+	broadcastCPU       [3]time.Duration // api process, Postgres, clients
 }
 
 // benchBare measures the bare grpc-go server in its own process.
@@ -196,8 +210,10 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	env := apitest.New(b, apitest.Options{
-		Agents:         &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
-		GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet)},
+		Agents: &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
+		// Results have nobody to go to: the gateway is measured, not Temporal (with the
+		// TemporalSink every credential ack is one SignalWorkflow call).
+		GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(nopSink{})},
 	})
 	// The pool as the api process configures it (database.max_open_conns, max_idle_conns).
 	env.SQL.SetMaxOpenConns(20)
@@ -258,9 +274,11 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		must(b, env.SQL.QueryRow(`SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.xact, &s.rows))
 		return s
 	}
+	cl0, pgc0 := clients.do(b, childReq{Op: "stats"}), postgresCPU()
 	pg0, cpu0, t0 := readPG(), processCPU(), time.Now()
 	time.Sleep(window)
 	pg1, cpu1, t1 := readPG(), processCPU(), time.Now()
+	cl1, pgc1 := clients.do(b, childReq{Op: "stats"}), postgresCPU()
 	secs := t1.Sub(t0).Seconds()
 	if live := gw.SessionCount(); live != n {
 		b.Fatalf("only %d of %d agents still connected after the window", live, n)
@@ -268,6 +286,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 
 	// Broadcast: one command to the cluster, acknowledged by every agent.
 	var total, totalSent time.Duration
+	bcl0, bpg0, bcpu0 := clients.do(b, childReq{Op: "stats"}), postgresCPU(), processCPU()
 	for i := 0; i < b.N; i++ {
 		acked0 := clients.do(b, childReq{Op: "stats"}).Acked
 		cmd := models.AgentCommand{ClusterID: clusterID, Kind: models.CommandCredentialUpsert, Priority: models.PriorityNormal,
@@ -275,6 +294,13 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 			Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1, Type: "api_key",
 				KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppID: uuid.NewString(),
 				Grants: []models.CredentialGrant{{PublishID: uuid.NewString(), Limits: models.PlanLimits{RequestsPerMinute: 600}}}})}
+		if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" && i == 0 {
+			f, err := os.Create(path)
+			must(b, err)
+			pprof.StopCPUProfile() // a -cpuprofile of the whole run gives way to this one
+			must(b, pprof.StartCPUProfile(f))
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 		start := time.Now()
 		_, err := env.Store.EnqueueCommand(ctx, &cmd)
 		must(b, err)
@@ -293,6 +319,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		}
 		totalSent += sent
 	}
+	bcl1, bpg1, bcpu1 := clients.do(b, childReq{Op: "stats"}), postgresCPU(), processCPU()
 	clients.do(b, childReq{Op: "quit"})
 	return fleetResult{
 		rssPerAgentKB:      float64(rss1-rss0) / float64(n),
@@ -306,8 +333,15 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		goroutinesPerAgent: float64(g1-g0) / float64(n),
 		stackPerAgentKB:    float64(stack1-stack0) / float64(n),
 		heapPerAgentKB:     float64(heap1-heap0) / float64(n),
+		pgCPUPercent:       100 * float64(pgc1-pgc0) / float64(t1.Sub(t0)),
+		clientCPUPercent:   100 * float64(cl1.CPU-cl0.CPU) / float64(t1.Sub(t0)),
+		broadcastCPU:       [3]time.Duration{(bcpu1 - bcpu0) / time.Duration(b.N), (bpg1 - bpg0) / time.Duration(b.N), (bcl1.CPU - bcl0.CPU) / time.Duration(b.N)},
 	}
 }
+
+type nopSink struct{}
+
+func (nopSink) PassOn(context.Context, store.UnpassedResult) error { return nil }
 
 // ---- the simulated agent ----
 
@@ -741,6 +775,60 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// postgresCPU is the CPU time of the harness's PostgreSQL: the postmaster this process started
+// and its backends (other PostgreSQL servers on the machine are not counted).
+func postgresCPU() time.Duration {
+	type proc struct {
+		ppid  int
+		ticks int64
+	}
+	procs := map[int]proc{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, end := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
+		if open < 0 || end < open || string(b[open+1:end]) != "postgres" {
+			continue
+		}
+		f := strings.Fields(string(b[end+1:])) // f[0] is field 3 (state)
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		procs[pid] = proc{ppid: ppid, ticks: ut + st}
+	}
+	var ticks int64
+	for pid, p := range procs {
+		if p.ppid == os.Getpid() {
+			ticks += p.ticks
+			for _, c := range procs {
+				if c.ppid == pid {
+					ticks += c.ticks
+				}
+			}
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// loadAverage is the 1-minute load average: other work on the machine skews every figure.
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // raiseFDLimit raises the soft RLIMIT_NOFILE as far as allowed and returns it.

@@ -87,40 +87,40 @@ func (g *Gateway) Connect(stream agentv1.AgentService_ConnectServer) error {
 		return err
 	}
 
-	sendDone := make(chan error, 1)
-	go func() { sendDone <- g.sendLoop(stream, s, resp.JwtExpiresAt.AsTime()) }()
-	g.sync(ctx, s)
-
+	// The agent's messages are read on a goroutine of their own; this one is the stream's only
+	// writer (sendLoop) until either side ends the stream. One goroutine per stream fewer
+	// than reading and writing beside a waiting handler: stacks are most of a stream's memory.
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
 				recvErr <- err
+				s.cancel(err)
 				return
 			}
 			s.touch()
 			g.handle(ctx, s, msg)
 		}
 	}()
-
+	g.sync(ctx, s)
+	err = g.sendLoop(stream, s, resp.JwtExpiresAt.AsTime())
 	select {
-	case err := <-recvErr:
-		s.cancel(err)
-		<-sendDone
-		log.Info("agent stream ended", "reason", err)
+	case rerr := <-recvErr:
+		log.Info("agent stream ended", "reason", rerr)
 		return nil
-	case err := <-sendDone:
-		cause := context.Cause(s.ctx)
-		log.Info("agent stream closed by the server", "reason", cause)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
-		if errors.Is(cause, errClosed) || cause == nil {
-			return nil
-		}
-		return status.Error(codes.Unavailable, cause.Error())
+	default:
 	}
+	// Closed by the server (its reader is still blocked in Recv; returning ends the stream).
+	cause := context.Cause(s.ctx)
+	log.Info("agent stream closed by the server", "reason", cause)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if errors.Is(cause, errClosed) || cause == nil {
+		return nil
+	}
+	return status.Error(codes.Unavailable, cause.Error())
 }
 
 // sendLoop is the only goroutine that writes to the stream. It also renews the agent's JWT
@@ -243,6 +243,11 @@ func (g *Gateway) deliver(s *session, c models.AgentCommand) {
 		g.log.Error("unrenderable command skipped", "command_id", c.ID, "kind", c.Kind, "err", err)
 		return
 	}
+	g.deliverMessage(s, c, m)
+}
+
+// deliverMessage queues c, rendered as m, on s and records that it was sent.
+func (g *Gateway) deliverMessage(s *session, c models.AgentCommand, m *agentv1.ServerMessage) {
 	if s.offerCommand(c, m) {
 		g.deliveries.add(store.DeliveryRecord{CommandID: c.ID, AgentID: s.agentID, Status: models.DeliverySent, At: time.Now().UTC()})
 	}

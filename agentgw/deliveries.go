@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 )
@@ -48,6 +50,7 @@ func (w *deliveryWriter) run(ctx context.Context) {
 		case r := <-w.in:
 			batch = append(batch[:0], r)
 		case <-w.done:
+			batch = batch[:0] // what it held was written already
 			for {
 				select {
 				case r := <-w.in:
@@ -101,15 +104,25 @@ func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord
 	if len(acked) == 0 {
 		return
 	}
-	// Passing on talks to Temporal; it must not hold up the next batch.
+	// Passing on talks to Temporal; it must not hold up the next batch. A broadcast's acks
+	// share one command: it is loaded once per batch, not once per agent.
 	go func() {
+		cmds := map[uuid.UUID]*models.AgentCommand{}
+		results := make([]store.UnpassedResult, 0, len(acked))
 		for _, r := range acked {
-			c, err := w.g.store.GetCommand(ctx, r.CommandID)
-			if err != nil {
+			c, seen := cmds[r.CommandID]
+			if !seen {
+				if got, err := w.g.store.GetCommand(ctx, r.CommandID); err == nil {
+					c = &got
+				}
+				cmds[r.CommandID] = c
+			}
+			if c == nil {
 				continue // the sweeper retries
 			}
-			w.g.passOn(ctx, store.UnpassedResult{CommandID: r.CommandID, AgentID: r.AgentID, Kind: c.Kind, Payload: c.Payload,
+			results = append(results, store.UnpassedResult{CommandID: r.CommandID, ClusterID: c.ClusterID, AgentID: r.AgentID, Kind: c.Kind, Payload: c.Payload,
 				ResultStatus: r.ResultStatus, Result: r.Result, AckedAt: r.At})
 		}
+		w.g.passOn(ctx, results)
 	}()
 }

@@ -112,8 +112,8 @@ func (g *Gateway) Run(ctx context.Context) {
 	}
 	wg.Wait()
 	g.deliveries.stop()
+	<-wdone // its last batch is written with a live context, then it is cancelled
 	wcancel()
-	<-wdone
 	g.presence.flush(context.WithoutCancel(ctx))
 }
 
@@ -193,21 +193,33 @@ func (g *Gateway) sweepUnpassedResults(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		for _, r := range rows {
-			g.passOn(ctx, r)
-		}
+		g.passOn(ctx, rows)
 	}
 }
 
-func (g *Gateway) passOn(ctx context.Context, r store.UnpassedResult) {
-	if g.sink != nil {
-		if err := g.sink.PassOn(ctx, r); err != nil {
-			g.log.Warn("passing a result on failed; the sweeper retries", "command_id", r.CommandID, "agent_id", r.AgentID, "err", err)
-			return
+// passOn passes results to the sink and records, in one statement, which ones it took (all of
+// them when there is no sink). A result the sink refused stays for the sweeper.
+func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
+	cmds := make([]string, 0, len(rs))
+	agents := make([]string, 0, len(rs))
+	for _, r := range rs {
+		if g.sink != nil {
+			if err := g.sink.PassOn(ctx, r); err != nil {
+				g.log.Warn("passing a result on failed; the sweeper retries", "command_id", r.CommandID, "agent_id", r.AgentID, "err", err)
+				continue
+			}
 		}
+		cmds = append(cmds, r.CommandID.String())
+		agents = append(agents, r.AgentID.String())
 	}
-	if err := g.store.MarkPassedOn(ctx, r.CommandID, r.AgentID); err != nil && ctx.Err() == nil {
-		g.log.Warn("mark result passed on", "command_id", r.CommandID, "err", err)
+	if len(cmds) == 0 {
+		return
+	}
+	err := g.db(ctx).Exec(`UPDATE agent_command_deliveries d SET passed_on_at = now()
+		FROM unnest(?::uuid[], ?::uuid[]) AS v(command_id, agent_id)
+		WHERE d.command_id = v.command_id AND d.agent_id = v.agent_id AND d.passed_on_at IS NULL`, pgArray(cmds), pgArray(agents)).Error
+	if err != nil && ctx.Err() == nil {
+		g.log.Warn("mark results passed on; the sweeper passes them again", "results", len(cmds), "err", err)
 	}
 }
 

@@ -67,14 +67,20 @@ func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 		if err != nil {
 			return
 		}
+		// Rendered once for every stream (a sent message is only read, so streams share it).
+		m, err := g.toMessage(c)
+		if err != nil {
+			g.log.Error("unrenderable command skipped", "command_id", c.ID, "kind", c.Kind, "err", err)
+			return
+		}
 		if c.AgentID != nil {
 			if s := g.sessions.get(*c.AgentID); s != nil {
-				g.deliver(s, c)
+				g.deliverMessage(s, c, m)
 			}
 			return
 		}
 		for _, s := range g.sessions.inCluster(c.ClusterID) {
-			g.deliver(s, c)
+			g.deliverMessage(s, c, m)
 		}
 	case store.AgentControlChannel:
 		op, rest, _ := strings.Cut(payload, ":")

@@ -80,14 +80,27 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 	return err
 }
 
-// credentialAck is wired by the credential module.
+// credentialAck signals the rollout of the credential version the command carried. A run that
+// has ended (a newer version replaced it) needs nothing more.
 func (s TemporalSink) credentialAck(ctx context.Context, r store.UnpassedResult) error {
-	if CredentialAckHook != nil {
-		return CredentialAckHook(ctx, s.Temporal, r)
+	var p struct {
+		CredentialID string `json:"credential_id"`
+		Version      int64  `json:"version"`
 	}
-	return nil
+	if err := models.FromJSONMap(r.Payload, &p); err != nil || p.CredentialID == "" {
+		return nil
+	}
+	c, err := s.Temporal.Client()
+	if err != nil {
+		return err
+	}
+	success, _ := r.Result["success"].(bool)
+	msg, _ := r.Result["message"].(string)
+	err = c.SignalWorkflow(ctx, workflows.CredentialSyncWorkflowID(p.CredentialID, p.Version), "", workflows.SignalCredentialAck,
+		workflows.CredentialAck{CommandID: r.CommandID.String(), ClusterID: r.ClusterID.String(), AgentID: r.AgentID.String(), Success: success, Message: msg})
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return nil
+	}
+	return err
 }
-
-// CredentialAckHook passes credential command acknowledgements on (set by the credential
-// module at wiring time).
-var CredentialAckHook func(ctx context.Context, t *temporalclient.Holder, r store.UnpassedResult) error

@@ -51,7 +51,13 @@ type stackOptions struct {
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
-	env := apitest.New(t, apitest.Options{WithTemporal: true, Agents: timing})
+	return newStackWith(t, o, apitest.Options{})
+}
+
+func newStackWith(t *testing.T, o stackOptions, eo apitest.Options) *stack {
+	t.Helper()
+	eo.WithTemporal, eo.Agents = true, timing
+	env := apitest.New(t, eo)
 	s := &stack{env: env, ops: env.As(opsP), owner: env.As(ownerP)}
 	if !o.noWorker {
 		env.StartWorker(t)

@@ -118,6 +118,8 @@ func (a *API) Register(e *echo.Echo) {
 	a.registerMembers(cust)
 
 	public := v1.Group("/public")
+	a.registerMarketplace(public, cust, prov)
+	a.registerSubscriptions(prov, cust)
 
 	agent := v1.Group("/agent", a.authenticateAgent, a.idempotent, a.audited)
 	a.registerAgentREST(agent)

@@ -50,6 +50,9 @@ func (a *API) audited(next echo.HandlerFunc) echo.HandlerFunc {
 		if status < 200 || status >= 300 {
 			return nil
 		}
+		if skip, _ := c.Get(ctxSkipAudit).(bool); skip {
+			return nil
+		}
 		e, _ := c.Get(ctxAudit).(*AuditEntry)
 		if e == nil {
 			e = derivedAudit(c)
@@ -140,3 +143,10 @@ func AgentOf(c echo.Context) *AgentIdentity {
 	a, _ := c.Get(ctxAgent).(*AgentIdentity)
 	return a
 }
+
+const ctxSkipAudit = "imprun.audit.skip"
+
+// SkipAudit marks a mutating request whose audit entry another component writes: a
+// subscription decision is audited once, by the workflow activity that applies it, whether it
+// came from REST or from the Temporal CLI.
+func SkipAudit(c echo.Context) { c.Set(ctxSkipAudit, true) }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strings"
@@ -132,6 +133,124 @@ func catalogError(err error, what string) error {
 	return err
 }
 
+// bindBody is bindJSON with the full JSON path of an unknown field (listeners[0].tls.mod
+// rather than mod), since catalog bodies nest deeply.
+func bindBody(c echo.Context, dst any) error {
+	req := c.Request()
+	raw, rerr := io.ReadAll(req.Body)
+	// bindJSON sees the same bytes and, after them, the same read error (a body over the limit).
+	req.Body = io.NopCloser(io.MultiReader(bytes.NewReader(raw), errReader{rerr}))
+	return withUnknownFieldPath(bindJSON(c, dst), raw, dst)
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) {
+	if r.err == nil {
+		return 0, io.EOF
+	}
+	return 0, r.err
+}
+
+// withUnknownFieldPath replaces the bare name of an unknown_field problem with its JSON path.
+func withUnknownFieldPath(err error, raw []byte, dst any) error {
+	var p *Problem
+	if !errors.As(err, &p) || p.Code != "unknown_field" || len(p.Errors) != 1 {
+		return err
+	}
+	var doc any
+	if json.Unmarshal(raw, &doc) != nil {
+		return err
+	}
+	if path, ok := unknownFieldPath(doc, reflect.TypeOf(dst), ""); ok {
+		p.Errors[0].Field = path
+	}
+	return p
+}
+
+var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// unknownFieldPath finds the first member of doc (in key order) that the Go type t does not
+// know, matching names case-insensitively as encoding/json does, and returns its path.
+func unknownFieldPath(doc any, t reflect.Type, path string) (string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return "", false // decodes itself (uuids, raw specs)
+	}
+	switch v := doc.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			sub := k
+			if path != "" {
+				sub = path + "." + k
+			}
+			var ft reflect.Type
+			switch t.Kind() {
+			case reflect.Map:
+				ft = t.Elem()
+			case reflect.Struct:
+				f, ok := jsonField(t, k)
+				if !ok {
+					return sub, true
+				}
+				ft = f
+			default:
+				return "", false
+			}
+			if p, ok := unknownFieldPath(v[k], ft, sub); ok {
+				return p, true
+			}
+		}
+	case []any:
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+			return "", false
+		}
+		for i, e := range v {
+			if p, ok := unknownFieldPath(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
+
+// jsonField returns the type of the struct field that JSON member name decodes into.
+func jsonField(t reflect.Type, name string) (reflect.Type, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		if f.Anonymous && tag == "" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if sub, ok := jsonField(ft, name); ok {
+					return sub, true
+				}
+				continue
+			}
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		if strings.EqualFold(tag, name) {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}
+
 // readPatch reads a merge-patch body: a JSON object.
 func readPatch(c echo.Context) (map[string]any, error) {
 	var patch map[string]any
@@ -162,7 +281,7 @@ func applyPatch(cur any, patch map[string]any, dst any) error {
 	dec := json.NewDecoder(bytes.NewReader(merged))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return jsonProblem(err)
+		return withUnknownFieldPath(jsonProblem(err), merged, dst)
 	}
 	return nil
 }

@@ -62,7 +62,7 @@ func (b *policyBody) validate(v *validator) models.Policy {
 
 func (a *API) createGlobalPolicy(c echo.Context) error {
 	var body policyBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	var v validator
@@ -82,7 +82,7 @@ func (a *API) createServicePolicy(c echo.Context) error {
 		return err
 	}
 	var body policyBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	if body.Scope == "" {

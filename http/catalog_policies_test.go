@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/models"
 )
 
 func TestPolicyCRUD(t *testing.T) {
@@ -106,7 +109,7 @@ func TestPolicyValidation(t *testing.T) {
 			"set": []map[string]any{{"name": "Server", "value": "x"}}, "remove": []string{"server"}}}), "spec.response.remove[0]"},
 		{"header-modifier bad name", svcPolicies, policyBody("p", "header-modifier", map[string]any{"request": map[string]any{
 			"add": []map[string]any{{"name": "Bad Name", "value": "x"}}}}), "spec.request.add[0].name"},
-		{"header-modifier unknown nested field", svcPolicies, policyBody("p", "header-modifier", map[string]any{"request": map[string]any{"append": []string{}}}), "spec.append"},
+		{"header-modifier unknown nested field", svcPolicies, policyBody("p", "header-modifier", map[string]any{"request": map[string]any{"append": []string{}}}), "spec.request.append"},
 		{"url-rewrite empty", svcPolicies, policyBody("p", "url-rewrite", map[string]any{}), "spec"},
 		{"url-rewrite path type", svcPolicies, policyBody("p", "url-rewrite", map[string]any{"path": map[string]any{"type": "regex", "value": "/x"}}), "spec.path.type"},
 		{"url-rewrite path value", svcPolicies, policyBody("p", "url-rewrite", map[string]any{"path": map[string]any{"type": "prefix", "value": "x"}}), "spec.path.value"},
@@ -204,4 +207,14 @@ func TestEffectivePoliciesThroughAPI(t *testing.T) {
 	require.Equal(t, []string{"g-cors", "g-rl", "o-retry", "o-r-timeout"}, got)
 
 	requireProblem(t, dev.Get(prov+"/routes/00000000-0000-0000-0000-000000000009/effective-policies"), 404, "not_found", "")
+}
+
+// The document's policy types are the ones the server knows.
+func TestPolicyTypesMatchTheDocument(t *testing.T) {
+	doc := apitest.Document(t)
+	var documented []string
+	for _, v := range doc.Components.Schemas["PolicyType"].Value.Enum {
+		documented = append(documented, v.(string))
+	}
+	require.Equal(t, models.PolicyTypes(), documented)
 }

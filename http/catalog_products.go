@@ -112,7 +112,7 @@ func validateListenerTLS(v *validator, field string, l models.GatewayListener) {
 
 func (a *API) createGateway(c echo.Context) error {
 	var body gatewayBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	if body.GatewayClass == "" {
@@ -271,7 +271,7 @@ func (b *productBody) validate() (models.Product, error) {
 
 func (a *API) createProduct(c echo.Context) error {
 	var body productBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	p, err := body.validate()
@@ -451,7 +451,7 @@ func (a *API) createPlan(c echo.Context) error {
 		return err
 	}
 	var body planBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	pl, err := body.validate()

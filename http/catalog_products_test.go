@@ -37,6 +37,8 @@ func TestGatewayCRUD(t *testing.T) {
 	require.Len(t, r.Map()["listeners"], 1, "listeners are replaced whole")
 	require.Equal(t, "active", r.Map()["status"])
 	requireProblem(t, admin.Patch(prov+"/gateways/"+id, map[string]any{"name": "edge-2"}), 422, "validation_failed", "name")
+	requireProblem(t, admin.Patch(prov+"/gateways/"+id, map[string]any{"listeners": []map[string]any{{"name": "h", "port": 443, "protocol": "HTTPS",
+		"tls": map[string]any{"mode": "Terminate", "certifcate_refs": []any{}}}}}), 400, "unknown_field", "listeners[0].tls.certifcate_refs")
 	requireProblem(t, admin.Patch(prov+"/gateways/"+id, map[string]any{"gateway_class": "haproxy"}), 422, "validation_failed", "gateway_class")
 
 	require.Equal(t, http.StatusNoContent, admin.Delete(prov+"/gateways/"+id).Status)
@@ -98,7 +100,7 @@ func TestGatewayValidation(t *testing.T) {
 	for _, tc := range cases {
 		requireProblem(t, admin.Post(prov+"/gateways", tc.body), 422, "validation_failed", tc.field, tc.name)
 	}
-	requireProblem(t, admin.Post(prov+"/gateways", body(l("a", 80, "HTTP", "allowed_routes", "All"))), 400, "unknown_field", "allowed_routes")
+	requireProblem(t, admin.Post(prov+"/gateways", body(l("a", 80, "HTTP", "allowed_routes", "All"))), 400, "unknown_field", "listeners[0].allowed_routes")
 	require.EqualValues(t, 0, countRows(t, w.env, "gateways"))
 }
 

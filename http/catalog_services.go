@@ -48,7 +48,7 @@ func (b apiServiceBody) applyTo(s *models.APIService) {
 
 func (a *API) createAPIService(c echo.Context) error {
 	var body apiServiceBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	if body.Version == "" {
@@ -320,7 +320,7 @@ func (a *API) createRoute(c echo.Context) error {
 		return err
 	}
 	var body routeBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	if body.Status == "" {
@@ -609,7 +609,7 @@ func (a *API) createBackend(c echo.Context) error {
 		return err
 	}
 	var body backendBody
-	if err := bindJSON(c, &body); err != nil {
+	if err := bindBody(c, &body); err != nil {
 		return err
 	}
 	b, err := body.validate()

@@ -333,7 +333,7 @@ func TestBackendValidation(t *testing.T) {
 		requireProblem(t, dev.Post(prov+"/api-services/"+svc+"/backends", tc.body), 422, "validation_failed", tc.field, tc.name)
 	}
 	requireProblem(t, dev.Post(prov+"/api-services/"+svc+"/backends", base(func(m map[string]any) { m["health_check"] = map[string]any{"type": "HTTP", "pth": "/"} })),
-		400, "unknown_field", "pth")
+		400, "unknown_field", "health_check.pth")
 	require.EqualValues(t, 0, countRows(t, w.env, "backends"))
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -182,6 +183,12 @@ func decodeSpec(policyType string, raw json.RawMessage) (any, []FieldError) {
 		return nil, []FieldError{{Field: "spec", Message: "must be an object"}}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		var doc any
+		if json.Unmarshal(raw, &doc) == nil {
+			if path, ok := unknownFieldPath(doc, reflect.TypeOf(spec), ""); ok {
+				name = path
+			}
+		}
 		return nil, []FieldError{{Field: "spec." + name, Message: "unknown field for a " + policyType + " policy"}}
 	case errors.Is(err, io.EOF):
 		return nil, []FieldError{{Field: "spec", Message: "required"}}

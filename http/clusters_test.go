@@ -116,7 +116,7 @@ func insertAgent(t testing.TB, env *apitest.Env, clusterID, name, status string)
 	}
 	var id string
 	require.NoError(t, env.SQL.QueryRow(`INSERT INTO agents (cluster_id, name, status, version, hostname, ip_address, last_heartbeat_at, last_connected_at, refresh_secret_hash)
-		VALUES ($1, $2, $3, '0.1.0', 'host-'||$2, '10.0.0.1', $4, $4, $5) RETURNING id`,
+		VALUES ($1, $2::varchar, $3, '0.1.0', 'host-'||$2::varchar, '10.0.0.1', $4, $4, $5) RETURNING id`,
 		clusterID, name, status, hb, strings.Repeat("ab", 32)).Scan(&id))
 	return id
 }

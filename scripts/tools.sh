@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools that `make run` and `make test` need and that a Debian machine with only Go
-# does not have: PostgreSQL server binaries, protoc, docker-compose and the Temporal CLI (which
-# embeds the dev server and its Web UI). Safe to run any number of times; silent when everything
+# does not have: PostgreSQL server binaries, protoc, docker-compose, nginx (the agent's tests run
+# `nginx -t` on every rendered nginx configuration) and the Temporal CLI (which embeds the dev
+# server and its Web UI). Safe to run any number of times; silent when everything
 # is already there, so `make test` can call it unconditionally.
 set -euo pipefail
 
@@ -58,6 +59,13 @@ fi
 
 command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v docker-compose >/dev/null || apt_install docker-compose
+
+# Only the binary is wanted (`nginx -t` in agent tests); Debian's package also enables and starts
+# a system nginx on port 80 where an init system runs, which the tests never use. nginx lives in
+# /usr/sbin, which a non-root PATH may lack, so look there too.
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  apt_install nginx
+fi
 
 # runuser starts the dev Postgres as the postgres user when we are root; util-linux ships it and
 # is essential on Debian, but check rather than fail obscurely later.

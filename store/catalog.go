@@ -28,6 +28,10 @@ const (
 // CatalogUsage says whether a published revision uses a catalog row, so the API can refuse to
 // delete or change it (409 in_use). The publish module provides the real implementation; until
 // publishes exist nothing is in use.
+//
+// kind is one of the Kind constants. The API asks while its transaction holds the row FOR
+// UPDATE, so a publish that reads the row FOR SHARE to snapshot it either waits for the change
+// or makes it refused. An implementation reads on its own connection and must not lock the row.
 type CatalogUsage interface {
 	InUse(ctx context.Context, tenantID uuid.UUID, kind string, id uuid.UUID) (bool, error)
 }
@@ -102,7 +106,7 @@ func getRow[T any](db *gorm.DB, tenantID, id uuid.UUID) (T, error) {
 	return row, notFound(err)
 }
 
-// page reads one keyset page of q.
+// page reads one keyset page of q (shared by the catalog and later modules).
 func page[T Keyed](q *gorm.DB, table string, p Page) ([]T, string, error) {
 	var rows []T
 	if err := Paginate(q, table, p).Find(&rows).Error; err != nil {

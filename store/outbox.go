@@ -149,6 +149,7 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 // UnpassedResult is an acknowledged command whose result has not been passed on yet.
 type UnpassedResult struct {
 	CommandID    uuid.UUID
+	ClusterID    uuid.UUID
 	AgentID      uuid.UUID
 	Kind         string
 	Payload      models.JSONMap
@@ -160,7 +161,7 @@ type UnpassedResult struct {
 // UnpassedResults lists acknowledged results older than minAge not yet passed on.
 func (s *Store) UnpassedResults(ctx context.Context, minAge time.Duration, limit int) ([]UnpassedResult, error) {
 	var rows []UnpassedResult
-	err := s.db(ctx).Raw(`SELECT d.command_id, d.agent_id, c.kind, c.payload, d.result_status, d.result, d.acked_at
+	err := s.db(ctx).Raw(`SELECT d.command_id, c.cluster_id, d.agent_id, c.kind, c.payload, d.result_status, d.result, d.acked_at
 		FROM agent_command_deliveries d JOIN agent_commands c ON c.id = d.command_id
 		WHERE d.status = 'acked' AND d.passed_on_at IS NULL AND d.acked_at < ?
 		ORDER BY d.acked_at LIMIT ?`, time.Now().Add(-minAge), limit).Scan(&rows).Error

@@ -22,6 +22,6 @@ type deps struct {
 
 // register adds every workflow and activity to the worker.
 func register(w worker.Registry, d deps) error {
-	activities.RegisterAll(w, store.New(d.db), d.temporal)
+	activities.RegisterAll(w, store.New(d.db), d.temporal, d.cfg.Temporal.TaskQueue, d.log)
 	return nil
 }

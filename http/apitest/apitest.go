@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -82,6 +83,9 @@ type Env struct {
 	TaskQueue string
 	// TemporalServer is the harness dev server (when Options.WithTemporal).
 	TemporalServer *testharness.TemporalServer
+	// Log is where the env's api, gateways and workers log; Logs returns everything so far.
+	Log  *slog.Logger
+	logs *lockedBuffer
 	// Replica is the first agent gateway (when Options.Agents is set).
 	Replica *Replica
 
@@ -114,7 +118,7 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	must(t, err)
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
 		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer,
-		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store})}, e.gatewayOptions...)...)
+		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store}), agentgw.WithLogger(e.Log)}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
 	var ln net.Listener
@@ -158,7 +162,7 @@ func (e *Env) StartWorker(t testing.TB) (stop func()) {
 	tc, err := e.Temporal.Client()
 	must(t, err)
 	w := worker.New(tc, e.TaskQueue, worker.Options{})
-	activities.RegisterAll(w, e.Store, tc)
+	activities.RegisterAll(w, e.Store, tc, e.TaskQueue, e.Log)
 	must(t, w.Start())
 	var once sync.Once
 	stop = func() { once.Do(w.Stop) }
@@ -186,6 +190,8 @@ type Options struct {
 	Agents *AgentTiming
 	// PublishDeadline overrides the default publish deadline (24 h).
 	PublishDeadline time.Duration
+	// ApprovalDeadline overrides the default subscription approval deadline (7 days).
+	ApprovalDeadline time.Duration
 	// TaskQueue is the Temporal task queue of this env's workflows (default: unique per env,
 	// so parallel tests' workers never take each other's tasks).
 	TaskQueue string
@@ -207,7 +213,8 @@ const AgentJWTSecret = "apitest-agent-jwt-secret-0123456789abcdef"
 // New starts an API for t.
 func New(t testing.TB, o Options) *Env {
 	t.Helper()
-	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}}
+	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &lockedBuffer{}}
+	e.Log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.DBURL = o.DBURL
 	if e.DBURL == "" {
 		e.DBURL = testharness.Postgres(t).NewDatabase(t)
@@ -255,9 +262,10 @@ func New(t testing.TB, o Options) *Env {
 		}),
 		Temporal: e.Temporal,
 		Hooks:    hooks,
-		Settings: httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline},
+		Settings: httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline},
+		Logger:   e.Log,
 	})
-	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register,
+	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log,
 		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -463,4 +471,24 @@ func (e *Env) checkResponse(req *http.Request, r *Response) error {
 		Options: &openapi3filter.Options{IncludeResponseStatus: true},
 	}
 	return openapi3filter.ValidateResponse(context.Background(), in)
+}
+
+// Logs returns everything the env's components logged so far.
+func (e *Env) Logs() string { return e.logs.String() }
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

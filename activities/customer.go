@@ -1,0 +1,310 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"gorm.io/gorm/clause"
+
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/workflows"
+)
+
+// Customer holds the activities of SubscriptionWorkflow, CredentialSyncWorkflow and
+// CredentialExpiryWorkflow.
+type Customer struct {
+	Store     *store.Store
+	Temporal  client.Client
+	TaskQueue string
+	Log       *slog.Logger
+}
+
+// Register adds the activities to a worker.
+func (a *Customer) Register(r worker.ActivityRegistry) {
+	r.RegisterActivityWithOptions(a.TransitionSubscription, activity.RegisterOptions{Name: workflows.ActTransitionSubscription})
+	r.RegisterActivityWithOptions(a.RecordIgnoredSignal, activity.RegisterOptions{Name: workflows.ActRecordIgnoredSignal})
+	r.RegisterActivityWithOptions(a.PlanCredentialSync, activity.RegisterOptions{Name: workflows.ActPlanCredentialSync})
+	r.RegisterActivityWithOptions(a.ConfirmRollout, activity.RegisterOptions{Name: workflows.ActConfirmRollout})
+	r.RegisterActivityWithOptions(a.ExpireCredential, activity.RegisterOptions{Name: workflows.ActExpireCredential})
+}
+
+// TransitionSubscription applies a decision and writes its audit entry with the decision's
+// actor (REST user or Temporal CLI operator alike). A change into or out of active re-syncs
+// the credentials of the subscriber's app.
+func (a *Customer) TransitionSubscription(ctx context.Context, in workflows.TransitionInput) (workflows.TransitionResult, error) {
+	id, err := uuid.Parse(in.SubscriptionID)
+	if err != nil {
+		return workflows.TransitionResult{}, validation("bad subscription id")
+	}
+	before, err := a.Store.GetSubscriptionByID(ctx, id)
+	if err != nil {
+		return workflows.TransitionResult{}, err
+	}
+	sub, applied, err := a.Store.TransitionSubscription(ctx, id, in.From, in.To, in.Decision.Actor, in.Decision.Reason)
+	if err != nil {
+		return workflows.TransitionResult{}, err
+	}
+	if !applied {
+		return workflows.TransitionResult{Status: sub.Status}, nil
+	}
+	roles := models.StringArray{"source:" + in.Decision.Source}
+	tid := sub.ProviderTenantID
+	if err := a.Store.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorUser, ActorEmail: in.Decision.Actor, ActorID: in.Decision.Actor,
+		ActorRoles: roles, TenantID: &tid, Action: in.Action, ResourceType: "subscription", ResourceID: sub.ID.String(),
+		Summary: models.JSONMap{"status": map[string]string{"before": before.Status, "after": sub.Status}, "reason": in.Decision.Reason,
+			"source": in.Decision.Source, "workflow_id": workflows.SubscriptionWorkflowID(in.SubscriptionID)}}); err != nil {
+		return workflows.TransitionResult{}, err
+	}
+	if before.Status == models.SubscriptionActive || sub.Status == models.SubscriptionActive {
+		if err := a.syncApp(ctx, sub.ClientAppID, "subscription "+sub.ID.String()+" is "+sub.Status); err != nil {
+			return workflows.TransitionResult{}, err
+		}
+	}
+	return workflows.TransitionResult{Applied: true, Status: sub.Status}, nil
+}
+
+// RecordIgnoredSignal logs and audits a decision that did not apply.
+func (a *Customer) RecordIgnoredSignal(ctx context.Context, in workflows.IgnoredSignal) error {
+	if a.Log != nil {
+		a.Log.Warn("subscription signal ignored", "workflow_id", workflows.SubscriptionWorkflowID(in.SubscriptionID),
+			"signal", in.Signal, "status", in.Status, "problem", in.Problem)
+	}
+	id, err := uuid.Parse(in.SubscriptionID)
+	if err != nil {
+		return nil
+	}
+	sub, err := a.Store.GetSubscriptionByID(ctx, id)
+	if err != nil {
+		return nil
+	}
+	tid := sub.ProviderTenantID
+	return a.Store.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorWorkflow, ActorID: workflows.SubscriptionWorkflowID(in.SubscriptionID),
+		ActorEmail: in.Actor, ActorRoles: models.StringArray{}, TenantID: &tid, Action: "subscription.signal_ignored", ResourceType: "subscription",
+		ResourceID: in.SubscriptionID, Summary: models.JSONMap{"signal": in.Signal, "status": in.Status, "problem": in.Problem}})
+}
+
+// syncApp gives the app's active credentials a new version and starts their rollouts.
+func (a *Customer) syncApp(ctx context.Context, appID uuid.UUID, reason string) error {
+	creds, err := a.Store.BumpAppCredentials(ctx, appID)
+	if err != nil {
+		return err
+	}
+	for _, c := range creds {
+		if err := StartCredentialSync(ctx, a.Temporal, a.TaskQueue, c, reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartCredentialSync starts the rollout of a credential's current version; starting it again
+// is a no-op (the workflow id is deterministic).
+func StartCredentialSync(ctx context.Context, tc client.Client, taskQueue string, c models.Credential, reason string) error {
+	wid := workflows.CredentialSyncWorkflowID(c.ID.String(), c.Version)
+	_, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: wid, TaskQueue: taskQueue,
+		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeyword(workflows.SATenantID).ValueSet(c.TenantID.String())),
+	}, workflows.CredentialSyncWorkflow, workflows.CredentialSyncInput{CredentialID: c.ID.String(), Version: c.Version, Reason: reason})
+	var started *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &started) {
+		return nil
+	}
+	return err
+}
+
+// StartCredentialExpiry schedules the end of a credential at `at`.
+func StartCredentialExpiry(ctx context.Context, tc client.Client, taskQueue string, c models.Credential, at time.Time) error {
+	_, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.CredentialExpiryWorkflowID(c.ID.String()), TaskQueue: taskQueue,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeyword(workflows.SATenantID).ValueSet(c.TenantID.String())),
+	}, workflows.CredentialExpiryWorkflow, workflows.CredentialExpiryInput{CredentialID: c.ID.String(), At: at})
+	return err
+}
+
+type grantRow struct {
+	PublishID uuid.UUID
+	PlanID    *uuid.UUID
+	ClusterID uuid.UUID
+	RateLimit models.JSON[*models.PlanRateLimit]
+	Quota     models.JSON[*models.PlanQuota]
+}
+
+func limitsOf(g grantRow) models.PlanLimits {
+	var l models.PlanLimits
+	if rl := g.RateLimit.V; rl != nil {
+		n := int64(rl.Requests)
+		switch rl.Period {
+		case models.PeriodSecond:
+			l.RequestsPerSecond = n
+		case models.PeriodMinute:
+			l.RequestsPerMinute = n
+		case models.PeriodHour:
+			l.RequestsPerHour = n
+		case models.PeriodDay:
+			l.RequestsPerDay = n
+		}
+	}
+	if q := g.Quota.V; q != nil {
+		l.Quota = int64(q.Requests)
+	}
+	return l
+}
+
+// PlanCredentialSync works out where the credential version must be present (the clusters of
+// the publishes of its app's active subscriptions, while it is active and unexpired) and
+// absent (every other cluster it was ever sent to), enqueues one upsert or revoke command per
+// cluster (idempotently) and records the pending rollout. It reports a superseded version.
+func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.CredentialSyncInput) (workflows.CredentialSyncPlan, error) {
+	var plan workflows.CredentialSyncPlan
+	id, err := uuid.Parse(in.CredentialID)
+	if err != nil {
+		return plan, validation("bad credential id")
+	}
+	c, err := a.Store.GetCredentialByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		plan.Superseded = true
+		return plan, nil
+	}
+	if err != nil {
+		return plan, err
+	}
+	if c.Version > in.Version {
+		plan.Superseded = true
+		return plan, nil
+	}
+	db := a.Store.DB.WithContext(ctx)
+	present := c.Status == models.CredentialActive && (c.ExpiresAt == nil || c.ExpiresAt.After(time.Now()))
+	grants := map[uuid.UUID][]models.CredentialGrant{}
+	if present {
+		var rows []grantRow
+		if err := db.Raw(`SELECT s.product_publish_id AS publish_id, s.plan_id, pp.cluster_id, pl.rate_limit, pl.quota
+			FROM subscriptions s JOIN product_publishes pp ON pp.id = s.product_publish_id LEFT JOIN plans pl ON pl.id = s.plan_id
+			WHERE s.client_app_id = ? AND s.status = 'active' ORDER BY s.created_at, s.id`, c.ClientAppID).Scan(&rows).Error; err != nil {
+			return plan, err
+		}
+		for _, g := range rows {
+			planID := ""
+			if g.PlanID != nil {
+				planID = g.PlanID.String()
+			}
+			grants[g.ClusterID] = append(grants[g.ClusterID], models.CredentialGrant{PublishID: g.PublishID.String(), PlanID: planID, Limits: limitsOf(g)})
+		}
+	}
+	var before []uuid.UUID
+	if err := db.Raw(`SELECT cluster_id FROM credential_rollouts WHERE credential_id = ?`, c.ID).Scan(&before).Error; err != nil {
+		return plan, err
+	}
+	clusters := map[uuid.UUID]bool{}
+	for cl := range grants {
+		clusters[cl] = true
+	}
+	for _, cl := range before {
+		clusters[cl] = true
+	}
+	for cl := range clusters {
+		cmd := models.AgentCommand{ClusterID: cl, DedupeKey: fmt.Sprintf("cred/%s/%d/%s", c.ID, c.Version, cl),
+			SupersedeKey: "credential/" + c.ID.String() + "/" + cl.String()}
+		action := models.RolloutRevoke
+		if g, ok := grants[cl]; ok {
+			action = models.RolloutUpsert
+			cmd.Kind, cmd.Priority = models.CommandCredentialUpsert, models.PriorityNormal
+			cmd.Payload = models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: c.ID.String(), Version: c.Version, Type: c.Type,
+				KeyPrefix: c.KeyPrefix, SecretHash: c.SecretHash, ClientAppID: c.ClientAppID.String(), Grants: g, ExpiresAt: c.ExpiresAt})
+		} else {
+			cmd.Kind, cmd.Priority = models.CommandCredentialRevoke, models.PriorityRevocation
+			cmd.Payload = models.ToJSONMap(models.CredentialRevokePayload{CredentialID: c.ID.String(), Version: c.Version, Reason: in.Reason})
+		}
+		if _, err := a.Store.EnqueueCommand(ctx, &cmd); err != nil {
+			return plan, err
+		}
+		// The rollout row follows the newest version only; an older run re-planning can't
+		// overwrite a newer version's row.
+		if err := db.Exec(`INSERT INTO credential_rollouts (credential_id, cluster_id, version, action, command_id, status, queued_at)
+			VALUES (?, ?, ?, ?, ?, 'pending', now())
+			ON CONFLICT (credential_id, cluster_id) DO UPDATE SET version = excluded.version, action = excluded.action,
+				command_id = excluded.command_id, status = 'pending', queued_at = now(), confirmed_at = NULL, confirmed_by = NULL
+			WHERE credential_rollouts.version < excluded.version`, c.ID, cl, c.Version, action, cmd.ID).Error; err != nil {
+			return plan, err
+		}
+		var row models.CredentialRollout
+		if err := db.Take(&row, "credential_id = ? AND cluster_id = ?", c.ID, cl).Error; err != nil {
+			return plan, err
+		}
+		var name string
+		_ = db.Raw(`SELECT name FROM clusters WHERE id = ?`, cl).Scan(&name).Error
+		t := workflows.RolloutTarget{ClusterID: cl.String(), ClusterName: name, Action: action, CommandID: cmd.ID.String(), QueuedAt: row.QueuedAt}
+		if row.Version == c.Version && row.Status == models.RolloutConfirmed {
+			t.Confirmed = true
+			if row.ConfirmedBy != nil {
+				t.ConfirmedBy = row.ConfirmedBy.String()
+			}
+		}
+		plan.Targets = append(plan.Targets, t)
+	}
+	return plan, nil
+}
+
+// ConfirmRollout marks one cluster of a credential version's rollout confirmed.
+func (a *Customer) ConfirmRollout(ctx context.Context, in workflows.ConfirmInput) error {
+	return a.Store.DB.WithContext(ctx).Exec(`UPDATE credential_rollouts SET status = 'confirmed', confirmed_at = now(), confirmed_by = ?
+		WHERE credential_id = ? AND cluster_id = ? AND version = ? AND command_id = ? AND status = 'pending'`,
+		nullUUID(in.AgentID), in.CredentialID, in.ClusterID, in.Version, in.CommandID).Error
+}
+
+func nullUUID(s string) any {
+	if id, err := uuid.Parse(s); err == nil {
+		return id
+	}
+	return nil
+}
+
+// ExpireCredential ends a credential whose time has come: expired at its expiry, revoked at
+// the end of a rotation's grace period. The revocation rollout starts right away.
+func (a *Customer) ExpireCredential(ctx context.Context, in workflows.CredentialExpiryInput) error {
+	id, err := uuid.Parse(in.CredentialID)
+	if err != nil {
+		return validation("bad credential id")
+	}
+	cur, err := a.Store.GetCredentialByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	status := models.CredentialExpired
+	if cur.RevokeAt != nil && (cur.ExpiresAt == nil || !cur.RevokeAt.After(*cur.ExpiresAt)) {
+		status = models.CredentialRevoked
+	}
+	c, changed, err := a.Store.EndCredential(ctx, id, status)
+	if err != nil {
+		return err
+	}
+	if changed {
+		tid := c.TenantID
+		if err := a.Store.DB.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&models.AuditLog{ActorType: models.ActorWorkflow,
+			ActorID: workflows.CredentialExpiryWorkflowID(c.ID.String()), ActorRoles: models.StringArray{}, TenantID: &tid,
+			Action: "credential." + status, ResourceType: "credential", ResourceID: c.ID.String(), ResourceName: c.KeyPrefix,
+			Summary: models.JSONMap{"version": c.Version}}).Error; err != nil {
+			return err
+		}
+	}
+	return StartCredentialSync(ctx, a.Temporal, a.TaskQueue, c, "credential "+status)
+}

@@ -1,0 +1,493 @@
+package e2e
+
+// BenchmarkPublish: a product publish end to end, beside a bare Temporal floor measured on the
+// same dev server in the same run (make bench).
+//
+// Method
+//
+// Publish: the real api (REST + agent gateway on one database), an in-process worker with every
+// workflow and activity, and K reference agents of one cluster connected over gRPC (the same
+// wiring as the e2e tests). One publish is POST /v1/provider/product-publishes (not a draft: the
+// request starts PublishWorkflow) until the publish row says PUBLISHED: freeze the revision,
+// queue the DeployCommand, LISTEN/NOTIFY wakes the gateway, the agents fetch the snapshot over
+// REST, render it, write it and answer, the gateway stores the result and signals the run, and
+// the run's last activity writes PUBLISHED. Every publish is a fresh one of the same product (a
+// product can have many). The row is observed by one poller that reads every pending publish's
+// status every pollEvery, so a publish is seen done at most that late (about half of it on
+// average) and 32 concurrent publishes cost one query per tick, not 32.
+//
+// Floor: the least a Temporal workflow with the same shape can take on the same dev server: a
+// workflow with one activity and one signal round trip. The benchmark starts it, the activity
+// tells the benchmark (through a channel) that it ran and returns, and the workflow then waits
+// for a signal that the benchmark sends as soon as it hears from the activity. It ends when the
+// workflow has completed (the client's long poll on its result). Its worker is in the same
+// process with the same default options as the publish worker, on its own task queue.
+//
+// Both are measured sequentially (p50, p99 over IMPRUN_BENCH_PUBLISHES runs, default 50) and at
+// concurrency IMPRUN_BENCH_CONCURRENCY (default 32) over IMPRUN_BENCH_CONCURRENT_RUNS runs
+// (default 160): runs per second from the first start to the last completion. Floor and publish
+// alternate (floor, publish sequentially, then floor, publish concurrently) after a warm-up, so a
+// drift of the shared dev server during the run hits both.
+//
+// Run: go test -run '^$' -bench BenchmarkPublish -benchtime 1x ./e2e/
+// Knobs: IMPRUN_BENCH_AGENTS (connected agents, default 3), IMPRUN_BENCH_PUBLISHES,
+// IMPRUN_BENCH_CONCURRENCY, IMPRUN_BENCH_CONCURRENT_RUNS, IMPRUN_BENCH_CPUPROFILE=file (CPU of
+// the whole process during the publish phases only).
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/imprun/imprun-server/agent"
+	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/workflows"
+)
+
+// pollEvery is how often the poller reads the pending publishes' status.
+const pollEvery = 2 * time.Millisecond
+
+func BenchmarkPublish(b *testing.B) {
+	agents := benchEnvInt(b, "IMPRUN_BENCH_AGENTS", 3)
+	seqRuns := benchEnvInt(b, "IMPRUN_BENCH_PUBLISHES", 50)
+	concurrency := benchEnvInt(b, "IMPRUN_BENCH_CONCURRENCY", 32)
+	concRuns := benchEnvInt(b, "IMPRUN_BENCH_CONCURRENT_RUNS", 160)
+
+	bs := newBenchStack(b, agents)
+	floor := newBenchFloor(b, bs.env)
+
+	// Warm-up: connections, caches, the first workflow task of each type.
+	_, err := sequential(3, floor.run)
+	if err == nil {
+		_, err = sequential(3, bs.publish)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	var pub, flr benchFigures
+	b.ResetTimer()
+	for range b.N {
+		if flr.seq, err = sequential(seqRuns, floor.run); err != nil {
+			b.Fatal(err)
+		}
+		stopProfile := startProfile(b)
+		pub.seq, err = sequential(seqRuns, bs.publish)
+		stopProfile()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if os.Getenv("IMPRUN_BENCH_TRACE") != "" {
+			traceRun(b, floor.tc, fmt.Sprintf("%s-%d", floor.queue, floor.n))
+			traceRun(b, floor.tc, workflows.PublishWorkflowID(bs.last, 1))
+		}
+		if flr.rps, err = concurrent(concRuns, concurrency, floor.run); err != nil {
+			b.Fatal(err)
+		}
+		stopProfile = startProfile(b)
+		pub.rps, err = concurrent(concRuns, concurrency, bs.publish)
+		stopProfile()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+
+	pub50, pub99 := percentile(pub.seq, 50), percentile(pub.seq, 99)
+	flr50, flr99 := percentile(flr.seq, 50), percentile(flr.seq, 99)
+	b.ReportMetric(ms(pub50), "publish-p50-ms")
+	b.ReportMetric(ms(pub99), "publish-p99-ms")
+	b.ReportMetric(pub.rps, "publish/s")
+	b.ReportMetric(ms(flr50), "floor-p50-ms")
+	b.ReportMetric(ms(flr99), "floor-p99-ms")
+	b.ReportMetric(flr.rps, "floor/s")
+	b.ReportMetric(float64(pub50)/float64(flr50), "p50-x-floor")
+	b.ReportMetric(pub.rps/flr.rps, "rps-x-floor")
+	b.Logf("publish p50=%s p99=%s rps=%.1f | floor p50=%s p99=%s rps=%.1f | p50 %.2fx floor (aim <= 1.5x), rps %.2fx floor (aim >= 0.7x); "+
+		"%d agents, %d sequential runs, %d runs at concurrency %d",
+		pub50.Round(time.Millisecond), pub99.Round(time.Millisecond), pub.rps,
+		flr50.Round(time.Millisecond), flr99.Round(time.Millisecond), flr.rps,
+		float64(pub50)/float64(flr50), pub.rps/flr.rps, agents, seqRuns, concRuns, concurrency)
+}
+
+type benchFigures struct {
+	seq []time.Duration
+	rps float64
+}
+
+func sequential(n int, run func() (time.Duration, error)) ([]time.Duration, error) {
+	out := make([]time.Duration, n)
+	for i := range out {
+		var err error
+		if out[i], err = run(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// concurrent runs n runs on `workers` goroutines and returns runs per second.
+func concurrent(n, workers int, run func() (time.Duration, error)) (float64, error) {
+	next := make(chan struct{}, n)
+	for range n {
+		next <- struct{}{}
+	}
+	close(next)
+	errs := make(chan error, workers)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range next {
+				if _, err := run(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+func percentile(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p+99)/100 - 1 // nearest rank
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func startProfile(b *testing.B) (stop func()) {
+	path := os.Getenv("IMPRUN_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	// Two phases write to the same file: the second one (concurrent) wins; name them apart.
+	profileCount++
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, profileCount))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
+}
+
+var profileCount int
+
+func benchEnvInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// benchStack is newStack's control plane (one product with one service, route and backend; an
+// envoy-gateway template; a cluster) with K agents connected, and a poller for publish rows.
+type benchStack struct {
+	env   *apitest.Env
+	owner string // bearer token
+	body  []byte // the POST body of a publish
+	http  *http.Client
+
+	mu          sync.Mutex
+	pending     map[string]chan string // publish id -> final status
+	wake        chan struct{}
+	last        string        // the last publish done (for IMPRUN_BENCH_TRACE)
+	lastCreated time.Duration // how long its POST took
+}
+
+func newBenchStack(b *testing.B, agents int) *benchStack {
+	b.Helper()
+	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: timing})
+	env.StartWorker(b)
+	ops, owner := env.As(opsP), env.As(ownerP)
+	mk := func(c *apitest.Client, path string, body any) map[string]any {
+		b.Helper()
+		r := c.Post(path, body)
+		if r.Status != http.StatusCreated {
+			b.Fatalf("POST %s: %d %s", path, r.Status, r.Body)
+		}
+		return r.Map()
+	}
+	mk(ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})
+	clusterID := mk(ops, "/v1/operator/clusters", map[string]any{"name": "kr-prod-1", "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}, {"name": "nginx"}}}})["id"].(string)
+	serviceID := mk(owner, prov+"/api-services", map[string]any{"name": "payments", "version": "1.0.0", "status": "active"})["id"].(string)
+	backendID := mk(owner, prov+"/api-services/"+serviceID+"/backends", map[string]any{"name": "payments-be", "scheme": "http",
+		"endpoints": []map[string]any{{"host": "payments.internal", "port": 8080}}})["id"].(string)
+	mk(owner, prov+"/api-services/"+serviceID+"/routes", map[string]any{"name": "charges",
+		"paths": []map[string]any{{"type": "prefix", "value": "/charges"}}, "backend_refs": []map[string]any{{"backend_id": backendID, "weight": 100}}})
+	gatewayID := mk(owner, prov+"/gateways", map[string]any{"name": "edge", "gateway_class": "envoy-gateway",
+		"listeners": []map[string]any{{"name": "http", "port": 80, "protocol": "HTTP"}}})["id"].(string)
+	productID := mk(owner, prov+"/products", map[string]any{"name": "Payments", "version": "1.0.0", "api_services": []string{serviceID}})["id"].(string)
+	if r := owner.Post(prov+"/products/"+productID+"/activate", nil); r.Status != http.StatusOK {
+		b.Fatalf("activate: %d %s", r.Status, r.Body)
+	}
+	token := mk(ops, "/v1/operator/clusters/"+clusterID+"/registration-tokens", map[string]any{"max_uses": agents})["token"].(string)
+
+	for range agents {
+		a, err := agent.New(agent.Config{ServerAddr: env.Replica.Addr, APIBaseURL: env.URL, StateDir: b.TempDir(), RegistrationToken: token,
+			TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+			Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = a.Run(ctx); close(done) }()
+		b.Cleanup(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+			}
+		})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for env.Replica.Gateway.SessionCount() < agents {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d agents connected within 30s", env.Replica.Gateway.SessionCount(), agents)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	body, _ := json.Marshal(map[string]any{"product_id": productID, "cluster_id": clusterID, "gateway_id": gatewayID,
+		"environment": "prod", "hostname": "payments.example.com"})
+	bs := &benchStack{env: env, owner: env.Token(ownerP), body: body, pending: map[string]chan string{}, wake: make(chan struct{}, 1),
+		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}}
+	ctx, cancel := context.WithCancel(context.Background())
+	pollDone := make(chan struct{})
+	go func() { bs.poll(ctx); close(pollDone) }()
+	b.Cleanup(func() { cancel(); <-pollDone })
+	return bs
+}
+
+// publish creates a publish (which starts its workflow) and waits until its row says PUBLISHED.
+func (bs *benchStack) publish() (time.Duration, error) {
+	start := time.Now()
+	req, _ := http.NewRequest(http.MethodPost, bs.env.URL+prov+"/product-publishes", bytes.NewReader(bs.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+bs.owner)
+	resp, err := bs.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return 0, fmt.Errorf("create publish: %d %s", resp.StatusCode, raw)
+	}
+	var p struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil || p.ID == "" {
+		return 0, fmt.Errorf("create publish: %s", raw)
+	}
+	created := time.Since(start)
+	done := make(chan string, 1)
+	bs.mu.Lock()
+	bs.pending[p.ID] = done
+	bs.mu.Unlock()
+	select {
+	case bs.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case st := <-done:
+		if st != models.PublishPublished {
+			return 0, fmt.Errorf("publish %s ended %s", p.ID, st)
+		}
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("publish %s not PUBLISHED within 60s", p.ID)
+	}
+	bs.mu.Lock()
+	bs.last, bs.lastCreated = p.ID, created
+	bs.mu.Unlock()
+	return time.Since(start), nil
+}
+
+// traceRun logs when each event of a run's history happened, from the run's start: where a
+// run's time goes (IMPRUN_BENCH_TRACE=1).
+func traceRun(b *testing.B, tc client.Client, workflowID string) {
+	it := tc.GetWorkflowHistory(context.Background(), workflowID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var first time.Time
+	var lines []string
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			b.Logf("trace %s: %v", workflowID, err)
+			return
+		}
+		at := ev.GetEventTime().AsTime()
+		if first.IsZero() {
+			first = at
+		}
+		detail := ""
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			detail = a.GetActivityType().GetName()
+		}
+		lines = append(lines, fmt.Sprintf("%7.1fms %s %s", ms(at.Sub(first)), ev.GetEventType(), detail))
+	}
+	// Printed, not logged: a benchmark's log is cut short.
+	fmt.Printf("history of %s:\n%s\n", workflowID, strings.Join(lines, "\n"))
+}
+
+// poll reads the status of every pending publish every pollEvery (sleeping while none is).
+func (bs *benchStack) poll(ctx context.Context) {
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		bs.mu.Lock()
+		ids := make([]string, 0, len(bs.pending))
+		for id := range bs.pending {
+			ids = append(ids, id)
+		}
+		bs.mu.Unlock()
+		if len(ids) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-bs.wake:
+			}
+			continue
+		}
+		rows, err := bs.env.SQL.QueryContext(ctx, `SELECT id::text, status FROM product_publishes WHERE id = ANY($1::text[]::uuid[])`, ids)
+		if err == nil {
+			for rows.Next() {
+				var id, st string
+				if rows.Scan(&id, &st) != nil {
+					continue
+				}
+				switch st {
+				case models.PublishPublished, models.PublishFailed, models.PublishWithdrawn:
+					bs.mu.Lock()
+					if ch := bs.pending[id]; ch != nil {
+						ch <- st
+						delete(bs.pending, id)
+					}
+					bs.mu.Unlock()
+				}
+			}
+			_ = rows.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// benchFloor is the bare workflow: one activity, then one signal that the benchmark sends once
+// it has heard from the activity.
+type benchFloor struct {
+	tc    client.Client
+	queue string
+	n     int64
+	mu    sync.Mutex
+}
+
+const (
+	floorWorkflowName = "BenchFloorWorkflow"
+	floorActivityName = "BenchFloorActivity"
+	floorSignal       = "go"
+)
+
+func floorWorkflow(ctx workflow.Context) error {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 30 * time.Second})
+	if err := workflow.ExecuteActivity(ctx, floorActivityName).Get(ctx, nil); err != nil {
+		return err
+	}
+	workflow.GetSignalChannel(ctx, floorSignal).Receive(ctx, nil)
+	return nil
+}
+
+func newBenchFloor(b *testing.B, env *apitest.Env) *benchFloor {
+	b.Helper()
+	tc, err := env.Temporal.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &benchFloor{tc: tc, queue: env.TaskQueue + "-floor"}
+	ran := make(chan string, 1024)
+	w := worker.New(tc, f.queue, worker.Options{})
+	w.RegisterWorkflowWithOptions(floorWorkflow, workflow.RegisterOptions{Name: floorWorkflowName})
+	w.RegisterActivityWithOptions(func(ctx context.Context) error {
+		ran <- activity.GetInfo(ctx).WorkflowExecution.ID
+		return nil
+	}, activity.RegisterOptions{Name: floorActivityName})
+	if err := w.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	signalled := make(chan struct{})
+	go func() {
+		defer close(signalled)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case id := <-ran:
+				go func() {
+					if err := tc.SignalWorkflow(ctx, id, "", floorSignal, nil); err != nil && ctx.Err() == nil {
+						b.Errorf("signal %s: %v", id, err)
+					}
+				}()
+			}
+		}
+	}()
+	b.Cleanup(func() { cancel(); <-signalled; w.Stop() })
+	return f
+}
+
+func (f *benchFloor) run() (time.Duration, error) {
+	f.mu.Lock()
+	f.n++
+	id := fmt.Sprintf("%s-%d", f.queue, f.n)
+	f.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	run, err := f.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: f.queue}, floorWorkflowName)
+	if err != nil {
+		return 0, fmt.Errorf("start floor workflow: %w", err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		return 0, fmt.Errorf("floor workflow %s: %w", id, err)
+	}
+	return time.Since(start), nil
+}
