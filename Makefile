@@ -19,6 +19,7 @@ run:
 ## test: vet, every test (unit, integration, end-to-end), and a check of docker-compose.yml
 test: tools
 	$(GO) vet ./...
+	bash scripts/proto.sh lint
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.

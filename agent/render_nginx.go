@@ -247,45 +247,55 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 	if len(route.BackendRefs) == 0 {
 		return "", "", "", fmt.Errorf("route %s has no backend_refs", route.Name)
 	}
-	var upstream string
-	if len(route.BackendRefs) == 1 {
-		b, err := resolveBackend(svc, route.BackendRefs[0])
+	// proxy_pass takes the scheme of the backend; a weighted split picks scheme and upstream
+	// together per request, so an http and an https backend can share a route.
+	target := func(b Backend) string {
+		scheme := "http"
+		if b.Scheme == "https" || b.Scheme == "grpcs" {
+			scheme = "https"
+		}
+		return scheme + "://" + upstreamOf[svc.ID+"/"+b.ID]
+	}
+	var proxyPass string
+	var tlsBackend *Backend // the https backend whose TLS settings the location carries
+	var weighted []BackendRef
+	for _, ref := range route.BackendRefs {
+		b, err := resolveBackend(svc, ref)
 		if err != nil {
 			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
 		}
-		upstream = upstreamOf[svc.ID+"/"+b.ID]
-	} else {
-		// Weighted split across backends: a split_clients map picks the upstream per request.
-		var sb strings.Builder
-		splitVar := "$" + name + "_upstream"
-		fmt.Fprintf(&sb, "split_clients \"${request_id}\" %s {\n", splitVar)
+		if tlsBackend == nil && (b.Scheme == "https" || b.Scheme == "grpcs") {
+			tlsBackend = &b
+		}
+		if len(route.BackendRefs) == 1 {
+			proxyPass = target(b)
+		} else if ref.Weight > 0 {
+			weighted = append(weighted, ref)
+		}
+	}
+	if len(route.BackendRefs) > 1 {
+		// Weighted split across backends: a split_clients map picks the target per request.
 		total := 0
-		for _, ref := range route.BackendRefs {
+		for _, ref := range weighted {
 			total += ref.Weight
 		}
 		if total <= 0 {
 			return "", "", "", fmt.Errorf("route %s: backend weights add up to %d", route.Name, total)
 		}
-		acc := 0.0
-		for i, ref := range route.BackendRefs {
-			b, err := resolveBackend(svc, ref)
-			if err != nil {
-				return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
-			}
-			if ref.Weight <= 0 {
-				continue
-			}
-			share := float64(ref.Weight) * 100 / float64(total)
-			acc += share
-			if i == len(route.BackendRefs)-1 || acc >= 99.999 {
-				fmt.Fprintf(&sb, "    * %s;\n", upstreamOf[svc.ID+"/"+b.ID])
+		var sb strings.Builder
+		splitVar := "$" + name + "_upstream"
+		fmt.Fprintf(&sb, "split_clients \"${request_id}\" %s {\n", splitVar)
+		for i, ref := range weighted {
+			b, _ := resolveBackend(svc, ref)
+			if i == len(weighted)-1 {
+				fmt.Fprintf(&sb, "    * %s;\n", target(b))
 				break
 			}
-			fmt.Fprintf(&sb, "    %.2f%% %s;\n", share, upstreamOf[svc.ID+"/"+b.ID])
+			fmt.Fprintf(&sb, "    %.2f%% %s;\n", float64(ref.Weight)*100/float64(total), target(b))
 		}
 		sb.WriteString("}\n")
 		zone += sb.String()
-		upstream = splitVar
+		proxyPass = splitVar
 	}
 
 	policies := effectivePolicies(svc, route)
@@ -468,36 +478,34 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 	if first.Timeouts.ConnectMS > 0 {
 		fmt.Fprintf(&b, "        proxy_connect_timeout %dms;\n", first.Timeouts.ConnectMS)
 	}
-	scheme := "http"
-	if first.Scheme == "https" || first.Scheme == "grpcs" {
-		scheme = "https"
-		text, err := r.upstreamTLS(first)
+	if tlsBackend != nil {
+		text, err := r.upstreamTLS(*tlsBackend)
 		if err != nil {
 			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
 		}
 		b.WriteString(text)
 	}
-	fmt.Fprintf(&b, "        proxy_pass %s://%s;\n    }\n", scheme, upstream)
+	fmt.Fprintf(&b, "        proxy_pass %s;\n    }\n", proxyPass)
 	return b.String(), path, zone, nil
 }
 
 // upstreamTLS verifies an https backend like Envoy Gateway does (system CAs, unless the
-// backend says not to) and names it in SNI: nginx would otherwise send, and check the
-// certificate against, the upstream block's name.
+// backend says not to) against its SNI name or, without one, its first endpoint's host, and
+// sends that name in SNI: nginx would otherwise send, and check the certificate against, the
+// upstream block's name.
 func (r nginxRenderer) upstreamTLS(b Backend) (string, error) {
-	name := ""
+	name := b.Endpoints[0].Host
 	if b.TLS != nil && b.TLS.SNI != "" {
 		name = b.TLS.SNI
-	} else if h := b.Endpoints[0].Host; net.ParseIP(h) == nil {
-		name = h
+	}
+	if !safeNginxToken(name) {
+		return "", fmt.Errorf("backend %s: server name %q cannot be rendered for nginx", b.Name, name)
 	}
 	var sb strings.Builder
-	if name != "" {
-		if !safeNginxToken(name) {
-			return "", fmt.Errorf("backend %s: server name %q cannot be rendered for nginx", b.Name, name)
-		}
-		fmt.Fprintf(&sb, "        proxy_ssl_server_name on;\n        proxy_ssl_name %s;\n", name)
+	if net.ParseIP(name) == nil {
+		sb.WriteString("        proxy_ssl_server_name on;\n") // SNI carries host names only
 	}
+	fmt.Fprintf(&sb, "        proxy_ssl_name %s;\n", name)
 	if b.TLS != nil && b.TLS.InsecureSkipVerify {
 		sb.WriteString("        proxy_ssl_verify off;\n")
 	} else {
@@ -515,7 +523,8 @@ func nginxRetryOn(on []string) string {
 	conds := map[string]bool{}
 	for _, t := range on {
 		switch t {
-		case "5xx":
+		case "5xx": // as Envoy's: any 5xx, and no response at all
+			conds["error"], conds["timeout"] = true, true
 			conds["http_500"], conds["http_502"], conds["http_503"], conds["http_504"] = true, true, true, true
 		case "gateway-error":
 			conds["http_502"], conds["http_503"], conds["http_504"] = true, true, true

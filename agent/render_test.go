@@ -92,7 +92,7 @@ func TestRenderPublish(t *testing.T) {
 				"request: 5000ms",
 				"backendRequest: 3000ms",
 				"address: 10.0.0.10",
-				"hostname: charges.internal",
+				"hostname: localhost",
 				"wellKnownCACertificates: System",
 				"type: LeastRequest",
 				"allowOrigins:\n      - https://app.example.com",
@@ -134,8 +134,9 @@ func TestRenderPublish(t *testing.T) {
 				"NginxLocation/https:payments.prod.kr-central.api.imprun.dev/v1/charges",
 			},
 			contains: []string{
-				"upstream imp_" + pid + "_charges_charges_v1 {\n    least_conn;\n    server 10.0.0.10:8080;\n    server charges.internal:8080 weight=3;\n}",
-				"split_clients \"${request_id}\" $imp_" + pid + "_charges_list_charges_upstream {\n    90.00% imp_" + pid + "_charges_charges_v1;\n    * imp_" + pid + "_charges_charges_v2;\n}",
+				"upstream imp_" + pid + "_charges_charges_v1 {\n    least_conn;\n    server 10.0.0.10:8080;\n    server localhost:8080 weight=3;\n}",
+				"split_clients \"${request_id}\" $imp_" + pid + "_charges_list_charges_upstream {\n    90.00% http://imp_" + pid + "_charges_charges_v1;\n    * https://imp_" + pid + "_charges_charges_v2;\n}",
+				"proxy_pass $imp_" + pid + "_charges_list_charges_upstream;",
 				"limit_req_zone $binary_remote_addr zone=imp_" + pid + "_charges_list_charges_rl:10m rate=50r/s;",
 				"limit_req_zone $binary_remote_addr zone=imp_" + pid + "_charges_charge_by_id_rl:10m rate=1000r/m;",
 				"listen 443 ssl;",
@@ -195,6 +196,9 @@ func TestRenderPublish(t *testing.T) {
 			}
 			for _, res := range out.Resources {
 				assert.Len(t, res.Hash, 64, "resource %s/%s has a hash", res.Kind, res.Name)
+			}
+			if tc.class == GatewayClassNginx {
+				nginxCheck(t, out.Config, certificateRefs(s)...)
 			}
 			if tc.class == GatewayClassEnvoy {
 				docs := yamlDocs(t, out.Config)
@@ -336,6 +340,14 @@ func TestRenderCredentials(t *testing.T) {
 			docs := yamlDocs(t, data)
 			require.Len(t, docs, 1)
 			assert.Equal(t, "Secret", docs[0]["kind"])
+		}
+		if class == GatewayClassNginx {
+			// The credential file stands alone inside http {}, and beside a publish's config.
+			nginxCheckFiles(t, map[string][]byte{name: data})
+			s := loadSnapshot(t)
+			pub, err := r.RenderPublish(s)
+			require.NoError(t, err)
+			nginxCheckFiles(t, map[string][]byte{"publish.conf": pub.Config, name: data}, certificateRefs(s)...)
 		}
 	}
 }

@@ -11,10 +11,13 @@ import (
 	"github.com/imprun/imprun-server/store"
 )
 
-// deliveryWriter stores delivery changes (sent, acknowledged with result) in batches: one
-// statement for everything that arrived within a few milliseconds, so a broadcast to
-// thousands of agents costs a handful of writes. Acknowledged results are passed on only
-// after their batch committed.
+// deliveryWriter stores delivery changes (sent, acknowledged with result) in batches. A
+// collector merges what arrives into the next batch while the previous one is being written,
+// so neither the fan-out of a broadcast nor the agents' acknowledgements ever wait for
+// Postgres, and a storm of thousands becomes a few statements: under load each batch holds
+// everything that arrived during the previous write (sent records in one statement, then
+// acknowledgements in another, so a delivery keeps both times). Acknowledged results are
+// passed on only after their batch committed.
 type deliveryWriter struct {
 	g    *Gateway
 	in   chan store.DeliveryRecord
@@ -23,8 +26,13 @@ type deliveryWriter struct {
 }
 
 const (
-	deliveryBatch = 1000
+	// deliveryBatch bounds the rows of one statement (store.WriteDeliveries binds 7
+	// parameters a row; Postgres allows 65,535).
+	deliveryBatch = 5000
+	// deliveryDelay is how long a record may wait for others to share its statement.
 	deliveryDelay = 5 * time.Millisecond
+	// deliveryPending bounds what waits in memory; beyond it add blocks (back pressure).
+	deliveryPending = 100000
 )
 
 func newDeliveryWriter(g *Gateway) *deliveryWriter {
@@ -40,68 +48,103 @@ func (w *deliveryWriter) add(r store.DeliveryRecord) {
 	}
 }
 
-// stop makes run drain what is queued and return.
+// stop makes run drain what is queued, write it and return.
 func (w *deliveryWriter) stop() { w.once.Do(func() { close(w.done) }) }
 
+// pendingDeliveries is the next batch, in arrival order.
+type pendingDeliveries struct {
+	recs    []store.DeliveryRecord
+	firstAt time.Time
+}
+
+func (p *pendingDeliveries) add(r store.DeliveryRecord) {
+	if len(p.recs) == 0 {
+		p.firstAt = time.Now()
+	}
+	p.recs = append(p.recs, r)
+}
+
+// take removes and returns up to n records, oldest first.
+func (p *pendingDeliveries) take(n int) []store.DeliveryRecord {
+	n = min(n, len(p.recs))
+	out := append([]store.DeliveryRecord(nil), p.recs[:n]...)
+	p.recs = append(p.recs[:0], p.recs[n:]...)
+	p.firstAt = time.Now()
+	return out
+}
+
 func (w *deliveryWriter) run(ctx context.Context) {
-	batch := make([]store.DeliveryRecord, 0, deliveryBatch)
+	// One batch is written at a time (two statements upserting the same rows in different
+	// orders could deadlock); the next one collects meanwhile.
+	batches := make(chan []store.DeliveryRecord, 1)
+	free := make(chan struct{}, 1)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for b := range batches {
+			w.write(ctx, b)
+			select {
+			case free <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	p := &pendingDeliveries{}
+	idle := true
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
 	for {
+		if n := len(p.recs); n > 0 && idle {
+			wait := time.Until(p.firstAt.Add(deliveryDelay))
+			if n >= deliveryBatch || wait <= 0 {
+				batches <- p.take(deliveryBatch) // never blocks: the writer is idle
+				idle = false
+				continue
+			}
+			wake.Reset(wait)
+		}
+		var in <-chan store.DeliveryRecord
+		if len(p.recs) < deliveryPending {
+			in = w.in
+		}
 		select {
-		case r := <-w.in:
-			batch = append(batch[:0], r)
+		case r := <-in:
+			p.add(r)
+		case <-free:
+			idle = true
+		case <-wake.C:
 		case <-w.done:
-			batch = batch[:0] // what it held was written already
 			for {
 				select {
 				case r := <-w.in:
-					batch = append(batch, r)
+					p.add(r)
 					continue
 				default:
 				}
 				break
 			}
-			w.write(ctx, batch)
+			for len(p.recs) > 0 {
+				batches <- p.take(deliveryBatch)
+			}
+			close(batches)
+			<-writerDone
 			return
 		}
-		timer := time.NewTimer(deliveryDelay)
-	fill:
-		for len(batch) < deliveryBatch {
-			select {
-			case r := <-w.in:
-				batch = append(batch, r)
-			case <-timer.C:
-				break fill
-			}
-		}
-		timer.Stop()
-		w.write(ctx, batch)
 	}
 }
 
 func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord) {
-	if len(batch) == 0 {
-		return
-	}
-	for attempt := 0; ; attempt++ {
-		err := w.g.store.WriteDeliveries(ctx, batch)
-		if err == nil {
-			break
-		}
-		if attempt >= 5 || ctx.Err() != nil {
-			// The acknowledged commands stay pending in the outbox; the agents get them again
-			// on their next connection and answer again (they deduplicate by command id).
-			w.g.log.Error("delivery batch lost after retries", "records", len(batch), "err", err)
-			return
-		}
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
-	}
-	var acked []store.DeliveryRecord
+	var sent, acked []store.DeliveryRecord
 	for _, r := range batch {
 		if r.Status == models.DeliveryAcked {
 			acked = append(acked, r)
+		} else {
+			sent = append(sent, r)
 		}
 	}
-	if len(acked) == 0 {
+	// Sent first: an acknowledgement in the same batch then finds its row and keeps sent_at.
+	w.writeRecords(ctx, sent)
+	if !w.writeRecords(ctx, acked) {
 		return
 	}
 	// Passing on talks to Temporal; it must not hold up the next batch. A broadcast's acks
@@ -125,4 +168,26 @@ func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord
 		}
 		w.g.passOn(ctx, results)
 	}()
+}
+
+// writeRecords writes records in one statement, retrying a few times; false when they are lost.
+func (w *deliveryWriter) writeRecords(ctx context.Context, recs []store.DeliveryRecord) bool {
+	if len(recs) == 0 {
+		return false
+	}
+	for attempt := 0; ; attempt++ {
+		t0 := time.Now()
+		err := w.g.store.WriteDeliveries(ctx, recs)
+		println("TMPDEBUG", time.Now().Format("05.000"), recs[0].Status, len(recs), time.Since(t0).String(), len(w.in))
+		if err == nil {
+			return true
+		}
+		if attempt >= 5 || ctx.Err() != nil {
+			// Acknowledged commands stay pending in the outbox; the agents get them again on
+			// their next connection and answer again (they deduplicate by command id).
+			w.g.log.Error("delivery batch lost after retries", "records", len(recs), "err", err)
+			return false
+		}
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
 }

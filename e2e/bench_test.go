@@ -91,24 +91,31 @@ func BenchmarkPublish(b *testing.B) {
 		if flr.seq, err = sequential(seqRuns, floor.run); err != nil {
 			b.Fatal(err)
 		}
+		trace := os.Getenv("IMPRUN_BENCH_TRACE") != ""
+		phase := time.Now()
 		stopProfile := startProfile(b)
 		pub.seq, err = sequential(seqRuns, bs.publish)
 		stopProfile()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if os.Getenv("IMPRUN_BENCH_TRACE") != "" {
+		if trace {
 			traceRun(b, floor.tc, fmt.Sprintf("%s-%d", floor.queue, floor.n))
 			traceRun(b, floor.tc, workflows.PublishWorkflowID(bs.last, 1))
+			bs.stages(b, "sequential", phase)
 		}
 		if flr.rps, err = concurrent(concRuns, concurrency, floor.run); err != nil {
 			b.Fatal(err)
 		}
+		phase = time.Now()
 		stopProfile = startProfile(b)
 		pub.rps, err = concurrent(concRuns, concurrency, bs.publish)
 		stopProfile()
 		if err != nil {
 			b.Fatal(err)
+		}
+		if trace {
+			bs.stages(b, "concurrent", phase)
 		}
 	}
 	b.StopTimer()
@@ -364,6 +371,44 @@ func traceRun(b *testing.B, tc client.Client, workflowID string) {
 	}
 	// Printed, not logged: a benchmark's log is cut short.
 	fmt.Printf("history of %s:\n%s\n", workflowID, strings.Join(lines, "\n"))
+}
+
+// stages prints where the publishes created since `since` spent their time, from the rows
+// they left (IMPRUN_BENCH_TRACE=1): median and p90 of each step, in ms.
+func (bs *benchStack) stages(b *testing.B, label string, since time.Time) {
+	rows, err := bs.env.SQL.Query(`SELECT p.created_at, c.created_at, min(d.sent_at), min(d.acked_at), min(d.passed_on_at), p.published_at
+		FROM product_publishes p
+		JOIN agent_commands c ON c.payload->>'publish_id' = p.id::text
+		JOIN agent_command_deliveries d ON d.command_id = c.id
+		WHERE p.created_at >= $1 AND p.published_at IS NOT NULL
+		GROUP BY p.id, c.id`, since)
+	if err != nil {
+		b.Logf("stages: %v", err)
+		return
+	}
+	defer rows.Close()
+	names := []string{"created->command queued", "queued->first sent to an agent", "sent->first result acked",
+		"acked->passed on (signal)", "passed on->PUBLISHED row"}
+	steps := make([][]time.Duration, len(names))
+	for rows.Next() {
+		var at [6]*time.Time
+		if err := rows.Scan(&at[0], &at[1], &at[2], &at[3], &at[4], &at[5]); err != nil {
+			b.Logf("stages: %v", err)
+			return
+		}
+		for i := range names {
+			if at[i] != nil && at[i+1] != nil {
+				steps[i] = append(steps[i], at[i+1].Sub(*at[i]))
+			}
+		}
+	}
+	var out []string
+	for i, n := range names {
+		if len(steps[i]) > 0 {
+			out = append(out, fmt.Sprintf("  %-32s p50=%6.1fms p90=%6.1fms (n=%d)", n, ms(percentile(steps[i], 50)), ms(percentile(steps[i], 90)), len(steps[i])))
+		}
+	}
+	fmt.Printf("publish stages, %s:\n%s\n", label, strings.Join(out, "\n"))
 }
 
 // poll reads the status of every pending publish every pollEvery (sleeping while none is).

@@ -66,6 +66,9 @@ command -v docker-compose >/dev/null || apt_install docker-compose
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
   apt_install nginx
 fi
+# Rendered nginx configuration verifies https backends against the system CA bundle, which
+# `nginx -t` opens.
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] || apt_install ca-certificates
 
 # runuser starts the dev Postgres as the postgres user when we are root; util-linux ships it and
 # is essential on Debian, but check rather than fail obscurely later.
