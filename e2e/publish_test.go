@@ -73,8 +73,9 @@ func TestPublishWhileAgentOfflineThenAgentStarts(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	dir := t.TempDir()
 	ra := s.startAgent(t, dir, s.token(t))
-	ra.identity(t)
+	id := ra.identity(t)
 	ra.stop() // registered, now offline
+	s.waitAgent(t, id.AgentID, models.AgentDisconnected)
 
 	pid := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
 	var d publishDetail
@@ -118,6 +119,15 @@ func TestWorkerKilledMidDeploy(t *testing.T) {
 	startWorker("worker-2")
 	s.startAgent(t, dir, "")
 	s.waitStatus(t, pid, models.PublishPublished, 90*time.Second)
+}
+
+func (s *stack) waitAgent(t *testing.T, agentID, want string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var st string
+		_ = s.env.SQL.QueryRow(`SELECT status FROM agents WHERE id = $1`, agentID).Scan(&st)
+		return st == want
+	}, 20*time.Second, 50*time.Millisecond, "agent %s never %s", agentID, want)
 }
 
 func (s *stack) waitDeploying(t *testing.T, pid string) publishDetail {

@@ -1,0 +1,141 @@
+package workflows
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// fakeSubscription applies transitions to an in-memory status, as the activity does in Postgres.
+type fakeSubscription struct {
+	mu          sync.Mutex
+	status      string
+	transitions []TransitionInput
+	ignored     []IgnoredSignal
+}
+
+func (f *fakeSubscription) register(env *testsuite.TestWorkflowEnvironment) {
+	env.RegisterActivityWithOptions(func(_ context.Context, in TransitionInput) (TransitionResult, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, from := range in.From {
+			if f.status == from {
+				f.status = in.To
+				f.transitions = append(f.transitions, in)
+				return TransitionResult{Applied: true, Status: f.status}, nil
+			}
+		}
+		return TransitionResult{Status: f.status}, nil
+	}, activity.RegisterOptions{Name: ActTransitionSubscription})
+	env.RegisterActivityWithOptions(func(_ context.Context, in IgnoredSignal) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.ignored = append(f.ignored, in)
+		return nil
+	}, activity.RegisterOptions{Name: ActRecordIgnoredSignal})
+}
+
+func newSubscriptionEnv() (*testsuite.TestWorkflowEnvironment, *fakeSubscription) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fakeSubscription{status: models.SubscriptionPending}
+	f.register(env)
+	return env, f
+}
+
+func TestSubscriptionAutoApprovedThenCancelled(t *testing.T) {
+	env, f := newSubscriptionEnv()
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(SignalSuspend, Decision{Actor: "owner@acme.test", Reason: "unpaid", Source: "rest"})
+	}, time.Hour)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(SignalCancel, Decision{Actor: "dev@globex.test", Source: "rest"})
+	}, 2*time.Hour)
+	env.ExecuteWorkflow(SubscriptionWorkflow, SubscriptionInput{SubscriptionID: "s1"})
+	require.NoError(t, env.GetWorkflowError())
+	var out string
+	require.NoError(t, env.GetWorkflowResult(&out))
+	require.Equal(t, models.SubscriptionCancelled, out)
+	require.Len(t, f.transitions, 3)
+	require.Equal(t, "system", f.transitions[0].Decision.Actor)
+	require.Equal(t, models.SubscriptionSuspended, f.transitions[1].To)
+}
+
+func TestSubscriptionApprovalFromCLIAndBadSignals(t *testing.T) {
+	env, f := newSubscriptionEnv()
+	env.RegisterDelayedCallback(func() {
+		// Not a decision: ignored, recorded, nothing changes.
+		env.SignalWorkflow(SignalApprove, map[string]any{"who": "nobody"})
+		// A valid decision in the wrong state: ignored too.
+		env.SignalWorkflow(SignalResume, Decision{Actor: "ops@example.com"})
+	}, time.Hour)
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(QueryStatus)
+		require.NoError(t, err)
+		var st SubscriptionState
+		require.NoError(t, v.Get(&st))
+		require.Equal(t, models.SubscriptionPending, st.Status)
+		require.Equal(t, 2, st.Ignored)
+		env.SignalWorkflow(SignalApprove, map[string]any{"actor": "ops@example.com", "reason": "ok"}) // as `temporal workflow signal --input` sends it
+	}, 2*time.Hour)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(SignalCancel, Decision{Actor: "dev@globex.test", Source: "rest"})
+	}, 3*time.Hour)
+	env.ExecuteWorkflow(SubscriptionWorkflow, SubscriptionInput{SubscriptionID: "s1", ApprovalRequired: true, ApprovalDeadline: 7 * 24 * time.Hour})
+	require.NoError(t, env.GetWorkflowError())
+	require.Len(t, f.ignored, 2)
+	require.Contains(t, f.ignored[0].Problem, "not a decision")
+	require.Equal(t, models.SubscriptionActive, f.transitions[0].To)
+	require.Equal(t, "temporal-cli", f.transitions[0].Decision.Source)
+	require.Equal(t, "ops@example.com", f.transitions[0].Decision.Actor)
+}
+
+func TestSubscriptionExpiresAtDeadline(t *testing.T) {
+	env, f := newSubscriptionEnv()
+	env.ExecuteWorkflow(SubscriptionWorkflow, SubscriptionInput{SubscriptionID: "s1", ApprovalRequired: true, ApprovalDeadline: 48 * time.Hour})
+	require.NoError(t, env.GetWorkflowError())
+	var out string
+	require.NoError(t, env.GetWorkflowResult(&out))
+	require.Equal(t, models.SubscriptionExpired, out)
+	require.Len(t, f.transitions, 1)
+	require.Equal(t, "subscription.expire", f.transitions[0].Action)
+}
+
+func TestCredentialSyncWaitsForEveryCluster(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	var confirmed []string
+	env.RegisterActivityWithOptions(func(_ context.Context, in CredentialSyncInput) (CredentialSyncPlan, error) {
+		return CredentialSyncPlan{Targets: []RolloutTarget{
+			{ClusterID: "a", CommandID: "ca", Action: models.RolloutRevoke},
+			{ClusterID: "b", CommandID: "cb", Action: models.RolloutRevoke},
+		}}, nil
+	}, activity.RegisterOptions{Name: ActPlanCredentialSync})
+	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmInput) error {
+		confirmed = append(confirmed, in.ClusterID)
+		return nil
+	}, activity.RegisterOptions{Name: ActConfirmRollout})
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x", Success: true})
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "cb", ClusterID: "b", AgentID: "y", Success: false, Message: "disk full"})
+	}, time.Second)
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(QueryStatus)
+		require.NoError(t, err)
+		var st CredentialSyncState
+		require.NoError(t, v.Get(&st))
+		require.False(t, st.Done, "cluster b has not confirmed: the straggler stays visible")
+		require.Equal(t, "disk full", st.Targets[1].LastMessage)
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "cb", ClusterID: "b", AgentID: "y", Success: true})
+	}, 10*time.Hour)
+	env.ExecuteWorkflow(CredentialSyncWorkflow, CredentialSyncInput{CredentialID: "c1", Version: 2})
+	require.NoError(t, env.GetWorkflowError())
+	require.Equal(t, []string{"a", "b"}, confirmed)
+}
