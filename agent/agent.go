@@ -71,6 +71,7 @@ type Agent struct {
 	log   *slog.Logger
 	st    *state
 	creds *CredentialStore
+	usage *usageLog
 
 	idMu     sync.Mutex
 	identity *Identity
@@ -100,7 +101,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, st: st, creds: creds, identity: id}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, st: st, creds: creds, usage: newUsageLog(), identity: id}, nil
 }
 
 // Run creates an agent from cfg and runs it; see Agent.Run.
@@ -113,9 +114,10 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // Verifier returns a Verifier over the agent's live credential set, for a gateway check served
-// from the agent process.
+// from the agent process. The requests it allows are reported to the server with the next
+// heartbeat (the credential's last-used time).
 func (a *Agent) Verifier(opts ...VerifierOption) *Verifier {
-	return NewVerifier(a.creds, opts...)
+	return NewVerifier(a.creds, append([]VerifierOption{withUsage(a.usage)}, opts...)...)
 }
 
 // Identity returns a copy of the agent's current identity, if it has one.
@@ -394,8 +396,11 @@ func (a *Agent) heartbeats(ctx context.Context, cancel context.CancelCauseFunc, 
 				SentAt:          timestamppb.New(now),
 				Applied:         a.st.appliedRevisions(),
 				CredentialCount: int64(a.creds.ActiveCount(now)),
+				CredentialUsage: a.usage.take(maxUsagePerHeartbeat),
 			}
 			if err := send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: hb}}); err != nil {
+				// Not sent: report the usage on the next stream's heartbeats instead.
+				a.usage.restore(hb.CredentialUsage)
 				cancel(fmt.Errorf("send heartbeat: %w", err))
 				return
 			}

@@ -291,7 +291,8 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 				fmt.Fprintf(&sb, "    * %s;\n", target(b))
 				break
 			}
-			fmt.Fprintf(&sb, "    %.2f%% %s;\n", float64(ref.Weight)*100/float64(total), target(b))
+			// nginx refuses a 0.00% entry; a share that small still gets the least it can.
+			fmt.Fprintf(&sb, "    %.2f%% %s;\n", max(float64(ref.Weight)*100/float64(total), 0.01), target(b))
 		}
 		sb.WriteString("}\n")
 		zone += sb.String()

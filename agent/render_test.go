@@ -164,6 +164,15 @@ func TestRenderPublish(t *testing.T) {
 			},
 			contains: []string{"rate=2r/m;"},
 		},
+		{
+			name:  "nginx keeps a tiny weighted share above 0.00%, which it would refuse",
+			class: GatewayClassNginx,
+			mutate: func(s *Snapshot) {
+				s.APIServices[0].Routes[0].BackendRefs[0].Weight = 1
+				s.APIServices[0].Routes[0].BackendRefs[1].Weight = 99999
+			},
+			contains: []string{"    0.01% http://imp_" + pid + "_charges_charges_v1;\n    * https://imp_" + pid + "_charges_charges_v2;"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

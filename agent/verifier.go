@@ -46,6 +46,7 @@ type Decision struct {
 type Verifier struct {
 	store *CredentialStore
 	now   func() time.Time
+	usage *usageLog // nil: uses are not reported
 
 	mu       sync.Mutex
 	counters map[string]*usage // credential id + "/" + publish id
@@ -72,6 +73,12 @@ type VerifierOption func(*Verifier)
 // WithClock makes the Verifier read time from now (tests use a fake clock).
 func WithClock(now func() time.Time) VerifierOption {
 	return func(v *Verifier) { v.now = now }
+}
+
+// withUsage makes the Verifier note every allowed request in l, which the agent's heartbeats
+// report to the server (a credential's last-used time).
+func withUsage(l *usageLog) VerifierOption {
+	return func(v *Verifier) { v.usage = l }
 }
 
 // NewVerifier returns a Verifier over store.
@@ -147,6 +154,9 @@ func (v *Verifier) verify(publishID, typ, prefix, secret string) Decision {
 		return d
 	}
 	d.Allowed = true
+	if v.usage != nil {
+		v.usage.record(cred.ID, now)
+	}
 	return d
 }
 

@@ -35,85 +35,40 @@ const authTimeout = 10 * time.Second
 // Connect serves one agent stream: authenticate the first message, register the session,
 // send everything the agent has not acknowledged, then read heartbeats, results and acks
 // until the stream ends.
+//
+// Memory: a stream's goroutine stacks are most of what it costs. This goroutine stays parked
+// in sendLoop for the stream's whole life, so it never makes the deep database calls itself
+// (they run on short-lived goroutines, see offStack, whose grown stacks go when they end),
+// and there is one goroutine besides it, the reader.
 func (g *Gateway) Connect(stream agentv1.AgentService_ConnectServer) error {
-	ctx := stream.Context()
-	ip := peerIP(ctx)
-
-	first, err := recvWithin(stream, authTimeout)
+	s, resp, err := g.accept(stream)
 	if err != nil {
-		g.log.Info("agent stream refused", "ip", ip, "reason", "no first message: "+err.Error())
-		return errUnauthenticated
+		return err
 	}
-	req := first.GetConnectRequest()
-	if req == nil {
-		g.log.Info("agent stream refused", "ip", ip, "reason", "first message is not a ConnectRequest")
-		return errUnauthenticated
-	}
-	agent, resp, err := g.authenticate(ctx, req, ip)
-	if errors.Is(err, errRevoked) {
-		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agent.ID)
-		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
-			Reason: agentv1.CloseReason_CLOSE_REASON_REVOKED, Message: "this agent was revoked"}}})
-		return errUnauthenticated
-	}
-	if err != nil {
-		var st interface{ GRPCStatus() *status.Status }
-		if errors.As(err, &st) && st.GRPCStatus().Code() != codes.Unauthenticated {
-			return err
-		}
-		g.log.Info("agent stream refused", "ip", ip, "agent_id", req.GetAgentId(), "reason", err.Error())
-		return errUnauthenticated
-	}
-
-	s := newSession(ctx, agent.ID, agent.ClusterID, ip)
 	defer s.cancel(nil)
-	if old := g.sessions.add(s); old != nil {
-		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
-	}
 	defer g.sessions.remove(s)
-	if err := g.markConnected(ctx, s, req); err != nil {
-		g.log.Error("mark agent connected", "agent_id", agent.ID, "err", err)
-		return status.Error(codes.Unavailable, "try again")
-	}
 	defer g.markDisconnected(s)
-	log := g.log.With("agent_id", agent.ID, "cluster_id", agent.ClusterID)
-	log.Info("agent connected", "ip", ip, "version", req.GetAgentVersion())
-
-	resp.HeartbeatIntervalSeconds = int32(g.cfg.HeartbeatInterval / time.Second)
-	if resp.HeartbeatIntervalSeconds < 1 {
-		resp.HeartbeatIntervalSeconds = 1
-	}
 	if err := stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ConnectResponse{ConnectResponse: resp}}); err != nil {
 		return err
 	}
+	jwtExp := resp.JwtExpiresAt.AsTime()
+	resp = nil
 
 	// The agent's messages are read on a goroutine of their own; this one is the stream's only
-	// writer (sendLoop) until either side ends the stream. One goroutine per stream fewer
-	// than reading and writing beside a waiting handler: stacks are most of a stream's memory.
+	// writer (sendLoop) until either side ends the stream.
 	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				s.cancel(err)
-				return
-			}
-			s.touch()
-			g.handle(ctx, s, msg)
-		}
-	}()
-	g.sync(ctx, s)
-	err = g.sendLoop(stream, s, resp.JwtExpiresAt.AsTime())
+	go g.recvLoop(stream, s, recvErr)
+	go g.sync(s.ctx, s)
+	err = g.sendLoop(stream, s, jwtExp)
 	select {
 	case rerr := <-recvErr:
-		log.Info("agent stream ended", "reason", rerr)
+		g.log.Info("agent stream ended", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", rerr)
 		return nil
 	default:
 	}
 	// Closed by the server (its reader is still blocked in Recv; returning ends the stream).
 	cause := context.Cause(s.ctx)
-	log.Info("agent stream closed by the server", "reason", cause)
+	g.log.Info("agent stream closed by the server", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", cause)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -121,6 +76,89 @@ func (g *Gateway) Connect(stream agentv1.AgentService_ConnectServer) error {
 		return nil
 	}
 	return status.Error(codes.Unavailable, cause.Error())
+}
+
+// offStack runs f on a goroutine of its own and waits for it. A database call grows a stack
+// to tens of KB; on a stream's long-lived goroutine that memory would stay for hours (a stack
+// only shrinks by half per collection, and not below four times what is in use), 10,000 times.
+func offStack(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+// recvLoop reads the agent's messages until the stream ends, then ends the session.
+func (g *Gateway) recvLoop(stream agentv1.AgentService_ConnectServer, s *session, done chan<- error) {
+	ctx := stream.Context()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			done <- err
+			s.cancel(err)
+			return
+		}
+		s.touch()
+		g.handle(ctx, s, msg)
+	}
+}
+
+// accept authenticates the stream's first message and claims the agent for a new session.
+// An error is what Connect returns; on success the ConnectResponse is still to be sent.
+func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *agentv1.ConnectResponse, error) {
+	ctx := stream.Context()
+	ip := peerIP(ctx)
+
+	first, err := recvWithin(stream, authTimeout)
+	if err != nil {
+		g.log.Info("agent stream refused", "ip", ip, "reason", "no first message: "+err.Error())
+		return nil, nil, errUnauthenticated
+	}
+	req := first.GetConnectRequest()
+	if req == nil {
+		g.log.Info("agent stream refused", "ip", ip, "reason", "first message is not a ConnectRequest")
+		return nil, nil, errUnauthenticated
+	}
+	var (
+		agent models.Agent
+		resp  *agentv1.ConnectResponse
+	)
+	offStack(func() { agent, resp, err = g.authenticate(ctx, req, ip) })
+	if errors.Is(err, errRevoked) {
+		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agent.ID)
+		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
+			Reason: agentv1.CloseReason_CLOSE_REASON_REVOKED, Message: "this agent was revoked"}}})
+		return nil, nil, errUnauthenticated
+	}
+	if err != nil {
+		var st interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &st) && st.GRPCStatus().Code() != codes.Unauthenticated {
+			return nil, nil, err
+		}
+		g.log.Info("agent stream refused", "ip", ip, "agent_id", req.GetAgentId(), "reason", err.Error())
+		return nil, nil, errUnauthenticated
+	}
+
+	s := newSession(ctx, agent.ID, agent.ClusterID, ip)
+	if old := g.sessions.add(s); old != nil {
+		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
+	}
+	offStack(func() { err = g.markConnected(ctx, s, req) })
+	if err != nil {
+		g.sessions.remove(s)
+		s.cancel(nil)
+		g.log.Error("mark agent connected", "agent_id", agent.ID, "err", err)
+		return nil, nil, status.Error(codes.Unavailable, "try again")
+	}
+	g.log.Info("agent connected", "agent_id", agent.ID, "cluster_id", agent.ClusterID, "ip", ip, "version", req.GetAgentVersion())
+
+	resp.HeartbeatIntervalSeconds = int32(g.cfg.HeartbeatInterval / time.Second)
+	if resp.HeartbeatIntervalSeconds < 1 {
+		resp.HeartbeatIntervalSeconds = 1
+	}
+	return s, resp, nil
 }
 
 // sendLoop is the only goroutine that writes to the stream. It also renews the agent's JWT
@@ -162,7 +200,7 @@ func (g *Gateway) sendLoop(stream agentv1.AgentService_ConnectServer, s *session
 func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMessage) {
 	switch p := msg.Payload.(type) {
 	case *agentv1.AgentMessage_Heartbeat:
-		g.presence.mark(s, p.Heartbeat.GetApplied())
+		g.presence.mark(s, p.Heartbeat.GetApplied(), p.Heartbeat.GetCredentialUsage())
 		s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now()}}})
 	case *agentv1.AgentMessage_DeployResult:
 		r := p.DeployResult

@@ -14,12 +14,28 @@ import (
 
 // presence coalesces heartbeats: each one only updates memory, and every flush interval one
 // statement writes the newest heartbeat of every agent that sent one. 10,000 agents at one
-// heartbeat each per 10 s become one UPDATE every 2 s, not 1,000 row updates a second.
+// heartbeat each per 10 s become one UPDATE every 2 s, not 1,000 row updates a second. The
+// credential usage the heartbeats report is coalesced the same way: the newest use per
+// credential and cluster, written by one more statement per flush.
 type presence struct {
 	g     *Gateway
 	mu    sync.Mutex
 	dirty map[uuid.UUID]beat
+	used  map[usageKey]time.Time
 }
+
+// usageKey is a credential as used on one cluster: the cluster is the reporting agent's, taken
+// from its authenticated session, never from the report.
+type usageKey struct{ credential, cluster uuid.UUID }
+
+const (
+	// maxUsagePerHeartbeat bounds the usage entries taken from one heartbeat (the reference
+	// agent sends at most 500); the rest of an oversized report is ignored.
+	maxUsagePerHeartbeat = 1000
+	// maxPendingUsage bounds the usage entries waiting for the next flush; beyond it new
+	// credentials are dropped until the flush (a last-used time is informational).
+	maxPendingUsage = 100000
+)
 
 type beat struct {
 	s       *session
@@ -27,9 +43,11 @@ type beat struct {
 	applied []models.AppliedRevision // nil: unchanged
 }
 
-func newPresence(g *Gateway) *presence { return &presence{g: g, dirty: map[uuid.UUID]beat{}} }
+func newPresence(g *Gateway) *presence {
+	return &presence{g: g, dirty: map[uuid.UUID]beat{}, used: map[usageKey]time.Time{}}
+}
 
-func (p *presence) mark(s *session, applied []*agentv1.AppliedRevision) {
+func (p *presence) mark(s *session, applied []*agentv1.AppliedRevision, usage []*agentv1.CredentialUsage) {
 	b := beat{s: s, at: time.Now().UTC()}
 	if applied != nil {
 		b.applied = make([]models.AppliedRevision, 0, len(applied))
@@ -42,7 +60,34 @@ func (p *presence) mark(s *session, applied []*agentv1.AppliedRevision) {
 		b.applied = prev.applied
 	}
 	p.dirty[s.agentID] = b
+	p.mergeUsageLocked(s.clusterID, usage, b.at)
 	p.mu.Unlock()
+}
+
+// mergeUsageLocked folds one heartbeat's usage report into the pending usage. Entries with a
+// malformed id or time are skipped; a time in the future counts as now.
+func (p *presence) mergeUsageLocked(cluster uuid.UUID, usage []*agentv1.CredentialUsage, now time.Time) {
+	for i, u := range usage {
+		if i == maxUsagePerHeartbeat {
+			break
+		}
+		id, err := uuid.Parse(u.GetCredentialId())
+		if err != nil || u.GetLastUsedAt() == nil || u.GetLastUsedAt().CheckValid() != nil {
+			continue
+		}
+		at := u.GetLastUsedAt().AsTime()
+		if at.After(now) {
+			at = now
+		}
+		k := usageKey{credential: id, cluster: cluster}
+		prev, ok := p.used[k]
+		if !ok && len(p.used) >= maxPendingUsage {
+			continue
+		}
+		if !ok || at.After(prev) {
+			p.used[k] = at
+		}
+	}
 }
 
 func (p *presence) forget(s *session) {
@@ -69,6 +114,11 @@ func (p *presence) run(ctx context.Context) {
 // flush writes the pending heartbeats. An agent row whose session_id is no longer ours was
 // claimed by a newer stream (on this or another replica): that stream wins and ours is closed.
 func (p *presence) flush(ctx context.Context) {
+	p.flushBeats(ctx)
+	p.flushUsage(ctx)
+}
+
+func (p *presence) flushBeats(ctx context.Context) {
 	p.mu.Lock()
 	batch := p.dirty
 	p.dirty = make(map[uuid.UUID]beat, len(batch))
@@ -118,5 +168,49 @@ func (p *presence) flush(ctx context.Context) {
 		if !ok[id] {
 			b.s.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "another stream of this agent is current")
 		}
+	}
+}
+
+// flushUsage writes the pending credential usage in one statement: a credential's last_used_at
+// moves forward to the newest reported use, and only on a cluster the credential was sent to
+// (it has a rollout row there), so an agent cannot touch the credentials of another cluster.
+// The rows are locked in id order, so two replicas flushing at once cannot deadlock.
+func (p *presence) flushUsage(ctx context.Context) {
+	p.mu.Lock()
+	used := p.used
+	p.used = make(map[usageKey]time.Time, len(used))
+	p.mu.Unlock()
+	if len(used) == 0 {
+		return
+	}
+	creds := make([]string, 0, len(used))
+	clusters := make([]string, 0, len(used))
+	ats := make([]time.Time, 0, len(used))
+	for k, at := range used {
+		creds = append(creds, k.credential.String())
+		clusters = append(clusters, k.cluster.String())
+		ats = append(ats, at)
+	}
+	err := p.g.db(ctx).Exec(`WITH u AS (
+			SELECT v.credential_id, max(v.at) AS at
+			FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[]) AS v(credential_id, cluster_id, at)
+			JOIN credential_rollouts r ON r.credential_id = v.credential_id AND r.cluster_id = v.cluster_id
+			GROUP BY v.credential_id
+		), locked AS (
+			SELECT c.id, u.at FROM credentials c JOIN u ON u.credential_id = c.id
+			WHERE c.last_used_at IS NULL OR c.last_used_at < u.at
+			ORDER BY c.id FOR UPDATE OF c
+		)
+		UPDATE credentials c SET last_used_at = GREATEST(coalesce(c.last_used_at, 'epoch'), l.at)
+		FROM locked l WHERE c.id = l.id`, pgArray(creds), pgArray(clusters), pgTimeArray(ats)).Error
+	if err != nil && ctx.Err() == nil {
+		p.g.log.Warn("credential usage flush failed; retrying next tick", "entries", len(used), "err", err)
+		p.mu.Lock()
+		for k, at := range used {
+			if prev, ok := p.used[k]; !ok || at.After(prev) {
+				p.used[k] = at
+			}
+		}
+		p.mu.Unlock()
 	}
 }

@@ -318,6 +318,7 @@ func TestRejectionAndExpiry(t *testing.T) {
 		"unknown publish": {"product_publish_id": "00000000-0000-0000-0000-000000000001", "client_app_id": m.appID},
 		"unknown app":     {"product_publish_id": m.pubA, "client_app_id": "00000000-0000-0000-0000-000000000001"},
 		"foreign plan":    {"product_publish_id": m.pubA, "client_app_id": m.appID, "plan_id": "00000000-0000-0000-0000-000000000001"},
+		"other env":       {"product_publish_id": m.pubA, "client_app_id": m.appID, "environment": "dev"},
 	} {
 		r := m.customer.Post("/v1/customer/subscriptions", body)
 		require.Equal(t, http.StatusUnprocessableEntity, r.Status, name)

@@ -181,6 +181,7 @@ func (d publishDetail) has(eventType string) bool {
 
 type runningAgent struct {
 	dir    string
+	agent  *agent.Agent
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -192,7 +193,7 @@ func (s *stack) startAgent(t *testing.T, dir, token string) *runningAgent {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	ra := &runningAgent{dir: dir, cancel: cancel, done: make(chan error, 1)}
+	ra := &runningAgent{dir: dir, agent: a, cancel: cancel, done: make(chan error, 1)}
 	go func() { ra.done <- a.Run(ctx) }()
 	t.Cleanup(ra.stop)
 	return ra

@@ -55,6 +55,9 @@ func (a *API) createSubscription(c echo.Context) error {
 		ProductPublishID string  `json:"product_publish_id"`
 		ClientAppID      string  `json:"client_app_id"`
 		PlanID           *string `json:"plan_id"`
+		// Environment, when given, must be the publish's: a customer wiring its prod app
+		// can't subscribe to a dev publish by mistake.
+		Environment string `json:"environment"`
 	}
 	if err := bindJSON(c, &req); err != nil {
 		return err
@@ -70,6 +73,8 @@ func (a *API) createSubscription(c echo.Context) error {
 		v.check(err == nil, "plan_id", "must be a UUID")
 		planID = &id
 	}
+	v.check(req.Environment == "" || req.Environment == models.EnvDev || req.Environment == models.EnvStage || req.Environment == models.EnvProd,
+		"environment", "must be dev, stage or prod")
 	if err := v.err(); err != nil {
 		return err
 	}
@@ -80,6 +85,9 @@ func (a *API) createSubscription(c echo.Context) error {
 	ctx := c.Request().Context()
 	t := tenantOf(c)
 	pub, err := a.store.PublishVisibleTo(ctx, pubID, t.ID)
+	if err == nil && req.Environment != "" && pub.Environment != req.Environment {
+		return ValidationFailed(FieldError{Field: "product_publish_id", Message: "the publish is in environment " + pub.Environment + ", not " + req.Environment})
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		// Withdrawn, private and not invited, or unknown: the same answer.
 		return ValidationFailed(FieldError{Field: "product_publish_id", Message: "no published product you can subscribe to"})

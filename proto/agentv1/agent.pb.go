@@ -964,6 +964,12 @@ type Heartbeat struct {
 	Applied []*AppliedRevision `protobuf:"bytes,2,rep,name=applied,proto3" json:"applied,omitempty"`
 	// How many credentials the agent currently accepts (not revoked, not expired).
 	CredentialCount int64 `protobuf:"varint,3,opt,name=credential_count,json=credentialCount,proto3" json:"credential_count,omitempty"`
+	// The credentials that were used (verified successfully) since the agent's previous
+	// heartbeat, one entry per credential. An agent reports each use once: what it sent is
+	// cleared, and an agent with more entries than fit sends the rest with later heartbeats.
+	// The server records the newest time as the credential's last-used time, only for
+	// credentials it sent to the agent's cluster; other entries are ignored.
+	CredentialUsage []*CredentialUsage `protobuf:"bytes,4,rep,name=credential_usage,json=credentialUsage,proto3" json:"credential_usage,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1019,6 +1025,78 @@ func (x *Heartbeat) GetCredentialCount() int64 {
 	return 0
 }
 
+func (x *Heartbeat) GetCredentialUsage() []*CredentialUsage {
+	if x != nil {
+		return x.CredentialUsage
+	}
+	return nil
+}
+
+// CredentialUsage is the use of one credential on one agent since its previous report.
+type CredentialUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The credential id (CredentialUpsert.credential_id).
+	CredentialId string `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	// When the credential was last verified successfully (the agent's clock). A time in the
+	// server's future counts as the time the server received the report.
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// How many requests the credential was allowed since the previous report.
+	Requests      int64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialUsage) Reset() {
+	*x = CredentialUsage{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialUsage) ProtoMessage() {}
+
+func (x *CredentialUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialUsage.ProtoReflect.Descriptor instead.
+func (*CredentialUsage) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CredentialUsage) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *CredentialUsage) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *CredentialUsage) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
 // HeartbeatAck answers a Heartbeat.
 type HeartbeatAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1030,7 +1108,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1120,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1133,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatAck) GetServerTime() *timestamppb.Timestamp {
@@ -1089,7 +1167,7 @@ type DeployCommand struct {
 
 func (x *DeployCommand) Reset() {
 	*x = DeployCommand{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1179,7 @@ func (x *DeployCommand) String() string {
 func (*DeployCommand) ProtoMessage() {}
 
 func (x *DeployCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1192,7 @@ func (x *DeployCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployCommand.ProtoReflect.Descriptor instead.
 func (*DeployCommand) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeployCommand) GetCommandId() string {
@@ -1183,7 +1261,7 @@ type DeployResult struct {
 
 func (x *DeployResult) Reset() {
 	*x = DeployResult{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1273,7 @@ func (x *DeployResult) String() string {
 func (*DeployResult) ProtoMessage() {}
 
 func (x *DeployResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1286,7 @@ func (x *DeployResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResult.ProtoReflect.Descriptor instead.
 func (*DeployResult) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeployResult) GetCommandId() string {
@@ -1280,7 +1358,7 @@ type AppliedResource struct {
 
 func (x *AppliedResource) Reset() {
 	*x = AppliedResource{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1370,7 @@ func (x *AppliedResource) String() string {
 func (*AppliedResource) ProtoMessage() {}
 
 func (x *AppliedResource) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1383,7 @@ func (x *AppliedResource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedResource.ProtoReflect.Descriptor instead.
 func (*AppliedResource) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AppliedResource) GetKind() string {
@@ -1362,7 +1440,7 @@ type PlanLimits struct {
 
 func (x *PlanLimits) Reset() {
 	*x = PlanLimits{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1452,7 @@ func (x *PlanLimits) String() string {
 func (*PlanLimits) ProtoMessage() {}
 
 func (x *PlanLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1465,7 @@ func (x *PlanLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanLimits.ProtoReflect.Descriptor instead.
 func (*PlanLimits) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PlanLimits) GetRequestsPerSecond() int64 {
@@ -1440,7 +1518,7 @@ type CredentialGrant struct {
 
 func (x *CredentialGrant) Reset() {
 	*x = CredentialGrant{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1530,7 @@ func (x *CredentialGrant) String() string {
 func (*CredentialGrant) ProtoMessage() {}
 
 func (x *CredentialGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1543,7 @@ func (x *CredentialGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialGrant.ProtoReflect.Descriptor instead.
 func (*CredentialGrant) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CredentialGrant) GetPublishId() string {
@@ -1520,7 +1598,7 @@ type CredentialUpsert struct {
 
 func (x *CredentialUpsert) Reset() {
 	*x = CredentialUpsert{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1610,7 @@ func (x *CredentialUpsert) String() string {
 func (*CredentialUpsert) ProtoMessage() {}
 
 func (x *CredentialUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1623,7 @@ func (x *CredentialUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialUpsert.ProtoReflect.Descriptor instead.
 func (*CredentialUpsert) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CredentialUpsert) GetCommandId() string {
@@ -1628,7 +1706,7 @@ type CredentialRevoke struct {
 
 func (x *CredentialRevoke) Reset() {
 	*x = CredentialRevoke{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1718,7 @@ func (x *CredentialRevoke) String() string {
 func (*CredentialRevoke) ProtoMessage() {}
 
 func (x *CredentialRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1731,7 @@ func (x *CredentialRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialRevoke.ProtoReflect.Descriptor instead.
 func (*CredentialRevoke) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CredentialRevoke) GetCommandId() string {
@@ -1699,7 +1777,7 @@ type CommandAck struct {
 
 func (x *CommandAck) Reset() {
 	*x = CommandAck{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1789,7 @@ func (x *CommandAck) String() string {
 func (*CommandAck) ProtoMessage() {}
 
 func (x *CommandAck) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1802,7 @@ func (x *CommandAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandAck.ProtoReflect.Descriptor instead.
 func (*CommandAck) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommandAck) GetCommandId() string {
@@ -1766,7 +1844,7 @@ type ReplaceToken struct {
 
 func (x *ReplaceToken) Reset() {
 	*x = ReplaceToken{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1856,7 @@ func (x *ReplaceToken) String() string {
 func (*ReplaceToken) ProtoMessage() {}
 
 func (x *ReplaceToken) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1869,7 @@ func (x *ReplaceToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceToken.ProtoReflect.Descriptor instead.
 func (*ReplaceToken) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReplaceToken) GetCommandId() string {
@@ -1837,7 +1915,7 @@ type TokenReplaced struct {
 
 func (x *TokenReplaced) Reset() {
 	*x = TokenReplaced{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1927,7 @@ func (x *TokenReplaced) String() string {
 func (*TokenReplaced) ProtoMessage() {}
 
 func (x *TokenReplaced) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1940,7 @@ func (x *TokenReplaced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenReplaced.ProtoReflect.Descriptor instead.
 func (*TokenReplaced) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TokenReplaced) GetCommandId() string {
@@ -1899,7 +1977,7 @@ type Close struct {
 
 func (x *Close) Reset() {
 	*x = Close{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +1989,7 @@ func (x *Close) String() string {
 func (*Close) ProtoMessage() {}
 
 func (x *Close) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2002,7 @@ func (x *Close) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Close.ProtoReflect.Descriptor instead.
 func (*Close) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Close) GetReason() CloseReason {
@@ -1988,11 +2066,17 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"publish_id\x18\x01 \x01(\tR\tpublishId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x05R\brevision\x12\x1a\n" +
-	"\bchecksum\x18\x03 \x01(\tR\bchecksum\"\xa0\x01\n" +
+	"\bchecksum\x18\x03 \x01(\tR\bchecksum\"\xe6\x01\n" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x123\n" +
 	"\aapplied\x18\x02 \x03(\v2\x19.agent.v1.AppliedRevisionR\aapplied\x12)\n" +
-	"\x10credential_count\x18\x03 \x01(\x03R\x0fcredentialCount\"K\n" +
+	"\x10credential_count\x18\x03 \x01(\x03R\x0fcredentialCount\x12D\n" +
+	"\x10credential_usage\x18\x04 \x03(\v2\x19.agent.v1.CredentialUsageR\x0fcredentialUsage\"\x90\x01\n" +
+	"\x0fCredentialUsage\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12<\n" +
+	"\flast_used_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x03R\brequests\"K\n" +
 	"\fHeartbeatAck\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\"\xda\x01\n" +
@@ -2115,7 +2199,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
 	(DeployAction)(0),             // 0: agent.v1.DeployAction
 	(DeployStatus)(0),             // 1: agent.v1.DeployStatus
@@ -2128,55 +2212,58 @@ var file_agent_proto_goTypes = []any{
 	(*ConnectResponse)(nil),       // 8: agent.v1.ConnectResponse
 	(*AppliedRevision)(nil),       // 9: agent.v1.AppliedRevision
 	(*Heartbeat)(nil),             // 10: agent.v1.Heartbeat
-	(*HeartbeatAck)(nil),          // 11: agent.v1.HeartbeatAck
-	(*DeployCommand)(nil),         // 12: agent.v1.DeployCommand
-	(*DeployResult)(nil),          // 13: agent.v1.DeployResult
-	(*AppliedResource)(nil),       // 14: agent.v1.AppliedResource
-	(*PlanLimits)(nil),            // 15: agent.v1.PlanLimits
-	(*CredentialGrant)(nil),       // 16: agent.v1.CredentialGrant
-	(*CredentialUpsert)(nil),      // 17: agent.v1.CredentialUpsert
-	(*CredentialRevoke)(nil),      // 18: agent.v1.CredentialRevoke
-	(*CommandAck)(nil),            // 19: agent.v1.CommandAck
-	(*ReplaceToken)(nil),          // 20: agent.v1.ReplaceToken
-	(*TokenReplaced)(nil),         // 21: agent.v1.TokenReplaced
-	(*Close)(nil),                 // 22: agent.v1.Close
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*CredentialUsage)(nil),       // 11: agent.v1.CredentialUsage
+	(*HeartbeatAck)(nil),          // 12: agent.v1.HeartbeatAck
+	(*DeployCommand)(nil),         // 13: agent.v1.DeployCommand
+	(*DeployResult)(nil),          // 14: agent.v1.DeployResult
+	(*AppliedResource)(nil),       // 15: agent.v1.AppliedResource
+	(*PlanLimits)(nil),            // 16: agent.v1.PlanLimits
+	(*CredentialGrant)(nil),       // 17: agent.v1.CredentialGrant
+	(*CredentialUpsert)(nil),      // 18: agent.v1.CredentialUpsert
+	(*CredentialRevoke)(nil),      // 19: agent.v1.CredentialRevoke
+	(*CommandAck)(nil),            // 20: agent.v1.CommandAck
+	(*ReplaceToken)(nil),          // 21: agent.v1.ReplaceToken
+	(*TokenReplaced)(nil),         // 22: agent.v1.TokenReplaced
+	(*Close)(nil),                 // 23: agent.v1.Close
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_agent_proto_depIdxs = []int32{
 	7,  // 0: agent.v1.AgentMessage.connect_request:type_name -> agent.v1.ConnectRequest
 	10, // 1: agent.v1.AgentMessage.heartbeat:type_name -> agent.v1.Heartbeat
-	13, // 2: agent.v1.AgentMessage.deploy_result:type_name -> agent.v1.DeployResult
-	19, // 3: agent.v1.AgentMessage.command_ack:type_name -> agent.v1.CommandAck
-	21, // 4: agent.v1.AgentMessage.token_replaced:type_name -> agent.v1.TokenReplaced
+	14, // 2: agent.v1.AgentMessage.deploy_result:type_name -> agent.v1.DeployResult
+	20, // 3: agent.v1.AgentMessage.command_ack:type_name -> agent.v1.CommandAck
+	22, // 4: agent.v1.AgentMessage.token_replaced:type_name -> agent.v1.TokenReplaced
 	8,  // 5: agent.v1.ServerMessage.connect_response:type_name -> agent.v1.ConnectResponse
-	12, // 6: agent.v1.ServerMessage.deploy_command:type_name -> agent.v1.DeployCommand
-	17, // 7: agent.v1.ServerMessage.credential_upsert:type_name -> agent.v1.CredentialUpsert
-	18, // 8: agent.v1.ServerMessage.credential_revoke:type_name -> agent.v1.CredentialRevoke
-	20, // 9: agent.v1.ServerMessage.replace_token:type_name -> agent.v1.ReplaceToken
-	22, // 10: agent.v1.ServerMessage.close:type_name -> agent.v1.Close
-	11, // 11: agent.v1.ServerMessage.heartbeat_ack:type_name -> agent.v1.HeartbeatAck
+	13, // 6: agent.v1.ServerMessage.deploy_command:type_name -> agent.v1.DeployCommand
+	18, // 7: agent.v1.ServerMessage.credential_upsert:type_name -> agent.v1.CredentialUpsert
+	19, // 8: agent.v1.ServerMessage.credential_revoke:type_name -> agent.v1.CredentialRevoke
+	21, // 9: agent.v1.ServerMessage.replace_token:type_name -> agent.v1.ReplaceToken
+	23, // 10: agent.v1.ServerMessage.close:type_name -> agent.v1.Close
+	12, // 11: agent.v1.ServerMessage.heartbeat_ack:type_name -> agent.v1.HeartbeatAck
 	9,  // 12: agent.v1.ConnectRequest.applied:type_name -> agent.v1.AppliedRevision
-	23, // 13: agent.v1.ConnectResponse.jwt_expires_at:type_name -> google.protobuf.Timestamp
-	23, // 14: agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	24, // 13: agent.v1.ConnectResponse.jwt_expires_at:type_name -> google.protobuf.Timestamp
+	24, // 14: agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	9,  // 15: agent.v1.Heartbeat.applied:type_name -> agent.v1.AppliedRevision
-	23, // 16: agent.v1.HeartbeatAck.server_time:type_name -> google.protobuf.Timestamp
-	0,  // 17: agent.v1.DeployCommand.action:type_name -> agent.v1.DeployAction
-	1,  // 18: agent.v1.DeployResult.status:type_name -> agent.v1.DeployStatus
-	14, // 19: agent.v1.DeployResult.applied_resources:type_name -> agent.v1.AppliedResource
-	2,  // 20: agent.v1.AppliedResource.status:type_name -> agent.v1.AppliedResourceStatus
-	15, // 21: agent.v1.CredentialGrant.limits:type_name -> agent.v1.PlanLimits
-	3,  // 22: agent.v1.CredentialUpsert.type:type_name -> agent.v1.CredentialType
-	16, // 23: agent.v1.CredentialUpsert.grants:type_name -> agent.v1.CredentialGrant
-	23, // 24: agent.v1.CredentialUpsert.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 25: agent.v1.ReplaceToken.jwt_expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 26: agent.v1.Close.reason:type_name -> agent.v1.CloseReason
-	5,  // 27: agent.v1.AgentService.Connect:input_type -> agent.v1.AgentMessage
-	6,  // 28: agent.v1.AgentService.Connect:output_type -> agent.v1.ServerMessage
-	28, // [28:29] is the sub-list for method output_type
-	27, // [27:28] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	11, // 16: agent.v1.Heartbeat.credential_usage:type_name -> agent.v1.CredentialUsage
+	24, // 17: agent.v1.CredentialUsage.last_used_at:type_name -> google.protobuf.Timestamp
+	24, // 18: agent.v1.HeartbeatAck.server_time:type_name -> google.protobuf.Timestamp
+	0,  // 19: agent.v1.DeployCommand.action:type_name -> agent.v1.DeployAction
+	1,  // 20: agent.v1.DeployResult.status:type_name -> agent.v1.DeployStatus
+	15, // 21: agent.v1.DeployResult.applied_resources:type_name -> agent.v1.AppliedResource
+	2,  // 22: agent.v1.AppliedResource.status:type_name -> agent.v1.AppliedResourceStatus
+	16, // 23: agent.v1.CredentialGrant.limits:type_name -> agent.v1.PlanLimits
+	3,  // 24: agent.v1.CredentialUpsert.type:type_name -> agent.v1.CredentialType
+	17, // 25: agent.v1.CredentialUpsert.grants:type_name -> agent.v1.CredentialGrant
+	24, // 26: agent.v1.CredentialUpsert.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 27: agent.v1.ReplaceToken.jwt_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 28: agent.v1.Close.reason:type_name -> agent.v1.CloseReason
+	5,  // 29: agent.v1.AgentService.Connect:input_type -> agent.v1.AgentMessage
+	6,  // 30: agent.v1.AgentService.Connect:output_type -> agent.v1.ServerMessage
+	30, // [30:31] is the sub-list for method output_type
+	29, // [29:30] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2211,7 +2298,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
