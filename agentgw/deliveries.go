@@ -176,9 +176,7 @@ func (w *deliveryWriter) writeRecords(ctx context.Context, recs []store.Delivery
 		return false
 	}
 	for attempt := 0; ; attempt++ {
-		t0 := time.Now()
 		err := w.g.store.WriteDeliveries(ctx, recs)
-		println("TMPDEBUG", time.Now().Format("05.000"), recs[0].Status, len(recs), time.Since(t0).String(), len(w.in))
 		if err == nil {
 			return true
 		}

@@ -34,7 +34,9 @@ func CredentialSyncWorkflowID(credentialID string, version int64) string {
 
 // CredentialExpiryWorkflowID is the run that expires (or, after a rotation's grace period,
 // revokes) a credential at its time.
-func CredentialExpiryWorkflowID(credentialID string) string { return "credential-expiry/" + credentialID }
+func CredentialExpiryWorkflowID(credentialID string) string {
+	return "credential-expiry/" + credentialID
+}
 
 // Decision is the payload of a subscription decision signal.
 type Decision struct {

@@ -81,18 +81,8 @@ func PublishWorkflow(ctx workflow.Context, in PublishInput) (string, error) {
 		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
 			Event: models.PublishEventDeployCancelled, Reason: "the deploy was cancelled", Actor: in.Actor})
 	}
-	switch outcome {
-	case "timeout":
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
-			Status: models.PublishFailed, Reason: "timeout", Event: models.PublishEventFailed,
-			Message: "no agent of the cluster reported a result before the deadline"})
-	case "succeeded":
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
-			Status: models.PublishPublished, Event: models.PublishEventPublished, AgentID: res.AgentID, Message: res.Message, Actor: in.Actor})
-	default:
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
-			Status: models.PublishFailed, Reason: res.Message, Event: models.PublishEventFailed, AgentID: res.AgentID, Message: res.Message})
-	}
+	return conclude(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid, Actor: in.Actor},
+		res, outcome, models.PublishPublished, models.PublishEventPublished, "", "no agent of the cluster reported a result before the deadline")
 }
 
 // WithdrawWorkflow removes a publish from its cluster: cancel a deploy still in flight ->
@@ -138,18 +128,8 @@ func WithdrawWorkflow(ctx workflow.Context, in WithdrawInput) (string, error) {
 		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
 			Event: models.PublishEventDeployCancelled, Reason: "the withdraw was cancelled", Actor: in.Actor})
 	}
-	switch outcome {
-	case "timeout":
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
-			Status: models.PublishFailed, Reason: "timeout", Event: models.PublishEventFailed,
-			Message: "no agent of the cluster confirmed the withdraw before the deadline"})
-	case "succeeded":
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
-			Status: models.PublishWithdrawn, Reason: in.Reason, Event: models.PublishEventWithdrawn, AgentID: res.AgentID, Actor: in.Actor})
-	default:
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
-			Status: models.PublishFailed, Reason: res.Message, Event: models.PublishEventFailed, AgentID: res.AgentID, Message: res.Message})
-	}
+	return conclude(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid, Actor: in.Actor},
+		res, outcome, models.PublishWithdrawn, models.PublishEventWithdrawn, in.Reason, "no agent of the cluster confirmed the withdraw before the deadline")
 }
 
 // waitForResult waits for the first DeployResult of command, the deadline, or cancellation,
@@ -210,6 +190,21 @@ func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID 
 			refreshTimer = workflow.NewTimer(timerCtx, presenceRefresh)
 		}
 	}
+}
+
+// conclude finishes a run from the outcome of its wait: the first agent's success writes
+// success (with event and reason), its failure FAILED with the agent's message, the deadline
+// FAILED with reason timeout.
+func conclude(ctx workflow.Context, state *WaitState, base FinishInput, res DeployResultSignal, outcome, success, event, reason, timeoutMsg string) (string, error) {
+	switch outcome {
+	case "timeout":
+		base.Status, base.Reason, base.Event, base.Message = models.PublishFailed, "timeout", models.PublishEventFailed, timeoutMsg
+	case "succeeded":
+		base.Status, base.Reason, base.Event, base.Message, base.AgentID = success, reason, event, res.Message, res.AgentID
+	default:
+		base.Status, base.Reason, base.Event, base.Message, base.AgentID = models.PublishFailed, res.Message, models.PublishEventFailed, res.Message, res.AgentID
+	}
+	return finish(ctx, state, base)
 }
 
 // finish records the outcome through an activity that survives cancellation of the run.
