@@ -1,0 +1,26 @@
+package workflows
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/worker"
+)
+
+// TestReplayRecordedHistories replays histories recorded from real runs (the e2e stack: a
+// publish to PUBLISHED, then its withdraw) against the current workflow code. A change that
+// would make runs in flight non-deterministic fails here; such a change needs
+// workflow.GetVersion, and then a new recording.
+func TestReplayRecordedHistories(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		wf   any
+	}{
+		{"testdata/publish_history.json", PublishWorkflow},
+		{"testdata/withdraw_history.json", WithdrawWorkflow},
+	} {
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflow(tc.wf)
+		require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, tc.file), tc.file)
+	}
+}
