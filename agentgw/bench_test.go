@@ -12,12 +12,14 @@ package agentgw_test
 // stream, and the server side is measured alone:
 //
 //   - gateway: the benchmark process itself, i.e. the real api wiring from apitest (agent
-//     gateway on the real database, REST API beside it, idle). RSS per agent is the growth of
-//     this process's VmRSS from before the agents connect to when all N are connected and
-//     have heartbeated once, both read after runtime.GC and debug.FreeOSMemory so that the
-//     figure is memory the streams hold, not garbage the collector has not reached yet. The
-//     client cost is not in it because the clients live in the other process; nothing needs
-//     subtracting.
+//     gateway on the real database, its pool sized as the api configures it, REST API beside
+//     it, idle). RSS per agent is the growth of this process's VmRSS from before the agents
+//     connect to when all N are connected and have heartbeated once, both read once garbage
+//     collection has settled (settledRSS: GC until goroutine stacks stop shrinking, freed
+//     memory returned to the OS), so the figure is memory the streams hold, not garbage the
+//     collector has not reached yet. The client cost is not in it because the clients live in
+//     the other process; nothing needs subtracting. Go stack and heap in use per agent are
+//     printed beside it to say where the memory is.
 //   - bare: a tiny AgentService in a second child process (IMPRUN_BENCH_CHILD=bare-server):
 //     it answers ConnectRequest and heartbeats, pushes a CredentialUpsert to every stream on
 //     request and counts the CommandAcks. Its RSS per stream is measured the same way.
@@ -27,14 +29,17 @@ package agentgw_test
 // first interval so the fleet is spread evenly), a CommandAck for every command.
 //
 // CPU at steady heartbeat is the server process's user+system time (getrusage) over a window
-// (IMPRUN_BENCH_WINDOW, default 10 s) after every agent has heartbeated at least once.
+// (IMPRUN_BENCH_WINDOW, default 10 s) after every agent has heartbeated at least once; for the
+// gateway the harness Postgres's CPU (/proc) and the clients' are printed beside it.
 // Postgres writes per second are deltas of pg_stat_database (transactions committed; rows
 // inserted+updated+deleted) of the gateway's database over the same window; PostgreSQL 15
 // flushes those counters at most once a second per backend, so in a steady state the lag is
 // the same at both ends of the window. The broadcast time is from EnqueueCommand of one
 // cluster-wide credential_upsert to the moment agent_command_deliveries holds N acknowledged
 // rows (so it includes storing the acks durably); for the bare server, from the first push to
-// the Nth CommandAck received.
+// the Nth CommandAck received; the CPU the gateway's broadcast cost (api, Postgres, clients)
+// is printed too, since on a shared machine wall time depends on what else runs (the load
+// average at start and end is printed for that reason).
 //
 // Run: go test -run '^$' -bench BenchmarkAgentFleet -benchtime 1x ./agentgw/
 // Knobs: IMPRUN_BENCH_AGENTS (default 10000), IMPRUN_BENCH_WINDOW (default 10s); for
@@ -138,7 +143,8 @@ func BenchmarkAgentFleet(b *testing.B) {
 	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres transactions (window)", gw.pgXactPerSec)
 	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres rows written (window)", gw.pgRowsPerSec)
 	fmt.Fprintf(&sb, "  %-34s %11.1f ms (all %d CommandAcks sent by the agents)\n", "  of which agents acked", gw.allAcksSent.Seconds()*1000, n)
-	fmt.Fprintf(&sb, "  %-34s %8.2f s api, %.2f s Postgres, %.2f s clients\n", "  CPU spent on the broadcast", gw.broadcastCPU[0].Seconds(), gw.broadcastCPU[1].Seconds(), gw.broadcastCPU[2].Seconds())
+	fmt.Fprintf(&sb, "  %-34s %8.2f s api, %.2f s Postgres, %.2f s clients (bare: %.2f s server, %.2f s clients)\n", "  CPU spent on the broadcast",
+		gw.broadcastCPU[0].Seconds(), gw.broadcastCPU[1].Seconds(), gw.broadcastCPU[2].Seconds(), bare.broadcastCPU[0].Seconds(), bare.broadcastCPU[2].Seconds())
 	row("connect the fleet", "s", gw.connect.Seconds(), bare.connect.Seconds())
 	fmt.Fprintf(&sb, "  %-34s %11.1f KB (client process, per agent)\n", "client cost, for reference", gw.clientKB)
 	fmt.Fprintf(&sb, "  %-34s %11.2f %14.2f\n", "server goroutines per agent", gw.goroutinesPerAgent, bare.goroutinesPerAgent)
@@ -186,6 +192,7 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 	c1 := srv.do(b, childReq{Op: "stats"})
 
 	var total time.Duration
+	s0, cl0 := srv.do(b, childReq{Op: "stats"}), clients.do(b, childReq{Op: "stats"})
 	for i := 0; i < b.N; i++ {
 		br := srv.do(b, childReq{Op: "broadcast"})
 		if br.Err != "" {
@@ -193,6 +200,7 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 		}
 		total += br.Elapsed
 	}
+	s1, cl1 := srv.do(b, childReq{Op: "stats"}), clients.do(b, childReq{Op: "stats"})
 	clients.do(b, childReq{Op: "quit"})
 	srv.do(b, childReq{Op: "quit"})
 	return fleetResult{
@@ -203,12 +211,13 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 		stackPerAgentKB:    float64(after.StackKB-before.StackKB) / float64(n),
 		heapPerAgentKB:     float64(after.HeapKB-before.HeapKB) / float64(n),
 		connect:            r.Elapsed,
+		broadcastCPU:       [3]time.Duration{(s1.CPU - s0.CPU) / time.Duration(b.N), 0, (cl1.CPU - cl0.CPU) / time.Duration(b.N)},
 	}
 }
 
 // benchGateway measures the agent gateway in this process.
 func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
-	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	env := apitest.New(b, apitest.Options{
 		Agents: &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
 		// Results have nobody to go to: the gateway is measured, not Temporal (with the

@@ -173,7 +173,7 @@ func Load(path string) (*Config, error) {
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "IMPRUN_") || name == ConfigFileEnv {
+		if !strings.HasPrefix(name, "IMPRUN_") || name == ConfigFileEnv || otherProgram(name) {
 			continue
 		}
 		key, ok := envKey(name, known)
@@ -192,6 +192,21 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// agentVariables are the environment of cmd/agent (see its doc comment). They share the
+// IMPRUN_ prefix, so a shell that runs an agent and the api must not make the api refuse to start.
+var agentVariables = map[string]bool{
+	"IMPRUN_AGENT_SERVER": true, "IMPRUN_AGENT_API": true, "IMPRUN_AGENT_STATE_DIR": true,
+	"IMPRUN_AGENT_REGISTRATION_TOKEN": true, "IMPRUN_AGENT_NAME": true, "IMPRUN_AGENT_CA_FILE": true,
+	"IMPRUN_AGENT_GATEWAY_CLASS": true, "IMPRUN_AGENT_NAMESPACE": true, "IMPRUN_AGENT_VERIFY_LISTEN": true,
+	"IMPRUN_AGENT_VERIFIER_URL": true, "IMPRUN_AGENT_LOG_LEVEL": true,
+}
+
+// otherProgram reports whether an IMPRUN_ variable belongs to another program (the agent, the
+// benchmarks) rather than being a misspelled key of this configuration.
+func otherProgram(name string) bool {
+	return agentVariables[name] || strings.HasPrefix(name, "IMPRUN_BENCH_")
 }
 
 // envKey maps IMPRUN_DATABASE_URL to database.url. Keys may contain underscores themselves

@@ -75,6 +75,16 @@ func TestBadValuesNameTheKey(t *testing.T) {
 	}
 }
 
+func TestOtherProgramsVariablesAreNotKeys(t *testing.T) {
+	t.Setenv("IMPRUN_AGENT_SERVER", "127.0.0.1:9090")
+	t.Setenv("IMPRUN_BENCH_AGENTS", "10")
+	_, err := Load("")
+	require.NoError(t, err)
+	t.Setenv("IMPRUN_AGENT_JWT_SECRT", "x")
+	_, err = Load("")
+	require.ErrorContains(t, err, "IMPRUN_AGENT_JWT_SECRT", "a misspelled key is still refused")
+}
+
 func TestEnvVarName(t *testing.T) {
 	require.Equal(t, "IMPRUN_GRPC_MAX_RECV_MSG_SIZE", EnvVar("grpc.max_recv_msg_size"))
 }
