@@ -165,7 +165,7 @@ func TestAutoApprovedSubscriptionAndCredentialRollout(t *testing.T) {
 	subB := m.subscribe(t, m.pubB)
 	require.Equal(t, models.SubscriptionActive, subB.Status)
 
-	r := m.customer.Post("/v1/customer/apps/"+m.appID+"/credentials", map[string]any{"type": "api_key", "label": "prod"})
+	r := m.customer.WithHeader("Idempotency-Key", "first-key").Post("/v1/customer/apps/"+m.appID+"/credentials", map[string]any{"type": "api_key", "label": "prod"})
 	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
 	created := r.Map()
 	credID, key := created["id"].(string), created["key"].(string)
@@ -223,7 +223,8 @@ func (m *market) assertSecretNowhere(t *testing.T, secret string) {
 	require.NotContains(t, m.env.Logs(), secret, "api, gateway and worker logs")
 	for _, q := range []string{`SELECT coalesce(string_agg(summary::text, ''), '') FROM audit_logs`,
 		`SELECT coalesce(string_agg(payload::text, ''), '') FROM agent_commands`,
-		`SELECT coalesce(string_agg(result::text, ''), '') FROM agent_command_deliveries`} {
+		`SELECT coalesce(string_agg(result::text, ''), '') FROM agent_command_deliveries`,
+		`SELECT coalesce(string_agg(convert_from(response_body, 'UTF8'), ''), '') FROM idempotency_keys WHERE response_body IS NOT NULL`} {
 		var all string
 		require.NoError(t, m.env.SQL.QueryRow(q).Scan(&all))
 		require.NotContains(t, all, secret, q)

@@ -317,6 +317,7 @@ func (a *API) createRegistrationToken(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "registration_token.create", ResourceType: "registration_token", ResourceID: t.ID.String(), ResourceName: t.Prefix,
 		Summary: map[string]any{"cluster": cl.Name, "max_uses": uses, "expires_at": t.ExpiresAt}})
+	ReplayWithout(c, registrationTokenView{RegistrationToken: t, State: t.State(time.Now())})
 	return c.JSON(http.StatusCreated, registrationTokenCreated{RegistrationToken: t, Token: secret, State: t.State(time.Now())})
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -82,7 +83,11 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return err
 		}
-		if cerr := a.store.CompleteIdempotencyKey(bg, actor, key, status, c.Response().Header().Get(echo.HeaderContentType), rec.buf.Bytes()); cerr != nil {
+		stored := rec.buf.Bytes()
+		if redacted, ok := c.Get(ctxReplayBody).([]byte); ok {
+			stored = redacted
+		}
+		if cerr := a.store.CompleteIdempotencyKey(bg, actor, key, status, c.Response().Header().Get(echo.HeaderContentType), stored); cerr != nil {
 			a.log.Error("idempotency store failed", "request_id", requestID(c), "err", cerr)
 		}
 		return nil
@@ -121,3 +126,16 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+const ctxReplayBody = "imprun.idempotency.replay"
+
+// ReplayWithout makes an Idempotency-Key replay answer with v instead of the response sent now.
+// Responses that show a secret once (registration tokens, credentials) store the resource
+// without its secret: a retry learns the resource exists, and the secret is never stored.
+func ReplayWithout(c echo.Context, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	c.Set(ctxReplayBody, append(b, '\n'))
+}

@@ -385,6 +385,7 @@ func (a *API) createCredential(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "credential.create", ResourceType: "credential", ResourceID: cred.ID.String(), ResourceName: cred.KeyPrefix,
 		Summary: map[string]any{"type": cred.Type, "client_app_id": app.ID, "expires_at": cred.ExpiresAt}})
+	ReplayWithout(c, cred)
 	out := credentialCreated{Credential: cred}
 	if req.Type == models.CredentialOAuthClient {
 		out.ClientID, out.ClientSecret = prefix, shown
@@ -547,6 +548,7 @@ func (a *API) rotateCredential(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "credential.rotate", ResourceType: "credential", ResourceID: cred.ID.String(), ResourceName: cred.KeyPrefix,
 		Summary: map[string]any{"new_credential_id": next.ID, "grace_period_seconds": req.GracePeriodSeconds}})
+	ReplayWithout(c, next)
 	out := credentialCreated{Credential: next}
 	if next.Type == models.CredentialOAuthClient {
 		out.ClientID, out.ClientSecret = prefix, shown
