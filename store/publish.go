@@ -238,7 +238,8 @@ func (s *Store) PublishResults(ctx context.Context, publishID uuid.UUID) ([]Publ
 }
 
 // PublishUsage is the CatalogUsage of the publish module: a catalog row is in use while the
-// current revision of a publish that is not DRAFT or WITHDRAWN uses it.
+// current revision of a live publish (DEPLOYING, PUBLISHED, WITHDRAWING) uses it. A FAILED
+// publish does not hold the catalog: fixing what made it fail is the usual next step.
 type PublishUsage struct{ Store *Store }
 
 // InUse implements CatalogUsage.
@@ -246,7 +247,7 @@ func (u PublishUsage) InUse(ctx context.Context, tenantID uuid.UUID, kind string
 	var n int64
 	err := u.Store.db(ctx).Raw(`SELECT count(*) FROM publish_revision_uses r JOIN product_publishes p ON p.id = r.publish_id
 		WHERE p.tenant_id = ? AND r.kind = ? AND r.ref_id = ? AND r.revision = p.current_revision
-		  AND p.status NOT IN ('DRAFT', 'WITHDRAWN')`, tenantID, kind, id).Scan(&n).Error
+		  AND p.status IN ('DEPLOYING', 'PUBLISHED', 'WITHDRAWING')`, tenantID, kind, id).Scan(&n).Error
 	return n > 0, err
 }
 
