@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,6 +38,7 @@ func (a *Customer) Register(r worker.ActivityRegistry) {
 	r.RegisterActivityWithOptions(a.RecordIgnoredSignal, activity.RegisterOptions{Name: workflows.ActRecordIgnoredSignal})
 	r.RegisterActivityWithOptions(a.PlanCredentialSync, activity.RegisterOptions{Name: workflows.ActPlanCredentialSync})
 	r.RegisterActivityWithOptions(a.ConfirmRollout, activity.RegisterOptions{Name: workflows.ActConfirmRollout})
+	r.RegisterActivityWithOptions(a.ConfirmRollouts, activity.RegisterOptions{Name: workflows.ActConfirmRollouts})
 	r.RegisterActivityWithOptions(a.ExpireCredential, activity.RegisterOptions{Name: workflows.ActExpireCredential})
 }
 
@@ -211,19 +214,29 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 	if err := db.Raw(`SELECT cluster_id FROM credential_rollouts WHERE credential_id = ?`, c.ID).Scan(&before).Error; err != nil {
 		return plan, err
 	}
-	clusters := map[uuid.UUID]bool{}
+	clusterSet := map[uuid.UUID]bool{}
 	for cl := range grants {
-		clusters[cl] = true
+		clusterSet[cl] = true
 	}
 	for _, cl := range before {
-		clusters[cl] = true
+		clusterSet[cl] = true
 	}
-	for cl := range clusters {
-		cmd := models.AgentCommand{ClusterID: cl, DedupeKey: fmt.Sprintf("cred/%s/%d/%s", c.ID, c.Version, cl),
+	clusters := make([]uuid.UUID, 0, len(clusterSet))
+	for cl := range clusterSet {
+		clusters = append(clusters, cl)
+	}
+	slices.SortFunc(clusters, func(x, y uuid.UUID) int { return strings.Compare(x.String(), y.String()) })
+
+	// A fixed number of statements however many clusters: one batch of commands, one upsert of
+	// the rollout rows, one read back.
+	cmds := make([]*models.AgentCommand, len(clusters))
+	actions := make([]string, len(clusters))
+	for i, cl := range clusters {
+		cmd := &models.AgentCommand{ClusterID: cl, DedupeKey: fmt.Sprintf("cred/%s/%d/%s", c.ID, c.Version, cl),
 			SupersedeKey: "credential/" + c.ID.String() + "/" + cl.String()}
-		action := models.RolloutRevoke
+		actions[i] = models.RolloutRevoke
 		if g, ok := grants[cl]; ok {
-			action = models.RolloutUpsert
+			actions[i] = models.RolloutUpsert
 			cmd.Kind, cmd.Priority = models.CommandCredentialUpsert, models.PriorityNormal
 			cmd.Payload = models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: c.ID.String(), Version: c.Version, Type: c.Type,
 				KeyPrefix: c.KeyPrefix, SecretHash: c.SecretHash, ClientAppID: c.ClientAppID.String(), Grants: g, ExpiresAt: c.ExpiresAt})
@@ -231,29 +244,49 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 			cmd.Kind, cmd.Priority = models.CommandCredentialRevoke, models.PriorityRevocation
 			cmd.Payload = models.ToJSONMap(models.CredentialRevokePayload{CredentialID: c.ID.String(), Version: c.Version, Reason: in.Reason})
 		}
-		if _, err := a.Store.EnqueueCommand(ctx, &cmd); err != nil {
-			return plan, err
-		}
-		// The rollout row follows the newest version only; an older run re-planning can't
-		// overwrite a newer version's row.
-		if err := db.Exec(`INSERT INTO credential_rollouts (credential_id, cluster_id, version, action, command_id, status, queued_at)
-			VALUES (?, ?, ?, ?, ?, 'pending', now())
-			ON CONFLICT (credential_id, cluster_id) DO UPDATE SET version = excluded.version, action = excluded.action,
-				command_id = excluded.command_id, status = 'pending', queued_at = now(), confirmed_at = NULL, confirmed_by = NULL
-			WHERE credential_rollouts.version < excluded.version`, c.ID, cl, c.Version, action, cmd.ID).Error; err != nil {
-			return plan, err
-		}
-		var row models.CredentialRollout
-		if err := db.Take(&row, "credential_id = ? AND cluster_id = ?", c.ID, cl).Error; err != nil {
-			return plan, err
-		}
-		var name string
-		_ = db.Raw(`SELECT name FROM clusters WHERE id = ?`, cl).Scan(&name).Error
-		t := workflows.RolloutTarget{ClusterID: cl.String(), ClusterName: name, Action: action, CommandID: cmd.ID.String(), QueuedAt: row.QueuedAt}
-		if row.Version == c.Version && row.Status == models.RolloutConfirmed {
-			t.Confirmed = true
-			if row.ConfirmedBy != nil {
-				t.ConfirmedBy = row.ConfirmedBy.String()
+		cmds[i] = cmd
+	}
+	if err := a.Store.EnqueueCommands(ctx, cmds); err != nil {
+		return plan, err
+	}
+	ids := make([]string, len(clusters))
+	cmdIDs := make([]string, len(clusters))
+	for i, cl := range clusters {
+		ids[i], cmdIDs[i] = cl.String(), cmds[i].ID.String()
+	}
+	// The rollout row follows the newest version only; an older run re-planning can't
+	// overwrite a newer version's row.
+	if err := db.Exec(`INSERT INTO credential_rollouts (credential_id, cluster_id, version, action, command_id, status, queued_at)
+		SELECT ?, v.cluster_id, ?, v.action, v.command_id, 'pending', now()
+		FROM unnest(?::uuid[], ?::text[], ?::uuid[]) AS v(cluster_id, action, command_id)
+		ON CONFLICT (credential_id, cluster_id) DO UPDATE SET version = excluded.version, action = excluded.action,
+			command_id = excluded.command_id, status = 'pending', queued_at = now(), confirmed_at = NULL, confirmed_by = NULL
+		WHERE credential_rollouts.version < excluded.version`,
+		c.ID, c.Version, models.StringArray(ids), models.StringArray(actions), models.StringArray(cmdIDs)).Error; err != nil {
+		return plan, err
+	}
+	var rows []struct {
+		models.CredentialRollout
+		ClusterName string
+	}
+	if err := db.Raw(`SELECT r.*, cl.name AS cluster_name FROM credential_rollouts r JOIN clusters cl ON cl.id = r.cluster_id
+		WHERE r.credential_id = ? AND r.cluster_id = ANY(?::uuid[])`, c.ID, models.StringArray(ids)).Scan(&rows).Error; err != nil {
+		return plan, err
+	}
+	byCluster := make(map[uuid.UUID]int, len(rows))
+	for i, r := range rows {
+		byCluster[r.ClusterID] = i
+	}
+	for i, cl := range clusters {
+		t := workflows.RolloutTarget{ClusterID: cl.String(), Action: actions[i], CommandID: cmds[i].ID.String()}
+		if j, ok := byCluster[cl]; ok {
+			row := rows[j]
+			t.ClusterName, t.QueuedAt = row.ClusterName, row.QueuedAt
+			if row.Version == c.Version && row.Status == models.RolloutConfirmed {
+				t.Confirmed = true
+				if row.ConfirmedBy != nil {
+					t.ConfirmedBy = row.ConfirmedBy.String()
+				}
 			}
 		}
 		plan.Targets = append(plan.Targets, t)
@@ -266,6 +299,35 @@ func (a *Customer) ConfirmRollout(ctx context.Context, in workflows.ConfirmInput
 	return a.Store.DB.WithContext(ctx).Exec(`UPDATE credential_rollouts SET status = 'confirmed', confirmed_at = now(), confirmed_by = ?
 		WHERE credential_id = ? AND cluster_id = ? AND version = ? AND command_id = ? AND status = 'pending'`,
 		nullUUID(in.AgentID), in.CredentialID, in.ClusterID, in.Version, in.CommandID).Error
+}
+
+// ConfirmRollouts marks several clusters of a credential version's rollout confirmed in one
+// statement. A row that a newer version (or another command) took over is left alone.
+func (a *Customer) ConfirmRollouts(ctx context.Context, in workflows.ConfirmRolloutsInput) error {
+	if len(in.Clusters) == 0 {
+		return nil
+	}
+	clusters := make([]string, 0, len(in.Clusters))
+	commands := make([]string, 0, len(in.Clusters))
+	agents := make([]string, 0, len(in.Clusters))
+	for _, c := range in.Clusters {
+		_, cerr := uuid.Parse(c.ClusterID)
+		_, merr := uuid.Parse(c.CommandID)
+		if cerr != nil || merr != nil {
+			continue // matches no row; it must not hold up the others
+		}
+		clusters, commands = append(clusters, c.ClusterID), append(commands, c.CommandID)
+		agent := ""
+		if _, err := uuid.Parse(c.AgentID); err == nil {
+			agent = c.AgentID
+		}
+		agents = append(agents, agent)
+	}
+	return a.Store.DB.WithContext(ctx).Exec(`UPDATE credential_rollouts r SET status = 'confirmed', confirmed_at = now(),
+			confirmed_by = nullif(v.agent_id, '')::uuid
+		FROM unnest(?::uuid[], ?::uuid[], ?::text[]) AS v(cluster_id, command_id, agent_id)
+		WHERE r.credential_id = ? AND r.cluster_id = v.cluster_id AND r.version = ? AND r.command_id = v.command_id AND r.status = 'pending'`,
+		models.StringArray(clusters), models.StringArray(commands), models.StringArray(agents), in.CredentialID, in.Version).Error
 }
 
 func nullUUID(s string) any {

@@ -147,20 +147,26 @@ func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord
 	if !w.writeRecords(ctx, acked) {
 		return
 	}
-	// Passing on talks to Temporal; it must not hold up the next batch. A broadcast's acks
-	// share one command: it is loaded once per batch, not once per agent.
+	// Passing on talks to Temporal; it must not hold up the next batch. The batch's commands
+	// are loaded in one query (a broadcast's acks share one command; a credential rollout's
+	// acks each have their own, one per cluster).
 	go func() {
-		cmds := map[uuid.UUID]*models.AgentCommand{}
+		ids := make([]uuid.UUID, 0, len(acked))
+		seen := make(map[uuid.UUID]bool, len(acked))
+		for _, r := range acked {
+			if !seen[r.CommandID] {
+				seen[r.CommandID] = true
+				ids = append(ids, r.CommandID)
+			}
+		}
+		cmds, err := w.g.store.GetCommands(ctx, ids)
+		if err != nil {
+			return // the sweeper passes them on
+		}
 		results := make([]store.UnpassedResult, 0, len(acked))
 		for _, r := range acked {
-			c, seen := cmds[r.CommandID]
-			if !seen {
-				if got, err := w.g.store.GetCommand(ctx, r.CommandID); err == nil {
-					c = &got
-				}
-				cmds[r.CommandID] = c
-			}
-			if c == nil {
+			c, ok := cmds[r.CommandID]
+			if !ok {
 				continue // the sweeper retries
 			}
 			results = append(results, store.UnpassedResult{CommandID: r.CommandID, ClusterID: c.ClusterID, AgentID: r.AgentID, Kind: c.Kind, Payload: c.Payload,

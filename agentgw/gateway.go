@@ -45,6 +45,9 @@ type Gateway struct {
 	sessions   *registry
 	presence   *presence
 	deliveries *deliveryWriter
+	// notifiedIDs carries the ids of enqueued commands from the LISTEN connection to
+	// deliverNotified.
+	notifiedIDs chan uuid.UUID
 
 	// listenReady is closed once the first LISTEN is established (tests wait on it).
 	listenReady     chan struct{}
@@ -71,7 +74,8 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 2 * time.Second
 	}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), listenReady: make(chan struct{})}
+	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), listenReady: make(chan struct{}),
+		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch)}
 	for _, o := range opts {
 		o(g)
 	}
@@ -92,12 +96,13 @@ func (g *Gateway) ConnectedHere(agentID uuid.UUID) bool { return g.sessions.get(
 // SessionCount is the number of streams this replica holds.
 func (g *Gateway) SessionCount() int { return g.sessions.count() }
 
-// Run runs the background loops until ctx ends: the LISTEN connection, the presence flusher
-// and watchdog, the crash sweeper, the delivery writer and the result sweeper. When ctx ends,
-// every stream is told Close{SHUTDOWN} and ended.
+// Run runs the background loops until ctx ends: the LISTEN connection and the delivery of the
+// commands it is told about, the presence flusher and watchdog, the crash sweeper, the
+// delivery writer and the result sweeper. When ctx ends, every stream is told Close{SHUTDOWN}
+// and ended.
 func (g *Gateway) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	loops := []func(context.Context){g.listen, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults}
+	loops := []func(context.Context){g.listen, g.deliverNotified, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults}
 	for _, l := range loops {
 		wg.Add(1)
 		go func() { defer wg.Done(); l(ctx) }()
@@ -197,20 +202,54 @@ func (g *Gateway) sweepUnpassedResults(ctx context.Context) {
 	}
 }
 
+// passOnWorkers bounds how many results are passed on at once. Each is a round trip to
+// Temporal (a signal); a credential rollout's acks from 100 clusters are 100 of them.
+const passOnWorkers = 16
+
 // passOn passes results to the sink and records, in one statement, which ones it took (all of
-// them when there is no sink). A result the sink refused stays for the sweeper.
+// them when there is no sink). A result the sink refused stays for the sweeper. Results of
+// different commands go concurrently; those of one command (several agents answering the
+// same deploy) in the order they came, since the first one decides a publish.
 func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
+	passed := make([]bool, len(rs))
+	if g.sink == nil {
+		for i := range passed {
+			passed[i] = true
+		}
+	} else {
+		var order []uuid.UUID
+		byCommand := map[uuid.UUID][]int{}
+		for i, r := range rs {
+			if _, ok := byCommand[r.CommandID]; !ok {
+				order = append(order, r.CommandID)
+			}
+			byCommand[r.CommandID] = append(byCommand[r.CommandID], i)
+		}
+		sem := make(chan struct{}, passOnWorkers)
+		var wg sync.WaitGroup
+		for _, c := range order {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				for _, i := range byCommand[c] {
+					r := rs[i]
+					if err := g.sink.PassOn(ctx, r); err != nil {
+						g.log.Warn("passing a result on failed; the sweeper retries", "command_id", r.CommandID, "agent_id", r.AgentID, "err", err)
+						continue
+					}
+					passed[i] = true
+				}
+			})
+		}
+		wg.Wait()
+	}
 	cmds := make([]string, 0, len(rs))
 	agents := make([]string, 0, len(rs))
-	for _, r := range rs {
-		if g.sink != nil {
-			if err := g.sink.PassOn(ctx, r); err != nil {
-				g.log.Warn("passing a result on failed; the sweeper retries", "command_id", r.CommandID, "agent_id", r.AgentID, "err", err)
-				continue
-			}
+	for i, r := range rs {
+		if passed[i] {
+			cmds = append(cmds, r.CommandID.String())
+			agents = append(agents, r.AgentID.String())
 		}
-		cmds = append(cmds, r.CommandID.String())
-		agents = append(agents, r.AgentID.String())
 	}
 	if len(cmds) == 0 {
 		return

@@ -56,6 +56,9 @@ func (g *Gateway) listen(ctx context.Context) {
 	}
 }
 
+// notifiedBatch bounds the commands loaded by one query of deliverNotified.
+const notifiedBatch = 1000
+
 func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 	switch channel {
 	case store.AgentCommandChannel:
@@ -63,24 +66,9 @@ func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 		if err != nil {
 			return
 		}
-		c, err := g.store.GetCommand(ctx, id)
-		if err != nil {
-			return
-		}
-		// Rendered once for every stream (a sent message is only read, so streams share it).
-		m, err := g.toMessage(c)
-		if err != nil {
-			g.log.Error("unrenderable command skipped", "command_id", c.ID, "kind", c.Kind, "err", err)
-			return
-		}
-		if c.AgentID != nil {
-			if s := g.sessions.get(*c.AgentID); s != nil {
-				g.deliverMessage(s, c, m)
-			}
-			return
-		}
-		for _, s := range g.sessions.inCluster(c.ClusterID) {
-			g.deliverMessage(s, c, m)
+		select {
+		case g.notifiedIDs <- id:
+		case <-ctx.Done():
 		}
 	case store.AgentControlChannel:
 		op, rest, _ := strings.Cut(payload, ":")
@@ -104,6 +92,59 @@ func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 				return
 			}
 			s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ReplaceToken{ReplaceToken: rt}})
+		}
+	}
+}
+
+// deliverNotified sends the commands whose ids the LISTEN connection hands over to the local
+// streams of their agents, in notification order. What has queued up while it was busy is
+// loaded in one query: a credential rollout notifies once per cluster, 100 at a time.
+func (g *Gateway) deliverNotified(ctx context.Context) {
+	for {
+		var ids []uuid.UUID
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-g.notifiedIDs:
+			ids = append(ids, id)
+		}
+	drain:
+		for len(ids) < notifiedBatch {
+			select {
+			case id := <-g.notifiedIDs:
+				ids = append(ids, id)
+			default:
+				break drain
+			}
+		}
+		cmds, err := g.store.GetCommands(ctx, ids)
+		if err != nil {
+			if ctx.Err() == nil {
+				// The agents get these commands when they next connect or resync.
+				g.log.Warn("load notified commands", "commands", len(ids), "err", err)
+			}
+			continue
+		}
+		for _, id := range ids {
+			c, ok := cmds[id]
+			if !ok {
+				continue
+			}
+			// Rendered once for every stream (a sent message is only read, so streams share it).
+			m, err := g.toMessage(c)
+			if err != nil {
+				g.log.Error("unrenderable command skipped", "command_id", c.ID, "kind", c.Kind, "err", err)
+				continue
+			}
+			if c.AgentID != nil {
+				if s := g.sessions.get(*c.AgentID); s != nil {
+					g.deliverMessage(s, c, m)
+				}
+				continue
+			}
+			for _, s := range g.sessions.inCluster(c.ClusterID) {
+				g.deliverMessage(s, c, m)
+			}
 		}
 	}
 }

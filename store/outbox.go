@@ -52,10 +52,111 @@ func (s *Store) EnqueueCommand(ctx context.Context, cmd *models.AgentCommand) (c
 	return created, err
 }
 
+// EnqueueCommands is EnqueueCommand for many commands (a credential rollout's one command per
+// cluster) in one transaction with a fixed number of statements, however many there are. Each
+// command gets its row back (the first one, for a dedupe key that exists); only the commands
+// created now retire older ones with their SupersedeKey (which must differ within one call)
+// and wake the replicas.
+func (s *Store) EnqueueCommands(ctx context.Context, cmds []*models.AgentCommand) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	n := len(cmds)
+	clusters, agents, kinds, prios := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	keys, supersede, payloads := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	for _, c := range cmds {
+		if c.DedupeKey == "" {
+			return fmt.Errorf("command needs a dedupe key")
+		}
+		if c.Payload == nil {
+			c.Payload = models.JSONMap{}
+		}
+		p, err := json.Marshal(c.Payload)
+		if err != nil {
+			return err
+		}
+		agent := ""
+		if c.AgentID != nil {
+			agent = c.AgentID.String()
+		}
+		clusters, agents, kinds = append(clusters, c.ClusterID.String()), append(agents, agent), append(kinds, c.Kind)
+		prios, keys = append(prios, fmt.Sprint(c.Priority)), append(keys, c.DedupeKey)
+		supersede, payloads = append(supersede, c.SupersedeKey), append(payloads, string(p))
+	}
+	return s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		var created []models.AgentCommand
+		if err := tx.Raw(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload)
+			SELECT v.cluster_id, nullif(v.agent_id, '')::uuid, v.kind, v.priority, v.dedupe_key, v.supersede_key, v.payload::jsonb
+			FROM unnest(?::uuid[], ?::text[], ?::text[], ?::smallint[], ?::text[], ?::text[], ?::text[])
+				AS v(cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload)
+			ON CONFLICT (dedupe_key) DO NOTHING RETURNING *`,
+			models.StringArray(clusters), models.StringArray(agents), models.StringArray(kinds), models.StringArray(prios),
+			models.StringArray(keys), models.StringArray(supersede), models.StringArray(payloads)).Scan(&created).Error; err != nil {
+			return err
+		}
+		rows := created
+		if len(created) < n {
+			rows = nil
+			if err := tx.Where("dedupe_key = ANY(?::text[])", models.StringArray(keys)).Find(&rows).Error; err != nil {
+				return err
+			}
+		}
+		byKey := make(map[string]models.AgentCommand, len(rows))
+		for _, r := range rows {
+			byKey[r.DedupeKey] = r
+		}
+		for _, c := range cmds {
+			r, ok := byKey[c.DedupeKey]
+			if !ok {
+				return fmt.Errorf("command %s vanished while being enqueued", c.DedupeKey)
+			}
+			*c = r
+		}
+		if len(created) == 0 {
+			return nil
+		}
+		ids, retire := make([]string, 0, len(created)), make([]string, 0, len(created))
+		for _, c := range created {
+			ids = append(ids, c.ID.String())
+			if c.SupersedeKey != "" {
+				retire = append(retire, c.SupersedeKey)
+			}
+		}
+		if len(retire) > 0 {
+			if err := tx.Exec(`UPDATE agent_commands SET superseded_at = now()
+				WHERE supersede_key = ANY(?::text[]) AND superseded_at IS NULL AND id <> ALL(?::uuid[])`,
+				models.StringArray(retire), models.StringArray(ids)).Error; err != nil {
+				return err
+			}
+		}
+		return tx.Exec(`SELECT pg_notify(?, id::text) FROM unnest(?::uuid[]) AS id`, AgentCommandChannel, models.StringArray(ids)).Error
+	})
+}
+
 // GetCommand loads one command.
 func (s *Store) GetCommand(ctx context.Context, id uuid.UUID) (models.AgentCommand, error) {
 	var c models.AgentCommand
 	return c, notFound(s.db(ctx).Take(&c, "id = ?", id).Error)
+}
+
+// GetCommands loads the commands with the given ids (those that exist), by id.
+func (s *Store) GetCommands(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]models.AgentCommand, error) {
+	out := make(map[uuid.UUID]models.AgentCommand, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = id.String()
+	}
+	var rows []models.AgentCommand
+	if err := s.db(ctx).Where("id = ANY(?::uuid[])", models.StringArray(strs)).Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		out[r.ID] = r
+	}
+	return out, nil
 }
 
 // PendingCommands lists what an agent has not acknowledged yet, revocations first, then

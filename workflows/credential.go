@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/workflow"
@@ -8,6 +9,12 @@ import (
 
 // credentialRecheck is how often a rollout checks whether a newer version replaced it.
 const credentialRecheck = time.Minute
+
+// versionBatchedConfirm changed CredentialSyncWorkflow: planning and confirming run as local
+// activities, and the acknowledgements that have arrived are confirmed together in one step
+// instead of one activity each (a credential for 100 clusters took 100 sequential activities,
+// about ten seconds). Runs started before keep the old steps on replay.
+const versionBatchedConfirm = "credential-sync-batched-confirm"
 
 // CredentialSyncWorkflow rolls one version of a credential out to every cluster where it must
 // be present (upsert: the hash, prefix, app, allowed publishes and plan limits) or absent
@@ -19,10 +26,17 @@ func CredentialSyncWorkflow(ctx workflow.Context, in CredentialSyncInput) (strin
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (CredentialSyncState, error) { return *state, nil }); err != nil {
 		return "", err
 	}
-	actx := activityOptions(ctx)
+	batched := workflow.GetVersion(ctx, versionBatchedConfirm, workflow.DefaultVersion, 1) == 1
+	actx, lctx := activityOptions(ctx), localActivities(ctx)
+	planSync := func(out *CredentialSyncPlan) error {
+		if batched {
+			return workflow.ExecuteLocalActivity(lctx, ActPlanCredentialSync, in).Get(ctx, out)
+		}
+		return workflow.ExecuteActivity(actx, ActPlanCredentialSync, in).Get(ctx, out)
+	}
 
 	var plan CredentialSyncPlan
-	if err := workflow.ExecuteActivity(actx, ActPlanCredentialSync, in).Get(ctx, &plan); err != nil {
+	if err := planSync(&plan); err != nil {
 		return "", err
 	}
 	if plan.Superseded {
@@ -54,7 +68,7 @@ func CredentialSyncWorkflow(ctx workflow.Context, in CredentialSyncInput) (strin
 			var again CredentialSyncPlan
 			// Re-planning is idempotent: it re-enqueues nothing that exists and tells us
 			// whether a newer version took over.
-			if err := workflow.ExecuteActivity(actx, ActPlanCredentialSync, in).Get(ctx, &again); err == nil && again.Superseded {
+			if err := planSync(&again); err == nil && again.Superseded {
 				state.Superseded = true
 				return "superseded", nil
 			}
@@ -63,23 +77,64 @@ func CredentialSyncWorkflow(ctx workflow.Context, in CredentialSyncInput) (strin
 		if !got {
 			continue
 		}
-		for i := range state.Targets {
-			t := &state.Targets[i]
-			if t.ClusterID != ack.ClusterID || t.CommandID != ack.CommandID || t.Confirmed {
-				continue
+		if !batched {
+			confirmOne(ctx, actx, in, state, ack)
+			continue
+		}
+		// Everything that has arrived meanwhile is confirmed in the same step.
+		batch := []CredentialAck{ack}
+		for {
+			var more CredentialAck
+			if !acks.ReceiveAsync(&more) {
+				break
 			}
-			t.LastMessage = ack.Message
-			if !ack.Success {
-				continue
+			batch = append(batch, more)
+		}
+		confirm := ConfirmRolloutsInput{CredentialID: in.CredentialID, Version: in.Version}
+		var confirming []int
+		for _, a := range batch {
+			for i := range state.Targets {
+				t := &state.Targets[i]
+				if t.ClusterID != a.ClusterID || t.CommandID != a.CommandID || t.Confirmed {
+					continue
+				}
+				t.LastMessage = a.Message
+				if a.Success && !slices.Contains(confirming, i) {
+					confirming = append(confirming, i)
+					confirm.Clusters = append(confirm.Clusters, ClusterConfirmation{ClusterID: a.ClusterID, CommandID: a.CommandID, AgentID: a.AgentID})
+				}
 			}
-			if err := workflow.ExecuteActivity(actx, ActConfirmRollout, ConfirmInput{CredentialID: in.CredentialID, Version: in.Version,
-				ClusterID: ack.ClusterID, CommandID: ack.CommandID, AgentID: ack.AgentID}).Get(ctx, nil); err == nil {
-				t.Confirmed, t.ConfirmedBy = true, ack.AgentID
-			}
+		}
+		if len(confirming) == 0 {
+			continue
+		}
+		if err := workflow.ExecuteLocalActivity(lctx, ActConfirmRollouts, confirm).Get(ctx, nil); err != nil {
+			continue // only a non-retryable failure ends up here: the clusters stay pending, visibly
+		}
+		for k, i := range confirming {
+			state.Targets[i].Confirmed, state.Targets[i].ConfirmedBy = true, confirm.Clusters[k].AgentID
 		}
 	}
 	state.Done = true
 	return "confirmed", nil
+}
+
+// confirmOne is the confirmation step of runs started before versionBatchedConfirm.
+func confirmOne(ctx, actx workflow.Context, in CredentialSyncInput, state *CredentialSyncState, ack CredentialAck) {
+	for i := range state.Targets {
+		t := &state.Targets[i]
+		if t.ClusterID != ack.ClusterID || t.CommandID != ack.CommandID || t.Confirmed {
+			continue
+		}
+		t.LastMessage = ack.Message
+		if !ack.Success {
+			continue
+		}
+		if err := workflow.ExecuteActivity(actx, ActConfirmRollout, ConfirmInput{CredentialID: in.CredentialID, Version: in.Version,
+			ClusterID: ack.ClusterID, CommandID: ack.CommandID, AgentID: ack.AgentID}).Get(ctx, nil); err == nil {
+			t.Confirmed, t.ConfirmedBy = true, ack.AgentID
+		}
+	}
 }
 
 // CredentialExpiryWorkflow sleeps until a credential's expiry (or the end of a rotation's

@@ -20,7 +20,8 @@ const (
 	ActTransitionSubscription = "TransitionSubscription"
 	ActRecordIgnoredSignal    = "RecordIgnoredSignal"
 	ActPlanCredentialSync     = "PlanCredentialSync"
-	ActConfirmRollout         = "ConfirmRollout"
+	ActConfirmRollout         = "ConfirmRollout" // one cluster a call; only runs started before ConfirmRollouts use it
+	ActConfirmRollouts        = "ConfirmRollouts"
 	ActExpireCredential       = "ExpireCredential"
 )
 
@@ -126,6 +127,20 @@ type ConfirmInput struct {
 	ClusterID    string
 	CommandID    string
 	AgentID      string
+}
+
+// ConfirmRolloutsInput marks several clusters of a rollout confirmed in one step.
+type ConfirmRolloutsInput struct {
+	CredentialID string
+	Version      int64
+	Clusters     []ClusterConfirmation
+}
+
+// ClusterConfirmation is one cluster's acknowledged command and the agent that acknowledged it.
+type ClusterConfirmation struct {
+	ClusterID string
+	CommandID string
+	AgentID   string
 }
 
 // CredentialSyncState is the answer of the rollout's status query.

@@ -118,10 +118,12 @@ func TestCredentialSyncWaitsForEveryCluster(t *testing.T) {
 			{ClusterID: "b", CommandID: "cb", Action: models.RolloutRevoke},
 		}}, nil
 	}, activity.RegisterOptions{Name: ActPlanCredentialSync})
-	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmInput) error {
-		confirmed = append(confirmed, in.ClusterID)
+	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmRolloutsInput) error {
+		for _, c := range in.Clusters {
+			confirmed = append(confirmed, c.ClusterID)
+		}
 		return nil
-	}, activity.RegisterOptions{Name: ActConfirmRollout})
+	}, activity.RegisterOptions{Name: ActConfirmRollouts})
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x", Success: true})
 		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "cb", ClusterID: "b", AgentID: "y", Success: false, Message: "disk full"})
@@ -138,4 +140,39 @@ func TestCredentialSyncWaitsForEveryCluster(t *testing.T) {
 	env.ExecuteWorkflow(CredentialSyncWorkflow, CredentialSyncInput{CredentialID: "c1", Version: 2})
 	require.NoError(t, env.GetWorkflowError())
 	require.Equal(t, []string{"a", "b"}, confirmed)
+}
+
+// TestCredentialSyncConfirmsArrivedAcksTogether: the acknowledgements that arrived together
+// are confirmed in one step, each cluster once even when two of its agents answered.
+func TestCredentialSyncConfirmsArrivedAcksTogether(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	var calls [][]ClusterConfirmation
+	env.RegisterActivityWithOptions(func(_ context.Context, in CredentialSyncInput) (CredentialSyncPlan, error) {
+		return CredentialSyncPlan{Targets: []RolloutTarget{
+			{ClusterID: "a", CommandID: "ca", Action: models.RolloutUpsert},
+			{ClusterID: "b", CommandID: "cb", Action: models.RolloutUpsert},
+			{ClusterID: "c", CommandID: "cc", Action: models.RolloutUpsert},
+		}}, nil
+	}, activity.RegisterOptions{Name: ActPlanCredentialSync})
+	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmRolloutsInput) error {
+		require.Equal(t, "c1", in.CredentialID)
+		require.Equal(t, int64(3), in.Version)
+		calls = append(calls, in.Clusters)
+		return nil
+	}, activity.RegisterOptions{Name: ActConfirmRollouts})
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x1", Success: true})
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x2", Success: true})
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "stale", ClusterID: "b", AgentID: "y", Success: true})
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "cb", ClusterID: "b", AgentID: "y", Success: true})
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "cc", ClusterID: "c", AgentID: "z", Success: true})
+	}, 0) // all there before the run waits for the first one
+	env.ExecuteWorkflow(CredentialSyncWorkflow, CredentialSyncInput{CredentialID: "c1", Version: 3})
+	require.NoError(t, env.GetWorkflowError())
+	require.Equal(t, [][]ClusterConfirmation{{
+		{ClusterID: "a", CommandID: "ca", AgentID: "x1"},
+		{ClusterID: "b", CommandID: "cb", AgentID: "y"},
+		{ClusterID: "c", CommandID: "cc", AgentID: "z"},
+	}}, calls)
 }

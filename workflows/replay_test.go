@@ -8,9 +8,9 @@ import (
 )
 
 // TestReplayRecordedHistories replays histories recorded from real runs (the e2e stack: a
-// publish to PUBLISHED, then its withdraw) against the current workflow code. A change that
-// would make runs in flight non-deterministic fails here; such a change needs
-// workflow.GetVersion, and then a new recording.
+// publish to PUBLISHED, then its withdraw; a credential rolled out to two clusters) against the
+// current workflow code. A change that would make runs in flight non-deterministic fails here;
+// such a change needs workflow.GetVersion, and then a new recording.
 func TestReplayRecordedHistories(t *testing.T) {
 	for _, tc := range []struct {
 		file string
@@ -18,6 +18,9 @@ func TestReplayRecordedHistories(t *testing.T) {
 	}{
 		{"testdata/publish_history.json", PublishWorkflow},
 		{"testdata/withdraw_history.json", WithdrawWorkflow},
+		// Recorded before versionBatchedConfirm: replays the one-activity-per-ack steps.
+		{"testdata/credential_sync_v0_history.json", CredentialSyncWorkflow},
+		{"testdata/credential_sync_v1_history.json", CredentialSyncWorkflow},
 	} {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(tc.wf)
