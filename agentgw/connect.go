@@ -2,6 +2,7 @@ package agentgw
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -494,7 +495,12 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 			Message: "stream opened", Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE clusters SET status = 'active', updated_at = now() WHERE id = ? AND status IN ('pending', 'inactive')`, s.clusterID).Error
+		if err := tx.Exec(`UPDATE clusters SET status = 'active', updated_at = now() WHERE id = ? AND status IN ('pending', 'inactive')`, s.clusterID).Error; err != nil {
+			return err
+		}
+		sig, _ := json.Marshal(applied)
+		s.persisted(now, string(sig))
+		return nil
 	})
 }
 

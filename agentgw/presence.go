@@ -13,8 +13,12 @@ import (
 )
 
 // presence coalesces heartbeats: each one only updates memory, and every flush interval one
-// statement writes the newest heartbeat of every agent that sent one. 10,000 agents at one
-// heartbeat each per 10 s become one UPDATE every 2 s, not 1,000 row updates a second. The
+// statement writes the newest heartbeat of every agent that is due. An agent is due when its
+// applied revisions changed, or when its row's last_heartbeat_at is older than persistEvery
+// (two thirds of the missed-heartbeat limit, so the crashed-replica sweeper never mistakes a
+// live agent for a dead one). 10,000 agents at one heartbeat each per 10 s become one UPDATE
+// every 2 s touching about 500 rows a second, not 1,000 row updates a second; liveness itself
+// is judged in memory by the watchdog. The
 // credential usage the heartbeats report is coalesced the same way: the newest use per
 // credential and cluster, written by one more statement per flush.
 type presence struct {
@@ -55,13 +59,29 @@ func (p *presence) mark(s *session, applied []*agentv1.AppliedRevision, usage []
 			b.applied = append(b.applied, models.AppliedRevision{PublishID: r.GetPublishId(), Revision: int(r.GetRevision()), Checksum: r.GetChecksum()})
 		}
 	}
+	sig := ""
+	if b.applied != nil {
+		j, _ := json.Marshal(b.applied)
+		sig = string(j)
+	}
 	p.mu.Lock()
-	if prev, ok := p.dirty[s.agentID]; ok && b.applied == nil {
+	defer p.mu.Unlock()
+	p.mergeUsageLocked(s.clusterID, usage, b.at)
+	prev, pending := p.dirty[s.agentID]
+	changed := b.applied != nil && sig != s.persistedApplied()
+	if !pending && !changed && b.at.Sub(s.persistedAt()) < p.persistEvery() {
+		return // nothing an operator or the sweeper needs yet
+	}
+	if pending && b.applied == nil {
 		b.applied = prev.applied
 	}
 	p.dirty[s.agentID] = b
-	p.mergeUsageLocked(s.clusterID, usage, b.at)
-	p.mu.Unlock()
+}
+
+// persistEvery is how old a connected agent's last_heartbeat_at may get in Postgres.
+func (p *presence) persistEvery() time.Duration {
+	d := time.Duration(p.g.cfg.MissedHeartbeats) * p.g.cfg.HeartbeatInterval * 2 / 3
+	return max(d, p.g.cfg.FlushInterval)
 }
 
 // mergeUsageLocked folds one heartbeat's usage report into the pending usage. Entries with a
@@ -167,7 +187,14 @@ func (p *presence) flushBeats(ctx context.Context) {
 	for id, b := range batch {
 		if !ok[id] {
 			b.s.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "another stream of this agent is current")
+			continue
 		}
+		sig := ""
+		if b.applied != nil {
+			j, _ := json.Marshal(b.applied)
+			sig = string(j)
+		}
+		b.s.persisted(b.at, sig)
 	}
 }
 

@@ -30,6 +30,10 @@ type session struct {
 	resync             bool                 // the out queue overflowed: re-read the outbox when it drains
 	closing            *agentv1.Close
 	pendingRefreshHash string // refresh secret sent in ReplaceToken, stored once acknowledged
+	// What the agent's row holds: when its heartbeat was last written, and the applied
+	// revisions (JSON) written with it. markConnected writes both first.
+	lastPersisted time.Time
+	lastApplied   string
 }
 
 // sendQueue bounds what one slow agent can hold in memory; beyond it the session re-reads the
@@ -42,6 +46,25 @@ func newSession(parent context.Context, agentID, clusterID uuid.UUID, ip string)
 		out: make(chan *agentv1.ServerMessage, sendQueue), ctx: ctx, cancel: cancel, sent: map[uuid.UUID]string{}}
 	s.touch()
 	return s
+}
+
+// persisted records what the agent's row holds after a heartbeat flush.
+func (s *session) persisted(at time.Time, appliedSig string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastPersisted, s.lastApplied = at, appliedSig
+}
+
+func (s *session) persistedAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastPersisted
+}
+
+func (s *session) persistedApplied() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastApplied
 }
 
 func (s *session) touch()              { s.seen.Store(time.Now().UnixNano()) }
