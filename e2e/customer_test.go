@@ -220,7 +220,8 @@ func TestAutoApprovedSubscriptionAndCredentialRollout(t *testing.T) {
 
 func (m *market) assertSecretNowhere(t *testing.T, secret string) {
 	t.Helper()
-	require.NotContains(t, m.env.Logs(), secret, "api, gateway and worker logs")
+	require.Contains(t, m.env.Logs(), "component=agent", "the agents log into the same buffer")
+	require.NotContains(t, m.env.Logs(), secret, "api, gateway, worker and agent logs")
 	for _, q := range []string{`SELECT coalesce(string_agg(summary::text, ''), '') FROM audit_logs`,
 		`SELECT coalesce(string_agg(payload::text, ''), '') FROM agent_commands`,
 		`SELECT coalesce(string_agg(result::text, ''), '') FROM agent_command_deliveries`,

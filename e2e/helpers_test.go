@@ -4,8 +4,6 @@ package e2e
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"testing"
@@ -190,7 +188,7 @@ func (s *stack) startAgent(t *testing.T, dir, token string) *runningAgent {
 	t.Helper()
 	a, err := agent.New(agent.Config{ServerAddr: s.env.Replica.Addr, APIBaseURL: s.env.URL, StateDir: dir, RegistrationToken: token,
 		TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: s.env.Log.With("component", "agent")})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ra := &runningAgent{dir: dir, agent: a, cancel: cancel, done: make(chan error, 1)}
