@@ -23,7 +23,20 @@ type deliveryWriter struct {
 	in   chan store.DeliveryRecord
 	once sync.Once
 	done chan struct{}
+
+	// Sent records wait up to sentHold for their acknowledgement: most agents answer within
+	// it, and the delivery is then written once (acked, with its sent_at) instead of twice.
+	// What is not acknowledged in time is written as sent.
+	heldMu    sync.Mutex
+	held      map[deliveryKey]store.DeliveryRecord
+	heldOrder []deliveryKey
 }
+
+type deliveryKey struct{ command, agent uuid.UUID }
+
+// sentHold is how long a sent record waits for its acknowledgement before it is written
+// alone; the "delivered to agent X" line of a timeline may appear that much later.
+const sentHold = 2 * time.Second
 
 const (
 	// deliveryBatch bounds the rows of one statement (store.WriteDeliveries binds 7
@@ -36,10 +49,54 @@ const (
 )
 
 func newDeliveryWriter(g *Gateway) *deliveryWriter {
-	return &deliveryWriter{g: g, in: make(chan store.DeliveryRecord, 16384), done: make(chan struct{})}
+	return &deliveryWriter{g: g, in: make(chan store.DeliveryRecord, 16384), done: make(chan struct{}), held: map[deliveryKey]store.DeliveryRecord{}}
 }
 
 func (w *deliveryWriter) add(r store.DeliveryRecord) {
+	k := deliveryKey{r.CommandID, r.AgentID}
+	w.heldMu.Lock()
+	if r.Status == models.DeliverySent {
+		if _, dup := w.held[k]; !dup {
+			w.held[k] = r
+			w.heldOrder = append(w.heldOrder, k)
+		}
+		w.heldMu.Unlock()
+		return
+	}
+	if h, ok := w.held[k]; ok {
+		delete(w.held, k)
+		r.SentAt = h.At
+	}
+	w.heldMu.Unlock()
+	w.enqueue(r)
+}
+
+// releaseHeld hands the sent records older than cutoff (all of them with a zero cutoff) to
+// the collector.
+func (w *deliveryWriter) releaseHeld(cutoff time.Time) {
+	w.heldMu.Lock()
+	var out []store.DeliveryRecord
+	i := 0
+	for ; i < len(w.heldOrder); i++ {
+		k := w.heldOrder[i]
+		r, ok := w.held[k]
+		if !ok {
+			continue // acknowledged meanwhile
+		}
+		if !cutoff.IsZero() && r.At.After(cutoff) {
+			break
+		}
+		delete(w.held, k)
+		out = append(out, r)
+	}
+	w.heldOrder = append(w.heldOrder[:0], w.heldOrder[i:]...)
+	w.heldMu.Unlock()
+	for _, r := range out {
+		w.enqueue(r)
+	}
+}
+
+func (w *deliveryWriter) enqueue(r store.DeliveryRecord) {
 	select {
 	case w.in <- r:
 	case <-w.done:
@@ -48,8 +105,13 @@ func (w *deliveryWriter) add(r store.DeliveryRecord) {
 	}
 }
 
-// stop makes run drain what is queued, write it and return.
-func (w *deliveryWriter) stop() { w.once.Do(func() { close(w.done) }) }
+// stop makes run write the held sent records and everything queued, and return.
+func (w *deliveryWriter) stop() {
+	w.once.Do(func() {
+		w.releaseHeld(time.Time{})
+		close(w.done)
+	})
+}
 
 // pendingDeliveries is the next batch, in arrival order.
 type pendingDeliveries struct {
@@ -91,6 +153,8 @@ func (w *deliveryWriter) run(ctx context.Context) {
 	}()
 	p := &pendingDeliveries{}
 	idle := true
+	heldTick := time.NewTicker(sentHold / 10)
+	defer heldTick.Stop()
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	for {
@@ -112,6 +176,9 @@ func (w *deliveryWriter) run(ctx context.Context) {
 			p.add(r)
 		case <-free:
 			idle = true
+		case now := <-heldTick.C:
+			// Not inline: releasing enqueues into w.in, which this loop itself drains.
+			go w.releaseHeld(now.Add(-sentHold))
 		case <-wake.C:
 		case <-w.done:
 			for {

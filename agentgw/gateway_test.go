@@ -457,3 +457,45 @@ func countOf(xs []string, x string) int {
 	}
 	return n
 }
+
+// A delivery is written once when the agent answers within the hold (acked, with both
+// times), and as 'sent' when it does not answer.
+func TestDeliveryRowsSentAndAcked(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	dir := t.TempDir()
+	ra := startAgent(t, f.env, f.env.Replica.Addr, dir, f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+	acked := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+	waitAcked(t, f.env, acked.ID, id.AgentID)
+	var sentAt, ackedAt *time.Time
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT sent_at, acked_at FROM agent_command_deliveries WHERE command_id = $1`, acked.ID).Scan(&sentAt, &ackedAt))
+	require.NotNil(t, sentAt, "the folded sent record keeps its time")
+	require.NotNil(t, ackedAt)
+	require.False(t, sentAt.After(*ackedAt))
+	ra.stop()
+	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
+
+	// A client that takes the command and never answers.
+	silent := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
+		Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID}}}))
+	for {
+		msg, err := stream.Recv()
+		require.NoError(t, err)
+		if msg.GetCredentialUpsert().GetCommandId() == silent.ID.String() {
+			break
+		}
+	}
+	require.Eventually(t, func() bool {
+		var st string
+		err := f.env.SQL.QueryRow(`SELECT status FROM agent_command_deliveries WHERE command_id = $1`, silent.ID).Scan(&st)
+		return err == nil && st == models.DeliverySent
+	}, 15*time.Second, 100*time.Millisecond, "an unanswered delivery is recorded as sent")
+}

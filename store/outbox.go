@@ -172,10 +172,13 @@ func (s *Store) PendingCommands(ctx context.Context, clusterID, agentID uuid.UUI
 
 // DeliveryRecord is one state change of a delivery, written in batches by the gateway.
 type DeliveryRecord struct {
-	CommandID    uuid.UUID
-	AgentID      uuid.UUID
-	Status       string // sent or acked
-	At           time.Time
+	CommandID uuid.UUID
+	AgentID   uuid.UUID
+	Status    string // sent or acked
+	At        time.Time
+	// SentAt, on an acked record, is when the command was sent, when the gateway folded the
+	// 'sent' record into the acknowledgement (one row write instead of two).
+	SentAt       time.Time
 	ResultStatus string
 	Result       map[string]any
 }
@@ -220,6 +223,9 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 			sent = r.At
 		} else {
 			acked = r.At
+			if !r.SentAt.IsZero() {
+				sent = r.SentAt
+			}
 		}
 		sb.WriteString(`(?, ?, ?, ?::timestamptz, ?::timestamptz, ?, ?::jsonb)`)
 		args = append(args, r.CommandID, r.AgentID, r.Status, sent, acked, r.ResultStatus, string(b))
