@@ -26,7 +26,7 @@ var (
 	// Semantic version with an optional leading v.
 	semverRe = regexp.MustCompile(`^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
 	// An RFC 1123 label: the names of routes, backends, policies, listeners and gateways become
-	// Kubernetes object names in the cluster.
+	// Kubernetes object names in the cluster; cluster names and tenant slugs follow it too.
 	k8sNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	// A Gateway API hostname: lower case, optionally with `*.` as the whole leftmost label.
 	gwHostnameRe = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"errors"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -33,7 +32,6 @@ func (a *API) registerClusters(g *echo.Group) {
 }
 
 var (
-	dnsLabelRe     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	gatewayClasses = map[string]bool{"envoy-gateway": true, "nginx": true}
 )
 
@@ -66,7 +64,7 @@ func (a *API) createCluster(c echo.Context) error {
 		return err
 	}
 	var v validator
-	v.check(req.Name != nil && dnsLabelRe.MatchString(*req.Name), "name", "required: a DNS label (lower-case letters, digits, dashes; 1-63)")
+	v.check(req.Name != nil && k8sNameRe.MatchString(*req.Name), "name", "required: a DNS label (lower-case letters, digits, dashes; 1-63)")
 	v.check(req.Region != nil && strings.TrimSpace(*req.Region) != "" && len(*req.Region) <= 100, "region", "required, at most 100 characters")
 	if req.Description != nil {
 		v.check(len(*req.Description) <= 500, "description", "at most 500 characters")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/mail"
-	"regexp"
 	"strings"
 	"time"
 
@@ -37,8 +36,6 @@ func (a *API) getMe(c echo.Context) error {
 	return c.JSON(http.StatusOK, meResponse{User: p.User, PlatformRoles: roles, Tenants: ts})
 }
 
-var slugRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 type createTenantRequest struct {
 	Slug       string `json:"slug"`
 	Name       string `json:"name"`
@@ -57,7 +54,7 @@ func (a *API) createTenant(c echo.Context) error {
 		return err
 	}
 	var v validator
-	v.check(slugRe.MatchString(req.Slug), "slug", "lower-case letters, digits and dashes, 1-63 characters, starting and ending with a letter or digit")
+	v.check(k8sNameRe.MatchString(req.Slug), "slug", "lower-case letters, digits and dashes, 1-63 characters, starting and ending with a letter or digit")
 	v.check(strings.TrimSpace(req.Name) != "" && len(req.Name) <= 200, "name", "required, at most 200 characters")
 	v.check(req.Type == models.TenantProvider || req.Type == models.TenantCustomer, "type", "must be provider or customer")
 	v.check(req.OwnerEmail == "" || validEmail(req.OwnerEmail), "owner_email", "must be an e-mail address")

@@ -105,7 +105,7 @@ func (a *API) createInvitation(c echo.Context) error {
 		return err
 	}
 	var v validator
-	v.check(slugRe.MatchString(req.TenantSlug), "tenant_slug", "required: the slug of a customer tenant")
+	v.check(k8sNameRe.MatchString(req.TenantSlug), "tenant_slug", "required: the slug of a customer tenant")
 	if err := v.err(); err != nil {
 		return err
 	}
