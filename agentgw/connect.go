@@ -19,6 +19,7 @@ import (
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/secrets"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -373,14 +374,14 @@ func (g *Gateway) connectResponse(ctx context.Context, a models.Agent, refreshSe
 // register consumes one use of a registration token and creates the agent.
 func (g *Gateway) register(ctx context.Context, token string, req *agentv1.ConnectRequest, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
 	var a models.Agent
-	refresh := NewSecret("imprr_")
+	refresh := secrets.New("imprr_")
 	name := strings.TrimSpace(req.GetAgentName())
 	if name != "" && !validAgentName(name) {
 		return a, nil, status.Error(codes.InvalidArgument, "agent_name must be 1-63 lower-case letters, digits and dashes")
 	}
 	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
 		var t models.RegistrationToken
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", HashSecret(token)).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", secrets.Hash(token)).Error; err != nil {
 			return errors.New("unknown registration token")
 		}
 		if st := t.State(time.Now()); st != "active" {
@@ -391,7 +392,7 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 			return err
 		}
 		if name == "" {
-			name = "agent-" + strings.ToLower(NewSecret("")[:8])
+			name = "agent-" + strings.ToLower(secrets.New("")[:8])
 			name = strings.Map(func(r rune) rune {
 				if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
 					return r
@@ -399,7 +400,7 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 				return 'x'
 			}, name)
 		}
-		h := HashSecret(refresh)
+		h := secrets.Hash(refresh)
 		a = models.Agent{ClusterID: t.ClusterID, Name: name, Status: models.AgentPending, Version: truncate(req.GetAgentVersion(), 50),
 			Hostname: truncate(req.GetHostname(), 255), IPAddress: ip, TokenGeneration: 1, RefreshSecretHash: &h, RegisteredWith: &t.ID,
 			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
@@ -429,7 +430,7 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 // refresh authenticates with agent id + refresh secret and rotates the refresh secret.
 func (g *Gateway) refresh(ctx context.Context, id uuid.UUID, secret, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
 	var a models.Agent
-	next := NewSecret("imprr_")
+	next := secrets.New("imprr_")
 	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&a, "id = ?", id).Error; err != nil {
 			return errors.New("unknown agent")
@@ -437,10 +438,10 @@ func (g *Gateway) refresh(ctx context.Context, id uuid.UUID, secret, ip string) 
 		if a.Status == models.AgentRevoked {
 			return errRevoked
 		}
-		if a.RefreshSecretHash == nil || !SameHash(*a.RefreshSecretHash, HashSecret(secret)) {
+		if a.RefreshSecretHash == nil || !secrets.Equal(*a.RefreshSecretHash, secrets.Hash(secret)) {
 			return errors.New("refresh secret does not match")
 		}
-		h := HashSecret(next)
+		h := secrets.Hash(next)
 		a.RefreshSecretHash = &h
 		if err := tx.Model(&a).Update("refresh_secret_hash", h).Error; err != nil {
 			return err
@@ -544,10 +545,10 @@ func (g *Gateway) replaceToken(ctx context.Context, s *session, rotate bool) (*a
 	}
 	rt := &agentv1.ReplaceToken{CommandId: uuid.NewString(), AgentJwt: tok, JwtExpiresAt: timestamppb.New(exp)}
 	if rotate {
-		secret := NewSecret("imprr_")
+		secret := secrets.New("imprr_")
 		rt.RefreshSecret = secret
 		s.mu.Lock()
-		s.pendingRefreshHash = HashSecret(secret)
+		s.pendingRefreshHash = secrets.Hash(secret)
 		s.mu.Unlock()
 	}
 	return rt, exp, nil

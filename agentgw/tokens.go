@@ -5,11 +5,6 @@
 package agentgw
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -91,23 +86,3 @@ func (s *Signer) Verify(raw string) (VerifiedToken, error) {
 	}
 	return VerifiedToken{AgentID: aid, ClusterID: cid, Generation: claims.Generation}, nil
 }
-
-// NewSecret returns a random secret with a readable prefix (e.g. "imprt_" for registration
-// tokens), 32 random bytes, URL-safe.
-func NewSecret(prefix string) string {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // the OS random source failing is not something to continue from
-	}
-	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// HashSecret is how secrets are stored: hex SHA-256. The secrets are 256 random bits, so a
-// fast hash is enough; nothing to guess.
-func HashSecret(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
-
-// SameHash compares two hashes in constant time.
-func SameHash(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

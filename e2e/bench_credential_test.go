@@ -34,7 +34,7 @@ package e2e
 // API as drafts and then set PUBLISHED with SQL (a real publish needs a deploy round trip per
 // cluster); the subscriptions are inserted active with SQL (the API would run a
 // SubscriptionWorkflow each); the simulated agents are inserted with SQL with a known
-// refresh-secret hash (agentgw.HashSecret) and connect with agent id + refresh secret.
+// refresh-secret hash (secrets.Hash) and connect with agent id + refresh secret.
 //
 // Run: go test -run '^$' -bench BenchmarkCredentialPropagation -benchtime 1x ./e2e/
 // Knobs: IMPRUN_BENCH_CREDENTIALS (measured credentials per C, default 100, so the p99 is not
@@ -48,9 +48,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/secrets"
 )
 
 var propagationClusters = []int{1, 10, 100}
@@ -167,10 +167,10 @@ func newPropagationStack(b *testing.B, clusters int) *propagationStack {
 			"gateway_id": gatewayID, "environment": "prod", "hostname": fmt.Sprintf("payments-%03d.example.com", i), "draft": true}))
 
 		// Shortcut: the simulated agent is inserted with a refresh secret it then connects with.
-		secret := agentgw.NewSecret("imprr_")
+		secret := secrets.New("imprr_")
 		var agentID string
 		if err := env.SQL.QueryRow(`INSERT INTO agents (cluster_id, name, status, token_generation, refresh_secret_hash)
-			VALUES ($1, 'sim', 'pending', 1, $2) RETURNING id`, clusterID, agentgw.HashSecret(secret)).Scan(&agentID); err != nil {
+			VALUES ($1, 'sim', 'pending', 1, $2) RETURNING id`, clusterID, secrets.Hash(secret)).Scan(&agentID); err != nil {
 			b.Fatal(err)
 		}
 		a, err := dialSimAgent(env.Replica.Addr, &agentv1.ConnectRequest{AgentId: agentID,

@@ -1,28 +1,16 @@
 package httpapi
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"strconv"
+
+	"github.com/imprun/imprun-server/secrets"
 )
 
-// newRegistrationSecret returns a registration token: a recognisable prefix and 256 random
-// bits. Only its hash is stored.
-func newRegistrationSecret() string {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	return "imprt_" + base64.RawURLEncoding.EncodeToString(b[:])
-}
+// newRegistrationSecret returns a registration token; the agent gateway checks it by the same
+// secrets.Hash that stores it here.
+func newRegistrationSecret() string { return secrets.New("imprt_") }
 
-// hashSecret is the stored form of a high-entropy secret: hex SHA-256 (the agent gateway
-// hashes presented tokens the same way).
-func hashSecret(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
+// hashSecret is the stored form of a secret.
+func hashSecret(s string) string { return secrets.Hash(s) }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/secrets"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/workflows"
 )
@@ -296,14 +296,6 @@ type credentialCreated struct {
 	ClientSecret string `json:"client_secret,omitempty"`
 }
 
-func randomToken(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // newCredentialSecret makes the public identifier and the secret of a credential. API keys
 // are `imp_<8>.<43>`: the prefix identifies the key, the part after "." is the secret whose
 // SHA-256 is stored and sent to agents.
@@ -316,9 +308,9 @@ func newCredentialSecret(typ string) (prefix, secret, shown string) {
 	for i := range b {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
-	secret = randomToken(32)
+	secret = secrets.Random(32)
 	if typ == models.CredentialOAuthClient {
-		prefix = "impc_" + string(b) + strings.ToLower(randomToken(6))
+		prefix = "impc_" + string(b) + strings.ToLower(secrets.Random(6))
 		return prefix, secret, secret
 	}
 	prefix = "imp_" + string(b)
