@@ -166,6 +166,7 @@ func limitsOf(g grantRow) models.PlanLimits {
 	}
 	if q := g.Quota.V; q != nil {
 		l.Quota = int64(q.Requests)
+		l.QuotaPeriod = q.Period
 	}
 	return l
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +75,10 @@ type Agent struct {
 	st    *state
 	creds *CredentialStore
 	usage *usageLog
+	// verifier is the agent's credential check, with counts kept in the state directory.
+	verifier *Verifier
+	// nginx is the nginx data plane (nil for DataPlaneFiles).
+	nginx *nginxPlane
 
 	idMu     sync.Mutex
 	identity *Identity
@@ -101,8 +108,16 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, st: st, creds: creds, usage: newUsageLog(), identity: id}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, creds: creds, usage: newUsageLog(), identity: id}
+	a.verifier = NewVerifier(creds, withUsage(a.usage), WithCounterFile(filepath.Join(cfg.StateDir, countersFile)))
+	if cfg.DataPlane == DataPlaneNginx {
+		a.nginx = newNginxPlane(a)
+	}
+	return a, nil
 }
+
+// countersFile keeps the verifier's request counts across restarts.
+const countersFile = "counters.json"
 
 // Run creates an agent from cfg and runs it; see Agent.Run.
 func Run(ctx context.Context, cfg Config) error {
@@ -113,10 +128,14 @@ func Run(ctx context.Context, cfg Config) error {
 	return a.Run(ctx)
 }
 
-// Verifier returns a Verifier over the agent's live credential set, for a gateway check served
-// from the agent process. The requests it allows are reported to the server with the next
-// heartbeat (the credential's last-used time).
+// Verifier returns the agent's Verifier over its live credential set, for a gateway check
+// served from the agent process; its counts survive restarts. The requests it allows are
+// reported to the server with the next heartbeat (the credential's last-used time). With
+// options, it returns a new Verifier with counts of its own (tests set a clock).
 func (a *Agent) Verifier(opts ...VerifierOption) *Verifier {
+	if len(opts) == 0 {
+		return a.verifier
+	}
 	return NewVerifier(a.creds, append([]VerifierOption{withUsage(a.usage)}, opts...)...)
 }
 
@@ -157,6 +176,91 @@ func (a *Agent) saveIdentity(id *Identity) error {
 // Every other end of the stream is followed by a reconnect with backoff. All goroutines Run
 // starts have stopped when it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		if err := a.verifier.Flush(); err != nil {
+			a.log.Error("save request counts", "err", err)
+		}
+		if a.nginx != nil && a.nginx.srv != nil && a.cfg.Nginx.StopOnExit {
+			if err := a.nginx.srv.Stop(10 * time.Second); err != nil {
+				a.log.Error("stop nginx", "err", err)
+			}
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.flushCounters(ctx)
+	}()
+	if a.cfg.VerifyListen != "" {
+		stop, err := a.serveVerifier(ctx, &wg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if a.nginx != nil {
+		// Fail static: serve what the state directory holds before the control plane answers.
+		a.nginx.start(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.nginx.run(ctx)
+		}()
+		if a.nginx.srv != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.nginx.srv.Watch(ctx, time.Second)
+			}()
+		}
+	}
+	return a.connectLoop(ctx)
+}
+
+// flushCounters writes the verifier's counts every CounterFlushInterval.
+func (a *Agent) flushCounters(ctx context.Context) {
+	t := time.NewTicker(a.cfg.CounterFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.verifier.Flush(); err != nil {
+				a.log.Warn("save request counts", "err", err)
+			}
+		}
+	}
+}
+
+// serveVerifier serves the credential verifier on VerifyListen until ctx ends.
+func (a *Agent) serveVerifier(ctx context.Context, wg *sync.WaitGroup) (stop func(), err error) {
+	l, err := net.Listen("tcp", a.cfg.VerifyListen)
+	if err != nil {
+		return nil, fmt.Errorf("agent: credential verifier: %w", err)
+	}
+	srv := &http.Server{Handler: a.verifier.Handler("/verify"), ReadHeaderTimeout: 5 * time.Second}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("credential verifier", "err", err)
+		}
+	}()
+	a.log.Info("credential verifier listening", "addr", l.Addr().String())
+	return func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+// connectLoop keeps a session with the control plane until ctx ends or the agent cannot get in.
+func (a *Agent) connectLoop(ctx context.Context) error {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(a.cfg.TransportCredentials),
 		// Snapshots travel over REST, so stream messages stay small; the cap protects the agent
@@ -415,6 +519,15 @@ func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKin
 		return nil
 	case *agentv1.ServerMessage_DeployCommand:
 		cmd := p.DeployCommand
+		if a.nginx != nil {
+			clog := log.With("command_id", cmd.GetCommandId(), "publish_id", cmd.GetPublishId(), "revision", cmd.GetRevision(), "action", cmd.GetAction().String())
+			if reply, ok := a.st.reply(cmd.GetCommandId()); ok && cmd.GetCommandId() != "" {
+				clog.Info("command redelivered; sending the recorded answer")
+				return send(reply)
+			}
+			a.nginx.submit(clog, cmd, send)
+			return nil
+		}
 		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
 			res := a.deploy(ctx, log, cmd)
 			if res == nil {

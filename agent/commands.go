@@ -42,6 +42,7 @@ func (a *Agent) upsertCredential(log *slog.Logger, cmd *agentv1.CredentialUpsert
 				RequestsPerHour:   l.GetRequestsPerHour(),
 				RequestsPerDay:    l.GetRequestsPerDay(),
 				Quota:             l.GetQuota(),
+				QuotaPeriod:       l.GetQuotaPeriod(),
 			},
 		})
 	}
@@ -80,6 +81,12 @@ func (a *Agent) revokeCredential(log *slog.Logger, cmd *agentv1.CredentialRevoke
 // removed as well as added). A failure is logged, not returned: the credential set itself is
 // stored, and the Verifier reads that, not the rendered files.
 func (a *Agent) renderAllCredentials(log *slog.Logger) {
+	if a.nginx != nil {
+		// The verifier reads the credential set live; nginx's copy of the maps follows with the
+		// next reload.
+		a.nginx.credentialsChanged()
+		return
+	}
 	for _, p := range a.st.allApplied() {
 		r, err := RendererFor(p.GatewayClass, a.cfg.Render)
 		if err == nil {

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,6 +41,23 @@ type Config struct {
 	// Render shapes rendered configuration (namespace, verifier URL).
 	Render RenderOptions
 
+	// DataPlane is what the agent does with a rendered publish: DataPlaneFiles (write it into
+	// the state directory, for a gateway that reads it from there; the default) or
+	// DataPlaneNginx (run an nginx and load it, see package agent/nginx).
+	DataPlane string
+	// Nginx configures the nginx data plane.
+	Nginx NginxConfig
+	// VerifyListen, when set, is the address the agent serves its credential verifier on for
+	// the gateway's credential check (nginx auth_request, Envoy ext-auth). An nginx data plane
+	// needs it and defaults it to 127.0.0.1:8081; Render.VerifierURL then defaults to it.
+	VerifyListen string
+	// BatchWindow is how long the nginx data plane waits after a command for more to arrive,
+	// so that a burst costs one reload (20 ms when zero).
+	BatchWindow time.Duration
+	// CounterFlushInterval is how often the verifier's counts are written to the state
+	// directory (1 s when zero).
+	CounterFlushInterval time.Duration
+
 	// TransportCredentials secure the gRPC connection. There is deliberately no default: a
 	// caller that wants plaintext must pass insecure.NewCredentials() and own that choice.
 	TransportCredentials credentials.TransportCredentials
@@ -56,8 +75,71 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 }
 
+// Data planes.
+const (
+	DataPlaneFiles = "files"
+	DataPlaneNginx = "nginx"
+)
+
+// NginxConfig configures the nginx an agent with DataPlaneNginx runs.
+type NginxConfig struct {
+	// Binary is the nginx executable (nginx from PATH, else /usr/sbin/nginx).
+	Binary string
+	// Dir is nginx's prefix directory (<StateDir>/nginx when empty).
+	Dir string
+	// Listen maps a gateway listener port to the address nginx listens on for it
+	// (80 -> "127.0.0.1:8080"); every mapped address always has a default server (404).
+	Listen map[int]string
+	// WorkerProcesses is worker_processes ("auto" when empty).
+	WorkerProcesses string
+	// HeadersMore is "auto" (load Debian's headers-more module when it is installed, to clear
+	// every client-sent X-Imprun-* header), "off", or the module's path.
+	HeadersMore string
+	// StopOnExit stops nginx when Run returns. By default nginx keeps serving the last applied
+	// configuration when the agent stops, and the next agent adopts it.
+	StopOnExit bool
+	// ConfirmTimeout bounds the wait for a reload to take (10 s when zero).
+	ConfirmTimeout time.Duration
+}
+
 func (c *Config) validateAndDefault() error {
 	var errs []error
+	switch c.DataPlane {
+	case "":
+		c.DataPlane = DataPlaneFiles
+	case DataPlaneFiles, DataPlaneNginx:
+	default:
+		errs = append(errs, fmt.Errorf("data plane %q is not one of files, nginx", c.DataPlane))
+	}
+	if c.DataPlane == DataPlaneNginx {
+		if c.GatewayClass != "" && c.GatewayClass != GatewayClassNginx {
+			errs = append(errs, fmt.Errorf("gateway class %q cannot be served by an nginx data plane", c.GatewayClass))
+		}
+		if c.VerifyListen == "" {
+			c.VerifyListen = "127.0.0.1:8081"
+		}
+		if c.Nginx.Dir == "" && c.StateDir != "" {
+			c.Nginx.Dir = filepath.Join(c.StateDir, "nginx")
+		}
+		for port, addr := range c.Nginx.Listen {
+			if port < 1 || port > 65535 || addr == "" {
+				errs = append(errs, fmt.Errorf("nginx listen mapping %d=%q is not valid", port, addr))
+			}
+		}
+	}
+	// The nginx on this host calls the verifier on this host; an Envoy Gateway reaches the
+	// agent through its Service (the Envoy renderer's default), not through this address.
+	if c.DataPlane == DataPlaneNginx && c.Render.VerifierURL == "" {
+		host, port, err := net.SplitHostPort(c.VerifyListen)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("verify listen address %q: %w", c.VerifyListen, err))
+		} else {
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "127.0.0.1"
+			}
+			c.Render.VerifierURL = "http://" + net.JoinHostPort(host, port) + "/verify"
+		}
+	}
 	if c.ServerAddr == "" {
 		errs = append(errs, errors.New("server address is required"))
 	}
@@ -96,9 +178,18 @@ func (c *Config) validateAndDefault() error {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 30 * time.Second
 	}
+	if c.BatchWindow <= 0 {
+		c.BatchWindow = 20 * time.Millisecond
+	}
+	if c.CounterFlushInterval <= 0 {
+		c.CounterFlushInterval = time.Second
+	}
 	if c.MaxBackoff < c.MinBackoff {
 		c.MaxBackoff = c.MinBackoff
 	}
 	c.Render = c.Render.withDefaults()
+	if c.DataPlane == DataPlaneNginx && c.Render.NginxListen == nil {
+		c.Render.NginxListen = c.Nginx.Listen
+	}
 	return nil
 }

@@ -56,7 +56,16 @@ type PlanLimits struct {
 	RequestsPerHour   int64 `json:"requests_per_hour,omitempty"`
 	RequestsPerDay    int64 `json:"requests_per_day,omitempty"`
 	Quota             int64 `json:"quota,omitempty"`
+	// QuotaPeriod is the period the quota counts over: QuotaDay or QuotaMonth (UTC calendar
+	// day or month), or empty for the life of the grant.
+	QuotaPeriod string `json:"quota_period,omitempty"`
 }
+
+// Quota periods.
+const (
+	QuotaDay   = "day"
+	QuotaMonth = "month"
+)
 
 // activeAt reports whether the credential can be used at now.
 func (c *Credential) activeAt(now time.Time) bool {

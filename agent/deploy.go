@@ -59,45 +59,77 @@ func (a *Agent) deploy(ctx context.Context, log *slog.Logger, cmd *agentv1.Deplo
 	return res
 }
 
-func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.DeployCommand, res *agentv1.DeployResult) error {
+// preparedApply is an apply command whose snapshot has been fetched, verified and rendered.
+type preparedApply struct {
+	snap     *Snapshot
+	body     []byte // the snapshot as served, whose SHA-256 the command named
+	checksum string // lowercase hex
+	class    string
+	renderer Renderer
+	rendered *Rendered
+}
+
+// prepareApply fetches a DeployCommand's snapshot, checks it against the command and renders it.
+func (a *Agent) prepareApply(ctx context.Context, log *slog.Logger, cmd *agentv1.DeployCommand) (*preparedApply, error) {
 	if cmd.GetRevision() < 1 {
-		return fmt.Errorf("revision %d is not valid", cmd.GetRevision())
+		return nil, fmt.Errorf("revision %d is not valid", cmd.GetRevision())
 	}
 	if cmd.GetChecksum() == "" {
-		return errors.New("command carries no checksum; refusing an unverifiable snapshot")
+		return nil, errors.New("command carries no checksum; refusing an unverifiable snapshot")
 	}
 	body, err := a.fetchSnapshot(ctx, log, cmd.GetSnapshotPath())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sum := sha256.Sum256(body)
 	got := hex.EncodeToString(sum[:])
 	if !strings.EqualFold(got, cmd.GetChecksum()) {
-		return fmt.Errorf("snapshot checksum mismatch: the command says sha256 %s, the %d bytes served at %s hash to %s", cmd.GetChecksum(), len(body), cmd.GetSnapshotPath(), got)
+		return nil, fmt.Errorf("snapshot checksum mismatch: the command says sha256 %s, the %d bytes served at %s hash to %s", cmd.GetChecksum(), len(body), cmd.GetSnapshotPath(), got)
 	}
 	snap, err := DecodeSnapshot(body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if snap.PublishID != cmd.GetPublishId() {
-		return fmt.Errorf("snapshot is for publish %s, the command for %s", snap.PublishID, cmd.GetPublishId())
+		return nil, fmt.Errorf("snapshot is for publish %s, the command for %s", snap.PublishID, cmd.GetPublishId())
 	}
 	if snap.Revision != 0 && snap.Revision != cmd.GetRevision() {
-		return fmt.Errorf("snapshot is revision %d, the command says %d", snap.Revision, cmd.GetRevision())
+		return nil, fmt.Errorf("snapshot is revision %d, the command says %d", snap.Revision, cmd.GetRevision())
 	}
 	if snap.Revision == 0 {
 		snap.Revision = cmd.GetRevision()
 	}
+	p := &preparedApply{snap: snap, body: body, checksum: got}
+	if err := a.render(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
 
-	class := firstNonEmpty(a.cfg.GatewayClass, snap.Gateway.GatewayClass, GatewayClassEnvoy)
-	renderer, err := RendererFor(class, a.cfg.Render)
+// render renders a verified snapshot for the agent's gateway class.
+func (a *Agent) render(p *preparedApply) error {
+	p.class = firstNonEmpty(a.cfg.GatewayClass, p.snap.Gateway.GatewayClass, GatewayClassEnvoy)
+	if a.cfg.DataPlane == DataPlaneNginx && p.class != GatewayClassNginx {
+		return fmt.Errorf("this agent runs an nginx data plane; it cannot serve gateway class %s", p.class)
+	}
+	renderer, err := RendererFor(p.class, a.cfg.Render)
 	if err != nil {
 		return err
 	}
-	rendered, err := renderer.RenderPublish(snap)
+	rendered, err := renderer.RenderPublish(p.snap)
 	if err != nil {
-		return fmt.Errorf("render for %s: %w", class, err)
+		return fmt.Errorf("render for %s: %w", p.class, err)
 	}
+	p.renderer, p.rendered = renderer, rendered
+	return nil
+}
+
+func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.DeployCommand, res *agentv1.DeployResult) error {
+	p, err := a.prepareApply(ctx, log, cmd)
+	if err != nil {
+		return err
+	}
+	snap, rendered, renderer, class, got := p.snap, p.rendered, p.renderer, p.class, p.checksum
 
 	dir := a.st.publishDir(snap.PublishID)
 	if err := ensurePrivateDir(dir); err != nil {

@@ -27,6 +27,9 @@ type RenderOptions struct {
 	// resolves a proxy_pass host name when it loads its configuration, and refuses to load
 	// when it cannot).
 	VerifierURL string
+	// NginxListen maps a gateway listener port (as the publish's template names it) to the
+	// address nginx listens on for it ("127.0.0.1:8080"); unmapped ports listen as they are.
+	NginxListen map[int]string
 	// NginxTrustedCA is the CA bundle nginx verifies https backends against (default: the
 	// Debian system bundle).
 	NginxTrustedCA string
@@ -42,9 +45,8 @@ func (o RenderOptions) withDefaults() RenderOptions {
 	if o.Namespace == "" {
 		o.Namespace = "imprun-gateway"
 	}
-	if o.VerifierURL == "" {
-		o.VerifierURL = defaultEnvoyVerifierURL
-	}
+	// VerifierURL has a default per gateway class, set by RendererFor: a default filled in
+	// here would be the wrong class's for the other.
 	if o.NginxTrustedCA == "" {
 		o.NginxTrustedCA = "/etc/ssl/certs/ca-certificates.crt"
 	}
@@ -69,6 +71,14 @@ type Rendered struct {
 	FileExt   string
 	Config    []byte
 	Resources []RenderedResource
+	// Listens are the sockets an nginx configuration listens on (nginx only).
+	Listens []ListenSocket
+}
+
+// ListenSocket is one socket of a rendered nginx configuration.
+type ListenSocket struct {
+	Addr string // as the listen directive names it: "127.0.0.1:8080" or "80"
+	SSL  bool
 }
 
 // Renderer turns snapshots and credential sets into configuration for one gateway class.
@@ -84,6 +94,9 @@ type Renderer interface {
 func RendererFor(gatewayClass string, opts RenderOptions) (Renderer, error) {
 	switch gatewayClass {
 	case GatewayClassEnvoy, "envoy", "eg":
+		if opts.VerifierURL == "" {
+			opts.VerifierURL = defaultEnvoyVerifierURL
+		}
 		return envoyRenderer{opts: opts.withDefaults()}, nil
 	case GatewayClassNginx:
 		if opts.VerifierURL == "" {

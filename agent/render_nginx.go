@@ -75,11 +75,16 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 	}
 	sort.Strings(hosts)
 
+	var listens []ListenSocket
 	for i, l := range s.Gateway.Listeners {
 		if l.Port < 1 || l.Port > 65535 {
 			return nil, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port)
 		}
-		listen := strconv.Itoa(l.Port)
+		addr, err := r.listenAddr(l.Port)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+		listen := addr
 		protocol := strings.ToUpper(firstNonEmpty(l.Protocol, "HTTP"))
 		switch protocol {
 		case "HTTP":
@@ -114,7 +119,9 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 			if needsCredentialCheck(s) {
 				b.WriteString(r.verifyLocation(s))
 			}
+			b.WriteString(nginxDenyLocations(needsCredentialCheck(s)))
 			b.WriteString("}\n")
+			listens = appendListen(listens, ListenSocket{Addr: addr, SSL: protocol == "HTTPS"})
 			blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxServer", Name: listenerName + ":" + h}, b.String()})
 			for _, lc := range byHost[h] {
 				lc.res.Name = listenerName + ":" + lc.res.Name
@@ -129,7 +136,7 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 	for _, z := range zones {
 		buf.WriteString(z)
 	}
-	out := &Rendered{FileExt: "conf"}
+	out := &Rendered{FileExt: "conf", Listens: listens}
 	for _, b := range blocks {
 		if b.text != "" {
 			buf.WriteString("\n")
@@ -333,9 +340,7 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 		}
 		b.WriteString(g)
 	}
-	if needsCredentialCheck(s) {
-		b.WriteString("        auth_request /_imprun_verify;\n")
-	}
+	b.WriteString(nginxAuth(needsCredentialCheck(s)))
 	first, err := resolveBackend(svc, route.BackendRefs[0])
 	if err != nil {
 		return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
@@ -361,7 +366,8 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 			if spec.Burst > 0 {
 				fmt.Fprintf(&b, " burst=%d nodelay", spec.Burst)
 			}
-			b.WriteString(";\n")
+			// nginx's default for a refused request is 503; a client over a limit gets 429.
+			b.WriteString(";\n        limit_req_status 429;\n        error_page 429 = @imprun_limited;\n")
 		case "cors":
 			var spec CORSSpec
 			if err := decodeSpec(p, &spec); err != nil {
@@ -710,7 +716,10 @@ func nginxRate(spec RateLimitSpec) (string, error) {
 	return "", fmt.Errorf("unsupported unit %q", spec.Unit)
 }
 
-// verifyLocation is the internal location auth_request calls: the agent's verifier decides.
+// verifyLocation is the internal location auth_request calls: the agent's verifier decides. It
+// asks in auth_request mode (X-Imprun-Auth-Request), in which the verifier answers a refusal
+// over a limit with 403 and X-Imprun-Status: 429, because auth_request turns any status but
+// 2xx, 401 and 403 into a 500.
 func (r nginxRenderer) verifyLocation(s *Snapshot) string {
 	return fmt.Sprintf(`    location = /_imprun_verify {
         internal;
@@ -718,8 +727,108 @@ func (r nginxRenderer) verifyLocation(s *Snapshot) string {
         proxy_pass_request_body off;
         proxy_set_header Content-Length "";
         proxy_set_header X-Original-URI $request_uri;
+        proxy_set_header X-Imprun-Auth-Request nginx;
+        proxy_connect_timeout 2s;
+        proxy_read_timeout 5s;
     }
 `, strings.TrimRight(r.opts.VerifierURL, "/"), s.PublishID)
+}
+
+// imprunHeaders are the request headers the gateway sets for the backend. Whatever a client
+// sent under these names is replaced (an empty value sends nothing); with the headers-more
+// module the agent's main configuration also clears every other X-Imprun-* header.
+var imprunHeaders = []struct{ name, variable string }{
+	{"X-Imprun-Credential-Id", "$imprun_credential_id"},
+	{"X-Imprun-Plan-Id", "$imprun_plan_id"},
+	{"X-Imprun-Status", ""},
+	{"X-Imprun-Deny-Reason", ""},
+	{"X-Imprun-Auth-Request", ""},
+}
+
+// nginxAuth renders a route's credential check and the headers it passes on.
+func nginxAuth(check bool) string {
+	var b strings.Builder
+	if check {
+		b.WriteString(`        auth_request /_imprun_verify;
+        auth_request_set $imprun_status $upstream_http_x_imprun_status;
+        auth_request_set $imprun_deny_reason $upstream_http_x_imprun_deny_reason;
+        auth_request_set $imprun_retry_after $upstream_http_retry_after;
+        auth_request_set $imprun_credential_id $upstream_http_x_imprun_credential_id;
+        auth_request_set $imprun_plan_id $upstream_http_x_imprun_plan_id;
+        error_page 401 = @imprun_unauthorized;
+        error_page 403 = @imprun_forbidden;
+        error_page 500 = @imprun_unavailable;
+`)
+	}
+	for _, h := range imprunHeaders {
+		v := `""`
+		if check && h.variable != "" {
+			v = h.variable
+		}
+		fmt.Fprintf(&b, "        proxy_set_header %s %s;\n", h.name, v)
+	}
+	return b.String()
+}
+
+// nginxDenyLocations are the named locations a server's refusals go to: a JSON body, the
+// verifier's reason, and Retry-After over a limit. A credential check that cannot reach the
+// verifier (the agent is down) is 503 with Retry-After, never a 500 and never an open door.
+func nginxDenyLocations(check bool) string {
+	limited := `    location @imprun_limited {
+        default_type application/json;
+        add_header Retry-After 1 always;
+        return 429 '{"error":"rate_limited","reason":"rate_limit_policy"}\n';
+    }
+`
+	if !check {
+		return limited
+	}
+	return limited + `    location @imprun_unauthorized {
+        default_type application/json;
+        add_header WWW-Authenticate 'ApiKey realm="imprun", Basic realm="imprun"' always;
+        add_header X-Imprun-Deny-Reason $imprun_deny_reason always;
+        return 401 '{"error":"unauthorized","reason":"$imprun_deny_reason"}\n';
+    }
+    location @imprun_forbidden {
+        default_type application/json;
+        if ($imprun_status = 429) {
+            add_header Retry-After $imprun_retry_after always;
+            add_header X-Imprun-Deny-Reason $imprun_deny_reason always;
+            return 429 '{"error":"rate_limited","reason":"$imprun_deny_reason"}\n';
+        }
+        add_header X-Imprun-Deny-Reason $imprun_deny_reason always;
+        return 403 '{"error":"forbidden","reason":"$imprun_deny_reason"}\n';
+    }
+    location @imprun_unavailable {
+        default_type application/json;
+        if ($imprun_status = "") {
+            add_header Retry-After 5 always;
+            return 503 '{"error":"credential_check_unavailable"}\n';
+        }
+        return 500 '{"error":"internal"}\n';
+    }
+`
+}
+
+// listenAddr is the address nginx listens on for a gateway listener port.
+func (r nginxRenderer) listenAddr(port int) (string, error) {
+	addr, ok := r.opts.NginxListen[port]
+	if !ok {
+		return strconv.Itoa(port), nil
+	}
+	if !safeNginxToken(addr) {
+		return "", fmt.Errorf("listen address %q cannot be rendered for nginx", addr)
+	}
+	return addr, nil
+}
+
+func appendListen(ls []ListenSocket, l ListenSocket) []ListenSocket {
+	for _, cur := range ls {
+		if cur == l {
+			return ls
+		}
+	}
+	return append(ls, l)
 }
 
 // safeNginxToken accepts host names and addresses.

@@ -1,16 +1,23 @@
 package agent
 
 import (
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
 // Handler serves the Verifier over HTTP for a gateway's external authorization (Envoy Gateway
 // ext-auth, nginx auth_request): GET or any method on <prefix>/<publish_id>, with the
 // credential in X-API-Key, "Authorization: Bearer imp_...", or HTTP Basic (OAuth client id and
-// secret). 200 allows; 401 (no or bad credential), 403 (no grant) and 429 (limits) deny. The
-// response carries X-Imprun-Credential-Id and X-Imprun-Plan-Id for the gateway to forward, and
-// X-Imprun-Deny-Reason on refusal; never the secret.
+// secret). 200 allows; 401 (no or bad credential), 403 (no grant) and 429 (limits, with
+// Retry-After) deny. The response carries X-Imprun-Credential-Id and X-Imprun-Plan-Id for the
+// gateway to forward, X-Imprun-Deny-Reason on refusal and X-Imprun-Status (the status meant for
+// the client); never the secret.
+//
+// A request with X-Imprun-Auth-Request (the nginx renderer's auth_request) gets 403 instead of
+// 429, because nginx's auth_request turns any other refusal into a 500; the gateway reads
+// X-Imprun-Status and answers 429 itself.
 func (v *Verifier) Handler(prefix string) http.Handler {
 	prefix = strings.TrimRight(prefix, "/") + "/"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -38,11 +45,20 @@ func (v *Verifier) Handler(prefix string) http.Handler {
 			w.Header().Set("X-Imprun-Plan-Id", d.PlanID)
 		}
 		if d.Allowed {
+			w.Header().Set("X-Imprun-Status", "200")
 			w.WriteHeader(http.StatusOK)
 			return
 		}
+		status := denyStatus(d.Reason)
 		w.Header().Set("X-Imprun-Deny-Reason", string(d.Reason))
-		w.WriteHeader(denyStatus(d.Reason))
+		w.Header().Set("X-Imprun-Status", strconv.Itoa(status))
+		if d.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.RetryAfter.Seconds())), 10))
+		}
+		if status == http.StatusTooManyRequests && r.Header.Get("X-Imprun-Auth-Request") != "" {
+			status = http.StatusForbidden
+		}
+		w.WriteHeader(status)
 	})
 }
 

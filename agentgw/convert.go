@@ -45,6 +45,7 @@ func (g *Gateway) toMessage(c models.AgentCommand) (*agentv1.ServerMessage, erro
 			up.Grants = append(up.Grants, &agentv1.CredentialGrant{PublishId: gr.PublishID, PlanId: gr.PlanID, Limits: &agentv1.PlanLimits{
 				RequestsPerSecond: gr.Limits.RequestsPerSecond, RequestsPerMinute: gr.Limits.RequestsPerMinute,
 				RequestsPerHour: gr.Limits.RequestsPerHour, RequestsPerDay: gr.Limits.RequestsPerDay, Quota: gr.Limits.Quota,
+				QuotaPeriod: gr.Limits.QuotaPeriod,
 			}})
 		}
 		if p.ExpiresAt != nil {

@@ -26,6 +26,8 @@ type PlanLimits struct {
 	RequestsPerHour   int64 `json:"requests_per_hour"`
 	RequestsPerDay    int64 `json:"requests_per_day"`
 	Quota             int64 `json:"quota"`
+	// QuotaPeriod is the quota's period (PeriodDay or PeriodMonth); empty without a quota.
+	QuotaPeriod string `json:"quota_period,omitempty"`
 }
 
 // CredentialGrant allows a credential on one publish under a plan.

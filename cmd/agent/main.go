@@ -6,7 +6,8 @@
 // Every flag of run can also come from the environment (IMPRUN_AGENT_SERVER, IMPRUN_AGENT_API,
 // IMPRUN_AGENT_STATE_DIR, IMPRUN_AGENT_REGISTRATION_TOKEN, IMPRUN_AGENT_NAME,
 // IMPRUN_AGENT_CA_FILE, IMPRUN_AGENT_GATEWAY_CLASS, IMPRUN_AGENT_NAMESPACE,
-// IMPRUN_AGENT_VERIFY_LISTEN, IMPRUN_AGENT_LOG_LEVEL); a flag wins over the environment. Prefer
+// IMPRUN_AGENT_VERIFY_LISTEN, IMPRUN_AGENT_DATA_PLANE, IMPRUN_AGENT_NGINX_*, IMPRUN_AGENT_LOG_LEVEL);
+// a flag wins over the environment. Prefer
 // the environment for the registration token: flags are visible to every user in ps.
 package main
 
@@ -24,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +73,28 @@ func env(name, def string) string {
 	return def
 }
 
+func envBool(name string) bool {
+	v, _ := strconv.ParseBool(os.Getenv(name))
+	return v
+}
+
+// parseListen reads "80=127.0.0.1:8080,443=127.0.0.1:8443".
+func parseListen(s string) (map[int]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[int]string{}
+	for _, part := range strings.Split(s, ",") {
+		port, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.Atoi(port)
+		if !ok || err != nil || n < 1 || n > 65535 || addr == "" {
+			return nil, fmt.Errorf("%q is not PORT=ADDR", part)
+		}
+		out[n] = addr
+	}
+	return out, nil
+}
+
 func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("agent run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -83,7 +107,14 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 	insecureFlag := fs.Bool("insecure", false, "plaintext gRPC/HTTP, allowed only to a loopback server (development)")
 	gatewayClass := fs.String("gateway-class", env("IMPRUN_AGENT_GATEWAY_CLASS", ""), "render for this gateway class instead of the snapshot's (envoy-gateway, nginx)")
 	namespace := fs.String("namespace", env("IMPRUN_AGENT_NAMESPACE", ""), "Kubernetes namespace of rendered resources (default imprun-gateway)")
-	verifyListen := fs.String("verify-listen", env("IMPRUN_AGENT_VERIFY_LISTEN", ""), "serve the credential verifier for gateway ext-auth on this address (e.g. :8081); off when empty")
+	verifyListen := fs.String("verify-listen", env("IMPRUN_AGENT_VERIFY_LISTEN", ""), "serve the credential verifier for gateway ext-auth on this address (e.g. :8081); off when empty, 127.0.0.1:8081 for --data-plane nginx")
+	dataPlane := fs.String("data-plane", env("IMPRUN_AGENT_DATA_PLANE", agent.DataPlaneFiles), "files (render into the state directory) or nginx (run an nginx and load every publish into it)")
+	nginxBinary := fs.String("nginx-binary", env("IMPRUN_AGENT_NGINX_BINARY", ""), "nginx executable (default: nginx in PATH, else /usr/sbin/nginx)")
+	nginxDir := fs.String("nginx-dir", env("IMPRUN_AGENT_NGINX_DIR", ""), "nginx prefix directory (default: <state-dir>/nginx)")
+	nginxListen := fs.String("nginx-listen", env("IMPRUN_AGENT_NGINX_LISTEN", ""), "listener port mappings PORT=ADDR[,PORT=ADDR], e.g. 80=127.0.0.1:8080; unmapped ports listen as they are")
+	nginxWorkers := fs.String("nginx-workers", env("IMPRUN_AGENT_NGINX_WORKERS", ""), "nginx worker_processes (default auto)")
+	nginxHeadersMore := fs.String("nginx-headers-more", env("IMPRUN_AGENT_NGINX_HEADERS_MORE", "auto"), "auto, off, or the path of ngx_http_headers_more_filter_module.so (clears client-sent X-Imprun-* headers)")
+	nginxStop := fs.Bool("nginx-stop-on-exit", envBool("IMPRUN_AGENT_NGINX_STOP_ON_EXIT"), "stop nginx when the agent exits (default: nginx keeps serving and the next agent adopts it)")
 	verifierURL := fs.String("verifier-url", env("IMPRUN_AGENT_VERIFIER_URL", ""), "URL rendered gateway config calls to verify credentials")
 	logLevel := fs.String("log-level", env("IMPRUN_AGENT_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -97,20 +128,29 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	listen, err := parseListen(*nginxListen)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent: --nginx-listen: %v\n", err)
+		return exitUsage
+	}
 	creds, httpClient, err := transport(*server, *api, *caFile, *insecureFlag)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent: %v\n", err)
 		return exitUsage
 	}
 	a, err := agent.New(agent.Config{
-		ServerAddr:           *server,
-		APIBaseURL:           *api,
-		StateDir:             *stateDir,
-		RegistrationToken:    *regToken,
-		Name:                 *name,
-		Version:              version,
-		GatewayClass:         *gatewayClass,
-		Render:               agent.RenderOptions{Namespace: *namespace, VerifierURL: *verifierURL},
+		ServerAddr:        *server,
+		APIBaseURL:        *api,
+		StateDir:          *stateDir,
+		RegistrationToken: *regToken,
+		Name:              *name,
+		Version:           version,
+		GatewayClass:      *gatewayClass,
+		Render:            agent.RenderOptions{Namespace: *namespace, VerifierURL: *verifierURL},
+		DataPlane:         *dataPlane,
+		VerifyListen:      *verifyListen,
+		Nginx: agent.NginxConfig{Binary: *nginxBinary, Dir: *nginxDir, Listen: listen, WorkerProcesses: *nginxWorkers,
+			HeadersMore: *nginxHeadersMore, StopOnExit: *nginxStop},
 		TransportCredentials: creds,
 		HTTPClient:           httpClient,
 		Logger:               log,
@@ -120,32 +160,7 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	verifyDone := make(chan error, 1)
-	if *verifyListen != "" {
-		srv := &http.Server{
-			Addr:              *verifyListen,
-			Handler:           a.Verifier().Handler("/verify"),
-			ReadHeaderTimeout: 5 * time.Second,
-		}
-		go func() { verifyDone <- srv.ListenAndServe() }()
-		go func() {
-			<-ctx.Done()
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		log.Info("credential verifier listening", "addr", *verifyListen)
-	} else {
-		close(verifyDone)
-	}
-
 	err = a.Run(ctx)
-	cancel()
-	if verr := <-verifyDone; verr != nil && !errors.Is(verr, http.ErrServerClosed) {
-		log.Error("credential verifier", "err", verr)
-	}
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
 		return exitOK

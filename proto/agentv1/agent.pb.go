@@ -1432,8 +1432,12 @@ type PlanLimits struct {
 	RequestsPerHour int64 `protobuf:"varint,3,opt,name=requests_per_hour,json=requestsPerHour,proto3" json:"requests_per_hour,omitempty"`
 	// Requests allowed per day (fixed UTC-day window).
 	RequestsPerDay int64 `protobuf:"varint,4,opt,name=requests_per_day,json=requestsPerDay,proto3" json:"requests_per_day,omitempty"`
-	// Total requests allowed over the life of the grant.
-	Quota         int64 `protobuf:"varint,5,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Total requests allowed per quota_period (over the life of the grant when the period is
+	// empty, as servers before quota_period meant it).
+	Quota int64 `protobuf:"varint,5,opt,name=quota,proto3" json:"quota,omitempty"`
+	// The period the quota counts over: "day" (UTC calendar day) or "month" (UTC calendar
+	// month).
+	QuotaPeriod   string `protobuf:"bytes,6,opt,name=quota_period,json=quotaPeriod,proto3" json:"quota_period,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1501,6 +1505,13 @@ func (x *PlanLimits) GetQuota() int64 {
 		return x.Quota
 	}
 	return 0
+}
+
+func (x *PlanLimits) GetQuotaPeriod() string {
+	if x != nil {
+		return x.QuotaPeriod
+	}
+	return ""
 }
 
 // CredentialGrant lets a credential call one publish under one plan.
@@ -2104,14 +2115,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x127\n" +
 	"\x06status\x18\x04 \x01(\x0e2\x1f.agent.v1.AppliedResourceStatusR\x06status\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\xd8\x01\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xfb\x01\n" +
 	"\n" +
 	"PlanLimits\x12.\n" +
 	"\x13requests_per_second\x18\x01 \x01(\x03R\x11requestsPerSecond\x12.\n" +
 	"\x13requests_per_minute\x18\x02 \x01(\x03R\x11requestsPerMinute\x12*\n" +
 	"\x11requests_per_hour\x18\x03 \x01(\x03R\x0frequestsPerHour\x12(\n" +
 	"\x10requests_per_day\x18\x04 \x01(\x03R\x0erequestsPerDay\x12\x14\n" +
-	"\x05quota\x18\x05 \x01(\x03R\x05quota\"w\n" +
+	"\x05quota\x18\x05 \x01(\x03R\x05quota\x12!\n" +
+	"\fquota_period\x18\x06 \x01(\tR\vquotaPeriod\"w\n" +
 	"\x0fCredentialGrant\x12\x1d\n" +
 	"\n" +
 	"publish_id\x18\x01 \x01(\tR\tpublishId\x12\x17\n" +
