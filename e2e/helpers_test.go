@@ -44,6 +44,7 @@ type stack struct {
 type stackOptions struct {
 	gatewayClass string
 	listener     map[string]any
+	backend      map[string]any // the backend's endpoint (default payments.internal:8080)
 	noWorker     bool
 }
 
@@ -65,8 +66,12 @@ func newStackWith(t *testing.T, o stackOptions, eo apitest.Options) *stack {
 		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}, {"name": "nginx"}}}})["id"].(string)
 
 	s.serviceID = created(t, s.owner, prov+"/api-services", map[string]any{"name": "payments", "version": "1.0.0", "status": "active"})["id"].(string)
+	endpoint := o.backend
+	if endpoint == nil {
+		endpoint = map[string]any{"host": "payments.internal", "port": 8080}
+	}
 	s.backendID = created(t, s.owner, prov+"/api-services/"+s.serviceID+"/backends", map[string]any{"name": "payments-be", "scheme": "http",
-		"endpoints": []map[string]any{{"host": "payments.internal", "port": 8080}}})["id"].(string)
+		"endpoints": []map[string]any{endpoint}})["id"].(string)
 	created(t, s.owner, prov+"/api-services/"+s.serviceID+"/routes", map[string]any{"name": "charges",
 		"paths": []map[string]any{{"type": "prefix", "value": "/charges"}}, "backend_refs": []map[string]any{{"backend_id": s.backendID, "weight": 100}}})
 	class := o.gatewayClass

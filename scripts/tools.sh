@@ -60,11 +60,17 @@ fi
 command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v docker-compose >/dev/null || apt_install docker-compose
 
-# Only the binary is wanted (`nginx -t` in agent tests); Debian's package also enables and starts
-# a system nginx on port 80 where an init system runs, which the tests never use. nginx lives in
+# The agent runs its own nginx (its tests and `make demo` start it on loopback ports); Debian's
+# package also enables and starts a system nginx on port 80 where an init system runs, which
+# nothing here uses. nginx lives in
 # /usr/sbin, which a non-root PATH may lack, so look there too.
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
   apt_install nginx
+fi
+# The agent's nginx data plane loads headers-more (when present) to clear every client-sent
+# X-Imprun-* request header before it reaches a backend; the gateway tests check that it does.
+if [[ ! -f /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so ]]; then
+  apt_install libnginx-mod-http-headers-more-filter
 fi
 # Rendered nginx configuration verifies https backends against the system CA bundle, which
 # `nginx -t` opens.

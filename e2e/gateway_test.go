@@ -1,0 +1,274 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/imprun/imprun-server/agent"
+	"github.com/imprun/imprun-server/agent/nginx"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/testharness"
+)
+
+// echoBackend is a real HTTP backend behind the gateway: it answers with its name and the
+// request headers it received.
+type echoBackend struct {
+	name string
+	srv  *httptest.Server
+	hits atomic.Int64
+}
+
+type echoAnswer struct {
+	Backend string              `json:"backend"`
+	Path    string              `json:"path"`
+	Headers map[string][]string `json:"headers"`
+}
+
+func newEchoBackend(t *testing.T, name string) *echoBackend {
+	t.Helper()
+	b := &echoBackend{name: name}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(echoAnswer{Backend: name, Path: r.URL.Path, Headers: r.Header})
+	}))
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func (b *echoBackend) endpoint() map[string]any {
+	_, port, _ := net.SplitHostPort(b.srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	return map[string]any{"host": "127.0.0.1", "port": p}
+}
+
+// gatewayAgent is an in-process agent with an nginx data plane on loopback ports.
+type gatewayAgent struct {
+	*runningAgent
+	addr string // where nginx serves the template's port 80
+}
+
+func (s *stack) nginxConfig(t *testing.T, dir, addr string) agent.Config {
+	return agent.Config{ServerAddr: s.env.Replica.Addr, APIBaseURL: s.env.URL, StateDir: dir,
+		TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+		Logger: s.env.Log.With("component", "agent"), DataPlane: agent.DataPlaneNginx,
+		VerifyListen: fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t)),
+		Nginx:        agent.NginxConfig{Listen: map[int]string{80: addr}, WorkerProcesses: "1", ConfirmTimeout: 5 * time.Second}}
+}
+
+func (s *stack) startGatewayAgent(t *testing.T, dir, token, addr string) *gatewayAgent {
+	t.Helper()
+	cfg := s.nginxConfig(t, dir, addr)
+	cfg.RegistrationToken = token
+	a, err := agent.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ra := &runningAgent{dir: dir, agent: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { ra.done <- a.Run(ctx) }()
+	t.Cleanup(ra.stop)
+	t.Cleanup(func() { stopNginx(t, dir) })
+	return &gatewayAgent{runningAgent: ra, addr: addr}
+}
+
+// stopNginx stops the nginx an agent left running in its state directory (agents leave it
+// serving when they exit).
+func stopNginx(t *testing.T, stateDir string) {
+	srv, err := nginx.New(nginx.Options{Dir: filepath.Join(stateDir, "nginx")})
+	if err == nil {
+		_ = srv.Stop(5 * time.Second)
+	}
+}
+
+// gatewayResponse is one request through the gateway.
+type gatewayResponse struct {
+	Status  int
+	Header  http.Header
+	Body    []byte
+	Backend *echoAnswer
+}
+
+func callGateway(t *testing.T, addr, host, path string, headers map[string]string) gatewayResponse {
+	t.Helper()
+	r, err := tryGateway(addr, host, path, headers)
+	require.NoError(t, err)
+	return r
+}
+
+func tryGateway(addr, host, path string, headers map[string]string) (gatewayResponse, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return gatewayResponse{}, err
+	}
+	req.Host = host
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return gatewayResponse{}, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := gatewayResponse{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	var ans echoAnswer
+	if resp.StatusCode == http.StatusOK && json.Unmarshal(body, &ans) == nil && ans.Backend != "" {
+		out.Backend = &ans
+	}
+	return out, nil
+}
+
+func key(k string) map[string]string { return map[string]string{"X-API-Key": k} }
+
+// TestGatewayTraffic walks the data plane with a real nginx, a real backend and the real agent:
+// publish -> 200 through nginx; no key or a bad key -> 401; a key of another publish -> 403;
+// over the plan -> 429 with Retry-After; client-sent X-Imprun-* headers never reach the backend;
+// revoke -> 401 within about a second; a publish nginx refuses fails alone while the other
+// keeps serving; withdraw -> 404; rollback -> the old routing again.
+func TestGatewayTraffic(t *testing.T) {
+	t.Parallel()
+	v1 := newEchoBackend(t, "v1")
+	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: v1.endpoint()})
+	plan := created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Starter",
+		"rate_limit": map[string]any{"requests": 5, "period": "minute"}})["id"].(string)
+
+	addr := fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))
+	ga := s.startGatewayAgent(t, t.TempDir(), s.token(t), addr)
+	ga.identity(t)
+	host := "payments.example.com"
+	pub := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"auth_mode": "api-key"}))["id"].(string)
+	d := s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	require.Contains(t, d.Results[0].Message, "nginx serves revision 1", "succeeded only once nginx loaded it")
+
+	// Without a key, and with a wrong one: 401 from nginx, with the verifier's reason.
+	r := callGateway(t, addr, host, "/charges", nil)
+	require.Equal(t, http.StatusUnauthorized, r.Status, string(r.Body))
+	require.Equal(t, "malformed_credential", r.Header.Get("X-Imprun-Deny-Reason"))
+	require.NotEmpty(t, r.Header.Get("WWW-Authenticate"))
+	r = callGateway(t, addr, host, "/charges", key("imp_nope0000.not-a-secret"))
+	require.Equal(t, http.StatusUnauthorized, r.Status, string(r.Body))
+	require.Zero(t, v1.hits.Load(), "nothing reached the backend")
+
+	// A customer subscribes under the plan and makes a key.
+	created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "globex", "name": "Globex", "type": "customer", "owner_email": custP.Email})
+	customer := s.env.As(custP)
+	app := created(t, customer, "/v1/customer/apps", map[string]any{"name": "shop"})["id"].(string)
+	rs := customer.Post("/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app, "plan_id": plan})
+	require.Equal(t, http.StatusCreated, rs.Status, string(rs.Body))
+	cred := created(t, customer, "/v1/customer/apps/"+app+"/credentials", map[string]any{"type": "api_key"})
+	credID, apiKey := cred["id"].(string), cred["key"].(string)
+
+	var ok gatewayResponse
+	require.Eventually(t, func() bool {
+		ok = callGateway(t, addr, host, "/charges", map[string]string{"X-API-Key": apiKey,
+			"X-Imprun-Plan-Id": "forged-plan", "X-Imprun-Credential-Id": "forged", "X-Imprun-Tenant": "someone-else"})
+		return ok.Status == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "the key never worked at the gateway: %d %s", ok.Status, ok.Body)
+	require.NotNil(t, ok.Backend)
+	require.Equal(t, "v1", ok.Backend.Backend)
+	hdr := http.Header(ok.Backend.Headers)
+	require.Equal(t, credID, hdr.Get("X-Imprun-Credential-Id"), "the verifier's credential id, not the client's")
+	require.Equal(t, plan, hdr.Get("X-Imprun-Plan-Id"), "the verifier's plan id, not the client's")
+	require.Empty(t, hdr.Values("X-Imprun-Tenant"), "no client-sent X-Imprun-* header reaches the backend")
+
+	// Over the plan's rate: 429 with Retry-After, never a 500.
+	var over gatewayResponse
+	for i := 0; i < 10; i++ {
+		over = callGateway(t, addr, host, "/charges", key(apiKey))
+		if over.Status != http.StatusOK {
+			break
+		}
+	}
+	require.Equal(t, http.StatusTooManyRequests, over.Status, string(over.Body))
+	require.Equal(t, "rate_limited_per_minute", over.Header.Get("X-Imprun-Deny-Reason"))
+	ra, err := strconv.Atoi(over.Header.Get("Retry-After"))
+	require.NoError(t, err, "Retry-After %q", over.Header.Get("Retry-After"))
+	require.True(t, ra >= 1 && ra <= 60, "Retry-After %d", ra)
+
+	// A second publish of the product on the same cluster: the key holds no grant for it.
+	other := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"auth_mode": "api-key",
+		"environment": "stage", "hostname": "staging.example.com"}))["id"].(string)
+	s.waitStatus(t, other, models.PublishPublished, 60*time.Second)
+	r = callGateway(t, addr, "staging.example.com", "/charges", key(apiKey))
+	require.Equal(t, http.StatusForbidden, r.Status, string(r.Body))
+	require.Equal(t, "no_grant_for_publish", r.Header.Get("X-Imprun-Deny-Reason"))
+
+	// A publish nginx refuses (its backend's host does not resolve) is FAILED with nginx's own
+	// words, and the others keep serving.
+	badSvc := created(t, s.owner, prov+"/api-services", map[string]any{"name": "ledger", "version": "1.0.0", "status": "active"})["id"].(string)
+	badBe := created(t, s.owner, prov+"/api-services/"+badSvc+"/backends", map[string]any{"name": "ledger-be", "scheme": "http",
+		"endpoints": []map[string]any{{"host": "ledger.does-not-exist.invalid", "port": 8080}}})["id"].(string)
+	created(t, s.owner, prov+"/api-services/"+badSvc+"/routes", map[string]any{"name": "entries",
+		"paths": []map[string]any{{"type": "prefix", "value": "/entries"}}, "backend_refs": []map[string]any{{"backend_id": badBe, "weight": 100}}})
+	badProduct := created(t, s.owner, prov+"/products", map[string]any{"name": "Ledger", "version": "1.0.0", "api_services": []string{badSvc}})["id"].(string)
+	require.Equal(t, http.StatusOK, s.owner.Post(prov+"/products/"+badProduct+"/activate", nil).Status)
+	bad := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"product_id": badProduct, "hostname": "ledger.example.com"}))["id"].(string)
+	db := s.waitStatus(t, bad, models.PublishFailed, 60*time.Second)
+	require.Contains(t, db.StatusReason+db.Results[0].Message, "ledger.does-not-exist.invalid", "%+v", db)
+	r = callGateway(t, addr, "staging.example.com", "/charges", nil)
+	require.Equal(t, http.StatusUnauthorized, r.Status, "the other publish still serves (and still checks keys)")
+
+	// Revoke: refused within about a second (the benchmark measures it).
+	revokedAt := time.Now()
+	rr := customer.Post("/v1/customer/credentials/"+credID+"/revoke", map[string]any{"reason": "leaked"})
+	require.Equal(t, http.StatusOK, rr.Status, string(rr.Body))
+	require.Eventually(t, func() bool {
+		return callGateway(t, addr, host, "/charges", key(apiKey)).Status == http.StatusUnauthorized
+	}, 10*time.Second, 20*time.Millisecond)
+	t.Logf("revocation refused at the gateway after %s", time.Since(revokedAt).Round(time.Millisecond))
+
+	// Withdraw: the host answers 404 from nginx's default server.
+	require.Equal(t, http.StatusAccepted, s.owner.Post(prov+"/product-publishes/"+other+"/withdraw", map[string]any{"reason": "done"}).Status)
+	s.waitStatus(t, other, models.PublishWithdrawn, 60*time.Second)
+	r = callGateway(t, addr, "staging.example.com", "/charges", nil)
+	require.Equal(t, http.StatusNotFound, r.Status, string(r.Body))
+}
+
+// TestGatewayRollback: a rollback serves the old routing again.
+func TestGatewayRollback(t *testing.T) {
+	t.Parallel()
+	v1, v2 := newEchoBackend(t, "v1"), newEchoBackend(t, "v2")
+	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: v1.endpoint()})
+	addr := fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))
+	ga := s.startGatewayAgent(t, t.TempDir(), s.token(t), addr)
+	ga.identity(t)
+	host := "payments.example.com"
+	pub := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
+	s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	r := callGateway(t, addr, host, "/charges/1", nil)
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	require.Equal(t, "v1", r.Backend.Backend)
+	require.Equal(t, "/charges/1", r.Backend.Path)
+
+	// The catalog can change only while nothing live uses it: withdraw (404), move the backend,
+	// publish revision 2 (v2), roll back to revision 1 (v1 again).
+	require.Equal(t, http.StatusAccepted, s.owner.Post(prov+"/product-publishes/"+pub+"/withdraw", map[string]any{"reason": "move"}).Status)
+	s.waitStatus(t, pub, models.PublishWithdrawn, 60*time.Second)
+	require.Equal(t, http.StatusNotFound, callGateway(t, addr, host, "/charges/1", nil).Status)
+	rp := s.owner.Patch(prov+"/backends/"+s.backendID, map[string]any{"endpoints": []map[string]any{v2.endpoint()}})
+	require.Equal(t, http.StatusOK, rp.Status, string(rp.Body))
+	require.Equal(t, http.StatusAccepted, s.owner.Post(prov+"/product-publishes/"+pub+"/publish", nil).Status)
+	s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	require.Equal(t, "v2", callGateway(t, addr, host, "/charges/1", nil).Backend.Backend)
+
+	rb := s.owner.Post(prov+"/product-publishes/"+pub+"/rollback", map[string]any{"revision": 1})
+	require.Equal(t, http.StatusAccepted, rb.Status, string(rb.Body))
+	d := s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	require.Equal(t, 3, d.CurrentRevision)
+	r = callGateway(t, addr, host, "/charges/1", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Equal(t, "v1", r.Backend.Backend, "rollback routes to revision 1's backend again")
+}
