@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -271,4 +272,76 @@ func TestGatewayRollback(t *testing.T) {
 	r = callGateway(t, addr, host, "/charges/1", nil)
 	require.Equal(t, http.StatusOK, r.Status)
 	require.Equal(t, "v1", r.Backend.Backend, "rollback routes to revision 1's backend again")
+}
+
+// agentProcess starts the real agent binary with an nginx data plane.
+func agentProcess(t *testing.T, name string, args ...string) *testharness.Process {
+	t.Helper()
+	bin := testharness.GoBuild(t, "./cmd/agent")
+	cmd := exec.Command(bin, append([]string{"run", "--insecure", "--data-plane", "nginx", "--nginx-workers", "1"}, args...)...)
+	return testharness.StartProcess(t, name, cmd)
+}
+
+// TestGatewayFailStatic: nginx keeps serving when the agent is killed; an agent restarted while
+// the control plane is unreachable serves from its state directory at once, and a day's quota
+// used before the restart stays used.
+func TestGatewayFailStatic(t *testing.T) {
+	t.Parallel()
+	be := newEchoBackend(t, "v1")
+	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: be.endpoint()})
+	plan := created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Trial",
+		"rate_limit": map[string]any{"requests": 100, "period": "second"}, "quota": map[string]any{"requests": 3, "period": "day"}})["id"].(string)
+	addr := fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))
+	verify := fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))
+	dir := t.TempDir()
+	t.Cleanup(func() { stopNginx(t, dir) })
+	common := []string{"--state-dir", dir, "--nginx-listen", "80=" + addr, "--verify-listen", verify}
+	first := agentProcess(t, "agent-1", append(common, "--server", s.env.Replica.Addr, "--api", s.env.URL, "--registration-token", s.token(t))...)
+
+	keyed := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"auth_mode": "api-key"}))["id"].(string)
+	open := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"environment": "stage", "hostname": "open.example.com"}))["id"].(string)
+	s.waitStatus(t, keyed, models.PublishPublished, 60*time.Second)
+	s.waitStatus(t, open, models.PublishPublished, 60*time.Second)
+
+	created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "globex", "name": "Globex", "type": "customer", "owner_email": custP.Email})
+	customer := s.env.As(custP)
+	app := created(t, customer, "/v1/customer/apps", map[string]any{"name": "shop"})["id"].(string)
+	rs := customer.Post("/v1/customer/subscriptions", map[string]any{"product_publish_id": keyed, "client_app_id": app, "plan_id": plan})
+	require.Equal(t, http.StatusCreated, rs.Status, string(rs.Body))
+	apiKey := created(t, customer, "/v1/customer/apps/"+app+"/credentials", map[string]any{"type": "api_key"})["key"].(string)
+
+	host := "payments.example.com"
+	require.Eventually(t, func() bool { return callGateway(t, addr, host, "/charges", key(apiKey)).Status == http.StatusOK },
+		30*time.Second, 50*time.Millisecond, "the key never worked")
+	for i := 0; i < 2; i++ {
+		require.Equal(t, http.StatusOK, callGateway(t, addr, host, "/charges", key(apiKey)).Status, "request %d of the quota", i+2)
+	}
+	r := callGateway(t, addr, host, "/charges", key(apiKey))
+	require.Equal(t, http.StatusTooManyRequests, r.Status, string(r.Body))
+	require.Equal(t, "quota_exceeded", r.Header.Get("X-Imprun-Deny-Reason"))
+	retry, err := strconv.Atoi(r.Header.Get("Retry-After"))
+	require.NoError(t, err)
+	require.True(t, retry > 0 && retry <= 86400, "Retry-After %d is the time to the next UTC day", retry)
+	// Counts reach the state directory once a second; a crash loses at most that.
+	time.Sleep(1500 * time.Millisecond)
+
+	// The agent dies: nginx serves on. Open routes answer; keyed routes cannot be checked and
+	// answer 503 with Retry-After (never a 500, never unchecked).
+	first.Kill()
+	require.Equal(t, http.StatusOK, callGateway(t, addr, "open.example.com", "/charges", nil).Status)
+	r = callGateway(t, addr, host, "/charges", key(apiKey))
+	require.Equal(t, http.StatusServiceUnavailable, r.Status, string(r.Body))
+	require.NotEmpty(t, r.Header.Get("Retry-After"))
+
+	// Restarted with no control plane to reach: it adopts nginx and serves from its state.
+	dead := fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))
+	agentProcess(t, "agent-2", append(common, "--server", dead, "--api", "http://"+dead)...)
+	require.Eventually(t, func() bool {
+		r, err := tryGateway(addr, host, "/charges", key(apiKey))
+		return err == nil && r.Status == http.StatusTooManyRequests
+	}, 20*time.Second, 50*time.Millisecond, "the restarted agent never answered for the keyed route")
+	r = callGateway(t, addr, host, "/charges", key(apiKey))
+	require.Equal(t, "quota_exceeded", r.Header.Get("X-Imprun-Deny-Reason"), "the day's quota survived the restart")
+	require.Equal(t, http.StatusOK, callGateway(t, addr, "open.example.com", "/charges", nil).Status)
+	require.Equal(t, http.StatusUnauthorized, callGateway(t, addr, host, "/charges", key("imp_nope0000.x")).Status)
 }
