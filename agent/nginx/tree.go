@@ -97,8 +97,11 @@ func (s *Server) mainConfig(gen string, sites []Site) []byte {
 	// An API gateway streams: no request or response bodies in temporary files (which nginx's
 	// unprivileged workers may not be allowed to write).
 	b.WriteString("    proxy_request_buffering off;\n    proxy_max_temp_file_size 0;\n")
-	b.WriteString("    proxy_http_version 1.1;\n    proxy_set_header Connection \"\";\n")
-	b.WriteString("    map_hash_bucket_size 128;\n    server_names_hash_bucket_size 128;\n")
+	b.WriteString("    proxy_http_version 1.1;\n")
+	// Room for thousands of hosts and variables without nginx searching for a hash size on
+	// every load (and warning that it found none).
+	b.WriteString("    map_hash_bucket_size 128;\n    server_names_hash_bucket_size 128;\n    server_names_hash_max_size 8192;\n")
+	b.WriteString("    variables_hash_bucket_size 128;\n    variables_hash_max_size 2048;\n")
 	if o.HeadersMoreModule != "" {
 		// Whatever a client sends in the X-Imprun- namespace never reaches a backend: the
 		// gateway sets those headers itself after the credential check.
