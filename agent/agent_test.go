@@ -116,6 +116,7 @@ type fixture struct {
 	snapshotSum  string
 	expectBearer atomic.Pointer[string]
 	httpRequests atomic.Int32
+	extra        sync.Map // snapshot path -> body, served besides f.snapshot
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -138,6 +139,10 @@ func newFixture(t *testing.T) *fixture {
 		f.httpRequests.Add(1)
 		if want := f.expectBearer.Load(); want == nil || r.Header.Get("Authorization") != "Bearer "+*want {
 			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+			return
+		}
+		if body, ok := f.extra.Load(r.URL.Path); ok {
+			_, _ = w.Write(body.([]byte))
 			return
 		}
 		switch r.URL.Path {

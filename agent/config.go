@@ -100,6 +100,9 @@ type NginxConfig struct {
 	StopOnExit bool
 	// ConfirmTimeout bounds the wait for a reload to take (10 s when zero).
 	ConfirmTimeout time.Duration
+	// CertDir holds the certificate files TLS listeners name (<ref>.crt, <ref>.key); <Dir>/certs
+	// when empty.
+	CertDir string
 }
 
 func (c *Config) validateAndDefault() error {
@@ -190,6 +193,14 @@ func (c *Config) validateAndDefault() error {
 	c.Render = c.Render.withDefaults()
 	if c.DataPlane == DataPlaneNginx && c.Render.NginxListen == nil {
 		c.Render.NginxListen = c.Nginx.Listen
+	}
+	if c.DataPlane == DataPlaneNginx && c.Render.NginxCertDir == "" && c.Nginx.CertDir != "" {
+		c.Render.NginxCertDir = c.Nginx.CertDir
+	}
+	if c.DataPlane == DataPlaneNginx && c.Render.NginxCertDir == "" && c.Nginx.Dir != "" {
+		if abs, err := filepath.Abs(filepath.Join(c.Nginx.Dir, "certs")); err == nil {
+			c.Render.NginxCertDir = abs
+		}
 	}
 	return nil
 }

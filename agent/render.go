@@ -30,6 +30,9 @@ type RenderOptions struct {
 	// NginxListen maps a gateway listener port (as the publish's template names it) to the
 	// address nginx listens on for it ("127.0.0.1:8080"); unmapped ports listen as they are.
 	NginxListen map[int]string
+	// NginxCertDir is where nginx finds the certificate files a TLS listener's certificate_ref
+	// names (<ref>.crt and <ref>.key); relative to the including file when empty.
+	NginxCertDir string
 	// NginxTrustedCA is the CA bundle nginx verifies https backends against (default: the
 	// Debian system bundle).
 	NginxTrustedCA string

@@ -17,6 +17,9 @@ type nginxRenderer struct {
 	opts RenderOptions
 }
 
+// certRef is what a TLS certificate reference may look like: a file name, never a path.
+var certRef = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$`)
+
 // nginxBlock is one rendered top-level block with the resource it stands for.
 type nginxBlock struct {
 	res  RenderedResource
@@ -104,9 +107,19 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 			var b strings.Builder
 			fmt.Fprintf(&b, "server {\n    listen %s;\n    server_name %s;\n", listen, h)
 			if protocol == "HTTPS" && l.TLS != nil && l.TLS.CertificateRef != "" {
-				// The certificate reference names files the operator provisions next to
-				// this fragment.
-				fmt.Fprintf(&b, "    ssl_certificate %s.crt;\n    ssl_certificate_key %s.key;\n", l.TLS.CertificateRef, l.TLS.CertificateRef)
+				// The certificate reference names files the operator provisions: <ref>.crt
+				// and <ref>.key in NginxCertDir (next to this fragment without one).
+				ref := l.TLS.CertificateRef
+				if !certRef.MatchString(ref) || strings.Contains(ref, "..") {
+					return nil, fmt.Errorf("listener %q: certificate_ref %q is not a plain name", l.Name, ref)
+				}
+				if r.opts.NginxCertDir != "" {
+					if !safeNginxValue(r.opts.NginxCertDir) {
+						return nil, fmt.Errorf("certificate directory %q cannot be rendered for nginx", r.opts.NginxCertDir)
+					}
+					ref = strings.TrimRight(r.opts.NginxCertDir, "/") + "/" + ref
+				}
+				fmt.Fprintf(&b, "    ssl_certificate %s.crt;\n    ssl_certificate_key %s.key;\n", ref, ref)
 			}
 			seen := map[string]bool{}
 			for _, lc := range byHost[h] {

@@ -360,3 +360,24 @@ func TestRenderCredentials(t *testing.T) {
 		}
 	}
 }
+
+func TestNginxCertificateRefs(t *testing.T) {
+	t.Parallel()
+	s := loadSnapshot(t)
+	for _, l := range s.Gateway.Listeners {
+		if l.TLS != nil && l.TLS.CertificateRef != "" {
+			r, err := RendererFor(GatewayClassNginx, RenderOptions{NginxCertDir: "/etc/imprun/certs"})
+			require.NoError(t, err)
+			out, err := r.RenderPublish(s)
+			require.NoError(t, err)
+			require.Contains(t, string(out.Config), "ssl_certificate /etc/imprun/certs/"+l.TLS.CertificateRef+".crt;")
+			for _, bad := range []string{"../../etc/shadow", "a;b", "/abs/path", "x y"} {
+				l.TLS.CertificateRef = bad
+				_, err := r.RenderPublish(s)
+				require.ErrorContains(t, err, "is not a plain name", bad)
+			}
+			return
+		}
+	}
+	t.Fatal("the sample snapshot has no TLS listener")
+}

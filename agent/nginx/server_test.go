@@ -158,3 +158,30 @@ func TestTrimMessageKeepsRunes(t *testing.T) {
 	require.True(t, len(got) <= maxMessage+3)
 	require.Equal(t, "a?b", trimMessage("a\xffb"))
 }
+
+// TestReloadThatNginxRollsBackIsAFailure: when nginx keeps its old configuration because the
+// new one cannot bind (found only at reload), the apply fails with nginx's message, the current
+// tree points at the last good generation again, and that generation keeps serving.
+func TestReloadThatNginxRollsBackIsAFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	s := newServer(t, t.TempDir())
+	s.skipBindCheck = true
+	_, err = s.Start(ctx, []Site{site("a", addr, "a.test", "A")})
+	require.NoError(t, err)
+	good := s.Generation()
+
+	_, err = s.Apply(ctx, []Site{site("a", addr, "a.test", "A"), site("b", taken.Addr().String(), "b.test", "B")})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "bind()")
+	require.Contains(t, err.Error(), taken.Addr().String())
+	require.Equal(t, good, s.Generation())
+	require.Equal(t, good, s.currentGeneration(), "the current tree is the last good one again")
+	require.Equal(t, good, s.queryGeneration(ctx))
+	_, body := get(t, addr, "a.test")
+	require.Equal(t, "A", body)
+}
