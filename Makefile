@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench build proto lint tools
+.PHONY: help run demo test bench build proto lint tools
 
 ## help: list the targets
 help:
@@ -15,6 +15,10 @@ help:
 ## run: the whole dev stack in the foreground (Postgres, Temporal + Web UI, OIDC issuer, api, worker)
 run:
 	bash scripts/run.sh
+
+## demo: with `make run` up in another shell, real traffic: an agent with nginx, a sample backend, curl (200, 401, 429, revoke)
+demo:
+	bash scripts/demo.sh
 
 ## test: vet, every test (unit, integration, end-to-end), and a check of docker-compose.yml
 test: tools
