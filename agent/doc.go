@@ -5,7 +5,7 @@
 // It registers with a registration token on first start and keeps its identity (agent id, JWT,
 // refresh secret) in a state directory; it reconnects with backoff when the stream ends; it
 // fetches publish snapshots over REST, verifies their checksum and renders them for the gateway
-// class (Envoy Gateway YAML or an nginx fragment); it keeps the set of credentials its gateways
+// class (Envoy Gateway YAML or an nginx fragment), or loads them into the nginx it runs; it keeps the set of credentials its gateways
 // must accept (hashes only) and answers, through Verifier, whether a presented key may call a
 // publish within its plan limits.
 //
@@ -19,6 +19,12 @@
 //	publishes/<publish_id>/current     name of the current revision file
 //	publishes/<publish_id>/credentials.yaml  credential hashes granted to the publish
 //	                                   (credentials.conf for nginx)
+//	counters.json                      the verifier's request counts (rate windows, quotas)
+//
+// With the nginx data plane (Config.DataPlane) the agent runs an nginx (package agent/nginx)
+// instead of leaving files for a gateway to read; per publish it keeps the verified snapshot it
+// serves (publishes/<publish_id>/snapshot-rev-<n>.json) to rebuild nginx's tree after a restart
+// without the control plane, and nginx's own directory is nginx/ unless configured elsewhere.
 //
 // The package shares nothing with the server but the protocol, so the server can be tested
 // against it in-process and it can be tested against a fake server.

@@ -200,13 +200,13 @@ var agentVariables = map[string]bool{
 	"IMPRUN_AGENT_SERVER": true, "IMPRUN_AGENT_API": true, "IMPRUN_AGENT_STATE_DIR": true,
 	"IMPRUN_AGENT_REGISTRATION_TOKEN": true, "IMPRUN_AGENT_NAME": true, "IMPRUN_AGENT_CA_FILE": true,
 	"IMPRUN_AGENT_GATEWAY_CLASS": true, "IMPRUN_AGENT_NAMESPACE": true, "IMPRUN_AGENT_VERIFY_LISTEN": true,
-	"IMPRUN_AGENT_VERIFIER_URL": true, "IMPRUN_AGENT_LOG_LEVEL": true,
+	"IMPRUN_AGENT_VERIFIER_URL": true, "IMPRUN_AGENT_LOG_LEVEL": true, "IMPRUN_AGENT_DATA_PLANE": true,
 }
 
 // otherProgram reports whether an IMPRUN_ variable belongs to another program (the agent, the
 // benchmarks) rather than being a misspelled key of this configuration.
 func otherProgram(name string) bool {
-	return agentVariables[name] || strings.HasPrefix(name, "IMPRUN_BENCH_")
+	return agentVariables[name] || strings.HasPrefix(name, "IMPRUN_AGENT_NGINX_") || strings.HasPrefix(name, "IMPRUN_BENCH_")
 }
 
 // envKey maps IMPRUN_DATABASE_URL to database.url. Keys may contain underscores themselves

@@ -78,6 +78,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 func TestOtherProgramsVariablesAreNotKeys(t *testing.T) {
 	t.Setenv("IMPRUN_AGENT_SERVER", "127.0.0.1:9090")
 	t.Setenv("IMPRUN_BENCH_AGENTS", "10")
+	t.Setenv("IMPRUN_AGENT_DATA_PLANE", "nginx")
+	t.Setenv("IMPRUN_AGENT_NGINX_LISTEN", "80=127.0.0.1:8080")
 	_, err := Load("")
 	require.NoError(t, err)
 	t.Setenv("IMPRUN_AGENT_JWT_SECRT", "x")
