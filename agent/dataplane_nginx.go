@@ -99,7 +99,11 @@ func (p *nginxPlane) start(ctx context.Context) {
 	}
 	refused, err := p.srv.Start(ctx, append(sites, p.credentialsSite()))
 	if err != nil {
-		p.a.log.Error("nginx could not load the applied publishes", "err", err)
+		// Keep them as the tree to serve: the next apply starts nginx with them again.
+		p.a.log.Error("nginx could not load the applied publishes; the next deploy tries again", "err", err)
+		for _, site := range sites {
+			p.sites[site.ID] = site
+		}
 		return
 	}
 	p.sites[nginxCredentialsSite] = p.credentialsSite()
