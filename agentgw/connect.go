@@ -211,7 +211,10 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 			g.log.Info("deploy result with a bad command id", "agent_id", s.agentID, "command_id", r.GetCommandId())
 			return
 		}
-		s.acked(id)
+		if _, ok := s.acked(id); !ok {
+			g.foreignAnswer(ctx, s, "DeployResult", r.GetCommandId())
+			return
+		}
 		status := "failed"
 		if r.GetStatus() == agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED {
 			status = "succeeded"
@@ -227,7 +230,10 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 		if err != nil {
 			return
 		}
-		s.acked(id)
+		if _, ok := s.acked(id); !ok {
+			g.foreignAnswer(ctx, s, "CommandAck", a.GetCommandId())
+			return
+		}
 		status := "failed"
 		if a.GetSuccess() {
 			status = "succeeded"
@@ -552,6 +558,26 @@ func (g *Gateway) replaceToken(ctx context.Context, s *session, rotate bool) (*a
 		s.mu.Unlock()
 	}
 	return rt, exp, nil
+}
+
+// MaxForeignAnswers is how many answers to commands it was never sent a stream may send before
+// it is closed; each is a security event.
+const MaxForeignAnswers = 5
+
+// foreignAnswer refuses an answer to a command this stream was not sent: a command of another
+// cluster or agent, or one it already answered. Nothing is stored or passed on; the attempt is
+// logged and recorded as an agent event, and a stream that keeps trying is closed.
+func (g *Gateway) foreignAnswer(ctx context.Context, s *session, kind, commandID string) {
+	n := s.foreignAnswers.Add(1)
+	g.log.Warn("security: agent answered a command that was not sent to it; refused", "agent_id", s.agentID, "cluster_id", s.clusterID,
+		"message_type", kind, "command_id", truncate(commandID, 64), "ip", s.ip, "count", n)
+	if n <= MaxForeignAnswers {
+		_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventProtocolViolation,
+			Message: fmt.Sprintf("%s for command %s, which was not sent to this agent: refused", kind, truncate(commandID, 64)), IPAddress: s.ip})
+	}
+	if n == MaxForeignAnswers {
+		s.close(agentv1.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "answers to commands that were not sent to this agent")
+	}
 }
 
 func (g *Gateway) tokenReplaced(ctx context.Context, s *session, r *agentv1.TokenReplaced) {

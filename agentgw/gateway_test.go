@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/imprun/imprun-server/agent"
+	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
@@ -498,4 +499,66 @@ func TestDeliveryRowsSentAndAcked(t *testing.T) {
 		err := f.env.SQL.QueryRow(`SELECT status FROM agent_command_deliveries WHERE command_id = $1`, silent.ID).Scan(&st)
 		return err == nil && st == models.DeliverySent
 	}, 15*time.Second, 100*time.Millisecond, "an unanswered delivery is recorded as sent")
+}
+
+// TestAnswersToForeignCommandsRefused: an agent of cluster A cannot acknowledge (or report a
+// result for) a command of cluster B: nothing is stored, each attempt is a protocol_violation
+// event, and a stream that keeps trying is closed. Its own commands are acknowledged as usual.
+func TestAnswersToForeignCommandsRefused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	r := f.ops.Post("/v1/operator/clusters", map[string]any{"name": "us-prod-1", "region": "us-east",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	clusterB := r.Map()["id"].(string)
+	foreign := enqueueUpsert(t, f.env, clusterB, uuid.NewString(), 1)
+
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
+		Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: f.token(t, nil)}, AgentName: "a-1"}}}))
+	first, err := stream.Recv()
+	require.NoError(t, err)
+	agentID := first.GetConnectResponse().GetAgentId()
+	require.NotEmpty(t, agentID)
+
+	// Its own command arrives and its ack is stored.
+	own := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+	for {
+		m, err := stream.Recv()
+		require.NoError(t, err)
+		if m.GetCredentialUpsert().GetCommandId() == own.ID.String() {
+			break
+		}
+	}
+	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_CommandAck{CommandAck: &agentv1.CommandAck{CommandId: own.ID.String(), Success: true}}}))
+	waitAcked(t, f.env, own.ID, agentID)
+
+	// Answers to cluster B's command: refused, until the stream is closed.
+	for i := 0; i < agentgw.MaxForeignAnswers; i++ {
+		var msg *agentv1.AgentMessage
+		if i%2 == 0 {
+			msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_CommandAck{CommandAck: &agentv1.CommandAck{CommandId: foreign.ID.String(), Success: true}}}
+		} else {
+			msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: &agentv1.DeployResult{CommandId: foreign.ID.String(),
+				Status: agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED}}}
+		}
+		require.NoError(t, stream.Send(msg))
+	}
+	var closed *agentv1.Close
+	for closed == nil {
+		m, err := stream.Recv()
+		require.NoError(t, err, "the stream ends with Close{PROTOCOL_ERROR}")
+		closed = m.GetClose()
+	}
+	require.Equal(t, agentv1.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, closed.GetReason())
+
+	var n int
+	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1`, foreign.ID).Scan(&n))
+	require.Zero(t, n, "nothing stored for cluster B's command")
+	require.Eventually(t, func() bool { return countOf(eventTypes(t, f.env, agentID), models.EventProtocolViolation) == agentgw.MaxForeignAnswers },
+		10*time.Second, 50*time.Millisecond, "every attempt is a security event")
 }

@@ -24,6 +24,8 @@ type session struct {
 	ctx    context.Context
 
 	seen atomic.Int64 // unix nanos of the last message from the agent
+	// foreignAnswers counts answers to commands this stream was not sent.
+	foreignAnswers atomic.Int32
 
 	mu                 sync.Mutex
 	sent               map[uuid.UUID]string // command id -> kind, sent on this stream and not acknowledged

@@ -31,6 +31,9 @@ const (
 	EventTokenReplaced = "token_replaced"
 	EventTokenRevoked  = "token_revoked"
 	EventError         = "error"
+	// EventProtocolViolation: the agent sent what the protocol does not allow (an answer to a
+	// command of another cluster, say). A security event.
+	EventProtocolViolation = "protocol_violation"
 )
 
 // Capabilities say what a cluster can run.
