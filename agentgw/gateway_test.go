@@ -559,6 +559,8 @@ func TestAnswersToForeignCommandsRefused(t *testing.T) {
 	var n int
 	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1`, foreign.ID).Scan(&n))
 	require.Zero(t, n, "nothing stored for cluster B's command")
-	require.Eventually(t, func() bool { return countOf(eventTypes(t, f.env, agentID), models.EventProtocolViolation) == agentgw.MaxForeignAnswers },
+	require.Eventually(t, func() bool {
+		return countOf(eventTypes(t, f.env, agentID), models.EventProtocolViolation) == agentgw.MaxForeignAnswers
+	},
 		10*time.Second, 50*time.Millisecond, "every attempt is a security event")
 }
