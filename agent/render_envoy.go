@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/imprun/imprun-server/saferegex"
 )
 
 // envoyRenderer renders Gateway API and Envoy Gateway resources: one Gateway per publish, an
@@ -208,6 +210,9 @@ func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, g
 	if !ok {
 		return nil, fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
 	}
+	if err := checkRouteRegexes(route); err != nil {
+		return nil, err
+	}
 	base := object{"path": object{"type": pathType, "value": firstNonEmpty(route.Matches.Path.Value, "/")}}
 	if hs := gatewayValueMatches(route.Matches.Headers); len(hs) > 0 {
 		base["headers"] = hs
@@ -279,6 +284,24 @@ func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, g
 		spec["hostnames"] = hs
 	}
 	return spec, nil
+}
+
+// checkRouteRegexes refuses regexes outside the subset every data plane reads the same way (the
+// API refuses them first; a snapshot is checked again because the gateway is shared).
+func checkRouteRegexes(route Route) error {
+	if route.Matches.Path.Type == "regex" {
+		if err := saferegex.Check(route.Matches.Path.Value); err != nil {
+			return fmt.Errorf("route %s: path regex %w", route.Name, err)
+		}
+	}
+	for _, m := range append(append([]ValueMatch{}, route.Matches.Headers...), route.Matches.QueryParams...) {
+		if m.Type == "RegularExpression" {
+			if err := saferegex.Check(m.Value); err != nil {
+				return fmt.Errorf("route %s: %s regex %w", route.Name, m.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func gatewayValueMatches(ms []ValueMatch) []any {

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/imprun/imprun-server/saferegex"
 )
 
 // nginxRenderer renders an nginx.conf fragment meant to be included inside the http {} block:
@@ -259,6 +261,9 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 			path = "= " + value
 		}
 	case "regex":
+		if err := saferegex.Check(value); err != nil {
+			return "", "", "", fmt.Errorf("route %s: path regex %w", route.Name, err)
+		}
 		path = "~ " + nginxQuote(value)
 	default:
 		return "", "", "", fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
@@ -700,6 +705,9 @@ func nginxGuard(varPrefix string, m ValueMatch) (string, error) {
 	case "Present":
 		return fmt.Sprintf("        if (%s = \"\") { return 404; }\n", variable), nil
 	case "RegularExpression":
+		if err := saferegex.Check(m.Value); err != nil {
+			return "", fmt.Errorf("%s: regex %w", m.Name, err)
+		}
 		return fmt.Sprintf("        if (%s !~ %s) { return 404; }\n", variable, nginxQuote(m.Value)), nil
 	default:
 		if !nginxLiteral(m.Value) {

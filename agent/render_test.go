@@ -254,6 +254,18 @@ func TestRenderPublishErrors(t *testing.T) {
 			r.Policies = nil
 			s.APIServices[0].Routes = append(s.APIServices[0].Routes, r)
 		}, "match the same location"},
+		{"path regex PCRE reads differently (nginx)", GatewayClassNginx, func(s *Snapshot) {
+			s.APIServices[0].Routes[0].Matches.Path.Type, s.APIServices[0].Routes[0].Matches.Path.Value = "regex", `^/\x{263a}`
+		}, "path regex uses"},
+		{"path regex PCRE reads differently (envoy)", GatewayClassEnvoy, func(s *Snapshot) {
+			s.APIServices[0].Routes[0].Matches.Path.Type, s.APIServices[0].Routes[0].Matches.Path.Value = "regex", `^/\x{263a}`
+		}, "path regex uses"},
+		{"header regex ReDoS (nginx)", GatewayClassNginx, func(s *Snapshot) {
+			s.APIServices[0].Routes[0].Matches.Headers[0] = ValueMatch{Name: "X-A", Type: "RegularExpression", Value: "^(a+)+$"}
+		}, "nests a quantifier"},
+		{"header regex ReDoS (envoy)", GatewayClassEnvoy, func(s *Snapshot) {
+			s.APIServices[0].Routes[0].Matches.Headers[0] = ValueMatch{Name: "X-A", Type: "RegularExpression", Value: "^(a+)+$"}
+		}, "nests a quantifier"},
 		{"nginx tcp listener", GatewayClassNginx, func(s *Snapshot) { s.Gateway.Listeners[0].Protocol = "TCP" }, "not supported by the nginx renderer"},
 	}
 	for _, tc := range tests {

@@ -241,6 +241,14 @@ func TestRouteValidation(t *testing.T) {
 		{"no backends", base(func(m map[string]any) { m["backend_refs"] = []any{} }), "backend_refs"},
 		{"no path", base(func(m map[string]any) { m["paths"] = []any{} }), "paths"},
 		{"invalid regex", base(func(m map[string]any) { m["paths"] = path("regex", "^/orders/(") }), "paths[0].value"},
+		{"regex PCRE reads differently", base(func(m map[string]any) { m["paths"] = path("regex", `^/\x{263a}`) }), "paths[0].value"},
+		{"regex with nested quantifiers", base(func(m map[string]any) { m["paths"] = path("regex", `^/(a+)+$`) }), "paths[0].value"},
+		{"header regex with lookahead", base(func(m map[string]any) {
+			m["headers"] = []map[string]any{{"name": "X-A", "type": "RegularExpression", "value": "(?=a)b"}}
+		}), "headers[0].value"},
+		{"header regex ReDoS", base(func(m map[string]any) {
+			m["headers"] = []map[string]any{{"name": "X-A", "type": "RegularExpression", "value": "^(a|aa)*$"}}
+		}), "headers[0].value"},
 		{"prefix without slash", base(func(m map[string]any) { m["paths"] = path("prefix", "orders") }), "paths[0].value"},
 		{"unknown path type", base(func(m map[string]any) { m["paths"] = path("glob", "/x*") }), "paths[0].type"},
 		{"backend timeout above request timeout", base(func(m map[string]any) {

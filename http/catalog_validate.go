@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/saferegex"
 )
 
 // The validation rules of the catalog. Every failing rule names the field by its JSON path
@@ -134,8 +135,10 @@ func (v *validator) port(field string, p int) {
 }
 
 func (v *validator) regex(field, expr string) {
-	if _, err := regexp.Compile(expr); err != nil {
-		v.add(field, "not a valid RE2 regular expression: "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+	// The regex runs on a gateway many tenants share: only the subset RE2 and PCRE read the same
+	// way, without catastrophic backtracking (the agent checks it again before rendering).
+	if err := saferegex.Check(expr); err != nil {
+		v.add(field, "regular expression "+err.Error())
 	}
 }
 
