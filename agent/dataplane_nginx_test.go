@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/agent/nginx"
+	"github.com/imprun/imprun-server/egress"
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
 )
 
@@ -35,7 +36,7 @@ func nginxSnapshot(t *testing.T, id, backend string) []byte {
 	require.NoError(t, err)
 	host, port, _ := net.SplitHostPort(backend)
 	s := strings.Replace(string(data), "0b6f1c2e-9d3a-4e5f-8a7b-6c5d4e3f2a10", id, 1)
-	s = strings.Replace(s, `"host": "127.0.0.1", "port": 9000`, fmt.Sprintf(`"host": %q, "port": %s`, host, port), 1)
+	s = strings.Replace(s, `"host":"10.0.0.12", "port": 9000`, fmt.Sprintf(`"host": %q, "port": %s`, host, port), 1)
 	s = strings.Replace(s, `"hostname": "",`, fmt.Sprintf(`"hostname": "%s.example.com",`, id[:8]), 1)
 	return []byte(s)
 }
@@ -56,6 +57,10 @@ func (f *fixture) nginxAgent(t *testing.T, listen string) {
 	f.cfg.DataPlane = DataPlaneNginx
 	f.cfg.VerifyListen = freeAddr(t)
 	f.cfg.Nginx = NginxConfig{Listen: map[int]string{8080: listen}, WorkerProcesses: "1", StopOnExit: true, ConfirmTimeout: 5 * time.Second}
+	// The test's backends listen on loopback, which the default egress policy refuses.
+	pol, err := egress.Parse([]string{"127.0.0.0/8"}, nil)
+	require.NoError(t, err)
+	f.cfg.Render.Egress = pol
 	t.Cleanup(func() {
 		if srv, err := nginx.New(nginx.Options{Dir: filepath.Join(f.stateDir, "nginx")}); err == nil {
 			_ = srv.Stop(5 * time.Second)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/imprun/imprun-server/egress"
 )
 
 // Gateway classes the agent can render for.
@@ -30,6 +32,10 @@ type RenderOptions struct {
 	// NginxListen maps a gateway listener port (as the publish's template names it) to the
 	// address nginx listens on for it ("127.0.0.1:8080"); unmapped ports listen as they are.
 	NginxListen map[int]string
+	// Egress is what this agent allows as backend endpoints beyond the default egress policy
+	// (package egress); the server checks the cluster's policy first, the renderers check
+	// the agent's again.
+	Egress egress.Policy
 	// NginxCertDir is where nginx finds the certificate files a TLS listener's certificate_ref
 	// names (<ref>.crt and <ref>.key); relative to the including file when empty.
 	NginxCertDir string
@@ -258,4 +264,14 @@ func firstNonEmpty(vals ...string) string {
 		}
 	}
 	return ""
+}
+
+// checkEgress refuses a backend endpoint the egress policy does not allow.
+func checkEgress(p egress.Policy, svc APIService, b Backend) error {
+	for _, ep := range b.Endpoints {
+		if err := p.Check(ep.Host); err != nil {
+			return fmt.Errorf("service %s backend %s: %w", svc.Name, b.Name, err)
+		}
+	}
+	return nil
 }

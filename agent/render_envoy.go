@@ -66,6 +66,9 @@ func (r envoyRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 
 	for _, svc := range s.APIServices {
 		for _, b := range svc.Backends {
+			if err := checkEgress(r.opts.Egress, svc, b); err != nil {
+				return nil, err
+			}
 			spec, err := envoyBackendSpec(svc, b)
 			if err != nil {
 				return nil, err

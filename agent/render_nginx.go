@@ -37,6 +37,9 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 	for _, svc := range s.APIServices {
 		for _, b := range svc.Backends {
 			name := nginxName("imp", pid, svc.Name, b.Name)
+			if err := checkEgress(r.opts.Egress, svc, b); err != nil {
+				return nil, err
+			}
 			text, err := nginxUpstream(name, svc, b)
 			if err != nil {
 				return nil, err

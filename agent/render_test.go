@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/imprun/imprun-server/egress"
 )
 
 func loadSnapshot(t *testing.T, mutate ...func(*Snapshot)) *Snapshot {
@@ -92,7 +94,7 @@ func TestRenderPublish(t *testing.T) {
 				"request: 5000ms",
 				"backendRequest: 3000ms",
 				"address: 10.0.0.10",
-				"hostname: localhost",
+				"address: 10.0.0.11",
 				"wellKnownCACertificates: System",
 				"type: LeastRequest",
 				"allowOrigins:\n      - https://app.example.com",
@@ -134,7 +136,7 @@ func TestRenderPublish(t *testing.T) {
 				"NginxLocation/https:payments.prod.kr-central.api.imprun.dev/v1/charges",
 			},
 			contains: []string{
-				"upstream imp_" + pid + "_charges_charges_v1 {\n    least_conn;\n    server 10.0.0.10:8080;\n    server localhost:8080 weight=3;\n}",
+				"upstream imp_" + pid + "_charges_charges_v1 {\n    least_conn;\n    server 10.0.0.10:8080;\n    server 10.0.0.11:8080 weight=3;\n}",
 				"split_clients \"${request_id}\" $imp_" + pid + "_charges_list_charges_upstream {\n    90.00% http://imp_" + pid + "_charges_charges_v1;\n    * https://imp_" + pid + "_charges_charges_v2;\n}",
 				"proxy_pass $imp_" + pid + "_charges_list_charges_upstream;",
 				"limit_req_zone $binary_remote_addr zone=imp_" + pid + "_charges_list_charges_rl:10m rate=50r/s;",
@@ -392,4 +394,40 @@ func TestNginxCertificateRefs(t *testing.T) {
 		}
 	}
 	t.Fatal("the sample snapshot has no TLS listener")
+}
+
+// TestRenderRefusesEgress: a snapshot with a backend the egress policy refuses renders for no
+// gateway class, unless the agent allows that range.
+func TestRenderRefusesEgress(t *testing.T) {
+	t.Parallel()
+	for _, class := range []string{GatewayClassNginx, GatewayClassEnvoy} {
+		s := loadSnapshot(t, func(s *Snapshot) { s.APIServices[0].Backends[0].Endpoints[0].Host = "169.254.169.254" })
+		r, err := RendererFor(class, RenderOptions{})
+		require.NoError(t, err)
+		_, err = r.RenderPublish(s)
+		require.ErrorContains(t, err, "instance metadata", class)
+
+		s = loadSnapshot(t, func(s *Snapshot) { s.APIServices[0].Backends[0].Endpoints[0].Host = "127.0.0.1" })
+		_, err = r.RenderPublish(s)
+		require.ErrorContains(t, err, "loopback", class)
+		pol, err := egress.Parse([]string{"127.0.0.0/8"}, nil)
+		require.NoError(t, err)
+		r, err = RendererFor(class, RenderOptions{Egress: pol})
+		require.NoError(t, err)
+		_, err = r.RenderPublish(s)
+		require.NoError(t, err, "allowed by the agent's policy")
+	}
+}
+
+// TestEnvoyBackendHostnames: an endpoint named by DNS is a hostname endpoint, an address an ip
+// endpoint.
+func TestEnvoyBackendHostnames(t *testing.T) {
+	t.Parallel()
+	s := loadSnapshot(t, func(s *Snapshot) { s.APIServices[0].Backends[0].Endpoints[1].Host = "payments.internal" })
+	r, err := RendererFor(GatewayClassEnvoy, RenderOptions{})
+	require.NoError(t, err)
+	out, err := r.RenderPublish(s)
+	require.NoError(t, err)
+	require.Contains(t, string(out.Config), "hostname: payments.internal")
+	require.Contains(t, string(out.Config), "address: 10.0.0.10")
 }

@@ -201,6 +201,7 @@ var agentVariables = map[string]bool{
 	"IMPRUN_AGENT_REGISTRATION_TOKEN": true, "IMPRUN_AGENT_NAME": true, "IMPRUN_AGENT_CA_FILE": true,
 	"IMPRUN_AGENT_GATEWAY_CLASS": true, "IMPRUN_AGENT_NAMESPACE": true, "IMPRUN_AGENT_VERIFY_LISTEN": true,
 	"IMPRUN_AGENT_VERIFIER_URL": true, "IMPRUN_AGENT_LOG_LEVEL": true, "IMPRUN_AGENT_DATA_PLANE": true,
+	"IMPRUN_AGENT_EGRESS_ALLOW": true,
 }
 
 // otherProgram reports whether an IMPRUN_ variable belongs to another program (the agent, the

@@ -20,6 +20,7 @@ import (
 
 	"github.com/imprun/imprun-server/agent"
 	"github.com/imprun/imprun-server/agent/nginx"
+	"github.com/imprun/imprun-server/egress"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -63,7 +64,9 @@ type gatewayAgent struct {
 }
 
 func (s *stack) nginxConfig(t testing.TB, dir, addr string) agent.Config {
-	return agent.Config{ServerAddr: s.env.Replica.Addr, APIBaseURL: s.env.URL, StateDir: dir,
+	loopback, err := egress.Parse([]string{"127.0.0.0/8"}, nil)
+	require.NoError(t, err)
+	return agent.Config{Render: agent.RenderOptions{Egress: loopback}, ServerAddr: s.env.Replica.Addr, APIBaseURL: s.env.URL, StateDir: dir,
 		TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
 		Logger: s.env.Log.With("component", "agent"), DataPlane: agent.DataPlaneNginx,
 		VerifyListen: fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t)),
@@ -278,7 +281,7 @@ func TestGatewayRollback(t *testing.T) {
 func agentProcess(t testing.TB, name string, args ...string) *testharness.Process {
 	t.Helper()
 	bin := testharness.GoBuild(t, "./cmd/agent")
-	cmd := exec.Command(bin, append([]string{"run", "--insecure", "--data-plane", "nginx", "--nginx-workers", "1"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"run", "--insecure", "--data-plane", "nginx", "--nginx-workers", "1", "--egress-allow", "127.0.0.0/8"}, args...)...)
 	return testharness.StartProcess(t, name, cmd)
 }
 
@@ -344,4 +347,53 @@ func TestGatewayFailStatic(t *testing.T) {
 	require.Equal(t, "quota_exceeded", r.Header.Get("X-Imprun-Deny-Reason"), "the day's quota survived the restart")
 	require.Equal(t, http.StatusOK, callGateway(t, addr, "open.example.com", "/charges", nil).Status)
 	require.Equal(t, http.StatusUnauthorized, callGateway(t, addr, host, "/charges", key("imp_nope0000.x")).Status)
+}
+
+// TestEgressPolicy: a publish whose backend points at the instance metadata address, the
+// loopback or the cluster's control services is refused with a 422 naming the backend and
+// changes nothing; an operator can allow a range on one cluster (audited), never for another.
+func TestEgressPolicy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	before := s.count(t, "product_publishes")
+	for host, why := range map[string]string{
+		"169.254.169.254":                      "instance metadata",
+		"127.0.0.1":                            "loopback",
+		"fd00:ec2::254":                        "AWS instance metadata",
+		"kubernetes.default.svc.cluster.local": "Kubernetes API",
+		"imprun-agent.imprun-system.svc.cluster.local": "imprun-system namespace",
+	} {
+		r := s.owner.Patch(prov+"/backends/"+s.backendID, map[string]any{"endpoints": []map[string]any{{"host": host, "port": 8081}}})
+		require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+		r = s.owner.Post(prov+"/product-publishes", s.publishBody(nil))
+		require.Equal(t, http.StatusUnprocessableEntity, r.Status, "%s: %s", host, r.Body)
+		p := r.Problem()
+		require.Equal(t, "api_services", p.Errors[0].Field, host)
+		require.Contains(t, p.Errors[0].Message, "backend payments-be: "+host)
+		require.Contains(t, p.Errors[0].Message, why)
+	}
+	require.Equal(t, before, s.count(t, "product_publishes"), "nothing written")
+
+	// The operator allows loopback on this cluster: the loopback backend publishes there.
+	r := s.ops.Patch("/v1/operator/clusters/"+s.clusterID, map[string]any{"egress_allow": map[string]any{"cidrs": []string{"127.0.0.0/8"}}})
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	require.Equal(t, []any{"127.0.0.0/8"}, r.Map()["egress_allow"].(map[string]any)["cidrs"])
+	r = s.owner.Patch(prov+"/backends/"+s.backendID, map[string]any{"endpoints": []map[string]any{{"host": "127.0.0.1", "port": 8081}}})
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	require.Equal(t, http.StatusCreated, s.owner.Post(prov+"/product-publishes", s.publishBody(map[string]any{"draft": true})).Status)
+	var summary string
+	require.NoError(t, s.env.SQL.QueryRow(`SELECT summary::text FROM audit_logs WHERE action = 'cluster.update' ORDER BY created_at DESC LIMIT 1`).Scan(&summary))
+	require.Contains(t, summary, "127.0.0.0/8", "who opened which range is audited")
+
+	// Another cluster did not allow it.
+	other := created(t, s.ops, "/v1/operator/clusters", map[string]any{"name": "kr-prod-2", "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})["id"].(string)
+	r = s.owner.Post(prov+"/product-publishes", s.publishBody(map[string]any{"cluster_id": other}))
+	require.Equal(t, http.StatusUnprocessableEntity, r.Status, string(r.Body))
+
+	// Bad allowlists are refused.
+	for _, bad := range []map[string]any{{"cidrs": []string{"not-a-range"}}, {"name_suffixes": []string{"*.example.com"}}} {
+		r := s.ops.Patch("/v1/operator/clusters/"+s.clusterID, map[string]any{"egress_allow": bad})
+		require.Equal(t, http.StatusUnprocessableEntity, r.Status, "%v: %s", bad, r.Body)
+	}
 }

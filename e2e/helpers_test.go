@@ -62,8 +62,13 @@ func newStackWith(t testing.TB, o stackOptions, eo apitest.Options) *stack {
 		env.StartWorker(t)
 	}
 	created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})
-	s.clusterID = created(t, s.ops, "/v1/operator/clusters", map[string]any{"name": "kr-prod-1", "region": "kr-central",
-		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}, {"name": "nginx"}}}})["id"].(string)
+	cluster := map[string]any{"name": "kr-prod-1", "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}, {"name": "nginx"}}}}
+	if o.backend != nil {
+		// The tests' backends listen on loopback, which a cluster refuses unless it allows it.
+		cluster["egress_allow"] = map[string]any{"cidrs": []string{"127.0.0.0/8"}}
+	}
+	s.clusterID = created(t, s.ops, "/v1/operator/clusters", cluster)["id"].(string)
 
 	s.serviceID = created(t, s.owner, prov+"/api-services", map[string]any{"name": "payments", "version": "1.0.0", "status": "active"})["id"].(string)
 	endpoint := o.backend

@@ -2,12 +2,15 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/imprun/imprun-server/egress"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 )
@@ -41,7 +44,30 @@ type clusterRequest struct {
 	Region        *string              `json:"region"`
 	CloudProvider *string              `json:"cloud_provider"`
 	Capabilities  *models.Capabilities `json:"capabilities"`
+	EgressAllow   *models.EgressAllow  `json:"egress_allow"`
 	Metadata      map[string]any       `json:"metadata"`
+}
+
+// validateEgressAllow checks a cluster's egress allowlist and fills in empty lists.
+func validateEgressAllow(v *validator, e *models.EgressAllow) {
+	if e.CIDRs == nil {
+		e.CIDRs = []string{}
+	}
+	if e.NameSuffixes == nil {
+		e.NameSuffixes = []string{}
+	}
+	v.check(len(e.CIDRs) <= maxListItems, "egress_allow.cidrs", fmt.Sprintf("at most %d", maxListItems))
+	v.check(len(e.NameSuffixes) <= maxListItems, "egress_allow.name_suffixes", fmt.Sprintf("at most %d", maxListItems))
+	for i, c := range e.CIDRs {
+		if _, err := egress.Parse([]string{c}, nil); err != nil {
+			v.add("egress_allow.cidrs["+itoa(i)+"]", "an address or CIDR range, such as 127.0.0.0/8")
+		}
+	}
+	for i, n := range e.NameSuffixes {
+		if _, err := egress.Parse(nil, []string{n}); err != nil || len(n) > 253 {
+			v.add("egress_allow.name_suffixes["+itoa(i)+"]", "a host name, or a suffix starting with a dot")
+		}
+	}
 }
 
 func validateCapabilities(v *validator, c *models.Capabilities) {
@@ -80,11 +106,17 @@ func (a *API) createCluster(c echo.Context) error {
 		}
 		validateCapabilities(&v, &caps)
 	}
+	egressAllow := models.EgressAllow{}
+	if req.EgressAllow != nil {
+		egressAllow = *req.EgressAllow
+	}
+	validateEgressAllow(&v, &egressAllow)
 	if err := v.err(); err != nil {
 		return err
 	}
 	cl := models.Cluster{Name: *req.Name, Region: strings.TrimSpace(*req.Region), Status: models.ClusterPending,
-		Capabilities: models.JSON[models.Capabilities]{V: caps}, Metadata: models.JSONMap(req.Metadata)}
+		Capabilities: models.JSON[models.Capabilities]{V: caps}, EgressAllow: models.JSON[models.EgressAllow]{V: egressAllow},
+		Metadata: models.JSONMap(req.Metadata)}
 	if cl.Metadata == nil {
 		cl.Metadata = models.JSONMap{}
 	}
@@ -102,7 +134,7 @@ func (a *API) createCluster(c echo.Context) error {
 		return err
 	}
 	Audit(c, AuditEntry{Action: "cluster.create", ResourceType: "cluster", ResourceID: cl.ID.String(), ResourceName: cl.Name,
-		Summary: map[string]any{"region": cl.Region, "cloud_provider": cl.CloudProvider}})
+		Summary: map[string]any{"region": cl.Region, "cloud_provider": cl.CloudProvider, "egress_allow": egressAllow}})
 	return c.JSON(http.StatusCreated, store.ClusterView{Cluster: cl})
 }
 
@@ -175,6 +207,14 @@ func (a *API) updateCluster(c echo.Context) error {
 		validateCapabilities(&v, &caps)
 		changes["capabilities"] = models.JSON[models.Capabilities]{V: caps}
 	}
+	summary := map[string]any{}
+	if req.EgressAllow != nil {
+		e := *req.EgressAllow
+		validateEgressAllow(&v, &e)
+		changes["egress_allow"] = models.JSON[models.EgressAllow]{V: e}
+		// Who opened which ranges of a shared cluster's network is worth the audit log's detail.
+		summary["egress_allow_before"], summary["egress_allow"] = cl.EgressAllow.V, e
+	}
 	if req.Metadata != nil {
 		changes["metadata"] = models.JSONMap(req.Metadata)
 	}
@@ -194,8 +234,10 @@ func (a *API) updateCluster(c echo.Context) error {
 	for k := range changes {
 		fields = append(fields, k)
 	}
+	sort.Strings(fields)
+	summary["changed"] = fields
 	Audit(c, AuditEntry{Action: "cluster.update", ResourceType: "cluster", ResourceID: cl.ID.String(), ResourceName: cl.Name,
-		Summary: map[string]any{"changed": fields}})
+		Summary: summary})
 	return c.JSON(http.StatusOK, after)
 }
 

@@ -209,6 +209,15 @@ func (a *API) applyPublishRequest(ctx context.Context, tenantID uuid.UUID, req p
 			if gatewayClass != "" && !cl.Capabilities.V.Supports(gatewayClass) {
 				v.add("gateway_id", "the cluster does not support gateway class "+gatewayClass)
 			}
+			// Every backend endpoint must be one the cluster's egress policy allows: the
+			// gateway is shared, and its network is not the tenant's to reach into.
+			bad, err := st.EgressViolations(ctx, cl.Cluster, tenantID, p.APIServiceIDs)
+			if err != nil {
+				return err
+			}
+			for _, b := range bad {
+				v.add("api_services", b)
+			}
 			if err := v.err(); err != nil {
 				return err
 			}

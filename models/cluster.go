@@ -36,6 +36,14 @@ const (
 	EventProtocolViolation = "protocol_violation"
 )
 
+// EgressAllow lists address ranges and host names (exact, or ".suffix") a cluster allows as
+// backend endpoints although the default egress policy refuses them (loopback for a sidecar,
+// say).
+type EgressAllow struct {
+	CIDRs        []string `json:"cidrs"`
+	NameSuffixes []string `json:"name_suffixes"`
+}
+
 // Capabilities say what a cluster can run.
 type Capabilities struct {
 	GatewayClasses []GatewayClassCapability `json:"gateway_classes"`
@@ -65,10 +73,13 @@ type Cluster struct {
 	Region        string             `json:"region"`
 	CloudProvider string             `json:"cloud_provider"`
 	Capabilities  JSON[Capabilities] `gorm:"type:jsonb" json:"capabilities"`
-	Metadata      JSONMap            `gorm:"type:jsonb" json:"metadata"`
-	Status        string             `json:"status"`
-	CreatedAt     time.Time          `json:"created_at"`
-	UpdatedAt     time.Time          `json:"updated_at"`
+	// EgressAllow is what the cluster's operator allows as backend endpoints beyond the
+	// default egress policy (package egress).
+	EgressAllow JSON[EgressAllow] `gorm:"type:jsonb" json:"egress_allow"`
+	Metadata    JSONMap           `gorm:"type:jsonb" json:"metadata"`
+	Status      string            `json:"status"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
 }
 
 // PageKey orders clusters in lists.

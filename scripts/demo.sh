@@ -74,7 +74,9 @@ DEV=$(bin/imprun-api token --email "dev-$run@globex.test")
 say "tenants and an nginx cluster"
 call "$OPS" POST /v1/operator/tenants "{\"slug\":\"acme-$run\",\"name\":\"Acme\",\"type\":\"provider\",\"owner_email\":\"owner-$run@acme.test\"}" >/dev/null
 call "$OPS" POST /v1/operator/tenants "{\"slug\":\"globex-$run\",\"name\":\"Globex\",\"type\":\"customer\",\"owner_email\":\"dev-$run@globex.test\"}" >/dev/null
-CLUSTER=$(call "$OPS" POST /v1/operator/clusters "{\"name\":\"demo-$run\",\"region\":\"local\",\"capabilities\":{\"gateway_classes\":[{\"name\":\"nginx\"}]}}" | field id)
+# The sample backend listens on loopback, which a cluster refuses as a backend unless its
+# operator allows it (egress policy).
+CLUSTER=$(call "$OPS" POST /v1/operator/clusters "{\"name\":\"demo-$run\",\"region\":\"local\",\"capabilities\":{\"gateway_classes\":[{\"name\":\"nginx\"}]},\"egress_allow\":{\"cidrs\":[\"127.0.0.0/8\"]}}" | field id)
 TOKEN=$(call "$OPS" POST "/v1/operator/clusters/$CLUSTER/registration-tokens" '{}' | field token)
 
 say "the sample backend on $BACKEND and the agent with nginx on $GATEWAY"
@@ -82,7 +84,7 @@ bin/imprun-demo-backend --listen "$BACKEND" >"$data/logs/demo-backend.log" 2>&1 
 pids+=($!)
 IMPRUN_AGENT_REGISTRATION_TOKEN=$TOKEN bin/imprun-agent run --server "$GRPC" --api "$API" --insecure \
   --state-dir "$data/demo-agent-$run" --data-plane nginx --nginx-listen "80=$GATEWAY" \
-  --verify-listen "$VERIFIER" --nginx-stop-on-exit >"$data/logs/demo-agent.log" 2>&1 &
+  --verify-listen "$VERIFIER" --egress-allow 127.0.0.0/8 --nginx-stop-on-exit >"$data/logs/demo-agent.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do port_busy "$GATEWAY" && break; sleep 0.1; done
 port_busy "$GATEWAY" || die "nginx did not come up; see $data/logs/demo-agent.log"

@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/imprun/imprun-server/egress"
 	"github.com/imprun/imprun-server/models"
 )
 
@@ -294,5 +295,41 @@ func ValidatePublishTargets(ctx context.Context, tx *gorm.DB, p models.ProductPu
 	if !cl.Capabilities.V.Supports(gw.GatewayClass) {
 		return fmt.Errorf("%w: cluster %s does not support gateway class %s", ErrValidation, cl.Name, gw.GatewayClass)
 	}
+	if bad, err := EgressViolations(ctx, tx, cl, p.TenantID, p.APIServiceIDs); err != nil {
+		return err
+	} else if len(bad) > 0 {
+		return fmt.Errorf("%w: %s", ErrValidation, strings.Join(bad, "; "))
+	}
 	return nil
+}
+
+// EgressViolations lists the backend endpoints of services that cluster cl's egress policy
+// refuses (see the function of the same name).
+func (s *Store) EgressViolations(ctx context.Context, cl models.Cluster, tenantID uuid.UUID, services []uuid.UUID) ([]string, error) {
+	return EgressViolations(ctx, s.DB, cl, tenantID, services)
+}
+
+// EgressViolations lists the backend endpoints of services that cluster cl's egress policy
+// refuses, as "backend <name>: <why>".
+func EgressViolations(ctx context.Context, tx *gorm.DB, cl models.Cluster, tenantID uuid.UUID, services []uuid.UUID) ([]string, error) {
+	if len(services) == 0 {
+		return nil, nil
+	}
+	pol, err := egress.Parse(cl.EgressAllow.V.CIDRs, cl.EgressAllow.V.NameSuffixes)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s egress policy: %w", cl.Name, err)
+	}
+	var backends []models.Backend
+	if err := tx.WithContext(ctx).Where("tenant_id = ? AND api_service_id IN ?", tenantID, services).Order("name").Find(&backends).Error; err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, b := range backends {
+		for _, ep := range b.Endpoints.V {
+			if err := pol.Check(ep.Host); err != nil {
+				out = append(out, fmt.Sprintf("backend %s: %v", b.Name, err))
+			}
+		}
+	}
+	return out, nil
 }

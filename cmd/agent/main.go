@@ -6,7 +6,7 @@
 // Every flag of run can also come from the environment (IMPRUN_AGENT_SERVER, IMPRUN_AGENT_API,
 // IMPRUN_AGENT_STATE_DIR, IMPRUN_AGENT_REGISTRATION_TOKEN, IMPRUN_AGENT_NAME,
 // IMPRUN_AGENT_CA_FILE, IMPRUN_AGENT_GATEWAY_CLASS, IMPRUN_AGENT_NAMESPACE,
-// IMPRUN_AGENT_VERIFY_LISTEN, IMPRUN_AGENT_DATA_PLANE, IMPRUN_AGENT_NGINX_*, IMPRUN_AGENT_LOG_LEVEL);
+// IMPRUN_AGENT_VERIFY_LISTEN, IMPRUN_AGENT_DATA_PLANE, IMPRUN_AGENT_NGINX_*, IMPRUN_AGENT_EGRESS_ALLOW, IMPRUN_AGENT_LOG_LEVEL);
 // a flag wins over the environment. Prefer
 // the environment for the registration token: flags are visible to every user in ps.
 package main
@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/imprun/imprun-server/agent"
+	"github.com/imprun/imprun-server/egress"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -78,6 +79,23 @@ func envBool(name string) bool {
 	return v
 }
 
+// parseEgress reads "127.0.0.0/8,::1,sidecar.local": addresses and ranges, else host names.
+func parseEgress(s string) (egress.Policy, error) {
+	var cidrs, names []string
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if _, err := egress.Parse([]string{part}, nil); err == nil {
+			cidrs = append(cidrs, part)
+		} else {
+			names = append(names, part)
+		}
+	}
+	return egress.Parse(cidrs, names)
+}
+
 // parseListen reads "80=127.0.0.1:8080,443=127.0.0.1:8443".
 func parseListen(s string) (map[int]string, error) {
 	if strings.TrimSpace(s) == "" {
@@ -114,6 +132,7 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 	nginxListen := fs.String("nginx-listen", env("IMPRUN_AGENT_NGINX_LISTEN", ""), "listener port mappings PORT=ADDR[,PORT=ADDR], e.g. 80=127.0.0.1:8080; unmapped ports listen as they are")
 	nginxWorkers := fs.String("nginx-workers", env("IMPRUN_AGENT_NGINX_WORKERS", ""), "nginx worker_processes (default auto)")
 	nginxHeadersMore := fs.String("nginx-headers-more", env("IMPRUN_AGENT_NGINX_HEADERS_MORE", "auto"), "auto, off, or the path of ngx_http_headers_more_filter_module.so (clears client-sent X-Imprun-* headers)")
+	egressAllow := fs.String("egress-allow", env("IMPRUN_AGENT_EGRESS_ALLOW", ""), "backend addresses (CIDRs) and host names (or .suffixes) this agent allows beyond the default egress policy, comma-separated, e.g. 127.0.0.0/8 for a sidecar backend")
 	nginxStop := fs.Bool("nginx-stop-on-exit", envBool("IMPRUN_AGENT_NGINX_STOP_ON_EXIT"), "stop nginx when the agent exits (default: nginx keeps serving and the next agent adopts it)")
 	verifierURL := fs.String("verifier-url", env("IMPRUN_AGENT_VERIFIER_URL", ""), "URL rendered gateway config calls to verify credentials")
 	logLevel := fs.String("log-level", env("IMPRUN_AGENT_LOG_LEVEL", "info"), "debug, info, warn or error")
@@ -133,6 +152,11 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent: --nginx-listen: %v\n", err)
 		return exitUsage
 	}
+	egressPolicy, err := parseEgress(*egressAllow)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent: --egress-allow: %v\n", err)
+		return exitUsage
+	}
 	creds, httpClient, err := transport(*server, *api, *caFile, *insecureFlag)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent: %v\n", err)
@@ -146,7 +170,7 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		Name:              *name,
 		Version:           version,
 		GatewayClass:      *gatewayClass,
-		Render:            agent.RenderOptions{Namespace: *namespace, VerifierURL: *verifierURL},
+		Render:            agent.RenderOptions{Namespace: *namespace, VerifierURL: *verifierURL, Egress: egressPolicy},
 		DataPlane:         *dataPlane,
 		VerifyListen:      *verifyListen,
 		Nginx: agent.NginxConfig{Binary: *nginxBinary, Dir: *nginxDir, Listen: listen, WorkerProcesses: *nginxWorkers,
