@@ -334,3 +334,31 @@ func TestRejectionAndExpiry(t *testing.T) {
 	require.NoError(t, m.env.SQL.QueryRow(`SELECT count(*) FROM subscriptions`).Scan(&after))
 	require.Equal(t, before, after)
 }
+
+// TestPlansAreNotOptional: a subscription to a product with one plan runs under it; with several
+// it must name one (422 otherwise, nothing created), so limits always reach the gateway.
+func TestPlansAreNotOptional(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	ra := s.startAgent(t, t.TempDir(), s.token(t))
+	ra.identity(t)
+	pub := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
+	s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	basic := created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Basic",
+		"rate_limit": map[string]any{"requests": 10, "period": "minute"}})["id"].(string)
+	created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "globex", "name": "Globex", "type": "customer", "owner_email": custP.Email})
+	customer := s.env.As(custP)
+	app1 := created(t, customer, "/v1/customer/apps", map[string]any{"name": "one"})["id"].(string)
+	app2 := created(t, customer, "/v1/customer/apps", map[string]any{"name": "two"})["id"].(string)
+
+	sub := created(t, customer, "/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app1})
+	require.Equal(t, basic, sub["plan_id"], "the product's only plan")
+
+	pro := created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Pro",
+		"rate_limit": map[string]any{"requests": 100, "period": "minute"}})["id"].(string)
+	r := customer.Post("/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app2})
+	require.Equal(t, http.StatusUnprocessableEntity, r.Status, string(r.Body))
+	require.Equal(t, "plan_id", r.Problem().Errors[0].Field)
+	sub = created(t, customer, "/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app2, "plan_id": pro})
+	require.Equal(t, pro, sub["plan_id"])
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -105,14 +107,19 @@ func (a *API) createSubscription(c echo.Context) error {
 	if app.Status != models.AppActive {
 		return ValidationFailed(FieldError{Field: "client_app_id", Message: "the app is inactive"})
 	}
-	if planID != nil {
-		var n int64
-		if err := a.store.DB.WithContext(ctx).Table("plans").Where("id = ? AND product_id = ?", *planID, pub.ProductID).Count(&n).Error; err != nil {
-			return err
-		}
-		if n == 0 {
-			return ValidationFailed(FieldError{Field: "plan_id", Message: "not a plan of this product"})
-		}
+	// Plans are not optional: a subscription to a product with plans runs under one, so its
+	// limits and quota always reach the gateway (a subscription without one is unlimited).
+	plans, err := a.store.ProductPlanIDs(ctx, pub.ProductID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case planID != nil && !slices.Contains(plans, *planID):
+		return ValidationFailed(FieldError{Field: "plan_id", Message: "not a plan of this product"})
+	case planID == nil && len(plans) == 1:
+		planID = &plans[0]
+	case planID == nil && len(plans) > 1:
+		return ValidationFailed(FieldError{Field: "plan_id", Message: fmt.Sprintf("required: the product has %d plans; choose one", len(plans))})
 	}
 	sub := models.Subscription{CustomerTenantID: t.ID, ProviderTenantID: pub.TenantID, ProductPublishID: pub.ID, ClientAppID: app.ID,
 		PlanID: planID, ApprovalRequired: pub.ApprovalRequired, CreatedBy: principalOf(c).Email}

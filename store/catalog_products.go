@@ -335,6 +335,13 @@ func (s *Store) ListPlans(ctx context.Context, tenantID, productID uuid.UUID, p 
 }
 
 // GetPlan returns one plan of a tenant.
+// ProductPlanIDs lists the ids of a product's plans, oldest first.
+func (s *Store) ProductPlanIDs(ctx context.Context, productID uuid.UUID) ([]uuid.UUID, error) {
+	var ids []uuid.UUID
+	err := s.db(ctx).Raw(`SELECT id FROM plans WHERE product_id = ? ORDER BY created_at, id`, productID).Scan(&ids).Error
+	return ids, err
+}
+
 func (s *Store) GetPlan(ctx context.Context, tenantID, id uuid.UUID) (models.Plan, error) {
 	return getRow[models.Plan](s.db(ctx), tenantID, id)
 }
