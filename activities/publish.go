@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -100,6 +101,28 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 			if err != nil {
 				return err
 			}
+		}
+		// Shared clusters: the publish serves only names under its tenant's domains, and takes
+		// each (port, hostname) from every other publish of the cluster (a unique key).
+		hosts, err := store.SnapshotHosts(snap.Bytes)
+		if err != nil {
+			return err
+		}
+		names := make([]string, 0, len(hosts))
+		for _, h := range hosts {
+			names = append(names, h.Hostname)
+		}
+		notOwned, err := store.HostsNotOwned(ctx, tx, p.TenantID, names)
+		if err != nil {
+			return err
+		}
+		if len(notOwned) > 0 {
+			return validation("hostname %s is not under a domain the tenant owns (operators grant domains)", strings.Join(dedupe(notOwned), ", "))
+		}
+		if err := store.ClaimHosts(ctx, tx, p, hosts); errors.Is(err, store.ErrHostTaken) {
+			return validation("%s", err.Error())
+		} else if err != nil {
+			return err
 		}
 		rev := models.PublishRevision{PublishID: p.ID, Revision: in.Revision, Snapshot: snap.Bytes, Checksum: snap.Checksum, RollbackOf: rollbackOf, CreatedBy: in.Actor}
 		if err := tx.Create(&rev).Error; err != nil {
@@ -201,6 +224,14 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 			if err := tx.Model(&p).Updates(changes).Error; err != nil {
 				return err
 			}
+			// A withdrawn publish, or a failed one that never served, gives its hostnames
+			// back; a failed new revision of a published one may still be served by agents
+			// that kept the last good one, so it keeps them.
+			if in.Status == models.PublishWithdrawn || (in.Status == models.PublishFailed && p.PublishedAt == nil) {
+				if err := store.ReleaseHosts(ctx, tx, p.ID); err != nil {
+					return err
+				}
+			}
 		}
 		key := "finish/" + in.WorkflowID
 		msg := in.Message
@@ -291,4 +322,16 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+func dedupe(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -147,6 +147,7 @@ func newPropagationStack(b *testing.B, clusters int) *propagationStack {
 	}
 	ps := &propagationStack{env: env, customer: env.As(custP)}
 	ps.providerID = mk(ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})
+	mk(ops, "/v1/operator/tenants/"+ps.providerID+"/domains", map[string]any{"domain": "example.com"})
 	ps.customerID = mk(ops, "/v1/operator/tenants", map[string]any{"slug": "globex", "name": "Globex", "type": "customer", "owner_email": custP.Email})
 	serviceID := mk(owner, prov+"/api-services", map[string]any{"name": "payments", "version": "1.0.0", "status": "active"})
 	backendID := mk(owner, prov+"/api-services/"+serviceID+"/backends", map[string]any{"name": "payments-be", "scheme": "http",

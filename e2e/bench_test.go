@@ -56,6 +56,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,8 +236,9 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 type benchStack struct {
 	env   *apitest.Env
 	owner string // bearer token
-	body  []byte // the POST body of a publish
+	body  []byte // the POST body of a publish, with HOSTNAME for each publish's own
 	http  *http.Client
+	seq   atomic.Int64
 
 	mu          sync.Mutex
 	pending     map[string]chan string // publish id -> final status
@@ -258,7 +260,8 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 		}
 		return r.Map()
 	}
-	mk(ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})
+	acme := mk(ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})["id"].(string)
+	mk(ops, "/v1/operator/tenants/"+acme+"/domains", map[string]any{"domain": "example.com"})
 	clusterID := mk(ops, "/v1/operator/clusters", map[string]any{"name": "kr-prod-1", "region": "kr-central",
 		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}, {"name": "nginx"}}}})["id"].(string)
 	serviceID := mk(owner, prov+"/api-services", map[string]any{"name": "payments", "version": "1.0.0", "status": "active"})["id"].(string)
@@ -300,8 +303,9 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// Every publish has a hostname of its own: one cluster serves a hostname for one publish.
 	body, _ := json.Marshal(map[string]any{"product_id": productID, "cluster_id": clusterID, "gateway_id": gatewayID,
-		"environment": "prod", "hostname": "payments.example.com"})
+		"environment": "prod", "hostname": "HOSTNAME"})
 	bs := &benchStack{env: env, owner: env.Token(ownerP), body: body, pending: map[string]chan string{}, wake: make(chan struct{}, 1),
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -313,8 +317,10 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 
 // publish creates a publish (which starts its workflow) and waits until its row says PUBLISHED.
 func (bs *benchStack) publish() (time.Duration, error) {
+	n := bs.seq.Add(1)
+	body := bytes.Replace(bs.body, []byte("HOSTNAME"), []byte(fmt.Sprintf("p%d.bench.example.com", n)), 1)
 	start := time.Now()
-	req, _ := http.NewRequest(http.MethodPost, bs.env.URL+prov+"/product-publishes", bytes.NewReader(bs.body))
+	req, _ := http.NewRequest(http.MethodPost, bs.env.URL+prov+"/product-publishes", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+bs.owner)
 	resp, err := bs.http.Do(req)

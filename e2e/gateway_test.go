@@ -21,6 +21,7 @@ import (
 	"github.com/imprun/imprun-server/agent"
 	"github.com/imprun/imprun-server/agent/nginx"
 	"github.com/imprun/imprun-server/egress"
+	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -396,4 +397,87 @@ func TestEgressPolicy(t *testing.T) {
 		r := s.ops.Patch("/v1/operator/clusters/"+s.clusterID, map[string]any{"egress_allow": bad})
 		require.Equal(t, http.StatusUnprocessableEntity, r.Status, "%v: %s", bad, r.Body)
 	}
+}
+
+// catalog makes a product of one service (a route on /v1 with the given hostnames, a backend)
+// and a gateway template for the tenant of c, and returns their ids.
+func catalog(t *testing.T, c *apitest.Client, name string, routeHosts []string) (productID, gatewayID string) {
+	t.Helper()
+	svc := created(t, c, prov+"/api-services", map[string]any{"name": name, "version": "1.0.0", "status": "active"})["id"].(string)
+	be := created(t, c, prov+"/api-services/"+svc+"/backends", map[string]any{"name": "orders-be", "scheme": "http",
+		"endpoints": []map[string]any{{"host": "orders.internal", "port": 8080}}})["id"].(string)
+	created(t, c, prov+"/api-services/"+svc+"/routes", map[string]any{"name": "orders", "hostnames": routeHosts,
+		"paths": []map[string]any{{"type": "prefix", "value": "/v1"}}, "backend_refs": []map[string]any{{"backend_id": be, "weight": 100}}})
+	gatewayID = created(t, c, prov+"/gateways", map[string]any{"name": name, "gateway_class": "envoy-gateway",
+		"listeners": []map[string]any{{"name": "http", "port": 80, "protocol": "HTTP"}}})["id"].(string)
+	productID = created(t, c, prov+"/products", map[string]any{"name": name, "version": "1.0.0", "api_services": []string{svc}})["id"].(string)
+	require.Equal(t, http.StatusOK, c.Post(prov+"/products/"+productID+"/activate", nil).Status)
+	return productID, gatewayID
+}
+
+// TestHostnameOwnership: two provider tenants on one cluster. Domains have one owner; a tenant
+// publishes only names under its own domains (publish, route and wildcard hostnames); an exact
+// hostname is served by one publish per cluster and port, and a conflict says nothing of whose.
+func TestHostnameOwnership(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	ra := s.startAgent(t, t.TempDir(), s.token(t))
+	ra.identity(t)
+	initechID := created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "initech", "name": "Initech", "type": "provider", "owner_email": "boss@initech.test"})["id"].(string)
+	initech := s.env.As(apitest.Persona{Email: "boss@initech.test"})
+	domains := "/v1/operator/tenants/" + initechID + "/domains"
+
+	// Domains: one owner, nesting either way refused, no wildcards or bare TLDs.
+	for _, d := range []string{"example.com", "api.example.com"} {
+		r := s.ops.Post(domains, map[string]any{"domain": d})
+		require.Equal(t, http.StatusConflict, r.Status, "%s: %s", d, r.Body)
+		require.Equal(t, "domain_taken", r.Problem().Code)
+		require.NotContains(t, string(r.Body), "acme", "the owner is not named")
+	}
+	for _, d := range []string{"com", "*.initech.test", "Not A Domain"} {
+		require.Equal(t, http.StatusUnprocessableEntity, s.ops.Post(domains, map[string]any{"domain": d}).Status, d)
+	}
+	created(t, s.ops, domains, map[string]any{"domain": "initech.test"})
+	require.Equal(t, http.StatusConflict, s.ops.Post("/v1/operator/tenants/"+s.tenantID+"/domains", map[string]any{"domain": "eu.initech.test"}).Status)
+
+	// initech can't publish acme's names, as the publish hostname or through a route hostname.
+	product, gateway := catalog(t, initech, "orders", nil)
+	body := func(host string) map[string]any {
+		return map[string]any{"product_id": product, "cluster_id": s.clusterID, "gateway_id": gateway, "environment": "prod", "hostname": host}
+	}
+	r := initech.Post(prov+"/product-publishes", body("payments.example.com"))
+	require.Equal(t, http.StatusUnprocessableEntity, r.Status, string(r.Body))
+	require.Equal(t, "hostname", r.Problem().Errors[0].Field)
+	wild, wildGW := catalog(t, initech, "wild", []string{"*.example.com"})
+	pub := created(t, initech, prov+"/product-publishes", map[string]any{"product_id": wild, "cluster_id": s.clusterID, "gateway_id": wildGW,
+		"environment": "stage", "hostname": "orders.initech.test"})["id"].(string)
+	d := waitStatusAs(t, initech, pub, models.PublishFailed, 60*time.Second)
+	require.Contains(t, d.StatusReason, "*.example.com is not under a domain the tenant owns")
+
+	// acme serves payments.example.com; a second publish of that name on the cluster is a 409.
+	acmePub := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
+	s.waitStatus(t, acmePub, models.PublishPublished, 60*time.Second)
+	r = s.owner.Post(prov+"/product-publishes", s.publishBody(map[string]any{"environment": "stage"}))
+	require.Equal(t, http.StatusConflict, r.Status, string(r.Body))
+	require.Equal(t, "hostname_taken", r.Problem().Code)
+
+	// The domain moves to initech: while acme's publish is live the name stays acme's on this
+	// cluster (409, naming no one); once acme withdraws, initech publishes it.
+	var grants struct {
+		Items []struct{ ID, Domain string } `json:"items"`
+	}
+	s.ops.Get("/v1/operator/tenants/" + s.tenantID + "/domains").JSON(&grants)
+	require.Len(t, grants.Items, 1)
+	require.Equal(t, http.StatusNoContent, s.ops.Delete("/v1/operator/tenants/"+s.tenantID+"/domains/"+grants.Items[0].ID).Status)
+	created(t, s.ops, domains, map[string]any{"domain": "example.com"})
+	r = initech.Post(prov+"/product-publishes", body("payments.example.com"))
+	require.Equal(t, http.StatusConflict, r.Status, string(r.Body))
+	require.NotContains(t, string(r.Body), "acme")
+	require.Equal(t, http.StatusAccepted, s.owner.Post(prov+"/product-publishes/"+acmePub+"/withdraw", map[string]any{"reason": "moved"}).Status)
+	s.waitStatus(t, acmePub, models.PublishWithdrawn, 60*time.Second)
+	moved := created(t, initech, prov+"/product-publishes", body("payments.example.com"))["id"].(string)
+	waitStatusAs(t, initech, moved, models.PublishPublished, 60*time.Second)
+	var audits int
+	require.NoError(t, s.env.SQL.QueryRow(`SELECT count(*) FROM audit_logs WHERE action IN ('tenant.domain_add', 'tenant.domain_remove')`).Scan(&audits))
+	require.Equal(t, 4, audits, "every grant and removal is audited")
 }

@@ -34,6 +34,7 @@ type stack struct {
 	env       *apitest.Env
 	ops       *apitest.Client
 	owner     *apitest.Client
+	tenantID  string
 	clusterID string
 	productID string
 	gatewayID string
@@ -61,7 +62,8 @@ func newStackWith(t testing.TB, o stackOptions, eo apitest.Options) *stack {
 	if !o.noWorker {
 		env.StartWorker(t)
 	}
-	created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})
+	s.tenantID = created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})["id"].(string)
+	created(t, s.ops, "/v1/operator/tenants/"+s.tenantID+"/domains", map[string]any{"domain": "example.com"})
 	cluster := map[string]any{"name": "kr-prod-1", "region": "kr-central",
 		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}, {"name": "nginx"}}}}
 	if o.backend != nil {
@@ -156,7 +158,13 @@ type publishDetail struct {
 
 func (s *stack) detail(t testing.TB, id string) publishDetail {
 	t.Helper()
-	r := s.owner.Get(prov + "/product-publishes/" + id)
+	return detailAs(t, s.owner, id)
+}
+
+// detailAs reads a publish through the client of its tenant.
+func detailAs(t testing.TB, c *apitest.Client, id string) publishDetail {
+	t.Helper()
+	r := c.Get(prov + "/product-publishes/" + id)
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
 	var d publishDetail
 	r.JSON(&d)
@@ -165,6 +173,12 @@ func (s *stack) detail(t testing.TB, id string) publishDetail {
 
 func (s *stack) waitStatus(t testing.TB, id, want string, within time.Duration) publishDetail {
 	t.Helper()
+	return waitStatusAs(t, s.owner, id, want, within)
+}
+
+// waitStatusAs waits, reading through c, until a publish has status want and no run in flight.
+func waitStatusAs(t testing.TB, c *apitest.Client, id, want string, within time.Duration) publishDetail {
+	t.Helper()
 	var d publishDetail
 	defer func() {
 		if t.Failed() {
@@ -172,7 +186,7 @@ func (s *stack) waitStatus(t testing.TB, id, want string, within time.Duration) 
 		}
 	}()
 	require.Eventually(t, func() bool {
-		d = s.detail(t, id)
+		d = detailAs(t, c, id)
 		return d.Status == want && d.WorkflowID == nil
 	}, within, 100*time.Millisecond, "publish %s never became %s", id, want)
 	return d

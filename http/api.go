@@ -106,6 +106,9 @@ func (a *API) Register(e *echo.Echo) {
 	op.POST("/tenants/:id/suspend", a.suspendTenant)
 	op.POST("/tenants/:id/activate", a.activateTenant)
 	op.POST("/tenants/:id/owners", a.addTenantOwner)
+	op.POST("/tenants/:id/domains", a.addTenantDomain)
+	op.GET("/tenants/:id/domains", a.listTenantDomains)
+	op.DELETE("/tenants/:id/domains/:domain_id", a.deleteTenantDomain)
 	op.GET("/audit-logs", a.listAuditLogs, a.requirePlatformRole(models.PlatformAdmin))
 	a.registerClusters(op)
 

@@ -209,6 +209,26 @@ func (a *API) applyPublishRequest(ctx context.Context, tenantID uuid.UUID, req p
 			if gatewayClass != "" && !cl.Capabilities.V.Supports(gatewayClass) {
 				v.add("gateway_id", "the cluster does not support gateway class "+gatewayClass)
 			}
+			// The hostname must be the tenant's, and not served by another publish of the
+			// cluster (route hostnames and the claim itself are settled when the revision is
+			// frozen; this is the early answer).
+			if notOwned, err := st.HostsNotOwned(ctx, tenantID, []string{p.Hostname}); err != nil {
+				return err
+			} else if len(notOwned) > 0 {
+				v.add("hostname", "not under a domain your tenant owns (operators grant domains)")
+			} else if gw, err := st.GetGateway(ctx, tenantID, p.GatewayID); err == nil {
+				var ports []int
+				for _, l := range gw.Listeners.V {
+					ports = append(ports, l.Port)
+				}
+				taken, err := st.HostTakenElsewhere(ctx, p.ClusterID, p.ID, p.Hostname, ports)
+				if err != nil {
+					return err
+				}
+				if taken {
+					return Conflict("hostname_taken", "hostname "+p.Hostname+" is already served on this cluster", "")
+				}
+			}
 			// Every backend endpoint must be one the cluster's egress policy allows: the
 			// gateway is shared, and its network is not the tenant's to reach into.
 			bad, err := st.EgressViolations(ctx, cl.Cluster, tenantID, p.APIServiceIDs)

@@ -85,3 +85,13 @@ func RoleRank(role string) int {
 
 // PageKey orders tenants in lists.
 func (t Tenant) PageKey() (time.Time, uuid.UUID) { return t.CreatedAt, t.ID }
+
+// TenantDomain is a DNS domain a tenant owns: its publishes may serve the domain and every name
+// under it. Operators grant domains; one domain (or any domain inside it) has one owner.
+type TenantDomain struct {
+	ID        uuid.UUID `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
+	TenantID  uuid.UUID `gorm:"type:uuid" json:"tenant_id"`
+	Domain    string    `json:"domain"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+}

@@ -5,7 +5,7 @@
 #   2. the sample backend (cmd/demo-backend) on 127.0.0.1:18090 and the reference agent with an
 #      nginx data plane: the template's port 80 served on 127.0.0.1:18080, verifier on :18081
 #   3. a catalog (service, backend, route, nginx gateway template, product, a plan of 5 requests
-#      a minute), published with api-key auth on payments.demo.local
+#      a minute), published with api-key auth on payments.acme-<run>.test (a domain granted to the tenant)
 #   4. a customer app subscribed under the plan, and an API key
 #   5. curl through nginx: 200 with the key, 401 without, 429 over the plan, 401 after revoking
 #
@@ -21,8 +21,9 @@ GRPC=${GRPC:-127.0.0.1:9090}
 GATEWAY=127.0.0.1:18080
 VERIFIER=127.0.0.1:18081
 BACKEND=127.0.0.1:18090
-HOST=payments.demo.local
 run=$(date +%s)
+DOMAIN=acme-$run.test
+HOST=payments.$DOMAIN
 
 say() { printf '\n==> %s\n' "$*"; }
 die() {
@@ -72,7 +73,9 @@ OWNER=$(bin/imprun-api token --email "owner-$run@acme.test")
 DEV=$(bin/imprun-api token --email "dev-$run@globex.test")
 
 say "tenants and an nginx cluster"
-call "$OPS" POST /v1/operator/tenants "{\"slug\":\"acme-$run\",\"name\":\"Acme\",\"type\":\"provider\",\"owner_email\":\"owner-$run@acme.test\"}" >/dev/null
+ACME=$(call "$OPS" POST /v1/operator/tenants "{\"slug\":\"acme-$run\",\"name\":\"Acme\",\"type\":\"provider\",\"owner_email\":\"owner-$run@acme.test\"}" | field id)
+# Tenants publish only hostnames under domains an operator granted them.
+call "$OPS" POST "/v1/operator/tenants/$ACME/domains" "{\"domain\":\"$DOMAIN\"}" >/dev/null
 call "$OPS" POST /v1/operator/tenants "{\"slug\":\"globex-$run\",\"name\":\"Globex\",\"type\":\"customer\",\"owner_email\":\"dev-$run@globex.test\"}" >/dev/null
 # The sample backend listens on loopback, which a cluster refuses as a backend unless its
 # operator allows it (egress policy).
