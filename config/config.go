@@ -43,6 +43,9 @@ type HTTP struct {
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	ReadTimeout     time.Duration `mapstructure:"read_timeout"`
 	WriteTimeout    time.Duration `mapstructure:"write_timeout"`
+	// TrustedProxies lists the CIDR ranges (comma-separated) of proxies whose
+	// X-Forwarded-For is believed; empty: nobody's.
+	TrustedProxies string `mapstructure:"trusted_proxies"`
 }
 
 // GRPC configures the agent gateway listener of cmd/api.
@@ -112,6 +115,7 @@ func defaults() map[string]any {
 		"http.shutdown_timeout":         "20s",
 		"http.read_timeout":             "30s",
 		"http.write_timeout":            "60s",
+		"http.trusted_proxies":          "",
 		"grpc.addr":                     "127.0.0.1:9090",
 		"grpc.tls_cert_file":            "",
 		"grpc.tls_key_file":             "",
@@ -262,6 +266,9 @@ func (c *Config) Validate() error {
 	checkAddr("temporal.host_port", c.Temporal.HostPort)
 	checkAddr("worker.http_addr", c.Worker.HTTPAddr)
 	checkAddr("oidc.dev_issuer_addr", c.OIDC.DevIssuerAddr)
+	if _, err := c.HTTP.TrustedProxyNets(); err != nil {
+		bad("http.trusted_proxies", err.Error())
+	}
 	if _, err := parseSize(c.HTTP.BodyLimit); err != nil {
 		bad("http.body_limit", err.Error())
 	}
@@ -322,6 +329,23 @@ func (c *Config) Validate() error {
 		bad("agent.jwt_secret", "must be at least 32 characters")
 	}
 	return errors.Join(errs...)
+}
+
+// TrustedProxyNets parses http.trusted_proxies.
+func (h HTTP) TrustedProxyNets() ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, part := range strings.Split(h.TrustedProxies, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		_, n, err := net.ParseCIDR(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR range", part)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // BodyLimitBytes returns http.body_limit in bytes.

@@ -90,3 +90,15 @@ func TestOtherProgramsVariablesAreNotKeys(t *testing.T) {
 func TestEnvVarName(t *testing.T) {
 	require.Equal(t, "IMPRUN_GRPC_MAX_RECV_MSG_SIZE", EnvVar("grpc.max_recv_msg_size"))
 }
+
+func TestTrustedProxies(t *testing.T) {
+	t.Setenv("IMPRUN_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1/32")
+	c, err := Load("")
+	require.NoError(t, err)
+	nets, err := c.HTTP.TrustedProxyNets()
+	require.NoError(t, err)
+	require.Len(t, nets, 2)
+	t.Setenv("IMPRUN_HTTP_TRUSTED_PROXIES", "everyone")
+	_, err = Load("")
+	require.ErrorContains(t, err, "http.trusted_proxies")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -82,24 +83,28 @@ func derivedAudit(c echo.Context) *AuditEntry {
 
 func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	req := c.Request()
+	// Every string is cut to its column and made valid UTF-8: a header or claim a client
+	// controls must never make the insert fail and leave a mutation unaudited.
 	row := &models.AuditLog{
 		ActorType:    models.ActorUser,
-		Action:       e.Action,
-		ResourceType: e.ResourceType,
-		ResourceID:   e.ResourceID,
-		ResourceName: e.ResourceName,
-		RequestID:    requestID(c),
-		Method:       req.Method,
+		Action:       truncate(e.Action, 50),
+		ResourceType: truncate(e.ResourceType, 50),
+		ResourceID:   truncate(e.ResourceID, 100),
+		ResourceName: truncate(e.ResourceName, 255),
+		RequestID:    truncate(requestID(c), 64),
+		Method:       truncate(req.Method, 10),
 		Path:         truncate(req.URL.Path, 500),
 		StatusCode:   c.Response().Status,
 		IPAddress:    truncate(c.RealIP(), 45),
 		UserAgent:    truncate(req.UserAgent(), 500),
-		Summary:      e.Summary,
 		ActorRoles:   models.StringArray{},
+	}
+	if e.Summary != nil {
+		row.Summary = cleanSummary(e.Summary).(map[string]any)
 	}
 	if p := principalOf(c); p != nil {
 		row.ActorID = p.User.ID.String()
-		row.ActorEmail = p.Email
+		row.ActorEmail = truncate(p.Email, 320)
 		row.ActorRoles = append(models.StringArray{}, p.PlatformRoles...)
 	}
 	if ag := AgentOf(c); ag != nil {
@@ -109,7 +114,7 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	if t := tenantOf(c); t != nil {
 		id := t.ID
 		row.TenantID = &id
-		row.TenantSlug = t.Slug
+		row.TenantSlug = truncate(t.Slug, 63)
 		if t.Role != "" {
 			row.ActorRoles = append(row.ActorRoles, "tenant:"+t.Role)
 		}
@@ -120,11 +125,46 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	return row
 }
 
+// truncate makes s storable in a VARCHAR(n) column: valid UTF-8 without NUL (Postgres refuses
+// both), at most n characters, cut on a character boundary.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.ReplaceAll(s, "\x00", "")
+	if utf8.RuneCountInString(s) <= n {
+		return s
 	}
-	return s
+	r := []rune(s)
+	return string(r[:n])
+}
+
+// cleanSummary makes every string of an audit summary valid UTF-8 without NUL, so that the
+// JSONB insert cannot fail on what a client sent.
+func cleanSummary(v any) any {
+	switch x := v.(type) {
+	case string:
+		return strings.ReplaceAll(strings.ToValidUTF8(x, "\uFFFD"), "\x00", "")
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			out[truncate(k, 200)] = cleanSummary(val)
+		}
+		return out
+	case models.JSONMap:
+		return cleanSummary(map[string]any(x))
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			out[i] = cleanSummary(val)
+		}
+		return out
+	case []string:
+		out := make([]string, len(x))
+		for i, val := range x {
+			out[i] = cleanSummary(val).(string)
+		}
+		return out
+	}
+	return v
 }
 
 // AgentIdentity is the authenticated agent behind a /v1/agent request.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -505,3 +506,20 @@ func TestAuditLog(t *testing.T) {
 }
 
 func ops() string { return opsP.Email }
+
+// TestAuditSurvivesHostileInput: a mutation whose User-Agent is not UTF-8,
+// whose X-Forwarded-For is spoofed and whose summary holds invalid text still gets its audit
+// row, with the peer's address, not the header's.
+func TestAuditSurvivesHostileInput(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	c := w.env.As(opsP).WithHeader("User-Agent", "curl/8 \xff\xfe bad").WithHeader("X-Forwarded-For", "6.6.6.6").WithHeader("X-Real-Ip", "6.6.6.7")
+	r := c.Post("/v1/operator/tenants", map[string]any{"slug": "hostile", "name": "Caf\u00e9 \u2603", "type": "customer"})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	var ua, ip string
+	require.NoError(t, w.env.SQL.QueryRow(`SELECT user_agent, ip_address FROM audit_logs WHERE action = 'tenant.create' AND resource_name = 'hostile'`).Scan(&ua, &ip))
+	require.True(t, utf8.ValidString(ua))
+	require.Contains(t, ua, "curl/8")
+	require.NotContains(t, ua, "\x00")
+	require.Equal(t, "127.0.0.1", ip, "X-Forwarded-For from an untrusted peer is ignored")
+}

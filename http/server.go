@@ -51,6 +51,9 @@ type Options struct {
 	Registry     *prometheus.Registry // nil: a new one
 	// Register adds the /v1 routes; the foundation server runs without them.
 	Register func(e *echo.Echo)
+	// TrustedProxies are the peers whose X-Forwarded-For is believed; from anyone else the
+	// client address is the connection's (no header can spoof an audit entry's ip).
+	TrustedProxies []*net.IPNet
 }
 
 // NewServer builds the Echo server with the operational endpoints and common middleware.
@@ -65,6 +68,14 @@ func NewServer(o Options) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	e.IPExtractor = echo.ExtractIPDirect()
+	if len(o.TrustedProxies) > 0 {
+		opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+		for _, n := range o.TrustedProxies {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(opts...)
+	}
 	s := &Server{echo: e, log: o.Logger, checks: o.Checks, metrics: newHTTPMetrics(o.Registry)}
 	e.HTTPErrorHandler = s.handleError
 

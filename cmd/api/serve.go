@@ -99,12 +99,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 			PublishDeadline: cfg.Workflow.PublishDeadline, ApprovalDeadline: cfg.Workflow.ApprovalDeadline, TaskQueue: cfg.Temporal.TaskQueue},
 	})
 
+	proxies, _ := cfg.HTTP.TrustedProxyNets() // validated when the configuration was loaded
 	srv := httpapi.NewServer(httpapi.Options{
-		Register:     api.Register,
-		Logger:       log,
-		BodyLimit:    cfg.HTTP.BodyLimit,
-		ReadTimeout:  cfg.HTTP.ReadTimeout,
-		WriteTimeout: cfg.HTTP.WriteTimeout,
+		TrustedProxies: proxies,
+		Register:       api.Register,
+		Logger:         log,
+		BodyLimit:      cfg.HTTP.BodyLimit,
+		ReadTimeout:    cfg.HTTP.ReadTimeout,
+		WriteTimeout:   cfg.HTTP.WriteTimeout,
 		Checks: []httpapi.ReadyCheck{
 			{Name: "postgres", Check: sqlDB.PingContext},
 			{Name: "temporal", Check: temporal.Check},
