@@ -28,6 +28,7 @@ type Config struct {
 	Agent    Agent    `mapstructure:"agent"`
 	Worker   Worker   `mapstructure:"worker"`
 	Workflow Workflow `mapstructure:"workflow"`
+	Dev      Dev      `mapstructure:"dev"`
 }
 
 // Log configures log/slog.
@@ -46,6 +47,45 @@ type HTTP struct {
 	// TrustedProxies lists the CIDR ranges (comma-separated) of proxies whose
 	// X-Forwarded-For is believed; empty: nobody's.
 	TrustedProxies string `mapstructure:"trusted_proxies"`
+}
+
+// Dev holds the settings that are only for development and must be switched on by name.
+type Dev struct {
+	// AllowInsecureTransport lets `api serve` run with an http:// OIDC issuer or plaintext
+	// agent gRPC on a non-loopback address (a compose stack on one machine). Never in
+	// production: tokens and agent JWTs would cross the network in the clear.
+	AllowInsecureTransport bool `mapstructure:"allow_insecure_transport"`
+}
+
+// ServeSafety refuses the settings `api serve` must not run with outside development: an
+// http:// OIDC issuer that is not on loopback, and plaintext agent gRPC listening beyond
+// loopback, unless dev.allow_insecure_transport is on. It returns every problem, naming the key.
+func (c *Config) ServeSafety() error {
+	if c.Dev.AllowInsecureTransport {
+		return nil
+	}
+	var errs []string
+	if u, err := url.Parse(c.OIDC.IssuerURL); err == nil && u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		errs = append(errs, fmt.Sprintf("oidc.issuer_url %s is plain http on a non-loopback host: use https (or set dev.allow_insecure_transport for a development stack)", c.OIDC.IssuerURL))
+	}
+	if c.GRPC.TLSCertFile == "" {
+		host, _, err := net.SplitHostPort(c.GRPC.Addr)
+		if err != nil || !loopbackHost(host) {
+			errs = append(errs, fmt.Sprintf("grpc.addr %s serves agents in plaintext beyond loopback: set grpc.tls_cert_file and grpc.tls_key_file (or dev.allow_insecure_transport for a development stack)", c.GRPC.Addr))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New("unsafe settings for api serve: " + strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func loopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // GRPC configures the agent gateway listener of cmd/api.
@@ -131,6 +171,7 @@ func defaults() map[string]any {
 		"temporal.task_queue":           "imprun",
 		"temporal.connect_retry":        "60s",
 		"oidc.issuer_url":               "http://127.0.0.1:9998/oidc",
+		"dev.allow_insecure_transport":  false,
 		"oidc.audience":                 "imprun-server",
 		"oidc.roles_claim":              "realm_access.roles",
 		"oidc.email_claim":              "email",

@@ -102,3 +102,30 @@ func TestTrustedProxies(t *testing.T) {
 	_, err = Load("")
 	require.ErrorContains(t, err, "http.trusted_proxies")
 }
+
+func TestServeSafety(t *testing.T) {
+	c, err := Load("")
+	require.NoError(t, err)
+	require.NoError(t, c.ServeSafety(), "the make run defaults are loopback")
+
+	c.OIDC.IssuerURL = "http://keycloak:8080/realms/imprun"
+	c.GRPC.Addr = "0.0.0.0:9090"
+	err = c.ServeSafety()
+	require.ErrorContains(t, err, "oidc.issuer_url")
+	require.ErrorContains(t, err, "grpc.addr")
+
+	c.OIDC.IssuerURL = "https://login.example.com/realms/imprun"
+	c.GRPC.TLSCertFile, c.GRPC.TLSKeyFile = "/etc/imprun/tls.crt", "/etc/imprun/tls.key"
+	require.NoError(t, c.ServeSafety(), "https and TLS are fine anywhere")
+
+	c.OIDC.IssuerURL, c.GRPC.TLSCertFile = "http://keycloak:8080/realms/imprun", ""
+	c.Dev.AllowInsecureTransport = true
+	require.NoError(t, c.ServeSafety(), "the named development setting allows it")
+}
+
+func TestDevSettingFromEnvironment(t *testing.T) {
+	t.Setenv("IMPRUN_DEV_ALLOW_INSECURE_TRANSPORT", "true")
+	c, err := Load("")
+	require.NoError(t, err)
+	require.True(t, c.Dev.AllowInsecureTransport)
+}

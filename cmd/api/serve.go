@@ -42,6 +42,12 @@ func serveCmd(load func() (*config.Config, error)) *cobra.Command {
 // requests finish (up to http.shutdown_timeout) and the pools close. ready, when not nil,
 // receives the bound REST address once the server accepts connections (tests use it).
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<- string) error {
+	if err := cfg.ServeSafety(); err != nil {
+		return err
+	}
+	if cfg.Dev.AllowInsecureTransport {
+		log.Warn("dev.allow_insecure_transport is on: OIDC and agent traffic may cross the network in the clear; never use this in production")
+	}
 	sqlDB, err := store.OpenSQL(ctx, cfg.Database.URL, cfg.Database.ConnectRetry, log)
 	if err != nil {
 		return err
