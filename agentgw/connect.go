@@ -123,11 +123,18 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 		g.log.Info("agent stream refused", "ip", ip, "reason", "first message is not a ConnectRequest")
 		return nil, nil, errUnauthenticated
 	}
+	if !g.guard.allowed(ip) {
+		g.log.Info("agent stream refused", "ip", ip, "reason", "too many failed attempts from this address")
+		return nil, nil, errUnauthenticated
+	}
 	var (
 		agent models.Agent
 		resp  *agentv1.ConnectResponse
 	)
 	offStack(func() { agent, resp, err = g.authenticate(ctx, req, ip) })
+	if err != nil {
+		g.guard.failed(ip)
+	}
 	if errors.Is(err, errRevoked) {
 		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agent.ID)
 		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
@@ -385,9 +392,16 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 	if name != "" && !validAgentName(name) {
 		return a, nil, status.Error(codes.InvalidArgument, "agent_name must be 1-63 lower-case letters, digits and dashes")
 	}
+	tokenHash := secrets.Hash(token)
+	if g.guard.knownUnknown(tokenHash) {
+		return a, nil, errors.New("unknown registration token (remembered)")
+	}
 	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
 		var t models.RegistrationToken
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", secrets.Hash(token)).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", tokenHash).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				g.guard.rememberUnknown(tokenHash)
+			}
 			return errors.New("unknown registration token")
 		}
 		if st := t.State(time.Now()); st != "active" {

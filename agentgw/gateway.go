@@ -43,6 +43,7 @@ type Gateway struct {
 	sink   ResultSink
 
 	sessions   *registry
+	guard      *authGuard
 	presence   *presence
 	deliveries *deliveryWriter
 	// notifiedIDs carries the ids of enqueued commands from the LISTEN connection to
@@ -74,7 +75,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 2 * time.Second
 	}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), listenReady: make(chan struct{}),
+	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), guard: newAuthGuard(), listenReady: make(chan struct{}),
 		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch)}
 	for _, o := range opts {
 		o(g)

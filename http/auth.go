@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -76,9 +79,103 @@ func (a *Authenticator) getVerifier() (*oidc.IDTokenVerifier, error) {
 		a.lastError = fmt.Errorf("%w: discovery of %s: %v", ErrIssuerUnavailable, a.cfg.IssuerURL, err)
 		return nil, a.lastError
 	}
-	a.verifier = p.Verifier(&oidc.Config{ClientID: a.cfg.Audience})
+	var meta struct {
+		Issuer  string `json:"issuer"`
+		JWKSURL string `json:"jwks_uri"`
+	}
+	if err := p.Claims(&meta); err != nil || meta.JWKSURL == "" {
+		a.lastError = fmt.Errorf("%w: discovery of %s has no jwks_uri", ErrIssuerUnavailable, a.cfg.IssuerURL)
+		return nil, a.lastError
+	}
+	keys := &throttledKeySet{next: oidc.NewRemoteKeySet(ctx, meta.JWKSURL), url: meta.JWKSURL, client: a.client, every: unknownKidRefetch}
+	a.verifier = oidc.NewVerifier(meta.Issuer, keys, &oidc.Config{ClientID: a.cfg.Audience})
 	a.lastError = nil
 	return a.verifier, nil
+}
+
+// unknownKidRefetch is how often a token signed with a key id the API has not verified
+// before may make it fetch the issuer's key set again: a rotated key is picked up, but a
+// stream of tokens with made-up key ids cannot turn every request into a JWKS fetch.
+const unknownKidRefetch = 30 * time.Second
+
+// throttledKeySet wraps go-oidc's remote key set, which fetches the JWKS again for every
+// token whose kid it does not hold. It keeps the list of key ids the issuer publishes and lets
+// a token with any other kid through to the remote set (and a new fetch) at most once per
+// every; in between such tokens are refused without a request to the issuer.
+type throttledKeySet struct {
+	next   oidc.KeySet
+	url    string
+	client *http.Client
+	every  time.Duration
+
+	mu        sync.Mutex
+	kids      map[string]bool // key ids the issuer published at the last fetch
+	lastFetch time.Time
+}
+
+var errUnknownKid = errors.New("token signed with a key id the issuer does not publish")
+
+func (k *throttledKeySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	kid := jwtKeyID(jwt)
+	k.mu.Lock()
+	if !k.kids[kid] && (k.kids == nil || time.Since(k.lastFetch) >= k.every) {
+		k.lastFetch = time.Now()
+		if kids, err := fetchKeyIDs(ctx, k.client, k.url); err == nil {
+			k.kids = kids
+		}
+	}
+	known := k.kids == nil || k.kids[kid] // a failed first fetch decides nothing
+	k.mu.Unlock()
+	if !known {
+		return nil, errUnknownKid
+	}
+	return k.next.VerifySignature(ctx, jwt)
+}
+
+// fetchKeyIDs reads the key ids of a JWKS document.
+func fetchKeyIDs(ctx context.Context, client *http.Client, url string) (map[string]bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("jwks: HTTP %d", resp.StatusCode)
+	}
+	var set struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+		return nil, err
+	}
+	kids := map[string]bool{}
+	for _, key := range set.Keys {
+		kids[key.Kid] = true
+	}
+	return kids, nil
+}
+
+// jwtKeyID reads the kid of a compact JWS header ("" when there is none or it is unreadable).
+func jwtKeyID(jwt string) string {
+	head, _, ok := strings.Cut(jwt, ".")
+	if !ok || len(head) > 4096 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	_ = json.Unmarshal(b, &h)
+	return h.Kid
 }
 
 // Check is a readiness-style probe of the issuer (discovery done).
