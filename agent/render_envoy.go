@@ -154,6 +154,11 @@ func (r envoyRenderer) listeners(s *Snapshot) ([]any, error) {
 			}
 			tls := object{"mode": mode}
 			if ref != "" {
+				// The Secret of a tenant's certificate carries the tenant in its name, so a
+				// tenant can name only its own (snapshots from before tenant_id name it bare).
+				if s.TenantID != "" {
+					ref = dnsName("tenant", shortID(s.TenantID), ref)
+				}
 				tls["certificateRefs"] = []any{object{"kind": "Secret", "name": ref}}
 			} else if mode == "Terminate" {
 				return nil, fmt.Errorf("listener %q: %s with TLS termination needs a certificate_ref", l.Name, protocol)

@@ -122,7 +122,16 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 					if !safeNginxValue(r.opts.NginxCertDir) {
 						return nil, fmt.Errorf("certificate directory %q cannot be rendered for nginx", r.opts.NginxCertDir)
 					}
-					ref = strings.TrimRight(r.opts.NginxCertDir, "/") + "/" + ref
+					// Each tenant's certificates live in a directory of its own: a tenant can
+					// name only its own (snapshots from before tenant_id use the flat layout).
+					dir := strings.TrimRight(r.opts.NginxCertDir, "/")
+					if s.TenantID != "" {
+						if !safeID.MatchString(s.TenantID) {
+							return nil, fmt.Errorf("tenant_id %q is not a valid id", s.TenantID)
+						}
+						dir += "/" + s.TenantID
+					}
+					ref = dir + "/" + ref
 				}
 				fmt.Fprintf(&b, "    ssl_certificate %s.crt;\n    ssl_certificate_key %s.key;\n", ref, ref)
 			}

@@ -431,3 +431,28 @@ func TestEnvoyBackendHostnames(t *testing.T) {
 	require.Contains(t, string(out.Config), "hostname: payments.internal")
 	require.Contains(t, string(out.Config), "address: 10.0.0.10")
 }
+
+// TestCertificatesArePerTenant: a certificate_ref resolves among the publish's tenant's
+// certificates only, whatever name it gives.
+func TestCertificatesArePerTenant(t *testing.T) {
+	t.Parallel()
+	s := loadSnapshot(t, func(s *Snapshot) { s.TenantID = "3db05400-14f5-4184-9abd-a73c56f7be16" })
+	var ref string
+	for _, l := range s.Gateway.Listeners {
+		if l.TLS != nil && l.TLS.CertificateRef != "" {
+			ref = l.TLS.CertificateRef
+		}
+	}
+	require.NotEmpty(t, ref)
+	r, err := RendererFor(GatewayClassNginx, RenderOptions{NginxCertDir: "/etc/imprun/certs"})
+	require.NoError(t, err)
+	out, err := r.RenderPublish(s)
+	require.NoError(t, err)
+	require.Contains(t, string(out.Config), "ssl_certificate /etc/imprun/certs/3db05400-14f5-4184-9abd-a73c56f7be16/"+ref+".crt;")
+
+	r, err = RendererFor(GatewayClassEnvoy, RenderOptions{})
+	require.NoError(t, err)
+	out, err = r.RenderPublish(s)
+	require.NoError(t, err)
+	require.Contains(t, string(out.Config), "name: tenant-3db05400-"+ref)
+}

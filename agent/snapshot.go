@@ -13,7 +13,10 @@ type Snapshot struct {
 	// Revision is not in the snapshot the server serves (its bytes must not depend on it, so a
 	// rollback keeps the old checksum): the agent takes it from the DeployCommand. A snapshot
 	// that does carry one must agree with the command.
-	Revision    int32           `json:"revision"`
+	Revision int32 `json:"revision"`
+	// TenantID is the publish's tenant (empty in snapshots from before servers sent it). A TLS
+	// listener's certificate_ref names a certificate of this tenant only.
+	TenantID    string          `json:"tenant_id"`
 	Product     SnapshotProduct `json:"product"`
 	ClusterID   string          `json:"cluster_id"`
 	Environment string          `json:"environment"`

@@ -18,7 +18,10 @@ import (
 // with every policy already resolved per route. It holds no revision number, so a rollback
 // that copies an older revision's bytes also has its checksum.
 type snapshot struct {
-	PublishID   string           `json:"publish_id"`
+	PublishID string `json:"publish_id"`
+	// TenantID is the publish's tenant: renderers place its certificates apart from every
+	// other tenant's.
+	TenantID    string           `json:"tenant_id"`
 	Product     snapProduct      `json:"product"`
 	ClusterID   string           `json:"cluster_id"`
 	Environment string           `json:"environment"`
@@ -181,6 +184,7 @@ func BuildSnapshot(ctx context.Context, tx *gorm.DB, p models.ProductPublish) (B
 
 	s := snapshot{
 		PublishID:   p.ID.String(),
+		TenantID:    p.TenantID.String(),
 		Product:     snapProduct{ID: product.ID.String(), Name: product.Name, Version: product.Version},
 		ClusterID:   p.ClusterID.String(),
 		Environment: p.Environment,
