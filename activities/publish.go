@@ -213,13 +213,13 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 			changes := map[string]any{"workflow_id": nil, "updated_at": now}
 			if in.Status != "" {
 				changes["status"] = in.Status
-				changes["status_reason"] = truncate(in.Reason, 2000)
+				changes["status_reason"] = models.Cut(in.Reason, 2000)
 			}
 			switch in.Status {
 			case models.PublishPublished:
 				changes["published_at"], changes["published_by"] = now, in.Actor
 			case models.PublishWithdrawn:
-				changes["withdrawn_at"], changes["withdrawn_by"], changes["withdraw_reason"] = now, in.Actor, truncate(in.Reason, 1000)
+				changes["withdrawn_at"], changes["withdrawn_by"], changes["withdraw_reason"] = now, in.Actor, models.Cut(in.Reason, 1000)
 			}
 			if err := tx.Model(&p).Updates(changes).Error; err != nil {
 				return err
@@ -238,7 +238,7 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 		if msg == "" {
 			msg = in.Reason
 		}
-		ev := models.PublishEvent{PublishID: p.ID, Type: in.Event, Revision: in.Revision, Actor: in.Actor, Message: truncate(msg, 2000),
+		ev := models.PublishEvent{PublishID: p.ID, Type: in.Event, Revision: in.Revision, Actor: in.Actor, Message: models.Cut(msg, 2000),
 			DedupeKey: &key, Metadata: models.JSONMap{"workflow_id": in.WorkflowID, "status": in.Status, "reason": in.Reason}}
 		if id, err := uuid.Parse(in.AgentID); err == nil {
 			ev.AgentID = &id
@@ -312,16 +312,9 @@ func (a *Publish) BeginWithdraw(ctx context.Context, in workflows.BeginWithdrawI
 				res.Checksum = r.Checksum
 			}
 		}
-		return tx.Model(&p).Updates(map[string]any{"status": models.PublishWithdrawing, "status_reason": truncate(in.Reason, 2000), "updated_at": time.Now().UTC()}).Error
+		return tx.Model(&p).Updates(map[string]any{"status": models.PublishWithdrawing, "status_reason": models.Cut(in.Reason, 2000), "updated_at": time.Now().UTC()}).Error
 	})
 	return res, err
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 func dedupe(xs []string) []string {

@@ -228,7 +228,7 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 		}
 		res := map[string]any{
 			"publish_id": r.GetPublishId(), "revision": r.GetRevision(), "status": status,
-			"message": truncate(r.GetMessage(), 2000), "checksum": r.GetChecksum(), "applied_resources": appliedResources(r.GetAppliedResources()),
+			"message": models.Cut(r.GetMessage(), 2000), "checksum": r.GetChecksum(), "applied_resources": appliedResources(r.GetAppliedResources()),
 		}
 		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(), ResultStatus: status, Result: res})
 	case *agentv1.AgentMessage_CommandAck:
@@ -246,7 +246,7 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 			status = "succeeded"
 		}
 		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(),
-			ResultStatus: status, Result: map[string]any{"success": a.GetSuccess(), "message": truncate(a.GetMessage(), 2000)}})
+			ResultStatus: status, Result: map[string]any{"success": a.GetSuccess(), "message": models.Cut(a.GetMessage(), 2000)}})
 	case *agentv1.AgentMessage_TokenReplaced:
 		g.tokenReplaced(ctx, s, p.TokenReplaced)
 	case *agentv1.AgentMessage_ConnectRequest:
@@ -259,17 +259,10 @@ func appliedResources(rs []*agentv1.AppliedResource) []map[string]any {
 	for _, r := range rs {
 		out = append(out, map[string]any{
 			"kind": r.GetKind(), "name": r.GetName(), "namespace": r.GetNamespace(),
-			"status": strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "APPLIED_RESOURCE_STATUS_")), "message": truncate(r.GetMessage(), 500),
+			"status": strings.ToLower(strings.TrimPrefix(r.GetStatus().String(), "APPLIED_RESOURCE_STATUS_")), "message": models.Cut(r.GetMessage(), 500),
 		})
 	}
 	return out
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // sync sends the session every command its agent has not acknowledged, in outbox order.
@@ -313,9 +306,9 @@ func peerIP(ctx context.Context) string {
 	}
 	host, _, err := net.SplitHostPort(p.Addr.String())
 	if err != nil {
-		return truncate(p.Addr.String(), 45)
+		return models.Cut(p.Addr.String(), 45)
 	}
-	return truncate(host, 45)
+	return models.Cut(host, 45)
 }
 
 func recvWithin(stream agentv1.AgentService_ConnectServer, d time.Duration) (*agentv1.AgentMessage, error) {
@@ -421,8 +414,8 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 			}, name)
 		}
 		h := secrets.Hash(refresh)
-		a = models.Agent{ClusterID: t.ClusterID, Name: name, Status: models.AgentPending, Version: truncate(req.GetAgentVersion(), 50),
-			Hostname: truncate(req.GetHostname(), 255), IPAddress: ip, TokenGeneration: 1, RefreshSecretHash: &h, RegisteredWith: &t.ID,
+		a = models.Agent{ClusterID: t.ClusterID, Name: name, Status: models.AgentPending, Version: models.Cut(req.GetAgentVersion(), 50),
+			Hostname: models.Cut(req.GetHostname(), 255), IPAddress: ip, TokenGeneration: 1, RefreshSecretHash: &h, RegisteredWith: &t.ID,
 			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
 		if err := tx.Omit("session_id", "last_heartbeat_at", "last_connected_at", "revoked_at").Create(&a).Error; err != nil {
 			if store.IsUniqueViolation(err, "") {
@@ -500,10 +493,10 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 		changes := map[string]any{"status": models.AgentConnected, "session_id": s.id, "last_connected_at": now, "last_heartbeat_at": now,
 			"ip_address": s.ip, "applied": models.JSON[[]models.AppliedRevision]{V: applied}, "updated_at": now}
 		if v := req.GetAgentVersion(); v != "" {
-			changes["version"] = truncate(v, 50)
+			changes["version"] = models.Cut(v, 50)
 		}
 		if h := req.GetHostname(); h != "" {
-			changes["hostname"] = truncate(h, 255)
+			changes["hostname"] = models.Cut(h, 255)
 		}
 		res := tx.Model(&models.Agent{}).Where("id = ? AND status <> 'revoked'", s.agentID).Updates(changes)
 		if res.Error != nil {
@@ -541,7 +534,7 @@ func (g *Gateway) markDisconnected(s *session) {
 			return res.Error
 		}
 		if err := tx.Create(&models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventDisconnected, IPAddress: s.ip,
-			Message: truncate(reason, 1000), Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
+			Message: models.Cut(reason, 1000), Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
 			return err
 		}
 		return tx.Exec(`UPDATE clusters c SET status = 'inactive', updated_at = now() WHERE c.id = ? AND c.status = 'active'
@@ -584,10 +577,10 @@ const MaxForeignAnswers = 5
 func (g *Gateway) foreignAnswer(ctx context.Context, s *session, kind, commandID string) {
 	n := s.foreignAnswers.Add(1)
 	g.log.Warn("security: agent answered a command that was not sent to it; refused", "agent_id", s.agentID, "cluster_id", s.clusterID,
-		"message_type", kind, "command_id", truncate(commandID, 64), "ip", s.ip, "count", n)
+		"message_type", kind, "command_id", models.Cut(commandID, 64), "ip", s.ip, "count", n)
 	if n <= MaxForeignAnswers {
 		_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventProtocolViolation,
-			Message: fmt.Sprintf("%s for command %s, which was not sent to this agent: refused", kind, truncate(commandID, 64)), IPAddress: s.ip})
+			Message: fmt.Sprintf("%s for command %s, which was not sent to this agent: refused", kind, models.Cut(commandID, 64)), IPAddress: s.ip})
 	}
 	if n == MaxForeignAnswers {
 		s.close(agentv1.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "answers to commands that were not sent to this agent")
@@ -601,7 +594,7 @@ func (g *Gateway) tokenReplaced(ctx context.Context, s *session, r *agentv1.Toke
 	s.mu.Unlock()
 	if !r.GetSuccess() {
 		_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventError,
-			Message: "agent could not store its new token: " + truncate(r.GetErrorMessage(), 500), IPAddress: s.ip})
+			Message: "agent could not store its new token: " + models.Cut(r.GetErrorMessage(), 500), IPAddress: s.ip})
 		return
 	}
 	if h != "" {

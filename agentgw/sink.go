@@ -47,7 +47,7 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 	agentID := r.AgentID
 	key := "result/" + r.CommandID.String() + "/" + r.AgentID.String()
 	if err := s.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventResult, Revision: p.Revision,
-		AgentID: &agentID, Message: truncate(fmt.Sprintf("%s %s: %s", p.Action, r.ResultStatus, msg), 2000), DedupeKey: &key,
+		AgentID: &agentID, Message: models.Cut(fmt.Sprintf("%s %s: %s", p.Action, r.ResultStatus, msg), 2000), DedupeKey: &key,
 		Metadata: models.JSONMap{"command_id": r.CommandID.String(), "status": r.ResultStatus, "checksum": checksum, "action": p.Action}}); err != nil {
 		if store.IsForeignKeyViolation(err) {
 			return nil // the publish was deleted
@@ -73,7 +73,7 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 			pub.Status == models.PublishPublished && pub.CurrentRevision == p.Revision {
 			dkey := "degraded/" + key
 			return s.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventDegraded, Revision: p.Revision,
-				AgentID: &agentID, Message: truncate("an agent failed to apply the published revision: "+msg, 2000), DedupeKey: &dkey})
+				AgentID: &agentID, Message: models.Cut("an agent failed to apply the published revision: "+msg, 2000), DedupeKey: &dkey})
 		}
 		return nil
 	}

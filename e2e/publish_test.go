@@ -9,11 +9,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -336,4 +338,28 @@ func TestDraftEditDelete(t *testing.T) {
 func (d publishDetail) publishHostname(t *testing.T, s *stack, pid string) string {
 	r := s.owner.Get(prov + "/product-publishes/" + pid)
 	return r.Map()["hostname"].(string)
+}
+
+// TestKoreanFailureMessage: an agent's 3,000-byte Korean failure message goes through the whole
+// path (result row, signal, status) cut on a character boundary, and the publish is FAILED with
+// it, not stuck until its deadline.
+func TestKoreanFailureMessage(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	sim, err := dialSimAgent(s.env.Replica.Addr, &agentv1.ConnectRequest{
+		Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: s.token(t)}, AgentName: "korean"})
+	require.NoError(t, err)
+	t.Cleanup(sim.close)
+	msg := strings.Repeat("배포에 실패했습니다: 업스트림 호스트를 찾을 수 없음. ", 60)
+	require.Greater(t, len(msg), 3000)
+	sim.deployFailure.Store(msg)
+	pid := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
+	d := s.waitStatus(t, pid, models.PublishFailed, 60*time.Second)
+	require.NotEqual(t, "timeout", d.StatusReason)
+	require.True(t, utf8.ValidString(d.StatusReason))
+	require.True(t, strings.HasPrefix(msg, d.StatusReason), "the reason is the agent's message, cut on a character boundary")
+	require.Greater(t, len(d.StatusReason), 1000)
+	require.Len(t, d.Results, 1)
+	require.True(t, utf8.ValidString(d.Results[0].Message))
+	require.True(t, strings.HasPrefix(msg, d.Results[0].Message))
 }

@@ -30,6 +30,8 @@ type simAgent struct {
 	done   chan struct{}
 	err    error
 
+	// deployFailure, when set (a string), makes the agent answer deploys FAILED with it.
+	deployFailure atomic.Value
 	// acked counts the credential commands this agent acknowledged.
 	acked atomic.Int64
 }
@@ -117,9 +119,13 @@ func (a *simAgent) receive() {
 		case *agentv1.ServerMessage_CredentialRevoke:
 			reply = ack(p.CredentialRevoke.GetCommandId())
 		case *agentv1.ServerMessage_DeployCommand:
-			reply = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: &agentv1.DeployResult{
+			res := &agentv1.DeployResult{
 				CommandId: p.DeployCommand.GetCommandId(), PublishId: p.DeployCommand.GetPublishId(), Revision: p.DeployCommand.GetRevision(),
-				Status: agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED, Checksum: p.DeployCommand.GetChecksum(), Message: "simulated"}}}
+				Status: agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED, Checksum: p.DeployCommand.GetChecksum(), Message: "simulated"}
+			if msg, _ := a.deployFailure.Load().(string); msg != "" {
+				res.Status, res.Message, res.Checksum = agentv1.DeployStatus_DEPLOY_STATUS_FAILED, msg, ""
+			}
+			reply = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: res}}
 		case *agentv1.ServerMessage_ReplaceToken:
 			reply = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_TokenReplaced{TokenReplaced: &agentv1.TokenReplaced{
 				CommandId: p.ReplaceToken.GetCommandId(), Success: true}}}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -87,16 +86,16 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	// controls must never make the insert fail and leave a mutation unaudited.
 	row := &models.AuditLog{
 		ActorType:    models.ActorUser,
-		Action:       truncate(e.Action, 50),
-		ResourceType: truncate(e.ResourceType, 50),
-		ResourceID:   truncate(e.ResourceID, 100),
-		ResourceName: truncate(e.ResourceName, 255),
-		RequestID:    truncate(requestID(c), 64),
-		Method:       truncate(req.Method, 10),
-		Path:         truncate(req.URL.Path, 500),
+		Action:       models.Cut(e.Action, 50),
+		ResourceType: models.Cut(e.ResourceType, 50),
+		ResourceID:   models.Cut(e.ResourceID, 100),
+		ResourceName: models.Cut(e.ResourceName, 255),
+		RequestID:    models.Cut(requestID(c), 64),
+		Method:       models.Cut(req.Method, 10),
+		Path:         models.Cut(req.URL.Path, 500),
 		StatusCode:   c.Response().Status,
-		IPAddress:    truncate(c.RealIP(), 45),
-		UserAgent:    truncate(req.UserAgent(), 500),
+		IPAddress:    models.Cut(c.RealIP(), 45),
+		UserAgent:    models.Cut(req.UserAgent(), 500),
 		ActorRoles:   models.StringArray{},
 	}
 	if e.Summary != nil {
@@ -104,7 +103,7 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	}
 	if p := principalOf(c); p != nil {
 		row.ActorID = p.User.ID.String()
-		row.ActorEmail = truncate(p.Email, 320)
+		row.ActorEmail = models.Cut(p.Email, 320)
 		row.ActorRoles = append(models.StringArray{}, p.PlatformRoles...)
 	}
 	if ag := AgentOf(c); ag != nil {
@@ -114,7 +113,7 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	if t := tenantOf(c); t != nil {
 		id := t.ID
 		row.TenantID = &id
-		row.TenantSlug = truncate(t.Slug, 63)
+		row.TenantSlug = models.Cut(t.Slug, 63)
 		if t.Role != "" {
 			row.ActorRoles = append(row.ActorRoles, "tenant:"+t.Role)
 		}
@@ -125,28 +124,16 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 	return row
 }
 
-// truncate makes s storable in a VARCHAR(n) column: valid UTF-8 without NUL (Postgres refuses
-// both), at most n characters, cut on a character boundary.
-func truncate(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.ReplaceAll(s, "\x00", "")
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n])
-}
-
 // cleanSummary makes every string of an audit summary valid UTF-8 without NUL, so that the
 // JSONB insert cannot fail on what a client sent.
 func cleanSummary(v any) any {
 	switch x := v.(type) {
 	case string:
-		return strings.ReplaceAll(strings.ToValidUTF8(x, "\uFFFD"), "\x00", "")
+		return models.Cut(x, -1)
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			out[truncate(k, 200)] = cleanSummary(val)
+			out[models.Cut(k, 200)] = cleanSummary(val)
 		}
 		return out
 	case models.JSONMap:

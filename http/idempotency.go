@@ -15,6 +15,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/imprun/imprun-server/store"
+
+	"github.com/imprun/imprun-server/models"
 )
 
 const (
@@ -52,7 +54,7 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 
 		ctx := c.Request().Context()
 		prev, reserved, err := a.store.ReserveIdempotencyKey(ctx, store.IdempotentResponse{
-			ActorID: actor, Key: key, Method: c.Request().Method, Path: truncate(c.Request().URL.Path, 500), RequestHash: hash,
+			ActorID: actor, Key: key, Method: c.Request().Method, Path: models.Cut(c.Request().URL.Path, 500), RequestHash: hash,
 		})
 		if errors.Is(err, store.ErrIdempotencyInFlight) {
 			return Conflict("idempotency_in_flight", "a request with this Idempotency-Key is still being processed", "")
