@@ -106,6 +106,9 @@ func toProblem(err error) *Problem {
 		return NotFound("resource")
 	case errors.Is(err, store.ErrConflict):
 		return NewProblem(http.StatusConflict, "conflict", "the request conflicts with the current state")
+	case store.IsUnavailable(err):
+		// A dependency that is down is the client's to retry, never an internal error.
+		return Unavailable("unavailable", "the database is not reachable; try again shortly")
 	}
 	return NewProblem(http.StatusInternalServerError, "internal", "internal error; see the server log with the request id")
 }

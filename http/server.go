@@ -155,6 +155,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if p.Status >= 500 && p.Code == "internal" {
 		s.log.Error("request failed", "request_id", requestID(c), "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 	}
+	if p.Status == http.StatusServiceUnavailable {
+		s.log.Warn("dependency unavailable", "request_id", requestID(c), "code", p.Code, "err", err)
+		if c.Response().Header().Get("Retry-After") == "" {
+			c.Response().Header().Set("Retry-After", "5")
+		}
+	}
 	p.Instance = c.Request().URL.Path
 	c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
 	if c.Request().Method == http.MethodHead {

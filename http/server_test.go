@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	httpapi "github.com/imprun/imprun-server/http"
+	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/temporalclient"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -159,4 +160,27 @@ func TestUnknownRouteIsProblemJSON(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&p))
 	require.Equal(t, "not_found", p.Code)
 	require.NotEmpty(t, resp.Header.Get("X-Request-ID"))
+}
+
+// TestPostgresDownIs503: while Postgres is stopped a write answers 503 problem+json with
+// code unavailable and Retry-After, never a 500; once it is back the same write succeeds.
+func TestPostgresDownIs503(t *testing.T) {
+	pg := testharness.StartPostgres(t) // private: this test stops it
+	env := apitest.New(t, apitest.Options{DBURL: pg.NewDatabase(t)})
+	ops := env.As(apitest.Persona{Email: "ops@example.com", Roles: []string{"operator"}})
+	body := func(slug string) map[string]any {
+		return map[string]any{"slug": slug, "name": slug, "type": "customer"}
+	}
+	require.Equal(t, http.StatusCreated, ops.Post("/v1/operator/tenants", body("before")).Status)
+
+	pg.Stop()
+	for _, r := range []*apitest.Response{ops.Post("/v1/operator/tenants", body("during")), ops.Get("/v1/operator/tenants")} {
+		require.Equal(t, http.StatusServiceUnavailable, r.Status, string(r.Body))
+		require.Equal(t, "unavailable", r.Problem().Code)
+		require.NotEmpty(t, r.Header.Get("Retry-After"))
+	}
+
+	pg.Start()
+	require.Eventually(t, func() bool { return ops.Post("/v1/operator/tenants", body("after")).Status == http.StatusCreated },
+		20*time.Second, 200*time.Millisecond, "the write succeeds once Postgres is back")
 }
