@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -95,6 +96,15 @@ func offStack(f func()) {
 // recvLoop reads the agent's messages until the stream ends, then ends the session.
 func (g *Gateway) recvLoop(stream agentv1.AgentService_ConnectServer, s *session, done chan<- error) {
 	ctx := stream.Context()
+	// The interceptor only covers the handler's own goroutine: a panic while handling an
+	// agent's message ends this session, not the replica.
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.Error("panic handling an agent message; ending the stream", "agent_id", s.agentID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.end(errors.New("internal error"))
+			done <- errors.New("internal error")
+		}
+	}()
 	for {
 		msg, err := stream.Recv()
 		if err != nil {

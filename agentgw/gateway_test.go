@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/imprun/imprun-server/agent"
@@ -563,4 +564,20 @@ func TestAnswersToForeignCommandsRefused(t *testing.T) {
 		return countOf(eventTypes(t, f.env, agentID), models.EventProtocolViolation) == agentgw.MaxForeignAnswers
 	},
 		10*time.Second, 50*time.Millisecond, "every attempt is a security event")
+}
+
+// TestGRPCHealthService: the standard health service answers for the server and for
+// agent.v1.AgentService.
+func TestGRPCHealthService(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	for _, svc := range []string{"", "agent.v1.AgentService"} {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		require.NoError(t, err, svc)
+		require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus(), svc)
+	}
 }

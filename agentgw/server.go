@@ -1,13 +1,19 @@
 package agentgw
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/imprun/imprun-server/proto/agentv1"
 )
@@ -48,7 +54,39 @@ func NewGRPCServer(g *Gateway, o ServerOptions) (*grpc.Server, error) {
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
 	}
+	// A panic in a handler ends that one stream or call with Internal (logged with its stack);
+	// without this it would end the whole api replica, REST included.
+	opts = append(opts, grpc.ChainStreamInterceptor(recoverStream(g)), grpc.ChainUnaryInterceptor(recoverUnary(g)))
 	s := grpc.NewServer(opts...)
 	agentv1.RegisterAgentServiceServer(s, g)
+	// The standard health service, for load balancers and `grpc_health_probe`.
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(agentv1.AgentService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
 	return s, nil
+}
+
+func recoverStream(g *Gateway) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				g.log.Error("panic in gRPC stream handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
+func recoverUnary(g *Gateway) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				g.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(ctx, req)
+	}
 }
