@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,9 +12,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/testharness"
 )
 
 var custP = apitest.Persona{Email: "dev@globex.test"}
@@ -361,4 +364,36 @@ func TestPlansAreNotOptional(t *testing.T) {
 	require.Equal(t, "plan_id", r.Problem().Errors[0].Field)
 	sub = created(t, customer, "/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app2, "plan_id": pro})
 	require.Equal(t, pro, sub["plan_id"])
+}
+
+// TestRevocationWhileTemporalIsDown: a revocation accepted while the api cannot reach Temporal
+// is committed and answered 200; the worker's dispatcher starts its rollout, and every cluster
+// confirms it, with no retry by the client.
+func TestRevocationWhileTemporalIsDown(t *testing.T) {
+	t.Parallel()
+	m := newMarket(t, false, 0)
+	m.subscribe(t, m.pubA)
+	m.subscribe(t, m.pubB)
+	credID, key := m.newKey(t, m.appID)
+	m.waitRollout(t, credID, func(d credentialDetail) bool { return allConfirmed(d, models.RolloutUpsert, 2) }, "credential never confirmed")
+	require.True(t, m.agentA.agent.Verifier().VerifyAPIKey(m.pubA, key).Allowed)
+
+	// The api's Temporal client now points at nothing that answers.
+	real, err := m.env.Temporal.Client()
+	require.NoError(t, err)
+	dead, err := client.NewLazyClient(client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))})
+	require.NoError(t, err)
+	m.env.Temporal.Set(dead)
+	r := m.customer.Post("/v1/customer/credentials/"+credID+"/revoke", nil)
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	require.Equal(t, models.CredentialRevoked, r.Map()["status"])
+	r = m.customer.Post("/v1/customer/credentials/"+credID+"/revoke", nil)
+	require.Equal(t, http.StatusConflict, r.Status, "a retry finds it revoked; nothing for the client to do")
+	m.env.Temporal.Set(real)
+
+	d := m.waitRollout(t, credID, func(d credentialDetail) bool { return allConfirmed(d, models.RolloutRevoke, 2) },
+		"the stranded revocation was never dispatched")
+	require.True(t, d.RevocationConfirmed)
+	require.False(t, m.agentA.agent.Verifier().VerifyAPIKey(m.pubA, key).Allowed, "the agent refuses the key")
+	require.Contains(t, m.env.Logs(), "dispatcher: started a stranded credential rollout")
 }

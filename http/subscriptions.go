@@ -394,22 +394,16 @@ func (a *API) createCredential(c echo.Context) error {
 	return c.JSON(http.StatusCreated, out)
 }
 
-// startCredentialRuns starts the rollout of the credential's version and, for a credential
-// with an end in sight, the run that ends it on time.
+// startCredentialRuns starts the rollout of the credential's version (and its expiry run).
+// The change is committed already and is itself the intent: when Temporal cannot take the
+// start now, the worker's dispatcher starts it once Temporal is back, so the request succeeds
+// and the client need not retry.
 func (a *API) startCredentialRuns(ctx context.Context, tc client.Client, cred models.Credential, reason string) error {
-	if err := activities.StartCredentialSync(ctx, tc, a.settings.TaskQueue, cred, reason); err != nil {
-		a.log.Error("start credential sync", "credential_id", cred.ID, "err", err)
-		return Unavailable("temporal_unavailable", "the credential rollout could not be started; try again")
-	}
-	end := cred.ExpiresAt
-	if cred.RevokeAt != nil && (end == nil || cred.RevokeAt.Before(*end)) {
-		end = cred.RevokeAt
-	}
-	if end != nil && cred.Status == models.CredentialActive {
-		if err := activities.StartCredentialExpiry(ctx, tc, a.settings.TaskQueue, cred, *end); err != nil {
-			a.log.Error("start credential expiry", "credential_id", cred.ID, "err", err)
-			return Unavailable("temporal_unavailable", "the credential expiry could not be scheduled; try again")
-		}
+	// A Temporal that does not answer must not hold the request: the dispatcher has it.
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := activities.StartCredentialRuns(sctx, a.store, tc, a.settings.TaskQueue, cred, reason); err != nil {
+		a.log.Warn("credential runs not started now; the dispatcher will start them", "credential_id", cred.ID, "version", cred.Version, "err", err)
 	}
 	return nil
 }

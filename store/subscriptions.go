@@ -224,3 +224,18 @@ func (s *Store) CredentialRollouts(ctx context.Context, credentialID uuid.UUID) 
 	}
 	return rows, err
 }
+
+// MarkCredentialRunsStarted records that the rollout (and expiry) runs of a credential's
+// version have been started.
+func (s *Store) MarkCredentialRunsStarted(ctx context.Context, id uuid.UUID, version int64) error {
+	return s.db(ctx).Exec(`UPDATE credentials SET runs_started_version = GREATEST(runs_started_version, ?) WHERE id = ?`, version, id).Error
+}
+
+// PendingCredentialRuns lists credentials whose current version's runs have not been started,
+// changed at least olderThan ago (so the request that changed them had its chance), oldest first.
+func (s *Store) PendingCredentialRuns(ctx context.Context, olderThan time.Duration, limit int) ([]models.Credential, error) {
+	var out []models.Credential
+	err := s.db(ctx).Where("runs_started_version < version AND updated_at < ?", time.Now().Add(-olderThan)).
+		Order("updated_at").Limit(limit).Find(&out).Error
+	return out, err
+}

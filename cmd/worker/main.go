@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/config"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
@@ -90,6 +91,10 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	// Durable intent: start the runs of changes committed while Temporal was unreachable.
+	dctx, dcancel := context.WithCancel(ctx)
+	defer dcancel()
+	go (&activities.Dispatcher{Store: store.New(db), Temporal: tc, TaskQueue: cfg.Temporal.TaskQueue, Log: log}).Run(dctx)
 	log.Info("worker started", "task_queue", cfg.Temporal.TaskQueue, "namespace", cfg.Temporal.Namespace, "health", ln.Addr().String())
 	if ready != nil {
 		ready <- ln.Addr().String()

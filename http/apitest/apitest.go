@@ -164,8 +164,11 @@ func (e *Env) StartWorker(t testing.TB) (stop func()) {
 	w := worker.New(tc, e.TaskQueue, worker.Options{})
 	activities.RegisterAll(w, e.Store, tc, e.TaskQueue, e.Log)
 	must(t, w.Start())
+	dctx, dcancel := context.WithCancel(context.Background())
+	go (&activities.Dispatcher{Store: e.Store, Temporal: tc, TaskQueue: e.TaskQueue, Log: e.Log,
+		Every: 200 * time.Millisecond, Grace: time.Second}).Run(dctx)
 	var once sync.Once
-	stop = func() { once.Do(w.Stop) }
+	stop = func() { once.Do(func() { dcancel(); w.Stop() }) }
 	t.Cleanup(stop)
 	return stop
 }
