@@ -68,6 +68,20 @@ func (f *fixture) nginxAgent(t *testing.T, listen string) {
 	})
 }
 
+// startNginxAgent runs an agent with an nginx data plane against the fixture and completes its
+// connect; cancel stops it.
+func (f *fixture) startNginxAgent(t *testing.T) (a *Agent, sess *fakeSession, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	f.bearer("jwt-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	a, done = f.start(ctx)
+	sess = f.session()
+	sess.next() // ConnectRequest
+	sess.send(connectResponse("jwt-1", "refresh-1", 30))
+	return a, sess, cancel, done
+}
+
 func (s *fakeSession) deployResult(t *testing.T) *agentv1.DeployResult {
 	t.Helper()
 	for {
@@ -91,13 +105,7 @@ func TestAgentNginxBurstIsOneReload(t *testing.T) {
 	f := newFixture(t)
 	listen := freeAddr(t)
 	f.nginxAgent(t, listen)
-	f.bearer("jwt-1")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, done := f.start(ctx)
-	sess := f.session()
-	sess.next() // ConnectRequest
-	sess.send(connectResponse("jwt-1", "refresh-1", 30))
+	a, sess, cancel, done := f.startNginxAgent(t)
 
 	const n = 10
 	for i := 0; i < n; i++ {
@@ -138,13 +146,7 @@ func TestAgentNginxUnavailable(t *testing.T) {
 	f := newFixture(t)
 	f.nginxAgent(t, freeAddr(t))
 	f.cfg.Nginx.Binary = "/nonexistent/nginx"
-	f.bearer("jwt-1")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, done := f.start(ctx)
-	sess := f.session()
-	sess.next()
-	sess.send(connectResponse("jwt-1", "refresh-1", 30))
+	a, sess, cancel, done := f.startNginxAgent(t)
 	id := "0b6f1c2e-9d3a-4e5f-8a7b-6c5d4e3f2a10"
 	body := nginxSnapshot(t, id, "127.0.0.1:9")
 	f.extra.Store(fmt.Sprintf("/v1/agent/publishes/%s/revisions/1", id), body)
@@ -164,13 +166,7 @@ func TestAgentNginxRefusesOtherClasses(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.nginxAgent(t, freeAddr(t))
-	f.bearer("jwt-1")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	_, done := f.start(ctx)
-	sess := f.session()
-	sess.next()
-	sess.send(connectResponse("jwt-1", "refresh-1", 30))
+	_, sess, cancel, done := f.startNginxAgent(t)
 	sess.send(f.deployCommand("cmd-1", agentv1.DeployAction_DEPLOY_ACTION_APPLY, 3, f.snapshotSum)) // envoy-gateway
 	res := sess.deployResult(t)
 	require.Equal(t, agentv1.DeployStatus_DEPLOY_STATUS_FAILED, res.GetStatus())
