@@ -363,3 +363,30 @@ func TestKoreanFailureMessage(t *testing.T) {
 	require.True(t, utf8.ValidString(d.Results[0].Message))
 	require.True(t, strings.HasPrefix(msg, d.Results[0].Message))
 }
+
+// TestOrphanClaimsAreReleased: a publish claimed by a run that never started (or was
+// terminated) is released by the reconciler: a DEPLOYING one becomes FAILED with the reason and
+// a timeline event, and it can be published again instead of answering 409 forever.
+func TestOrphanClaimsAreReleased(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	ra := s.startAgent(t, t.TempDir(), s.token(t))
+	ra.identity(t)
+	draft := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"draft": true}))["id"].(string)
+	stuck := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"draft": true, "environment": "stage", "hostname": "stage.example.com"}))["id"].(string)
+	// As if an api replica died between claiming and starting the run.
+	_, err := s.env.SQL.Exec(`UPDATE product_publishes SET workflow_id = 'publish/' || id || '/1', claimed_at = now() - interval '1 hour' WHERE id = $1`, draft)
+	require.NoError(t, err)
+	_, err = s.env.SQL.Exec(`UPDATE product_publishes SET workflow_id = 'publish/' || id || '/9', claimed_at = now() - interval '1 hour', status = 'DEPLOYING' WHERE id = $1`, stuck)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, s.owner.Post(prov+"/product-publishes/"+draft+"/publish", nil).Status, "claimed")
+
+	d := s.waitStatus(t, stuck, models.PublishFailed, 30*time.Second)
+	require.Contains(t, d.StatusReason, "never started")
+	require.True(t, d.has(models.PublishEventOrphanReleased))
+	require.Eventually(t, func() bool { return s.detail(t, draft).WorkflowID == nil }, 30*time.Second, 100*time.Millisecond)
+	require.Equal(t, models.PublishDraft, s.detail(t, draft).Status, "a claim whose run never began leaves the status alone")
+
+	require.Equal(t, http.StatusAccepted, s.owner.Post(prov+"/product-publishes/"+draft+"/publish", nil).Status)
+	s.waitStatus(t, draft, models.PublishPublished, 60*time.Second)
+}

@@ -92,6 +92,9 @@ const (
 	PublishEventDeployCancelled   = "deploy_cancelled"
 	PublishEventWithdrawn         = "withdrawn"
 	PublishEventDegraded          = "degraded"
+	// PublishEventOrphanReleased: the run that held the publish never started or ended without
+	// its outcome; the reconciler released the publish.
+	PublishEventOrphanReleased = "orphan_released"
 )
 
 // PublishEvent is one entry of a publish's timeline.

@@ -155,7 +155,7 @@ func (s *Store) ClaimPublish(ctx context.Context, tenantID, id uuid.UUID, c Clai
 			return &StateError{Status: p.Status, Detail: "the publish changed meanwhile; retry"}
 		}
 		// The caller needs the run being replaced, so p keeps the previous workflow_id.
-		if err := tx.Exec(`UPDATE product_publishes SET workflow_id = ? WHERE id = ?`, c.WorkflowID, p.ID).Error; err != nil {
+		if err := tx.Exec(`UPDATE product_publishes SET workflow_id = ?, claimed_at = now() WHERE id = ?`, c.WorkflowID, p.ID).Error; err != nil {
 			return err
 		}
 		c.Event.PublishID = p.ID
@@ -167,6 +167,56 @@ func (s *Store) ClaimPublish(ctx context.Context, tenantID, id uuid.UUID, c Clai
 // ReleasePublish undoes a claim whose run could not be started.
 func (s *Store) ReleasePublish(ctx context.Context, id uuid.UUID, workflowID string, previous *string) error {
 	return s.db(ctx).Exec(`UPDATE product_publishes SET workflow_id = ? WHERE id = ? AND workflow_id = ?`, previous, id, workflowID).Error
+}
+
+// ClaimedPublish is a publish held by a workflow run.
+type ClaimedPublish struct {
+	ID         uuid.UUID
+	WorkflowID string
+	Status     string
+}
+
+// OldClaims lists publishes claimed by a run at least olderThan ago (claims from before
+// claimed_at was recorded count as old).
+func (s *Store) OldClaims(ctx context.Context, olderThan time.Duration, limit int) ([]ClaimedPublish, error) {
+	var out []ClaimedPublish
+	err := s.db(ctx).Raw(`SELECT id, workflow_id, status FROM product_publishes
+		WHERE workflow_id IS NOT NULL AND COALESCE(claimed_at, '-infinity') < ? ORDER BY claimed_at NULLS FIRST LIMIT ?`,
+		time.Now().Add(-olderThan), limit).Scan(&out).Error
+	return out, err
+}
+
+// ReleaseOrphanClaim frees a publish whose claiming run does not exist or has ended without
+// writing its outcome: a deploy or withdraw it had begun is FAILED with reason, anything else
+// keeps its status; a timeline event says so. It changes nothing if the claim moved on.
+func (s *Store) ReleaseOrphanClaim(ctx context.Context, id uuid.UUID, workflowID, reason string) (bool, error) {
+	released := false
+	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		var p models.ProductPublish
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "id = ? AND workflow_id = ?", id, workflowID).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return nil
+			}
+			return err
+		}
+		changes := map[string]any{"workflow_id": nil, "updated_at": time.Now().UTC()}
+		if p.Status == models.PublishDeploying || p.Status == models.PublishWithdrawing {
+			changes["status"], changes["status_reason"] = models.PublishFailed, models.Cut(reason, 2000)
+			if p.PublishedAt == nil {
+				if err := ReleaseHosts(ctx, tx, p.ID); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.Model(&p).Updates(changes).Error; err != nil {
+			return err
+		}
+		key := "orphan/" + workflowID
+		released = true
+		return addPublishEvent(tx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventOrphanReleased, Revision: p.CurrentRevision,
+			Actor: "reconciler", Message: models.Cut(reason, 2000), DedupeKey: &key, Metadata: models.JSONMap{"workflow_id": workflowID, "status_before": p.Status}})
+	})
+	return released, err
 }
 
 // AddPublishEvent appends a timeline event; one with a DedupeKey is written at most once.

@@ -166,7 +166,7 @@ func (e *Env) StartWorker(t testing.TB) (stop func()) {
 	must(t, w.Start())
 	dctx, dcancel := context.WithCancel(context.Background())
 	go (&activities.Dispatcher{Store: e.Store, Temporal: tc, TaskQueue: e.TaskQueue, Log: e.Log,
-		Every: 200 * time.Millisecond, Grace: time.Second}).Run(dctx)
+		Every: 200 * time.Millisecond, Grace: time.Second, ClaimGrace: 2 * time.Second, ReconcileEvery: 500 * time.Millisecond}).Run(dctx)
 	var once sync.Once
 	stop = func() { once.Do(func() { dcancel(); w.Stop() }) }
 	t.Cleanup(stop)
