@@ -50,28 +50,35 @@ func (a *Customer) TransitionSubscription(ctx context.Context, in workflows.Tran
 	if err != nil {
 		return workflows.TransitionResult{}, validation("bad subscription id")
 	}
-	before, err := a.Store.GetSubscriptionByID(ctx, id)
-	if err != nil {
-		return workflows.TransitionResult{}, err
-	}
-	sub, applied, err := a.Store.TransitionSubscription(ctx, id, in.From, in.To, in.Decision.Actor, in.Decision.Reason)
+	// The transition, its audit row and the new credential versions commit together: a retry
+	// after a failure finds all of them done or none. The versions are the rollouts' durable
+	// intent; they are started below, and by the dispatcher if that fails.
+	var bumped []models.Credential
+	sub, applied, err := a.Store.TransitionSubscriptionWith(ctx, id, in.From, in.To, in.Decision.Actor, in.Decision.Reason,
+		func(tx *store.Store, before, sub models.Subscription) error {
+			tid := sub.ProviderTenantID
+			if err := tx.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorUser, ActorEmail: models.Cut(in.Decision.Actor, 320), ActorID: models.Cut(in.Decision.Actor, 100),
+				ActorRoles: models.StringArray{"source:" + in.Decision.Source}, TenantID: &tid, Action: in.Action, ResourceType: "subscription", ResourceID: sub.ID.String(),
+				Summary: models.JSONMap{"status": map[string]string{"before": before.Status, "after": sub.Status}, "reason": models.Cut(in.Decision.Reason, 1000),
+					"source": in.Decision.Source, "workflow_id": workflows.SubscriptionWorkflowID(in.SubscriptionID)}}); err != nil {
+				return err
+			}
+			if before.Status == models.SubscriptionActive || sub.Status == models.SubscriptionActive {
+				var err error
+				bumped, err = tx.BumpAppCredentials(ctx, sub.ClientAppID)
+				return err
+			}
+			return nil
+		})
 	if err != nil {
 		return workflows.TransitionResult{}, err
 	}
 	if !applied {
 		return workflows.TransitionResult{Status: sub.Status}, nil
 	}
-	roles := models.StringArray{"source:" + in.Decision.Source}
-	tid := sub.ProviderTenantID
-	if err := a.Store.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorUser, ActorEmail: in.Decision.Actor, ActorID: in.Decision.Actor,
-		ActorRoles: roles, TenantID: &tid, Action: in.Action, ResourceType: "subscription", ResourceID: sub.ID.String(),
-		Summary: models.JSONMap{"status": map[string]string{"before": before.Status, "after": sub.Status}, "reason": in.Decision.Reason,
-			"source": in.Decision.Source, "workflow_id": workflows.SubscriptionWorkflowID(in.SubscriptionID)}}); err != nil {
-		return workflows.TransitionResult{}, err
-	}
-	if before.Status == models.SubscriptionActive || sub.Status == models.SubscriptionActive {
-		if err := a.syncApp(ctx, sub.ClientAppID, "subscription "+sub.ID.String()+" is "+sub.Status); err != nil {
-			return workflows.TransitionResult{}, err
+	for _, c := range bumped {
+		if err := StartCredentialRuns(ctx, a.Store, a.Temporal, a.TaskQueue, c, "subscription "+sub.ID.String()+" is "+sub.Status); err != nil && a.Log != nil {
+			a.Log.Warn("credential rollout not started now; the dispatcher will start it", "credential_id", c.ID, "version", c.Version, "err", err)
 		}
 	}
 	return workflows.TransitionResult{Applied: true, Status: sub.Status}, nil
@@ -95,20 +102,6 @@ func (a *Customer) RecordIgnoredSignal(ctx context.Context, in workflows.Ignored
 	return a.Store.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorWorkflow, ActorID: workflows.SubscriptionWorkflowID(in.SubscriptionID),
 		ActorEmail: in.Actor, ActorRoles: models.StringArray{}, TenantID: &tid, Action: "subscription.signal_ignored", ResourceType: "subscription",
 		ResourceID: in.SubscriptionID, Summary: models.JSONMap{"signal": in.Signal, "status": in.Status, "problem": in.Problem}})
-}
-
-// syncApp gives the app's active credentials a new version and starts their rollouts.
-func (a *Customer) syncApp(ctx context.Context, appID uuid.UUID, reason string) error {
-	creds, err := a.Store.BumpAppCredentials(ctx, appID)
-	if err != nil {
-		return err
-	}
-	for _, c := range creds {
-		if err := StartCredentialSync(ctx, a.Temporal, a.TaskQueue, c, reason); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // StartCredentialSync starts the rollout of a credential's current version; starting it again

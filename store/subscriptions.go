@@ -73,6 +73,15 @@ func (s *Store) GetSubscriptionByID(ctx context.Context, id uuid.UUID) (models.S
 // TransitionSubscription moves a subscription to `to` if its status is one of from, writing
 // who decided and when; it returns whether it applied and the status after.
 func (s *Store) TransitionSubscription(ctx context.Context, id uuid.UUID, from []string, to, actor, reason string) (models.Subscription, bool, error) {
+	return s.TransitionSubscriptionWith(ctx, id, from, to, actor, reason, nil)
+}
+
+// TransitionSubscriptionWith is TransitionSubscription with what must happen with the
+// transition, or not at all: also runs in its transaction when the transition applies (the
+// audit row, the credential versions a rollout starts from), so a retry after a failure finds
+// either everything or nothing done.
+func (s *Store) TransitionSubscriptionWith(ctx context.Context, id uuid.UUID, from []string, to, actor, reason string,
+	also func(tx *Store, before, after models.Subscription) error) (models.Subscription, bool, error) {
 	var sub models.Subscription
 	applied := false
 	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
@@ -98,11 +107,18 @@ func (s *Store) TransitionSubscription(ctx context.Context, id uuid.UUID, from [
 		case models.SubscriptionRejected, models.SubscriptionExpired, models.SubscriptionCancelled:
 			changes["ended_at"] = now
 		}
+		before := sub
 		if err := tx.Model(&sub).Updates(changes).Error; err != nil {
 			return err
 		}
 		applied = true
-		return tx.Take(&sub, "id = ?", id).Error
+		if err := tx.Take(&sub, "id = ?", id).Error; err != nil {
+			return err
+		}
+		if also != nil {
+			return also(New(tx), before, sub)
+		}
+		return nil
 	})
 	return sub, applied, err
 }
