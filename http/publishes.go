@@ -19,6 +19,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/workflows"
@@ -423,6 +424,13 @@ func (a *API) getPublish(c echo.Context) error {
 				var ws workflows.WaitState
 				if v.Get(&ws) == nil {
 					d.WaitState = &ws
+					// Presence is read now, not kept fresh by the run (which would cost it
+					// history events for every refresh of a long wait).
+					if ws.Phase == "waiting_for_result" {
+						if pres, err := (&activities.Publish{Store: a.store}).ClusterPresence(ctx, p.ClusterID.String()); err == nil {
+							d.WaitState.Presence = pres
+						}
+					}
 				}
 			}
 		}

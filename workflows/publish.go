@@ -14,7 +14,11 @@ import (
 // maintenance, the product was archived): the run ends FAILED with its message.
 const ErrTypeValidation = "validation"
 
-// presenceRefresh is how often a waiting run looks at the target cluster's agents again, so
+// changePresenceOnDemand is the workflow.GetVersion change id of the wait without periodic
+// presence refreshes.
+const changePresenceOnDemand = "presence-on-demand"
+
+// presenceRefresh is how often a waiting run (before changePresenceOnDemand) looks at the target cluster's agents again, so
 // the status query can say which are offline and since when without touching the database.
 const presenceRefresh = 30 * time.Second
 
@@ -158,7 +162,14 @@ func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID 
 	timerCtx, cancelTimers := workflow.WithCancel(ctx)
 	defer cancelTimers()
 	deadlineTimer := workflow.NewTimer(timerCtx, deadline)
-	refreshTimer := workflow.NewTimer(timerCtx, presenceRefresh)
+	// Runs from before version 1 refreshed presence every presenceRefresh, some six history
+	// events each: a wait for an offline cluster hit Temporal's history limit in about three
+	// days. Since version 1 the api reads presence on demand for the status, and a wait costs
+	// a constant number of events whatever its deadline (30 days included).
+	var refreshTimer workflow.Future
+	if workflow.GetVersion(ctx, changePresenceOnDemand, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		refreshTimer = workflow.NewTimer(timerCtx, presenceRefresh)
+	}
 	results := workflow.GetSignalChannel(ctx, SignalDeployResult)
 	for {
 		var (
@@ -168,7 +179,9 @@ func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID 
 		sel := workflow.NewSelector(ctx)
 		sel.AddReceive(results, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, &res); got = true })
 		sel.AddFuture(deadlineTimer, func(workflow.Future) { timedOut = true })
-		sel.AddFuture(refreshTimer, func(workflow.Future) { refreshDue = true })
+		if refreshTimer != nil {
+			sel.AddFuture(refreshTimer, func(workflow.Future) { refreshDue = true })
+		}
 		sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) { cancelled = true })
 		sel.Select(ctx)
 		switch {

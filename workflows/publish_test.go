@@ -105,7 +105,7 @@ func TestPublishSucceedsOnFirstResult(t *testing.T) {
 	require.Len(t, f.finished, 1)
 	require.Equal(t, models.PublishPublished, f.finished[0].Status)
 	require.Equal(t, "a1", f.finished[0].AgentID)
-	require.Greater(t, f.presence, 2, "presence is refreshed while waiting")
+	require.Equal(t, 1, f.presence, "presence is read once when the wait begins; the api reads it on demand after that")
 }
 
 func TestPublishFailsWithAgentMessage(t *testing.T) {
@@ -176,4 +176,21 @@ func TestWithdrawCancelsDeployThenWithdraws(t *testing.T) {
 func TestWorkflowIDs(t *testing.T) {
 	require.Equal(t, "publish/p/12", PublishWorkflowID("p", 12))
 	require.Equal(t, "withdraw/p/0", WithdrawWorkflowID("p", 0))
+}
+
+// TestPublishWaitsThirtyDaysInConstantHistory: a deploy to a cluster whose agents stay offline
+// waits out a 30-day deadline (on the time-skipping test clock) and ends in timeout, and the
+// run looked at presence once, not every 30 s: a wait costs the same history events whatever
+// its length, far below Temporal's limit.
+func TestPublishWaitsThirtyDaysInConstantHistory(t *testing.T) {
+	env, f := newEnv(t)
+	in := in
+	in.Deadline = 30 * 24 * time.Hour
+	env.ExecuteWorkflow(PublishWorkflow, in)
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	require.Len(t, f.finished, 1)
+	require.Equal(t, models.PublishFailed, f.finished[0].Status)
+	require.Equal(t, "timeout", f.finished[0].Reason)
+	require.Equal(t, 1, f.presence, "presence is read once (the api reads it on demand), not refreshed 86,400 times")
 }

@@ -16,7 +16,10 @@ func TestReplayRecordedHistories(t *testing.T) {
 		file string
 		wf   any
 	}{
+		// Recorded before changePresenceOnDemand: replays the periodic presence refresh.
 		{"testdata/publish_history.json", PublishWorkflow},
+		// Since changePresenceOnDemand: a wait with no refresh timer (an agent came after 1.5 s).
+		{"testdata/publish_v1_history.json", PublishWorkflow},
 		{"testdata/withdraw_history.json", WithdrawWorkflow},
 		// Recorded before versionBatchedConfirm: replays the one-activity-per-ack steps.
 		{"testdata/credential_sync_v0_history.json", CredentialSyncWorkflow},
