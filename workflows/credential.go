@@ -64,6 +64,17 @@ func CredentialSyncWorkflow(ctx workflow.Context, in CredentialSyncInput) (strin
 		sel.AddFuture(workflow.NewTimer(tctx, credentialRecheck), func(workflow.Future) { recheck = true })
 		sel.Select(ctx)
 		cancel()
+		if recheck && batched && longHistory(ctx) &&
+			workflow.GetVersion(ctx, versionContinueAsNew, workflow.DefaultVersion, 1) == 1 {
+			// A straggler can keep a rollout waiting for days: carry on in a fresh run (which
+			// plans again and finds what is confirmed in Postgres) before the history limit.
+			// Acknowledgements that arrived are confirmed first; none may be dropped.
+			if batch := drainAcks(acks); len(batch) > 0 {
+				confirmBatch(ctx, lctx, in, state, batch)
+				continue
+			}
+			return "", workflow.NewContinueAsNewError(ctx, CredentialSyncWorkflow, in)
+		}
 		if recheck {
 			var again CredentialSyncPlan
 			// Re-planning is idempotent: it re-enqueues nothing that exists and tells us
@@ -82,41 +93,62 @@ func CredentialSyncWorkflow(ctx workflow.Context, in CredentialSyncInput) (strin
 			continue
 		}
 		// Everything that has arrived meanwhile is confirmed in the same step.
-		batch := []CredentialAck{ack}
-		for {
-			var more CredentialAck
-			if !acks.ReceiveAsync(&more) {
-				break
-			}
-			batch = append(batch, more)
-		}
-		confirm := ConfirmRolloutsInput{CredentialID: in.CredentialID, Version: in.Version}
-		var confirming []int
-		for _, a := range batch {
-			for i := range state.Targets {
-				t := &state.Targets[i]
-				if t.ClusterID != a.ClusterID || t.CommandID != a.CommandID || t.Confirmed {
-					continue
-				}
-				t.LastMessage = a.Message
-				if a.Success && !slices.Contains(confirming, i) {
-					confirming = append(confirming, i)
-					confirm.Clusters = append(confirm.Clusters, ClusterConfirmation{ClusterID: a.ClusterID, CommandID: a.CommandID, AgentID: a.AgentID})
-				}
-			}
-		}
-		if len(confirming) == 0 {
-			continue
-		}
-		if err := workflow.ExecuteLocalActivity(lctx, ActConfirmRollouts, confirm).Get(ctx, nil); err != nil {
-			continue // only a non-retryable failure ends up here: the clusters stay pending, visibly
-		}
-		for k, i := range confirming {
-			state.Targets[i].Confirmed, state.Targets[i].ConfirmedBy = true, confirm.Clusters[k].AgentID
-		}
+		confirmBatch(ctx, lctx, in, state, append([]CredentialAck{ack}, drainAcks(acks)...))
 	}
 	state.Done = true
 	return "confirmed", nil
+}
+
+// versionContinueAsNew added Continue-As-New to long rollouts.
+const versionContinueAsNew = "credential-sync-continue-as-new"
+
+// continueAsNewAfter is the history length past which a rollout continues as new when the
+// server has not suggested it sooner (Temporal refuses a history past 51,200 events).
+var continueAsNewAfter = 10000
+
+func longHistory(ctx workflow.Context) bool {
+	info := workflow.GetInfo(ctx)
+	return info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() > continueAsNewAfter
+}
+
+// drainAcks takes every acknowledgement already received.
+func drainAcks(acks workflow.ReceiveChannel) []CredentialAck {
+	var out []CredentialAck
+	for {
+		var a CredentialAck
+		if !acks.ReceiveAsync(&a) {
+			return out
+		}
+		out = append(out, a)
+	}
+}
+
+// confirmBatch confirms, in one step, the clusters a batch of acknowledgements confirms.
+func confirmBatch(ctx, lctx workflow.Context, in CredentialSyncInput, state *CredentialSyncState, batch []CredentialAck) {
+	confirm := ConfirmRolloutsInput{CredentialID: in.CredentialID, Version: in.Version}
+	var confirming []int
+	for _, a := range batch {
+		for i := range state.Targets {
+			t := &state.Targets[i]
+			if t.ClusterID != a.ClusterID || t.CommandID != a.CommandID || t.Confirmed {
+				continue
+			}
+			t.LastMessage = a.Message
+			if a.Success && !slices.Contains(confirming, i) {
+				confirming = append(confirming, i)
+				confirm.Clusters = append(confirm.Clusters, ClusterConfirmation{ClusterID: a.ClusterID, CommandID: a.CommandID, AgentID: a.AgentID})
+			}
+		}
+	}
+	if len(confirming) == 0 {
+		return
+	}
+	if err := workflow.ExecuteLocalActivity(lctx, ActConfirmRollouts, confirm).Get(ctx, nil); err != nil {
+		return // only a non-retryable failure ends up here: the clusters stay pending, visibly
+	}
+	for k, i := range confirming {
+		state.Targets[i].Confirmed, state.Targets[i].ConfirmedBy = true, confirm.Clusters[k].AgentID
+	}
 }
 
 // confirmOne is the confirmation step of runs started before versionBatchedConfirm.

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/imprun/imprun-server/models"
 )
@@ -175,4 +176,36 @@ func TestCredentialSyncConfirmsArrivedAcksTogether(t *testing.T) {
 		{ClusterID: "b", CommandID: "cb", AgentID: "y"},
 		{ClusterID: "c", CommandID: "cc", AgentID: "z"},
 	}}, calls)
+}
+
+// TestCredentialSyncContinuesAsNew: a rollout whose straggler keeps it waiting continues as a
+// fresh run (same input: it plans again from Postgres) once its history is long, instead of
+// growing towards Temporal's limit; acknowledgements that arrived are confirmed first.
+func TestCredentialSyncContinuesAsNew(t *testing.T) {
+	old := continueAsNewAfter
+	continueAsNewAfter = -1 // every history is "long" (the test environment reports a length of 0)
+	t.Cleanup(func() { continueAsNewAfter = old })
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	var confirmed []string
+	env.RegisterActivityWithOptions(func(_ context.Context, in CredentialSyncInput) (CredentialSyncPlan, error) {
+		return CredentialSyncPlan{Targets: []RolloutTarget{
+			{ClusterID: "a", CommandID: "ca", Action: models.RolloutUpsert},
+			{ClusterID: "b", CommandID: "cb", Action: models.RolloutUpsert},
+		}}, nil
+	}, activity.RegisterOptions{Name: ActPlanCredentialSync})
+	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmRolloutsInput) error {
+		for _, c := range in.Clusters {
+			confirmed = append(confirmed, c.ClusterID)
+		}
+		return nil
+	}, activity.RegisterOptions{Name: ActConfirmRollouts})
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x", Success: true})
+	}, 30*time.Second)
+	env.ExecuteWorkflow(CredentialSyncWorkflow, CredentialSyncInput{CredentialID: "c1", Version: 3})
+	var can *workflow.ContinueAsNewError
+	require.ErrorAs(t, env.GetWorkflowError(), &can, "cluster b never answers: the run carries on as a new one")
+	require.Equal(t, "CredentialSyncWorkflow", can.WorkflowType.Name)
+	require.Equal(t, []string{"a"}, confirmed, "what arrived was confirmed before")
 }
