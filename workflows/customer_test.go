@@ -109,22 +109,29 @@ func TestSubscriptionExpiresAtDeadline(t *testing.T) {
 	require.Equal(t, "subscription.expire", f.transitions[0].Action)
 }
 
-func TestCredentialSyncWaitsForEveryCluster(t *testing.T) {
+// newCredentialSyncEnv plans a rollout to clusters a and b with action, and records the
+// clusters each confirmation step confirms.
+func newCredentialSyncEnv(action string) (*testsuite.TestWorkflowEnvironment, *[]string) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
-	var confirmed []string
+	confirmed := &[]string{}
 	env.RegisterActivityWithOptions(func(_ context.Context, in CredentialSyncInput) (CredentialSyncPlan, error) {
 		return CredentialSyncPlan{Targets: []RolloutTarget{
-			{ClusterID: "a", CommandID: "ca", Action: models.RolloutRevoke},
-			{ClusterID: "b", CommandID: "cb", Action: models.RolloutRevoke},
+			{ClusterID: "a", CommandID: "ca", Action: action},
+			{ClusterID: "b", CommandID: "cb", Action: action},
 		}}, nil
 	}, activity.RegisterOptions{Name: ActPlanCredentialSync})
 	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmRolloutsInput) error {
 		for _, c := range in.Clusters {
-			confirmed = append(confirmed, c.ClusterID)
+			*confirmed = append(*confirmed, c.ClusterID)
 		}
 		return nil
 	}, activity.RegisterOptions{Name: ActConfirmRollouts})
+	return env, confirmed
+}
+
+func TestCredentialSyncWaitsForEveryCluster(t *testing.T) {
+	env, confirmedP := newCredentialSyncEnv(models.RolloutRevoke)
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x", Success: true})
 		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "cb", ClusterID: "b", AgentID: "y", Success: false, Message: "disk full"})
@@ -140,7 +147,7 @@ func TestCredentialSyncWaitsForEveryCluster(t *testing.T) {
 	}, 10*time.Hour)
 	env.ExecuteWorkflow(CredentialSyncWorkflow, CredentialSyncInput{CredentialID: "c1", Version: 2})
 	require.NoError(t, env.GetWorkflowError())
-	require.Equal(t, []string{"a", "b"}, confirmed)
+	require.Equal(t, []string{"a", "b"}, *confirmedP)
 }
 
 // TestCredentialSyncConfirmsArrivedAcksTogether: the acknowledgements that arrived together
@@ -185,21 +192,7 @@ func TestCredentialSyncContinuesAsNew(t *testing.T) {
 	old := continueAsNewAfter
 	continueAsNewAfter = -1 // every history is "long" (the test environment reports a length of 0)
 	t.Cleanup(func() { continueAsNewAfter = old })
-	var s testsuite.WorkflowTestSuite
-	env := s.NewTestWorkflowEnvironment()
-	var confirmed []string
-	env.RegisterActivityWithOptions(func(_ context.Context, in CredentialSyncInput) (CredentialSyncPlan, error) {
-		return CredentialSyncPlan{Targets: []RolloutTarget{
-			{ClusterID: "a", CommandID: "ca", Action: models.RolloutUpsert},
-			{ClusterID: "b", CommandID: "cb", Action: models.RolloutUpsert},
-		}}, nil
-	}, activity.RegisterOptions{Name: ActPlanCredentialSync})
-	env.RegisterActivityWithOptions(func(_ context.Context, in ConfirmRolloutsInput) error {
-		for _, c := range in.Clusters {
-			confirmed = append(confirmed, c.ClusterID)
-		}
-		return nil
-	}, activity.RegisterOptions{Name: ActConfirmRollouts})
+	env, confirmed := newCredentialSyncEnv(models.RolloutUpsert)
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(SignalCredentialAck, CredentialAck{CommandID: "ca", ClusterID: "a", AgentID: "x", Success: true})
 	}, 30*time.Second)
@@ -207,5 +200,5 @@ func TestCredentialSyncContinuesAsNew(t *testing.T) {
 	var can *workflow.ContinueAsNewError
 	require.ErrorAs(t, env.GetWorkflowError(), &can, "cluster b never answers: the run carries on as a new one")
 	require.Equal(t, "CredentialSyncWorkflow", can.WorkflowType.Name)
-	require.Equal(t, []string{"a"}, confirmed, "what arrived was confirmed before")
+	require.Equal(t, []string{"a"}, *confirmed, "what arrived was confirmed before")
 }
