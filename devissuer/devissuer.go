@@ -33,6 +33,11 @@ func Start(addr string, key *rsa.PrivateKey) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// mockoidc computes the key id lazily, unsynchronised, on the first JWKS request; two
+	// concurrent first requests race. Compute it once before serving.
+	if _, err := m.Keypair.KeyID(); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer listen %s: %w", addr, err)
