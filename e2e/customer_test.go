@@ -364,6 +364,23 @@ func TestPlansAreNotOptional(t *testing.T) {
 	require.Equal(t, "plan_id", r.Problem().Errors[0].Field)
 	sub = created(t, customer, "/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app2, "plan_id": pro})
 	require.Equal(t, pro, sub["plan_id"])
+
+	// A marked default plan is what a subscription that names none gets; marking another one
+	// unmarks it.
+	created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Team", "is_default": true,
+		"rate_limit": map[string]any{"requests": 50, "period": "minute"}})
+	team2 := created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Team Plus", "is_default": true,
+		"rate_limit": map[string]any{"requests": 60, "period": "minute"}})["id"].(string)
+	defaults := 0
+	for _, p := range s.owner.Get(prov + "/products/" + s.productID + "/plans").Map()["items"].([]any) {
+		if p.(map[string]any)["is_default"] == true {
+			defaults++
+		}
+	}
+	require.Equal(t, 1, defaults, "one default per product")
+	app3 := created(t, customer, "/v1/customer/apps", map[string]any{"name": "three"})["id"].(string)
+	sub = created(t, customer, "/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app3})
+	require.Equal(t, team2, sub["plan_id"], "the default plan")
 }
 
 // TestRevocationWhileTemporalIsDown: a revocation accepted while the api cannot reach Temporal

@@ -416,11 +416,12 @@ type planBody struct {
 	Description string                `json:"description"`
 	RateLimit   *models.PlanRateLimit `json:"rate_limit"`
 	Quota       *models.PlanQuota     `json:"quota"`
+	IsDefault   bool                  `json:"is_default"`
 }
 
 func planBodyOf(p models.Plan) planBody {
 	rl := p.RateLimit.V
-	return planBody{Name: p.Name, Description: p.Description, RateLimit: &rl, Quota: p.Quota.V}
+	return planBody{Name: p.Name, Description: p.Description, RateLimit: &rl, Quota: p.Quota.V, IsDefault: p.IsDefault}
 }
 
 func (b *planBody) validate() (models.Plan, error) {
@@ -442,7 +443,7 @@ func (b *planBody) validate() (models.Plan, error) {
 		return models.Plan{}, err
 	}
 	return models.Plan{Name: b.Name, Description: b.Description, RateLimit: models.JSON[models.PlanRateLimit]{V: *b.RateLimit},
-		Quota: models.JSON[*models.PlanQuota]{V: b.Quota}}, nil
+		Quota: models.JSON[*models.PlanQuota]{V: b.Quota}, IsDefault: b.IsDefault}, nil
 }
 
 func (a *API) createPlan(c echo.Context) error {
@@ -523,7 +524,7 @@ func (a *API) updatePlan(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		pl.Name, pl.Description, pl.RateLimit, pl.Quota = next.Name, next.Description, next.RateLimit, next.Quota
+		pl.Name, pl.Description, pl.RateLimit, pl.Quota, pl.IsDefault = next.Name, next.Description, next.RateLimit, next.Quota, next.IsDefault
 		return nil
 	})
 	if err != nil {

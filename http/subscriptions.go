@@ -109,7 +109,7 @@ func (a *API) createSubscription(c echo.Context) error {
 	}
 	// Plans are not optional: a subscription to a product with plans runs under one, so its
 	// limits and quota always reach the gateway (a subscription without one is unlimited).
-	plans, err := a.store.ProductPlanIDs(ctx, pub.ProductID)
+	plans, defaultPlan, err := a.store.ProductPlanIDs(ctx, pub.ProductID)
 	if err != nil {
 		return err
 	}
@@ -118,8 +118,10 @@ func (a *API) createSubscription(c echo.Context) error {
 		return ValidationFailed(FieldError{Field: "plan_id", Message: "not a plan of this product"})
 	case planID == nil && len(plans) == 1:
 		planID = &plans[0]
+	case planID == nil && defaultPlan != nil:
+		planID = defaultPlan
 	case planID == nil && len(plans) > 1:
-		return ValidationFailed(FieldError{Field: "plan_id", Message: fmt.Sprintf("required: the product has %d plans; choose one", len(plans))})
+		return ValidationFailed(FieldError{Field: "plan_id", Message: fmt.Sprintf("required: the product has %d plans and marks none as default; choose one", len(plans))})
 	}
 	sub := models.Subscription{CustomerTenantID: t.ID, ProviderTenantID: pub.TenantID, ProductPublishID: pub.ID, ClientAppID: app.ID,
 		PlanID: planID, ApprovalRequired: pub.ApprovalRequired, CreatedBy: principalOf(c).Email}

@@ -379,8 +379,11 @@ type Plan struct {
 	Description string              `json:"description"`
 	RateLimit   JSON[PlanRateLimit] `gorm:"type:jsonb" json:"rate_limit"`
 	Quota       JSON[*PlanQuota]    `gorm:"type:jsonb" json:"quota"`
-	CreatedAt   time.Time           `json:"created_at"`
-	UpdatedAt   time.Time           `json:"updated_at"`
+	// IsDefault marks the plan a subscription gets when it names none (at most one per
+	// product).
+	IsDefault bool      `json:"is_default"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // TableName pins the table.

@@ -316,6 +316,12 @@ func (s *Store) CreatePlan(ctx context.Context, pl *models.Plan) error {
 		if err := lockProductForPlans(tx, pl.TenantID, pl.ProductID); err != nil {
 			return err
 		}
+		if pl.IsDefault {
+			// One default per product: marking this one unmarks the other.
+			if err := tx.Exec(`UPDATE plans SET is_default = false WHERE product_id = ? AND is_default`, pl.ProductID).Error; err != nil {
+				return err
+			}
+		}
 		return uniqueConflict(tx.Create(pl).Error)
 	})
 }
@@ -335,11 +341,24 @@ func (s *Store) ListPlans(ctx context.Context, tenantID, productID uuid.UUID, p 
 }
 
 // GetPlan returns one plan of a tenant.
-// ProductPlanIDs lists the ids of a product's plans, oldest first.
-func (s *Store) ProductPlanIDs(ctx context.Context, productID uuid.UUID) ([]uuid.UUID, error) {
-	var ids []uuid.UUID
-	err := s.db(ctx).Raw(`SELECT id FROM plans WHERE product_id = ? ORDER BY created_at, id`, productID).Scan(&ids).Error
-	return ids, err
+// ProductPlanIDs lists the ids of a product's plans, oldest first, and its default plan (nil
+// when none is marked).
+func (s *Store) ProductPlanIDs(ctx context.Context, productID uuid.UUID) (ids []uuid.UUID, defaultPlan *uuid.UUID, err error) {
+	var rows []struct {
+		ID        uuid.UUID
+		IsDefault bool
+	}
+	if err := s.db(ctx).Raw(`SELECT id, is_default FROM plans WHERE product_id = ? ORDER BY created_at, id`, productID).Scan(&rows).Error; err != nil {
+		return nil, nil, err
+	}
+	for _, r := range rows {
+		ids = append(ids, r.ID)
+		if r.IsDefault {
+			id := r.ID
+			defaultPlan = &id
+		}
+	}
+	return ids, defaultPlan, nil
 }
 
 func (s *Store) GetPlan(ctx context.Context, tenantID, id uuid.UUID) (models.Plan, error) {
@@ -369,6 +388,11 @@ func (s *Store) UpdatePlan(ctx context.Context, tenantID, id uuid.UUID, apply fu
 		before = cur
 		if err := apply(&cur); err != nil {
 			return err
+		}
+		if cur.IsDefault && !before.IsDefault {
+			if err := tx.Exec(`UPDATE plans SET is_default = false WHERE product_id = ? AND is_default AND id <> ?`, productID, cur.ID).Error; err != nil {
+				return err
+			}
 		}
 		if err := tx.Save(&cur).Error; err != nil {
 			return uniqueConflict(err)
