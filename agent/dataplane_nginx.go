@@ -97,7 +97,8 @@ func (p *nginxPlane) start(ctx context.Context) {
 		}
 		sites = append(sites, site)
 	}
-	refused, err := p.srv.Start(ctx, append(sites, p.credentialsSite()))
+	creds := p.credentialsSite()
+	refused, err := p.srv.Start(ctx, append(sites, creds))
 	if err != nil {
 		// Keep them as the tree to serve: the next apply starts nginx with them again.
 		p.a.log.Error("nginx could not load the applied publishes; the next deploy tries again", "err", err)
@@ -106,7 +107,7 @@ func (p *nginxPlane) start(ctx context.Context) {
 		}
 		return
 	}
-	p.sites[nginxCredentialsSite] = p.credentialsSite()
+	p.sites[nginxCredentialsSite] = creds
 	for _, site := range sites {
 		if e, ok := refused[site.ID]; ok {
 			p.a.log.Error("nginx refuses an applied publish; dropping it", "publish_id", site.ID, "err", e)

@@ -185,6 +185,7 @@ func (a *API) applyPublishRequest(ctx context.Context, tenantID uuid.UUID, req p
 		}
 	}
 	var gatewayClass string
+	var template *models.Gateway
 	if gatewaySet || create {
 		gw, err := st.GetGateway(ctx, tenantID, p.GatewayID)
 		if errors.Is(err, store.ErrNotFound) {
@@ -192,7 +193,7 @@ func (a *API) applyPublishRequest(ctx context.Context, tenantID uuid.UUID, req p
 		} else if err != nil {
 			return err
 		} else {
-			gatewayClass = gw.GatewayClass
+			gatewayClass, template = gw.GatewayClass, &gw
 		}
 	}
 	if clusterSet || create {
@@ -202,9 +203,9 @@ func (a *API) applyPublishRequest(ctx context.Context, tenantID uuid.UUID, req p
 		} else if err != nil {
 			return err
 		} else {
-			if gatewayClass == "" {
+			if template == nil {
 				if gw, err := st.GetGateway(ctx, tenantID, p.GatewayID); err == nil {
-					gatewayClass = gw.GatewayClass
+					gatewayClass, template = gw.GatewayClass, &gw
 				}
 			}
 			if gatewayClass != "" && !cl.Capabilities.V.Supports(gatewayClass) {
@@ -217,9 +218,9 @@ func (a *API) applyPublishRequest(ctx context.Context, tenantID uuid.UUID, req p
 				return err
 			} else if len(notOwned) > 0 {
 				v.add("hostname", "not under a domain your tenant owns (operators grant domains)")
-			} else if gw, err := st.GetGateway(ctx, tenantID, p.GatewayID); err == nil {
+			} else if template != nil {
 				var ports []int
-				for _, l := range gw.Listeners.V {
+				for _, l := range template.Listeners.V {
 					ports = append(ports, l.Port)
 				}
 				taken, err := st.HostTakenElsewhere(ctx, p.ClusterID, p.ID, p.Hostname, ports)

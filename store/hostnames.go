@@ -59,15 +59,14 @@ func (s *Store) ListTenantDomains(ctx context.Context, tenantID uuid.UUID) ([]mo
 // DeleteTenantDomain removes a grant. Live publishes keep their claims until they are withdrawn;
 // new revisions under the domain are refused.
 func (s *Store) DeleteTenantDomain(ctx context.Context, tenantID, id uuid.UUID) (models.TenantDomain, error) {
-	var d models.TenantDomain
-	err := s.db(ctx).Where("tenant_id = ? AND id = ?", tenantID, id).Take(&d).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return d, ErrNotFound
+	var rows []models.TenantDomain
+	if err := s.db(ctx).Raw(`DELETE FROM tenant_domains WHERE tenant_id = ? AND id = ? RETURNING *`, tenantID, id).Scan(&rows).Error; err != nil {
+		return models.TenantDomain{}, err
 	}
-	if err != nil {
-		return d, err
+	if len(rows) == 0 {
+		return models.TenantDomain{}, ErrNotFound
 	}
-	return d, s.db(ctx).Delete(&models.TenantDomain{}, "id = ?", id).Error
+	return rows[0], nil
 }
 
 // HostsNotOwned returns the hostnames (wildcards included) that lie under no domain of the

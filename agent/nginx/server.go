@@ -154,17 +154,6 @@ func (s *Server) Generation() string {
 	return s.liveGen
 }
 
-// Live returns the ids and content hashes of the sites nginx serves.
-func (s *Server) Live() map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]string, len(s.live))
-	for id, site := range s.live {
-		out[id] = site.hash()
-	}
-	return out
-}
-
 // Start makes nginx serve sites: it adopts an nginx already running on this directory (its pid
 // file names a live master of this directory) or starts one, and applies sites as Apply does.
 func (s *Server) Start(ctx context.Context, sites []Site) (map[string]error, error) {
@@ -234,9 +223,11 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 		return refused, nil // every change was refused
 	}
 
+	// The scratch tree that passed nginx -t is exactly tree: it becomes the generation, with
+	// only its main file (which names the generation) written again.
 	s.seq++
 	gen := fmt.Sprintf("g%06d", s.seq)
-	if _, err := s.writeGeneration(gen, sortedSites(tree)); err != nil {
+	if err := s.promoteCheck(gen, sortedSites(tree)); err != nil {
 		return refused, fmt.Errorf("stage generation %s: %w", gen, err)
 	}
 	prevGen := s.liveGen
@@ -341,6 +332,7 @@ func (s *Server) check(ctx context.Context, desired map[string]Site, changed map
 			held[l.Addr] = true
 		}
 	}
+	bindRefused := false
 	for _, id := range sortedIDs(changed) {
 		site, ok := tree[id]
 		if !ok || s.skipBindCheck {
@@ -352,12 +344,35 @@ func (s *Server) check(ctx context.Context, desired map[string]Site, changed map
 			}
 			if err := tryBind(l.Addr); err != nil {
 				refuse(id, &SiteError{Step: "bind", Message: fmt.Sprintf("listener %s is not available: %v", l.Addr, err)})
+				bindRefused = true
 				break
 			}
 			held[l.Addr] = true
 		}
 	}
+	if bindRefused {
+		// The scratch tree must be the tree that is loaded: test it once more without them.
+		msg, err := s.test(ctx, tree)
+		if err != nil {
+			return nil, err
+		}
+		if msg != "" {
+			return nil, fmt.Errorf("nginx -t: %s", msg)
+		}
+	}
 	return tree, nil
+}
+
+// promoteCheck makes the scratch tree of the last successful nginx -t generation gen.
+func (s *Server) promoteCheck(gen string, sites []Site) error {
+	dir := filepath.Join(s.opts.Dir, "gen", gen)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(s.opts.Dir, "gen", "check"), dir); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "nginx.conf"), s.mainConfig(gen, sites), 0o644)
 }
 
 // test runs nginx -t on a scratch generation holding tree. It returns nginx's complaint ("" when
@@ -451,13 +466,6 @@ func stillAccepting(p *process, old []int) bool {
 		}
 	}
 	return false
-}
-
-// Running reports whether the nginx master is alive.
-func (s *Server) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proc != nil && s.proc.alive()
 }
 
 // Watch restarts nginx with the live tree when its master dies, until ctx ends.
