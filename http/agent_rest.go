@@ -1,9 +1,9 @@
-package httpapi
+package http
 
 import (
 	"context"
 	"errors"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 
 	"github.com/google/uuid"
@@ -64,5 +64,5 @@ func (a *API) agentMe(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, agentMeResponse{AgentID: ag.ID, Name: ag.Name, Status: ag.Status, ClusterID: cl.ID, ClusterName: cl.Name})
+	return c.JSON(nethttp.StatusOK, agentMeResponse{AgentID: ag.ID, Name: ag.Name, Status: ag.Status, ClusterID: cl.ID, ClusterName: cl.Name})
 }

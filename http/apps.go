@@ -1,8 +1,8 @@
-package httpapi
+package http
 
 import (
 	"errors"
-	"net/http"
+	nethttp "net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -155,7 +155,7 @@ func (a *API) createApp(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "client_app.create", ResourceType: "client_app", ResourceID: app.ID.String(), ResourceName: app.Name,
 		Summary: map[string]any{"status": app.Status, "callback_urls": len(app.CallbackURLs), "allowed_origins": len(app.AllowedOrigins)}})
-	return c.JSON(http.StatusCreated, app)
+	return c.JSON(nethttp.StatusCreated, app)
 }
 
 func (a *API) listApps(c echo.Context) error {
@@ -171,7 +171,7 @@ func (a *API) listApps(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getApp(c echo.Context) error {
@@ -183,7 +183,7 @@ func (a *API) getApp(c echo.Context) error {
 	if err != nil {
 		return appProblem(err, "")
 	}
-	return c.JSON(http.StatusOK, app)
+	return c.JSON(nethttp.StatusOK, app)
 }
 
 func (a *API) updateApp(c echo.Context) error {
@@ -232,7 +232,7 @@ func (a *API) updateApp(c echo.Context) error {
 		summary["status"] = map[string]string{"before": before.Status, "after": after.Status}
 	}
 	Audit(c, AuditEntry{Action: "client_app.update", ResourceType: "client_app", ResourceID: after.ID.String(), ResourceName: after.Name, Summary: summary})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteApp(c echo.Context) error {
@@ -245,5 +245,5 @@ func (a *API) deleteApp(c echo.Context) error {
 		return appProblem(err, "")
 	}
 	Audit(c, AuditEntry{Action: "client_app.delete", ResourceType: "client_app", ResourceID: app.ID.String(), ResourceName: app.Name})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }

@@ -1,8 +1,8 @@
-package httpapi
+package http
 
 import (
 	"context"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 
 	"github.com/google/uuid"
@@ -29,7 +29,7 @@ func Audit(c echo.Context, e AuditEntry) { c.Set(ctxAudit, &e) }
 
 func isMutating(method string) bool {
 	switch method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+	case nethttp.MethodPost, nethttp.MethodPut, nethttp.MethodPatch, nethttp.MethodDelete:
 		return true
 	}
 	return false
@@ -76,7 +76,7 @@ func derivedAudit(c echo.Context) *AuditEntry {
 			break
 		}
 	}
-	verb := map[string]string{http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "update", http.MethodDelete: "delete"}[c.Request().Method]
+	verb := map[string]string{nethttp.MethodPost: "create", nethttp.MethodPut: "update", nethttp.MethodPatch: "update", nethttp.MethodDelete: "delete"}[c.Request().Method]
 	return &AuditEntry{Action: res + "." + verb, ResourceType: res, ResourceID: c.Param("id")}
 }
 

@@ -1,4 +1,4 @@
-package httpapi
+package http
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 	"sync"
 	"time"
@@ -44,7 +44,7 @@ type AuthConfig struct {
 // the issuer is down; authenticated routes answer 503 until it is back.
 type Authenticator struct {
 	cfg    AuthConfig
-	client *http.Client
+	client *nethttp.Client
 
 	mu        sync.Mutex
 	verifier  *oidc.IDTokenVerifier
@@ -54,7 +54,7 @@ type Authenticator struct {
 
 // NewAuthenticator returns an Authenticator; nothing is fetched until the first token.
 func NewAuthenticator(cfg AuthConfig) *Authenticator {
-	return &Authenticator{cfg: cfg, client: &http.Client{Timeout: 5 * time.Second}}
+	return &Authenticator{cfg: cfg, client: &nethttp.Client{Timeout: 5 * time.Second}}
 }
 
 // discoveryRetry is how often a failed discovery may be tried again: enough to notice the
@@ -105,7 +105,7 @@ const unknownKidRefetch = 30 * time.Second
 type throttledKeySet struct {
 	next   oidc.KeySet
 	url    string
-	client *http.Client
+	client *nethttp.Client
 	every  time.Duration
 
 	mu        sync.Mutex
@@ -133,8 +133,8 @@ func (k *throttledKeySet) VerifySignature(ctx context.Context, jwt string) ([]by
 }
 
 // fetchKeyIDs reads the key ids of a JWKS document.
-func fetchKeyIDs(ctx context.Context, client *http.Client, url string) (map[string]bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func fetchKeyIDs(ctx context.Context, client *nethttp.Client, url string) (map[string]bool, error) {
+	req, err := nethttp.NewRequestWithContext(ctx, nethttp.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func fetchKeyIDs(ctx context.Context, client *http.Client, url string) (map[stri
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != nethttp.StatusOK {
 		return nil, fmt.Errorf("jwks: HTTP %d", resp.StatusCode)
 	}
 	var set struct {

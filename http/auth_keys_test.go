@@ -1,10 +1,10 @@
-package httpapi
+package http
 
 import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
@@ -28,7 +28,7 @@ func tokenWithKid(kid string) string {
 func TestUnknownKeyIDsDoNotFetchTheJWKS(t *testing.T) {
 	t.Parallel()
 	var fetches atomic.Int32
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	jwks := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		fetches.Add(1)
 		_, _ = w.Write([]byte(`{"keys":[{"kid":"real","kty":"RSA"}]}`))
 	}))

@@ -1,9 +1,9 @@
-package httpapi
+package http
 
 import (
 	"encoding/json"
 	"errors"
-	"net/http"
+	nethttp "net/http"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -129,7 +129,7 @@ func (a *API) createPolicy(c echo.Context, p *models.Policy) error {
 		summary["route_id"] = p.RouteID.String()
 	}
 	Audit(c, AuditEntry{Action: "policy.create", ResourceType: store.KindPolicy, ResourceID: p.ID.String(), ResourceName: p.Name, Summary: summary})
-	return c.JSON(http.StatusCreated, p)
+	return c.JSON(nethttp.StatusCreated, p)
 }
 
 // policyFilter reads the filters common to policy lists.
@@ -163,7 +163,7 @@ func (a *API) listGlobalPolicies(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) listServicePolicies(c echo.Context) error {
@@ -189,7 +189,7 @@ func (a *API) listServicePolicies(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "API service")
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getPolicy(c echo.Context) error {
@@ -201,7 +201,7 @@ func (a *API) getPolicy(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "policy")
 	}
-	return c.JSON(http.StatusOK, p)
+	return c.JSON(nethttp.StatusOK, p)
 }
 
 func (a *API) updatePolicy(c echo.Context) error {
@@ -242,7 +242,7 @@ func (a *API) updatePolicy(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "policy.update", ResourceType: store.KindPolicy, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: changeSummary(policyBodyOf(before), policyBodyOf(after))})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deletePolicy(c echo.Context) error {
@@ -259,5 +259,5 @@ func (a *API) deletePolicy(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "policy.delete", ResourceType: store.KindPolicy, ResourceID: id.String(), ResourceName: p.Name,
 		Summary: map[string]any{"type": p.Type, "scope": p.Scope}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }

@@ -1,9 +1,9 @@
-package httpapi
+package http
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -131,7 +131,7 @@ func (a *API) createGateway(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "gateway.create", ResourceType: store.KindGateway, ResourceID: g.ID.String(), ResourceName: g.Name,
 		Summary: map[string]any{"gateway_class": g.GatewayClass, "listeners": len(g.Listeners.V), "status": g.Status}})
-	return c.JSON(http.StatusCreated, g)
+	return c.JSON(nethttp.StatusCreated, g)
 }
 
 func (a *API) listGateways(c echo.Context) error {
@@ -150,7 +150,7 @@ func (a *API) listGateways(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getGateway(c echo.Context) error {
@@ -162,7 +162,7 @@ func (a *API) getGateway(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "gateway")
 	}
-	return c.JSON(http.StatusOK, g)
+	return c.JSON(nethttp.StatusOK, g)
 }
 
 func (a *API) updateGateway(c echo.Context) error {
@@ -202,7 +202,7 @@ func (a *API) updateGateway(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "gateway.update", ResourceType: store.KindGateway, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: changeSummary(gatewayBodyOf(before), gatewayBodyOf(after))})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteGateway(c echo.Context) error {
@@ -219,7 +219,7 @@ func (a *API) deleteGateway(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "gateway.delete", ResourceType: store.KindGateway, ResourceID: id.String(), ResourceName: g.Name,
 		Summary: map[string]any{"gateway_class": g.GatewayClass}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 // ---- products ----
@@ -284,7 +284,7 @@ func (a *API) createProduct(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "product.create", ResourceType: store.KindProduct, ResourceID: p.ID.String(), ResourceName: p.Name,
 		Summary: map[string]any{"version": p.Version, "status": p.Status, "api_services": body.APIServices}})
-	return c.JSON(http.StatusCreated, p)
+	return c.JSON(nethttp.StatusCreated, p)
 }
 
 func (a *API) listProducts(c echo.Context) error {
@@ -300,7 +300,7 @@ func (a *API) listProducts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getProduct(c echo.Context) error {
@@ -312,7 +312,7 @@ func (a *API) getProduct(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "product")
 	}
-	return c.JSON(http.StatusOK, p)
+	return c.JSON(nethttp.StatusOK, p)
 }
 
 func (a *API) updateProduct(c echo.Context) error {
@@ -352,7 +352,7 @@ func (a *API) updateProduct(c echo.Context) error {
 		summary["api_services"] = map[string]any{"before": productBodyOf(before).APIServices, "after": productBodyOf(after).APIServices}
 	}
 	Audit(c, AuditEntry{Action: "product.update", ResourceType: store.KindProduct, ResourceID: id.String(), ResourceName: after.Name, Summary: summary})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteProduct(c echo.Context) error {
@@ -373,7 +373,7 @@ func (a *API) deleteProduct(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "product.delete", ResourceType: store.KindProduct, ResourceID: id.String(), ResourceName: p.Name,
 		Summary: map[string]any{"version": p.Version, "cascade": "plans of the product"}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 func (a *API) activateProduct(c echo.Context) error {
@@ -406,7 +406,7 @@ func (a *API) setProductStatus(c echo.Context, to, action string, guarded bool) 
 	}
 	Audit(c, AuditEntry{Action: action, ResourceType: store.KindProduct, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: map[string]any{"status": map[string]string{"before": before.Status, "after": after.Status}}})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 // ---- plans ----
@@ -471,7 +471,7 @@ func (a *API) createPlan(c echo.Context) error {
 		summary["quota"] = pl.Quota.V
 	}
 	Audit(c, AuditEntry{Action: "plan.create", ResourceType: store.KindPlan, ResourceID: pl.ID.String(), ResourceName: pl.Name, Summary: summary})
-	return c.JSON(http.StatusCreated, pl)
+	return c.JSON(nethttp.StatusCreated, pl)
 }
 
 func (a *API) listPlans(c echo.Context) error {
@@ -487,7 +487,7 @@ func (a *API) listPlans(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "product")
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getPlan(c echo.Context) error {
@@ -499,7 +499,7 @@ func (a *API) getPlan(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "plan")
 	}
-	return c.JSON(http.StatusOK, pl)
+	return c.JSON(nethttp.StatusOK, pl)
 }
 
 func (a *API) updatePlan(c echo.Context) error {
@@ -532,7 +532,7 @@ func (a *API) updatePlan(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "plan.update", ResourceType: store.KindPlan, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: changeSummary(planBodyOf(before), planBodyOf(after))})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deletePlan(c echo.Context) error {
@@ -549,5 +549,5 @@ func (a *API) deletePlan(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "plan.delete", ResourceType: store.KindPlan, ResourceID: id.String(), ResourceName: pl.Name,
 		Summary: map[string]any{"product_id": pl.ProductID.String()}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }

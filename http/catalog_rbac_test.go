@@ -1,4 +1,4 @@
-package httpapi_test
+package http_test
 
 // The catalog's rows of the one RBAC walk (TestRBACTable): viewers read; developers write
 // services, routes, backends and policies; gateways, products and plans need admin; owners

@@ -1,9 +1,9 @@
-package httpapi
+package http
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 
 	"github.com/google/uuid"
@@ -67,7 +67,7 @@ func (a *API) createAPIService(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "api_service.create", ResourceType: store.KindAPIService, ResourceID: s.ID.String(), ResourceName: s.Name,
 		Summary: createdSummary(body, "version", "status")})
-	return c.JSON(http.StatusCreated, s)
+	return c.JSON(nethttp.StatusCreated, s)
 }
 
 func (a *API) listAPIServices(c echo.Context) error {
@@ -83,7 +83,7 @@ func (a *API) listAPIServices(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getAPIService(c echo.Context) error {
@@ -95,7 +95,7 @@ func (a *API) getAPIService(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "API service")
 	}
-	return c.JSON(http.StatusOK, s)
+	return c.JSON(nethttp.StatusOK, s)
 }
 
 func (a *API) updateAPIService(c echo.Context) error {
@@ -127,7 +127,7 @@ func (a *API) updateAPIService(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "api_service.update", ResourceType: store.KindAPIService, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: changeSummary(apiServiceBodyOf(before), apiServiceBodyOf(after))})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteAPIService(c echo.Context) error {
@@ -144,7 +144,7 @@ func (a *API) deleteAPIService(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "api_service.delete", ResourceType: store.KindAPIService, ResourceID: id.String(), ResourceName: s.Name,
 		Summary: map[string]any{"version": s.Version, "cascade": "routes, backends and policies of the service"}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 // ---- routes ----
@@ -339,7 +339,7 @@ func (a *API) createRoute(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "route.create", ResourceType: store.KindRoute, ResourceID: r.ID.String(), ResourceName: r.Name,
 		Summary: map[string]any{"api_service_id": serviceID.String(), "status": r.Status, "paths": len(r.Paths.V), "backends": len(r.BackendRefs.V)}})
-	return c.JSON(http.StatusCreated, r)
+	return c.JSON(nethttp.StatusCreated, r)
 }
 
 func (a *API) listRoutes(c echo.Context) error {
@@ -359,7 +359,7 @@ func (a *API) listRoutes(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "API service")
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getRoute(c echo.Context) error {
@@ -371,7 +371,7 @@ func (a *API) getRoute(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "route")
 	}
-	return c.JSON(http.StatusOK, r)
+	return c.JSON(nethttp.StatusOK, r)
 }
 
 func (a *API) updateRoute(c echo.Context) error {
@@ -405,7 +405,7 @@ func (a *API) updateRoute(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "route.update", ResourceType: store.KindRoute, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: changeSummary(routeBodyOf(before), routeBodyOf(after))})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteRoute(c echo.Context) error {
@@ -422,7 +422,7 @@ func (a *API) deleteRoute(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "route.delete", ResourceType: store.KindRoute, ResourceID: id.String(), ResourceName: r.Name,
 		Summary: map[string]any{"api_service_id": r.APIServiceID.String()}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 // effectivePoliciesResponse is the resolved policy list of one route.
@@ -441,7 +441,7 @@ func (a *API) effectivePolicies(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "route")
 	}
-	return c.JSON(http.StatusOK, effectivePoliciesResponse{RouteID: rc.Route.ID, APIServiceID: rc.Service.ID, Items: rc.EffectivePolicies()})
+	return c.JSON(nethttp.StatusOK, effectivePoliciesResponse{RouteID: rc.Route.ID, APIServiceID: rc.Service.ID, Items: rc.EffectivePolicies()})
 }
 
 // ---- backends ----
@@ -625,7 +625,7 @@ func (a *API) createBackend(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "backend.create", ResourceType: store.KindBackend, ResourceID: b.ID.String(), ResourceName: b.Name,
 		Summary: map[string]any{"api_service_id": serviceID.String(), "scheme": b.Scheme, "endpoints": len(b.Endpoints.V), "status": b.Status}})
-	return c.JSON(http.StatusCreated, b)
+	return c.JSON(nethttp.StatusCreated, b)
 }
 
 func (a *API) listBackends(c echo.Context) error {
@@ -645,7 +645,7 @@ func (a *API) listBackends(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "API service")
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getBackend(c echo.Context) error {
@@ -657,7 +657,7 @@ func (a *API) getBackend(c echo.Context) error {
 	if err != nil {
 		return catalogError(err, "backend")
 	}
-	return c.JSON(http.StatusOK, b)
+	return c.JSON(nethttp.StatusOK, b)
 }
 
 func (a *API) updateBackend(c echo.Context) error {
@@ -691,7 +691,7 @@ func (a *API) updateBackend(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "backend.update", ResourceType: store.KindBackend, ResourceID: id.String(), ResourceName: after.Name,
 		Summary: changeSummary(backendBodyOf(before), backendBodyOf(after))})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteBackend(c echo.Context) error {
@@ -708,5 +708,5 @@ func (a *API) deleteBackend(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "backend.delete", ResourceType: store.KindBackend, ResourceID: id.String(), ResourceName: b.Name,
 		Summary: map[string]any{"api_service_id": b.APIServiceID.String()}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }

@@ -1,9 +1,9 @@
-package httpapi
+package http
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 	"sort"
 	"strings"
 	"time"
@@ -135,7 +135,7 @@ func (a *API) createCluster(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "cluster.create", ResourceType: "cluster", ResourceID: cl.ID.String(), ResourceName: cl.Name,
 		Summary: map[string]any{"region": cl.Region, "cloud_provider": cl.CloudProvider, "egress_allow": egressAllow}})
-	return c.JSON(http.StatusCreated, store.ClusterView{Cluster: cl})
+	return c.JSON(nethttp.StatusCreated, store.ClusterView{Cluster: cl})
 }
 
 func (a *API) listClusters(c echo.Context) error {
@@ -151,7 +151,7 @@ func (a *API) listClusters(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) loadCluster(c echo.Context) (store.ClusterView, error) {
@@ -171,7 +171,7 @@ func (a *API) getCluster(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, cl)
+	return c.JSON(nethttp.StatusOK, cl)
 }
 
 func (a *API) updateCluster(c echo.Context) error {
@@ -238,7 +238,7 @@ func (a *API) updateCluster(c echo.Context) error {
 	summary["changed"] = fields
 	Audit(c, AuditEntry{Action: "cluster.update", ResourceType: "cluster", ResourceID: cl.ID.String(), ResourceName: cl.Name,
 		Summary: summary})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteCluster(c echo.Context) error {
@@ -254,7 +254,7 @@ func (a *API) deleteCluster(c echo.Context) error {
 		return err
 	}
 	Audit(c, AuditEntry{Action: "cluster.delete", ResourceType: "cluster", ResourceID: cl.ID.String(), ResourceName: cl.Name})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 func (a *API) setMaintenance(c echo.Context) error {
@@ -301,7 +301,7 @@ func (a *API) setMaintenance(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 // registrationTokenCreated is the only response that ever holds a registration token.
@@ -358,7 +358,7 @@ func (a *API) createRegistrationToken(c echo.Context) error {
 	Audit(c, AuditEntry{Action: "registration_token.create", ResourceType: "registration_token", ResourceID: t.ID.String(), ResourceName: t.Prefix,
 		Summary: map[string]any{"cluster": cl.Name, "max_uses": uses, "expires_at": t.ExpiresAt}})
 	ReplayWithout(c, registrationTokenView{RegistrationToken: t, State: t.State(time.Now())})
-	return c.JSON(http.StatusCreated, registrationTokenCreated{RegistrationToken: t, Token: secret, State: t.State(time.Now())})
+	return c.JSON(nethttp.StatusCreated, registrationTokenCreated{RegistrationToken: t, Token: secret, State: t.State(time.Now())})
 }
 
 func (a *API) listRegistrationTokens(c echo.Context) error {
@@ -379,7 +379,7 @@ func (a *API) listRegistrationTokens(c echo.Context) error {
 	for i, r := range rows {
 		out[i] = registrationTokenView{RegistrationToken: r, State: r.State(now)}
 	}
-	return c.JSON(http.StatusOK, listOf(out, next))
+	return c.JSON(nethttp.StatusOK, listOf(out, next))
 }
 
 func (a *API) revokeRegistrationToken(c echo.Context) error {
@@ -400,7 +400,7 @@ func (a *API) revokeRegistrationToken(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "registration_token.revoke", ResourceType: "registration_token", ResourceID: t.ID.String(), ResourceName: t.Prefix,
 		Summary: map[string]any{"cluster": cl.Name}})
-	return c.JSON(http.StatusOK, registrationTokenView{RegistrationToken: t, State: t.State(time.Now())})
+	return c.JSON(nethttp.StatusOK, registrationTokenView{RegistrationToken: t, State: t.State(time.Now())})
 }
 
 func (a *API) listAgents(c echo.Context) error {
@@ -419,7 +419,7 @@ func (a *API) listAgents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 type agentDetail struct {
@@ -456,7 +456,7 @@ func (a *API) getAgent(c echo.Context) error {
 	if events == nil {
 		events = []models.AgentEvent{}
 	}
-	return c.JSON(http.StatusOK, agentDetail{Agent: ag, ClusterName: cl.Name, RecentEvents: events})
+	return c.JSON(nethttp.StatusOK, agentDetail{Agent: ag, ClusterName: cl.Name, RecentEvents: events})
 }
 
 func (a *API) listAgentEvents(c echo.Context) error {
@@ -472,7 +472,7 @@ func (a *API) listAgentEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) rotateAgentToken(c echo.Context) error {
@@ -489,7 +489,7 @@ func (a *API) rotateAgentToken(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "agent.rotate_token", ResourceType: "agent", ResourceID: ag.ID.String(), ResourceName: ag.Name,
 		Summary: map[string]any{"agent_notified": online}})
-	return c.JSON(http.StatusOK, map[string]any{"agent": after, "agent_notified": online})
+	return c.JSON(nethttp.StatusOK, map[string]any{"agent": after, "agent_notified": online})
 }
 
 func (a *API) revokeAgent(c echo.Context) error {
@@ -503,7 +503,7 @@ func (a *API) revokeAgent(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "agent.revoke", ResourceType: "agent", ResourceID: ag.ID.String(), ResourceName: ag.Name,
 		Summary: map[string]any{"status": map[string]string{"before": ag.Status, "after": after.Status}}})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) deleteAgent(c echo.Context) error {
@@ -516,5 +516,5 @@ func (a *API) deleteAgent(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "agent.delete", ResourceType: "agent", ResourceID: ag.ID.String(), ResourceName: ag.Name,
 		Summary: map[string]any{"cluster_id": ag.ClusterID.String()}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }

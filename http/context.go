@@ -1,4 +1,4 @@
-package httpapi
+package http
 
 import (
 	"github.com/labstack/echo/v4"

@@ -1,4 +1,4 @@
-package httpapi
+package http
 
 import (
 	"bufio"
@@ -10,7 +10,7 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
+	nethttp "net/http"
 
 	"github.com/labstack/echo/v4"
 
@@ -31,7 +31,7 @@ const (
 func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		key := c.Request().Header.Get(headerIdempotencyKey)
-		if key == "" || c.Request().Method != http.MethodPost {
+		if key == "" || c.Request().Method != nethttp.MethodPost {
 			return next(c)
 		}
 		if len(key) > maxIdempotencyKeyLen {
@@ -40,7 +40,7 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		body, err := io.ReadAll(c.Request().Body)
 		if err != nil {
-			return NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
+			return NewProblem(nethttp.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
 		}
 		c.Request().Body = io.NopCloser(bytes.NewReader(body))
 		actor := idempotencyActor(c)
@@ -64,7 +64,7 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if !reserved {
 			if prev.RequestHash != hash {
-				return NewProblem(http.StatusUnprocessableEntity, "idempotency_key_reused",
+				return NewProblem(nethttp.StatusUnprocessableEntity, "idempotency_key_reused",
 					"this Idempotency-Key was used with a different request")
 			}
 			if prev.StatusCode == 0 {
@@ -108,7 +108,7 @@ func idempotencyActor(c echo.Context) string {
 
 // recorder copies the response body while it is written.
 type recorder struct {
-	http.ResponseWriter
+	nethttp.ResponseWriter
 	buf bytes.Buffer
 }
 
@@ -118,16 +118,16 @@ func (r *recorder) Write(b []byte) (int, error) {
 }
 
 func (r *recorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+	if f, ok := r.ResponseWriter.(nethttp.Flusher); ok {
 		f.Flush()
 	}
 }
 
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(r.ResponseWriter).Hijack()
+	return nethttp.NewResponseController(r.ResponseWriter).Hijack()
 }
 
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+func (r *recorder) Unwrap() nethttp.ResponseWriter { return r.ResponseWriter }
 
 const ctxReplayBody = "imprun.idempotency.replay"
 

@@ -1,8 +1,8 @@
-package httpapi
+package http
 
 import (
 	"errors"
-	"net/http"
+	nethttp "net/http"
 	"net/mail"
 	"strings"
 	"time"
@@ -33,7 +33,7 @@ func (a *API) getMe(c echo.Context) error {
 	if roles == nil {
 		roles = []string{}
 	}
-	return c.JSON(http.StatusOK, meResponse{User: p.User, PlatformRoles: roles, Tenants: ts})
+	return c.JSON(nethttp.StatusOK, meResponse{User: p.User, PlatformRoles: roles, Tenants: ts})
 }
 
 type createTenantRequest struct {
@@ -88,7 +88,7 @@ func (a *API) createTenant(c echo.Context) error {
 		summary["owner_email"] = owner.Email
 	}
 	Audit(c, AuditEntry{Action: "tenant.create", ResourceType: "tenant", ResourceID: t.ID.String(), ResourceName: t.Slug, Summary: summary})
-	return c.JSON(http.StatusCreated, t)
+	return c.JSON(nethttp.StatusCreated, t)
 }
 
 func (a *API) listTenants(c echo.Context) error {
@@ -108,7 +108,7 @@ func (a *API) listTenants(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getTenant(c echo.Context) error {
@@ -123,7 +123,7 @@ func (a *API) getTenant(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, t)
+	return c.JSON(nethttp.StatusOK, t)
 }
 
 func (a *API) suspendTenant(c echo.Context) error {
@@ -152,7 +152,7 @@ func (a *API) setTenantStatus(c echo.Context, status string) error {
 	action := map[string]string{models.TenantSuspended: "tenant.suspend", models.TenantActive: "tenant.activate"}[status]
 	Audit(c, AuditEntry{Action: action, ResourceType: "tenant", ResourceID: t.ID.String(), ResourceName: t.Slug,
 		Summary: map[string]any{"status": map[string]string{"before": before.Status, "after": status}}})
-	return c.JSON(http.StatusOK, t)
+	return c.JSON(nethttp.StatusOK, t)
 }
 
 type memberRequest struct {
@@ -193,7 +193,7 @@ func (a *API) addTenantOwner(c echo.Context) error {
 	c.Set(ctxTenant, &TenantScope{Tenant: t})
 	Audit(c, AuditEntry{Action: "member.add", ResourceType: "membership", ResourceID: m.ID.String(), ResourceName: m.Email,
 		Summary: map[string]any{"role": m.Role, "tenant": t.Slug}})
-	return c.JSON(http.StatusCreated, m)
+	return c.JSON(nethttp.StatusCreated, m)
 }
 
 // registerMembers adds the member management of a tenant group.
@@ -225,7 +225,7 @@ func (a *API) listMembers(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) getMember(c echo.Context) error {
@@ -240,7 +240,7 @@ func (a *API) getMember(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, m)
+	return c.JSON(nethttp.StatusOK, m)
 }
 
 func (a *API) addMember(c echo.Context) error {
@@ -267,7 +267,7 @@ func (a *API) addMember(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "member.add", ResourceType: "membership", ResourceID: m.ID.String(), ResourceName: m.Email,
 		Summary: map[string]any{"role": m.Role}})
-	return c.JSON(http.StatusCreated, m)
+	return c.JSON(nethttp.StatusCreated, m)
 }
 
 func (a *API) updateMember(c echo.Context) error {
@@ -307,7 +307,7 @@ func (a *API) updateMember(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "member.update", ResourceType: "membership", ResourceID: m.ID.String(), ResourceName: m.Email,
 		Summary: map[string]any{"role": map[string]string{"before": before.Role, "after": m.Role}}})
-	return c.JSON(http.StatusOK, m)
+	return c.JSON(nethttp.StatusOK, m)
 }
 
 func (a *API) removeMember(c echo.Context) error {
@@ -339,7 +339,7 @@ func (a *API) removeMember(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "member.remove", ResourceType: "membership", ResourceID: m.ID.String(), ResourceName: m.Email,
 		Summary: map[string]any{"role": m.Role}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 func (a *API) listAuditLogs(c echo.Context) error {
@@ -368,5 +368,5 @@ func (a *API) listAuditLogs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }

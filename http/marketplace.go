@@ -1,8 +1,8 @@
-package httpapi
+package http
 
 import (
 	"errors"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 	"unicode/utf8"
 
@@ -59,7 +59,7 @@ func (a *API) listMarket(c echo.Context, customer *uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(items, next))
+	return c.JSON(nethttp.StatusOK, listOf(items, next))
 }
 
 func (a *API) getMarket(c echo.Context, customer *uuid.UUID) error {
@@ -74,7 +74,7 @@ func (a *API) getMarket(c echo.Context, customer *uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, item)
+	return c.JSON(nethttp.StatusOK, item)
 }
 
 func (a *API) listPublicProducts(c echo.Context) error { return a.listMarket(c, nil) }
@@ -121,7 +121,7 @@ func (a *API) createInvitation(c echo.Context) error {
 	Audit(c, AuditEntry{Action: "invitation.create", ResourceType: "publish_invitation", ResourceID: p.ID.String() + "/" + inv.CustomerTenantID.String(),
 		ResourceName: inv.TenantSlug, Summary: map[string]any{"publish_id": p.ID, "hostname": p.Hostname, "customer_tenant_id": inv.CustomerTenantID,
 			"tenant_slug": inv.TenantSlug, "visibility": p.Visibility}})
-	return c.JSON(http.StatusCreated, inv)
+	return c.JSON(nethttp.StatusCreated, inv)
 }
 
 func (a *API) listInvitations(c echo.Context) error {
@@ -137,7 +137,7 @@ func (a *API) listInvitations(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) deleteInvitation(c echo.Context) error {
@@ -158,5 +158,5 @@ func (a *API) deleteInvitation(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "invitation.delete", ResourceType: "publish_invitation", ResourceID: p.ID.String() + "/" + tid.String(),
 		ResourceName: inv.TenantSlug, Summary: map[string]any{"publish_id": p.ID, "hostname": p.Hostname, "customer_tenant_id": tid, "tenant_slug": inv.TenantSlug}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }

@@ -1,9 +1,9 @@
-package httpapi
+package http
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 
 	"github.com/labstack/echo/v4"
 
@@ -33,48 +33,48 @@ func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.C
 
 // NewProblem builds a problem with the standard title of its status.
 func NewProblem(status int, code, detail string) *Problem {
-	return &Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+	return &Problem{Type: "about:blank", Title: nethttp.StatusText(status), Status: status, Code: code, Detail: detail}
 }
 
 // Validation failures: 422 with every failing field.
 func ValidationFailed(errs ...FieldError) *Problem {
-	p := NewProblem(http.StatusUnprocessableEntity, "validation_failed", "the request has invalid fields")
+	p := NewProblem(nethttp.StatusUnprocessableEntity, "validation_failed", "the request has invalid fields")
 	p.Errors = errs
 	return p
 }
 
 // BadRequest is a 400 with a code and, optionally, the failing fields.
 func BadRequest(code, detail string, errs ...FieldError) *Problem {
-	p := NewProblem(http.StatusBadRequest, code, detail)
+	p := NewProblem(nethttp.StatusBadRequest, code, detail)
 	p.Errors = errs
 	return p
 }
 
 // NotFound is the one answer for rows that do not exist and rows of another tenant.
 func NotFound(what string) *Problem {
-	return NewProblem(http.StatusNotFound, "not_found", what+" not found")
+	return NewProblem(nethttp.StatusNotFound, "not_found", what+" not found")
 }
 
 // Conflict is a 409; currentStatus, when set, tells the caller the state that refused it.
 func Conflict(code, detail, currentStatus string) *Problem {
-	p := NewProblem(http.StatusConflict, code, detail)
+	p := NewProblem(nethttp.StatusConflict, code, detail)
 	p.CurrentStatus = currentStatus
 	return p
 }
 
 // Unauthorized is the single body of every authentication failure; the reason goes to the log.
 func Unauthorized() *Problem {
-	return NewProblem(http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
+	return NewProblem(nethttp.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
 }
 
 // Forbidden is a 403 for a known caller without the needed role.
 func Forbidden(detail string) *Problem {
-	return NewProblem(http.StatusForbidden, "forbidden", detail)
+	return NewProblem(nethttp.StatusForbidden, "forbidden", detail)
 }
 
 // Unavailable is a 503 naming the dependency that is down.
 func Unavailable(code, detail string) *Problem {
-	return NewProblem(http.StatusServiceUnavailable, code, detail)
+	return NewProblem(nethttp.StatusServiceUnavailable, code, detail)
 }
 
 // toProblem maps any error to a problem exactly once: handlers return errors, never statuses.
@@ -86,16 +86,16 @@ func toProblem(err error) *Problem {
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		switch he.Code {
-		case http.StatusNotFound:
-			return NewProblem(http.StatusNotFound, "not_found", "no such route")
-		case http.StatusMethodNotAllowed:
-			return NewProblem(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
-		case http.StatusRequestEntityTooLarge:
-			return NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
-		case http.StatusUnsupportedMediaType:
-			return NewProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json")
-		case http.StatusBadRequest:
-			return NewProblem(http.StatusBadRequest, "bad_request", fmt.Sprint(he.Message))
+		case nethttp.StatusNotFound:
+			return NewProblem(nethttp.StatusNotFound, "not_found", "no such route")
+		case nethttp.StatusMethodNotAllowed:
+			return NewProblem(nethttp.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
+		case nethttp.StatusRequestEntityTooLarge:
+			return NewProblem(nethttp.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
+		case nethttp.StatusUnsupportedMediaType:
+			return NewProblem(nethttp.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json")
+		case nethttp.StatusBadRequest:
+			return NewProblem(nethttp.StatusBadRequest, "bad_request", fmt.Sprint(he.Message))
 		}
 		if he.Code >= 400 && he.Code < 500 {
 			return NewProblem(he.Code, "bad_request", fmt.Sprint(he.Message))
@@ -105,10 +105,10 @@ func toProblem(err error) *Problem {
 	case errors.Is(err, store.ErrNotFound):
 		return NotFound("resource")
 	case errors.Is(err, store.ErrConflict):
-		return NewProblem(http.StatusConflict, "conflict", "the request conflicts with the current state")
+		return NewProblem(nethttp.StatusConflict, "conflict", "the request conflicts with the current state")
 	case store.IsUnavailable(err):
 		// A dependency that is down is the client's to retry, never an internal error.
 		return Unavailable("unavailable", "the database is not reachable; try again shortly")
 	}
-	return NewProblem(http.StatusInternalServerError, "internal", "internal error; see the server log with the request id")
+	return NewProblem(nethttp.StatusInternalServerError, "internal", "internal error; see the server log with the request id")
 }

@@ -1,10 +1,10 @@
-package httpapi
+package http
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 	"net/url"
 	"regexp"
 	"sort"
@@ -311,13 +311,13 @@ func (a *API) createPublish(c echo.Context) error {
 	Audit(c, AuditEntry{Action: "product_publish.create", ResourceType: "product_publish", ResourceID: p.ID.String(), ResourceName: p.Hostname,
 		Summary: map[string]any{"product_id": p.ProductID, "cluster_id": p.ClusterID, "environment": p.Environment, "draft": req.Draft}})
 	if req.Draft {
-		return c.JSON(http.StatusCreated, viewOf(p))
+		return c.JSON(nethttp.StatusCreated, viewOf(p))
 	}
 	started, err := a.startPublish(c, p, 0)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, viewOf(started))
+	return c.JSON(nethttp.StatusCreated, viewOf(started))
 }
 
 func (a *API) loadPublish(c echo.Context) (models.ProductPublish, error) {
@@ -359,7 +359,7 @@ func (a *API) listPublishes(c echo.Context) error {
 	for i, r := range rows {
 		out[i] = viewOf(r)
 	}
-	return c.JSON(http.StatusOK, listOf(out, next))
+	return c.JSON(nethttp.StatusOK, listOf(out, next))
 }
 
 // timelineEntry is one line of a publish's history, from its events and its deliveries.
@@ -436,7 +436,7 @@ func (a *API) getPublish(c echo.Context) error {
 			}
 		}
 	}
-	return c.JSON(http.StatusOK, d)
+	return c.JSON(nethttp.StatusOK, d)
 }
 
 func (a *API) getPublishRevision(c echo.Context) error {
@@ -456,7 +456,7 @@ func (a *API) getPublishRevision(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set("X-Checksum-SHA256", r.Checksum)
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, r.Snapshot)
+	return c.Blob(nethttp.StatusOK, echo.MIMEApplicationJSON, r.Snapshot)
 }
 
 func (a *API) updatePublish(c echo.Context) error {
@@ -494,7 +494,7 @@ func (a *API) updatePublish(c echo.Context) error {
 		return err
 	}
 	Audit(c, AuditEntry{Action: "product_publish.update", ResourceType: "product_publish", ResourceID: after.ID.String(), ResourceName: after.Hostname})
-	return c.JSON(http.StatusOK, viewOf(after))
+	return c.JSON(nethttp.StatusOK, viewOf(after))
 }
 
 func (a *API) deletePublish(c echo.Context) error {
@@ -511,7 +511,7 @@ func (a *API) deletePublish(c echo.Context) error {
 		return err
 	}
 	Audit(c, AuditEntry{Action: "product_publish.delete", ResourceType: "product_publish", ResourceID: cur.ID.String(), ResourceName: cur.Hostname})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
 
 func (a *API) publishAction(c echo.Context) error {
@@ -523,7 +523,7 @@ func (a *API) publishAction(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, viewOf(p))
+	return c.JSON(nethttp.StatusAccepted, viewOf(p))
 }
 
 func (a *API) rollbackAction(c echo.Context) error {
@@ -547,7 +547,7 @@ func (a *API) rollbackAction(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, viewOf(p))
+	return c.JSON(nethttp.StatusAccepted, viewOf(p))
 }
 
 // startPublish claims the publish for a new revision's run and starts PublishWorkflow.
@@ -647,7 +647,7 @@ func (a *API) withdrawAction(c echo.Context) error {
 	Audit(c, AuditEntry{Action: "product_publish.withdraw", ResourceType: "product_publish", ResourceID: cur.ID.String(), ResourceName: cur.Hostname,
 		Summary: map[string]any{"revision": cur.CurrentRevision, "reason": req.Reason, "workflow_id": wid, "cancelled_deploy": in.CancelWorkflowID}})
 	before.WorkflowID = &wid
-	return c.JSON(http.StatusAccepted, viewOf(before))
+	return c.JSON(nethttp.StatusAccepted, viewOf(before))
 }
 
 // startRun starts a workflow with the publish's search attributes. The id is deterministic; a
@@ -698,5 +698,5 @@ func (a *API) agentSnapshot(c echo.Context) error {
 		return NotFound("revision")
 	}
 	c.Response().Header().Set("X-Checksum-SHA256", r.Checksum)
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, r.Snapshot)
+	return c.Blob(nethttp.StatusOK, echo.MIMEApplicationJSON, r.Snapshot)
 }

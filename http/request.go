@@ -1,4 +1,4 @@
-package httpapi
+package http
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net/http"
+	nethttp "net/http"
 	"strconv"
 	"strings"
 
@@ -24,14 +24,14 @@ func bindJSON(c echo.Context, dst any) error {
 	if ct := req.Header.Get(echo.HeaderContentType); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return NewProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
+			return NewProblem(nethttp.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json")
 		}
 	}
 	body, err := io.ReadAll(req.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
+		var mbe *nethttp.MaxBytesError
 		if errors.As(err, &mbe) {
-			return NewProblem(http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
+			return NewProblem(nethttp.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than the limit")
 		}
 		return BadRequest("malformed_json", "the body could not be read")
 	}

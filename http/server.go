@@ -1,7 +1,7 @@
-// Package httpapi is the REST API of imprun-server: the Echo server, its middleware (request
+// Package http is the REST API of imprun-server: the Echo server, its middleware (request
 // id, access log, recovery, metrics, auth, tenancy, RBAC, audit, idempotency), the handlers of
 // every persona group and the OpenAPI document that is the contract of all of them.
-package httpapi
+package http
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
+	nethttp "net/http"
 	"strconv"
 	"time"
 
@@ -38,7 +38,7 @@ type Server struct {
 	log     *slog.Logger
 	checks  []ReadyCheck
 	metrics *httpMetrics
-	httpSrv *http.Server
+	httpSrv *nethttp.Server
 }
 
 // Options configure the server.
@@ -89,16 +89,16 @@ func NewServer(o Options) *Server {
 	}))
 	e.Use(middleware.BodyLimit(o.BodyLimit))
 
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(nethttp.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{})))
 	e.GET("/openapi.yaml", func(c echo.Context) error {
-		return c.Blob(http.StatusOK, "application/yaml", openAPIDocument)
+		return c.Blob(nethttp.StatusOK, "application/yaml", openAPIDocument)
 	})
 	if o.Register != nil {
 		o.Register(e)
 	}
-	s.httpSrv = &http.Server{
+	s.httpSrv = &nethttp.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       o.ReadTimeout,
@@ -107,8 +107,8 @@ func NewServer(o Options) *Server {
 	return s
 }
 
-// Handler returns the server's http.Handler (for tests with httptest).
-func (s *Server) Handler() http.Handler { return s.echo }
+// Handler returns the server's net/http Handler (for tests with httptest).
+func (s *Server) Handler() nethttp.Handler { return s.echo }
 
 // Echo exposes the router for registering more routes.
 func (s *Server) Echo() *echo.Echo { return s.echo }
@@ -116,7 +116,7 @@ func (s *Server) Echo() *echo.Echo { return s.echo }
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	err := s.httpSrv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, nethttp.ErrServerClosed) {
 		return nil
 	}
 	return err
@@ -134,12 +134,12 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
 	defer cancel()
 	rep := readyReport{Status: "ok", Checks: map[string]string{}}
-	code := http.StatusOK
+	code := nethttp.StatusOK
 	for _, chk := range s.checks {
 		if err := chk.Check(ctx); err != nil {
 			rep.Checks[chk.Name] = "down: " + err.Error()
 			rep.Status = "unavailable"
-			code = http.StatusServiceUnavailable
+			code = nethttp.StatusServiceUnavailable
 			continue
 		}
 		rep.Checks[chk.Name] = "ok"
@@ -155,7 +155,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if p.Status >= 500 && p.Code == "internal" {
 		s.log.Error("request failed", "request_id", requestID(c), "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
 	}
-	if p.Status == http.StatusServiceUnavailable {
+	if p.Status == nethttp.StatusServiceUnavailable {
 		s.log.Warn("dependency unavailable", "request_id", requestID(c), "code", p.Code, "err", err)
 		if c.Response().Header().Get("Retry-After") == "" {
 			c.Response().Header().Set("Retry-After", "5")
@@ -163,7 +163,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	p.Instance = c.Request().URL.Path
 	c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
-	if c.Request().Method == http.MethodHead {
+	if c.Request().Method == nethttp.MethodHead {
 		_ = c.NoContent(p.Status)
 		return
 	}

@@ -1,11 +1,11 @@
-package httpapi
+package http
 
 import (
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net/http"
+	nethttp "net/http"
 	"slices"
 	"strings"
 	"time"
@@ -157,7 +157,7 @@ func (a *API) createSubscription(c echo.Context) error {
 		// Active at once: wait briefly for the workflow's first step so the answer says so.
 		sub = a.awaitSubscription(ctx, sub, models.SubscriptionPending, 5*time.Second)
 	}
-	return c.JSON(http.StatusCreated, sub)
+	return c.JSON(nethttp.StatusCreated, sub)
 }
 
 // awaitSubscription polls until the subscription leaves `from` or the wait ends.
@@ -200,7 +200,7 @@ func (a *API) listSubscriptions(c echo.Context, byCustomer bool) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 func (a *API) listCustomerSubscriptions(c echo.Context) error { return a.listSubscriptions(c, true) }
@@ -223,7 +223,7 @@ func (a *API) getCustomerSubscription(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, sub)
+	return c.JSON(nethttp.StatusOK, sub)
 }
 
 func (a *API) getProviderSubscription(c echo.Context) error {
@@ -231,7 +231,7 @@ func (a *API) getProviderSubscription(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, sub)
+	return c.JSON(nethttp.StatusOK, sub)
 }
 
 // decisionFrom says in which statuses a decision applies.
@@ -291,9 +291,9 @@ func (a *API) decide(sig string, byCustomer bool) echo.HandlerFunc {
 		SkipAudit(c) // the workflow's activity audits the decision itself
 		after := a.awaitSubscription(ctx, sub, sub.Status, 5*time.Second)
 		if after.Status == sub.Status {
-			return c.JSON(http.StatusAccepted, after)
+			return c.JSON(nethttp.StatusAccepted, after)
 		}
-		return c.JSON(http.StatusOK, after)
+		return c.JSON(nethttp.StatusOK, after)
 	}
 }
 
@@ -393,7 +393,7 @@ func (a *API) createCredential(c echo.Context) error {
 	} else {
 		out.Key = shown
 	}
-	return c.JSON(http.StatusCreated, out)
+	return c.JSON(nethttp.StatusCreated, out)
 }
 
 // startCredentialRuns starts the rollout of the credential's version (and its expiry run).
@@ -423,7 +423,7 @@ func (a *API) listCredentials(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, listOf(rows, next))
+	return c.JSON(nethttp.StatusOK, listOf(rows, next))
 }
 
 type credentialDetail struct {
@@ -466,7 +466,7 @@ func (a *API) getCredential(c echo.Context) error {
 			}
 		}
 	}
-	return c.JSON(http.StatusOK, d)
+	return c.JSON(nethttp.StatusOK, d)
 }
 
 func (a *API) revokeCredential(c echo.Context) error {
@@ -491,7 +491,7 @@ func (a *API) revokeCredential(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "credential.revoke", ResourceType: "credential", ResourceID: cred.ID.String(), ResourceName: cred.KeyPrefix,
 		Summary: map[string]any{"version": after.Version}})
-	return c.JSON(http.StatusOK, after)
+	return c.JSON(nethttp.StatusOK, after)
 }
 
 func (a *API) rotateCredential(c echo.Context) error {
@@ -550,5 +550,5 @@ func (a *API) rotateCredential(c echo.Context) error {
 	} else {
 		out.Key = shown
 	}
-	return c.JSON(http.StatusCreated, out)
+	return c.JSON(nethttp.StatusCreated, out)
 }

@@ -1,8 +1,8 @@
-package httpapi
+package http
 
 import (
 	"errors"
-	"net/http"
+	nethttp "net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -57,7 +57,7 @@ func (a *API) addTenantDomain(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "tenant.domain_add", ResourceType: "tenant", ResourceID: t.ID.String(), ResourceName: t.Slug,
 		Summary: map[string]any{"domain": d.Domain}})
-	return c.JSON(http.StatusCreated, d)
+	return c.JSON(nethttp.StatusCreated, d)
 }
 
 func (a *API) listTenantDomains(c echo.Context) error {
@@ -72,7 +72,7 @@ func (a *API) listTenantDomains(c echo.Context) error {
 	if ds == nil {
 		ds = []models.TenantDomain{}
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": ds, "next_cursor": nil})
+	return c.JSON(nethttp.StatusOK, map[string]any{"items": ds, "next_cursor": nil})
 }
 
 func (a *API) deleteTenantDomain(c echo.Context) error {
@@ -93,5 +93,5 @@ func (a *API) deleteTenantDomain(c echo.Context) error {
 	}
 	Audit(c, AuditEntry{Action: "tenant.domain_remove", ResourceType: "tenant", ResourceID: t.ID.String(), ResourceName: t.Slug,
 		Summary: map[string]any{"domain": d.Domain}})
-	return c.NoContent(http.StatusNoContent)
+	return c.NoContent(nethttp.StatusNoContent)
 }
