@@ -22,7 +22,29 @@ type Store struct {
 // New returns a Store on db.
 func New(db *gorm.DB) *Store { return &Store{DB: db} }
 
-func (s *Store) db(ctx context.Context) *gorm.DB { return s.DB.WithContext(ctx) }
+// txKey carries the transaction InTx opened in a context.
+type txKey struct{}
+
+// InTx runs fn in one transaction: every Store method called with the context fn receives takes
+// part in it, so a use case can make several changes and its audit row commit together or not
+// at all. An InTx inside another joins the outer transaction. fn's error (or a panic) rolls back.
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if _, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
+		return fn(ctx)
+	}
+	return s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return fn(context.WithValue(ctx, txKey{}, tx))
+	})
+}
+
+// db is the handle every query starts from: the transaction of InTx when ctx carries one, else
+// the pool.
+func (s *Store) db(ctx context.Context) *gorm.DB {
+	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
+		return tx.WithContext(ctx)
+	}
+	return s.DB.WithContext(ctx)
+}
 
 func notFound(err error) error {
 	if errors.Is(err, gorm.ErrRecordNotFound) {
