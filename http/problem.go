@@ -7,6 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/imprun/imprun-server/fault"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -24,10 +25,7 @@ type Problem struct {
 }
 
 // FieldError names one failing field of a request.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
+type FieldError = fault.FieldError
 
 func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Code, p.Detail) }
 
@@ -83,6 +81,9 @@ func toProblem(err error) *Problem {
 	if errors.As(err, &p) {
 		return p
 	}
+	if f, ok := fault.As(err); ok {
+		return faultProblem(f)
+	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		switch he.Code {
@@ -111,4 +112,25 @@ func toProblem(err error) *Problem {
 		return Unavailable("unavailable", "the database is not reachable; try again shortly")
 	}
 	return NewProblem(nethttp.StatusInternalServerError, "internal", "internal error; see the server log with the request id")
+}
+
+// faultStatus is the REST status of each kind of domain failure.
+var faultStatus = map[fault.Kind]int{
+	fault.Invalid:     nethttp.StatusUnprocessableEntity,
+	fault.Malformed:   nethttp.StatusBadRequest,
+	fault.NotFound:    nethttp.StatusNotFound,
+	fault.Conflict:    nethttp.StatusConflict,
+	fault.Forbidden:   nethttp.StatusForbidden,
+	fault.Unavailable: nethttp.StatusServiceUnavailable,
+}
+
+func faultProblem(f *fault.Error) *Problem {
+	status, ok := faultStatus[f.Kind]
+	if !ok {
+		status = nethttp.StatusInternalServerError
+	}
+	p := NewProblem(status, f.Code, f.Detail)
+	p.Errors = f.Fields
+	p.CurrentStatus = f.CurrentStatus
+	return p
 }
