@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/retry"
 )
 
 // Errors that end Run for good; anything else makes the agent reconnect.
@@ -274,7 +275,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 	defer conn.Close()
 	client := agentv1.NewAgentServiceClient(conn)
 
-	bo := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
+	bo := retry.Backoff{Min: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
 	for {
 		connected, err := a.session(ctx, client)
 		if ctx.Err() != nil {
@@ -286,9 +287,9 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			return err
 		}
 		if connected {
-			bo.reset()
+			bo.Reset()
 		}
-		delay := bo.next()
+		delay := bo.Next()
 		switch {
 		case errors.Is(err, errCredentialRefused):
 			delay = 0 // the next credential is ready; a refusal is not a server problem

@@ -80,16 +80,3 @@ func TestIdentityJWTUsable(t *testing.T) {
 		assert.Equal(t, tc.want, tc.id.jwtUsable(now), tc.name)
 	}
 }
-
-func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
-	t.Parallel()
-	b := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
-	steps := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
-	for i, step := range steps {
-		d := b.next()
-		assert.GreaterOrEqual(t, d, step/2, "attempt %d", i)
-		assert.LessOrEqual(t, d, step, "attempt %d", i)
-	}
-	b.reset()
-	assert.LessOrEqual(t, b.next(), 500*time.Millisecond)
-}

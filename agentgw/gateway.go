@@ -28,8 +28,6 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	MissedHeartbeats  int
 	FlushInterval     time.Duration // how often coalesced heartbeats reach Postgres
-	// APIBase is the REST path prefix agents fetch snapshots from (default /v1/agent).
-	SnapshotPathPrefix string
 }
 
 // Gateway serves agent streams.

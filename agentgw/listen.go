@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/retry"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -16,7 +17,7 @@ import (
 // every notification. When the connection drops it reconnects with backoff and re-reads the
 // outbox for every local stream, since notifications sent meanwhile are gone.
 func (g *Gateway) listen(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	first := true
 	for ctx.Err() == nil {
 		conn, err := pgx.Connect(ctx, g.cfg.DatabaseURL)
@@ -27,17 +28,14 @@ func (g *Gateway) listen(ctx context.Context) {
 			if conn != nil {
 				_ = conn.Close(context.Background())
 			}
+			wait := bo.Next()
 			if ctx.Err() == nil {
-				g.log.Warn("agent gateway LISTEN failed; retrying", "backoff", backoff, "err", err)
+				g.log.Warn("agent gateway LISTEN failed; retrying", "backoff", wait, "err", err)
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
+			retry.Sleep(ctx, wait)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		bo.Reset()
 		if !first {
 			for _, s := range g.sessions.all() {
 				go g.sync(s.ctx, s)

@@ -412,6 +412,3 @@ func parseSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
-
-// Keys lists every configuration key with its default, for the README and `api config`.
-func Keys() map[string]any { return defaults() }

@@ -54,20 +54,8 @@ func (s Settings) withDefaults() Settings {
 type Hooks struct {
 	// Agents verifies agent JWTs for /v1/agent; nil leaves the group closed (401).
 	Agents AgentVerifier
-	// Modules register further routes on the groups.
-	Modules []func(g Groups)
 	// CatalogUsage tells whether a published revision uses a catalog row; nil: nothing is.
 	CatalogUsage store.CatalogUsage
-}
-
-// Groups are the persona route groups with their authentication and scoping applied.
-type Groups struct {
-	API      *API
-	Operator *echo.Group
-	Provider *echo.Group
-	Customer *echo.Group
-	Public   *echo.Group
-	Agent    *echo.Group
 }
 
 // Deps are the dependencies of the API.
@@ -88,9 +76,6 @@ func NewAPI(d Deps) *API {
 	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks, settings: d.Settings.withDefaults(),
 		catalogUsage: catalogUsageOr(d.Hooks.CatalogUsage)}
 }
-
-// Store exposes the data layer to modules.
-func (a *API) Store() *store.Store { return a.store }
 
 // Register adds every /v1 route to e.
 func (a *API) Register(e *echo.Echo) {
@@ -126,11 +111,6 @@ func (a *API) Register(e *echo.Echo) {
 
 	agent := v1.Group("/agent", a.authenticateAgent, a.idempotent, a.audited)
 	a.registerAgentREST(agent)
-
-	g := Groups{API: a, Operator: op, Provider: prov, Customer: cust, Public: public, Agent: agent}
-	for _, m := range a.hooks.Modules {
-		m(g)
-	}
 }
 
 // authenticate verifies the bearer token and loads (or creates) the user.

@@ -19,6 +19,8 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/imprun/imprun-server/retry"
 )
 
 // Typed errors of the data layer.
@@ -27,33 +29,25 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// OpenSQL opens a database/sql pool on url and waits, retrying with backoff for up to retry,
+// OpenSQL opens a database/sql pool on url and waits, retrying with backoff for up to within,
 // until PostgreSQL answers. Each failed attempt is logged so an operator sees why start-up waits.
-func OpenSQL(ctx context.Context, url string, retry time.Duration, log *slog.Logger) (*sql.DB, error) {
+func OpenSQL(ctx context.Context, url string, within time.Duration, log *slog.Logger) (*sql.DB, error) {
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
-	deadline := time.Now().Add(retry)
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	err = retry.Until(ctx, within, retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = db.PingContext(pctx)
-		cancel()
-		if err == nil {
-			return db, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("postgres unreachable after %d attempts: %w", attempt, err)
-		}
-		log.Warn("postgres not reachable yet, retrying", "attempt", attempt, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
+		defer cancel()
+		return db.PingContext(pctx)
+	}, func(attempt int, wait time.Duration, err error) {
+		log.Warn("postgres not reachable yet, retrying", "attempt", attempt, "backoff", wait, "err", err)
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("postgres unreachable: %w", err)
 	}
+	return db, nil
 }
 
 // Open wraps an open pool in GORM.

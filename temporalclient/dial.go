@@ -12,34 +12,31 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+
+	"github.com/imprun/imprun-server/retry"
 	sdklog "go.temporal.io/sdk/log"
 )
 
-// Dial connects to Temporal, retrying with exponential backoff until ctx ends or retry has
+// Dial connects to Temporal, retrying with exponential backoff until ctx ends or within has
 // passed. Every failed attempt is logged with the reason.
-func Dial(ctx context.Context, opts client.Options, retry time.Duration, log *slog.Logger) (client.Client, error) {
+func Dial(ctx context.Context, opts client.Options, within time.Duration, log *slog.Logger) (client.Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal-sdk"))
 	}
-	deadline := time.Now().Add(retry)
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	var c client.Client
+	err := retry.Until(ctx, within, retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		c, err := client.DialContext(dctx, opts)
-		cancel()
-		if err == nil {
-			return c, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("temporal at %s unreachable after %d attempts: %w", opts.HostPort, attempt, err)
-		}
-		log.Warn("temporal not reachable yet, retrying", "host_port", opts.HostPort, "attempt", attempt, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
+		defer cancel()
+		var err error
+		c, err = client.DialContext(dctx, opts)
+		return err
+	}, func(attempt int, wait time.Duration, err error) {
+		log.Warn("temporal not reachable yet, retrying", "host_port", opts.HostPort, "attempt", attempt, "backoff", wait, "err", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("temporal at %s unreachable: %w", opts.HostPort, err)
 	}
+	return c, nil
 }
 
 // ErrNotConnected is returned while the first dial has not succeeded yet.
