@@ -10,12 +10,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
 	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/config"
 	httpapi "github.com/imprun/imprun-server/http"
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
@@ -66,8 +69,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		return fmt.Errorf("schema is at version %d but this binary needs %d: run `api migrate up`", v, m.Latest())
 	}
 
+	// One registry for the whole process: HTTP, the Temporal client and the agent gateway.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var temporal temporalclient.Holder
-	temporal.Connect(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace}, log)
+	temporal.Connect(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace,
+		MetricsHandler: metrics.NewTemporal(reg)}, log)
 	defer temporal.Close()
 
 	db, err := store.Open(sqlDB)
@@ -108,6 +115,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	proxies, _ := cfg.HTTP.TrustedProxyNets() // validated when the configuration was loaded
 	srv := httpapi.NewServer(httpapi.Options{
 		TrustedProxies: proxies,
+		Registry:       reg,
 		Register:       api.Register,
 		Logger:         log,
 		BodyLimit:      cfg.HTTP.BodyLimit,

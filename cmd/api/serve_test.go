@@ -70,6 +70,15 @@ func TestServeLifecycle(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	}, 30*time.Second, 100*time.Millisecond)
 
+	// /metrics carries the Temporal client's own series beside the HTTP ones.
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(body), "temporal_request{")
+	require.Contains(t, string(body), "imprun_http_requests_total")
+
 	cancel()
 	select {
 	case err := <-errc:

@@ -22,6 +22,7 @@ import (
 
 	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/config"
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
 )
@@ -57,7 +58,10 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 		return err
 	}
 
-	tc, err := temporalclient.Dial(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace}, cfg.Temporal.ConnectRetry, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tc, err := temporalclient.Dial(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace,
+		MetricsHandler: metrics.NewTemporal(reg)}, cfg.Temporal.ConnectRetry, log)
 	if err != nil {
 		return err
 	}
@@ -68,8 +72,6 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
