@@ -24,6 +24,7 @@ demo:
 test: tools
 	$(GO) vet ./...
 	bash scripts/proto.sh lint
+	bash scripts/check-monitoring.sh
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.

@@ -72,6 +72,10 @@ fi
 if [[ ! -f /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so ]]; then
   apt_install libnginx-mod-http-headers-more-filter
 fi
+# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus/rules.yaml in
+# `make test`. The package also starts a Prometheus on :9090 where an init system runs; nothing
+# here uses it.
+command -v promtool >/dev/null || [[ -x /usr/bin/promtool ]] || apt_install prometheus
 # Rendered nginx configuration verifies https backends against the system CA bundle, which
 # `nginx -t` opens.
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || apt_install ca-certificates

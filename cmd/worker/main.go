@@ -72,6 +72,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 		return err
 	}
 
+	reg.MustRegister(metrics.BacklogCollector{Store: store.New(db), Log: log})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
