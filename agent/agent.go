@@ -80,6 +80,9 @@ type Agent struct {
 	verifier *Verifier
 	// nginx is the nginx data plane (nil for DataPlaneFiles).
 	nginx *nginxPlane
+	// metrics are served on MetricsListen; metricsAddr is where, once listening.
+	metrics     *agentMetrics
+	metricsAddr atomic.Value
 
 	idMu     sync.Mutex
 	identity *Identity
@@ -109,8 +112,8 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, creds: creds, usage: newUsageLog(), identity: id}
-	a.verifier = NewVerifier(creds, withUsage(a.usage), WithCounterFile(filepath.Join(cfg.StateDir, countersFile)))
+	a := &Agent{cfg: cfg, log: cfg.Logger, st: st, creds: creds, usage: newUsageLog(), identity: id, metrics: newAgentMetrics()}
+	a.verifier = NewVerifier(creds, withUsage(a.usage), WithCounterFile(filepath.Join(cfg.StateDir, countersFile)), withDecisions(a.metrics.decided))
 	if cfg.DataPlane == DataPlaneNginx {
 		a.nginx = newNginxPlane(a)
 	}
@@ -198,6 +201,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	if a.cfg.VerifyListen != "" {
 		stop, err := a.serveVerifier(ctx, &wg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if a.cfg.MetricsListen != "" {
+		stop, err := a.serveMetrics(ctx, &wg)
 		if err != nil {
 			return err
 		}
@@ -534,6 +544,7 @@ func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKin
 			if res == nil {
 				return nil
 			}
+			a.metrics.deployed(res)
 			return &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: res}}
 		})
 	case *agentv1.ServerMessage_CredentialUpsert:

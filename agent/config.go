@@ -51,6 +51,9 @@ type Config struct {
 	// the gateway's credential check (nginx auth_request, Envoy ext-auth). An nginx data plane
 	// needs it and defaults it to 127.0.0.1:8081; Render.VerifierURL then defaults to it.
 	VerifyListen string
+	// MetricsListen, when set, is the address the agent serves Prometheus /metrics on (applies,
+	// nginx reload time, verifier decisions by reason); off when empty.
+	MetricsListen string
 	// BatchWindow is how long the nginx data plane waits after a command for more to arrive,
 	// so that a burst costs one reload (20 ms when zero).
 	BatchWindow time.Duration

@@ -308,7 +308,9 @@ func (p *nginxPlane) applyBatch(ctx context.Context, batch []*deployJob) {
 	if p.srv == nil {
 		applyErr = fmt.Errorf("nginx data plane unavailable: %w", p.err)
 	} else {
+		began := time.Now()
 		refused, applyErr = p.srv.Apply(ctx, list)
+		p.a.metrics.reloaded(time.Since(began))
 	}
 	if ctx.Err() != nil && applyErr != nil {
 		p.forget(batch)
@@ -431,6 +433,7 @@ func (p *nginxPlane) answer(o *outcome) {
 		o.res.Status = agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED
 		log.Info("deploy succeeded", "message", o.res.Message)
 	}
+	p.a.metrics.deployed(o.res)
 	reply := &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: o.res}}
 	id := o.job.cmd.GetCommandId()
 	if id != "" {

@@ -51,7 +51,9 @@ type Verifier struct {
 	store *CredentialStore
 	now   func() time.Time
 	usage *usageLog // nil: uses are not reported
-	file  string    // counters file; "" keeps counts in memory only
+	// decided, when set, sees every decision Handler answers (the agent's metrics).
+	decided func(Decision)
+	file    string // counters file; "" keeps counts in memory only
 
 	mu       sync.Mutex
 	counters map[string]*usage // credential id + "/" + publish id
@@ -86,6 +88,10 @@ func WithClock(now func() time.Time) VerifierOption {
 // report to the server (a credential's last-used time).
 func withUsage(l *usageLog) VerifierOption {
 	return func(v *Verifier) { v.usage = l }
+}
+
+func withDecisions(f func(Decision)) VerifierOption {
+	return func(v *Verifier) { v.decided = f }
 }
 
 // WithCounterFile keeps the Verifier's counts in path: loaded now, written by Flush.

@@ -38,6 +38,9 @@ func (v *Verifier) Handler(prefix string) http.Handler {
 				d = Decision{Reason: DenyMalformed}
 			}
 		}
+		if v.decided != nil {
+			v.decided(d)
+		}
 		if d.CredentialID != "" {
 			w.Header().Set("X-Imprun-Credential-Id", d.CredentialID)
 		}

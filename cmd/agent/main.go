@@ -125,6 +125,7 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 	insecureFlag := fs.Bool("insecure", false, "plaintext gRPC/HTTP, allowed only to a loopback server (development)")
 	gatewayClass := fs.String("gateway-class", env("IMPRUN_AGENT_GATEWAY_CLASS", ""), "render for this gateway class instead of the snapshot's (envoy-gateway, nginx)")
 	namespace := fs.String("namespace", env("IMPRUN_AGENT_NAMESPACE", ""), "Kubernetes namespace of rendered resources (default imprun-gateway)")
+	metricsListen := fs.String("metrics-listen", env("IMPRUN_AGENT_METRICS_LISTEN", ""), "serve Prometheus /metrics on this address (e.g. :9464); off when empty")
 	verifyListen := fs.String("verify-listen", env("IMPRUN_AGENT_VERIFY_LISTEN", ""), "serve the credential verifier for gateway ext-auth on this address (e.g. :8081); off when empty, 127.0.0.1:8081 for --data-plane nginx")
 	dataPlane := fs.String("data-plane", env("IMPRUN_AGENT_DATA_PLANE", agent.DataPlaneFiles), "files (render into the state directory) or nginx (run an nginx and load every publish into it)")
 	nginxBinary := fs.String("nginx-binary", env("IMPRUN_AGENT_NGINX_BINARY", ""), "nginx executable (default: nginx in PATH, else /usr/sbin/nginx)")
@@ -173,6 +174,7 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		Render:            agent.RenderOptions{Namespace: *namespace, VerifierURL: *verifierURL, Egress: egressPolicy},
 		DataPlane:         *dataPlane,
 		VerifyListen:      *verifyListen,
+		MetricsListen:     *metricsListen,
 		Nginx: agent.NginxConfig{Binary: *nginxBinary, Dir: *nginxDir, Listen: listen, WorkerProcesses: *nginxWorkers,
 			HeadersMore: *nginxHeadersMore, StopOnExit: *nginxStop},
 		TransportCredentials: creds,
