@@ -37,7 +37,15 @@ type (
 	BackendTLS      = snapshot.BackendTLS
 	Policy          = snapshot.Policy
 	// RetrySpec is the spec of a retry policy, which has the shape of a backend's own retry.
-	RetrySpec = snapshot.Retry
+	RetrySpec          = snapshot.Retry
+	RateLimitSpec      = snapshot.RateLimitSpec
+	CORSSpec           = snapshot.CORSSpec
+	HeaderValue        = snapshot.HeaderValue
+	HeaderOps          = snapshot.HeaderOps
+	HeaderModifierSpec = snapshot.HeaderModifierSpec
+	URLRewriteSpec     = snapshot.URLRewriteSpec
+	IPListSpec         = snapshot.IPListSpec
+	TimeoutSpec        = snapshot.TimeoutSpec
 )
 
 // DecodeSnapshot parses snapshot bytes and checks the fields rendering cannot do without.
@@ -53,60 +61,4 @@ func DecodeSnapshot(data []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("decode snapshot: gateway %q has no listeners", s.Gateway.Name)
 	}
 	return &s, nil
-}
-
-// RateLimitSpec is the spec of a rate-limit policy.
-type RateLimitSpec struct {
-	RequestsPerUnit int    `json:"requests_per_unit"`
-	Unit            string `json:"unit"` // second, minute, hour or day
-	Burst           int    `json:"burst"`
-}
-
-// CORSSpec is the spec of a cors policy.
-type CORSSpec struct {
-	AllowOrigins     []string `json:"allow_origins"`
-	AllowMethods     []string `json:"allow_methods"`
-	AllowHeaders     []string `json:"allow_headers"`
-	ExposeHeaders    []string `json:"expose_headers"`
-	MaxAgeSeconds    int      `json:"max_age_seconds"`
-	AllowCredentials bool     `json:"allow_credentials"`
-}
-
-// HeaderValue is a header name and value.
-type HeaderValue struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-// HeaderOps changes headers: add appends, set replaces, remove deletes.
-type HeaderOps struct {
-	Add    []HeaderValue `json:"add"`
-	Set    []HeaderValue `json:"set"`
-	Remove []string      `json:"remove"`
-}
-
-// HeaderModifierSpec is the spec of a header-modifier policy.
-type HeaderModifierSpec struct {
-	Request  *HeaderOps `json:"request"`
-	Response *HeaderOps `json:"response"`
-}
-
-// URLRewriteSpec is the spec of a url-rewrite policy.
-type URLRewriteSpec struct {
-	Hostname string `json:"hostname"`
-	Path     *struct {
-		Type  string `json:"type"` // full or prefix
-		Value string `json:"value"`
-	} `json:"path"`
-}
-
-// IPListSpec is the spec of an ip-allow or ip-deny policy.
-type IPListSpec struct {
-	CIDRs []string `json:"cidrs"`
-}
-
-// TimeoutSpec is the spec of a timeout policy.
-type TimeoutSpec struct {
-	RequestMS        int `json:"request_ms"`
-	BackendRequestMS int `json:"backend_request_ms"`
 }

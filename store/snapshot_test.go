@@ -127,6 +127,18 @@ func TestSnapshotSharedShape(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, string(built.Bytes), string(again), "package snapshot encodes differently from what the server built")
 
+	// Every policy spec the server wrote decodes strictly into the spec type agents read.
+	for _, svc := range s.APIServices {
+		for _, r := range svc.Routes {
+			for _, pol := range r.Policies {
+				spec := policySpec(t, pol.Type)
+				dec := json.NewDecoder(bytes.NewReader(pol.Spec))
+				dec.DisallowUnknownFields()
+				require.NoError(t, dec.Decode(spec), "policy %s (%s): the spec has a field package snapshot does not define: %s", pol.Name, pol.Type, pol.Spec)
+			}
+		}
+	}
+
 	// The catalog reaches every corner of the shape (else the round trip proves little).
 	require.Len(t, s.APIServices, 2)
 	pay := s.APIServices[1]
@@ -147,4 +159,26 @@ func TestSnapshotSharedShape(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"cors": "global", "rate-limit": "service", "timeout": "service", "header-modifier": "service",
 		"ip-allow": "route", "ip-deny": "route", "retry": "route", "url-rewrite": "route"}, types)
+}
+
+// policySpec is the package snapshot type agents decode a policy type's spec into.
+func policySpec(t *testing.T, policyType string) any {
+	switch policyType {
+	case "rate-limit":
+		return &snapshot.RateLimitSpec{}
+	case "cors":
+		return &snapshot.CORSSpec{}
+	case "header-modifier":
+		return &snapshot.HeaderModifierSpec{}
+	case "url-rewrite":
+		return &snapshot.URLRewriteSpec{}
+	case "retry":
+		return &snapshot.Retry{}
+	case "timeout":
+		return &snapshot.TimeoutSpec{}
+	case "ip-allow", "ip-deny":
+		return &snapshot.IPListSpec{}
+	}
+	t.Fatalf("policy type %q has no spec type in package snapshot", policyType)
+	return nil
 }
