@@ -3,9 +3,7 @@ package agent
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/imprun/imprun-server/egress"
@@ -170,54 +168,6 @@ func shortID(id string) string {
 func hashText(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
-}
-
-// effectivePolicies returns the policies that apply to a route, one per type, with route
-// policies overriding service ones and service ones overriding global ones. Within one scope
-// the first policy of a type wins: the server lists them higher priority first (it resolves
-// policies per route and puts the winners on the route, keeping the scope they came from).
-func effectivePolicies(svc APIService, route Route) []Policy {
-	rank := map[string]int{"global": 0, "service": 1, "route": 2}
-	byType := map[string]Policy{}
-	best := map[string]int{}
-	consider := func(p Policy, defaultScope string) {
-		scope := p.Scope
-		if scope == "" {
-			scope = defaultScope
-		}
-		r := rank[scope]
-		if cur, ok := best[p.Type]; !ok || r > cur {
-			byType[p.Type] = p
-			best[p.Type] = r
-		}
-	}
-	for _, p := range svc.Policies {
-		consider(p, "service")
-	}
-	for _, p := range route.Policies {
-		consider(p, "route")
-	}
-	types := make([]string, 0, len(byType))
-	for t := range byType {
-		types = append(types, t)
-	}
-	sort.Strings(types)
-	out := make([]Policy, 0, len(types))
-	for _, t := range types {
-		out = append(out, byType[t])
-	}
-	return out
-}
-
-// decodeSpec decodes a policy spec, naming the policy in the error.
-func decodeSpec(p Policy, into any) error {
-	if len(p.Spec) == 0 {
-		return fmt.Errorf("policy %s (%s): spec is empty", p.ID, p.Type)
-	}
-	if err := json.Unmarshal(p.Spec, into); err != nil {
-		return fmt.Errorf("policy %s (%s): %w", p.ID, p.Type, err)
-	}
-	return nil
 }
 
 // resolveBackend finds the backend a route refers to, by id first and by name second (older

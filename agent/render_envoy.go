@@ -77,17 +77,18 @@ func (r envoyRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 		}
 		for _, route := range svc.Routes {
 			routeName := dnsName("imp", pid, svc.Name, route.Name)
-			spec, err := r.httpRouteSpec(s, svc, route, gatewayName, pid)
+			policies, err := decodeRoutePolicies(svc, route)
+			if err != nil {
+				return nil, err
+			}
+			spec, err := r.httpRouteSpec(s, svc, route, policies, gatewayName, pid)
 			if err != nil {
 				return nil, err
 			}
 			add("HTTPRoute", gatewayAPIVersion, routeName, spec)
 
 			target := []any{object{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": routeName}}
-			traffic, security, err := r.routePolicies(s, svc, route)
-			if err != nil {
-				return nil, err
-			}
+			traffic, security := r.envoyPolicies(s, svc, route, policies)
 			if len(traffic) > 0 {
 				traffic["targetRefs"] = target
 				add("BackendTrafficPolicy", envoyAPIVersion, routeName, traffic)
@@ -213,7 +214,7 @@ func envoyBackendTLS(b Backend) object {
 
 var gatewayPathTypes = map[string]string{"": "PathPrefix", "prefix": "PathPrefix", "exact": "Exact", "regex": "RegularExpression"}
 
-func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, gatewayName, pid string) (object, error) {
+func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, policies routePolicies, gatewayName, pid string) (object, error) {
 	pathType, ok := gatewayPathTypes[route.Matches.Path.Type]
 	if !ok {
 		return nil, fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
@@ -221,27 +222,7 @@ func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, g
 	if err := checkRouteRegexes(route); err != nil {
 		return nil, err
 	}
-	base := object{"path": object{"type": pathType, "value": firstNonEmpty(route.Matches.Path.Value, "/")}}
-	if hs := gatewayValueMatches(route.Matches.Headers); len(hs) > 0 {
-		base["headers"] = hs
-	}
-	if qs := gatewayValueMatches(route.Matches.QueryParams); len(qs) > 0 {
-		base["queryParams"] = qs
-	}
-	// A Gateway API match holds one method, so a route with several becomes one match per
-	// method (matches of a rule are ORed).
-	var matches []any
-	if len(route.Matches.Methods) == 0 {
-		matches = []any{base}
-	}
-	for _, m := range route.Matches.Methods {
-		mm := object{}
-		for k, v := range base {
-			mm[k] = v
-		}
-		mm["method"] = strings.ToUpper(m)
-		matches = append(matches, mm)
-	}
+	matches := gatewayMatches(route, pathType)
 
 	if len(route.BackendRefs) == 0 {
 		return nil, fmt.Errorf("route %s has no backend_refs", route.Name)
@@ -276,11 +257,7 @@ func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, g
 	if len(timeouts) > 0 {
 		rule["timeouts"] = timeouts
 	}
-	filters, err := envoyFilters(svc, route)
-	if err != nil {
-		return nil, err
-	}
-	if len(filters) > 0 {
+	if filters := policies.envoyFilters(); len(filters) > 0 {
 		rule["filters"] = filters
 	}
 	spec := object{"parentRefs": []any{object{"name": gatewayName}}, "rules": []any{rule}}
@@ -292,6 +269,31 @@ func (r envoyRenderer) httpRouteSpec(s *Snapshot, svc APIService, route Route, g
 		spec["hostnames"] = hs
 	}
 	return spec, nil
+}
+
+// gatewayMatches are a route's HTTPRoute matches. A Gateway API match holds one method, so a
+// route with several becomes one match per method (matches of a rule are ORed).
+func gatewayMatches(route Route, pathType string) []any {
+	base := object{"path": object{"type": pathType, "value": firstNonEmpty(route.Matches.Path.Value, "/")}}
+	if hs := gatewayValueMatches(route.Matches.Headers); len(hs) > 0 {
+		base["headers"] = hs
+	}
+	if qs := gatewayValueMatches(route.Matches.QueryParams); len(qs) > 0 {
+		base["queryParams"] = qs
+	}
+	if len(route.Matches.Methods) == 0 {
+		return []any{base}
+	}
+	var matches []any
+	for _, m := range route.Matches.Methods {
+		mm := object{}
+		for k, v := range base {
+			mm[k] = v
+		}
+		mm["method"] = strings.ToUpper(m)
+		matches = append(matches, mm)
+	}
+	return matches
 }
 
 // checkRouteRegexes refuses regexes outside the subset every data plane reads the same way (the
@@ -329,50 +331,50 @@ func gatewayValueMatches(ms []ValueMatch) []any {
 }
 
 // envoyFilters renders the route's header-modifier and url-rewrite policies as HTTPRoute
-// filters.
-func envoyFilters(svc APIService, route Route) ([]any, error) {
+// filters, in that order.
+func (ps routePolicies) envoyFilters() []any {
 	var filters []any
-	for _, p := range effectivePolicies(svc, route) {
-		switch p.Type {
-		case "header-modifier":
-			var spec HeaderModifierSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, err
-			}
-			if ops := envoyHeaderOps(spec.Request); ops != nil {
-				filters = append(filters, object{"type": "RequestHeaderModifier", "requestHeaderModifier": ops})
-			}
-			if ops := envoyHeaderOps(spec.Response); ops != nil {
-				filters = append(filters, object{"type": "ResponseHeaderModifier", "responseHeaderModifier": ops})
-			}
-		case "url-rewrite":
-			var spec URLRewriteSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, err
-			}
-			rw := object{}
-			if spec.Hostname != "" {
-				rw["hostname"] = spec.Hostname
-			}
-			if spec.Path != nil {
-				switch spec.Path.Type {
-				case "full":
-					rw["path"] = object{"type": "ReplaceFullPath", "replaceFullPath": spec.Path.Value}
-				case "prefix":
-					if t := route.Matches.Path.Type; t != "" && t != "prefix" {
-						return nil, fmt.Errorf("policy %s (url-rewrite): a prefix rewrite needs a prefix path match, route %s has %s", p.ID, route.Name, t)
-					}
-					rw["path"] = object{"type": "ReplacePrefixMatch", "replacePrefixMatch": spec.Path.Value}
-				default:
-					return nil, fmt.Errorf("policy %s (url-rewrite): unsupported path type %q", p.ID, spec.Path.Type)
-				}
-			}
-			if len(rw) > 0 {
-				filters = append(filters, object{"type": "URLRewrite", "urlRewrite": rw})
-			}
+	if p := ps.headerModifier; p != nil {
+		filters = append(filters, p.envoy()...)
+	}
+	if p := ps.urlRewrite; p != nil {
+		if f := p.envoy(); f != nil {
+			filters = append(filters, f)
 		}
 	}
-	return filters, nil
+	return filters
+}
+
+// envoy renders a header-modifier policy as request and response header filters.
+func (p *headerModifierPolicy) envoy() []any {
+	var filters []any
+	if ops := envoyHeaderOps(p.Request); ops != nil {
+		filters = append(filters, object{"type": "RequestHeaderModifier", "requestHeaderModifier": ops})
+	}
+	if ops := envoyHeaderOps(p.Response); ops != nil {
+		filters = append(filters, object{"type": "ResponseHeaderModifier", "responseHeaderModifier": ops})
+	}
+	return filters
+}
+
+// envoy renders a url-rewrite policy as a URLRewrite filter (nil when it rewrites nothing;
+// check has refused a path type other than full and prefix).
+func (p *urlRewritePolicy) envoy() object {
+	rw := object{}
+	if p.Hostname != "" {
+		rw["hostname"] = p.Hostname
+	}
+	if p.Path != nil {
+		if p.Path.Type == "full" {
+			rw["path"] = object{"type": "ReplaceFullPath", "replaceFullPath": p.Path.Value}
+		} else {
+			rw["path"] = object{"type": "ReplacePrefixMatch", "replacePrefixMatch": p.Path.Value}
+		}
+	}
+	if len(rw) == 0 {
+		return nil
+	}
+	return object{"type": "URLRewrite", "urlRewrite": rw}
 }
 
 func envoyHeaderOps(ops *HeaderOps) object {
@@ -412,109 +414,94 @@ func stringList(vals []string) []any {
 
 var envoyRateUnits = map[string]string{"second": "Second", "minute": "Minute", "hour": "Hour", "day": "Day"}
 
-// routePolicies builds the BackendTrafficPolicy and SecurityPolicy specs of a route (either may
-// be empty). Policy types the renderer does not know are skipped rather than failing the deploy,
-// so the server can introduce a type before every agent understands it.
-func (r envoyRenderer) routePolicies(s *Snapshot, svc APIService, route Route) (traffic, security object, err error) {
+// envoyPolicies builds the BackendTrafficPolicy and SecurityPolicy specs of a route (either may
+// be empty): its policies, what its first backend says, and the publish's credential check.
+func (r envoyRenderer) envoyPolicies(s *Snapshot, svc APIService, route Route, ps routePolicies) (traffic, security object) {
 	traffic, security = object{}, object{}
-	var allow, deny []string
-	timeout := object{}
-	for _, p := range effectivePolicies(svc, route) {
-		switch p.Type {
-		case "rate-limit":
-			var spec RateLimitSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, nil, err
-			}
-			unit, ok := envoyRateUnits[strings.ToLower(spec.Unit)]
-			if !ok || spec.RequestsPerUnit < 1 {
-				return nil, nil, fmt.Errorf("policy %s (rate-limit): need requests_per_unit >= 1 and unit second|minute|hour|day", p.ID)
-			}
-			traffic["rateLimit"] = object{"type": "Local", "local": object{"rules": []any{
-				object{"limit": object{"requests": spec.RequestsPerUnit, "unit": unit}},
-			}}}
-		case "timeout":
-			var spec TimeoutSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, nil, err
-			}
-			if spec.RequestMS > 0 {
-				timeout["http"] = object{"requestTimeout": strconv.Itoa(spec.RequestMS) + "ms"}
-			}
-		case "retry":
-			var spec RetrySpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, nil, err
-			}
-			traffic["retry"] = envoyRetry(spec)
-		case "cors":
-			var spec CORSSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, nil, err
-			}
-			security["cors"] = envoyCORS(spec)
-		case "ip-allow", "ip-deny":
-			var spec IPListSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return nil, nil, err
-			}
-			if p.Type == "ip-allow" {
-				allow = spec.CIDRs
-			} else {
-				deny = spec.CIDRs
-			}
-		}
+	if p := ps.rateLimit; p != nil {
+		traffic["rateLimit"] = p.envoy()
 	}
-
-	// Envoy Gateway sets load balancing, health checks, circuit breaking and connection
-	// timeouts per route (BackendTrafficPolicy), not per Backend: the route's first backend
-	// decides them.
+	if ps.retry != nil {
+		traffic["retry"] = envoyRetry(*ps.retry)
+	}
+	timeout := object{}
+	if ps.timeout != nil && ps.timeout.RequestMS > 0 {
+		timeout["http"] = object{"requestTimeout": strconv.Itoa(ps.timeout.RequestMS) + "ms"}
+	}
 	if b, err := resolveBackend(svc, route.BackendRefs[0]); err == nil {
-		if lb := envoyLoadBalancer(b); lb != nil {
-			traffic["loadBalancer"] = lb
-		}
-		if hc := envoyHealthCheck(b.HealthCheck); hc != nil {
-			traffic["healthCheck"] = object{"active": hc}
-		}
-		if cb := envoyCircuitBreaker(b.CircuitBreaker); cb != nil {
-			traffic["circuitBreaker"] = cb
-		}
-		if _, ok := traffic["retry"]; !ok && b.Retry != nil && b.Retry.NumRetries > 0 {
-			traffic["retry"] = envoyRetry(*b.Retry)
-		}
-		if b.Timeouts.ConnectMS > 0 {
-			timeout["tcp"] = object{"connectTimeout": strconv.Itoa(b.Timeouts.ConnectMS) + "ms"}
-		}
-		if b.Timeouts.IdleMS > 0 {
-			h, _ := timeout["http"].(object)
-			if h == nil {
-				h = object{}
-			}
-			h["connectionIdleTimeout"] = strconv.Itoa(b.Timeouts.IdleMS) + "ms"
-			timeout["http"] = h
-		}
+		envoyBackendTraffic(b, traffic, timeout)
 	}
 	if len(timeout) > 0 {
 		traffic["timeout"] = timeout
 	}
 
-	if len(allow) > 0 || len(deny) > 0 {
-		// Deny rules first: an address both lists name is refused.
-		var rules []any
-		if len(deny) > 0 {
-			rules = append(rules, object{"name": "ip-deny", "action": "Deny", "principal": object{"clientCIDRs": stringList(deny)}})
-		}
-		def := "Allow"
-		if len(allow) > 0 {
-			rules = append(rules, object{"name": "ip-allow", "action": "Allow", "principal": object{"clientCIDRs": stringList(allow)}})
-			def = "Deny"
-		}
-		security["authorization"] = object{"defaultAction": def, "rules": rules}
+	if p := ps.cors; p != nil {
+		security["cors"] = p.envoy()
+	}
+	if authz := ps.envoyAuthorization(); authz != nil {
+		security["authorization"] = authz
 	}
 	if needsCredentialCheck(s) {
 		security["extAuth"] = r.extAuth(s)
 	}
-	return traffic, security, nil
+	return traffic, security
+}
+
+// envoyBackendTraffic adds what a route's first backend decides to its traffic policy and
+// timeouts: Envoy Gateway sets load balancing, health checks, circuit breaking and connection
+// timeouts per route (BackendTrafficPolicy), not per Backend. The backend's own retry applies
+// when the route has no retry policy.
+func envoyBackendTraffic(b Backend, traffic, timeout object) {
+	if lb := envoyLoadBalancer(b); lb != nil {
+		traffic["loadBalancer"] = lb
+	}
+	if hc := envoyHealthCheck(b.HealthCheck); hc != nil {
+		traffic["healthCheck"] = object{"active": hc}
+	}
+	if cb := envoyCircuitBreaker(b.CircuitBreaker); cb != nil {
+		traffic["circuitBreaker"] = cb
+	}
+	if _, ok := traffic["retry"]; !ok && b.Retry != nil && b.Retry.NumRetries > 0 {
+		traffic["retry"] = envoyRetry(*b.Retry)
+	}
+	if b.Timeouts.ConnectMS > 0 {
+		timeout["tcp"] = object{"connectTimeout": strconv.Itoa(b.Timeouts.ConnectMS) + "ms"}
+	}
+	if b.Timeouts.IdleMS > 0 {
+		h, _ := timeout["http"].(object)
+		if h == nil {
+			h = object{}
+		}
+		h["connectionIdleTimeout"] = strconv.Itoa(b.Timeouts.IdleMS) + "ms"
+		timeout["http"] = h
+	}
+}
+
+// envoy renders a rate-limit policy as a local rate limit.
+func (p *rateLimitPolicy) envoy() object {
+	return object{"type": "Local", "local": object{"rules": []any{
+		object{"limit": object{"requests": p.RequestsPerUnit, "unit": envoyRateUnits[strings.ToLower(p.Unit)]}},
+	}}}
+}
+
+// envoyAuthorization renders the ip-allow and ip-deny policies as a SecurityPolicy
+// authorization (nil without either). Deny rules come first: an address both lists name is
+// refused.
+func (ps routePolicies) envoyAuthorization() object {
+	allow, deny := ps.allowCIDRs(), ps.denyCIDRs()
+	if len(allow) == 0 && len(deny) == 0 {
+		return nil
+	}
+	var rules []any
+	if len(deny) > 0 {
+		rules = append(rules, object{"name": "ip-deny", "action": "Deny", "principal": object{"clientCIDRs": stringList(deny)}})
+	}
+	def := "Allow"
+	if len(allow) > 0 {
+		rules = append(rules, object{"name": "ip-allow", "action": "Allow", "principal": object{"clientCIDRs": stringList(allow)}})
+		def = "Deny"
+	}
+	return object{"defaultAction": def, "rules": rules}
 }
 
 func envoyRetry(spec RetrySpec) object {
@@ -650,7 +637,9 @@ func splitServiceURL(u string) (service, namespace string, port int, path string
 	return service, namespace, port, strings.TrimRight(path, "/")
 }
 
-func envoyCORS(spec CORSSpec) object {
+// envoy renders a cors policy as a SecurityPolicy's cors.
+func (p *corsPolicy) envoy() object {
+	spec := p.CORSSpec
 	list := func(vals []string) []any {
 		out := make([]any, len(vals))
 		for i, v := range vals {

@@ -37,7 +37,8 @@ import (
 // backends with timeouts, health checks, circuit breakers, retries, TLS and consistent
 // hashing, and policies of every type on all three scopes, one disabled). Rebuild them the
 // same way when the server's snapshot shape changes; TestServerSnapshotShape fails when the
-// agent stops understanding a field of them.
+// agent stops understanding a field of them (store.TestSnapshotSharedShape checks the shape
+// against a snapshot built live).
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden with the current rendering")
 
 // goldenCases are the snapshots rendered for every gateway class.

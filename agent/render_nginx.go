@@ -28,54 +28,19 @@ type nginxBlock struct {
 	text string
 }
 
+// RenderPublish renders the upstreams, then the locations of every route grouped by hostname,
+// then a server per listener and hostname, and writes them out with the http-context lines
+// (zones) the locations need.
 func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 	pid := shortID(s.PublishID)
-	var blocks []nginxBlock
-
 	// Upstreams first: servers refer to them.
-	upstreamOf := map[string]string{} // service id + backend id -> upstream name
-	for _, svc := range s.APIServices {
-		for _, b := range svc.Backends {
-			name := nginxName("imp", pid, svc.Name, b.Name)
-			if err := checkEgress(r.opts.Egress, svc, b); err != nil {
-				return nil, err
-			}
-			text, err := nginxUpstream(name, svc, b)
-			if err != nil {
-				return nil, err
-			}
-			upstreamOf[svc.ID+"/"+b.ID] = name
-			blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxUpstream", Name: name}, text})
-		}
+	blocks, upstreamOf, err := r.upstreams(s, pid)
+	if err != nil {
+		return nil, err
 	}
-
-	// Locations per hostname; a route without hostnames answers on the publish hostname, or
-	// on any name ("_") when the publish has none either.
-	type loc struct {
-		res  RenderedResource
-		path string // location operator and value: two equal ones would clash in one server
-		text string
-	}
-	byHost := map[string][]loc{}
-	var zones []string
-	for _, svc := range s.APIServices {
-		for _, route := range svc.Routes {
-			name := nginxName("imp", pid, svc.Name, route.Name)
-			text, path, zone, err := r.location(s, svc, route, name, pid, upstreamOf)
-			if err != nil {
-				return nil, err
-			}
-			if zone != "" {
-				zones = append(zones, zone)
-			}
-			hosts := routeHostnames(s, route)
-			if len(hosts) == 0 {
-				hosts = []string{"_"}
-			}
-			for _, h := range hosts {
-				byHost[h] = append(byHost[h], loc{RenderedResource{Kind: "NginxLocation", Name: h + firstNonEmpty(route.Matches.Path.Value, "/")}, path, text})
-			}
-		}
+	byHost, zones, err := r.locationsByHost(s, pid, upstreamOf)
+	if err != nil {
+		return nil, err
 	}
 	hosts := make([]string, 0, len(byHost))
 	for h := range byHost {
@@ -85,77 +50,14 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 
 	var listens []ListenSocket
 	for i, l := range s.Gateway.Listeners {
-		if l.Port < 1 || l.Port > 65535 {
-			return nil, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port)
-		}
-		addr, err := r.listenAddr(l.Port)
+		lb, listen, err := r.listenerServers(s, i, l, hosts, byHost)
 		if err != nil {
-			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+			return nil, err
 		}
-		listen := addr
-		protocol := strings.ToUpper(firstNonEmpty(l.Protocol, "HTTP"))
-		switch protocol {
-		case "HTTP":
-		case "HTTPS":
-			listen += " ssl"
-		default:
-			// TCP/TLS passthrough listeners belong to nginx's stream {} context, which an
-			// http {} fragment cannot hold.
-			return nil, fmt.Errorf("listener %q: protocol %s is not supported by the nginx renderer", l.Name, protocol)
+		if len(lb) > 0 {
+			listens = appendListen(listens, listen)
 		}
-		listenerName := firstNonEmpty(l.Name, "listener-"+strconv.Itoa(i))
-		for _, h := range hosts {
-			// A listener bound to a hostname only serves that hostname.
-			if l.Hostname != "" && h != l.Hostname {
-				continue
-			}
-			var b strings.Builder
-			fmt.Fprintf(&b, "server {\n    listen %s;\n    server_name %s;\n", listen, h)
-			if protocol == "HTTPS" && l.TLS != nil && l.TLS.CertificateRef != "" {
-				// The certificate reference names files the operator provisions: <ref>.crt
-				// and <ref>.key in NginxCertDir (next to this fragment without one).
-				ref := l.TLS.CertificateRef
-				if !certRef.MatchString(ref) || strings.Contains(ref, "..") {
-					return nil, fmt.Errorf("listener %q: certificate_ref %q is not a plain name", l.Name, ref)
-				}
-				if r.opts.NginxCertDir != "" {
-					if !safeNginxValue(r.opts.NginxCertDir) {
-						return nil, fmt.Errorf("certificate directory %q cannot be rendered for nginx", r.opts.NginxCertDir)
-					}
-					// Each tenant's certificates live in a directory of its own: a tenant can
-					// name only its own (snapshots from before tenant_id use the flat layout).
-					dir := strings.TrimRight(r.opts.NginxCertDir, "/")
-					if s.TenantID != "" {
-						if !safeID.MatchString(s.TenantID) {
-							return nil, fmt.Errorf("tenant_id %q is not a valid id", s.TenantID)
-						}
-						dir += "/" + s.TenantID
-					}
-					ref = dir + "/" + ref
-				}
-				fmt.Fprintf(&b, "    ssl_certificate %s.crt;\n    ssl_certificate_key %s.key;\n", ref, ref)
-			}
-			seen := map[string]bool{}
-			for _, lc := range byHost[h] {
-				if seen[lc.path] {
-					return nil, fmt.Errorf("two routes on host %s match the same location %q", h, lc.path)
-				}
-				seen[lc.path] = true
-				b.WriteString(lc.text)
-			}
-			if needsCredentialCheck(s) {
-				b.WriteString(r.verifyLocation(s))
-			}
-			b.WriteString(nginxDenyLocations(needsCredentialCheck(s)))
-			b.WriteString("}\n")
-			listens = appendListen(listens, ListenSocket{Addr: addr, SSL: protocol == "HTTPS"})
-			blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxServer", Name: listenerName + ":" + h}, b.String()})
-			for _, lc := range byHost[h] {
-				lc.res.Name = listenerName + ":" + lc.res.Name
-				lc.res.Hash = hashText([]byte(lc.text))
-				blocks = append(blocks, nginxBlock{res: lc.res})
-			}
-		}
+		blocks = append(blocks, lb...)
 	}
 
 	var buf bytes.Buffer
@@ -174,6 +76,162 @@ func (r nginxRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 	}
 	out.Config = buf.Bytes()
 	return out, nil
+}
+
+// upstreams renders an upstream per backend (after checking its endpoints against the egress
+// policy) and names each by service and backend id.
+func (r nginxRenderer) upstreams(s *Snapshot, pid string) (blocks []nginxBlock, upstreamOf map[string]string, err error) {
+	upstreamOf = map[string]string{} // service id + "/" + backend id -> upstream name
+	for _, svc := range s.APIServices {
+		for _, b := range svc.Backends {
+			name := nginxName("imp", pid, svc.Name, b.Name)
+			if err := checkEgress(r.opts.Egress, svc, b); err != nil {
+				return nil, nil, err
+			}
+			text, err := nginxUpstream(name, svc, b)
+			if err != nil {
+				return nil, nil, err
+			}
+			upstreamOf[svc.ID+"/"+b.ID] = name
+			blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxUpstream", Name: name}, text})
+		}
+	}
+	return blocks, upstreamOf, nil
+}
+
+// nginxLocation is one rendered route location.
+type nginxLocation struct {
+	res  RenderedResource
+	path string // location operator and value: two equal ones would clash in one server
+	text string
+}
+
+// locationsByHost renders every route's location under each hostname it answers on; a route
+// without hostnames answers on the publish hostname, or on any name ("_") when the publish has
+// none either. zones are the http-context lines of the locations, in route order.
+func (r nginxRenderer) locationsByHost(s *Snapshot, pid string, upstreamOf map[string]string) (byHost map[string][]nginxLocation, zones []string, err error) {
+	byHost = map[string][]nginxLocation{}
+	for _, svc := range s.APIServices {
+		for _, route := range svc.Routes {
+			name := nginxName("imp", pid, svc.Name, route.Name)
+			text, path, zone, err := r.location(s, svc, route, name, upstreamOf)
+			if err != nil {
+				return nil, nil, err
+			}
+			if zone != "" {
+				zones = append(zones, zone)
+			}
+			hosts := routeHostnames(s, route)
+			if len(hosts) == 0 {
+				hosts = []string{"_"}
+			}
+			for _, h := range hosts {
+				res := RenderedResource{Kind: "NginxLocation", Name: h + firstNonEmpty(route.Matches.Path.Value, "/")}
+				byHost[h] = append(byHost[h], nginxLocation{res, path, text})
+			}
+		}
+	}
+	return byHost, zones, nil
+}
+
+// listenerServers renders listener l's server blocks, one per hostname it serves (a listener
+// bound to a hostname serves only that one), each followed by the resources of its locations,
+// and the socket they listen on.
+func (r nginxRenderer) listenerServers(s *Snapshot, i int, l Listener, hosts []string, byHost map[string][]nginxLocation) ([]nginxBlock, ListenSocket, error) {
+	if l.Port < 1 || l.Port > 65535 {
+		return nil, ListenSocket{}, fmt.Errorf("listener %q: port %d out of range", l.Name, l.Port)
+	}
+	addr, err := r.listenAddr(l.Port)
+	if err != nil {
+		return nil, ListenSocket{}, fmt.Errorf("listener %q: %w", l.Name, err)
+	}
+	listen := ListenSocket{Addr: addr}
+	switch protocol := strings.ToUpper(firstNonEmpty(l.Protocol, "HTTP")); protocol {
+	case "HTTP":
+	case "HTTPS":
+		listen.SSL = true
+	default:
+		// TCP/TLS passthrough listeners belong to nginx's stream {} context, which an
+		// http {} fragment cannot hold.
+		return nil, ListenSocket{}, fmt.Errorf("listener %q: protocol %s is not supported by the nginx renderer", l.Name, protocol)
+	}
+	listenerName := firstNonEmpty(l.Name, "listener-"+strconv.Itoa(i))
+	var blocks []nginxBlock
+	for _, h := range hosts {
+		if l.Hostname != "" && h != l.Hostname {
+			continue
+		}
+		text, err := r.server(s, l, listen, h, byHost[h])
+		if err != nil {
+			return nil, ListenSocket{}, err
+		}
+		blocks = append(blocks, nginxBlock{RenderedResource{Kind: "NginxServer", Name: listenerName + ":" + h}, text})
+		for _, lc := range byHost[h] {
+			lc.res.Name = listenerName + ":" + lc.res.Name
+			lc.res.Hash = hashText([]byte(lc.text))
+			blocks = append(blocks, nginxBlock{res: lc.res})
+		}
+	}
+	return blocks, listen, nil
+}
+
+// server renders the server block of one listener and hostname: its certificate, its
+// locations, the verifier's location when the publish checks credentials, and the locations
+// that refuse everything else.
+func (r nginxRenderer) server(s *Snapshot, l Listener, listen ListenSocket, host string, locations []nginxLocation) (string, error) {
+	var b strings.Builder
+	directive := listen.Addr
+	if listen.SSL {
+		directive += " ssl"
+	}
+	fmt.Fprintf(&b, "server {\n    listen %s;\n    server_name %s;\n", directive, host)
+	if listen.SSL && l.TLS != nil && l.TLS.CertificateRef != "" {
+		text, err := r.certificate(s, l)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString(text)
+	}
+	seen := map[string]bool{}
+	for _, lc := range locations {
+		if seen[lc.path] {
+			return "", fmt.Errorf("two routes on host %s match the same location %q", host, lc.path)
+		}
+		seen[lc.path] = true
+		b.WriteString(lc.text)
+	}
+	if needsCredentialCheck(s) {
+		b.WriteString(r.verifyLocation(s))
+	}
+	b.WriteString(nginxDenyLocations(needsCredentialCheck(s)))
+	b.WriteString("}\n")
+	return b.String(), nil
+}
+
+// certificate renders the certificate lines of a TLS listener. The certificate reference names
+// files the operator provisions: <ref>.crt and <ref>.key in NginxCertDir (next to this
+// fragment without one).
+func (r nginxRenderer) certificate(s *Snapshot, l Listener) (string, error) {
+	ref := l.TLS.CertificateRef
+	if !certRef.MatchString(ref) || strings.Contains(ref, "..") {
+		return "", fmt.Errorf("listener %q: certificate_ref %q is not a plain name", l.Name, ref)
+	}
+	if r.opts.NginxCertDir != "" {
+		if !safeNginxValue(r.opts.NginxCertDir) {
+			return "", fmt.Errorf("certificate directory %q cannot be rendered for nginx", r.opts.NginxCertDir)
+		}
+		// Each tenant's certificates live in a directory of its own: a tenant can name only
+		// its own (snapshots from before tenant_id use the flat layout).
+		dir := strings.TrimRight(r.opts.NginxCertDir, "/")
+		if s.TenantID != "" {
+			if !safeID.MatchString(s.TenantID) {
+				return "", fmt.Errorf("tenant_id %q is not a valid id", s.TenantID)
+			}
+			dir += "/" + s.TenantID
+		}
+		ref = dir + "/" + ref
+	}
+	return fmt.Sprintf("    ssl_certificate %s.crt;\n    ssl_certificate_key %s.key;\n", ref, ref), nil
 }
 
 var nginxLBDirectives = map[string]string{
@@ -259,94 +317,149 @@ func nginxHashKey(h *ConsistentHash) (string, error) {
 }
 
 // location renders one route. It returns the location text, its match ("^~ /v1"), and the
-// http-context lines it needs (limit_req_zone, split_clients), if any.
-func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, pid string, upstreamOf map[string]string) (text, path, zone string, err error) {
+// http-context lines it needs (split_clients, map, limit_req_zone), if any. The steps: the
+// path match, the proxy target, the request guards (methods, headers, query parameters, the
+// credential check), the route's policies, then timeouts, upstream TLS and proxy_pass.
+func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name string, upstreamOf map[string]string) (text, path, zone string, err error) {
+	path, err = nginxLocationMatch(route)
+	if err != nil {
+		return "", "", "", err
+	}
+	target, err := nginxProxyTarget(svc, route, name, upstreamOf)
+	if err != nil {
+		return "", "", "", err
+	}
+	zone = target.zone
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "    # route %s (service %s)\n    location %s {\n", route.Name, svc.Name, path)
+	policies, err := decodeRoutePolicies(svc, route)
+	if err != nil {
+		return "", "", "", err
+	}
+	// A CORS preflight is answered here, before the header guards, the method limit and the
+	// credential check: browsers send it without credentials (the add_header lines below
+	// carry the CORS headers into the 204).
+	if policies.cors != nil {
+		b.WriteString("        if ($request_method = OPTIONS) { return 204; }\n")
+	}
+	guards, err := nginxGuards(route)
+	if err != nil {
+		return "", "", "", err
+	}
+	b.WriteString(guards)
+	b.WriteString(nginxAuth(needsCredentialCheck(s)))
+	first, err := resolveBackend(svc, route.BackendRefs[0])
+	if err != nil {
+		return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+	}
+	policyZone, policyText, err := policies.nginx(name, route, first)
+	if err != nil {
+		return "", "", "", err
+	}
+	zone += policyZone
+	b.WriteString(policyText)
+	b.WriteString(nginxTimeouts(route, first, policies.timeout))
+	if target.tlsBackend != nil {
+		text, err := r.upstreamTLS(*target.tlsBackend)
+		if err != nil {
+			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+		}
+		b.WriteString(text)
+	}
+	fmt.Fprintf(&b, "        proxy_pass %s;\n    }\n", target.proxyPass)
+	return b.String(), path, zone, nil
+}
+
+// nginxLocationMatch is the location's operator and value for the route's path match.
+func nginxLocationMatch(route Route) (string, error) {
 	value := firstNonEmpty(route.Matches.Path.Value, "/")
 	switch route.Matches.Path.Type {
 	case "", "prefix", "exact":
 		if !safeNginxValue(value) {
-			return "", "", "", fmt.Errorf("route %s: path %q cannot be rendered for nginx", route.Name, value)
+			return "", fmt.Errorf("route %s: path %q cannot be rendered for nginx", route.Name, value)
+		}
+		if route.Matches.Path.Type == "exact" {
+			return "= " + value, nil
 		}
 		// ^~ keeps a prefix route from being taken over by a regex route of another service.
-		path = "^~ " + value
-		if route.Matches.Path.Type == "exact" {
-			path = "= " + value
-		}
+		return "^~ " + value, nil
 	case "regex":
 		if err := saferegex.Check(value); err != nil {
-			return "", "", "", fmt.Errorf("route %s: path regex %w", route.Name, err)
+			return "", fmt.Errorf("route %s: path regex %w", route.Name, err)
 		}
-		path = "~ " + nginxQuote(value)
+		return "~ " + nginxQuote(value), nil
 	default:
-		return "", "", "", fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
+		return "", fmt.Errorf("route %s: unsupported path match type %q", route.Name, route.Matches.Path.Type)
 	}
+}
 
+// nginxTarget is where a location proxies to.
+type nginxTarget struct {
+	proxyPass  string   // an upstream URL, or the split_clients variable of a weighted split
+	zone       string   // the split_clients block, if any
+	tlsBackend *Backend // the https backend whose TLS settings the location carries
+}
+
+// nginxProxyTarget resolves a route's backends to its proxy_pass target. proxy_pass takes the
+// scheme of the backend; a weighted split picks scheme and upstream together per request (a
+// split_clients map), so an http and an https backend can share a route.
+func nginxProxyTarget(svc APIService, route Route, name string, upstreamOf map[string]string) (nginxTarget, error) {
 	if len(route.BackendRefs) == 0 {
-		return "", "", "", fmt.Errorf("route %s has no backend_refs", route.Name)
+		return nginxTarget{}, fmt.Errorf("route %s has no backend_refs", route.Name)
 	}
-	// proxy_pass takes the scheme of the backend; a weighted split picks scheme and upstream
-	// together per request, so an http and an https backend can share a route.
-	target := func(b Backend) string {
+	url := func(b Backend) string {
 		scheme := "http"
 		if b.Scheme == "https" || b.Scheme == "grpcs" {
 			scheme = "https"
 		}
 		return scheme + "://" + upstreamOf[svc.ID+"/"+b.ID]
 	}
-	var proxyPass string
-	var tlsBackend *Backend // the https backend whose TLS settings the location carries
-	var weighted []BackendRef
+	var t nginxTarget
+	var weighted []Backend
+	var weights []int
+	total := 0
 	for _, ref := range route.BackendRefs {
 		b, err := resolveBackend(svc, ref)
 		if err != nil {
-			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
+			return nginxTarget{}, fmt.Errorf("route %s: %w", route.Name, err)
 		}
-		if tlsBackend == nil && (b.Scheme == "https" || b.Scheme == "grpcs") {
-			tlsBackend = &b
+		if t.tlsBackend == nil && (b.Scheme == "https" || b.Scheme == "grpcs") {
+			t.tlsBackend = &b
 		}
 		if len(route.BackendRefs) == 1 {
-			proxyPass = target(b)
+			t.proxyPass = url(b)
 		} else if ref.Weight > 0 {
-			weighted = append(weighted, ref)
+			weighted, weights, total = append(weighted, b), append(weights, ref.Weight), total+ref.Weight
 		}
 	}
-	if len(route.BackendRefs) > 1 {
-		// Weighted split across backends: a split_clients map picks the target per request.
-		total := 0
-		for _, ref := range weighted {
-			total += ref.Weight
-		}
-		if total <= 0 {
-			return "", "", "", fmt.Errorf("route %s: backend weights add up to %d", route.Name, total)
-		}
-		var sb strings.Builder
-		splitVar := "$" + name + "_upstream"
-		fmt.Fprintf(&sb, "split_clients \"${request_id}\" %s {\n", splitVar)
-		for i, ref := range weighted {
-			b, _ := resolveBackend(svc, ref)
-			if i == len(weighted)-1 {
-				fmt.Fprintf(&sb, "    * %s;\n", target(b))
-				break
-			}
-			// nginx refuses a 0.00% entry; a share that small still gets the least it can.
-			fmt.Fprintf(&sb, "    %.2f%% %s;\n", max(float64(ref.Weight)*100/float64(total), 0.01), target(b))
-		}
-		sb.WriteString("}\n")
-		zone += sb.String()
-		proxyPass = splitVar
+	if len(route.BackendRefs) == 1 {
+		return t, nil
 	}
+	if total <= 0 {
+		return nginxTarget{}, fmt.Errorf("route %s: backend weights add up to %d", route.Name, total)
+	}
+	var sb strings.Builder
+	t.proxyPass = "$" + name + "_upstream"
+	fmt.Fprintf(&sb, "split_clients \"${request_id}\" %s {\n", t.proxyPass)
+	for i, b := range weighted {
+		if i == len(weighted)-1 {
+			fmt.Fprintf(&sb, "    * %s;\n", url(b))
+			break
+		}
+		// nginx refuses a 0.00% entry; a share that small still gets the least it can.
+		fmt.Fprintf(&sb, "    %.2f%% %s;\n", max(float64(weights[i])*100/float64(total), 0.01), url(b))
+	}
+	sb.WriteString("}\n")
+	t.zone = sb.String()
+	return t, nil
+}
 
-	policies := effectivePolicies(svc, route)
+// nginxGuards renders a route's method, header and query matches. nginx cannot select a
+// location on headers or query parameters, but it can refuse requests that do not match, so
+// the route never takes more than it should.
+func nginxGuards(route Route) (string, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "    # route %s (service %s)\n    location %s {\n", route.Name, svc.Name, path)
-	// A CORS preflight is answered here, before the header guards, the method limit and the
-	// credential check: browsers send it without credentials (the add_header lines below
-	// carry the CORS headers into the 204).
-	for _, p := range policies {
-		if p.Type == "cors" {
-			b.WriteString("        if ($request_method = OPTIONS) { return 204; }\n")
-		}
-	}
 	if len(route.Matches.Methods) > 0 {
 		methods := make([]string, len(route.Matches.Methods))
 		for i, m := range route.Matches.Methods {
@@ -354,160 +467,88 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 		}
 		fmt.Fprintf(&b, "        limit_except %s { deny all; }\n", strings.Join(methods, " "))
 	}
-	// Header and query matches become guards: nginx cannot select a location on them, but it
-	// can refuse requests that do not match, so the route never takes more than it should.
 	for _, m := range route.Matches.Headers {
 		g, err := nginxGuard("$http_", m)
 		if err != nil {
-			return "", "", "", fmt.Errorf("route %s: header %w", route.Name, err)
+			return "", fmt.Errorf("route %s: header %w", route.Name, err)
 		}
 		b.WriteString(g)
 	}
 	for _, m := range route.Matches.QueryParams {
 		g, err := nginxGuard("$arg_", m)
 		if err != nil {
-			return "", "", "", fmt.Errorf("route %s: query parameter %w", route.Name, err)
+			return "", fmt.Errorf("route %s: query parameter %w", route.Name, err)
 		}
 		b.WriteString(g)
 	}
-	b.WriteString(nginxAuth(needsCredentialCheck(s)))
-	first, err := resolveBackend(svc, route.BackendRefs[0])
-	if err != nil {
-		return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
-	}
-	retry := first.Retry
-	ipRules := map[string][]string{}
-	readTimeoutMS := route.Timeouts.RequestMS
-	var policyTimeout TimeoutSpec
-	for _, p := range policies {
-		switch p.Type {
-		case "rate-limit":
-			var spec RateLimitSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return "", "", "", err
-			}
-			rate, err := nginxRate(spec)
-			if err != nil {
-				return "", "", "", fmt.Errorf("policy %s: %w", p.ID, err)
-			}
-			zoneName := name + "_rl"
-			zone += fmt.Sprintf("limit_req_zone $binary_remote_addr zone=%s:10m rate=%s;\n", zoneName, rate)
-			fmt.Fprintf(&b, "        limit_req zone=%s", zoneName)
-			if spec.Burst > 0 {
-				fmt.Fprintf(&b, " burst=%d nodelay", spec.Burst)
-			}
-			// nginx's default for a refused request is 503; a client over a limit gets 429.
-			b.WriteString(";\n        limit_req_status 429;\n        error_page 429 = @imprun_limited;\n")
-		case "cors":
-			var spec CORSSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return "", "", "", err
-			}
-			for _, v := range append(append(append([]string{}, spec.AllowOrigins...), spec.AllowMethods...), spec.AllowHeaders...) {
-				if !nginxLiteral(v) {
-					return "", "", "", fmt.Errorf("policy %s: value %q cannot be rendered for nginx", p.ID, v)
-				}
-			}
-			if len(spec.AllowOrigins) == 1 || slices.Contains(spec.AllowOrigins, "*") {
-				origin := "*"
-				if !slices.Contains(spec.AllowOrigins, "*") {
-					origin = spec.AllowOrigins[0]
-				}
-				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n", nginxQuote(origin))
-			} else if len(spec.AllowOrigins) > 1 {
-				// The header names one origin: a map echoes the request's Origin when it is
-				// one of the allowed ones (an empty value leaves the header out).
-				originVar := "$" + name + "_cors_origin"
-				var m strings.Builder
-				fmt.Fprintf(&m, "map $http_origin %s {\n    default \"\";\n", originVar)
-				for _, o := range spec.AllowOrigins {
-					if strings.HasPrefix(o, "~") {
-						return "", "", "", fmt.Errorf("policy %s: origin %q cannot be rendered for nginx", p.ID, o)
-					}
-					fmt.Fprintf(&m, "    %s $http_origin;\n", nginxQuote(o))
-				}
-				m.WriteString("}\n")
-				zone += m.String()
-				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n        add_header Vary Origin always;\n", originVar)
-			}
-			fmt.Fprintf(&b, "        add_header Access-Control-Allow-Methods %s always;\n", nginxQuote(strings.Join(spec.AllowMethods, ", ")))
-			if len(spec.AllowHeaders) > 0 {
-				fmt.Fprintf(&b, "        add_header Access-Control-Allow-Headers %s always;\n", nginxQuote(strings.Join(spec.AllowHeaders, ", ")))
-			}
-			if spec.AllowCredentials {
-				b.WriteString("        add_header Access-Control-Allow-Credentials true always;\n")
-			}
-			if len(spec.ExposeHeaders) > 0 {
-				fmt.Fprintf(&b, "        add_header Access-Control-Expose-Headers %s always;\n", nginxQuote(strings.Join(spec.ExposeHeaders, ", ")))
-			}
-			if spec.MaxAgeSeconds > 0 {
-				fmt.Fprintf(&b, "        add_header Access-Control-Max-Age %d always;\n", spec.MaxAgeSeconds)
-			}
-		case "header-modifier":
-			var spec HeaderModifierSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return "", "", "", err
-			}
-			text, err := nginxHeaderOps(spec)
-			if err != nil {
-				return "", "", "", fmt.Errorf("policy %s: %w", p.ID, err)
-			}
-			b.WriteString(text)
-		case "url-rewrite":
-			var spec URLRewriteSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return "", "", "", err
-			}
-			text, err := nginxRewrite(spec, route)
-			if err != nil {
-				return "", "", "", fmt.Errorf("policy %s: %w", p.ID, err)
-			}
-			b.WriteString(text)
-		case "ip-allow", "ip-deny":
-			var spec IPListSpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return "", "", "", err
-			}
-			verb := "allow"
-			if p.Type == "ip-deny" {
-				verb = "deny"
-			}
-			for _, c := range spec.CIDRs {
-				if _, _, err := net.ParseCIDR(c); err != nil && net.ParseIP(c) == nil {
-					return "", "", "", fmt.Errorf("policy %s: %q is not an address or CIDR", p.ID, c)
-				}
-			}
-			ipRules[verb] = spec.CIDRs
-		case "retry":
-			var spec RetrySpec
-			if err := decodeSpec(p, &spec); err != nil {
-				return "", "", "", err
-			}
-			retry = &spec
-		case "timeout":
-			if err := decodeSpec(p, &policyTimeout); err != nil {
-				return "", "", "", err
-			}
+	return b.String(), nil
+}
+
+// nginx renders a route's policies into the location (text) and the http context (zone), in
+// the order of their types: cors, header-modifier, rate-limit and url-rewrite directives, then
+// the address rules and the retry (the route's retry policy, else its first backend's).
+func (ps routePolicies) nginx(name string, route Route, first Backend) (zone, text string, err error) {
+	var b strings.Builder
+	if p := ps.cors; p != nil {
+		z, t, err := p.nginx(name)
+		if err != nil {
+			return "", "", err
 		}
+		zone += z
+		b.WriteString(t)
+	}
+	if p := ps.headerModifier; p != nil {
+		t, err := p.nginx()
+		if err != nil {
+			return "", "", fmt.Errorf("policy %s: %w", p.id, err)
+		}
+		b.WriteString(t)
+	}
+	if p := ps.rateLimit; p != nil {
+		z, t := p.nginx(name + "_rl")
+		zone += z
+		b.WriteString(t)
+	}
+	if p := ps.urlRewrite; p != nil {
+		t, err := p.nginx(route)
+		if err != nil {
+			return "", "", fmt.Errorf("policy %s: %w", p.id, err)
+		}
+		b.WriteString(t)
 	}
 	// nginx checks deny and allow in order: denied addresses first, then the allowed ones,
 	// then nobody else.
-	for _, c := range ipRules["deny"] {
+	for _, c := range ps.denyCIDRs() {
 		fmt.Fprintf(&b, "        deny %s;\n", c)
 	}
-	for _, c := range ipRules["allow"] {
+	for _, c := range ps.allowCIDRs() {
 		fmt.Fprintf(&b, "        allow %s;\n", c)
 	}
-	if len(ipRules["allow"]) > 0 {
+	if len(ps.allowCIDRs()) > 0 {
 		b.WriteString("        deny all;\n")
+	}
+	retry := first.Retry
+	if ps.retry != nil {
+		retry = ps.retry
 	}
 	if retry != nil && retry.NumRetries > 0 {
 		fmt.Fprintf(&b, "        proxy_next_upstream %s;\n        proxy_next_upstream_tries %d;\n", nginxRetryOn(retry.RetryOn), retry.NumRetries+1)
 	}
-	// nginx bounds the wait for the backend's response, not the request end to end: the
-	// route's request timeout, else the timeout policy's, else a backend request timeout.
+	return zone, b.String(), nil
+}
+
+// nginxTimeouts bounds the wait for the backend's response (nginx cannot bound the request end
+// to end): the route's request timeout, else the timeout policy's, else a backend request
+// timeout; and the connect to the route's first backend.
+func nginxTimeouts(route Route, first Backend, policy *TimeoutSpec) string {
+	var pt TimeoutSpec
+	if policy != nil {
+		pt = *policy
+	}
+	var b strings.Builder
+	readTimeoutMS := route.Timeouts.RequestMS
 	if readTimeoutMS == 0 {
-		readTimeoutMS = firstPositive(policyTimeout.RequestMS, route.Timeouts.BackendRequestMS, policyTimeout.BackendRequestMS, first.Timeouts.RequestMS)
+		readTimeoutMS = firstPositive(pt.RequestMS, route.Timeouts.BackendRequestMS, pt.BackendRequestMS, first.Timeouts.RequestMS)
 	}
 	if readTimeoutMS > 0 {
 		fmt.Fprintf(&b, "        proxy_read_timeout %dms;\n", readTimeoutMS)
@@ -515,15 +556,81 @@ func (r nginxRenderer) location(s *Snapshot, svc APIService, route Route, name, 
 	if first.Timeouts.ConnectMS > 0 {
 		fmt.Fprintf(&b, "        proxy_connect_timeout %dms;\n", first.Timeouts.ConnectMS)
 	}
-	if tlsBackend != nil {
-		text, err := r.upstreamTLS(*tlsBackend)
-		if err != nil {
-			return "", "", "", fmt.Errorf("route %s: %w", route.Name, err)
-		}
-		b.WriteString(text)
+	return b.String()
+}
+
+// nginx renders a rate-limit policy as a limit_req zone (http context) and its use. nginx's
+// default for a refused request is 503; a client over a limit gets 429.
+func (p *rateLimitPolicy) nginx(zoneName string) (zone, text string) {
+	zone = fmt.Sprintf("limit_req_zone $binary_remote_addr zone=%s:10m rate=%s;\n", zoneName, p.nginxRate())
+	text = fmt.Sprintf("        limit_req zone=%s", zoneName)
+	if p.Burst > 0 {
+		text += fmt.Sprintf(" burst=%d nodelay", p.Burst)
 	}
-	fmt.Fprintf(&b, "        proxy_pass %s;\n    }\n", proxyPass)
-	return b.String(), path, zone, nil
+	text += ";\n        limit_req_status 429;\n        error_page 429 = @imprun_limited;\n"
+	return zone, text
+}
+
+// nginxRate is the policy's rate in nginx's r/s or r/m (nginx knows no larger unit; hour and
+// day limits become the equivalent per-minute rate, rounded up so nobody gets less).
+func (p *rateLimitPolicy) nginxRate() string {
+	n := p.RequestsPerUnit
+	switch strings.ToLower(p.Unit) {
+	case "second":
+		return fmt.Sprintf("%dr/s", n)
+	case "hour":
+		return fmt.Sprintf("%dr/m", (n+59)/60)
+	case "day":
+		return fmt.Sprintf("%dr/m", (n+1439)/1440)
+	default: // minute (check allows nothing else)
+		return fmt.Sprintf("%dr/m", n)
+	}
+}
+
+// nginx renders a cors policy as response headers; several allowed origins need a map in the
+// http context (zone) that echoes the request's Origin when it is one of them.
+func (p *corsPolicy) nginx(name string) (zone, text string, err error) {
+	for _, v := range append(append(append([]string{}, p.AllowOrigins...), p.AllowMethods...), p.AllowHeaders...) {
+		if !nginxLiteral(v) {
+			return "", "", fmt.Errorf("policy %s: value %q cannot be rendered for nginx", p.id, v)
+		}
+	}
+	var b strings.Builder
+	if len(p.AllowOrigins) == 1 || slices.Contains(p.AllowOrigins, "*") {
+		origin := "*"
+		if !slices.Contains(p.AllowOrigins, "*") {
+			origin = p.AllowOrigins[0]
+		}
+		fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n", nginxQuote(origin))
+	} else if len(p.AllowOrigins) > 1 {
+		// The header names one origin (an empty value leaves the header out).
+		originVar := "$" + name + "_cors_origin"
+		var m strings.Builder
+		fmt.Fprintf(&m, "map $http_origin %s {\n    default \"\";\n", originVar)
+		for _, o := range p.AllowOrigins {
+			if strings.HasPrefix(o, "~") {
+				return "", "", fmt.Errorf("policy %s: origin %q cannot be rendered for nginx", p.id, o)
+			}
+			fmt.Fprintf(&m, "    %s $http_origin;\n", nginxQuote(o))
+		}
+		m.WriteString("}\n")
+		zone = m.String()
+		fmt.Fprintf(&b, "        add_header Access-Control-Allow-Origin %s always;\n        add_header Vary Origin always;\n", originVar)
+	}
+	fmt.Fprintf(&b, "        add_header Access-Control-Allow-Methods %s always;\n", nginxQuote(strings.Join(p.AllowMethods, ", ")))
+	if len(p.AllowHeaders) > 0 {
+		fmt.Fprintf(&b, "        add_header Access-Control-Allow-Headers %s always;\n", nginxQuote(strings.Join(p.AllowHeaders, ", ")))
+	}
+	if p.AllowCredentials {
+		b.WriteString("        add_header Access-Control-Allow-Credentials true always;\n")
+	}
+	if len(p.ExposeHeaders) > 0 {
+		fmt.Fprintf(&b, "        add_header Access-Control-Expose-Headers %s always;\n", nginxQuote(strings.Join(p.ExposeHeaders, ", ")))
+	}
+	if p.MaxAgeSeconds > 0 {
+		fmt.Fprintf(&b, "        add_header Access-Control-Max-Age %d always;\n", p.MaxAgeSeconds)
+	}
+	return zone, b.String(), nil
 }
 
 // upstreamTLS verifies an https backend like Envoy Gateway does (system CAs, unless the
@@ -584,9 +691,9 @@ func nginxRetryOn(on []string) string {
 	return strings.Join(out, " ")
 }
 
-// nginxHeaderOps renders a header-modifier policy. nginx cannot append to a request header,
-// so add and set both replace it; removing one sends it empty, which nginx leaves out.
-func nginxHeaderOps(spec HeaderModifierSpec) (string, error) {
+// nginx renders a header-modifier policy. nginx cannot append to a request header, so add and
+// set both replace it; removing one sends it empty, which nginx leaves out.
+func (p *headerModifierPolicy) nginx() (string, error) {
 	var b strings.Builder
 	check := func(h HeaderValue) error {
 		if !safeHeaderName(h.Name) {
@@ -597,7 +704,7 @@ func nginxHeaderOps(spec HeaderModifierSpec) (string, error) {
 		}
 		return nil
 	}
-	if ops := spec.Request; ops != nil {
+	if ops := p.Request; ops != nil {
 		for _, h := range append(append([]HeaderValue{}, ops.Set...), ops.Add...) {
 			if err := check(h); err != nil {
 				return "", err
@@ -611,7 +718,7 @@ func nginxHeaderOps(spec HeaderModifierSpec) (string, error) {
 			fmt.Fprintf(&b, "        proxy_set_header %s \"\";\n", n)
 		}
 	}
-	if ops := spec.Response; ops != nil {
+	if ops := p.Response; ops != nil {
 		for _, h := range ops.Set {
 			if err := check(h); err != nil {
 				return "", err
@@ -634,39 +741,33 @@ func nginxHeaderOps(spec HeaderModifierSpec) (string, error) {
 	return b.String(), nil
 }
 
-// nginxRewrite renders a url-rewrite policy: the host header and/or the path (the whole of it,
-// or the route's prefix).
-func nginxRewrite(spec URLRewriteSpec, route Route) (string, error) {
+// nginx renders a url-rewrite policy: the host header and/or the path (the whole of it, or the
+// route's prefix; check has refused any other).
+func (p *urlRewritePolicy) nginx(route Route) (string, error) {
 	var b strings.Builder
-	if spec.Hostname != "" {
-		if !safeNginxToken(spec.Hostname) {
-			return "", fmt.Errorf("hostname %q cannot be rendered for nginx", spec.Hostname)
+	if p.Hostname != "" {
+		if !safeNginxToken(p.Hostname) {
+			return "", fmt.Errorf("hostname %q cannot be rendered for nginx", p.Hostname)
 		}
-		fmt.Fprintf(&b, "        proxy_set_header Host %s;\n", spec.Hostname)
+		fmt.Fprintf(&b, "        proxy_set_header Host %s;\n", p.Hostname)
 	}
-	if spec.Path == nil {
+	if p.Path == nil {
 		return b.String(), nil
 	}
-	value := spec.Path.Value
+	value := p.Path.Value
 	if !strings.HasPrefix(value, "/") || !nginxLiteral(value) {
 		return "", fmt.Errorf("rewrite path %q cannot be rendered for nginx", value)
 	}
-	switch spec.Path.Type {
-	case "full":
+	if p.Path.Type == "full" {
 		fmt.Fprintf(&b, "        rewrite ^ %s break;\n", nginxQuote(value))
-	case "prefix":
-		if t := route.Matches.Path.Type; t != "" && t != "prefix" {
-			return "", fmt.Errorf("a prefix rewrite needs a prefix path match, route %s has %s", route.Name, t)
-		}
-		// As Gateway API's ReplacePrefixMatch: /v1/charges/x with prefix /v1/charges
-		// replaced by /api gives /api/x, and by / gives /x.
-		prefix := regexp.QuoteMeta(strings.TrimRight(firstNonEmpty(route.Matches.Path.Value, "/"), "/"))
-		repl := strings.TrimRight(value, "/")
-		fmt.Fprintf(&b, "        rewrite %s %s break;\n", nginxQuote("^"+prefix+"(/.*)$"), nginxQuote(repl+"$1"))
-		fmt.Fprintf(&b, "        rewrite %s %s break;\n", nginxQuote("^"+prefix+"$"), nginxQuote(firstNonEmpty(repl, "/")))
-	default:
-		return "", fmt.Errorf("unsupported rewrite path type %q", spec.Path.Type)
+		return b.String(), nil
 	}
+	// As Gateway API's ReplacePrefixMatch: /v1/charges/x with prefix /v1/charges replaced by
+	// /api gives /api/x, and by / gives /x.
+	prefix := regexp.QuoteMeta(strings.TrimRight(firstNonEmpty(route.Matches.Path.Value, "/"), "/"))
+	repl := strings.TrimRight(value, "/")
+	fmt.Fprintf(&b, "        rewrite %s %s break;\n", nginxQuote("^"+prefix+"(/.*)$"), nginxQuote(repl+"$1"))
+	fmt.Fprintf(&b, "        rewrite %s %s break;\n", nginxQuote("^"+prefix+"$"), nginxQuote(firstNonEmpty(repl, "/")))
 	return b.String(), nil
 }
 
@@ -727,26 +828,6 @@ func nginxGuard(varPrefix string, m ValueMatch) (string, error) {
 		}
 		return fmt.Sprintf("        if (%s != %s) { return 404; }\n", variable, nginxQuote(m.Value)), nil
 	}
-}
-
-// nginxRate converts a rate-limit spec to nginx's r/s or r/m (nginx knows no larger unit; hour
-// and day limits become the equivalent per-minute rate, rounded up so nobody gets less).
-func nginxRate(spec RateLimitSpec) (string, error) {
-	n := spec.RequestsPerUnit
-	if n < 1 {
-		return "", fmt.Errorf("requests_per_unit must be >= 1")
-	}
-	switch strings.ToLower(spec.Unit) {
-	case "second":
-		return fmt.Sprintf("%dr/s", n), nil
-	case "minute":
-		return fmt.Sprintf("%dr/m", n), nil
-	case "hour":
-		return fmt.Sprintf("%dr/m", (n+59)/60), nil
-	case "day":
-		return fmt.Sprintf("%dr/m", (n+1439)/1440), nil
-	}
-	return "", fmt.Errorf("unsupported unit %q", spec.Unit)
 }
 
 // verifyLocation is the internal location auth_request calls: the agent's verifier decides. It

@@ -247,6 +247,24 @@ func TestRenderPublishErrors(t *testing.T) {
 		{"bad rate-limit unit", GatewayClassEnvoy, func(s *Snapshot) {
 			s.APIServices[0].Routes[0].Policies[0].Spec = []byte(`{"requests_per_unit": 5, "unit": "fortnight"}`)
 		}, "unit second|minute|hour|day"},
+		// The checks every gateway class shares run once, in decodeRoutePolicies.
+		{"bad rate-limit unit nginx", GatewayClassNginx, func(s *Snapshot) {
+			s.APIServices[0].Routes[0].Policies[0].Spec = []byte(`{"requests_per_unit": 5, "unit": "fortnight"}`)
+		}, "unit second|minute|hour|day"},
+		{"rate-limit spec not an object", GatewayClassEnvoy, func(s *Snapshot) {
+			s.APIServices[0].Routes[0].Policies[0].Spec = []byte(`[1]`)
+		}, "policy p-route-rl (rate-limit)"},
+		{"bad client CIDR envoy", GatewayClassEnvoy, func(s *Snapshot) { addRoutePolicy(s, "ip-allow", `{"cidrs": ["10.0.0.0/33"]}`) }, "is not an address or CIDR"},
+		{"bad client CIDR nginx", GatewayClassNginx, func(s *Snapshot) { addRoutePolicy(s, "ip-deny", `{"cidrs": ["nope"]}`) }, "is not an address or CIDR"},
+		{"prefix rewrite of an exact route envoy", GatewayClassEnvoy, func(s *Snapshot) {
+			addRoutePolicy(s, "url-rewrite", `{"path": {"type": "prefix", "value": "/api"}}`)
+			s.APIServices[0].Routes[0].Matches.Path.Type = "exact"
+		}, "a prefix rewrite needs a prefix path match"},
+		{"prefix rewrite of an exact route nginx", GatewayClassNginx, func(s *Snapshot) {
+			addRoutePolicy(s, "url-rewrite", `{"path": {"type": "prefix", "value": "/api"}}`)
+			s.APIServices[0].Routes[0].Matches.Path.Type = "exact"
+		}, "a prefix rewrite needs a prefix path match"},
+		{"unknown rewrite path type", GatewayClassNginx, func(s *Snapshot) { addRoutePolicy(s, "url-rewrite", `{"path": {"type": "regex", "value": "/api"}}`) }, `unsupported path type "regex"`},
 		{"nginx path injection", GatewayClassNginx, func(s *Snapshot) { s.APIServices[0].Routes[0].Matches.Path.Value = "/a; } server { listen 1" }, "cannot be rendered for nginx"},
 		{"nginx header value injection", GatewayClassNginx, func(s *Snapshot) { s.APIServices[0].Routes[0].Matches.Headers[0].Value = "$host" }, "cannot be rendered for nginx"},
 		{"nginx endpoint injection", GatewayClassNginx, func(s *Snapshot) { s.APIServices[0].Backends[0].Endpoints[0].Host = "a;b" }, "bad endpoint"},
@@ -281,6 +299,12 @@ func TestRenderPublishErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.wantErr)
 		})
 	}
+}
+
+// addRoutePolicy gives the sample's first route a route-scoped policy.
+func addRoutePolicy(s *Snapshot, typ, spec string) {
+	r := &s.APIServices[0].Routes[0]
+	r.Policies = append(r.Policies, Policy{ID: "p-" + typ, Type: typ, Scope: "route", Spec: []byte(spec)})
 }
 
 func TestRendererForUnknownClass(t *testing.T) {
