@@ -105,7 +105,9 @@ func (v *Validator) Check(ok bool, field, msg string) {
 }
 
 // Add records msg for field.
-func (v *Validator) Add(field, msg string) { v.errs = append(v.errs, FieldError{Field: field, Message: msg}) }
+func (v *Validator) Add(field, msg string) {
+	v.errs = append(v.errs, FieldError{Field: field, Message: msg})
+}
 
 // Failed reports whether any field failed.
 func (v *Validator) Failed() bool { return len(v.errs) > 0 }
