@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/imprun/imprun-server/catalog"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
@@ -21,8 +22,8 @@ type API struct {
 	log      *slog.Logger
 	hooks    Hooks
 	settings Settings
-	// catalogUsage says whether a publish uses a catalog row (see store.CatalogUsage).
-	catalogUsage store.CatalogUsage
+	// catalog is the use cases of the provider's catalog.
+	catalog *catalog.Catalog
 }
 
 // Settings are the configured defaults the handlers apply.
@@ -74,7 +75,7 @@ func NewAPI(d Deps) *API {
 		d.Logger = slog.Default()
 	}
 	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks, settings: d.Settings.withDefaults(),
-		catalogUsage: catalogUsageOr(d.Hooks.CatalogUsage)}
+		catalog: catalog.New(d.Store, d.Hooks.CatalogUsage)}
 }
 
 // Register adds every /v1 route to e.

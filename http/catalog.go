@@ -2,24 +2,25 @@ package http
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
+	"maps"
+	nethttp "net/http"
 	"reflect"
+	"slices"
 	"sort"
-	"strings"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/imprun/imprun-server/catalog"
+	"github.com/imprun/imprun-server/jsonfield"
 	"github.com/imprun/imprun-server/models"
-	"github.com/imprun/imprun-server/store"
 )
 
 // registerCatalog adds the provider's logical layer: API services with routes, backends and
-// policies, gateway templates, products and plans.
+// policies, gateway templates, products and plans. The rules and use cases are the catalog
+// package's; the handlers here decode, call it and describe the change for the audit log.
 //
 // RBAC: every read needs viewer; services, routes, backends and policies are written by
 // developers; gateway templates, products and plans by admins (owners and admins may do
@@ -27,110 +28,137 @@ import (
 // replace the current ones, objects merge, arrays are replaced whole and null clears.
 func (a *API) registerCatalog(g *echo.Group) {
 	viewer, dev, admin := RequireRole(models.RoleViewer), RequireRole(models.RoleDeveloper), RequireRole(models.RoleAdmin)
+	one := func(path string, k catalogRoutes, write echo.MiddlewareFunc) {
+		g.GET(path, k.get, viewer)
+		g.PATCH(path, k.patch, write)
+		g.DELETE(path, k.delete, write)
+	}
 
 	g.GET("/api-services", a.listAPIServices, viewer)
 	g.POST("/api-services", a.createAPIService, dev)
-	g.GET("/api-services/:id", a.getAPIService, viewer)
-	g.PATCH("/api-services/:id", a.updateAPIService, dev)
-	g.DELETE("/api-services/:id", a.deleteAPIService, dev)
+	one("/api-services/:id", routesOf(apiServiceKind(a.catalog)), dev)
 
 	g.GET("/api-services/:id/routes", a.listRoutes, viewer)
 	g.POST("/api-services/:id/routes", a.createRoute, dev)
-	g.GET("/routes/:id", a.getRoute, viewer)
-	g.PATCH("/routes/:id", a.updateRoute, dev)
-	g.DELETE("/routes/:id", a.deleteRoute, dev)
+	one("/routes/:id", routesOf(routeKind(a.catalog)), dev)
 	g.GET("/routes/:id/effective-policies", a.effectivePolicies, viewer)
 
 	g.GET("/api-services/:id/backends", a.listBackends, viewer)
 	g.POST("/api-services/:id/backends", a.createBackend, dev)
-	g.GET("/backends/:id", a.getBackend, viewer)
-	g.PATCH("/backends/:id", a.updateBackend, dev)
-	g.DELETE("/backends/:id", a.deleteBackend, dev)
+	one("/backends/:id", routesOf(backendKind(a.catalog)), dev)
 
 	g.GET("/api-services/:id/policies", a.listServicePolicies, viewer)
 	g.POST("/api-services/:id/policies", a.createServicePolicy, dev)
 	g.GET("/policies", a.listGlobalPolicies, viewer)
 	g.POST("/policies", a.createGlobalPolicy, dev)
-	g.GET("/policies/:id", a.getPolicy, viewer)
-	g.PATCH("/policies/:id", a.updatePolicy, dev)
-	g.DELETE("/policies/:id", a.deletePolicy, dev)
+	one("/policies/:id", routesOf(policyKind(a.catalog)), dev)
 
 	g.GET("/gateways", a.listGateways, viewer)
 	g.POST("/gateways", a.createGateway, admin)
-	g.GET("/gateways/:id", a.getGateway, viewer)
-	g.PATCH("/gateways/:id", a.updateGateway, admin)
-	g.DELETE("/gateways/:id", a.deleteGateway, admin)
+	one("/gateways/:id", routesOf(gatewayKind(a.catalog)), admin)
 
 	g.GET("/products", a.listProducts, viewer)
 	g.POST("/products", a.createProduct, admin)
-	g.GET("/products/:id", a.getProduct, viewer)
-	g.PATCH("/products/:id", a.updateProduct, admin)
-	g.DELETE("/products/:id", a.deleteProduct, admin)
+	one("/products/:id", routesOf(productKind(a.catalog)), admin)
 	g.POST("/products/:id/activate", a.activateProduct, admin)
 	g.POST("/products/:id/deactivate", a.deactivateProduct, admin)
 	g.POST("/products/:id/archive", a.archiveProduct, admin)
 
 	g.GET("/products/:id/plans", a.listPlans, viewer)
 	g.POST("/products/:id/plans", a.createPlan, admin)
-	g.GET("/plans/:id", a.getPlan, viewer)
-	g.PATCH("/plans/:id", a.updatePlan, admin)
-	g.DELETE("/plans/:id", a.deletePlan, admin)
+	one("/plans/:id", routesOf(planKind(a.catalog)), admin)
 }
 
-// catalogUsageOr is the publish hook NewAPI installs: the given one, else "nothing is in use".
-func catalogUsageOr(u store.CatalogUsage) store.CatalogUsage {
-	if u == nil {
-		return store.NoCatalogUsage{}
-	}
-	return u
+// The naming rules other handlers share with the catalog (cluster names, tenant slugs).
+var k8sNameRe = catalog.LabelNameRe
+
+const maxListItems = catalog.MaxListItems
+
+// catalogKind is one kind of catalog row (M, with writable fields In) as the REST API serves it
+// at /<kind>/{id}: its use cases, and what its audit entries name and summarise. One set of
+// handlers (getOne, patchOne, deleteOne) serves every kind.
+type catalogKind[M any, In any] struct {
+	rows catalog.Resource[M, In]
+	// name is the row's name in the audit log.
+	name func(M) string
+	// deleted is the audit summary of a delete.
+	deleted func(M) map[string]any
+	// changed is the audit summary of an update; nil: changeSummary of the writable fields.
+	changed func(before, after M) map[string]any
 }
 
-// guardUsage refuses to change or delete a row a published revision uses.
-func (a *API) guardUsage(ctx context.Context, tenantID uuid.UUID, kind string, id uuid.UUID) error {
-	inUse, err := a.catalogUsage.InUse(ctx, tenantID, kind, id)
-	if err != nil {
-		return err
-	}
-	if inUse {
-		return Conflict("in_use", "this "+strings.ReplaceAll(kind, "_", " ")+" is used by a published revision; withdraw it or publish a new revision without it first", "")
-	}
-	return nil
+// catalogRoutes are the handlers of one kind's /<kind>/{id}.
+type catalogRoutes struct{ get, patch, delete echo.HandlerFunc }
+
+func routesOf[M any, In any](k catalogKind[M, In]) catalogRoutes {
+	return catalogRoutes{get: getOne(k), patch: patchOne(k), delete: deleteOne(k)}
 }
 
-// catalogError maps the typed errors of the catalog store to problems, once.
-func catalogError(err error, what string) error {
-	if err == nil {
-		return nil
-	}
-	var p *Problem
-	var refs store.RefErrors
-	var ref *store.ReferencedError
-	var tr *store.TransitionError
-	switch {
-	case errors.As(err, &p):
-		return p
-	case errors.As(err, &refs):
-		fe := make([]FieldError, len(refs))
-		for i, r := range refs {
-			fe[i] = FieldError{Field: r.Field, Message: r.Message}
+// getOne serves GET /<kind>/{id}.
+func getOne[M any, In any](k catalogKind[M, In]) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := pathUUID(c, "id")
+		if err != nil {
+			return err
 		}
-		return ValidationFailed(fe...)
-	case errors.Is(err, store.ErrNotFound):
-		return NotFound(what)
-	case errors.Is(err, store.ErrConflict):
-		return Conflict("name_taken", "a "+what+" with this name exists", "")
-	case errors.Is(err, store.ErrInUse):
-		return Conflict("in_use", "this "+what+" is used by a publish", "")
-	case errors.Is(err, store.ErrArchived):
-		return Conflict("product_archived", "the product is archived and read-only", models.ProductArchived)
-	case errors.Is(err, store.ErrNoActiveService):
-		return ValidationFailed(FieldError{Field: "api_services", Message: "an active product needs at least one linked API service with status active"})
-	case errors.As(err, &ref):
-		return Conflict("referenced", fmt.Sprintf("the %s is still referenced by %s %s", what, ref.By, strings.Join(ref.Names, ", ")), "")
-	case errors.As(err, &tr):
-		return Conflict("invalid_transition", fmt.Sprintf("a %s %s cannot become %s", tr.From, what, tr.To), tr.From)
+		row, err := k.rows.Get(c.Request().Context(), Tenant(c).ID, id)
+		if err != nil {
+			return err
+		}
+		return c.JSON(nethttp.StatusOK, row)
 	}
-	return err
+}
+
+// patchOne serves PATCH /<kind>/{id}: the merge patch applies to the row's writable fields
+// under the row's lock, and the result is checked by the rules of a create.
+func patchOne[M any, In any](k catalogKind[M, In]) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := pathUUID(c, "id")
+		if err != nil {
+			return err
+		}
+		patch, err := readPatch(c)
+		if err != nil {
+			return err
+		}
+		if err := k.rows.CheckChange(slices.Collect(maps.Keys(patch))); err != nil {
+			return err
+		}
+		before, after, err := k.rows.Update(c.Request().Context(), Tenant(c).ID, id, func(cur In) (In, error) {
+			var next In
+			err := applyPatch(cur, patch, &next)
+			return next, err
+		})
+		if err != nil {
+			return err
+		}
+		var summary map[string]any
+		if k.changed != nil {
+			summary = k.changed(before, after)
+		} else {
+			summary = changeSummary(k.rows.InputOf(before), k.rows.InputOf(after))
+		}
+		Audit(c, AuditEntry{Action: k.rows.Kind() + ".update", ResourceType: k.rows.Kind(), ResourceID: id.String(), ResourceName: k.name(after),
+			Summary: summary})
+		return c.JSON(nethttp.StatusOK, after)
+	}
+}
+
+// deleteOne serves DELETE /<kind>/{id}.
+func deleteOne[M any, In any](k catalogKind[M, In]) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, err := pathUUID(c, "id")
+		if err != nil {
+			return err
+		}
+		row, err := k.rows.Delete(c.Request().Context(), Tenant(c).ID, id)
+		if err != nil {
+			return err
+		}
+		Audit(c, AuditEntry{Action: k.rows.Kind() + ".delete", ResourceType: k.rows.Kind(), ResourceID: id.String(), ResourceName: k.name(row),
+			Summary: k.deleted(row)})
+		return c.NoContent(nethttp.StatusNoContent)
+	}
 }
 
 // bindBody is bindJSON with the full JSON path of an unknown field (listeners[0].tls.mod
@@ -162,93 +190,10 @@ func withUnknownFieldPath(err error, raw []byte, dst any) error {
 	if json.Unmarshal(raw, &doc) != nil {
 		return err
 	}
-	if path, ok := unknownFieldPath(doc, reflect.TypeOf(dst), ""); ok {
+	if path, ok := jsonfield.UnknownPath(doc, reflect.TypeOf(dst)); ok {
 		p.Errors[0].Field = path
 	}
 	return p
-}
-
-var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
-
-// unknownFieldPath finds the first member of doc (in key order) that the Go type t does not
-// know, matching names case-insensitively as encoding/json does, and returns its path.
-func unknownFieldPath(doc any, t reflect.Type, path string) (string, bool) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
-		return "", false // decodes itself (uuids, raw specs)
-	}
-	switch v := doc.(type) {
-	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			sub := k
-			if path != "" {
-				sub = path + "." + k
-			}
-			var ft reflect.Type
-			switch t.Kind() {
-			case reflect.Map:
-				ft = t.Elem()
-			case reflect.Struct:
-				f, ok := jsonField(t, k)
-				if !ok {
-					return sub, true
-				}
-				ft = f
-			default:
-				return "", false
-			}
-			if p, ok := unknownFieldPath(v[k], ft, sub); ok {
-				return p, true
-			}
-		}
-	case []any:
-		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
-			return "", false
-		}
-		for i, e := range v {
-			if p, ok := unknownFieldPath(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); ok {
-				return p, true
-			}
-		}
-	}
-	return "", false
-}
-
-// jsonField returns the type of the struct field that JSON member name decodes into.
-func jsonField(t reflect.Type, name string) (reflect.Type, bool) {
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if tag == "-" || !f.IsExported() {
-			continue
-		}
-		if f.Anonymous && tag == "" {
-			ft := f.Type
-			for ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				if sub, ok := jsonField(ft, name); ok {
-					return sub, true
-				}
-				continue
-			}
-		}
-		if tag == "" {
-			tag = f.Name
-		}
-		if strings.EqualFold(tag, name) {
-			return f.Type, true
-		}
-	}
-	return nil, false
 }
 
 // readPatch reads a merge-patch body: a JSON object.
@@ -306,23 +251,6 @@ func mergePatch(target, patch any) any {
 	return tm
 }
 
-// immutable refuses a change of a field that cannot change after creation.
-func immutable(v *validator, field string, before, after any) {
-	v.check(reflect.DeepEqual(before, after), field, "cannot be changed after creation")
-}
-
-// createdSummary is the audit summary of a create: the named fields of the request body.
-func createdSummary(body any, fields ...string) map[string]any {
-	m := toMap(body)
-	out := map[string]any{}
-	for _, f := range fields {
-		if v, ok := m[f]; ok {
-			out[f] = v
-		}
-	}
-	return out
-}
-
 // changeSummary is the audit summary of an update: scalar fields with before and after,
 // structured ones (lists, objects) just marked changed. Catalog rows hold no secrets, and
 // structured values stay out so the log stays small.
@@ -357,32 +285,4 @@ func toMap(v any) map[string]any {
 	m := map[string]any{}
 	_ = json.Unmarshal(raw, &m)
 	return m
-}
-
-// parseIDs parses a list of UUID strings, naming each bad one.
-func parseIDs(v *validator, field string, ss []string) []uuid.UUID {
-	out := make([]uuid.UUID, 0, len(ss))
-	seen := map[uuid.UUID]bool{}
-	for i, s := range ss {
-		id, err := uuid.Parse(s)
-		if err != nil {
-			v.add(fieldAt(field, i), "must be a UUID")
-			continue
-		}
-		if seen[id] {
-			v.add(fieldAt(field, i), "duplicate")
-			continue
-		}
-		seen[id] = true
-		out = append(out, id)
-	}
-	return out
-}
-
-// orEmpty keeps list fields arrays, never null, in responses and rows.
-func orEmpty[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/imprun/imprun-server/fault"
+	"github.com/imprun/imprun-server/jsonfield"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -76,21 +78,8 @@ func jsonProblem(err error) error {
 	return BadRequest("malformed_json", "the body is not valid JSON")
 }
 
-func jsonKind(k string) string {
-	switch k {
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
-		return "a number"
-	case "bool":
-		return "a boolean"
-	case "string":
-		return "a string"
-	case "slice", "array":
-		return "an array"
-	case "map", "struct":
-		return "an object"
-	}
-	return "of another type"
-}
+// jsonKind says in words what JSON a Go kind expects ("a number").
+func jsonKind(k string) string { return jsonfield.Kind(k) }
 
 // pathUUID parses a UUID path parameter.
 func pathUUID(c echo.Context, name string) (uuid.UUID, error) {
@@ -173,22 +162,13 @@ func listOf[T any](items []T, next string) List[T] {
 	return l
 }
 
-// validator collects field failures of one request.
-type validator struct{ errs []FieldError }
+// validator collects field failures of one request: fault.Validator under the names the
+// handlers outside the catalog use.
+type validator struct{ fault.Validator }
 
-func (v *validator) check(ok bool, field, msg string) {
-	if !ok {
-		v.errs = append(v.errs, FieldError{Field: field, Message: msg})
-	}
-}
+func (v *validator) check(ok bool, field, msg string) { v.Check(ok, field, msg) }
 
-func (v *validator) add(field, msg string) {
-	v.errs = append(v.errs, FieldError{Field: field, Message: msg})
-}
+func (v *validator) add(field, msg string) { v.Add(field, msg) }
 
-func (v *validator) err() error {
-	if len(v.errs) == 0 {
-		return nil
-	}
-	return ValidationFailed(v.errs...)
-}
+// err is nil when every check passed, else one validation_failed naming every field.
+func (v *validator) err() error { return v.Err() }
