@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test bench build proto lint tools
+.PHONY: help run demo test bench build proto lint lint-openapi tools
 
 ## help: list the targets
 help:
@@ -20,10 +20,11 @@ run:
 demo:
 	bash scripts/demo.sh
 
-## test: vet, every test (unit, integration, end-to-end), and a check of docker-compose.yml
+## test: vet, every test (unit, integration, end-to-end), a lint of the OpenAPI document, and a check of docker-compose.yml
 test: tools
 	$(GO) vet ./...
 	bash scripts/proto.sh lint
+	bash scripts/lint-openapi.sh
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.
@@ -56,6 +57,10 @@ lint:
 	if [[ -n $$unformatted ]]; then echo "gofmt -w needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI)
+## lint-openapi: redocly lint of http/openapi.yaml (recommended rules; any warning fails)
+lint-openapi:
+	bash scripts/lint-openapi.sh
+
+## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI, Redocly CLI, kubeconform)
 tools:
 	bash scripts/tools.sh
