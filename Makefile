@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test bench build proto lint lint-openapi tools
+.PHONY: help run demo test bench build proto lint lint-openapi lint-deploy tools
 
 ## help: list the targets
 help:
@@ -20,11 +20,12 @@ run:
 demo:
 	bash scripts/demo.sh
 
-## test: vet, every test (unit, integration, end-to-end), a lint of the OpenAPI document, and a check of docker-compose.yml
+## test: vet, every test (unit, integration, end-to-end), the linters of the OpenAPI document and of deploy/agent/, and a check of docker-compose.yml
 test: tools
 	$(GO) vet ./...
 	bash scripts/proto.sh lint
 	bash scripts/lint-openapi.sh
+	bash scripts/lint-deploy.sh
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.
@@ -60,6 +61,10 @@ lint:
 ## lint-openapi: redocly lint of http/openapi.yaml (recommended rules; any warning fails)
 lint-openapi:
 	bash scripts/lint-openapi.sh
+
+## lint-deploy: kubeconform -strict of deploy/agent/ against the committed Kubernetes schemas
+lint-deploy:
+	bash scripts/lint-deploy.sh
 
 ## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI, Redocly CLI, kubeconform)
 tools:
