@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test bench build proto lint tools
+.PHONY: help run demo test bench build proto lint lint-openapi lint-deploy tools
 
 ## help: list the targets
 help:
@@ -20,11 +20,13 @@ run:
 demo:
 	bash scripts/demo.sh
 
-## test: vet, every test (unit, integration, end-to-end), and a check of docker-compose.yml
+## test: vet, every test (unit, integration, end-to-end), the linters of the OpenAPI document and of deploy/agent/, and a check of docker-compose.yml
 test: tools
 	$(GO) vet ./...
 	bash scripts/proto.sh lint
 	bash scripts/check-monitoring.sh
+	bash scripts/lint-openapi.sh
+	bash scripts/lint-deploy.sh
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.
@@ -57,6 +59,14 @@ lint:
 	if [[ -n $$unformatted ]]; then echo "gofmt -w needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI)
+## lint-openapi: redocly lint of http/openapi.yaml (recommended rules; any warning fails)
+lint-openapi:
+	bash scripts/lint-openapi.sh
+
+## lint-deploy: kubeconform -strict of deploy/agent/ against the committed Kubernetes schemas
+lint-deploy:
+	bash scripts/lint-deploy.sh
+
+## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI, Redocly CLI, kubeconform)
 tools:
 	bash scripts/tools.sh

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs the tools that `make run` and `make test` need and that a Debian machine with only Go
 # does not have: PostgreSQL server binaries, protoc, docker-compose, nginx (the agent's tests run
-# `nginx -t` on every rendered nginx configuration) and the Temporal CLI (which embeds the dev
-# server and its Web UI). Safe to run any number of times; silent when everything
-# is already there, so `make test` can call it unconditionally.
+# `nginx -t` on every rendered nginx configuration), the Temporal CLI (which embeds the dev
+# server and its Web UI), and the linters of the OpenAPI document and the Kubernetes manifests
+# (Redocly CLI with Node.js and npm, kubeconform; into .tools/). Safe to run any number of
+# times; silent when everything is already there, so `make test` can call it unconditionally.
+#
+#   scripts/tools.sh          everything
+#   scripts/tools.sh checks   only the linters (what scripts/lint-openapi.sh and
+#                             scripts/lint-deploy.sh need)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,8 +21,8 @@ mkdir -p "$root/bin"
 
 # Test binaries run this script while holding the same lock themselves (testharness sets
 # TOOLS_SH_LOCK_HELD); everyone else takes it here, so two parallel callers never run apt-get or
-# the six-minute Temporal build at the same time.
-if [[ -z "${TOOLS_SH_LOCK_HELD:-}" ]] && command -v flock >/dev/null; then
+# the six-minute Temporal build at the same time. `checks` takes only the lock of .tools/.
+if [[ ${1:-} != checks && -z "${TOOLS_SH_LOCK_HELD:-}" ]] && command -v flock >/dev/null; then
   exec 9>"$root/bin/.tools.lock"
   flock 9
 fi
@@ -44,6 +49,56 @@ apt_install() {
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+
+# Pinned versions of the linters. Redocly CLI's is in scripts/node/package.json (exact, with
+# package-lock.json); 1.34.x runs on Debian bookworm's own nodejs (18), which the 2.x line
+# (Node 20.19+) does not. kubeconform: see scripts/lint-deploy.sh for its schemas.
+KUBECONFORM_VERSION=0.7.0
+
+# The linters live in .tools/ (gitignored) and take their own lock, so a `scripts/tools.sh
+# checks` never waits for a Temporal build that holds bin/.tools.lock.
+install_checks() {
+  mkdir -p "$root/.tools"
+  local lockfd
+  if command -v flock >/dev/null; then
+    exec {lockfd}>"$root/.tools/.lock"
+    flock "$lockfd"
+  fi
+  # Redocly CLI (scripts/lint-openapi.sh). Machines of the project's kind come with Node.js
+  # and npm; a plain Debian machine gets Debian's.
+  local pkgs=()
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm)
+  ((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
+  local node_dir="$root/.tools/node"
+  if ! cmp -s "$root/scripts/node/package-lock.json" "$node_dir/package-lock.json" ||
+    [[ ! -x $node_dir/node_modules/.bin/redocly ]]; then
+    log "installing the npm packages of scripts/node/package-lock.json (Redocly CLI) into .tools/node"
+    rm -rf "$node_dir"
+    mkdir -p "$node_dir"
+    cp "$root/scripts/node/package.json" "$root/scripts/node/package-lock.json" "$node_dir/"
+    # npm ci installs exactly the lock file; no package needs its install scripts.
+    (cd "$node_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  # kubeconform (scripts/lint-deploy.sh).
+  local kc="$root/.tools/bin/kubeconform"
+  if ! { [[ -x $kc ]] && go version -m "$kc" 2>/dev/null |
+    grep -E "^[[:space:]]+mod[[:space:]]+github.com/yannh/kubeconform[[:space:]]+v${KUBECONFORM_VERSION}[[:space:]]" >/dev/null; }; then
+    log "installing kubeconform v${KUBECONFORM_VERSION} into .tools/bin"
+    GOBIN="$root/.tools/bin" go install "github.com/yannh/kubeconform/cmd/kubeconform@v${KUBECONFORM_VERSION}"
+  fi
+  if [[ -n ${lockfd:-} ]]; then
+    exec {lockfd}>&-
+  fi
+}
+
+if [[ ${1:-} == checks ]]; then
+  install_checks
+  exit 0
+elif [[ $# -gt 0 ]]; then
+  log "usage: scripts/tools.sh [checks]"
+  exit 2
+fi
 
 # make is in most Go images but not guaranteed; .ci/run calls this script before `make test`.
 command -v make >/dev/null || apt_install make
@@ -98,3 +153,5 @@ if ! temporal_ok; then
   GOBIN="$root/bin" go install "github.com/temporalio/cli/cmd/temporal@v${TEMPORAL_CLI_VERSION}"
   temporal_ok || { log "bin/temporal is not v${TEMPORAL_CLI_VERSION} after go install"; exit 1; }
 fi
+
+install_checks
