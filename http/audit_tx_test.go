@@ -94,7 +94,7 @@ func TestFailedAuditRollsBackTheChange(t *testing.T) {
 	failAudit(t, env, "client_app.update")
 	r = owner.Patch(apps+"/"+app, map[string]any{"name": "renamed"})
 	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
-	require.Equal(t, "billing", owner.Get(apps+"/"+app).Map()["name"])
+	require.Equal(t, "billing", owner.Get(apps + "/" + app).Map()["name"])
 
 	failAudit(t, env, "credential.create")
 	r = owner.Post(apps+"/"+app+"/credentials", map[string]any{"label": "ci"})
@@ -106,7 +106,7 @@ func TestFailedAuditRollsBackTheChange(t *testing.T) {
 	failAudit(t, env, "credential.revoke")
 	r = owner.Post("/v1/customer/credentials/"+credID+"/revoke", nil)
 	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
-	require.Equal(t, "active", owner.Get("/v1/customer/credentials/"+credID).Map()["status"], "the revocation was rolled back")
+	require.Equal(t, "active", owner.Get("/v1/customer/credentials/" + credID).Map()["status"], "the revocation was rolled back")
 
 	failAudit(t, env, "client_app.delete")
 	r = owner.Delete(apps + "/" + app)
