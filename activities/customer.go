@@ -10,14 +10,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"gorm.io/gorm/clause"
 
+	"github.com/imprun/imprun-server/credential"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/workflows"
@@ -77,7 +75,7 @@ func (a *Customer) TransitionSubscription(ctx context.Context, in workflows.Tran
 		return workflows.TransitionResult{Status: sub.Status}, nil
 	}
 	for _, c := range bumped {
-		if err := StartCredentialRuns(ctx, a.Store, a.Temporal, a.TaskQueue, c, "subscription "+sub.ID.String()+" is "+sub.Status); err != nil && a.Log != nil {
+		if err := credential.StartRuns(ctx, a.Store, a.Temporal, a.TaskQueue, c, "subscription "+sub.ID.String()+" is "+sub.Status); err != nil && a.Log != nil {
 			a.Log.Warn("credential rollout not started now; the dispatcher will start it", "credential_id", c.ID, "version", c.Version, "err", err)
 		}
 	}
@@ -102,36 +100,6 @@ func (a *Customer) RecordIgnoredSignal(ctx context.Context, in workflows.Ignored
 	return a.Store.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorWorkflow, ActorID: workflows.SubscriptionWorkflowID(in.SubscriptionID),
 		ActorEmail: in.Actor, ActorRoles: models.StringArray{}, TenantID: &tid, Action: "subscription.signal_ignored", ResourceType: "subscription",
 		ResourceID: in.SubscriptionID, Summary: models.JSONMap{"signal": in.Signal, "status": in.Status, "problem": in.Problem}})
-}
-
-// StartCredentialSync starts the rollout of a credential's current version; starting it again
-// is a no-op (the workflow id is deterministic).
-func StartCredentialSync(ctx context.Context, tc client.Client, taskQueue string, c models.Credential, reason string) error {
-	wid := workflows.CredentialSyncWorkflowID(c.ID.String(), c.Version)
-	_, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: wid, TaskQueue: taskQueue,
-		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SATenantID).ValueSet(c.TenantID.String())),
-	}, workflows.CredentialSyncWorkflow, workflows.CredentialSyncInput{CredentialID: c.ID.String(), Version: c.Version, Reason: reason})
-	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &started) {
-		return nil
-	}
-	return err
-}
-
-// StartCredentialExpiry schedules the end of a credential at `at`.
-func StartCredentialExpiry(ctx context.Context, tc client.Client, taskQueue string, c models.Credential, at time.Time) error {
-	_, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: workflows.CredentialExpiryWorkflowID(c.ID.String()), TaskQueue: taskQueue,
-		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SATenantID).ValueSet(c.TenantID.String())),
-	}, workflows.CredentialExpiryWorkflow, workflows.CredentialExpiryInput{CredentialID: c.ID.String(), At: at})
-	return err
 }
 
 type grantRow struct {
@@ -362,5 +330,5 @@ func (a *Customer) ExpireCredential(ctx context.Context, in workflows.Credential
 			return err
 		}
 	}
-	return StartCredentialSync(ctx, a.Temporal, a.TaskQueue, c, "credential "+status)
+	return credential.StartSync(ctx, a.Temporal, a.TaskQueue, c, "credential "+status)
 }

@@ -11,29 +11,9 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
-	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/credential"
 	"github.com/imprun/imprun-server/store"
 )
-
-// StartCredentialRuns starts the rollout of a credential's current version and, for a
-// credential with an end in sight, the run that ends it on time; then it records that they
-// were started. Both starts are idempotent (deterministic workflow ids), so the request that
-// made the change and the dispatcher can both call it.
-func StartCredentialRuns(ctx context.Context, st *store.Store, tc client.Client, taskQueue string, cred models.Credential, reason string) error {
-	if err := StartCredentialSync(ctx, tc, taskQueue, cred, reason); err != nil {
-		return err
-	}
-	end := cred.ExpiresAt
-	if cred.RevokeAt != nil && (end == nil || cred.RevokeAt.Before(*end)) {
-		end = cred.RevokeAt
-	}
-	if end != nil && cred.Status == models.CredentialActive {
-		if err := StartCredentialExpiry(ctx, tc, taskQueue, cred, *end); err != nil {
-			return err
-		}
-	}
-	return st.MarkCredentialRunsStarted(ctx, cred.ID, cred.Version)
-}
 
 // Dispatcher starts the workflow runs of changes that were committed but whose runs never
 // started (Temporal was unreachable, the api replica died between commit and start). The
@@ -134,7 +114,7 @@ func (d *Dispatcher) once(ctx context.Context, grace time.Duration) {
 		return
 	}
 	for _, c := range creds {
-		if err := StartCredentialRuns(ctx, d.Store, d.Temporal, d.TaskQueue, c, "dispatched: the change was committed but its rollout had not started"); err != nil {
+		if err := credential.StartRuns(ctx, d.Store, d.Temporal, d.TaskQueue, c, "dispatched: the change was committed but its rollout had not started"); err != nil {
 			d.Log.Warn("dispatcher: start credential runs", "credential_id", c.ID, "version", c.Version, "err", err)
 			return // Temporal is likely still away; try again on the next tick
 		}

@@ -21,6 +21,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/publish"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/workflows"
 )
@@ -75,9 +76,9 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 			res.Checksum = existing.Checksum
 			return nil
 		}
-		if err := store.ValidatePublishTargets(ctx, tx, p); err != nil {
-			if errors.Is(err, store.ErrValidation) {
-				return validation("%s", err.Error())
+		if err := publish.ValidateTargets(store.WithTx(ctx, tx), a.Store, p); err != nil {
+			if reason, ok := publish.Reason(err); ok {
+				return validation("%s", reason)
 			}
 			return err
 		}

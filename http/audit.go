@@ -8,18 +8,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/imprun/imprun-server/audit"
 	"github.com/imprun/imprun-server/models"
 )
 
-// AuditEntry is what a handler says about the change it made. Summary must never hold a
-// secret: handlers put names, ids and changed fields in it, never tokens or keys.
-type AuditEntry struct {
-	Action       string // e.g. tenant.create, member.remove
-	ResourceType string
-	ResourceID   string
-	ResourceName string
-	Summary      map[string]any
-}
+// AuditEntry is what a handler says about the change it made (see audit.Entry).
+type AuditEntry = audit.Entry
 
 const ctxAudit = "imprun.audit"
 
@@ -35,9 +29,9 @@ func isMutating(method string) bool {
 	return false
 }
 
-// audited writes an audit_logs row for every successful mutating request. A handler that did
-// not describe its change still gets an entry derived from the method and route, so no
-// mutation goes unrecorded.
+// audited writes an audit_logs row for every successful mutating request whose handler did not
+// commit one with its change (see auditRecord). A handler that did not describe its change
+// still gets an entry derived from the method and route, so no mutation goes unrecorded.
 func (a *API) audited(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !isMutating(c.Request().Method) {
@@ -53,18 +47,35 @@ func (a *API) audited(next echo.HandlerFunc) echo.HandlerFunc {
 		if skip, _ := c.Get(ctxSkipAudit).(bool); skip {
 			return nil
 		}
+		if rec, _ := c.Get(ctxAuditRecord).(*audit.Record); rec.Written() {
+			return nil // committed with the change itself
+		}
 		e, _ := c.Get(ctxAudit).(*AuditEntry)
 		if e == nil {
 			e = derivedAudit(c)
 		}
 		row := a.auditRow(c, e)
 		// The response is already written: a failed audit insert is logged loudly but can't
-		// turn into an error response any more.
+		// turn into an error response any more. Handlers that pass an auditRecord to their use
+		// case don't get here: their row commits with the change or the change fails.
 		if err := a.store.InsertAudit(context.WithoutCancel(c.Request().Context()), row); err != nil {
 			a.log.Error("audit log write failed", "request_id", requestID(c), "action", e.Action, "err", err)
 		}
 		return nil
 	}
+}
+
+const ctxAuditRecord = "imprun.audit.record"
+
+// auditRecord starts the audit row of this request for a use case to write in the
+// transaction of its change: actor, tenant, request id, ip and user agent come from the
+// request, status is what the handler answers when the use case succeeds. The audit middleware
+// writes no second row once the use case wrote this one. Every mutating handler can adopt it:
+// build the record first, pass it to the use case, which calls Record.Write inside store.InTx.
+func (a *API) auditRecord(c echo.Context, status int) *audit.Record {
+	rec := audit.New(a.auditBase(c, status))
+	c.Set(ctxAuditRecord, rec)
+	return rec
 }
 
 func derivedAudit(c echo.Context) *AuditEntry {
@@ -81,25 +92,23 @@ func derivedAudit(c echo.Context) *AuditEntry {
 }
 
 func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
+	return audit.New(a.auditBase(c, c.Response().Status)).Row(*e)
+}
+
+// auditBase is the part of an audit row the request knows: who, in which tenant, through
+// which request. Every string is cut to its column and made valid UTF-8: a header or claim a
+// client controls must never make the insert fail.
+func (a *API) auditBase(c echo.Context, status int) models.AuditLog {
 	req := c.Request()
-	// Every string is cut to its column and made valid UTF-8: a header or claim a client
-	// controls must never make the insert fail and leave a mutation unaudited.
-	row := &models.AuditLog{
-		ActorType:    models.ActorUser,
-		Action:       models.Cut(e.Action, 50),
-		ResourceType: models.Cut(e.ResourceType, 50),
-		ResourceID:   models.Cut(e.ResourceID, 100),
-		ResourceName: models.Cut(e.ResourceName, 255),
-		RequestID:    models.Cut(requestID(c), 64),
-		Method:       models.Cut(req.Method, 10),
-		Path:         models.Cut(req.URL.Path, 500),
-		StatusCode:   c.Response().Status,
-		IPAddress:    models.Cut(c.RealIP(), 45),
-		UserAgent:    models.Cut(req.UserAgent(), 500),
-		ActorRoles:   models.StringArray{},
-	}
-	if e.Summary != nil {
-		row.Summary = cleanSummary(e.Summary).(map[string]any)
+	row := models.AuditLog{
+		ActorType:  models.ActorUser,
+		RequestID:  models.Cut(requestID(c), 64),
+		Method:     models.Cut(req.Method, 10),
+		Path:       models.Cut(req.URL.Path, 500),
+		StatusCode: status,
+		IPAddress:  models.Cut(c.RealIP(), 45),
+		UserAgent:  models.Cut(req.UserAgent(), 500),
+		ActorRoles: models.StringArray{},
 	}
 	if p := principalOf(c); p != nil {
 		row.ActorID = p.User.ID.String()
@@ -118,40 +127,7 @@ func (a *API) auditRow(c echo.Context, e *AuditEntry) *models.AuditLog {
 			row.ActorRoles = append(row.ActorRoles, "tenant:"+t.Role)
 		}
 	}
-	if row.Summary == nil {
-		row.Summary = models.JSONMap{}
-	}
 	return row
-}
-
-// cleanSummary makes every string of an audit summary valid UTF-8 without NUL, so that the
-// JSONB insert cannot fail on what a client sent.
-func cleanSummary(v any) any {
-	switch x := v.(type) {
-	case string:
-		return models.Cut(x, -1)
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, val := range x {
-			out[models.Cut(k, 200)] = cleanSummary(val)
-		}
-		return out
-	case models.JSONMap:
-		return cleanSummary(map[string]any(x))
-	case []any:
-		out := make([]any, len(x))
-		for i, val := range x {
-			out[i] = cleanSummary(val)
-		}
-		return out
-	case []string:
-		out := make([]string, len(x))
-		for i, val := range x {
-			out[i] = cleanSummary(val).(string)
-		}
-		return out
-	}
-	return v
 }
 
 // AgentIdentity is the authenticated agent behind a /v1/agent request.

@@ -1,26 +1,15 @@
 package http
 
 import (
-	"context"
-	"crypto/rand"
 	"errors"
-	"fmt"
 	nethttp "net/http"
-	"slices"
-	"strings"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 
-	"github.com/imprun/imprun-server/activities"
+	"github.com/imprun/imprun-server/credential"
 	"github.com/imprun/imprun-server/models"
-	"github.com/imprun/imprun-server/secrets"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/subscription"
 	"github.com/imprun/imprun-server/workflows"
 )
 
@@ -44,140 +33,22 @@ func (a *API) registerSubscriptions(prov, cust *echo.Group) {
 	cust.POST("/credentials/:id/revoke", a.revokeCredential, RequireRole(models.RoleDeveloper))
 }
 
-func (a *API) temporalClient() (client.Client, error) {
-	tc, err := a.temporal.Client()
-	if err != nil {
-		return nil, Unavailable("temporal_unavailable", "the workflow service is not reachable; try again")
-	}
-	return tc, nil
+// subscriptions is the subscription use cases with the API's store, Temporal and settings.
+func (a *API) subscriptions() *subscription.Service {
+	return &subscription.Service{Store: a.store, Temporal: a.temporal, TaskQueue: a.settings.TaskQueue,
+		ApprovalDeadline: a.settings.ApprovalDeadline, Log: a.log}
 }
 
 func (a *API) createSubscription(c echo.Context) error {
-	var req struct {
-		ProductPublishID string  `json:"product_publish_id"`
-		ClientAppID      string  `json:"client_app_id"`
-		PlanID           *string `json:"plan_id"`
-		// Environment, when given, must be the publish's: a customer wiring its prod app
-		// can't subscribe to a dev publish by mistake.
-		Environment string `json:"environment"`
-	}
+	var req subscription.Request
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	var v validator
-	pubID, err1 := uuid.Parse(req.ProductPublishID)
-	v.check(err1 == nil, "product_publish_id", "required: a UUID")
-	appID, err2 := uuid.Parse(req.ClientAppID)
-	v.check(err2 == nil, "client_app_id", "required: a UUID")
-	var planID *uuid.UUID
-	if req.PlanID != nil {
-		id, err := uuid.Parse(*req.PlanID)
-		v.check(err == nil, "plan_id", "must be a UUID")
-		planID = &id
-	}
-	v.check(req.Environment == "" || req.Environment == models.EnvDev || req.Environment == models.EnvStage || req.Environment == models.EnvProd,
-		"environment", "must be dev, stage or prod")
-	if err := v.err(); err != nil {
-		return err
-	}
-	tc, err := a.temporalClient()
+	sub, err := a.subscriptions().Create(c.Request().Context(), tenantOf(c).ID, principalOf(c).Email, req, a.auditRecord(c, nethttp.StatusCreated))
 	if err != nil {
 		return err
-	}
-	ctx := c.Request().Context()
-	t := tenantOf(c)
-	pub, err := a.store.PublishVisibleTo(ctx, pubID, t.ID)
-	if err == nil && req.Environment != "" && pub.Environment != req.Environment {
-		return ValidationFailed(FieldError{Field: "product_publish_id", Message: "the publish is in environment " + pub.Environment + ", not " + req.Environment})
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		// Withdrawn, private and not invited, or unknown: the same answer.
-		return ValidationFailed(FieldError{Field: "product_publish_id", Message: "no published product you can subscribe to"})
-	}
-	if err != nil {
-		return err
-	}
-	app, err := a.store.GetClientApp(ctx, t.ID, appID)
-	if errors.Is(err, store.ErrNotFound) {
-		return ValidationFailed(FieldError{Field: "client_app_id", Message: "no such app"})
-	}
-	if err != nil {
-		return err
-	}
-	if app.Status != models.AppActive {
-		return ValidationFailed(FieldError{Field: "client_app_id", Message: "the app is inactive"})
-	}
-	// Plans are not optional: a subscription to a product with plans runs under one, so its
-	// limits and quota always reach the gateway (a subscription without one is unlimited).
-	plans, defaultPlan, err := a.store.ProductPlanIDs(ctx, pub.ProductID)
-	if err != nil {
-		return err
-	}
-	switch {
-	case planID != nil && !slices.Contains(plans, *planID):
-		return ValidationFailed(FieldError{Field: "plan_id", Message: "not a plan of this product"})
-	case planID == nil && len(plans) == 1:
-		planID = &plans[0]
-	case planID == nil && defaultPlan != nil:
-		planID = defaultPlan
-	case planID == nil && len(plans) > 1:
-		return ValidationFailed(FieldError{Field: "plan_id", Message: fmt.Sprintf("required: the product has %d plans and marks none as default; choose one", len(plans))})
-	}
-	sub := models.Subscription{CustomerTenantID: t.ID, ProviderTenantID: pub.TenantID, ProductPublishID: pub.ID, ClientAppID: app.ID,
-		PlanID: planID, ApprovalRequired: pub.ApprovalRequired, CreatedBy: principalOf(c).Email}
-	if pub.ApprovalRequired {
-		dl := time.Now().UTC().Add(a.settings.ApprovalDeadline).Truncate(time.Microsecond)
-		sub.ApprovalDeadline = &dl
-	}
-	if err := a.store.CreateSubscription(ctx, &sub); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return Conflict("already_subscribed", "the app already has a live subscription to this publish", "")
-		}
-		return err
-	}
-	_, err = tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: workflows.SubscriptionWorkflowID(sub.ID.String()), TaskQueue: a.settings.TaskQueue,
-		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SATenantID).ValueSet(t.ID.String()),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAPublishID).ValueSet(pub.ID.String()),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAProductID).ValueSet(pub.ProductID.String()),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAClusterID).ValueSet(pub.ClusterID.String())),
-	}, workflows.SubscriptionWorkflow, workflows.SubscriptionInput{SubscriptionID: sub.ID.String(),
-		ApprovalRequired: pub.ApprovalRequired, ApprovalDeadline: a.settings.ApprovalDeadline})
-	if err != nil {
-		a.log.Error("start subscription workflow", "subscription_id", sub.ID, "err", err)
-		// The row stays pending without a run; cancelling it is always possible.
-		_, _, _ = a.store.TransitionSubscription(context.WithoutCancel(ctx), sub.ID, []string{models.SubscriptionPending}, models.SubscriptionCancelled, "system", "the workflow could not be started")
-		return Unavailable("temporal_unavailable", "the subscription could not be started; try again")
-	}
-	Audit(c, AuditEntry{Action: "subscription.create", ResourceType: "subscription", ResourceID: sub.ID.String(),
-		Summary: map[string]any{"product_publish_id": pub.ID, "client_app_id": app.ID, "approval_required": pub.ApprovalRequired}})
-	if !pub.ApprovalRequired {
-		// Active at once: wait briefly for the workflow's first step so the answer says so.
-		sub = a.awaitSubscription(ctx, sub, models.SubscriptionPending, 5*time.Second)
 	}
 	return c.JSON(nethttp.StatusCreated, sub)
-}
-
-// awaitSubscription polls until the subscription leaves `from` or the wait ends.
-func (a *API) awaitSubscription(ctx context.Context, sub models.Subscription, from string, wait time.Duration) models.Subscription {
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		cur, err := a.store.GetSubscriptionByID(ctx, sub.ID)
-		if err == nil && cur.Status != from {
-			return cur
-		}
-		select {
-		case <-ctx.Done():
-			return sub
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if cur, err := a.store.GetSubscriptionByID(ctx, sub.ID); err == nil {
-		return cur
-	}
-	return sub
 }
 
 func (a *API) listSubscriptions(c echo.Context, byCustomer bool) error {
@@ -234,17 +105,9 @@ func (a *API) getProviderSubscription(c echo.Context) error {
 	return c.JSON(nethttp.StatusOK, sub)
 }
 
-// decisionFrom says in which statuses a decision applies.
-var decisionFrom = map[string][]string{
-	workflows.SignalApprove: {models.SubscriptionPending},
-	workflows.SignalReject:  {models.SubscriptionPending},
-	workflows.SignalSuspend: {models.SubscriptionActive},
-	workflows.SignalResume:  {models.SubscriptionSuspended},
-	workflows.SignalCancel:  {models.SubscriptionPending, models.SubscriptionActive, models.SubscriptionSuspended},
-}
-
-// decide sends a decision to the subscription's workflow: the same signal, handler and audit
-// entry as `temporal workflow signal`. The answer waits briefly for the workflow to apply it.
+// decide sends a decision to the subscription's workflow; the workflow's activity audits it
+// (whether it came from REST or from the Temporal CLI), so this request writes no audit row.
+// 200 when the workflow applied it within the wait, else 202.
 func (a *API) decide(sig string, byCustomer bool) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		sub, err := a.loadSubscription(c, byCustomer)
@@ -259,38 +122,12 @@ func (a *API) decide(sig string, byCustomer bool) echo.HandlerFunc {
 				return err
 			}
 		}
-		var v validator
-		v.check(len(req.Reason) <= 1000, "reason", "at most 1000 characters")
-		v.check(sig != workflows.SignalReject || strings.TrimSpace(req.Reason) != "", "reason", "required to reject")
-		if err := v.err(); err != nil {
-			return err
-		}
-		ok := false
-		for _, st := range decisionFrom[sig] {
-			if sub.Status == st {
-				ok = true
-			}
-		}
-		if !ok {
-			return Conflict("invalid_state", "cannot "+sig+" a subscription that is "+sub.Status, sub.Status)
-		}
-		tc, err := a.temporalClient()
+		after, applied, err := a.subscriptions().Decide(c.Request().Context(), sub, sig, principalOf(c).Email, req.Reason)
 		if err != nil {
 			return err
 		}
-		ctx := c.Request().Context()
-		err = tc.SignalWorkflow(ctx, workflows.SubscriptionWorkflowID(sub.ID.String()), "", sig,
-			workflows.Decision{Actor: principalOf(c).Email, Reason: req.Reason, Source: "rest"})
-		var nf *serviceerror.NotFound
-		if errors.As(err, &nf) {
-			return Conflict("invalid_state", "the subscription has ended", sub.Status)
-		}
-		if err != nil {
-			return Unavailable("temporal_unavailable", "the decision could not be sent; try again")
-		}
-		SkipAudit(c) // the workflow's activity audits the decision itself
-		after := a.awaitSubscription(ctx, sub, sub.Status, 5*time.Second)
-		if after.Status == sub.Status {
+		SkipAudit(c)
+		if !applied {
 			return c.JSON(nethttp.StatusAccepted, after)
 		}
 		return c.JSON(nethttp.StatusOK, after)
@@ -305,25 +142,14 @@ type credentialCreated struct {
 	ClientSecret string `json:"client_secret,omitempty"`
 }
 
-// newCredentialSecret makes the public identifier and the secret of a credential. API keys
-// are `imp_<8>.<43>`: the prefix identifies the key, the part after "." is the secret whose
-// SHA-256 is stored and sent to agents.
-func newCredentialSecret(typ string) (prefix, secret, shown string) {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
+func issuedView(is credential.Issued) credentialCreated {
+	out := credentialCreated{Credential: is.Credential}
+	if is.Type == models.CredentialOAuthClient {
+		out.ClientID, out.ClientSecret = is.KeyPrefix, is.Shown
+	} else {
+		out.Key = is.Shown
 	}
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	secret = secrets.Random(32)
-	if typ == models.CredentialOAuthClient {
-		prefix = "impc_" + string(b) + strings.ToLower(secrets.Random(6))
-		return prefix, secret, secret
-	}
-	prefix = "imp_" + string(b)
-	return prefix, secret, prefix + "." + secret
+	return out
 }
 
 func (a *API) loadApp(c echo.Context) (models.ClientApp, error) {
@@ -343,71 +169,16 @@ func (a *API) createCredential(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Type      string     `json:"type"`
-		Label     string     `json:"label"`
-		ExpiresAt *time.Time `json:"expires_at"`
-	}
+	var req credential.NewCredential
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	if req.Type == "" {
-		req.Type = models.CredentialAPIKey
-	}
-	var v validator
-	v.check(req.Type == models.CredentialAPIKey || req.Type == models.CredentialOAuthClient, "type", "must be api_key or oauth_client")
-	v.check(len(req.Label) <= 200, "label", "at most 200 characters")
-	if req.ExpiresAt != nil {
-		v.check(req.ExpiresAt.After(time.Now().Add(time.Minute)), "expires_at", "must be at least a minute in the future")
-	}
-	if err := v.err(); err != nil {
-		return err
-	}
-	if app.Status != models.AppActive {
-		return Conflict("app_inactive", "the app is inactive", app.Status)
-	}
-	tc, err := a.temporalClient()
+	is, err := a.credentials().Create(c.Request().Context(), app, req, principalOf(c).Email, a.auditRecord(c, nethttp.StatusCreated))
 	if err != nil {
 		return err
 	}
-	prefix, secret, shown := newCredentialSecret(req.Type)
-	cred := models.Credential{TenantID: app.TenantID, ClientAppID: app.ID, Type: req.Type, KeyPrefix: prefix, SecretHash: hashSecret(secret),
-		Label: req.Label, Status: models.CredentialActive, Version: 1, CreatedBy: principalOf(c).Email}
-	if req.ExpiresAt != nil {
-		t := req.ExpiresAt.UTC().Truncate(time.Microsecond)
-		cred.ExpiresAt = &t
-	}
-	ctx := c.Request().Context()
-	if err := a.store.CreateCredential(ctx, &cred); err != nil {
-		return err
-	}
-	if err := a.startCredentialRuns(ctx, tc, cred, "created"); err != nil {
-		return err
-	}
-	Audit(c, AuditEntry{Action: "credential.create", ResourceType: "credential", ResourceID: cred.ID.String(), ResourceName: cred.KeyPrefix,
-		Summary: map[string]any{"type": cred.Type, "client_app_id": app.ID, "expires_at": cred.ExpiresAt}})
-	ReplayWithout(c, cred)
-	out := credentialCreated{Credential: cred}
-	if req.Type == models.CredentialOAuthClient {
-		out.ClientID, out.ClientSecret = prefix, shown
-	} else {
-		out.Key = shown
-	}
-	return c.JSON(nethttp.StatusCreated, out)
-}
-
-// startCredentialRuns starts the rollout of the credential's version (and its expiry run).
-// The change is committed already and is itself the intent: when Temporal cannot take the
-// start now, the worker's dispatcher starts it once Temporal is back, so the request succeeds
-// and the client need not retry.
-func (a *API) startCredentialRuns(ctx context.Context, tc client.Client, cred models.Credential, reason string) error {
-	// A Temporal that does not answer must not hold the request: the dispatcher has it.
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := activities.StartCredentialRuns(sctx, a.store, tc, a.settings.TaskQueue, cred, reason); err != nil {
-		a.log.Warn("credential runs not started now; the dispatcher will start them", "credential_id", cred.ID, "version", cred.Version, "err", err)
-	}
-	return nil
+	ReplayWithout(c, is.Credential)
+	return c.JSON(nethttp.StatusCreated, issuedView(is))
 }
 
 func (a *API) listCredentials(c echo.Context) error {
@@ -474,23 +245,10 @@ func (a *API) revokeCredential(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	tc, err := a.temporalClient()
+	after, err := a.credentials().Revoke(c.Request().Context(), cred, a.auditRecord(c, nethttp.StatusOK))
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	after, changed, err := a.store.EndCredential(ctx, cred.ID, models.CredentialRevoked)
-	if err != nil {
-		return err
-	}
-	if !changed {
-		return Conflict("invalid_state", "the credential is already "+after.Status, after.Status)
-	}
-	if err := a.startCredentialRuns(ctx, tc, after, "revoked"); err != nil {
-		return err
-	}
-	Audit(c, AuditEntry{Action: "credential.revoke", ResourceType: "credential", ResourceID: cred.ID.String(), ResourceName: cred.KeyPrefix,
-		Summary: map[string]any{"version": after.Version}})
 	return c.JSON(nethttp.StatusOK, after)
 }
 
@@ -507,48 +265,10 @@ func (a *API) rotateCredential(c echo.Context) error {
 			return err
 		}
 	}
-	var v validator
-	v.check(req.GracePeriodSeconds >= 0 && req.GracePeriodSeconds <= 30*24*3600, "grace_period_seconds", "from 0 to 30 days")
-	if err := v.err(); err != nil {
-		return err
-	}
-	if cred.Status != models.CredentialActive {
-		return Conflict("invalid_state", "only an active credential can be rotated", cred.Status)
-	}
-	tc, err := a.temporalClient()
+	is, err := a.credentials().Rotate(c.Request().Context(), cred, req.GracePeriodSeconds, principalOf(c).Email, a.auditRecord(c, nethttp.StatusCreated))
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	prefix, secret, shown := newCredentialSecret(cred.Type)
-	next := models.Credential{TenantID: cred.TenantID, ClientAppID: cred.ClientAppID, Type: cred.Type, KeyPrefix: prefix, SecretHash: hashSecret(secret),
-		Label: cred.Label, Status: models.CredentialActive, Version: 1, ExpiresAt: cred.ExpiresAt, RotatedFrom: &cred.ID, CreatedBy: principalOf(c).Email}
-	var revokeAt *time.Time
-	if req.GracePeriodSeconds > 0 {
-		t := time.Now().UTC().Add(time.Duration(req.GracePeriodSeconds) * time.Second).Truncate(time.Microsecond)
-		revokeAt = &t
-	}
-	old, err := a.store.RotateCredential(ctx, cred, &next, revokeAt)
-	if errors.Is(err, store.ErrConflict) {
-		return Conflict("invalid_state", "only an active credential can be rotated", cred.Status)
-	}
-	if err != nil {
-		return err
-	}
-	if err := a.startCredentialRuns(ctx, tc, next, "rotated in"); err != nil {
-		return err
-	}
-	if err := a.startCredentialRuns(ctx, tc, old, "rotated out"); err != nil {
-		return err
-	}
-	Audit(c, AuditEntry{Action: "credential.rotate", ResourceType: "credential", ResourceID: cred.ID.String(), ResourceName: cred.KeyPrefix,
-		Summary: map[string]any{"new_credential_id": next.ID, "grace_period_seconds": req.GracePeriodSeconds}})
-	ReplayWithout(c, next)
-	out := credentialCreated{Credential: next}
-	if next.Type == models.CredentialOAuthClient {
-		out.ClientID, out.ClientSecret = prefix, shown
-	} else {
-		out.Key = shown
-	}
-	return c.JSON(nethttp.StatusCreated, out)
+	ReplayWithout(c, is.Credential)
+	return c.JSON(nethttp.StatusCreated, issuedView(is))
 }

@@ -302,61 +302,10 @@ func (u PublishUsage) InUse(ctx context.Context, tenantID uuid.UUID, kind string
 	return n > 0, err
 }
 
-// ErrValidation marks a publish that can no longer be deployed as asked (the activities turn
-// it into a non-retryable failure).
-var ErrValidation = errors.New("publish validation failed")
-
-// ValidatePublishTargets checks what a publish needs of the world: the cluster exists and is
-// not in maintenance, the product is active, the services are the product's, the template's
-// gateway class is one the cluster lists.
-func ValidatePublishTargets(ctx context.Context, tx *gorm.DB, p models.ProductPublish) error {
-	tx = tx.WithContext(ctx)
-	var cl models.Cluster
-	if err := tx.Take(&cl, "id = ?", p.ClusterID).Error; err != nil {
-		return fmt.Errorf("%w: cluster %s does not exist", ErrValidation, p.ClusterID)
-	}
-	if cl.Status == models.ClusterMaintenance {
-		return fmt.Errorf("%w: cluster %s is in maintenance", ErrValidation, cl.Name)
-	}
-	var prod models.Product
-	if err := tx.Take(&prod, "tenant_id = ? AND id = ?", p.TenantID, p.ProductID).Error; err != nil {
-		return fmt.Errorf("%w: product %s does not exist", ErrValidation, p.ProductID)
-	}
-	if prod.Status != models.ProductActive {
-		return fmt.Errorf("%w: product %s is %s, not active", ErrValidation, prod.Name, prod.Status)
-	}
-	var linked []uuid.UUID
-	if err := tx.Raw(`SELECT api_service_id FROM product_api_services WHERE product_id = ?`, prod.ID).Scan(&linked).Error; err != nil {
-		return err
-	}
-	has := map[uuid.UUID]bool{}
-	for _, id := range linked {
-		has[id] = true
-	}
-	for _, id := range p.APIServiceIDs {
-		if !has[id] {
-			return fmt.Errorf("%w: API service %s is not part of product %s", ErrValidation, id, prod.Name)
-		}
-	}
-	var gw models.Gateway
-	if err := tx.Take(&gw, "tenant_id = ? AND id = ?", p.TenantID, p.GatewayID).Error; err != nil {
-		return fmt.Errorf("%w: gateway template %s does not exist", ErrValidation, p.GatewayID)
-	}
-	if !cl.Capabilities.V.Supports(gw.GatewayClass) {
-		return fmt.Errorf("%w: cluster %s does not support gateway class %s", ErrValidation, cl.Name, gw.GatewayClass)
-	}
-	if bad, err := EgressViolations(ctx, tx, cl, p.TenantID, p.APIServiceIDs); err != nil {
-		return err
-	} else if len(bad) > 0 {
-		return fmt.Errorf("%w: %s", ErrValidation, strings.Join(bad, "; "))
-	}
-	return nil
-}
-
 // EgressViolations lists the backend endpoints of services that cluster cl's egress policy
 // refuses (see the function of the same name).
 func (s *Store) EgressViolations(ctx context.Context, cl models.Cluster, tenantID uuid.UUID, services []uuid.UUID) ([]string, error) {
-	return EgressViolations(ctx, s.DB, cl, tenantID, services)
+	return EgressViolations(ctx, s.db(ctx), cl, tenantID, services)
 }
 
 // EgressViolations lists the backend endpoints of services that cluster cl's egress policy
