@@ -13,7 +13,6 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
-	"gorm.io/gorm/clause"
 
 	"github.com/imprun/imprun-server/credential"
 	"github.com/imprun/imprun-server/models"
@@ -102,15 +101,7 @@ func (a *Customer) RecordIgnoredSignal(ctx context.Context, in workflows.Ignored
 		ResourceID: in.SubscriptionID, Summary: models.JSONMap{"signal": in.Signal, "status": in.Status, "problem": in.Problem}})
 }
 
-type grantRow struct {
-	PublishID uuid.UUID
-	PlanID    *uuid.UUID
-	ClusterID uuid.UUID
-	RateLimit models.JSON[*models.PlanRateLimit]
-	Quota     models.JSON[*models.PlanQuota]
-}
-
-func limitsOf(g grantRow) models.PlanLimits {
+func limitsOf(g store.SubscriptionGrant) models.PlanLimits {
 	var l models.PlanLimits
 	if rl := g.RateLimit.V; rl != nil {
 		n := int64(rl.Requests)
@@ -154,14 +145,11 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 		plan.Superseded = true
 		return plan, nil
 	}
-	db := a.Store.DB.WithContext(ctx)
 	present := c.Status == models.CredentialActive && (c.ExpiresAt == nil || c.ExpiresAt.After(time.Now()))
 	grants := map[uuid.UUID][]models.CredentialGrant{}
 	if present {
-		var rows []grantRow
-		if err := db.Raw(`SELECT s.product_publish_id AS publish_id, s.plan_id, pp.cluster_id, pl.rate_limit, pl.quota
-			FROM subscriptions s JOIN product_publishes pp ON pp.id = s.product_publish_id LEFT JOIN plans pl ON pl.id = s.plan_id
-			WHERE s.client_app_id = ? AND s.status = 'active' ORDER BY s.created_at, s.id`, c.ClientAppID).Scan(&rows).Error; err != nil {
+		rows, err := a.Store.ActiveGrants(ctx, c.ClientAppID)
+		if err != nil {
 			return plan, err
 		}
 		for _, g := range rows {
@@ -172,8 +160,8 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 			grants[g.ClusterID] = append(grants[g.ClusterID], models.CredentialGrant{PublishID: g.PublishID.String(), PlanID: planID, Limits: limitsOf(g)})
 		}
 	}
-	var before []uuid.UUID
-	if err := db.Raw(`SELECT cluster_id FROM credential_rollouts WHERE credential_id = ?`, c.ID).Scan(&before).Error; err != nil {
+	before, err := a.Store.RolloutClusters(ctx, c.ID)
+	if err != nil {
 		return plan, err
 	}
 	clusterSet := map[uuid.UUID]bool{}
@@ -211,28 +199,15 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 	if err := a.Store.EnqueueCommands(ctx, cmds); err != nil {
 		return plan, err
 	}
-	ids := make([]string, len(clusters))
-	cmdIDs := make([]string, len(clusters))
+	planned := make([]store.PlannedRollout, len(clusters))
 	for i, cl := range clusters {
-		ids[i], cmdIDs[i] = cl.String(), cmds[i].ID.String()
+		planned[i] = store.PlannedRollout{ClusterID: cl, Action: actions[i], CommandID: cmds[i].ID}
 	}
-	// The rollout row follows the newest version only; an older run re-planning can't
-	// overwrite a newer version's row.
-	if err := db.Exec(`INSERT INTO credential_rollouts (credential_id, cluster_id, version, action, command_id, status, queued_at)
-		SELECT ?, v.cluster_id, ?, v.action, v.command_id, 'pending', now()
-		FROM unnest(?::uuid[], ?::text[], ?::uuid[]) AS v(cluster_id, action, command_id)
-		ON CONFLICT (credential_id, cluster_id) DO UPDATE SET version = excluded.version, action = excluded.action,
-			command_id = excluded.command_id, status = 'pending', queued_at = now(), confirmed_at = NULL, confirmed_by = NULL
-		WHERE credential_rollouts.version < excluded.version`,
-		c.ID, c.Version, models.StringArray(ids), models.StringArray(actions), models.StringArray(cmdIDs)).Error; err != nil {
+	if err := a.Store.PlanRollouts(ctx, c.ID, c.Version, planned); err != nil {
 		return plan, err
 	}
-	var rows []struct {
-		models.CredentialRollout
-		ClusterName string
-	}
-	if err := db.Raw(`SELECT r.*, cl.name AS cluster_name FROM credential_rollouts r JOIN clusters cl ON cl.id = r.cluster_id
-		WHERE r.credential_id = ? AND r.cluster_id = ANY(?::uuid[])`, c.ID, models.StringArray(ids)).Scan(&rows).Error; err != nil {
+	rows, err := a.Store.RolloutsOn(ctx, c.ID, clusters)
+	if err != nil {
 		return plan, err
 	}
 	byCluster := make(map[uuid.UUID]int, len(rows))
@@ -258,9 +233,19 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 
 // ConfirmRollout marks one cluster of a credential version's rollout confirmed.
 func (a *Customer) ConfirmRollout(ctx context.Context, in workflows.ConfirmInput) error {
-	return a.Store.DB.WithContext(ctx).Exec(`UPDATE credential_rollouts SET status = 'confirmed', confirmed_at = now(), confirmed_by = ?
-		WHERE credential_id = ? AND cluster_id = ? AND version = ? AND command_id = ? AND status = 'pending'`,
-		nullUUID(in.AgentID), in.CredentialID, in.ClusterID, in.Version, in.CommandID).Error
+	cred, err := uuid.Parse(in.CredentialID)
+	if err != nil {
+		return fmt.Errorf("credential id %q: %w", in.CredentialID, err)
+	}
+	cluster, err := uuid.Parse(in.ClusterID)
+	if err != nil {
+		return fmt.Errorf("cluster id %q: %w", in.ClusterID, err)
+	}
+	command, err := uuid.Parse(in.CommandID)
+	if err != nil {
+		return fmt.Errorf("command id %q: %w", in.CommandID, err)
+	}
+	return a.Store.ConfirmRollout(ctx, cred, in.Version, store.RolloutConfirmation{ClusterID: cluster, CommandID: command, AgentID: optionalUUID(in.AgentID)})
 }
 
 // ConfirmRollouts marks several clusters of a credential version's rollout confirmed in one
@@ -269,32 +254,26 @@ func (a *Customer) ConfirmRollouts(ctx context.Context, in workflows.ConfirmRoll
 	if len(in.Clusters) == 0 {
 		return nil
 	}
-	clusters := make([]string, 0, len(in.Clusters))
-	commands := make([]string, 0, len(in.Clusters))
-	agents := make([]string, 0, len(in.Clusters))
+	cred, err := uuid.Parse(in.CredentialID)
+	if err != nil {
+		return fmt.Errorf("credential id %q: %w", in.CredentialID, err)
+	}
+	cs := make([]store.RolloutConfirmation, 0, len(in.Clusters))
 	for _, c := range in.Clusters {
-		_, cerr := uuid.Parse(c.ClusterID)
-		_, merr := uuid.Parse(c.CommandID)
+		cluster, cerr := uuid.Parse(c.ClusterID)
+		command, merr := uuid.Parse(c.CommandID)
 		if cerr != nil || merr != nil {
 			continue // matches no row; it must not hold up the others
 		}
-		clusters, commands = append(clusters, c.ClusterID), append(commands, c.CommandID)
-		agent := ""
-		if _, err := uuid.Parse(c.AgentID); err == nil {
-			agent = c.AgentID
-		}
-		agents = append(agents, agent)
+		cs = append(cs, store.RolloutConfirmation{ClusterID: cluster, CommandID: command, AgentID: optionalUUID(c.AgentID)})
 	}
-	return a.Store.DB.WithContext(ctx).Exec(`UPDATE credential_rollouts r SET status = 'confirmed', confirmed_at = now(),
-			confirmed_by = nullif(v.agent_id, '')::uuid
-		FROM unnest(?::uuid[], ?::uuid[], ?::text[]) AS v(cluster_id, command_id, agent_id)
-		WHERE r.credential_id = ? AND r.cluster_id = v.cluster_id AND r.version = ? AND r.command_id = v.command_id AND r.status = 'pending'`,
-		models.StringArray(clusters), models.StringArray(commands), models.StringArray(agents), in.CredentialID, in.Version).Error
+	return a.Store.ConfirmRollouts(ctx, cred, in.Version, cs)
 }
 
-func nullUUID(s string) any {
+// optionalUUID is the id s names, nil when it names none.
+func optionalUUID(s string) *uuid.UUID {
 	if id, err := uuid.Parse(s); err == nil {
-		return id
+		return &id
 	}
 	return nil
 }
@@ -323,10 +302,10 @@ func (a *Customer) ExpireCredential(ctx context.Context, in workflows.Credential
 	}
 	if changed {
 		tid := c.TenantID
-		if err := a.Store.DB.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&models.AuditLog{ActorType: models.ActorWorkflow,
+		if err := a.Store.InsertAuditOnce(ctx, &models.AuditLog{ActorType: models.ActorWorkflow,
 			ActorID: workflows.CredentialExpiryWorkflowID(c.ID.String()), ActorRoles: models.StringArray{}, TenantID: &tid,
 			Action: "credential." + status, ResourceType: "credential", ResourceID: c.ID.String(), ResourceName: c.KeyPrefix,
-			Summary: models.JSONMap{"version": c.Version}}).Error; err != nil {
+			Summary: models.JSONMap{"version": c.Version}}); err != nil {
 			return err
 		}
 	}

@@ -17,8 +17,6 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/publish"
@@ -48,12 +46,17 @@ func validation(format string, args ...any) error {
 
 // lockOwned locks the publish and checks the run still owns it (workflow_id is the fencing
 // token: a withdraw that took over makes every later write of the old run a no-op).
-func lockOwned(tx *gorm.DB, publishID, workflowID string) (models.ProductPublish, bool, error) {
-	var p models.ProductPublish
-	if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "id = ?", publishID).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return p, false, validation("publish %s no longer exists", publishID)
-		}
+// Call it in InTx: the lock lasts until the transaction ends.
+func lockOwned(ctx context.Context, st *store.Store, publishID, workflowID string) (models.ProductPublish, bool, error) {
+	id, err := uuid.Parse(publishID)
+	if err != nil {
+		return models.ProductPublish{}, false, validation("publish %s no longer exists", publishID)
+	}
+	p, err := st.LockPublish(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return p, false, validation("publish %s no longer exists", publishID)
+	}
+	if err != nil {
 		return p, false, err
 	}
 	return p, p.WorkflowID != nil && *p.WorkflowID == workflowID, nil
@@ -63,20 +66,22 @@ func lockOwned(tx *gorm.DB, publishID, workflowID string) (models.ProductPublish
 // back revision) and sets DEPLOYING. It is idempotent: a retry finds the frozen revision.
 func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput) (workflows.PrepareResult, error) {
 	var res workflows.PrepareResult
-	err := a.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		p, owned, err := lockOwned(tx, in.PublishID, in.WorkflowID)
+	st := a.Store
+	err := st.InTx(ctx, func(ctx context.Context) error {
+		p, owned, err := lockOwned(ctx, st, in.PublishID, in.WorkflowID)
 		if err != nil {
 			return err
 		}
 		if !owned {
 			return validation("another run took over publish %s", in.PublishID)
 		}
-		var existing models.PublishRevision
-		if err := tx.Omit("snapshot").Take(&existing, "publish_id = ? AND revision = ?", p.ID, in.Revision).Error; err == nil {
-			res.Checksum = existing.Checksum
+		if sum, found, err := st.RevisionChecksum(ctx, p.ID, in.Revision); err != nil {
+			return err
+		} else if found {
+			res.Checksum = sum
 			return nil
 		}
-		if err := publish.ValidateTargets(store.WithTx(ctx, tx), a.Store, p); err != nil {
+		if err := publish.ValidateTargets(ctx, st, p); err != nil {
 			if reason, ok := publish.Reason(err); ok {
 				return validation("%s", reason)
 			}
@@ -85,17 +90,17 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 		var snap store.BuiltSnapshot
 		var rollbackOf *int
 		if in.RollbackOf > 0 {
-			var old models.PublishRevision
-			if err := tx.Take(&old, "publish_id = ? AND revision = ?", p.ID, in.RollbackOf).Error; err != nil {
+			old, err := st.GetRevision(ctx, p.ID, in.RollbackOf)
+			if err != nil {
 				return validation("revision %d of publish %s does not exist", in.RollbackOf, p.ID)
 			}
 			snap = store.BuiltSnapshot{Bytes: old.Snapshot, Checksum: old.Checksum}
-			if err := tx.Raw(`SELECT kind, ref_id FROM publish_revision_uses WHERE publish_id = ? AND revision = ?`, p.ID, in.RollbackOf).Scan(&snap.Uses).Error; err != nil {
+			if snap.Uses, err = st.RevisionUses(ctx, p.ID, in.RollbackOf); err != nil {
 				return err
 			}
 			rollbackOf = &in.RollbackOf
 		} else {
-			snap, err = store.BuildSnapshot(ctx, tx, p)
+			snap, err = st.BuildSnapshot(ctx, p)
 			if errors.Is(err, store.ErrNotFound) {
 				return validation("%s", err.Error())
 			}
@@ -113,30 +118,23 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 		for _, h := range hosts {
 			names = append(names, h.Hostname)
 		}
-		notOwned, err := store.HostsNotOwned(ctx, tx, p.TenantID, names)
+		notOwned, err := st.HostsNotOwned(ctx, p.TenantID, names)
 		if err != nil {
 			return err
 		}
 		if len(notOwned) > 0 {
 			return validation("hostname %s is not under a domain the tenant owns (operators grant domains)", strings.Join(dedupe(notOwned), ", "))
 		}
-		if err := store.ClaimHosts(ctx, tx, p, hosts); errors.Is(err, store.ErrHostTaken) {
+		if err := st.ClaimHosts(ctx, p, hosts); errors.Is(err, store.ErrHostTaken) {
 			return validation("%s", err.Error())
 		} else if err != nil {
 			return err
 		}
 		rev := models.PublishRevision{PublishID: p.ID, Revision: in.Revision, Snapshot: snap.Bytes, Checksum: snap.Checksum, RollbackOf: rollbackOf, CreatedBy: in.Actor}
-		if err := tx.Create(&rev).Error; err != nil {
+		if err := st.FreezeRevision(ctx, &rev, snap.Uses); err != nil {
 			return err
 		}
-		for _, u := range snap.Uses {
-			if err := tx.Exec(`INSERT INTO publish_revision_uses (publish_id, revision, kind, ref_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-				p.ID, in.Revision, u.Kind, u.RefID).Error; err != nil {
-				return err
-			}
-		}
-		if err := tx.Model(&p).Updates(map[string]any{"status": models.PublishDeploying, "status_reason": "",
-			"current_revision": in.Revision, "updated_at": time.Now().UTC()}).Error; err != nil {
+		if err := st.MarkPublishDeploying(ctx, &p, in.Revision); err != nil {
 			return err
 		}
 		res.Checksum = snap.Checksum
@@ -145,8 +143,9 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 			msg = fmt.Sprintf("revision %d frozen as a copy of revision %d (sha256 %s)", in.Revision, *rollbackOf, snap.Checksum[:12])
 		}
 		key := "frozen/" + in.WorkflowID
-		return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&models.PublishEvent{PublishID: p.ID, Type: models.PublishEventRevisionFrozen,
-			Revision: in.Revision, Actor: in.Actor, Message: msg, Metadata: models.JSONMap{"checksum": snap.Checksum}, DedupeKey: &key}).Error
+		_, err = st.AddPublishEventOnce(ctx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventRevisionFrozen,
+			Revision: in.Revision, Actor: in.Actor, Message: msg, Metadata: models.JSONMap{"checksum": snap.Checksum}, DedupeKey: &key})
+		return err
 	})
 	return res, err
 }
@@ -174,22 +173,16 @@ func (a *Publish) EnqueueDeploy(ctx context.Context, in workflows.DeployCommandI
 // ClusterPresence reports the cluster's agents and since when the offline ones are offline.
 func (a *Publish) ClusterPresence(ctx context.Context, clusterID string) (workflows.ClusterPresence, error) {
 	out := workflows.ClusterPresence{ClusterID: clusterID, CheckedAt: time.Now().UTC(), Agents: []workflows.AgentPresence{}}
-	var name string
-	if err := a.Store.DB.WithContext(ctx).Raw(`SELECT name FROM clusters WHERE id = ?`, clusterID).Scan(&name).Error; err != nil {
+	cid, err := uuid.Parse(clusterID)
+	if err != nil {
+		return out, fmt.Errorf("bad cluster id %q: %w", clusterID, err)
+	}
+	name, err := a.Store.ClusterName(ctx, cid)
+	if err != nil {
 		return out, err
 	}
 	out.ClusterName = name
-	var rows []struct {
-		ID              uuid.UUID
-		Name            string
-		Status          string
-		LastHeartbeatAt *time.Time
-		OfflineSince    *time.Time
-	}
-	err := a.Store.DB.WithContext(ctx).Raw(`SELECT a.id, a.name, a.status, a.last_heartbeat_at,
-			CASE WHEN a.status = 'connected' THEN NULL
-			     ELSE COALESCE((SELECT max(e.created_at) FROM agent_events e WHERE e.agent_id = a.id AND e.type = 'disconnected'), a.created_at) END AS offline_since
-		FROM agents a WHERE a.cluster_id = ? AND a.status <> 'revoked' ORDER BY a.name`, clusterID).Scan(&rows).Error
+	rows, err := a.Store.ClusterAgentPresence(ctx, cid)
 	for _, r := range rows {
 		out.Agents = append(out.Agents, workflows.AgentPresence{AgentID: r.ID.String(), Name: r.Name, Status: r.Status,
 			LastHeartbeatAt: r.LastHeartbeatAt, OfflineSince: r.OfflineSince})
@@ -200,8 +193,9 @@ func (a *Publish) ClusterPresence(ctx context.Context, clusterID string) (workfl
 // FinishPublish writes a run's outcome: the status (only while the run still owns the
 // publish), the timeline event, and the audit entry of the workflow's decision.
 func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) error {
-	return a.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		p, owned, err := lockOwned(tx, in.PublishID, in.WorkflowID)
+	st := a.Store
+	return st.InTx(ctx, func(ctx context.Context) error {
+		p, owned, err := lockOwned(ctx, st, in.PublishID, in.WorkflowID)
 		if err != nil {
 			var app *temporal.ApplicationError
 			if errors.As(err, &app) {
@@ -210,26 +204,15 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 			return err
 		}
 		if owned {
-			now := time.Now().UTC()
-			changes := map[string]any{"workflow_id": nil, "updated_at": now}
-			if in.Status != "" {
-				changes["status"] = in.Status
-				changes["status_reason"] = models.Cut(in.Reason, 2000)
-			}
-			switch in.Status {
-			case models.PublishPublished:
-				changes["published_at"], changes["published_by"] = now, in.Actor
-			case models.PublishWithdrawn:
-				changes["withdrawn_at"], changes["withdrawn_by"], changes["withdraw_reason"] = now, in.Actor, models.Cut(in.Reason, 1000)
-			}
-			if err := tx.Model(&p).Updates(changes).Error; err != nil {
+			wasPublished := p.PublishedAt != nil
+			if err := st.RecordPublishOutcome(ctx, &p, store.PublishOutcome{Status: in.Status, Reason: in.Reason, Actor: in.Actor}); err != nil {
 				return err
 			}
 			// A withdrawn publish, or a failed one that never served, gives its hostnames
 			// back; a failed new revision of a published one may still be served by agents
 			// that kept the last good one, so it keeps them.
-			if in.Status == models.PublishWithdrawn || (in.Status == models.PublishFailed && p.PublishedAt == nil) {
-				if err := store.ReleaseHosts(ctx, tx, p.ID); err != nil {
+			if in.Status == models.PublishWithdrawn || (in.Status == models.PublishFailed && !wasPublished) {
+				if err := st.ReleaseHosts(ctx, p.ID); err != nil {
 					return err
 				}
 			}
@@ -244,19 +227,18 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 		if id, err := uuid.Parse(in.AgentID); err == nil {
 			ev.AgentID = &id
 		}
-		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&ev)
-		if res.Error != nil {
-			return res.Error
+		added, err := st.AddPublishEventOnce(ctx, &ev)
+		if err != nil {
+			return err
 		}
-		if res.RowsAffected == 0 || in.Status == "" {
+		if !added || in.Status == "" {
 			return nil // already recorded by an earlier attempt, or nothing decided
 		}
-		var slug string
-		_ = tx.Raw(`SELECT slug FROM tenants WHERE id = ?`, p.TenantID).Scan(&slug).Error
+		slug, _ := st.TenantSlug(ctx, p.TenantID)
 		tid := p.TenantID
-		return tx.Create(&models.AuditLog{ActorType: models.ActorWorkflow, ActorID: in.WorkflowID, ActorRoles: models.StringArray{},
+		return st.InsertAudit(ctx, &models.AuditLog{ActorType: models.ActorWorkflow, ActorID: in.WorkflowID, ActorRoles: models.StringArray{},
 			TenantID: &tid, TenantSlug: slug, Action: "product_publish." + in.Event, ResourceType: "product_publish",
-			ResourceID: p.ID.String(), Summary: models.JSONMap{"revision": in.Revision, "status": in.Status, "reason": in.Reason, "requested_by": in.Actor}}).Error
+			ResourceID: p.ID.String(), Summary: models.JSONMap{"revision": in.Revision, "status": in.Status, "reason": in.Reason, "requested_by": in.Actor}})
 	})
 }
 
@@ -298,8 +280,9 @@ func isAlreadyClosed(err error) bool {
 // BeginWithdraw marks the publish WITHDRAWING and returns the revision it withdraws.
 func (a *Publish) BeginWithdraw(ctx context.Context, in workflows.BeginWithdrawInput) (workflows.BeginWithdrawResult, error) {
 	var res workflows.BeginWithdrawResult
-	err := a.Store.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		p, owned, err := lockOwned(tx, in.PublishID, in.WorkflowID)
+	st := a.Store
+	err := st.InTx(ctx, func(ctx context.Context) error {
+		p, owned, err := lockOwned(ctx, st, in.PublishID, in.WorkflowID)
 		if err != nil {
 			return err
 		}
@@ -308,12 +291,13 @@ func (a *Publish) BeginWithdraw(ctx context.Context, in workflows.BeginWithdrawI
 		}
 		res.Revision = p.CurrentRevision
 		if p.CurrentRevision > 0 {
-			var r models.PublishRevision
-			if err := tx.Omit("snapshot").Take(&r, "publish_id = ? AND revision = ?", p.ID, p.CurrentRevision).Error; err == nil {
-				res.Checksum = r.Checksum
+			sum, _, err := st.RevisionChecksum(ctx, p.ID, p.CurrentRevision)
+			if err != nil {
+				return err
 			}
+			res.Checksum = sum
 		}
-		return tx.Model(&p).Updates(map[string]any{"status": models.PublishWithdrawing, "status_reason": models.Cut(in.Reason, 2000), "updated_at": time.Now().UTC()}).Error
+		return st.MarkPublishWithdrawing(ctx, &p, in.Reason)
 	})
 	return res, err
 }

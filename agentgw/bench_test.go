@@ -231,20 +231,13 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 
 	// The agents exist already (registration is not what is measured): rows in SQL, and each
 	// connects with an agent JWT minted for it.
-	var clusterID uuid.UUID
-	must(b, env.SQL.QueryRow(`INSERT INTO clusters (name, region, capabilities) VALUES ('bench', 'bench', '{"gateway_classes": []}') RETURNING id`).Scan(&clusterID))
-	rows, err := env.SQL.Query(`INSERT INTO agents (cluster_id, name, status) SELECT $1, 'bench-' || g, 'pending' FROM generate_series(1, $2) g RETURNING id`, clusterID, n)
-	must(b, err)
+	clusterID := uuid.MustParse(env.DB.InsertCluster(b, "bench", "bench", `{"gateway_classes": []}`))
 	creds := make([]string, 0, n)
-	for rows.Next() {
-		var id uuid.UUID
-		must(b, rows.Scan(&id))
+	for _, id := range env.DB.InsertPendingAgents(b, clusterID, n) {
 		tok, _, err := gw.Signer().Mint(id, clusterID, 1)
 		must(b, err)
 		creds = append(creds, tok)
 	}
-	must(b, rows.Err())
-	rows.Close()
 
 	clients := startChild(b, "clients")
 	if os.Getenv("IMPRUN_BENCH_HEAPPROFILE") != "" {
@@ -261,9 +254,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	connect := time.Since(start)
 	waitFor(b, 60*time.Second, "gateway sessions", func() bool { return gw.SessionCount() == n })
 	waitFor(b, 60*time.Second, "agents connected in Postgres", func() bool {
-		var c int
-		must(b, env.SQL.QueryRow(`SELECT count(*) FROM agents WHERE status = 'connected'`).Scan(&c))
-		return c == n
+		return env.DB.CountAgentsWithStatus(b, models.AgentConnected) == n
 	})
 	// Every agent has heartbeated once and the coalesced heartbeats have been flushed.
 	time.Sleep(benchHeartbeat + 2*time.Second)
@@ -282,7 +273,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	type pgStat struct{ xact, rows int64 }
 	readPG := func() pgStat {
 		var s pgStat
-		must(b, env.SQL.QueryRow(`SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.xact, &s.rows))
+		s.xact, s.rows = env.DB.Writes(b)
 		return s
 	}
 	cl0, pgc0 := clients.do(b, childReq{Op: "stats"}), postgresCPU()
@@ -320,9 +311,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 			if sent == 0 && clients.do(b, childReq{Op: "stats"}).Acked-acked0 >= int64(n) {
 				sent = time.Since(start)
 			}
-			var c int
-			must(b, env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1 AND status = 'acked'`, cmd.ID).Scan(&c))
-			return c == n
+			return env.DB.CountDeliveries(b, cmd.ID, models.DeliveryAcked) == n
 		})
 		total += time.Since(start)
 		if sent == 0 {

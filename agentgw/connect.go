@@ -15,8 +15,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
@@ -379,8 +377,8 @@ func (g *Gateway) connectResponse(ctx context.Context, a models.Agent, refreshSe
 	if err != nil {
 		return nil, err
 	}
-	var name string
-	if err := g.db(ctx).Raw(`SELECT name FROM clusters WHERE id = ?`, a.ClusterID).Scan(&name).Error; err != nil {
+	name, err := g.store.ClusterName(ctx, a.ClusterID)
+	if err != nil {
 		return nil, err
 	}
 	return &agentv1.ConnectResponse{AgentId: a.ID.String(), ClusterId: a.ClusterID.String(), ClusterName: name,
@@ -399,20 +397,17 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 	if g.guard.knownUnknown(tokenHash) {
 		return a, nil, errors.New("unknown registration token (remembered)")
 	}
-	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
-		var t models.RegistrationToken
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", tokenHash).Error; err != nil {
-			if errors.Is(err, gorm.ErrRecordNotFound) {
-				g.guard.rememberUnknown(tokenHash)
-			}
+	err := g.store.InTx(ctx, func(ctx context.Context) error {
+		t, err := g.store.ConsumeRegistrationToken(ctx, tokenHash)
+		var unusable *store.TokenUnusableError
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			g.guard.rememberUnknown(tokenHash)
 			return errors.New("unknown registration token")
-		}
-		if st := t.State(time.Now()); st != "active" {
-			return fmt.Errorf("registration token %s is %s", t.ID, st)
-		}
-		now := time.Now().UTC()
-		if err := tx.Model(&t).Updates(map[string]any{"uses": gorm.Expr("uses + 1"), "last_used_at": now}).Error; err != nil {
-			return err
+		case errors.As(err, &unusable):
+			return unusable
+		case err != nil:
+			return errors.New("unknown registration token")
 		}
 		if name == "" {
 			name = "agent-" + strings.ToLower(secrets.New("")[:8])
@@ -427,21 +422,13 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 		a = models.Agent{ClusterID: t.ClusterID, Name: name, Status: models.AgentPending, Version: models.Cut(req.GetAgentVersion(), 50),
 			Hostname: models.Cut(req.GetHostname(), 255), IPAddress: ip, TokenGeneration: 1, RefreshSecretHash: &h, RegisteredWith: &t.ID,
 			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
-		if err := tx.Omit("session_id", "last_heartbeat_at", "last_connected_at", "revoked_at").Create(&a).Error; err != nil {
-			if store.IsUniqueViolation(err, "") {
-				return status.Errorf(codes.AlreadyExists, "an agent named %q exists in this cluster", name)
-			}
-			return err
+		err = g.store.CreateAgent(ctx, &a,
+			models.AgentEvent{Type: models.EventRegistered, Message: "registered with token " + t.Prefix + "…", IPAddress: ip, Metadata: models.JSONMap{"registration_token_id": t.ID.String()}},
+			models.AgentEvent{Type: models.EventTokenIssued, Message: "agent JWT and refresh secret issued", IPAddress: ip, Metadata: models.JSONMap{}})
+		if errors.Is(err, store.ErrConflict) {
+			return status.Errorf(codes.AlreadyExists, "an agent named %q exists in this cluster", name)
 		}
-		for _, e := range []models.AgentEvent{
-			{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventRegistered, Message: "registered with token " + t.Prefix + "…", IPAddress: ip, Metadata: models.JSONMap{"registration_token_id": t.ID.String()}},
-			{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenIssued, Message: "agent JWT and refresh secret issued", IPAddress: ip, Metadata: models.JSONMap{}},
-		} {
-			if err := tx.Create(&e).Error; err != nil {
-				return err
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return a, nil, err
@@ -454,8 +441,9 @@ func (g *Gateway) register(ctx context.Context, token string, req *agentv1.Conne
 func (g *Gateway) refresh(ctx context.Context, id uuid.UUID, secret, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
 	var a models.Agent
 	next := secrets.New("imprr_")
-	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&a, "id = ?", id).Error; err != nil {
+	err := g.store.InTx(ctx, func(ctx context.Context) error {
+		var err error
+		if a, err = g.store.LockAgent(ctx, id); err != nil {
 			return errors.New("unknown agent")
 		}
 		if a.Status == models.AgentRevoked {
@@ -466,11 +454,11 @@ func (g *Gateway) refresh(ctx context.Context, id uuid.UUID, secret, ip string) 
 		}
 		h := secrets.Hash(next)
 		a.RefreshSecretHash = &h
-		if err := tx.Model(&a).Update("refresh_secret_hash", h).Error; err != nil {
+		if err := g.store.SetRefreshSecret(ctx, a.ID, h); err != nil {
 			return err
 		}
-		return tx.Create(&models.AgentEvent{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenIssued,
-			Message: "agent JWT renewed with the refresh secret", IPAddress: ip, Metadata: models.JSONMap{}}).Error
+		return g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenIssued,
+			Message: "agent JWT renewed with the refresh secret", IPAddress: ip, Metadata: models.JSONMap{}})
 	})
 	if err != nil {
 		return a, nil, err
@@ -498,34 +486,18 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 	for _, r := range req.GetApplied() {
 		applied = append(applied, models.AppliedRevision{PublishID: r.GetPublishId(), Revision: int(r.GetRevision()), Checksum: r.GetChecksum()})
 	}
-	return g.db(ctx).Transaction(func(tx *gorm.DB) error {
-		now := time.Now().UTC()
-		changes := map[string]any{"status": models.AgentConnected, "session_id": s.id, "last_connected_at": now, "last_heartbeat_at": now,
-			"ip_address": s.ip, "applied": models.JSON[[]models.AppliedRevision]{V: applied}, "updated_at": now}
-		if v := req.GetAgentVersion(); v != "" {
-			changes["version"] = models.Cut(v, 50)
-		}
-		if h := req.GetHostname(); h != "" {
-			changes["hostname"] = models.Cut(h, 255)
-		}
-		res := tx.Model(&models.Agent{}).Where("id = ? AND status <> 'revoked'", s.agentID).Updates(changes)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return errRevoked
-		}
-		if err := tx.Create(&models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventConnected, IPAddress: s.ip,
-			Message: "stream opened", Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
-			return err
-		}
-		if err := tx.Exec(`UPDATE clusters SET status = 'active', updated_at = now() WHERE id = ? AND status IN ('pending', 'inactive')`, s.clusterID).Error; err != nil {
-			return err
-		}
-		sig, _ := json.Marshal(applied)
-		s.persisted(now, string(sig))
-		return nil
-	})
+	now := time.Now().UTC()
+	ok, err := g.store.MarkAgentConnected(ctx, store.AgentConnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id, IP: s.ip, At: now,
+		Version: req.GetAgentVersion(), Hostname: req.GetHostname(), Applied: applied})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errRevoked
+	}
+	sig, _ := json.Marshal(applied)
+	s.persisted(now, string(sig))
+	return nil
 }
 
 // markDisconnected releases the agent row, unless a newer session has claimed it already.
@@ -537,20 +509,7 @@ func (g *Gateway) markDisconnected(s *session) {
 	if c := context.Cause(s.ctx); c != nil && !errors.Is(c, context.Canceled) {
 		reason = c.Error()
 	}
-	err := g.db(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Exec(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
-			WHERE id = ? AND session_id = ? AND status = 'connected'`, s.agentID, s.id)
-		if res.Error != nil || res.RowsAffected == 0 {
-			return res.Error
-		}
-		if err := tx.Create(&models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventDisconnected, IPAddress: s.ip,
-			Message: models.Cut(reason, 1000), Metadata: models.JSONMap{"session_id": s.id.String()}}).Error; err != nil {
-			return err
-		}
-		return tx.Exec(`UPDATE clusters c SET status = 'inactive', updated_at = now() WHERE c.id = ? AND c.status = 'active'
-			AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.cluster_id = c.id AND a.status = 'connected')`, s.clusterID).Error
-	})
-	if err != nil {
+	if err := g.store.MarkAgentDisconnected(ctx, s.agentID, s.clusterID, s.id, s.ip, reason); err != nil {
 		g.log.Warn("mark agent disconnected", "agent_id", s.agentID, "err", err)
 	}
 }
@@ -608,7 +567,7 @@ func (g *Gateway) tokenReplaced(ctx context.Context, s *session, r *agentv1.Toke
 		return
 	}
 	if h != "" {
-		if err := g.db(ctx).Exec(`UPDATE agents SET refresh_secret_hash = ? WHERE id = ? AND status <> 'revoked'`, h, s.agentID).Error; err != nil {
+		if err := g.store.SetRefreshSecret(ctx, s.agentID, h); err != nil {
 			g.log.Warn("store rotated refresh secret", "agent_id", s.agentID, "err", err)
 			return
 		}

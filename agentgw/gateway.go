@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/gorm"
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
@@ -153,12 +152,7 @@ func (g *Gateway) sweepStaleAgents(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		var rows []struct {
-			ID        uuid.UUID
-			ClusterID uuid.UUID
-		}
-		err := g.store.DB.WithContext(ctx).Raw(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
-			WHERE status = 'connected' AND last_heartbeat_at < ? RETURNING id, cluster_id`, time.Now().Add(-stale)).Scan(&rows).Error
+		rows, err := g.store.MarkStaleAgentsDisconnected(ctx, time.Now().Add(-stale))
 		if err != nil {
 			if ctx.Err() == nil {
 				g.log.Warn("stale agent sweep failed", "err", err)
@@ -242,27 +236,19 @@ func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
 		}
 		wg.Wait()
 	}
-	cmds := make([]string, 0, len(rs))
-	agents := make([]string, 0, len(rs))
+	done := make([]store.UnpassedResult, 0, len(rs))
 	for i, r := range rs {
 		if passed[i] {
-			cmds = append(cmds, r.CommandID.String())
-			agents = append(agents, r.AgentID.String())
+			done = append(done, r)
 		}
 	}
-	if len(cmds) == 0 {
+	if len(done) == 0 {
 		return
 	}
-	err := g.db(ctx).Exec(`UPDATE agent_command_deliveries d SET passed_on_at = now()
-		FROM unnest(?::uuid[], ?::uuid[]) AS v(command_id, agent_id)
-		WHERE d.command_id = v.command_id AND d.agent_id = v.agent_id AND d.passed_on_at IS NULL`, pgArray(cmds), pgArray(agents)).Error
-	if err != nil && ctx.Err() == nil {
-		g.log.Warn("mark results passed on; the sweeper passes them again", "results", len(cmds), "err", err)
+	if err := g.store.MarkResultsPassedOn(ctx, done); err != nil && ctx.Err() == nil {
+		g.log.Warn("mark results passed on; the sweeper passes them again", "results", len(done), "err", err)
 	}
 }
-
-// db is a shortcut for the store's GORM handle.
-func (g *Gateway) db(ctx context.Context) *gorm.DB { return g.store.DB.WithContext(ctx) }
 
 // VerifyAgentToken checks an agent JWT for the REST API: valid signature and expiry, an agent
 // that exists, is not revoked, and whose token generation is current.

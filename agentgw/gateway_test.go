@@ -105,8 +105,8 @@ func (ra *runningAgent) identity(t *testing.T) agent.Identity {
 
 func agentStatus(t *testing.T, env *apitest.Env, id string) string {
 	t.Helper()
-	var st string
-	require.NoError(t, env.SQL.QueryRow(`SELECT status FROM agents WHERE id = $1`, id).Scan(&st))
+	st, err := env.DB.AgentStatus(id)
+	require.NoError(t, err)
 	return st
 }
 
@@ -117,16 +117,7 @@ func waitStatus(t *testing.T, env *apitest.Env, id, want string, within time.Dur
 
 func eventTypes(t *testing.T, env *apitest.Env, id string) []string {
 	t.Helper()
-	rows, err := env.SQL.Query(`SELECT type FROM agent_events WHERE agent_id = $1 ORDER BY created_at, id`, id)
-	require.NoError(t, err)
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		require.NoError(t, rows.Scan(&s))
-		out = append(out, s)
-	}
-	return out
+	return env.DB.AgentEventTypes(t, id)
 }
 
 func enqueueUpsert(t *testing.T, env *apitest.Env, clusterID, credentialID string, version int64) models.AgentCommand {
@@ -145,8 +136,7 @@ func enqueueUpsert(t *testing.T, env *apitest.Env, clusterID, credentialID strin
 func waitAcked(t *testing.T, env *apitest.Env, commandID uuid.UUID, agentID string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		var st string
-		err := env.SQL.QueryRow(`SELECT status FROM agent_command_deliveries WHERE command_id = $1 AND agent_id = $2`, commandID, agentID).Scan(&st)
+		st, err := env.DB.DeliveryStatus(commandID, agentID)
 		return err == nil && st == models.DeliveryAcked
 	}, 20*time.Second, 50*time.Millisecond, "command %s never acknowledged by %s", commandID, agentID)
 }
@@ -185,9 +175,7 @@ func TestRegisterConnectAndSingleUseToken(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a reused registration token was not refused")
 	}
-	var n int
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agents`).Scan(&n))
-	require.Equal(t, 1, n)
+	require.Equal(t, 1, f.env.DB.Count(t, "agents"))
 
 	// The token list shows it as used, never its secret.
 	r = f.ops.Get("/v1/operator/clusters/" + f.clusterID + "/registration-tokens")
@@ -203,11 +191,10 @@ func TestDisconnectDetection(t *testing.T) {
 	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
 
 	// Heartbeats reach Postgres, coalesced.
-	var first time.Time
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT last_heartbeat_at FROM agents WHERE id = $1`, id.AgentID).Scan(&first))
+	first, err := f.env.DB.AgentHeartbeat(id.AgentID)
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		var at time.Time
-		_ = f.env.SQL.QueryRow(`SELECT last_heartbeat_at FROM agents WHERE id = $1`, id.AgentID).Scan(&at)
+		at, _ := f.env.DB.AgentHeartbeat(id.AgentID)
 		return at.After(first)
 	}, 10*time.Second, 100*time.Millisecond)
 
@@ -231,8 +218,7 @@ func TestDisconnectDetection(t *testing.T) {
 	start := time.Now()
 	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
 	require.GreaterOrEqual(t, time.Since(start), 2*time.Second, "not before the heartbeats were missed")
-	var msg string
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT message FROM agent_events WHERE agent_id = $1 AND type = 'disconnected' ORDER BY created_at DESC LIMIT 1`, id.AgentID).Scan(&msg))
+	msg := f.env.DB.LastDisconnectMessage(t, id.AgentID)
 	require.Contains(t, msg, "missed 3 heartbeats")
 }
 
@@ -375,9 +361,7 @@ func TestAPIRestart(t *testing.T) {
 	f.env.StartReplica(t, addr)
 	waitAcked(t, f.env, second.ID, id.AgentID)
 	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
-	var firstAcks int
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1`, first.ID).Scan(&firstAcks))
-	require.Equal(t, 1, firstAcks, "the acknowledged command was not sent again")
+	require.Equal(t, 1, f.env.DB.CountDeliveries(t, first.ID, ""), "the acknowledged command was not sent again")
 	require.Equal(t, 1, countOf(eventTypes(t, f.env, id.AgentID), models.EventRegistered), "it reconnected as itself, not as a new agent")
 	select {
 	case err := <-ra.done:
@@ -391,8 +375,7 @@ func TestRefusals(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	expired := f.token(t, map[string]any{"ttl_seconds": 60})
-	_, err := f.env.SQL.Exec(`UPDATE registration_tokens SET expires_at = now() - interval '1 second'`)
-	require.NoError(t, err)
+	f.env.DB.ExpireRegistrationTokens(t)
 	revoked := f.token(t, nil)
 	r := f.ops.Get("/v1/operator/clusters/" + f.clusterID + "/registration-tokens")
 	var list struct {
@@ -445,9 +428,7 @@ func TestRefusals(t *testing.T) {
 	big := connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: strings.Repeat("x", 100<<10)}})
 	require.Equal(t, codes.ResourceExhausted, status.Code(attempt(big)), "oversize message")
 
-	var n int
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agents`).Scan(&n))
-	require.Zero(t, n, "nothing created")
+	require.Zero(t, f.env.DB.Count(t, "agents"), "nothing created")
 }
 
 func countOf(xs []string, x string) int {
@@ -471,8 +452,7 @@ func TestDeliveryRowsSentAndAcked(t *testing.T) {
 	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
 	acked := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
 	waitAcked(t, f.env, acked.ID, id.AgentID)
-	var sentAt, ackedAt *time.Time
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT sent_at, acked_at FROM agent_command_deliveries WHERE command_id = $1`, acked.ID).Scan(&sentAt, &ackedAt))
+	sentAt, ackedAt := f.env.DB.DeliveryTimes(t, acked.ID)
 	require.NotNil(t, sentAt, "the folded sent record keeps its time")
 	require.NotNil(t, ackedAt)
 	require.False(t, sentAt.After(*ackedAt))
@@ -496,8 +476,7 @@ func TestDeliveryRowsSentAndAcked(t *testing.T) {
 		}
 	}
 	require.Eventually(t, func() bool {
-		var st string
-		err := f.env.SQL.QueryRow(`SELECT status FROM agent_command_deliveries WHERE command_id = $1`, silent.ID).Scan(&st)
+		st, err := f.env.DB.DeliveryStatus(silent.ID, "")
 		return err == nil && st == models.DeliverySent
 	}, 15*time.Second, 100*time.Millisecond, "an unanswered delivery is recorded as sent")
 }
@@ -557,9 +536,7 @@ func TestAnswersToForeignCommandsRefused(t *testing.T) {
 	}
 	require.Equal(t, agentv1.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, closed.GetReason())
 
-	var n int
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT count(*) FROM agent_command_deliveries WHERE command_id = $1`, foreign.ID).Scan(&n))
-	require.Zero(t, n, "nothing stored for cluster B's command")
+	require.Zero(t, f.env.DB.CountDeliveries(t, foreign.ID, ""), "nothing stored for cluster B's command")
 	require.Eventually(t, func() bool {
 		return countOf(eventTypes(t, f.env, agentID), models.EventProtocolViolation) == agentgw.MaxForeignAnswers
 	},

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/retry"
@@ -20,14 +19,8 @@ func (g *Gateway) listen(ctx context.Context) {
 	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	first := true
 	for ctx.Err() == nil {
-		conn, err := pgx.Connect(ctx, g.cfg.DatabaseURL)
-		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+store.AgentCommandChannel+"; LISTEN "+store.AgentControlChannel)
-		}
+		l, err := store.Listen(ctx, g.cfg.DatabaseURL, store.AgentCommandChannel, store.AgentControlChannel)
 		if err != nil {
-			if conn != nil {
-				_ = conn.Close(context.Background())
-			}
 			wait := bo.Next()
 			if ctx.Err() == nil {
 				g.log.Warn("agent gateway LISTEN failed; retrying", "backoff", wait, "err", err)
@@ -44,13 +37,13 @@ func (g *Gateway) listen(ctx context.Context) {
 		first = false
 		g.listenReadyOnce.Do(func() { close(g.listenReady) })
 		for {
-			n, err := conn.WaitForNotification(ctx)
+			channel, payload, err := l.Wait(ctx)
 			if err != nil {
 				break
 			}
-			g.notified(ctx, n.Channel, n.Payload)
+			g.notified(ctx, channel, payload)
 		}
-		_ = conn.Close(context.Background())
+		_ = l.Close()
 	}
 }
 

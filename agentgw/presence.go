@@ -10,6 +10,7 @@ import (
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
 )
 
 // presence coalesces heartbeats: each one only updates memory, and every flush interval one
@@ -146,27 +147,16 @@ func (p *presence) flushBeats(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	ids := make([]string, 0, len(batch))
-	sids := make([]string, 0, len(batch))
-	ats := make([]time.Time, 0, len(batch))
-	applied := make([]string, 0, len(batch))
+	beats := make([]store.Heartbeat, 0, len(batch))
 	for id, b := range batch {
-		ids = append(ids, id.String())
-		sids = append(sids, b.s.id.String())
-		ats = append(ats, b.at)
-		if b.applied == nil {
-			applied = append(applied, "")
-		} else {
+		hb := store.Heartbeat{AgentID: id, SessionID: b.s.id, At: b.at}
+		if b.applied != nil {
 			j, _ := json.Marshal(b.applied)
-			applied = append(applied, string(j))
+			hb.Applied = string(j)
 		}
+		beats = append(beats, hb)
 	}
-	var kept []uuid.UUID
-	err := p.g.db(ctx).Raw(`UPDATE agents a SET last_heartbeat_at = v.at,
-			applied = CASE WHEN v.applied = '' THEN a.applied ELSE v.applied::jsonb END
-		FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[], ?::text[]) AS v(id, sid, at, applied)
-		WHERE a.id = v.id AND a.session_id = v.sid AND a.status = 'connected'
-		RETURNING a.id`, pgArray(ids), pgArray(sids), pgTimeArray(ats), pgArray(applied)).Scan(&kept).Error
+	kept, err := p.g.store.RecordHeartbeats(ctx, beats)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.g.log.Warn("heartbeat flush failed; retrying next tick", "agents", len(batch), "err", err)
@@ -210,26 +200,11 @@ func (p *presence) flushUsage(ctx context.Context) {
 	if len(used) == 0 {
 		return
 	}
-	creds := make([]string, 0, len(used))
-	clusters := make([]string, 0, len(used))
-	ats := make([]time.Time, 0, len(used))
+	uses := make([]store.CredentialUse, 0, len(used))
 	for k, at := range used {
-		creds = append(creds, k.credential.String())
-		clusters = append(clusters, k.cluster.String())
-		ats = append(ats, at)
+		uses = append(uses, store.CredentialUse{CredentialID: k.credential, ClusterID: k.cluster, At: at})
 	}
-	err := p.g.db(ctx).Exec(`WITH u AS (
-			SELECT v.credential_id, max(v.at) AS at
-			FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[]) AS v(credential_id, cluster_id, at)
-			JOIN credential_rollouts r ON r.credential_id = v.credential_id AND r.cluster_id = v.cluster_id
-			GROUP BY v.credential_id
-		), locked AS (
-			SELECT c.id, u.at FROM credentials c JOIN u ON u.credential_id = c.id
-			WHERE c.last_used_at IS NULL OR c.last_used_at < u.at
-			ORDER BY c.id FOR UPDATE OF c
-		)
-		UPDATE credentials c SET last_used_at = GREATEST(coalesce(c.last_used_at, 'epoch'), l.at)
-		FROM locked l WHERE c.id = l.id`, pgArray(creds), pgArray(clusters), pgTimeArray(ats)).Error
+	err := p.g.store.RecordCredentialUse(ctx, uses)
 	if err != nil && ctx.Err() == nil {
 		p.g.log.Warn("credential usage flush failed; retrying next tick", "entries", len(used), "err", err)
 		p.mu.Lock()

@@ -165,9 +165,7 @@ func TestGRPCTLS(t *testing.T) {
 		require.Error(t, err, name)
 		require.Equal(t, codes.Unavailable, status.Code(err), "%s: %v", name, err)
 	}
-	var uses int
-	require.NoError(t, f.env.SQL.QueryRow(`SELECT uses FROM registration_tokens`).Scan(&uses))
-	require.Zero(t, uses, "nothing reached the gateway")
+	require.Zero(t, f.env.DB.RegistrationTokenUses(t), "nothing reached the gateway")
 
 	// The real agent, trusting the CA file, registers and stays connected over TLS.
 	stateDir := t.TempDir()

@@ -42,7 +42,6 @@ package e2e
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net/http"
 	"testing"
@@ -169,9 +168,8 @@ func newPropagationStack(b *testing.B, clusters int) *propagationStack {
 
 		// Shortcut: the simulated agent is inserted with a refresh secret it then connects with.
 		secret := secrets.New("imprr_")
-		var agentID string
-		if err := env.SQL.QueryRow(`INSERT INTO agents (cluster_id, name, status, token_generation, refresh_secret_hash)
-			VALUES ($1, 'sim', 'pending', 1, $2) RETURNING id`, clusterID, secrets.Hash(secret)).Scan(&agentID); err != nil {
+		agentID, err := env.DB.InsertPendingAgent(b, clusterID, secrets.Hash(secret))
+		if err != nil {
 			b.Fatal(err)
 		}
 		a, err := dialSimAgent(env.Replica.Addr, &agentv1.ConnectRequest{AgentId: agentID,
@@ -182,8 +180,7 @@ func newPropagationStack(b *testing.B, clusters int) *propagationStack {
 		b.Cleanup(a.close)
 	}
 	// Shortcut: published without a deploy round trip per cluster.
-	if _, err := env.SQL.Exec(`UPDATE product_publishes SET status = 'PUBLISHED', current_revision = 1, published_at = now(),
-		published_by = 'bench' WHERE tenant_id = $1`, ps.providerID); err != nil {
+	if err := env.DB.MarkTenantPublished(ps.providerID, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -206,8 +203,7 @@ func (ps *propagationStack) app(b *testing.B, c int) string {
 	}
 	app := r.Map()["id"].(string)
 	for _, pub := range ps.publishes[:c] {
-		if _, err := ps.env.SQL.Exec(`INSERT INTO subscriptions (customer_tenant_id, provider_tenant_id, product_publish_id, client_app_id,
-			status, started_at, created_by) VALUES ($1, $2, $3, $4, 'active', now(), 'bench')`, ps.customerID, ps.providerID, pub, app); err != nil {
+		if err := ps.env.DB.InsertActiveSubscription(ps.customerID, ps.providerID, pub, app, "bench"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -228,13 +224,9 @@ func (ps *propagationStack) measure(app string, c int) (propagation, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	for {
-		var confirmed, acked int
-		var planned, sent, ackedAt, confirmedAt sql.NullTime
-		err := ps.env.SQL.QueryRowContext(ctx, `SELECT
-				count(*) FILTER (WHERE r.status = 'confirmed'), max(r.queued_at), max(r.confirmed_at),
-				count(d.acked_at), max(d.sent_at), max(d.acked_at)
-			FROM credential_rollouts r LEFT JOIN agent_command_deliveries d ON d.command_id = r.command_id
-			WHERE r.credential_id = $1`, id).Scan(&confirmed, &planned, &confirmedAt, &acked, &sent, &ackedAt)
+		pr, err := ps.env.DB.CredentialPropagation(ctx, id)
+		confirmed, acked := pr.Confirmed, pr.Acked
+		planned, sent, ackedAt, confirmedAt := pr.Planned, pr.Sent, pr.AckedAt, pr.ConfirmedAt
 		if err != nil {
 			return p, fmt.Errorf("credential %s: %w (%d of %d confirmed, %d acked)", id, err, confirmed, c, acked)
 		}

@@ -390,26 +390,15 @@ func traceRun(b *testing.B, tc client.Client, workflowID string) {
 // stages prints where the publishes created since `since` spent their time, from the rows
 // they left (IMPRUN_BENCH_TRACE=1): median and p90 of each step, in ms.
 func (bs *benchStack) stages(b *testing.B, label string, since time.Time) {
-	rows, err := bs.env.SQL.Query(`SELECT p.created_at, c.created_at, min(d.sent_at), min(d.acked_at), min(d.passed_on_at), p.published_at
-		FROM product_publishes p
-		JOIN agent_commands c ON c.payload->>'publish_id' = p.id::text
-		JOIN agent_command_deliveries d ON d.command_id = c.id
-		WHERE p.created_at >= $1 AND p.published_at IS NOT NULL
-		GROUP BY p.id, c.id`, since)
+	timelines, err := bs.env.DB.PublishTimelines(since)
 	if err != nil {
 		b.Logf("stages: %v", err)
 		return
 	}
-	defer rows.Close()
 	names := []string{"created->command queued", "queued->first sent to an agent", "sent->first result acked",
 		"acked->passed on (signal)", "passed on->PUBLISHED row"}
 	steps := make([][]time.Duration, len(names))
-	for rows.Next() {
-		var at [6]*time.Time
-		if err := rows.Scan(&at[0], &at[1], &at[2], &at[3], &at[4], &at[5]); err != nil {
-			b.Logf("stages: %v", err)
-			return
-		}
+	for _, at := range timelines {
 		for i := range names {
 			if at[i] != nil && at[i+1] != nil {
 				steps[i] = append(steps[i], at[i+1].Sub(*at[i]))
@@ -444,13 +433,9 @@ func (bs *benchStack) poll(ctx context.Context) {
 			}
 			continue
 		}
-		rows, err := bs.env.SQL.QueryContext(ctx, `SELECT id::text, status FROM product_publishes WHERE id = ANY($1::text[]::uuid[])`, ids)
+		statuses, err := bs.env.DB.PublishStatuses(ctx, ids)
 		if err == nil {
-			for rows.Next() {
-				var id, st string
-				if rows.Scan(&id, &st) != nil {
-					continue
-				}
+			for id, st := range statuses {
 				switch st {
 				case models.PublishPublished, models.PublishFailed, models.PublishWithdrawn:
 					bs.mu.Lock()
@@ -461,7 +446,6 @@ func (bs *benchStack) poll(ctx context.Context) {
 					bs.mu.Unlock()
 				}
 			}
-			_ = rows.Close()
 		}
 		select {
 		case <-ctx.Done():

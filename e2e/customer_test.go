@@ -121,13 +121,9 @@ func (m *market) waitRollout(t testing.TB, id string, check func(d credentialDet
 					t.Log(l)
 				}
 			}
-			rows, _ := m.env.SQL.Query(`SELECT c.kind, c.cluster_id, d.status, d.result::text FROM agent_commands c LEFT JOIN agent_command_deliveries d ON d.command_id = c.id WHERE c.kind LIKE 'credential%'`)
-			for rows != nil && rows.Next() {
-				var k, cl string
-				var st, res *string
-				_ = rows.Scan(&k, &cl, &st, &res)
-				if st != nil && res != nil {
-					t.Logf("command %s %s delivery=%s result=%s", k, cl, *st, *res)
+			for _, c := range m.env.DB.CredentialDeliveries() {
+				if c.Status != nil && c.Result != nil {
+					t.Logf("command %s %s delivery=%s result=%s", c.Kind, c.ClusterID, *c.Status, *c.Result)
 				}
 			}
 		}
@@ -201,8 +197,7 @@ func TestAutoApprovedSubscriptionAndCredentialRollout(t *testing.T) {
 	// Revoke while cluster B's agent is offline: B stays pending, named, until it reconnects.
 	m.agentB.stop()
 	require.Eventually(t, func() bool {
-		var st string
-		_ = m.env.SQL.QueryRow(`SELECT status FROM agents WHERE cluster_id = $1`, m.clusterB).Scan(&st)
+		st, _ := m.env.DB.ClusterAgentStatus(m.clusterB)
 		return st == models.AgentDisconnected
 	}, 15*time.Second, 100*time.Millisecond)
 	r = m.customer.Post("/v1/customer/credentials/"+credID+"/revoke", nil)
@@ -225,13 +220,8 @@ func (m *market) assertSecretNowhere(t testing.TB, secret string) {
 	t.Helper()
 	require.Contains(t, m.env.Logs(), "component=agent", "the agents log into the same buffer")
 	require.NotContains(t, m.env.Logs(), secret, "api, gateway, worker and agent logs")
-	for _, q := range []string{`SELECT coalesce(string_agg(summary::text, ''), '') FROM audit_logs`,
-		`SELECT coalesce(string_agg(payload::text, ''), '') FROM agent_commands`,
-		`SELECT coalesce(string_agg(result::text, ''), '') FROM agent_command_deliveries`,
-		`SELECT coalesce(string_agg(convert_from(response_body, 'UTF8'), ''), '') FROM idempotency_keys WHERE response_body IS NOT NULL`} {
-		var all string
-		require.NoError(t, m.env.SQL.QueryRow(q).Scan(&all))
-		require.NotContains(t, all, secret, q)
+	for place, all := range m.env.DB.StoredText(t) {
+		require.NotContains(t, all, secret, place)
 	}
 	out := m.env.TemporalServer.RunCLI(t, "workflow", "list", "--query", "TenantId != ''", "--output", "json")
 	var runs []struct {
@@ -282,8 +272,7 @@ func TestManualApprovalRESTAndCLI(t *testing.T) {
 	// A malformed payload is rejected and logged; nothing changes.
 	m.env.TemporalServer.RunCLI(t, "workflow", "signal", "--workflow-id", wid, "--name", "approve", "--input", `{"who":"nobody"}`)
 	require.Eventually(t, func() bool {
-		var n int
-		_ = m.env.SQL.QueryRow(`SELECT count(*) FROM audit_logs WHERE action = 'subscription.signal_ignored' AND resource_id = $1`, sub2.ID).Scan(&n)
+		n, _ := m.env.DB.CountAuditOn("subscription.signal_ignored", sub2.ID)
 		return n == 1
 	}, 20*time.Second, 100*time.Millisecond)
 	require.Equal(t, models.SubscriptionPending, m.subStatus(t, sub2.ID))
@@ -291,15 +280,7 @@ func TestManualApprovalRESTAndCLI(t *testing.T) {
 	m.waitSub(t, sub2.ID, models.SubscriptionActive)
 
 	// Both paths wrote the same kind of audit entry, with the deciding actor.
-	rows, err := m.env.SQL.Query(`SELECT actor_email, summary->>'source' FROM audit_logs WHERE action = 'subscription.approve' ORDER BY created_at`)
-	require.NoError(t, err)
-	defer rows.Close()
-	var got [][2]string
-	for rows.Next() {
-		var a, s string
-		require.NoError(t, rows.Scan(&a, &s))
-		got = append(got, [2]string{a, s})
-	}
+	got := m.env.DB.AuditActorsAndSources(t, "subscription.approve")
 	require.Equal(t, [][2]string{{ownerP.Email, "rest"}, {"ops@example.com", "temporal-cli"}}, got)
 }
 
@@ -317,8 +298,7 @@ func TestRejectionAndExpiry(t *testing.T) {
 	m.waitSub(t, late.ID, models.SubscriptionExpired) // nobody decided before the 4 s deadline
 
 	// Bad subscriptions change nothing.
-	var before int
-	require.NoError(t, m.env.SQL.QueryRow(`SELECT count(*) FROM subscriptions`).Scan(&before))
+	before := m.env.DB.Count(t, "subscriptions")
 	for name, body := range map[string]map[string]any{
 		"unknown publish": {"product_publish_id": "00000000-0000-0000-0000-000000000001", "client_app_id": m.appID},
 		"unknown app":     {"product_publish_id": m.pubA, "client_app_id": "00000000-0000-0000-0000-000000000001"},
@@ -333,9 +313,7 @@ func TestRejectionAndExpiry(t *testing.T) {
 	m.waitStatus(t, m.pubA, models.PublishWithdrawn, 60*time.Second)
 	r = m.customer.Post("/v1/customer/subscriptions", map[string]any{"product_publish_id": m.pubA, "client_app_id": m.appID})
 	require.Equal(t, http.StatusUnprocessableEntity, r.Status)
-	var after int
-	require.NoError(t, m.env.SQL.QueryRow(`SELECT count(*) FROM subscriptions`).Scan(&after))
-	require.Equal(t, before, after)
+	require.Equal(t, before, m.env.DB.Count(t, "subscriptions"))
 }
 
 // TestPlansAreNotOptional: a subscription to a product with one plan runs under it; with several

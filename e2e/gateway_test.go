@@ -382,8 +382,7 @@ func TestEgressPolicy(t *testing.T) {
 	r = s.owner.Patch(prov+"/backends/"+s.backendID, map[string]any{"endpoints": []map[string]any{{"host": "127.0.0.1", "port": 8081}}})
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
 	require.Equal(t, http.StatusCreated, s.owner.Post(prov+"/product-publishes", s.publishBody(map[string]any{"draft": true})).Status)
-	var summary string
-	require.NoError(t, s.env.SQL.QueryRow(`SELECT summary::text FROM audit_logs WHERE action = 'cluster.update' ORDER BY created_at DESC LIMIT 1`).Scan(&summary))
+	summary := s.env.DB.LatestAuditSummary(t, "cluster.update")
 	require.Contains(t, summary, "127.0.0.0/8", "who opened which range is audited")
 
 	// Another cluster did not allow it.
@@ -477,7 +476,6 @@ func TestHostnameOwnership(t *testing.T) {
 	s.waitStatus(t, acmePub, models.PublishWithdrawn, 60*time.Second)
 	moved := created(t, initech, prov+"/product-publishes", body("payments.example.com"))["id"].(string)
 	waitStatusAs(t, initech, moved, models.PublishPublished, 60*time.Second)
-	var audits int
-	require.NoError(t, s.env.SQL.QueryRow(`SELECT count(*) FROM audit_logs WHERE action IN ('tenant.domain_add', 'tenant.domain_remove')`).Scan(&audits))
+	audits := s.env.DB.CountAuditActions(t, "tenant.domain_add", "tenant.domain_remove")
 	require.Equal(t, 4, audits, "every grant and removal is audited")
 }

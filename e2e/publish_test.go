@@ -65,9 +65,7 @@ func TestPublishWithAgentOnline(t *testing.T) {
 	require.Equal(t, http.StatusConflict, r.Status, string(r.Body))
 
 	// Workflow decisions are audited with the workflow as the actor.
-	var n int64
-	require.NoError(t, s.env.DB.Table("audit_logs").Where("actor_type = 'workflow' AND resource_id = ? AND action = 'product_publish.published'", pid).Count(&n).Error)
-	require.EqualValues(t, 1, n)
+	require.EqualValues(t, 1, s.env.DB.CountWorkflowAudit(t, "product_publish.published", pid))
 }
 
 func TestPublishWhileAgentOfflineThenAgentStarts(t *testing.T) {
@@ -126,8 +124,7 @@ func TestWorkerKilledMidDeploy(t *testing.T) {
 func (s *stack) waitAgent(t *testing.T, agentID, want string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		var st string
-		_ = s.env.SQL.QueryRow(`SELECT status FROM agents WHERE id = $1`, agentID).Scan(&st)
+		st, _ := s.env.DB.AgentStatus(agentID)
 		return st == want
 	}, 20*time.Second, 50*time.Millisecond, "agent %s never %s", agentID, want)
 }
@@ -315,9 +312,7 @@ func TestPublishValidation(t *testing.T) {
 
 func (s *stack) count(t *testing.T, table string) int64 {
 	t.Helper()
-	var n int64
-	require.NoError(t, s.env.DB.Table(table).Count(&n).Error)
-	return n
+	return int64(s.env.DB.Count(t, table))
 }
 
 // Drafts: PATCH and DELETE only while DRAFT.
@@ -375,10 +370,8 @@ func TestOrphanClaimsAreReleased(t *testing.T) {
 	draft := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"draft": true}))["id"].(string)
 	stuck := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"draft": true, "environment": "stage", "hostname": "stage.example.com"}))["id"].(string)
 	// As if an api replica died between claiming and starting the run.
-	_, err := s.env.SQL.Exec(`UPDATE product_publishes SET workflow_id = 'publish/' || id || '/1', claimed_at = now() - interval '1 hour' WHERE id = $1`, draft)
-	require.NoError(t, err)
-	_, err = s.env.SQL.Exec(`UPDATE product_publishes SET workflow_id = 'publish/' || id || '/9', claimed_at = now() - interval '1 hour', status = 'DEPLOYING' WHERE id = $1`, stuck)
-	require.NoError(t, err)
+	s.env.DB.ClaimAsOrphan(t, draft, 1, "")
+	s.env.DB.ClaimAsOrphan(t, stuck, 9, models.PublishDeploying)
 	require.Equal(t, http.StatusConflict, s.owner.Post(prov+"/product-publishes/"+draft+"/publish", nil).Status, "claimed")
 
 	d := s.waitStatus(t, stuck, models.PublishFailed, 30*time.Second)

@@ -126,8 +126,7 @@ func TestClientAppsCRUD(t *testing.T) {
 	created(t, dev, apps, map[string]any{"name": "Mobile"})
 
 	var actions []string
-	var rows []models.AuditLog
-	require.NoError(t, w.env.DB.Where("tenant_id = ? AND resource_type = ?", w.globex.ID, "client_app").Order("created_at, id").Find(&rows).Error)
+	rows := w.env.DB.AuditLogs(t, w.globex.ID, "client_app")
 	for _, a := range rows {
 		actions = append(actions, a.Action)
 	}
@@ -252,41 +251,28 @@ func TestClientAppDeleteInUse(t *testing.T) {
 	pub := m.publish(t, prod, "prod", "public", models.PublishPublished, time.Now())
 	dev := w.env.As(custDev)
 	app := idOf(created(t, dev, apps, map[string]any{"name": "busy"}))
-	db := w.env.SQL
+	db := w.env.DB
 
-	var sub string
-	require.NoError(t, db.QueryRow(`INSERT INTO subscriptions (customer_tenant_id, provider_tenant_id, product_publish_id, client_app_id, status)
-		VALUES ($1, $2, $3, $4, 'pending') RETURNING id`, w.globex.ID, w.acme.ID, pub, app).Scan(&sub))
+	sub := db.InsertSubscription(t, w.globex.ID, w.acme.ID, pub, app, "pending")
 	for _, st := range []string{"pending", "active", "suspended"} {
-		_, err := db.Exec(`UPDATE subscriptions SET status = $1 WHERE id = $2`, st, sub)
-		require.NoError(t, err)
+		db.SetSubscriptionStatus(t, sub, st)
 		r := dev.Delete(apps + "/" + app)
 		requireProblem(t, r, 409, "in_use", "", "subscription "+st)
 	}
 	for _, st := range []string{"cancelled", "rejected", "expired"} {
-		_, err := db.Exec(`UPDATE subscriptions SET status = $1 WHERE id = $2`, st, sub)
-		require.NoError(t, err)
+		db.SetSubscriptionStatus(t, sub, st)
 	}
 
-	var cred string
-	require.NoError(t, db.QueryRow(`INSERT INTO credentials (tenant_id, client_app_id, type, key_prefix, secret_hash, status)
-		VALUES ($1, $2, 'api_key', $3, $4, 'active') RETURNING id`, w.globex.ID, app, "imp_"+uuid.NewString()[:8], strings.Repeat("a", 64)).Scan(&cred))
+	cred := db.InsertAPIKey(t, w.globex.ID, app, "imp_"+uuid.NewString()[:8], strings.Repeat("a", 64), "active", nil)
 	requireProblem(t, dev.Delete(apps+"/"+app), 409, "in_use", "", "an active credential")
-	_, err := db.Exec(`UPDATE credentials SET status = 'revoked', revoked_at = now() WHERE id = $1`, cred)
-	require.NoError(t, err)
-	_, err = db.Exec(`INSERT INTO credential_rollouts (credential_id, cluster_id, version, action, status) VALUES ($1, $2, 2, 'revoke', 'pending')`, cred, m.cluster)
-	require.NoError(t, err)
+	db.RevokeCredential(t, cred)
+	db.InsertRollout(t, cred, m.cluster, 2, "revoke", "pending")
 	requireProblem(t, dev.Delete(apps+"/"+app), 409, "in_use", "", "a revocation not yet confirmed")
 	// A rotated credential points at its predecessor.
-	_, err = db.Exec(`INSERT INTO credentials (tenant_id, client_app_id, type, key_prefix, secret_hash, status, rotated_from)
-		VALUES ($1, $2, 'api_key', $3, $4, 'expired', $5)`, w.globex.ID, app, "imp_"+uuid.NewString()[:8], strings.Repeat("b", 64), cred)
-	require.NoError(t, err)
-	_, err = db.Exec(`UPDATE credential_rollouts SET status = 'confirmed', confirmed_at = now() WHERE credential_id = $1`, cred)
-	require.NoError(t, err)
+	db.InsertAPIKey(t, w.globex.ID, app, "imp_"+uuid.NewString()[:8], strings.Repeat("b", 64), "expired", &cred)
+	db.ConfirmRollouts(t, cred)
 
 	require.Equal(t, http.StatusNoContent, dev.Delete(apps+"/"+app).Status)
-	var n int
-	require.NoError(t, db.QueryRow(`SELECT (SELECT count(*) FROM subscriptions WHERE client_app_id = $1) + (SELECT count(*) FROM credentials WHERE client_app_id = $1)`, app).Scan(&n))
-	require.Zero(t, n, "the ended history went with the app")
+	require.Zero(t, db.CountAppHistory(t, app), "the ended history went with the app")
 	requireProblem(t, dev.Get(apps+"/"+app), 404, "not_found", "")
 }

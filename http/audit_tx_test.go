@@ -17,36 +17,24 @@ func auditTxWorld(t *testing.T) (*apitest.Env, *apitest.Client) {
 	env := apitest.New(t, apitest.Options{WithTemporal: true})
 	r := env.As(opsP).Post("/v1/operator/tenants", map[string]any{"slug": "globex", "name": "Globex", "type": "customer", "owner_email": custOwner.Email})
 	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
-	require.NoError(t, env.DB.Exec(`CREATE TABLE audit_fail (action text PRIMARY KEY);
-		CREATE FUNCTION audit_fail() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF EXISTS (SELECT 1 FROM audit_fail WHERE action = NEW.action) THEN
-				RAISE EXCEPTION 'audit insert refused for %', NEW.action;
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER audit_fail BEFORE INSERT ON audit_logs FOR EACH ROW EXECUTE FUNCTION audit_fail();`).Error)
+	env.DB.RefuseAuditInserts(t)
 	return env, env.As(custOwner)
 }
 
 func failAudit(t *testing.T, env *apitest.Env, action string) {
 	t.Helper()
-	require.NoError(t, env.DB.Exec(`INSERT INTO audit_fail (action) VALUES (?)`, action).Error)
+	env.DB.RefuseAuditOf(t, action)
 }
 
 // auditXmins lists the transaction ids of the audit rows of action on a resource.
 func auditXmins(t *testing.T, env *apitest.Env, action, resourceID string) []string {
 	t.Helper()
-	var xs []string
-	require.NoError(t, env.DB.Raw(`SELECT xmin::text FROM audit_logs WHERE action = ? AND resource_id = ?`, action, resourceID).Scan(&xs).Error)
-	return xs
+	return env.DB.AuditXmins(t, action, resourceID)
 }
 
 func rowXmin(t *testing.T, env *apitest.Env, table, id string) string {
 	t.Helper()
-	var x string
-	require.NoError(t, env.DB.Raw(`SELECT xmin::text FROM `+table+` WHERE id = ?`, id).Scan(&x).Error)
-	return x
+	return env.DB.RowXmin(t, table, id)
 }
 
 // The audit row of an app or credential change is written in the change's own transaction:
@@ -68,9 +56,7 @@ func TestAuditCommitsWithTheChange(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
 	require.Len(t, auditXmins(t, env, "credential.revoke", credID), 1)
 
-	var status int
-	require.NoError(t, env.DB.Raw(`SELECT status_code FROM audit_logs WHERE action = 'credential.revoke' AND resource_id = ?`, credID).Scan(&status).Error)
-	require.Equal(t, http.StatusOK, status, "the row carries the status the request answered with")
+	require.Equal(t, http.StatusOK, env.DB.AuditStatusCode(t, "credential.revoke", credID), "the row carries the status the request answered with")
 }
 
 // When the audit row can't be written, the change is rolled back and the request fails: no
@@ -78,18 +64,14 @@ func TestAuditCommitsWithTheChange(t *testing.T) {
 func TestFailedAuditRollsBackTheChange(t *testing.T) {
 	t.Parallel()
 	env, owner := auditTxWorld(t)
-	count := func(table string) int64 {
-		var n int64
-		require.NoError(t, env.DB.Table(table).Count(&n).Error)
-		return n
-	}
+	count := func(table string) int { return env.DB.Count(t, table) }
 
 	failAudit(t, env, "client_app.create")
 	r := owner.Post(apps, map[string]any{"name": "unaudited"})
 	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
 	require.Zero(t, count("client_apps"), "the app was rolled back with its audit row")
 
-	require.NoError(t, env.DB.Exec(`DELETE FROM audit_fail`).Error)
+	env.DB.AllowAuditInserts(t)
 	app := idOf(created(t, owner, apps, map[string]any{"name": "billing"}))
 	failAudit(t, env, "client_app.update")
 	r = owner.Patch(apps+"/"+app, map[string]any{"name": "renamed"})
@@ -101,7 +83,7 @@ func TestFailedAuditRollsBackTheChange(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
 	require.Zero(t, count("credentials"), "no credential (and so no rollout intent) without its audit row")
 
-	require.NoError(t, env.DB.Exec(`DELETE FROM audit_fail`).Error)
+	env.DB.AllowAuditInserts(t)
 	credID := created(t, owner, apps+"/"+app+"/credentials", map[string]any{"label": "ci"})["id"].(string)
 	failAudit(t, env, "credential.revoke")
 	r = owner.Post("/v1/customer/credentials/"+credID+"/revoke", nil)

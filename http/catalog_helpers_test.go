@@ -96,9 +96,7 @@ func gatewayBody(name string) map[string]any {
 // auditActions lists the catalog audit entries of a tenant, oldest first.
 func auditActions(t *testing.T, w *world, resourceType string) []models.AuditLog {
 	t.Helper()
-	var rows []models.AuditLog
-	require.NoError(t, w.env.DB.Where("tenant_id = ? AND resource_type = ?", w.acme.ID, resourceType).Order("created_at, id").Find(&rows).Error)
-	return rows
+	return w.env.DB.AuditLogs(t, w.acme.ID, resourceType)
 }
 
 func names(items []map[string]any) []string {

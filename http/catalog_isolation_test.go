@@ -80,11 +80,9 @@ func TestCatalogTenantIsolation(t *testing.T) {
 	require.Empty(t, eff["items"])
 
 	// And the database itself refuses a cross-tenant link even if a query forgot its filter.
-	_, err := w.env.SQL.ExecContext(context.Background(),
-		`INSERT INTO routes (tenant_id, api_service_id, name) SELECT t.id, $1, 'sneaky' FROM tenants t WHERE t.slug = 'initech'`, a.service)
+	err := w.env.DB.InsertRouteAs(context.Background(), "initech", a.service, "sneaky")
 	require.ErrorContains(t, err, "routes_service_fkey")
-	_, err = w.env.SQL.ExecContext(context.Background(),
-		`INSERT INTO product_api_services (product_id, api_service_id, tenant_id) SELECT $1, $2, t.id FROM tenants t WHERE t.slug = 'initech'`, mine, a.service)
+	err = w.env.DB.LinkServiceAs(context.Background(), "initech", mine, a.service)
 	require.ErrorContains(t, err, "product_api_services_service_tenant_fkey")
 
 	// acme's rows are untouched.

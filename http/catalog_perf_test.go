@@ -1,55 +1,24 @@
 package http_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"gorm.io/gorm"
 
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/store/storetest"
 )
-
-// queryCounter counts every statement GORM runs on a database, whatever the callback chain.
-type queryCounter struct{ n atomic.Int64 }
-
-// install registers the counter on db. It must run before the API serves requests (apitest's
-// Hooks are built before the server starts), so the registration happens-before every query.
-func (q *queryCounter) install(db *gorm.DB) {
-	count := func(*gorm.DB) { q.n.Add(1) }
-	cb := db.Callback()
-	must := func(err error) {
-		if err != nil {
-			panic(err)
-		}
-	}
-	must(cb.Create().After("gorm:create").Register("test:count_create", count))
-	must(cb.Query().After("gorm:query").Register("test:count_query", count))
-	must(cb.Update().After("gorm:update").Register("test:count_update", count))
-	must(cb.Delete().After("gorm:delete").Register("test:count_delete", count))
-	must(cb.Row().After("gorm:row").Register("test:count_row", count))
-	must(cb.Raw().After("gorm:raw").Register("test:count_raw", count))
-}
 
 // seedServices inserts n services into a tenant in one statement, with distinct creation
 // times so the keyset order is the one real traffic would make.
 func seedServices(t testing.TB, env *apitest.Env, tenantSlug, prefix string, n int) {
 	t.Helper()
-	_, err := env.SQL.ExecContext(context.Background(), `
-		INSERT INTO api_services (tenant_id, name, version, status, created_at, updated_at)
-		SELECT t.id, $2 || '-' || g, '1.0.0', CASE WHEN g % 2 = 0 THEN 'active' ELSE 'inactive' END,
-		       now() - g * interval '1 millisecond', now()
-		  FROM tenants t, generate_series(1, $3) g
-		 WHERE t.slug = $1`, tenantSlug, prefix, n)
-	require.NoError(t, err)
-	_, err = env.SQL.ExecContext(context.Background(), `ANALYZE api_services`)
-	require.NoError(t, err)
+	env.DB.SeedServices(t, tenantSlug, prefix, n)
 }
 
 // A page of the service list costs the same number of queries with 10 services as with 1,000:
@@ -57,9 +26,11 @@ func seedServices(t testing.TB, env *apitest.Env, tenantSlug, prefix string, n i
 // (the caller and the tenant), never a query per row.
 func TestListAPIServicesQueryCount(t *testing.T) {
 	t.Parallel()
-	var q queryCounter
+	// Counting starts before the API serves requests (apitest's Hooks are built before the
+	// server starts), so the registration happens-before every query.
+	var q *storetest.QueryCounter
 	env := apitest.New(t, apitest.Options{Hooks: func(e *apitest.Env) httpapi.Hooks {
-		q.install(e.DB)
+		q = e.DB.CountQueries()
 		return httpapi.Hooks{}
 	}})
 	require.Equal(t, http.StatusCreated, env.As(opsP).Post("/v1/operator/tenants",
@@ -69,10 +40,10 @@ func TestListAPIServicesQueryCount(t *testing.T) {
 
 	queries := func(path string) int64 {
 		t.Helper()
-		before := q.n.Load()
+		before := q.Load()
 		r := dev.Get(path)
 		require.Equal(t, http.StatusOK, r.Status, string(r.Body))
-		return q.n.Load() - before
+		return q.Load() - before
 	}
 	cursorOf := func(path string) string {
 		var page struct {
@@ -98,16 +69,7 @@ func TestListAPIServicesQueryCount(t *testing.T) {
 	require.Equal(t, small, big, "queries per page with 10 and with 1,000 services")
 
 	// And the page query walks the keyset index instead of sorting the tenant's rows.
-	rows, err := env.SQL.QueryContext(context.Background(), `EXPLAIN SELECT * FROM api_services
-		WHERE tenant_id = (SELECT id FROM tenants WHERE slug = 'acme') ORDER BY created_at DESC, id DESC LIMIT 21`)
-	require.NoError(t, err)
-	var plan string
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan += line + "\n"
-	}
-	require.NoError(t, rows.Close())
+	plan := env.DB.ServicePagePlan(t, "acme")
 	require.Contains(t, plan, "api_services_tenant_page_idx", plan)
 	require.NotContains(t, plan, "Sort", plan)
 	for name, n := range small {

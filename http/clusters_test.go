@@ -114,19 +114,13 @@ func insertAgent(t testing.TB, env *apitest.Env, clusterID, name, status string)
 		now := time.Now().UTC()
 		hb = &now
 	}
-	var id string
-	require.NoError(t, env.SQL.QueryRow(`INSERT INTO agents (cluster_id, name, status, version, hostname, ip_address, last_heartbeat_at, last_connected_at, refresh_secret_hash)
-		VALUES ($1, $2::varchar, $3, '0.1.0', 'host-'||$2::varchar, '10.0.0.1', $4, $4, $5) RETURNING id`,
-		clusterID, name, status, hb, strings.Repeat("ab", 32)).Scan(&id))
-	return id
+	return env.DB.InsertAgent(t, clusterID, name, status, hb, strings.Repeat("ab", 32))
 }
 
 // addAgentEvent appends an event to an agent's history, at a given age so the order is known.
 func addAgentEvent(t *testing.T, env *apitest.Env, agentID, clusterID, typ string, ago time.Duration) {
 	t.Helper()
-	_, err := env.SQL.Exec(`INSERT INTO agent_events (agent_id, cluster_id, type, message, created_at) VALUES ($1, $2, $3, $3, now() - $4 * interval '1 millisecond')`,
-		agentID, clusterID, typ, ago.Milliseconds())
-	require.NoError(t, err)
+	env.DB.InsertAgentEvent(t, agentID, clusterID, typ, ago)
 }
 
 func newClusterEnv(t *testing.T) (*apitest.Env, *apitest.Client) {
@@ -157,8 +151,8 @@ func requireAudit(t *testing.T, env *apitest.Env, action, resourceID string) str
 	t.Helper()
 	var summary string
 	require.Eventually(t, func() bool {
-		err := env.SQL.QueryRow(`SELECT summary::text FROM audit_logs WHERE action = $1 AND resource_id = $2 AND actor_email <> '' AND request_id <> ''
-			ORDER BY created_at DESC LIMIT 1`, action, resourceID).Scan(&summary)
+		var err error
+		summary, err = env.DB.LatestRequestAudit(action, resourceID)
 		return err == nil
 	}, 5*time.Second, 20*time.Millisecond, "no audit row %s for %s", action, resourceID)
 	return summary
@@ -166,9 +160,7 @@ func requireAudit(t *testing.T, env *apitest.Env, action, resourceID string) str
 
 func auditCount(t *testing.T, env *apitest.Env) int {
 	t.Helper()
-	var n int
-	require.NoError(t, env.SQL.QueryRow(`SELECT count(*) FROM audit_logs`).Scan(&n))
-	return n
+	return env.DB.Count(t, "audit_logs")
 }
 
 // requireNoSecretInAudit fails if the secret, or its stored hash, appears anywhere in audit_logs.
@@ -176,9 +168,7 @@ func requireNoSecretInAudit(t *testing.T, env *apitest.Env, secret string) {
 	t.Helper()
 	h := sha256.Sum256([]byte(secret))
 	for _, s := range []string{secret, hex.EncodeToString(h[:])} {
-		var n int
-		require.NoError(t, env.SQL.QueryRow(`SELECT count(*) FROM audit_logs a WHERE strpos(a::text, $1) > 0`, s).Scan(&n))
-		require.Zero(t, n, "a registration token secret (or its hash) is in audit_logs")
+		require.Zero(t, env.DB.CountContaining(t, "audit_logs", s), "a registration token secret (or its hash) is in audit_logs")
 	}
 }
 
@@ -327,9 +317,7 @@ func TestClusterValidation(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, r.Status, "status is not set by PATCH")
 	require.Equal(t, []string{"status"}, fieldsOf(r.Problem()))
 
-	var n int
-	require.NoError(t, env.SQL.QueryRow(`SELECT count(*) FROM clusters`).Scan(&n))
-	require.Equal(t, clusters, n, "nothing created")
+	require.Equal(t, clusters, env.DB.Count(t, "clusters"), "nothing created")
 	require.Equal(t, audits, auditCount(t, env), "nothing audited")
 	r = ops.Get("/v1/operator/clusters/" + id)
 	require.Equal(t, existing["description"], r.Map()["description"], "nothing changed")
@@ -535,10 +523,8 @@ func TestRegistrationTokens(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, ops.Post("/v1/operator/clusters/00000000-0000-0000-0000-000000000000/registration-tokens", map[string]any{}).Status)
 
 	// A used-up and an expired token show their state.
-	_, err = env.SQL.Exec(`UPDATE registration_tokens SET uses = max_uses WHERE id = $1`, shortest["id"])
-	require.NoError(t, err)
-	_, err = env.SQL.Exec(`UPDATE registration_tokens SET expires_at = now() - interval '1 second' WHERE id = $1`, longest["id"])
-	require.NoError(t, err)
+	env.DB.UseUpRegistrationToken(t, shortest["id"])
+	env.DB.ExpireRegistrationToken(t, longest["id"])
 
 	// Revoke.
 	r = ops.Post(path+"/"+multi["id"].(string)+"/revoke", nil)
@@ -586,13 +572,10 @@ func TestRegistrationTokens(t *testing.T) {
 	require.Nil(t, page.NextCursor)
 
 	// Only the hash is stored.
-	var stored string
-	require.NoError(t, env.SQL.QueryRow(`SELECT token_hash FROM registration_tokens WHERE id = $1`, created.ID).Scan(&stored))
+	stored := env.DB.RegistrationTokenHash(t, created.ID)
 	h := sha256.Sum256([]byte(created.Token))
 	require.Equal(t, hex.EncodeToString(h[:]), stored)
-	var n int
-	require.NoError(t, env.SQL.QueryRow(`SELECT count(*) FROM registration_tokens t WHERE strpos(t::text, $1) > 0`, created.Token).Scan(&n))
-	require.Zero(t, n)
+	require.Zero(t, env.DB.CountContaining(t, "registration_tokens", created.Token))
 	requireNoSecretInAudit(t, env, created.Token)
 }
 
@@ -707,14 +690,11 @@ func TestAgentsOperatorAPI(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, ops.Get("/v1/operator/agents/x").Status)
 
 	// Rotate: the generation moves on and it is recorded.
-	var gen int
-	require.NoError(t, env.SQL.QueryRow(`SELECT token_generation FROM agents WHERE id = $1`, a2).Scan(&gen))
+	gen := env.DB.AgentTokenGeneration(t, a2)
 	r = ops.Post("/v1/operator/agents/"+a2+"/rotate-token", nil)
 	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
 	require.Equal(t, false, r.Map()["agent_notified"], "a disconnected agent gets its new token when it reconnects")
-	var gen2 int
-	require.NoError(t, env.SQL.QueryRow(`SELECT token_generation FROM agents WHERE id = $1`, a2).Scan(&gen2))
-	require.Equal(t, gen+1, gen2)
+	require.Equal(t, gen+1, env.DB.AgentTokenGeneration(t, a2))
 	require.Contains(t, requireAudit(t, env, "agent.rotate_token", a2), "agent_notified")
 	r = ops.Get("/v1/operator/agents/" + a2 + "/events")
 	require.Contains(t, string(r.Body), `"type":"token_issued"`)
@@ -725,9 +705,7 @@ func TestAgentsOperatorAPI(t *testing.T) {
 	require.Equal(t, models.AgentRevoked, r.Map()["status"])
 	require.NotNil(t, r.Map()["revoked_at"])
 	require.Contains(t, requireAudit(t, env, "agent.revoke", a1), `"after": "revoked"`)
-	var hash *string
-	require.NoError(t, env.SQL.QueryRow(`SELECT refresh_secret_hash FROM agents WHERE id = $1`, a1).Scan(&hash))
-	require.Nil(t, hash, "its refresh secret is gone")
+	require.Nil(t, env.DB.AgentRefreshSecretHash(t, a1), "its refresh secret is gone")
 	r = ops.Get("/v1/operator/agents/" + a1)
 	require.Equal(t, "token_revoked", r.Map()["recent_events"].([]any)[0].(map[string]any)["type"])
 	audits := auditCount(t, env)
@@ -754,9 +732,7 @@ func TestAgentsOperatorAPI(t *testing.T) {
 		requireAudit(t, env, "agent.delete", a)
 		require.Equal(t, http.StatusNotFound, ops.Get("/v1/operator/agents/"+a).Status)
 	}
-	var n int
-	require.NoError(t, env.SQL.QueryRow(`SELECT count(*) FROM agent_events WHERE agent_id = $1`, a1).Scan(&n))
-	require.Zero(t, n)
+	require.Zero(t, env.DB.CountAgentEvents(t, a1))
 	require.Equal(t, http.StatusNotFound, ops.Delete("/v1/operator/agents/"+a1).Status)
 	require.Equal(t, http.StatusNotFound, ops.Post("/v1/operator/agents/"+a1+"/revoke", nil).Status)
 	require.Equal(t, http.StatusNotFound, ops.Post("/v1/operator/agents/"+a1+"/rotate-token", nil).Status)
@@ -798,13 +774,8 @@ func TestClusterAuditTrail(t *testing.T) {
 	var got map[string]int
 	require.Eventually(t, func() bool {
 		got = map[string]int{}
-		rows, err := env.SQL.Query(`SELECT action, actor_email, request_id, method, path, status_code FROM audit_logs`)
-		require.NoError(t, err)
-		defer rows.Close()
-		for rows.Next() {
-			var action, email, reqID, method, p string
-			var status int
-			require.NoError(t, rows.Scan(&action, &email, &reqID, &method, &p, &status))
+		for _, a := range env.DB.AuditRequests(t) {
+			action, email, reqID, method, p, status := a.Action, a.ActorEmail, a.RequestID, a.Method, a.Path, a.StatusCode
 			require.Contains(t, []string{opsP.Email, adminP.Email}, email, action)
 			require.NotEmpty(t, reqID, action)
 			require.NotEmpty(t, method, action)

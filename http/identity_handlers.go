@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"errors"
 	nethttp "net/http"
 	"net/mail"
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"gorm.io/gorm"
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
@@ -63,13 +63,12 @@ func (a *API) createTenant(c echo.Context) error {
 	}
 	t := models.Tenant{Slug: req.Slug, Name: strings.TrimSpace(req.Name), Type: req.Type, Status: models.TenantActive}
 	var owner *store.Member
-	err := a.store.DB.WithContext(c.Request().Context()).Transaction(func(tx *gorm.DB) error {
-		s := store.New(tx)
-		if err := s.CreateTenant(c.Request().Context(), &t); err != nil {
+	err := a.store.InTx(c.Request().Context(), func(ctx context.Context) error {
+		if err := a.store.CreateTenant(ctx, &t); err != nil {
 			return err
 		}
 		if req.OwnerEmail != "" {
-			m, err := s.AddMember(c.Request().Context(), t.ID, req.OwnerEmail, models.RoleOwner)
+			m, err := a.store.AddMember(ctx, t.ID, req.OwnerEmail, models.RoleOwner)
 			if err != nil {
 				return err
 			}

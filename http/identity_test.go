@@ -105,9 +105,7 @@ func TestAuthenticationFailuresLookTheSame(t *testing.T) {
 		require.Equal(t, *first, p, "%s: every 401 has the same body", name)
 	}
 	require.Equal(t, http.StatusOK, env.WithToken(good).Get("/v1/me").Status, "the untouched token works")
-	var n int64
-	require.NoError(t, env.DB.Table("users").Count(&n).Error)
-	require.EqualValues(t, 1, n, "failed attempts create no user")
+	require.EqualValues(t, 1, env.DB.Count(t, "users"), "failed attempts create no user")
 }
 
 func TestIssuerUnreachable(t *testing.T) {
@@ -159,9 +157,7 @@ func TestMeCreatesUserAndListsTenants(t *testing.T) {
 }
 
 func me2id(t *testing.T, w *world, email string) string {
-	var id string
-	require.NoError(t, w.env.SQL.QueryRow(`SELECT id FROM users WHERE email = $1`, email).Scan(&id))
-	return id
+	return w.env.DB.UserID(t, email)
 }
 
 // rbacCase is one row of the RBAC table in the README.
@@ -324,9 +320,7 @@ func TestMemberRules(t *testing.T) {
 
 func countRows(t *testing.T, env *apitest.Env, table string) int64 {
 	t.Helper()
-	var n int64
-	require.NoError(t, env.DB.Table(table).Count(&n).Error)
-	return n
+	return int64(env.DB.Count(t, table))
 }
 
 func TestBadInputChangesNothing(t *testing.T) {
@@ -436,11 +430,8 @@ func TestIdempotencyKey(t *testing.T) {
 	require.Equal(t, http.StatusUnprocessableEntity, r.Status)
 	require.Equal(t, "idempotency_key_reused", r.Problem().Code)
 
-	var n int64
-	require.NoError(t, w.env.DB.Table("tenants").Where("slug LIKE 'initech%'").Count(&n).Error)
-	require.EqualValues(t, 1, n)
-	require.NoError(t, w.env.DB.Table("audit_logs").Where("action = 'tenant.create' AND resource_name = 'initech'").Count(&n).Error)
-	require.EqualValues(t, 1, n, "a replay is not a second change")
+	require.EqualValues(t, 1, w.env.DB.CountTenantsWithSlugPrefix(t, "initech"))
+	require.EqualValues(t, 1, w.env.DB.CountAudit(t, "tenant.create", "initech"), "a replay is not a second change")
 
 	// Keys are per caller: another operator's same key is a new request.
 	other := w.env.As(adminP).WithHeader("Idempotency-Key", "create-initech-1")
@@ -495,13 +486,10 @@ func TestAuditLog(t *testing.T) {
 	require.Equal(t, map[string]any{"before": "active", "after": "suspended"}, page.Items[0].Summary["status"])
 
 	// The table is append-only: the trigger refuses UPDATE and DELETE, even to the superuser.
-	ctx := context.Background()
-	_, err := w.env.SQL.ExecContext(ctx, `UPDATE audit_logs SET action = 'forged'`)
-	require.ErrorContains(t, err, "append-only")
-	_, err = w.env.SQL.ExecContext(ctx, `DELETE FROM audit_logs`)
-	require.ErrorContains(t, err, "append-only")
-	_, err = w.env.SQL.ExecContext(ctx, `TRUNCATE audit_logs`)
-	require.ErrorContains(t, err, "append-only")
+	update, del, truncate := w.env.DB.TamperWithAuditLog(context.Background())
+	require.ErrorContains(t, update, "append-only")
+	require.ErrorContains(t, del, "append-only")
+	require.ErrorContains(t, truncate, "append-only")
 	require.EqualValues(t, 6, countRows(t, w.env, "audit_logs"))
 }
 
@@ -516,8 +504,7 @@ func TestAuditSurvivesHostileInput(t *testing.T) {
 	c := w.env.As(opsP).WithHeader("User-Agent", "curl/8 \xff\xfe bad").WithHeader("X-Forwarded-For", "6.6.6.6").WithHeader("X-Real-Ip", "6.6.6.7")
 	r := c.Post("/v1/operator/tenants", map[string]any{"slug": "hostile", "name": "Caf\u00e9 \u2603", "type": "customer"})
 	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
-	var ua, ip string
-	require.NoError(t, w.env.SQL.QueryRow(`SELECT user_agent, ip_address FROM audit_logs WHERE action = 'tenant.create' AND resource_name = 'hostile'`).Scan(&ua, &ip))
+	ua, ip := w.env.DB.AuditClient(t, "tenant.create", "hostile")
 	require.True(t, utf8.ValidString(ua))
 	require.Contains(t, ua, "curl/8")
 	require.NotContains(t, ua, "\x00")

@@ -14,6 +14,7 @@ import (
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/store/storetest"
 )
 
 // The marketplace's rows of the one RBAC walk: anyone reads /v1/public; /v1/customer/catalog
@@ -62,9 +63,7 @@ func newMarket(t testing.TB, w *world) *market {
 	t.Helper()
 	owner := w.env.As(ownerP)
 	m := &market{w: w}
-	require.NoError(t, w.env.SQL.QueryRow(`INSERT INTO clusters (name, region, capabilities)
-		VALUES ($1, 'eu-west', '{"gateway_classes": [{"name": "envoy-gateway"}]}') RETURNING id`,
-		"mk-"+uuid.NewString()[:8]).Scan(&m.cluster))
+	m.cluster = w.env.DB.InsertCluster(t, "mk-"+uuid.NewString()[:8], "eu-west", `{"gateway_classes": [{"name": "envoy-gateway"}]}`)
 	m.gateway = idOf(created(t, owner, prov+"/gateways", gatewayBody("mk-gw-"+uuid.NewString()[:8])))
 	m.service = newServiceFixture(t, owner, "mk-"+uuid.NewString()[:8]).service
 	return m
@@ -91,16 +90,13 @@ func (m *market) product(t testing.TB, name, description string, categories []st
 func (m *market) publish(t testing.TB, product, env, visibility, status string, publishedAt time.Time) string {
 	t.Helper()
 	m.n++
-	var at any = publishedAt.UTC().Truncate(time.Microsecond)
+	at := publishedAt.UTC().Truncate(time.Microsecond)
+	row := storetest.PublishRow{TenantID: m.w.acme.ID, ProductID: product, GatewayID: m.gateway, ClusterID: m.cluster, APIServiceID: m.service,
+		Environment: env, Hostname: fmt.Sprintf("api%d-%s.example.com", m.n, env), Visibility: visibility, Status: status, PublishedAt: &at}
 	if status == models.PublishDraft {
-		at = nil
+		row.PublishedAt = nil
 	}
-	var id string
-	require.NoError(t, m.w.env.SQL.QueryRow(`INSERT INTO product_publishes
-		(tenant_id, product_id, gateway_id, cluster_id, environment, hostname, visibility, status, published_at, api_service_ids)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ARRAY[$10::uuid]) RETURNING id`,
-		m.w.acme.ID, product, m.gateway, m.cluster, env, fmt.Sprintf("api%d-%s.example.com", m.n, env), visibility, status, at, m.service).Scan(&id))
-	return id
+	return m.w.env.DB.InsertPublish(t, row)
 }
 
 type marketPage struct {
@@ -416,7 +412,5 @@ func TestInvitationPagination(t *testing.T) {
 
 func tenantID(t *testing.T, w *world, slug string) string {
 	t.Helper()
-	var id string
-	require.NoError(t, w.env.SQL.QueryRow(`SELECT id FROM tenants WHERE slug = $1`, slug).Scan(&id))
-	return id
+	return w.env.DB.TenantID(t, slug)
 }

@@ -31,11 +31,8 @@ func TestIdempotentReplayNeverStoresSecrets(t *testing.T) {
 	_, has := again.Map()["token"]
 	require.False(t, has)
 
-	var stored string
-	require.NoError(t, w.env.SQL.QueryRow(`SELECT coalesce(string_agg(convert_from(response_body, 'UTF8'), ''), '') FROM idempotency_keys`).Scan(&stored))
+	stored := w.env.DB.IdempotentResponses(t)
 	require.NotEmpty(t, stored)
 	require.NotContains(t, stored, secret)
-	var n int
-	require.NoError(t, w.env.SQL.QueryRow(`SELECT count(*) FROM registration_tokens`).Scan(&n))
-	require.Equal(t, 1, n)
+	require.Equal(t, 1, w.env.DB.Count(t, "registration_tokens"))
 }

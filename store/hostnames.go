@@ -28,7 +28,7 @@ type HostPort struct {
 // domain of another tenant is ErrConflict: two owners of one name could take each other's
 // traffic (a wildcard of the outer one would catch the inner one's hosts).
 func (s *Store) AddTenantDomain(ctx context.Context, d *models.TenantDomain) error {
-	return s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.db(ctx).Transaction(func(tx *gorm.DB) error {
 		// Serialise grants: two racing grants of nested domains must not both pass the check.
 		if err := tx.Exec(`SELECT pg_advisory_xact_lock(hashtext('tenant_domains'))`).Error; err != nil {
 			return err
@@ -71,9 +71,9 @@ func (s *Store) DeleteTenantDomain(ctx context.Context, tenantID, id uuid.UUID) 
 
 // HostsNotOwned returns the hostnames (wildcards included) that lie under no domain of the
 // tenant, and "*" (no hostname at all) always: on a shared cluster a publish names its hosts.
-func HostsNotOwned(ctx context.Context, tx *gorm.DB, tenantID uuid.UUID, hosts []string) ([]string, error) {
+func (s *Store) HostsNotOwned(ctx context.Context, tenantID uuid.UUID, hosts []string) ([]string, error) {
 	var domains []string
-	if err := tx.WithContext(ctx).Raw(`SELECT domain FROM tenant_domains WHERE tenant_id = ?`, tenantID).Scan(&domains).Error; err != nil {
+	if err := s.db(ctx).Raw(`SELECT domain FROM tenant_domains WHERE tenant_id = ?`, tenantID).Scan(&domains).Error; err != nil {
 		return nil, err
 	}
 	var out []string
@@ -91,11 +91,6 @@ func HostsNotOwned(ctx context.Context, tx *gorm.DB, tenantID uuid.UUID, hosts [
 		}
 	}
 	return out, nil
-}
-
-// HostsNotOwned is the function of the same name on the store's database.
-func (s *Store) HostsNotOwned(ctx context.Context, tenantID uuid.UUID, hosts []string) ([]string, error) {
-	return HostsNotOwned(ctx, s.DB, tenantID, hosts)
 }
 
 // HostTakenElsewhere reports whether another publish holds hostname on any of the ports on the
@@ -171,8 +166,8 @@ func SnapshotHosts(snapshot []byte) ([]HostPort, error) {
 
 // ClaimHosts makes the publish the one server of hosts on its cluster, replacing what it held
 // before. A host another publish holds is ErrHostTaken (wrapped, naming the host and port).
-func ClaimHosts(ctx context.Context, tx *gorm.DB, p models.ProductPublish, hosts []HostPort) error {
-	tx = tx.WithContext(ctx)
+func (s *Store) ClaimHosts(ctx context.Context, p models.ProductPublish, hosts []HostPort) error {
+	tx := s.db(ctx)
 	if err := tx.Exec(`DELETE FROM publish_host_claims WHERE publish_id = ?`, p.ID).Error; err != nil {
 		return err
 	}
@@ -190,6 +185,11 @@ func ClaimHosts(ctx context.Context, tx *gorm.DB, p models.ProductPublish, hosts
 }
 
 // ReleaseHosts gives up every hostname the publish holds.
-func ReleaseHosts(ctx context.Context, tx *gorm.DB, publishID uuid.UUID) error {
+func (s *Store) ReleaseHosts(ctx context.Context, publishID uuid.UUID) error {
+	return releaseHosts(ctx, s.db(ctx), publishID)
+}
+
+// releaseHosts is ReleaseHosts inside a transaction of this package.
+func releaseHosts(ctx context.Context, tx *gorm.DB, publishID uuid.UUID) error {
 	return tx.WithContext(ctx).Exec(`DELETE FROM publish_host_claims WHERE publish_id = ?`, publishID).Error
 }

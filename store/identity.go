@@ -14,13 +14,15 @@ import (
 	"github.com/imprun/imprun-server/models"
 )
 
-// Store is the data layer over one database.
+// Store is the data layer over one database. Its GORM handle stays inside the package: the
+// store is the only code that speaks SQL, and a use case that needs several changes to commit
+// together runs them in InTx.
 type Store struct {
-	DB *gorm.DB
+	pool *gorm.DB
 }
 
 // New returns a Store on db.
-func New(db *gorm.DB) *Store { return &Store{DB: db} }
+func New(db *gorm.DB) *Store { return &Store{pool: db} }
 
 // txKey carries the transaction InTx opened in a context.
 type txKey struct{}
@@ -32,7 +34,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 	if _, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		return fn(ctx)
 	}
-	return s.DB.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.pool.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		return fn(context.WithValue(ctx, txKey{}, tx))
 	})
 }
@@ -43,7 +45,7 @@ func (s *Store) db(ctx context.Context) *gorm.DB {
 	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		return tx.WithContext(ctx)
 	}
-	return s.DB.WithContext(ctx)
+	return s.pool.WithContext(ctx)
 }
 
 func notFound(err error) error {

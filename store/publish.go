@@ -203,7 +203,7 @@ func (s *Store) ReleaseOrphanClaim(ctx context.Context, id uuid.UUID, workflowID
 		if p.Status == models.PublishDeploying || p.Status == models.PublishWithdrawing {
 			changes["status"], changes["status_reason"] = models.PublishFailed, models.Cut(reason, 2000)
 			if p.PublishedAt == nil {
-				if err := ReleaseHosts(ctx, tx, p.ID); err != nil {
+				if err := releaseHosts(ctx, tx, p.ID); err != nil {
 					return err
 				}
 			}
@@ -303,14 +303,14 @@ func (u PublishUsage) InUse(ctx context.Context, tenantID uuid.UUID, kind string
 }
 
 // EgressViolations lists the backend endpoints of services that cluster cl's egress policy
-// refuses (see the function of the same name).
+// refuses (see egressViolations).
 func (s *Store) EgressViolations(ctx context.Context, cl models.Cluster, tenantID uuid.UUID, services []uuid.UUID) ([]string, error) {
-	return EgressViolations(ctx, s.db(ctx), cl, tenantID, services)
+	return egressViolations(ctx, s.db(ctx), cl, tenantID, services)
 }
 
-// EgressViolations lists the backend endpoints of services that cluster cl's egress policy
+// egressViolations lists the backend endpoints of services that cluster cl's egress policy
 // refuses, as "backend <name>: <why>".
-func EgressViolations(ctx context.Context, tx *gorm.DB, cl models.Cluster, tenantID uuid.UUID, services []uuid.UUID) ([]string, error) {
+func egressViolations(ctx context.Context, tx *gorm.DB, cl models.Cluster, tenantID uuid.UUID, services []uuid.UUID) ([]string, error) {
 	if len(services) == 0 {
 		return nil, nil
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"testing"
 
 	"github.com/google/uuid"
@@ -15,10 +14,7 @@ import (
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/snapshot"
 	"github.com/imprun/imprun-server/store"
-	"github.com/imprun/imprun-server/testharness"
 )
-
-func TestMain(m *testing.M) { os.Exit(testharness.Main(m)) }
 
 var (
 	operator = apitest.Persona{Email: "ops@example.com", Roles: []string{models.PlatformOperator}}
@@ -115,7 +111,7 @@ func TestSnapshotSharedShape(t *testing.T) {
 	env := apitest.New(t, apitest.Options{})
 	p := catalogPublish(t, env)
 
-	built, err := store.BuildSnapshot(context.Background(), env.DB, p)
+	built, err := env.DB.Store().BuildSnapshot(context.Background(), p)
 	require.NoError(t, err)
 	require.Equal(t, store.Checksum(built.Bytes), built.Checksum)
 

@@ -57,6 +57,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	if err != nil {
 		return err
 	}
+	st := store.New(db)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -68,7 +69,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	defer tc.Close()
 
 	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{})
-	if err := register(w, deps{cfg: cfg, log: log, db: db, temporal: tc}); err != nil {
+	if err := register(w, deps{cfg: cfg, log: log, store: st, temporal: tc}); err != nil {
 		return err
 	}
 
@@ -97,7 +98,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	// Durable intent: start the runs of changes committed while Temporal was unreachable.
 	dctx, dcancel := context.WithCancel(ctx)
 	defer dcancel()
-	go (&activities.Dispatcher{Store: store.New(db), Temporal: tc, TaskQueue: cfg.Temporal.TaskQueue, Log: log}).Run(dctx)
+	go (&activities.Dispatcher{Store: st, Temporal: tc, TaskQueue: cfg.Temporal.TaskQueue, Log: log}).Run(dctx)
 	log.Info("worker started", "task_queue", cfg.Temporal.TaskQueue, "namespace", cfg.Temporal.Namespace, "health", ln.Addr().String())
 	if ready != nil {
 		ready <- ln.Addr().String()

@@ -5,7 +5,6 @@ import (
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
-	"gorm.io/gorm"
 
 	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/config"
@@ -16,12 +15,12 @@ import (
 type deps struct {
 	cfg      *config.Config
 	log      *slog.Logger
-	db       *gorm.DB
+	store    *store.Store
 	temporal client.Client
 }
 
 // register adds every workflow and activity to the worker.
 func register(w worker.Registry, d deps) error {
-	activities.RegisterAll(w, store.New(d.db), d.temporal, d.cfg.Temporal.TaskQueue, d.log)
+	activities.RegisterAll(w, d.store, d.temporal, d.cfg.Temporal.TaskQueue, d.log)
 	return nil
 }

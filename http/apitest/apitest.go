@@ -27,7 +27,6 @@ import (
 	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"go.temporal.io/sdk/worker"
-	"gorm.io/gorm"
 
 	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/agentgw"
@@ -35,6 +34,7 @@ import (
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/temporalclient"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -70,11 +70,12 @@ func Issuer(t testing.TB) *devissuer.Issuer {
 
 // Env is one running API with its own database.
 type Env struct {
-	T        testing.TB
-	URL      string
-	DBURL    string
-	SQL      *sql.DB
-	DB       *gorm.DB
+	T     testing.TB
+	URL   string
+	DBURL string
+	SQL   *sql.DB
+	// DB reads and seeds the database behind the API's back (the tests' statements).
+	DB       *storetest.DB
 	Store    *store.Store
 	Issuer   *devissuer.Issuer
 	API      *httpapi.API
@@ -230,9 +231,9 @@ func New(t testing.TB, o Options) *Env {
 	must(t, err)
 	_, err = m.Up(context.Background(), 0)
 	must(t, err)
-	e.DB, err = store.Open(e.SQL)
+	e.DB, err = storetest.New(e.SQL)
 	must(t, err)
-	e.Store = store.New(e.DB)
+	e.Store = e.DB.Store()
 	e.TaskQueue = o.TaskQueue
 	if e.TaskQueue == "" {
 		e.TaskQueue = "imprun-test-" + uuid.NewString()

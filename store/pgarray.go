@@ -1,4 +1,4 @@
-package agentgw
+package store
 
 import (
 	"database/sql/driver"

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// What the agent gateway writes about agents: registration, connections, heartbeats, the
+// credential use agents report.
+
+// TokenUnusableError refuses a registration token that is expired, used up or revoked.
+type TokenUnusableError struct {
+	TokenID uuid.UUID
+	State   string
+}
+
+func (e *TokenUnusableError) Error() string {
+	return fmt.Sprintf("registration token %s is %s", e.TokenID, e.State)
+}
+
+// ConsumeRegistrationToken takes one use of the registration token with hash tokenHash. A
+// token that does not exist is ErrNotFound; one that is not active a *TokenUnusableError.
+// In InTx, the token stays locked until the transaction ends (the agent it registers commits
+// with the use).
+func (s *Store) ConsumeRegistrationToken(ctx context.Context, tokenHash string) (models.RegistrationToken, error) {
+	var t models.RegistrationToken
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		tx := s.db(ctx)
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "token_hash = ?", tokenHash).Error; err != nil {
+			return notFound(err)
+		}
+		if st := t.State(time.Now()); st != "active" {
+			return &TokenUnusableError{TokenID: t.ID, State: st}
+		}
+		return tx.Model(&t).Updates(map[string]any{"uses": gorm.Expr("uses + 1"), "last_used_at": time.Now().UTC()}).Error
+	})
+	return t, err
+}
+
+// CreateAgent inserts a registered agent with the events of its registration. An agent of
+// the same name in the cluster is ErrConflict.
+func (s *Store) CreateAgent(ctx context.Context, a *models.Agent, events ...models.AgentEvent) error {
+	return s.InTx(ctx, func(ctx context.Context) error {
+		if err := s.db(ctx).Omit("session_id", "last_heartbeat_at", "last_connected_at", "revoked_at").Create(a).Error; err != nil {
+			if IsUniqueViolation(err, "") {
+				return fmt.Errorf("agent %q: %w", a.Name, ErrConflict)
+			}
+			return err
+		}
+		for _, e := range events {
+			e.AgentID, e.ClusterID = a.ID, a.ClusterID
+			if err := s.AddAgentEvent(ctx, &e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// LockAgent returns an agent locked until the transaction of InTx ends.
+func (s *Store) LockAgent(ctx context.Context, id uuid.UUID) (models.Agent, error) {
+	var a models.Agent
+	return a, notFound(s.db(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).Take(&a, "id = ?", id).Error)
+}
+
+// SetRefreshSecret replaces the hash of an agent's refresh secret, unless it was revoked.
+func (s *Store) SetRefreshSecret(ctx context.Context, agentID uuid.UUID, hash string) error {
+	return s.db(ctx).Exec(`UPDATE agents SET refresh_secret_hash = ?, updated_at = now() WHERE id = ? AND status <> 'revoked'`, hash, agentID).Error
+}
+
+// AgentConnection is a stream of an agent that has just opened.
+type AgentConnection struct {
+	AgentID, ClusterID, SessionID uuid.UUID
+	IP                            string
+	At                            time.Time
+	// Version and Hostname replace the agent's when set.
+	Version, Hostname string
+	Applied           []models.AppliedRevision
+}
+
+// MarkAgentConnected claims the agent row for the session (the newest stream wins), records
+// the connection as an event and makes a pending or inactive cluster active. A revoked agent
+// is not claimed: ok is false.
+func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok bool, err error) {
+	err = s.InTx(ctx, func(ctx context.Context) error {
+		tx := s.db(ctx)
+		changes := map[string]any{"status": models.AgentConnected, "session_id": c.SessionID, "last_connected_at": c.At, "last_heartbeat_at": c.At,
+			"ip_address": c.IP, "applied": models.JSON[[]models.AppliedRevision]{V: c.Applied}, "updated_at": c.At}
+		if c.Version != "" {
+			changes["version"] = models.Cut(c.Version, 50)
+		}
+		if c.Hostname != "" {
+			changes["hostname"] = models.Cut(c.Hostname, 255)
+		}
+		res := tx.Model(&models.Agent{}).Where("id = ? AND status <> 'revoked'", c.AgentID).Updates(changes)
+		if res.Error != nil || res.RowsAffected == 0 {
+			return res.Error
+		}
+		ok = true
+		if err := s.AddAgentEvent(ctx, &models.AgentEvent{AgentID: c.AgentID, ClusterID: c.ClusterID, Type: models.EventConnected, IPAddress: c.IP,
+			Message: "stream opened", Metadata: models.JSONMap{"session_id": c.SessionID.String()}}); err != nil {
+			return err
+		}
+		return tx.Exec(`UPDATE clusters SET status = 'active', updated_at = now() WHERE id = ? AND status IN ('pending', 'inactive')`, c.ClusterID).Error
+	})
+	return ok && err == nil, err
+}
+
+// MarkAgentDisconnected releases the agent row when the session still holds it (a newer
+// session may have claimed it already), records why as an event, and makes the cluster
+// inactive when no agent of it is connected any more.
+func (s *Store) MarkAgentDisconnected(ctx context.Context, agentID, clusterID, sessionID uuid.UUID, ip, reason string) error {
+	return s.InTx(ctx, func(ctx context.Context) error {
+		tx := s.db(ctx)
+		res := tx.Exec(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
+			WHERE id = ? AND session_id = ? AND status = 'connected'`, agentID, sessionID)
+		if res.Error != nil || res.RowsAffected == 0 {
+			return res.Error
+		}
+		if err := s.AddAgentEvent(ctx, &models.AgentEvent{AgentID: agentID, ClusterID: clusterID, Type: models.EventDisconnected, IPAddress: ip,
+			Message: models.Cut(reason, 1000), Metadata: models.JSONMap{"session_id": sessionID.String()}}); err != nil {
+			return err
+		}
+		return tx.Exec(`UPDATE clusters c SET status = 'inactive', updated_at = now() WHERE c.id = ? AND c.status = 'active'
+			AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.cluster_id = c.id AND a.status = 'connected')`, clusterID).Error
+	})
+}
+
+// AgentRef names an agent and its cluster.
+type AgentRef struct {
+	ID        uuid.UUID
+	ClusterID uuid.UUID
+}
+
+// MarkStaleAgentsDisconnected marks disconnected every connected agent whose last heartbeat
+// reached Postgres before heartbeatBefore, and returns them.
+func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, heartbeatBefore time.Time) ([]AgentRef, error) {
+	var rows []AgentRef
+	err := s.db(ctx).Raw(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
+		WHERE status = 'connected' AND last_heartbeat_at < ? RETURNING id, cluster_id`, heartbeatBefore).Scan(&rows).Error
+	return rows, err
+}
+
+// Heartbeat is the newest heartbeat of one agent's session. Applied, when not empty, is the
+// JSON of the revisions the agent reports applied.
+type Heartbeat struct {
+	AgentID, SessionID uuid.UUID
+	At                 time.Time
+	Applied            string
+}
+
+// RecordHeartbeats writes a batch of heartbeats in one statement and returns the agents it
+// wrote. An agent whose row another session has claimed (or that is no longer connected) is
+// left out: its stream is not the current one.
+func (s *Store) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (current []uuid.UUID, err error) {
+	ids := make([]string, len(beats))
+	sids := make([]string, len(beats))
+	ats := make([]time.Time, len(beats))
+	applied := make([]string, len(beats))
+	for i, b := range beats {
+		ids[i], sids[i], ats[i], applied[i] = b.AgentID.String(), b.SessionID.String(), b.At, b.Applied
+	}
+	err = s.db(ctx).Raw(`UPDATE agents a SET last_heartbeat_at = v.at,
+			applied = CASE WHEN v.applied = '' THEN a.applied ELSE v.applied::jsonb END
+		FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[], ?::text[]) AS v(id, sid, at, applied)
+		WHERE a.id = v.id AND a.session_id = v.sid AND a.status = 'connected'
+		RETURNING a.id`, pgArray(ids), pgArray(sids), pgTimeArray(ats), pgArray(applied)).Scan(&current).Error
+	return current, err
+}
+
+// CredentialUse is the newest use of a credential an agent of a cluster reported.
+type CredentialUse struct {
+	CredentialID, ClusterID uuid.UUID
+	At                      time.Time
+}
+
+// RecordCredentialUse writes reported credential use in one statement: a credential's
+// last_used_at moves forward to the newest reported use, and only on a cluster the credential
+// was sent to (it has a rollout row there), so an agent cannot touch the credentials of
+// another cluster. The rows are locked in id order, so two replicas writing at once cannot
+// deadlock.
+func (s *Store) RecordCredentialUse(ctx context.Context, uses []CredentialUse) error {
+	creds := make([]string, len(uses))
+	clusters := make([]string, len(uses))
+	ats := make([]time.Time, len(uses))
+	for i, u := range uses {
+		creds[i], clusters[i], ats[i] = u.CredentialID.String(), u.ClusterID.String(), u.At
+	}
+	return s.db(ctx).Exec(`WITH u AS (
+			SELECT v.credential_id, max(v.at) AS at
+			FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[]) AS v(credential_id, cluster_id, at)
+			JOIN credential_rollouts r ON r.credential_id = v.credential_id AND r.cluster_id = v.cluster_id
+			GROUP BY v.credential_id
+		), locked AS (
+			SELECT c.id, u.at FROM credentials c JOIN u ON u.credential_id = c.id
+			WHERE c.last_used_at IS NULL OR c.last_used_at < u.at
+			ORDER BY c.id FOR UPDATE OF c
+		)
+		UPDATE credentials c SET last_used_at = GREATEST(coalesce(c.last_used_at, 'epoch'), l.at)
+		FROM locked l WHERE c.id = l.id`, pgArray(creds), pgArray(clusters), pgTimeArray(ats)).Error
+}
+
+// MarkResultsPassedOn records, in one statement, that the results of these deliveries were
+// passed on to their workflows.
+func (s *Store) MarkResultsPassedOn(ctx context.Context, rs []UnpassedResult) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	cmds := make([]string, len(rs))
+	agents := make([]string, len(rs))
+	for i, r := range rs {
+		cmds[i], agents[i] = r.CommandID.String(), r.AgentID.String()
+	}
+	return s.db(ctx).Exec(`UPDATE agent_command_deliveries d SET passed_on_at = now()
+		FROM unnest(?::uuid[], ?::uuid[]) AS v(command_id, agent_id)
+		WHERE d.command_id = v.command_id AND d.agent_id = v.agent_id AND d.passed_on_at IS NULL`, pgArray(cmds), pgArray(agents)).Error
+}

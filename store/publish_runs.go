@@ -1,0 +1,145 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm/clause"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// What the publish and withdraw activities write. Run them in InTx after LockPublish: the
+// publish row's lock and its workflow_id are what fence a run that another one took over.
+
+// LockPublish returns a publish of any tenant locked until the transaction of InTx ends.
+func (s *Store) LockPublish(ctx context.Context, id uuid.UUID) (models.ProductPublish, error) {
+	var p models.ProductPublish
+	return p, notFound(s.db(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "id = ?", id).Error)
+}
+
+// BuildSnapshot is the function of the same name on the store's database (or the transaction
+// of InTx).
+func (s *Store) BuildSnapshot(ctx context.Context, p models.ProductPublish) (BuiltSnapshot, error) {
+	return BuildSnapshot(ctx, s.db(ctx), p)
+}
+
+// RevisionChecksum returns the checksum of a frozen revision; found is false when the
+// publish has no such revision.
+func (s *Store) RevisionChecksum(ctx context.Context, publishID uuid.UUID, revision int) (checksum string, found bool, err error) {
+	var r models.PublishRevision
+	err = notFound(s.db(ctx).Omit("snapshot").Take(&r, "publish_id = ? AND revision = ?", publishID, revision).Error)
+	if err == ErrNotFound {
+		return "", false, nil
+	}
+	return r.Checksum, err == nil, err
+}
+
+// RevisionUses lists the catalog rows a frozen revision uses.
+func (s *Store) RevisionUses(ctx context.Context, publishID uuid.UUID, revision int) ([]RevisionUse, error) {
+	var uses []RevisionUse
+	err := s.db(ctx).Raw(`SELECT kind, ref_id FROM publish_revision_uses WHERE publish_id = ? AND revision = ?`, publishID, revision).Scan(&uses).Error
+	return uses, err
+}
+
+// FreezeRevision stores a revision and the catalog rows it uses (a use recorded before is
+// kept).
+func (s *Store) FreezeRevision(ctx context.Context, rev *models.PublishRevision, uses []RevisionUse) error {
+	return s.InTx(ctx, func(ctx context.Context) error {
+		tx := s.db(ctx)
+		if err := tx.Create(rev).Error; err != nil {
+			return err
+		}
+		for _, u := range uses {
+			if err := tx.Exec(`INSERT INTO publish_revision_uses (publish_id, revision, kind, ref_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+				rev.PublishID, rev.Revision, u.Kind, u.RefID).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// MarkPublishDeploying sets the publish DEPLOYING at revision (clearing the status reason).
+func (s *Store) MarkPublishDeploying(ctx context.Context, p *models.ProductPublish, revision int) error {
+	return s.db(ctx).Model(p).Updates(map[string]any{"status": models.PublishDeploying, "status_reason": "",
+		"current_revision": revision, "updated_at": time.Now().UTC()}).Error
+}
+
+// MarkPublishWithdrawing sets the publish WITHDRAWING with reason.
+func (s *Store) MarkPublishWithdrawing(ctx context.Context, p *models.ProductPublish, reason string) error {
+	return s.db(ctx).Model(p).Updates(map[string]any{"status": models.PublishWithdrawing, "status_reason": models.Cut(reason, 2000),
+		"updated_at": time.Now().UTC()}).Error
+}
+
+// PublishOutcome is what a publish or withdraw run decided.
+type PublishOutcome struct {
+	// Status is the new status; empty keeps the status (the run only lets go of the publish).
+	Status string
+	Reason string
+	Actor  string
+}
+
+// RecordPublishOutcome lets the run go of the publish (workflow_id cleared) and writes its
+// outcome: the status and reason, and who published or withdrew it when.
+func (s *Store) RecordPublishOutcome(ctx context.Context, p *models.ProductPublish, o PublishOutcome) error {
+	now := time.Now().UTC()
+	changes := map[string]any{"workflow_id": nil, "updated_at": now}
+	if o.Status != "" {
+		changes["status"] = o.Status
+		changes["status_reason"] = models.Cut(o.Reason, 2000)
+	}
+	switch o.Status {
+	case models.PublishPublished:
+		changes["published_at"], changes["published_by"] = now, o.Actor
+	case models.PublishWithdrawn:
+		changes["withdrawn_at"], changes["withdrawn_by"], changes["withdraw_reason"] = now, o.Actor, models.Cut(o.Reason, 1000)
+	}
+	return s.db(ctx).Model(p).Updates(changes).Error
+}
+
+// AddPublishEventOnce appends a timeline event unless one with its DedupeKey exists; added
+// says whether this call wrote it.
+func (s *Store) AddPublishEventOnce(ctx context.Context, e *models.PublishEvent) (added bool, err error) {
+	if e.Metadata == nil {
+		e.Metadata = models.JSONMap{}
+	}
+	res := s.db(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(e)
+	return res.RowsAffected > 0, res.Error
+}
+
+// TenantSlug returns a tenant's slug, "" when there is no such tenant.
+func (s *Store) TenantSlug(ctx context.Context, id uuid.UUID) (string, error) {
+	var slug string
+	err := s.db(ctx).Raw(`SELECT slug FROM tenants WHERE id = ?`, id).Scan(&slug).Error
+	return slug, err
+}
+
+// ClusterName returns a cluster's name, "" when there is no such cluster.
+func (s *Store) ClusterName(ctx context.Context, id uuid.UUID) (string, error) {
+	var name string
+	err := s.db(ctx).Raw(`SELECT name FROM clusters WHERE id = ?`, id).Scan(&name).Error
+	return name, err
+}
+
+// AgentPresence is one agent of a cluster as a publish run reports it.
+type AgentPresence struct {
+	ID              uuid.UUID
+	Name            string
+	Status          string
+	LastHeartbeatAt *time.Time
+	// OfflineSince is when a not connected agent was last seen going away (its creation when
+	// it never connected); nil while it is connected.
+	OfflineSince *time.Time
+}
+
+// ClusterAgentPresence lists the cluster's agents that are not revoked, by name.
+func (s *Store) ClusterAgentPresence(ctx context.Context, clusterID uuid.UUID) ([]AgentPresence, error) {
+	var rows []AgentPresence
+	err := s.db(ctx).Raw(`SELECT a.id, a.name, a.status, a.last_heartbeat_at,
+			CASE WHEN a.status = 'connected' THEN NULL
+			     ELSE COALESCE((SELECT max(e.created_at) FROM agent_events e WHERE e.agent_id = a.id AND e.type = 'disconnected'), a.created_at) END AS offline_since
+		FROM agents a WHERE a.cluster_id = ? AND a.status <> 'revoked' ORDER BY a.name`, clusterID).Scan(&rows).Error
+	return rows, err
+}
