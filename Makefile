@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test bench build proto lint tools
+.PHONY: help run demo test bench build proto client lint tools
 
 ## help: list the targets
 help:
@@ -24,6 +24,7 @@ demo:
 test: tools
 	$(GO) vet ./...
 	bash scripts/proto.sh lint
+	bash scripts/client.sh check
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.
@@ -50,12 +51,16 @@ build:
 proto: tools
 	bash scripts/proto.sh
 
+## client: regenerate the committed REST client (client/) from http/openapi.yaml
+client: tools
+	bash scripts/client.sh
+
 ## lint: gofmt and go vet
 lint:
 	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './.data/*' -not -path './bin/*')); \
 	if [[ -n $$unformatted ]]; then echo "gofmt -w needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI)
+## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI, oapi-codegen)
 tools:
 	bash scripts/tools.sh
