@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/cmd/imprunctl/ctl"
+	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 )
 
@@ -36,8 +38,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
-func (b *syncBuffer) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // run executes imprunctl args and returns the exit code, stdout and stderr.
 func (c *imprunctl) run(args ...string) (int, string, string) {
@@ -136,45 +142,11 @@ func TestImprunctl(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errs, "401")
 
-	// apply / diff: pending changes are exit 2, applying twice is a no-op.
+	// The catalog the publish below uses.
 	file := filepath.Join(t.TempDir(), "catalog.yaml")
 	require.NoError(t, os.WriteFile(file, []byte(catalogV1), 0o644))
-	code, out, _ = owner.run("diff", "-f", file)
-	require.Equal(t, ctl.ExitChanges, code)
-	require.Contains(t, out, "+ service orders / route list")
-	code, _, _ = owner.run("apply", "-f", file, "--dry-run")
-	require.Equal(t, ctl.ExitChanges, code)
-	out = owner.ok("apply", "-f", file)
-	require.Contains(t, out, "+ product Orders / plan basic")
-	require.Contains(t, out, "applied")
-	require.Equal(t, "no changes\n", owner.ok("apply", "-f", file), "applying the same file again changes nothing")
-	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file))
-	// What apply made is there, through the API itself.
-	r := s.owner.Get(prov + "/products")
-	require.Contains(t, string(r.Body), `"status":"active"`)
-
-	// A changed route shows as a readable diff, and applies.
-	changed := strings.Replace(catalogV1, "value: /orders}", "value: /v2/orders}", 1)
-	require.NoError(t, os.WriteFile(file, []byte(changed), 0o644))
-	code, out, _ = owner.run("diff", "-f", file)
-	require.Equal(t, ctl.ExitChanges, code)
-	require.Contains(t, out, "~ service orders / route list")
-	require.Contains(t, out, `paths: [{"type":"prefix","value":"/orders"}] => [{"type":"prefix","value":"/v2/orders"}]`)
-	require.Contains(t, out, "0 to create, 1 to change, 0 to delete")
 	owner.ok("apply", "-f", file)
 	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file))
-
-	// --prune: what the file does not name (the stack's own payments catalog) would go.
-	code, out, _ = owner.run("diff", "-f", file, "--prune")
-	require.Equal(t, ctl.ExitChanges, code)
-	require.Contains(t, out, "- service payments")
-	require.Contains(t, out, "- product Payments")
-
-	// A bad file is exit 1 with the reason.
-	require.NoError(t, os.WriteFile(file+".bad", []byte("services:\n  - version: 1.0.0\n"), 0o644))
-	code, _, errs = owner.run("apply", "-f", file+".bad")
-	require.Equal(t, 1, code)
-	require.Contains(t, errs, "without a name")
 
 	// publish follows the workflow to PUBLISHED.
 	dir := t.TempDir()
@@ -238,4 +210,65 @@ func TestImprunctl(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("withdraw never finished: %s", werr.String())
 	}
+}
+
+// The catalog needs no Temporal: apply and diff against the real API and Postgres.
+func TestImprunctlApplyDiff(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{})
+	ops := env.As(opsP)
+	tenant := created(t, ops, "/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": ownerP.Email})["id"].(string)
+	created(t, ops, "/v1/operator/tenants/"+tenant+"/domains", map[string]any{"domain": "example.com"})
+	api := env.As(ownerP)
+	// Something the file does not name, which only --prune touches.
+	created(t, api, prov+"/api-services", map[string]any{"name": "payments", "version": "1.0.0"})
+	created(t, api, prov+"/products", map[string]any{"name": "Payments", "version": "1.0.0"})
+	owner := &imprunctl{t: t, env: map[string]string{"IMPRUN_SERVER": env.URL, "XDG_CONFIG_HOME": t.TempDir(), "IMPRUN_TOKEN": env.Token(ownerP)}}
+
+	// apply / diff: pending changes are exit 2, applying twice is a no-op.
+	file := filepath.Join(t.TempDir(), "catalog.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(catalogV1), 0o644))
+	code, out, _ := owner.run("diff", "-f", file)
+	require.Equal(t, ctl.ExitChanges, code)
+	require.Contains(t, out, "+ service orders / route list")
+	code, _, _ = owner.run("apply", "-f", file, "--dry-run")
+	require.Equal(t, ctl.ExitChanges, code)
+	out = owner.ok("apply", "-f", file)
+	require.Contains(t, out, "+ product Orders / plan basic")
+	require.Contains(t, out, "applied")
+	require.Equal(t, "no changes\n", owner.ok("apply", "-f", file), "applying the same file again changes nothing")
+	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file))
+	// What apply made is there, through the API itself.
+	r := api.Get(prov + "/products")
+	require.Contains(t, string(r.Body), `"status":"active"`)
+
+	// A changed route shows as a readable diff, and applies.
+	changed := strings.Replace(catalogV1, "value: /orders}", "value: /v2/orders}", 1)
+	require.NoError(t, os.WriteFile(file, []byte(changed), 0o644))
+	code, out, _ = owner.run("diff", "-f", file)
+	require.Equal(t, ctl.ExitChanges, code)
+	require.Contains(t, out, "~ service orders / route list")
+	require.Contains(t, out, `paths: [{"type":"prefix","value":"/orders"}] => [{"type":"prefix","value":"/v2/orders"}]`)
+	require.Contains(t, out, "0 to create, 1 to change, 0 to delete")
+	owner.ok("apply", "-f", file)
+	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file))
+
+	// --prune: what the file does not name (the stack's own payments catalog) would go.
+	code, out, _ = owner.run("diff", "-f", file, "--prune")
+	require.Equal(t, ctl.ExitChanges, code)
+	require.Contains(t, out, "- service payments")
+	require.Contains(t, out, "- product Payments")
+
+	// A bad file is exit 1 with the reason.
+	require.NoError(t, os.WriteFile(file+".bad", []byte("services:\n  - version: 1.0.0\n"), 0o644))
+	code, _, errs := owner.run("apply", "-f", file+".bad")
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "without a name")
+
+	// --prune deletes it, and then there is nothing left to do.
+	out = owner.ok("apply", "-f", file, "--prune")
+	require.Contains(t, out, "0 to create, 0 to change, 2 to delete")
+	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file, "--prune"))
+	require.Equal(t, http.StatusOK, api.Get(prov+"/api-services").Status)
+	require.NotContains(t, string(api.Get(prov+"/api-services").Body), `"payments"`)
 }

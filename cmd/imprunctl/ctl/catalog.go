@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"reflect"
 	"sort"
-	"net/http"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
@@ -118,6 +118,7 @@ type change struct {
 	op     string // + create, ~ change, - delete
 	what   string
 	detail []string
+	rank   int // of a delete: the order deletes run in
 }
 
 // reconciler walks the catalog in dependency order, compares each resource with what the API
@@ -147,10 +148,8 @@ type collection struct {
 	rank   int // delete order: lower first
 }
 
-const newID = "(new)"
-
 // sync makes the collection hold desired (by name) and returns the id of every desired item
-// (newID for one a dry run would create).
+// ("(new NAME)" for one a dry run would create).
 func (r *reconciler) sync(col collection, desired []Object) (map[string]string, map[string]Object, error) {
 	ids := map[string]string{}
 	actuals := map[string]Object{}
@@ -175,7 +174,7 @@ func (r *reconciler) sync(col collection, desired []Object) (map[string]string, 
 		act, ok := byName[name]
 		if !ok {
 			r.changes = append(r.changes, change{op: "+", what: col.what + " " + name, detail: describeFields(d)})
-			ids[name] = newID
+			ids[name] = "(new " + name + ")"
 			if !r.dry {
 				created, err := col.create(body)
 				if err != nil {
@@ -219,7 +218,7 @@ func (r *reconciler) sync(col collection, desired []Object) (map[string]string, 
 			if want[name] {
 				continue
 			}
-			r.changes = append(r.changes, change{op: "-", what: col.what + " " + name})
+			r.changes = append(r.changes, change{op: "-", what: col.what + " " + name, rank: col.rank})
 			id, err := uuid.Parse(fmt.Sprint(o["id"]))
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s %s: id %v", col.what, name, o["id"])
@@ -342,6 +341,14 @@ func (r *reconciler) run(c *Catalog) error {
 		}
 	}
 
+	// Deletes are shown, and run, last and in reverse dependency order.
+	sort.SliceStable(r.changes, func(i, j int) bool {
+		ci, cj := r.changes[i], r.changes[j]
+		if (ci.op == "-") != (cj.op == "-") {
+			return cj.op == "-"
+		}
+		return ci.op == "-" && ci.rank < cj.rank
+	})
 	sort.SliceStable(r.deletes, func(i, j int) bool { return r.deletes[i].rank < r.deletes[j].rank })
 	if !r.dry {
 		for _, d := range r.deletes {
@@ -698,10 +705,14 @@ func (a *app) applyCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			changes, err := a.reconcile(c.Context(), f, f.dry)
-			a.printPlan(changes)
 			if err != nil {
+				if len(changes) > 0 {
+					fmt.Fprintln(a.io.Stdout, "up to the error:")
+					a.printPlan(changes)
+				}
 				return err
 			}
+			a.printPlan(changes)
 			if f.dry && len(changes) > 0 {
 				return &exitError{code: ExitChanges}
 			}
@@ -725,10 +736,10 @@ func (a *app) diffCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			changes, err := a.reconcile(c.Context(), f, true)
-			a.printPlan(changes)
 			if err != nil {
 				return err
 			}
+			a.printPlan(changes)
 			if len(changes) > 0 {
 				return &exitError{code: ExitChanges}
 			}

@@ -110,4 +110,3 @@ func (a *app) whoamiCmd() *cobra.Command {
 		},
 	}
 }
-
