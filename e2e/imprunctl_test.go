@@ -175,8 +175,9 @@ func TestImprunctl(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond)
 	require.Contains(t, owner.ok("approve", "subscription", subID, "--reason", "known customer"), subID)
 	require.Eventually(t, func() bool {
-		_, out, _ := owner.run("describe", "subscription", subID)
-		return strings.Contains(out, "active")
+		var sub struct{ Status string }
+		_, out, _ := owner.run("describe", "subscription", subID, "-o", "json")
+		return json.Unmarshal([]byte(out), &sub) == nil && sub.Status == models.SubscriptionActive
 	}, 30*time.Second, 200*time.Millisecond)
 	// reject of a decided subscription is the API's 409, exit 1.
 	code, _, errs = owner.run("reject", subID)

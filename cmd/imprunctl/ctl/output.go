@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,6 +33,9 @@ func (t *table) write(w io.Writer) error {
 // description.
 func (a *app) emit(v any, human func(w io.Writer) error) error {
 	w := a.io.Stdout
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []any{} // an empty list is [], not null
+	}
 	switch a.output {
 	case "json":
 		b, err := json.MarshalIndent(v, "", "  ")
