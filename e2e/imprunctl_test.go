@@ -180,7 +180,7 @@ func TestImprunctl(t *testing.T) {
 		return json.Unmarshal([]byte(out), &sub) == nil && sub.Status == models.SubscriptionActive
 	}, 30*time.Second, 200*time.Millisecond)
 	// reject of a decided subscription is the API's 409, exit 1.
-	code, _, errs = owner.run("reject", subID)
+	code, _, errs = owner.run("reject", subID, "--reason", "too late")
 	require.Equal(t, 1, code)
 	require.Contains(t, errs, "409")
 

@@ -220,8 +220,8 @@ func waitLine(d *client.ProductPublishDetail) string {
 		head += " (" + string(*ws.Phase) + ")"
 	}
 	p := ws.Presence
-	if p == nil {
-		return head
+	if p == nil || ws.Phase == nil || *ws.Phase != client.WaitingForResult {
+		return head // agents matter only while the run waits for their result
 	}
 	cluster := str(p.ClusterName)
 	var online int
