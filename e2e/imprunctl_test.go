@@ -239,6 +239,8 @@ func TestImprunctlApplyDiff(t *testing.T) {
 	require.Contains(t, out, "applied")
 	require.Equal(t, "no changes\n", owner.ok("apply", "-f", file), "applying the same file again changes nothing")
 	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file))
+	// Lists are read whole: with one item a page, every list follows next_cursor.
+	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file, "--page-size", "1"))
 	// What apply made is there, through the API itself.
 	r := api.Get(prov + "/products")
 	require.Contains(t, string(r.Body), `"status":"active"`)
@@ -255,7 +257,7 @@ func TestImprunctlApplyDiff(t *testing.T) {
 	require.Equal(t, "no changes\n", owner.ok("diff", "-f", file))
 
 	// --prune: what the file does not name (the stack's own payments catalog) would go.
-	code, out, _ = owner.run("diff", "-f", file, "--prune")
+	code, out, _ = owner.run("diff", "-f", file, "--prune", "--page-size", "1")
 	require.Equal(t, ctl.ExitChanges, code)
 	require.Contains(t, out, "- service payments")
 	require.Contains(t, out, "- product Payments")

@@ -18,6 +18,7 @@ import (
 type api struct {
 	*client.ClientWithResponses
 	server string
+	limit  int // page size of list requests
 }
 
 func (a *app) api() (*api, error) {
@@ -28,7 +29,11 @@ func (a *app) api() (*api, error) {
 	if s.Token == "" {
 		return nil, errors.New("not logged in: run `imprunctl login --token T` (or set IMPRUN_TOKEN)")
 	}
-	return newAPI(s)
+	cl, err := newAPI(s)
+	if err == nil && a.pageSize > 0 {
+		cl.limit = a.pageSize
+	}
+	return cl, err
 }
 
 func newAPI(s Config) (*api, error) {
@@ -48,7 +53,7 @@ func newAPI(s Config) (*api, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &api{ClientWithResponses: c, server: server}, nil
+	return &api{ClientWithResponses: c, server: server, limit: maxPage}, nil
 }
 
 // responder is what every generated response has.
@@ -115,8 +120,8 @@ func isNotFound(err error) bool {
 
 func asAPIError(err error, target **APIError) bool { return errors.As(err, target) }
 
-// pageSize is the largest page the API gives.
-var pageSize = 100
+// maxPage is the largest page the API gives.
+const maxPage = 100
 
 // listAll follows next_cursor until the last page.
 func listAll[T any](page func(cursor *string) ([]T, *string, error)) ([]T, error) {

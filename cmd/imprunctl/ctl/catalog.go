@@ -235,7 +235,7 @@ func (r *reconciler) run(c *Catalog) error {
 	if _, _, err := r.sync(collection{what: "gateway", rank: 7,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
-				return cl.ListGatewaysWithResponse(ctx, &client.ListGatewaysParams{Limit: &pageSize, Cursor: cur})
+				return cl.ListGatewaysWithResponse(ctx, &client.ListGatewaysParams{Limit: &cl.limit, Cursor: cur})
 			}, "list gateways")
 		},
 		create: func(b []byte) (Object, error) {
@@ -259,7 +259,7 @@ func (r *reconciler) run(c *Catalog) error {
 	svcIDs, _, err := r.sync(collection{what: "service", rank: 6,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
-				return cl.ListAPIServicesWithResponse(ctx, &client.ListAPIServicesParams{Limit: &pageSize, Cursor: cur})
+				return cl.ListAPIServicesWithResponse(ctx, &client.ListAPIServicesParams{Limit: &cl.limit, Cursor: cur})
 			}, "list api services")
 		},
 		create: func(b []byte) (Object, error) {
@@ -286,7 +286,7 @@ func (r *reconciler) run(c *Catalog) error {
 	if _, _, err := r.sync(collection{what: "global policy", rank: 3,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
-				return cl.ListGlobalPoliciesWithResponse(ctx, &client.ListGlobalPoliciesParams{Limit: &pageSize, Cursor: cur})
+				return cl.ListGlobalPoliciesWithResponse(ctx, &client.ListGlobalPoliciesParams{Limit: &cl.limit, Cursor: cur})
 			}, "list global policies")
 		},
 		create: func(b []byte) (Object, error) {
@@ -317,7 +317,7 @@ func (r *reconciler) run(c *Catalog) error {
 	prodIDs, prods, err := r.sync(collection{what: "product", rank: 1,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
-				return cl.ListProductsWithResponse(ctx, &client.ListProductsParams{Limit: &pageSize, Cursor: cur})
+				return cl.ListProductsWithResponse(ctx, &client.ListProductsParams{Limit: &cl.limit, Cursor: cur})
 			}, "list products")
 		},
 		create: func(b []byte) (Object, error) {
@@ -373,7 +373,7 @@ func (r *reconciler) service(name, id string, s Service) error {
 	}
 	beIDs, _, err := r.sync(collection{what: prefix + " backend", rank: 5,
 		list: lister(func(cur *string) (responder, error) {
-			return cl.ListBackendsWithResponse(ctx, sid, &client.ListBackendsParams{Limit: &pageSize, Cursor: cur})
+			return cl.ListBackendsWithResponse(ctx, sid, &client.ListBackendsParams{Limit: &cl.limit, Cursor: cur})
 		}, "list backends of "+name),
 		create: func(b []byte) (Object, error) {
 			return object(cl.CreateBackendWithBodyWithResponse(ctx, r.parent(sid, id), nil, jsonType, bytes.NewReader(b)))
@@ -416,7 +416,7 @@ func (r *reconciler) service(name, id string, s Service) error {
 	}
 	rtIDs, _, err := r.sync(collection{what: prefix + " route", rank: 4,
 		list: lister(func(cur *string) (responder, error) {
-			return cl.ListRoutesWithResponse(ctx, sid, &client.ListRoutesParams{Limit: &pageSize, Cursor: cur})
+			return cl.ListRoutesWithResponse(ctx, sid, &client.ListRoutesParams{Limit: &cl.limit, Cursor: cur})
 		}, "list routes of "+name),
 		create: func(b []byte) (Object, error) {
 			return object(cl.CreateRouteWithBodyWithResponse(ctx, r.parent(sid, id), nil, jsonType, bytes.NewReader(b)))
@@ -447,7 +447,7 @@ func (r *reconciler) service(name, id string, s Service) error {
 	}
 	_, _, err = r.sync(collection{what: prefix + " policy", rank: 3,
 		list: lister(func(cur *string) (responder, error) {
-			return cl.ListServicePoliciesWithResponse(ctx, sid, &client.ListServicePoliciesParams{Limit: &pageSize, Cursor: cur})
+			return cl.ListServicePoliciesWithResponse(ctx, sid, &client.ListServicePoliciesParams{Limit: &cl.limit, Cursor: cur})
 		}, "list policies of "+name),
 		create: func(b []byte) (Object, error) {
 			return object(cl.CreateServicePolicyWithBodyWithResponse(ctx, r.parent(sid, id), nil, jsonType, bytes.NewReader(b)))
@@ -484,7 +484,7 @@ func (r *reconciler) product(name, id string, actual Object, p Product) error {
 	if pid != uuid.Nil && actual != nil {
 		col.list = func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
-				return cl.ListPlansWithResponse(ctx, pid, &client.ListPlansParams{Limit: &pageSize, Cursor: cur})
+				return cl.ListPlansWithResponse(ctx, pid, &client.ListPlansParams{Limit: &cl.limit, Cursor: cur})
 			}, "list plans of "+name)
 		}
 	}

@@ -108,7 +108,7 @@ func (a *app) list(ctx context.Context, kind string, f listFilters) error {
 			p.Status = &s
 		}
 		items, err := listAll(func(cur *string) ([]client.Agent, *string, error) {
-			p.Limit, p.Cursor = &pageSize, cur
+			p.Limit, p.Cursor = &cl.limit, cur
 			r, err := cl.ListAgentsWithResponse(ctx, p)
 			if err := check("list agents", r, err); err != nil {
 				return nil, nil, err
@@ -139,7 +139,7 @@ func (a *app) list(ctx context.Context, kind string, f listFilters) error {
 			p.Status = &s
 		}
 		items, err := listAll(func(cur *string) ([]client.ProductPublish, *string, error) {
-			p.Limit, p.Cursor = &pageSize, cur
+			p.Limit, p.Cursor = &cl.limit, cur
 			r, err := cl.ListPublishesWithResponse(ctx, p)
 			if err := check("list publishes", r, err); err != nil {
 				return nil, nil, err
@@ -169,7 +169,7 @@ func (a *app) list(ctx context.Context, kind string, f listFilters) error {
 				p.Status = &s
 			}
 			items, err = listAll(func(cur *string) ([]client.Subscription, *string, error) {
-				p.Limit, p.Cursor = &pageSize, cur
+				p.Limit, p.Cursor = &cl.limit, cur
 				r, err := cl.ListCustomerSubscriptionsWithResponse(ctx, p)
 				if err := check("list subscriptions", r, err); err != nil {
 					return nil, nil, err
@@ -183,7 +183,7 @@ func (a *app) list(ctx context.Context, kind string, f listFilters) error {
 				p.Status = &s
 			}
 			items, err = listAll(func(cur *string) ([]client.Subscription, *string, error) {
-				p.Limit, p.Cursor = &pageSize, cur
+				p.Limit, p.Cursor = &cl.limit, cur
 				r, err := cl.ListProviderSubscriptionsWithResponse(ctx, p)
 				if err := check("list subscriptions", r, err); err != nil {
 					return nil, nil, err
@@ -216,7 +216,7 @@ func (a *app) list(ctx context.Context, kind string, f listFilters) error {
 				continue
 			}
 			creds, err := listAll(func(cur *string) ([]client.Credential, *string, error) {
-				r, err := cl.ListCredentialsWithResponse(ctx, app.Id, &client.ListCredentialsParams{Limit: &pageSize, Cursor: cur})
+				r, err := cl.ListCredentialsWithResponse(ctx, app.Id, &client.ListCredentialsParams{Limit: &cl.limit, Cursor: cur})
 				if err := check("list credentials of app "+app.Name, r, err); err != nil {
 					return nil, nil, err
 				}

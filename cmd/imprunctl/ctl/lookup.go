@@ -12,7 +12,7 @@ import (
 
 func (cl *api) clusters(ctx context.Context) ([]client.Cluster, error) {
 	return listAll(func(cur *string) ([]client.Cluster, *string, error) {
-		r, err := cl.ListClustersWithResponse(ctx, &client.ListClustersParams{Limit: &pageSize, Cursor: cur})
+		r, err := cl.ListClustersWithResponse(ctx, &client.ListClustersParams{Limit: &cl.limit, Cursor: cur})
 		if err := check("list clusters", r, err); err != nil {
 			return nil, nil, err
 		}
@@ -39,7 +39,7 @@ func (cl *api) clusterIDForProvider(ctx context.Context, ref string) (uuid.UUID,
 func (cl *api) agentID(ctx context.Context, ref string) (uuid.UUID, error) {
 	return resolveID("agent", ref, func() ([]client.Agent, error) {
 		return listAll(func(cur *string) ([]client.Agent, *string, error) {
-			r, err := cl.ListAgentsWithResponse(ctx, &client.ListAgentsParams{Limit: &pageSize, Cursor: cur})
+			r, err := cl.ListAgentsWithResponse(ctx, &client.ListAgentsParams{Limit: &cl.limit, Cursor: cur})
 			if err := check("list agents", r, err); err != nil {
 				return nil, nil, err
 			}
@@ -50,7 +50,7 @@ func (cl *api) agentID(ctx context.Context, ref string) (uuid.UUID, error) {
 
 func (cl *api) apps(ctx context.Context) ([]client.ClientApp, error) {
 	return listAll(func(cur *string) ([]client.ClientApp, *string, error) {
-		r, err := cl.ListClientAppsWithResponse(ctx, &client.ListClientAppsParams{Limit: &pageSize, Cursor: cur})
+		r, err := cl.ListClientAppsWithResponse(ctx, &client.ListClientAppsParams{Limit: &cl.limit, Cursor: cur})
 		if err := check("list apps", r, err); err != nil {
 			return nil, nil, err
 		}
@@ -79,7 +79,7 @@ func jsonFields(v any) (map[string]any, error) {
 func (cl *api) productID(ctx context.Context, ref string) (uuid.UUID, error) {
 	return resolveID("product", ref, func() ([]client.Product, error) {
 		return listAll(func(cur *string) ([]client.Product, *string, error) {
-			r, err := cl.ListProductsWithResponse(ctx, &client.ListProductsParams{Limit: &pageSize, Cursor: cur})
+			r, err := cl.ListProductsWithResponse(ctx, &client.ListProductsParams{Limit: &cl.limit, Cursor: cur})
 			if err := check("list products", r, err); err != nil {
 				return nil, nil, err
 			}
@@ -91,7 +91,7 @@ func (cl *api) productID(ctx context.Context, ref string) (uuid.UUID, error) {
 func (cl *api) gatewayID(ctx context.Context, ref string) (uuid.UUID, error) {
 	return resolveID("gateway", ref, func() ([]client.Gateway, error) {
 		return listAll(func(cur *string) ([]client.Gateway, *string, error) {
-			r, err := cl.ListGatewaysWithResponse(ctx, &client.ListGatewaysParams{Limit: &pageSize, Cursor: cur})
+			r, err := cl.ListGatewaysWithResponse(ctx, &client.ListGatewaysParams{Limit: &cl.limit, Cursor: cur})
 			if err := check("list gateways", r, err); err != nil {
 				return nil, nil, err
 			}

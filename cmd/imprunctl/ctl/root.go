@@ -53,7 +53,7 @@ type app struct {
 	tenant   string
 	output   string
 	config   string
-	insecure bool
+	pageSize int
 }
 
 // Run executes imprunctl with args and returns the process exit code.
@@ -98,6 +98,8 @@ func (a *app) rootCmd() *cobra.Command {
 	f.StringVar(&a.tenant, "tenant", "", "tenant slug sent as X-Tenant (env IMPRUN_TENANT; default from login)")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	f.StringVar(&a.config, "config", "", "config file (default $XDG_CONFIG_HOME/imprunctl/config.yaml)")
+	f.IntVar(&a.pageSize, "page-size", maxPage, "items per list request (lists are always read whole, following next_cursor)")
+	_ = f.MarkHidden("page-size")
 	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.getCmd(), a.describeCmd(),
 		a.decideCmd("approve"), a.decideCmd("reject"), a.publishCmd(), a.withdrawCmd(),
 		a.applyCmd(), a.diffCmd())
