@@ -202,7 +202,7 @@ func TestImprunctl(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(werr.String(), "offline:") }, 30*time.Second, 100*time.Millisecond,
 		"progress should name the offline agent: %s", werr.String())
 	assert.Contains(t, werr.String(), "waiting for an agent of cluster kr-prod-1")
-	s.startAgent(t, dir, "")
+	ra = s.startAgent(t, dir, "")
 	select {
 	case code := <-done:
 		t.Logf("withdraw: %s%s", wout.String(), werr.String())
@@ -210,6 +210,32 @@ func TestImprunctl(t *testing.T) {
 		require.Contains(t, wout.String(), "WITHDRAWN")
 	case <-time.After(90 * time.Second):
 		t.Fatalf("withdraw never finished: %s", werr.String())
+	}
+
+	// While the agent is away, a publish whose deadline passes ends FAILED: exit 1, with the reason.
+	ra.stop()
+	s.waitAgent(t, agentID, models.AgentDisconnected)
+	code, out, errs = owner.run("publish", "--product", "Orders", "--cluster", s.clusterID, "--gateway", "edge-orders",
+		"--hostname", "late.example.com", "--environment", "stage", "--deadline", "10s", "--poll", "200ms")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "FAILED")
+	require.Contains(t, errs, "offline:")
+	require.Contains(t, errs, "not PUBLISHED")
+
+	// Publish the first one again (revision 2) while the agent is away: the same progress, then
+	// PUBLISHED once it is back.
+	var pout, perr syncBuffer
+	go func() { done <- owner.runTo(&pout, &perr, "publish", pubID, "--poll", "100ms") }()
+	require.Eventually(t, func() bool { return strings.Contains(perr.String(), "offline:") }, 30*time.Second, 100*time.Millisecond,
+		"progress should name the offline agent: %s", perr.String())
+	s.startAgent(t, dir, "")
+	select {
+	case code := <-done:
+		t.Logf("publish: %s%s", pout.String(), perr.String())
+		require.Equal(t, 0, code)
+		require.Contains(t, pout.String(), "PUBLISHED (revision 2)")
+	case <-time.After(90 * time.Second):
+		t.Fatalf("publish never finished: %s", perr.String())
 	}
 }
 

@@ -30,6 +30,7 @@ func (a *app) publishCmd() *cobra.Command {
 	var fl follow
 	var product, cluster, gateway, hostname, env, authMode, visibility string
 	var approval bool
+	var deadline time.Duration
 	cmd := &cobra.Command{
 		Use:   "publish [PUBLISH_ID]",
 		Short: "Publish (a new revision of) a publish, or create one with --product/--cluster/--gateway/--hostname, and follow it until PUBLISHED or FAILED",
@@ -74,6 +75,10 @@ func (a *app) publishCmd() *cobra.Command {
 				if c.Flags().Changed("approval-required") {
 					body.ApprovalRequired = &approval
 				}
+				if deadline > 0 {
+					secs := int(deadline / time.Second)
+					body.DeadlineSeconds = &secs
+				}
 				r, err := cl.CreatePublishWithResponse(ctx, nil, body)
 				if err := check("create publish", r, err); err != nil {
 					return err
@@ -93,6 +98,7 @@ func (a *app) publishCmd() *cobra.Command {
 	f.StringVar(&authMode, "auth-mode", "", "none, api-key or oauth2 (default: the API's)")
 	f.StringVar(&visibility, "visibility", "", "public or private (default: the API's)")
 	f.BoolVar(&approval, "approval-required", false, "subscriptions need the provider's approval")
+	f.DurationVar(&deadline, "deadline", 0, "how long a deploy of a new publish waits for an agent before it is FAILED (default: the API's, 24 h)")
 	fl.flags(cmd)
 	return cmd
 }
