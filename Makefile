@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test bench build proto lint lint-openapi lint-deploy tools
+.PHONY: help run demo test bench build proto client lint lint-openapi lint-deploy tools
 
 ## help: list the targets
 help:
@@ -27,6 +27,7 @@ test: tools
 	bash scripts/check-monitoring.sh
 	bash scripts/lint-openapi.sh
 	bash scripts/lint-deploy.sh
+	bash scripts/client.sh check
 	$(GO) test -count=1 -timeout 20m ./...
 # The compose check reads the file's structure only; docker-compose.yml insists on a real agent
 # JWT secret, which a syntax check does not need, so it gets a placeholder unless one is set.
@@ -53,6 +54,10 @@ build:
 proto: tools
 	bash scripts/proto.sh
 
+## client: regenerate the committed REST client (client/) from http/openapi.yaml
+client: tools
+	bash scripts/client.sh
+
 ## lint: gofmt and go vet
 lint:
 	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './.data/*' -not -path './bin/*')); \
@@ -67,6 +72,6 @@ lint-openapi:
 lint-deploy:
 	bash scripts/lint-deploy.sh
 
-## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI, Redocly CLI, kubeconform)
+## tools: install what the targets need (Postgres, protoc, docker-compose, Temporal CLI, oapi-codegen, Redocly CLI, kubeconform)
 tools:
 	bash scripts/tools.sh

@@ -154,4 +154,19 @@ if ! temporal_ok; then
   temporal_ok || { log "bin/temporal is not v${TEMPORAL_CLI_VERSION} after go install"; exit 1; }
 fi
 
+# oapi-codegen generates the committed REST client (client/) that imprunctl is built on;
+# `make test` regenerates it to check it still matches http/openapi.yaml. Keep in step with
+# scripts/client.sh.
+OAPI_CODEGEN_VERSION=2.8.2
+oapi_codegen_ok() {
+  [[ -x "$root/bin/oapi-codegen" ]] &&
+    go version -m "$root/bin/oapi-codegen" 2>/dev/null |
+    grep -E "^[[:space:]]+mod[[:space:]]+github.com/oapi-codegen/oapi-codegen/v2[[:space:]]+v${OAPI_CODEGEN_VERSION}[[:space:]]" >/dev/null
+}
+if ! oapi_codegen_ok; then
+  log "building oapi-codegen v${OAPI_CODEGEN_VERSION} into bin/oapi-codegen"
+  GOBIN="$root/bin" go install "github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@v${OAPI_CODEGEN_VERSION}"
+  oapi_codegen_ok || { log "bin/oapi-codegen is not v${OAPI_CODEGEN_VERSION} after go install"; exit 1; }
+fi
+
 install_checks
