@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/imprun/imprun-server/credential"
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/workflows"
@@ -27,6 +28,7 @@ type Customer struct {
 	Temporal  client.Client
 	TaskQueue string
 	Log       *slog.Logger
+	Outcomes  *metrics.Outcomes // nil: nothing recorded
 }
 
 // Register adds the activities to a worker.
@@ -73,6 +75,7 @@ func (a *Customer) TransitionSubscription(ctx context.Context, in workflows.Tran
 	if !applied {
 		return workflows.TransitionResult{Status: sub.Status}, nil
 	}
+	a.Outcomes.Subscription(sub.Status)
 	for _, c := range bumped {
 		if err := credential.StartRuns(ctx, a.Store, a.Temporal, a.TaskQueue, c, "subscription "+sub.ID.String()+" is "+sub.Status); err != nil && a.Log != nil {
 			a.Log.Warn("credential rollout not started now; the dispatcher will start it", "credential_id", c.ID, "version", c.Version, "err", err)
@@ -199,6 +202,9 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 	if err := a.Store.EnqueueCommands(ctx, cmds); err != nil {
 		return plan, err
 	}
+	for _, c := range cmds {
+		a.Outcomes.CommandsQueued(c.Kind, 1)
+	}
 	planned := make([]store.PlannedRollout, len(clusters))
 	for i, cl := range clusters {
 		planned[i] = store.PlannedRollout{ClusterID: cl, Action: actions[i], CommandID: cmds[i].ID}
@@ -245,7 +251,9 @@ func (a *Customer) ConfirmRollout(ctx context.Context, in workflows.ConfirmInput
 	if err != nil {
 		return fmt.Errorf("command id %q: %w", in.CommandID, err)
 	}
-	return a.Store.ConfirmRollout(ctx, cred, in.Version, store.RolloutConfirmation{ClusterID: cluster, CommandID: command, AgentID: optionalUUID(in.AgentID)})
+	done, err := a.Store.ConfirmRollout(ctx, cred, in.Version, store.RolloutConfirmation{ClusterID: cluster, CommandID: command, AgentID: optionalUUID(in.AgentID)})
+	a.recordRollouts(done)
+	return err
 }
 
 // ConfirmRollouts marks several clusters of a credential version's rollout confirmed in one
@@ -267,7 +275,9 @@ func (a *Customer) ConfirmRollouts(ctx context.Context, in workflows.ConfirmRoll
 		}
 		cs = append(cs, store.RolloutConfirmation{ClusterID: cluster, CommandID: command, AgentID: optionalUUID(c.AgentID)})
 	}
-	return a.Store.ConfirmRollouts(ctx, cred, in.Version, cs)
+	done, err := a.Store.ConfirmRollouts(ctx, cred, in.Version, cs)
+	a.recordRollouts(done)
+	return err
 }
 
 // optionalUUID is the id s names, nil when it names none.
@@ -310,4 +320,11 @@ func (a *Customer) ExpireCredential(ctx context.Context, in workflows.Credential
 		}
 	}
 	return credential.StartSync(ctx, a.Temporal, a.TaskQueue, c, "credential "+status)
+}
+
+// recordRollouts counts the rollouts a confirmation ended, with how long each took.
+func (a *Customer) recordRollouts(done []store.ConfirmedRollout) {
+	for _, d := range done {
+		a.Outcomes.Rollout(d.Action, time.Duration(d.Seconds*float64(time.Second)))
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/publish"
 	"github.com/imprun/imprun-server/store"
@@ -27,7 +28,8 @@ import (
 // Publish holds the activities of PublishWorkflow and WithdrawWorkflow.
 type Publish struct {
 	Store    *store.Store
-	Temporal client.Client // to cancel a deploy run that a withdraw replaces
+	Temporal client.Client     // to cancel a deploy run that a withdraw replaces
+	Outcomes *metrics.Outcomes // nil: nothing recorded
 }
 
 // Register adds the activities to a worker.
@@ -159,8 +161,12 @@ func (a *Publish) EnqueueDeploy(ctx context.Context, in workflows.DeployCommandI
 	cmd := models.AgentCommand{ClusterID: cid, Kind: models.CommandDeploy, Priority: models.PriorityNormal,
 		DedupeKey: "deploy/" + in.WorkflowID, SupersedeKey: "publish/" + in.PublishID,
 		Payload: models.ToJSONMap(models.DeployPayload{PublishID: in.PublishID, Revision: in.Revision, Checksum: in.Checksum, Action: in.Action})}
-	if _, err := a.Store.EnqueueCommand(ctx, &cmd); err != nil {
+	created, err := a.Store.EnqueueCommand(ctx, &cmd)
+	if err != nil {
 		return workflows.DeployCommandResult{}, err
+	}
+	if created {
+		a.Outcomes.CommandsQueued(cmd.Kind, 1)
 	}
 	pid, _ := uuid.Parse(in.PublishID)
 	key := "queued/" + in.WorkflowID
@@ -194,7 +200,8 @@ func (a *Publish) ClusterPresence(ctx context.Context, clusterID string) (workfl
 // publish), the timeline event, and the audit entry of the workflow's decision.
 func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) error {
 	st := a.Store
-	return st.InTx(ctx, func(ctx context.Context) error {
+	var took time.Duration // set when this run wrote the outcome
+	err := st.InTx(ctx, func(ctx context.Context) error {
 		p, owned, err := lockOwned(ctx, st, in.PublishID, in.WorkflowID)
 		if err != nil {
 			var app *temporal.ApplicationError
@@ -205,9 +212,11 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 		}
 		if owned {
 			wasPublished := p.PublishedAt != nil
+			began := p.UpdatedAt // the run marked it DEPLOYING or WITHDRAWING
 			if err := st.RecordPublishOutcome(ctx, &p, store.PublishOutcome{Status: in.Status, Reason: in.Reason, Actor: in.Actor}); err != nil {
 				return err
 			}
+			took = max(time.Since(began), time.Millisecond)
 			// A withdrawn publish, or a failed one that never served, gives its hostnames
 			// back; a failed new revision of a published one may still be served by agents
 			// that kept the last good one, so it keeps them.
@@ -240,6 +249,10 @@ func (a *Publish) FinishPublish(ctx context.Context, in workflows.FinishInput) e
 			TenantID: &tid, TenantSlug: slug, Action: "product_publish." + in.Event, ResourceType: "product_publish",
 			ResourceID: p.ID.String(), Summary: models.JSONMap{"revision": in.Revision, "status": in.Status, "reason": in.Reason, "requested_by": in.Actor}})
 	})
+	if err == nil && took > 0 && in.Status != "" {
+		a.Outcomes.Publish(strings.ToLower(in.Status), took)
+	}
+	return err
 }
 
 // CancelDeploy cancels a deploy run and waits until it has closed.

@@ -64,12 +64,14 @@ func (g *Gateway) Connect(stream agentv1.AgentService_ConnectServer) error {
 	select {
 	case rerr := <-recvErr:
 		g.log.Info("agent stream ended", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", rerr)
+		g.metrics.Session("closed", "agent")
 		return nil
 	default:
 	}
 	// Closed by the server (its reader is still blocked in Recv; returning ends the stream).
 	cause := context.Cause(s.ctx)
 	g.log.Info("agent stream closed by the server", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", cause)
+	g.metrics.Session("closed", closeReason(s, cause))
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -124,15 +126,18 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 	first, err := recvWithin(stream, authTimeout)
 	if err != nil {
 		g.log.Info("agent stream refused", "ip", ip, "reason", "no first message: "+err.Error())
+		g.metrics.AuthFailure("no_connect_request")
 		return nil, nil, errUnauthenticated
 	}
 	req := first.GetConnectRequest()
 	if req == nil {
 		g.log.Info("agent stream refused", "ip", ip, "reason", "first message is not a ConnectRequest")
+		g.metrics.AuthFailure("no_connect_request")
 		return nil, nil, errUnauthenticated
 	}
 	if !g.guard.allowed(ip) {
 		g.log.Info("agent stream refused", "ip", ip, "reason", "too many failed attempts from this address")
+		g.metrics.AuthFailure("rate_limited")
 		return nil, nil, errUnauthenticated
 	}
 	var (
@@ -145,6 +150,7 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 	}
 	if errors.Is(err, errRevoked) {
 		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agent.ID)
+		g.metrics.AuthFailure("revoked")
 		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
 			Reason: agentv1.CloseReason_CLOSE_REASON_REVOKED, Message: "this agent was revoked"}}})
 		return nil, nil, errUnauthenticated
@@ -155,10 +161,12 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 			return nil, nil, err
 		}
 		g.log.Info("agent stream refused", "ip", ip, "agent_id", req.GetAgentId(), "reason", err.Error())
+		g.metrics.AuthFailure(credentialKind(req) + "_refused")
 		return nil, nil, errUnauthenticated
 	}
 
 	s := newSession(ctx, agent.ID, agent.ClusterID, ip)
+	s.clusterName = resp.GetClusterName()
 	if old := g.sessions.add(s); old != nil {
 		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
 	}
@@ -170,6 +178,7 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 		return nil, nil, status.Error(codes.Unavailable, "try again")
 	}
 	g.log.Info("agent connected", "agent_id", agent.ID, "cluster_id", agent.ClusterID, "ip", ip, "version", req.GetAgentVersion())
+	g.metrics.Session("opened", credentialKind(req))
 
 	resp.HeartbeatIntervalSeconds = int32(g.cfg.HeartbeatInterval / time.Second)
 	if resp.HeartbeatIntervalSeconds < 1 {
@@ -226,10 +235,12 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 			g.log.Info("deploy result with a bad command id", "agent_id", s.agentID, "command_id", r.GetCommandId())
 			return
 		}
-		if _, ok := s.acked(id); !ok {
+		sent, ok := s.acked(id)
+		if !ok {
 			g.foreignAnswer(ctx, s, "DeployResult", r.GetCommandId())
 			return
 		}
+		g.metrics.Acknowledged(sent.kind, sent.queued)
 		status := "failed"
 		if r.GetStatus() == agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED {
 			status = "succeeded"
@@ -245,10 +256,12 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 		if err != nil {
 			return
 		}
-		if _, ok := s.acked(id); !ok {
+		sent, ok := s.acked(id)
+		if !ok {
 			g.foreignAnswer(ctx, s, "CommandAck", a.GetCommandId())
 			return
 		}
+		g.metrics.Acknowledged(sent.kind, sent.queued)
 		status := "failed"
 		if a.GetSuccess() {
 			status = "succeeded"
@@ -303,6 +316,7 @@ func (g *Gateway) deliver(s *session, c models.AgentCommand) {
 // deliverMessage queues c, rendered as m, on s and records that it was sent.
 func (g *Gateway) deliverMessage(s *session, c models.AgentCommand, m *agentv1.ServerMessage) {
 	if s.offerCommand(c, m) {
+		g.metrics.Command(c.Kind, "sent", 1)
 		g.deliveries.add(store.DeliveryRecord{CommandID: c.ID, AgentID: s.agentID, Status: models.DeliverySent, At: time.Now().UTC()})
 	}
 }
@@ -574,4 +588,31 @@ func (g *Gateway) tokenReplaced(ctx context.Context, s *session, r *agentv1.Toke
 		_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: s.agentID, ClusterID: s.clusterID, Type: models.EventTokenReplaced,
 			Message: "agent stored its new JWT and refresh secret", IPAddress: s.ip})
 	}
+}
+
+// credentialKind names how a ConnectRequest authenticates (a bounded metric label).
+func credentialKind(req *agentv1.ConnectRequest) string {
+	switch req.GetCredential().(type) {
+	case *agentv1.ConnectRequest_RegistrationToken:
+		return "registration_token"
+	case *agentv1.ConnectRequest_AgentJwt:
+		return "agent_jwt"
+	case *agentv1.ConnectRequest_RefreshSecret:
+		return "refresh_secret"
+	}
+	return "none"
+}
+
+// closeReason names why the server ended a stream (a bounded metric label).
+func closeReason(s *session, cause error) string {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	switch {
+	case closing != nil:
+		return strings.ToLower(strings.TrimPrefix(closing.GetReason().String(), "CLOSE_REASON_"))
+	case cause == nil || errors.Is(cause, context.Canceled):
+		return "server_stopped"
+	}
+	return "server_error"
 }

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/store"
@@ -39,6 +41,8 @@ type Gateway struct {
 	log    *slog.Logger
 	sink   ResultSink
 
+	metrics *metrics.Gateway // nil: nothing recorded
+
 	sessions   *registry
 	guard      *authGuard
 	presence   *presence
@@ -57,6 +61,34 @@ type Option func(*Gateway)
 
 // WithResultSink passes acknowledged results to s.
 func WithResultSink(s ResultSink) Option { return func(g *Gateway) { g.sink = s } }
+
+// WithMetrics registers the gateway's series in reg, labelled with this replica's name.
+func WithMetrics(reg prometheus.Registerer, replica string) Option {
+	return func(g *Gateway) {
+		g.metrics = metrics.NewGateway(reg, replica, g.sessionStats)
+	}
+}
+
+// sessionStats is, per cluster, how many agents hold a stream here and the oldest last message
+// among them (read at scrape time).
+func (g *Gateway) sessionStats() []metrics.SessionStats {
+	byCluster := map[string]*metrics.SessionStats{}
+	now := time.Now()
+	for _, s := range g.sessions.all() {
+		st := byCluster[s.clusterName]
+		if st == nil {
+			st = &metrics.SessionStats{Cluster: s.clusterName}
+			byCluster[s.clusterName] = st
+		}
+		st.Connected++
+		st.OldestHeartbeat = max(st.OldestHeartbeat, now.Sub(s.lastSeen()))
+	}
+	out := make([]metrics.SessionStats, 0, len(byCluster))
+	for _, st := range byCluster {
+		out = append(out, *st)
+	}
+	return out
+}
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(g *Gateway) { g.log = l } }

@@ -18,6 +18,8 @@ type session struct {
 	agentID   uuid.UUID
 	clusterID uuid.UUID
 	ip        string
+	// clusterName labels the gateway's per-cluster series.
+	clusterName string
 
 	out    chan *agentv1.ServerMessage
 	cancel context.CancelCauseFunc
@@ -28,14 +30,20 @@ type session struct {
 	foreignAnswers atomic.Int32
 
 	mu                 sync.Mutex
-	sent               map[uuid.UUID]string // command id -> kind, sent on this stream and not acknowledged
-	resync             bool                 // the out queue overflowed: re-read the outbox when it drains
+	sent               map[uuid.UUID]sentCommand // sent on this stream and not acknowledged
+	resync             bool                      // the out queue overflowed: re-read the outbox when it drains
 	closing            *agentv1.Close
 	pendingRefreshHash string // refresh secret sent in ReplaceToken, stored once acknowledged
 	// What the agent's row holds: when its heartbeat was last written, and the applied
 	// revisions (JSON) written with it. markConnected writes both first.
 	lastPersisted time.Time
 	lastApplied   string
+}
+
+// sentCommand is what a session remembers of a command it sent until the agent answers.
+type sentCommand struct {
+	kind   string
+	queued time.Time // when the command entered the outbox (for the delivery lag)
 }
 
 // sendQueue bounds what one slow agent can hold in memory; beyond it the session re-reads the
@@ -45,7 +53,7 @@ const sendQueue = 64
 func newSession(parent context.Context, agentID, clusterID uuid.UUID, ip string) *session {
 	ctx, cancel := context.WithCancelCause(parent)
 	s := &session{id: uuid.New(), agentID: agentID, clusterID: clusterID, ip: ip,
-		out: make(chan *agentv1.ServerMessage, sendQueue), ctx: ctx, cancel: cancel, sent: map[uuid.UUID]string{}}
+		out: make(chan *agentv1.ServerMessage, sendQueue), ctx: ctx, cancel: cancel, sent: map[uuid.UUID]sentCommand{}}
 	s.touch()
 	return s
 }
@@ -104,7 +112,7 @@ func (s *session) offerCommand(c models.AgentCommand, m *agentv1.ServerMessage) 
 	}
 	select {
 	case s.out <- m:
-		s.sent[c.ID] = c.Kind
+		s.sent[c.ID] = sentCommand{kind: c.Kind, queued: c.CreatedAt}
 		return true
 	default:
 		s.resync = true
@@ -112,13 +120,13 @@ func (s *session) offerCommand(c models.AgentCommand, m *agentv1.ServerMessage) 
 	}
 }
 
-// acked forgets a command acknowledged on this stream and returns its kind.
-func (s *session) acked(id uuid.UUID) (string, bool) {
+// acked forgets a command acknowledged on this stream and returns what it was.
+func (s *session) acked(id uuid.UUID) (sentCommand, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k, ok := s.sent[id]
+	c, ok := s.sent[id]
 	delete(s.sent, id)
-	return k, ok
+	return c, ok
 }
 
 func (s *session) takeResync() bool {

@@ -10,7 +10,7 @@ import (
 // read from the gateway's sessions at scrape time through Sessions, so it costs nothing between
 // scrapes; the rest are counters and histograms bumped where things happen.
 type Gateway struct {
-	Commands     *prometheus.CounterVec   // kind, stage: queued, sent, acknowledged
+	Commands     *prometheus.CounterVec   // kind, stage: sent, acknowledged
 	DeliveryLag  *prometheus.HistogramVec // kind: queued -> acknowledged
 	Sessions     *prometheus.CounterVec   // event: opened, closed; reason
 	AuthFailures *prometheus.CounterVec   // reason
@@ -32,7 +32,7 @@ func NewGateway(reg prometheus.Registerer, replica string, sessions func() []Ses
 	r := prometheus.WrapRegistererWith(prometheus.Labels{"replica": replica}, reg)
 	g := &Gateway{
 		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imprun_agentgw_commands_total",
-			Help: "Agent commands by kind and stage (queued by the worker, sent and acknowledged by the gateway)."}, []string{"kind", "stage"}),
+			Help: "Agent commands sent to agents and acknowledged by them, by kind and stage (the worker counts what it queues in imprun_agent_commands_queued_total)."}, []string{"kind", "stage"}),
 		DeliveryLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "imprun_agentgw_delivery_lag_seconds",
 			Help:    "Time from a command being queued to an agent acknowledging it.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600}}, []string{"kind"}),
@@ -45,15 +45,6 @@ func NewGateway(reg prometheus.Registerer, replica string, sessions func() []Ses
 	if sessions != nil {
 		r.MustRegister(sessionCollector(sessions))
 	}
-	return g
-}
-
-// NewCommandCounter registers only the queued-commands counter, for the worker, which queues
-// commands but runs no gateway.
-func NewCommandCounter(reg prometheus.Registerer) *Gateway {
-	g := &Gateway{Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imprun_agentgw_commands_total",
-		Help: "Agent commands by kind and stage (queued by the worker, sent and acknowledged by the gateway)."}, []string{"kind", "stage"})}
-	reg.MustRegister(g.Commands)
 	return g
 }
 

@@ -15,9 +15,10 @@ import (
 type Outcomes struct {
 	Publishes       *prometheus.CounterVec   // outcome: published, failed, timeout, withdrawn
 	PublishDuration *prometheus.HistogramVec // outcome
-	Rollouts        *prometheus.CounterVec   // outcome: confirmed, superseded
+	Rollouts        *prometheus.CounterVec   // outcome: confirmed
 	RolloutDuration *prometheus.HistogramVec // action: upsert, revoke
 	Subscriptions   *prometheus.CounterVec   // outcome: the status a decision led to
+	Queued          *prometheus.CounterVec   // kind: commands put in the outbox
 }
 
 var durationBuckets = []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
@@ -36,7 +37,9 @@ func NewOutcomes(reg prometheus.Registerer) *Outcomes {
 		Subscriptions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imprun_subscription_transitions_total",
 			Help: "Subscription transitions by the status they led to."}, []string{"outcome"}),
 	}
-	reg.MustRegister(o.Publishes, o.PublishDuration, o.Rollouts, o.RolloutDuration, o.Subscriptions)
+	o.Queued = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imprun_agent_commands_queued_total",
+		Help: "Agent commands the worker put in the outbox, by kind."}, []string{"kind"})
+	reg.MustRegister(o.Publishes, o.PublishDuration, o.Rollouts, o.RolloutDuration, o.Subscriptions, o.Queued)
 	return o
 }
 
@@ -51,15 +54,21 @@ func (o *Outcomes) Publish(outcome string, took time.Duration) {
 	}
 }
 
-// Rollout records clusters confirming a credential change.
-func (o *Outcomes) Rollout(action string, n int, took time.Duration) {
+// Rollout records a cluster confirming a credential change queued took ago.
+func (o *Outcomes) Rollout(action string, took time.Duration) {
+	if o == nil {
+		return
+	}
+	o.Rollouts.WithLabelValues("confirmed").Inc()
+	o.RolloutDuration.WithLabelValues(action).Observe(took.Seconds())
+}
+
+// CommandsQueued records n agent commands of kind put in the outbox.
+func (o *Outcomes) CommandsQueued(kind string, n int) {
 	if o == nil || n <= 0 {
 		return
 	}
-	o.Rollouts.WithLabelValues("confirmed").Add(float64(n))
-	if took > 0 {
-		o.RolloutDuration.WithLabelValues(action).Observe(took.Seconds())
-	}
+	o.Queued.WithLabelValues(kind).Add(float64(n))
 }
 
 // Subscription records a subscription transition.

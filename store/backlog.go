@@ -15,7 +15,7 @@ type Backlog struct {
 	CommandsUnacknowledged     int64
 	OldestUnacknowledgedSecond float64
 	// Clusters holds every active cluster with its number of connected agents (0 included).
-	Clusters []ClusterAgents
+	Clusters []ClusterAgents `gorm:"-"`
 }
 
 // ClusterAgents is one cluster's count of connected agents.

@@ -91,17 +91,27 @@ type RolloutConfirmation struct {
 
 // ConfirmRollout marks one cluster of a credential version's rollout confirmed, if the row
 // still waits for that command.
-func (s *Store) ConfirmRollout(ctx context.Context, credentialID uuid.UUID, version int64, c RolloutConfirmation) error {
-	return s.db(ctx).Exec(`UPDATE credential_rollouts SET status = 'confirmed', confirmed_at = now(), confirmed_by = ?
-		WHERE credential_id = ? AND cluster_id = ? AND version = ? AND command_id = ? AND status = 'pending'`,
-		c.AgentID, credentialID, c.ClusterID, version, c.CommandID).Error
+func (s *Store) ConfirmRollout(ctx context.Context, credentialID uuid.UUID, version int64, c RolloutConfirmation) ([]ConfirmedRollout, error) {
+	var out []ConfirmedRollout
+	err := s.db(ctx).Raw(`UPDATE credential_rollouts SET status = 'confirmed', confirmed_at = now(), confirmed_by = ?
+		WHERE credential_id = ? AND cluster_id = ? AND version = ? AND command_id = ? AND status = 'pending'
+		RETURNING action, extract(epoch FROM confirmed_at - queued_at) AS seconds`,
+		c.AgentID, credentialID, c.ClusterID, version, c.CommandID).Scan(&out).Error
+	return out, err
+}
+
+// ConfirmedRollout is one cluster's rollout that a confirmation ended: its action and how long
+// it took from being queued.
+type ConfirmedRollout struct {
+	Action  string
+	Seconds float64
 }
 
 // ConfirmRollouts marks several clusters of a credential version's rollout confirmed in one
 // statement. A row that a newer version (or another command) took over is left alone.
-func (s *Store) ConfirmRollouts(ctx context.Context, credentialID uuid.UUID, version int64, cs []RolloutConfirmation) error {
+func (s *Store) ConfirmRollouts(ctx context.Context, credentialID uuid.UUID, version int64, cs []RolloutConfirmation) ([]ConfirmedRollout, error) {
 	if len(cs) == 0 {
-		return nil
+		return nil, nil
 	}
 	clusters := make([]string, len(cs))
 	commands := make([]string, len(cs))
@@ -112,11 +122,14 @@ func (s *Store) ConfirmRollouts(ctx context.Context, credentialID uuid.UUID, ver
 			agents[i] = c.AgentID.String()
 		}
 	}
-	return s.db(ctx).Exec(`UPDATE credential_rollouts r SET status = 'confirmed', confirmed_at = now(),
+	var out []ConfirmedRollout
+	err := s.db(ctx).Raw(`UPDATE credential_rollouts r SET status = 'confirmed', confirmed_at = now(),
 			confirmed_by = nullif(v.agent_id, '')::uuid
 		FROM unnest(?::uuid[], ?::uuid[], ?::text[]) AS v(cluster_id, command_id, agent_id)
-		WHERE r.credential_id = ? AND r.cluster_id = v.cluster_id AND r.version = ? AND r.command_id = v.command_id AND r.status = 'pending'`,
-		models.StringArray(clusters), models.StringArray(commands), models.StringArray(agents), credentialID, version).Error
+		WHERE r.credential_id = ? AND r.cluster_id = v.cluster_id AND r.version = ? AND r.command_id = v.command_id AND r.status = 'pending'
+		RETURNING r.action, extract(epoch FROM r.confirmed_at - r.queued_at) AS seconds`,
+		models.StringArray(clusters), models.StringArray(commands), models.StringArray(agents), credentialID, version).Scan(&out).Error
+	return out, err
 }
 
 // InsertAuditOnce appends an audit entry unless it conflicts with one that exists (an entry

@@ -143,9 +143,20 @@ func (s *TemporalServer) CLIPath() string { return s.cli }
 // logging is limited to warnings so test output stays readable.
 func (s *TemporalServer) Client(t testing.TB) client.Client {
 	t.Helper()
+	return s.ClientWith(t, nil)
+}
+
+// ClientWith is Client with options of the caller's (a metrics handler, interceptors) applied
+// by edit.
+func (s *TemporalServer) ClientWith(t testing.TB, edit func(*client.Options)) client.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.DialContext(ctx, s.clientOptions())
+	opts := s.clientOptions()
+	if edit != nil {
+		edit(&opts)
+	}
+	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		t.Fatalf("testharness: dial temporal at %s: %v", s.hostPort, err)
 	}

@@ -98,7 +98,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		HeartbeatInterval: cfg.Agent.HeartbeatInterval,
 		MissedHeartbeats:  cfg.Agent.MissedHeartbeats,
 		FlushInterval:     cfg.Agent.PresenceFlushInterval,
-	}, st, signer, agentgw.WithLogger(log.With("component", "agentgw")), agentgw.WithResultSink(resultSink(&temporal, st, log)))
+	}, st, signer, agentgw.WithLogger(log.With("component", "agentgw")), agentgw.WithResultSink(resultSink(&temporal, st, log)),
+		agentgw.WithMetrics(reg, replicaName()))
 	grpcSrv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{
 		TLSCertFile: cfg.GRPC.TLSCertFile, TLSKeyFile: cfg.GRPC.TLSKeyFile,
 		MaxRecvMsgSize: cfg.GRPC.MaxRecvMsgSize, MaxSendMsgSize: cfg.GRPC.MaxSendMsgSize, KeepaliveMinTime: cfg.GRPC.KeepaliveMin,
@@ -173,4 +174,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// replicaName labels this api replica's gateway series: the host name (a pod's name in
+// Kubernetes), stable across restarts of the same replica.
+func replicaName() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "api"
 }

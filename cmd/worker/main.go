@@ -69,11 +69,11 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	defer tc.Close()
 
 	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{})
-	if err := register(w, deps{cfg: cfg, log: log, store: st, temporal: tc}); err != nil {
+	if err := register(w, deps{cfg: cfg, log: log, store: st, temporal: tc, outcomes: metrics.NewOutcomes(reg)}); err != nil {
 		return err
 	}
 
-	reg.MustRegister(metrics.BacklogCollector{Store: store.New(db), Log: log})
+	reg.MustRegister(metrics.BacklogCollector{Store: st, Log: log})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

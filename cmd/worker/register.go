@@ -8,6 +8,7 @@ import (
 
 	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/config"
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -17,10 +18,11 @@ type deps struct {
 	log      *slog.Logger
 	store    *store.Store
 	temporal client.Client
+	outcomes *metrics.Outcomes
 }
 
 // register adds every workflow and activity to the worker.
 func register(w worker.Registry, d deps) error {
-	activities.RegisterAll(w, d.store, d.temporal, d.cfg.Temporal.TaskQueue, d.log)
+	activities.RegisterAll(w, d.store, d.temporal, d.cfg.Temporal.TaskQueue, d.log, d.outcomes)
 	return nil
 }

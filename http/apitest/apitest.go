@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,12 +27,15 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/imprun/imprun-server/activities"
 	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/devissuer"
 	httpapi "github.com/imprun/imprun-server/http"
+	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/store/storetest"
@@ -94,6 +98,12 @@ type Env struct {
 	timing AgentTiming
 
 	gatewayOptions []agentgw.Option
+
+	// Metrics is the registry the env's /metrics serves: HTTP, every gateway replica (labelled
+	// replica-1, replica-2, ...) and the outcomes its workers record.
+	Metrics  *prometheus.Registry
+	outcomes *metrics.Outcomes
+	replicas atomic.Int32
 }
 
 // Replica is one agent gateway serving gRPC, as one api replica would.
@@ -119,7 +129,8 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	must(t, err)
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
 		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer,
-		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store}), agentgw.WithLogger(e.Log)}, e.gatewayOptions...)...)
+		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store}), agentgw.WithLogger(e.Log),
+			agentgw.WithMetrics(e.Metrics, fmt.Sprintf("replica-%d", e.replicas.Add(1)))}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
 	var ln net.Listener
@@ -163,7 +174,7 @@ func (e *Env) StartWorker(t testing.TB) (stop func()) {
 	tc, err := e.Temporal.Client()
 	must(t, err)
 	w := worker.New(tc, e.TaskQueue, worker.Options{})
-	activities.RegisterAll(w, e.Store, tc, e.TaskQueue, e.Log)
+	activities.RegisterAll(w, e.Store, tc, e.TaskQueue, e.Log, e.outcomes)
 	must(t, w.Start())
 	dctx, dcancel := context.WithCancel(context.Background())
 	go (&activities.Dispatcher{Store: e.Store, Temporal: tc, TaskQueue: e.TaskQueue, Log: e.Log,
@@ -217,7 +228,8 @@ const AgentJWTSecret = "apitest-agent-jwt-secret-0123456789abcdef"
 // New starts an API for t.
 func New(t testing.TB, o Options) *Env {
 	t.Helper()
-	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &lockedBuffer{}}
+	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &lockedBuffer{}, Metrics: prometheus.NewRegistry()}
+	e.outcomes = metrics.NewOutcomes(e.Metrics)
 	e.Log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.DBURL = o.DBURL
 	if e.DBURL == "" {
@@ -234,13 +246,14 @@ func New(t testing.TB, o Options) *Env {
 	e.DB, err = storetest.New(e.SQL)
 	must(t, err)
 	e.Store = e.DB.Store()
+	e.Metrics.MustRegister(metrics.BacklogCollector{Store: e.Store, Log: e.Log})
 	e.TaskQueue = o.TaskQueue
 	if e.TaskQueue == "" {
 		e.TaskQueue = "imprun-test-" + uuid.NewString()
 	}
 	if o.WithTemporal {
 		e.TemporalServer = testharness.Temporal(t)
-		e.Temporal.Set(e.TemporalServer.Client(t))
+		e.Temporal.Set(e.TemporalServer.ClientWith(t, func(o *client.Options) { o.MetricsHandler = metrics.NewTemporal(e.Metrics) }))
 	}
 	issuerURL := o.IssuerURL
 	if issuerURL == "" {
@@ -269,7 +282,7 @@ func New(t testing.TB, o Options) *Env {
 		Settings: httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline},
 		Logger:   e.Log,
 	})
-	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log,
+	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log, Registry: e.Metrics,
 		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
