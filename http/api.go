@@ -24,6 +24,9 @@ type API struct {
 	settings Settings
 	// catalog is the use cases of the provider's catalog.
 	catalog *catalog.Catalog
+	// ownsTx holds "METHOD /path" of the routes that commit their own transactions (see
+	// ownTransactions); every other mutating route runs in one transaction with its audit row.
+	ownsTx map[string]bool
 }
 
 // Settings are the configured defaults the handlers apply.

@@ -1,7 +1,9 @@
 package http
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	nethttp "net/http"
 	"strings"
 
@@ -29,40 +31,148 @@ func isMutating(method string) bool {
 	return false
 }
 
-// audited writes an audit_logs row for every successful mutating request whose handler did not
-// commit one with its change (see auditRecord). A handler that did not describe its change
-// still gets an entry derived from the method and route, so no mutation goes unrecorded.
+// audited gives every successful mutating request its audit_logs row, committed with the change
+// itself, so no mutation goes unaudited:
+//   - a route whose use case commits its own transaction (ownsTransaction: it passes an
+//     auditRecord to the use case, or starts or waits on a workflow) writes the row there;
+//   - every other mutating route runs inside one store transaction that the audit row joins:
+//     the response is held back until the transaction commits, and a failed audit insert or
+//     commit rolls the change back and answers with the error instead (503 when Postgres is
+//     down).
+//
+// A handler that did not describe its change still gets an entry derived from the method and
+// route.
 func (a *API) audited(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !isMutating(c.Request().Method) {
 			return next(c)
 		}
-		if err := next(c); err != nil {
-			return err
+		if a.ownsTx[c.Request().Method+" "+c.Path()] {
+			return a.auditAfter(c, next)
 		}
-		status := c.Response().Status
-		if status < 200 || status >= 300 {
-			return nil
+		return a.auditInTx(c, next)
+	}
+}
+
+// errNotCommitted ends the transaction of a request that answered other than 2xx: whatever it
+// wrote is rolled back (a refused request changes nothing).
+var errNotCommitted = errors.New("request did not succeed")
+
+// auditInTx runs next in one transaction with its audit row and sends the response only once
+// both committed.
+func (a *API) auditInTx(c echo.Context, next echo.HandlerFunc) error {
+	res := c.Response()
+	orig, before := res.Writer, res.Header().Clone()
+	held := &heldResponse{header: orig.Header()}
+	res.Writer = held
+	req := c.Request()
+	var handlerErr error
+	txErr := a.store.InTx(req.Context(), func(ctx context.Context) error {
+		c.SetRequest(req.WithContext(ctx))
+		if handlerErr = next(c); handlerErr != nil {
+			return handlerErr
+		}
+		if res.Status < 200 || res.Status >= 300 {
+			return errNotCommitted
 		}
 		if skip, _ := c.Get(ctxSkipAudit).(bool); skip {
 			return nil
 		}
-		if rec, _ := c.Get(ctxAuditRecord).(*audit.Record); rec.Written() {
-			return nil // committed with the change itself
-		}
-		e, _ := c.Get(ctxAudit).(*AuditEntry)
-		if e == nil {
-			e = derivedAudit(c)
-		}
-		row := a.auditRow(c, e)
-		// The response is already written: a failed audit insert is logged loudly but can't
-		// turn into an error response any more. Handlers that pass an auditRecord to their use
-		// case don't get here: their row commits with the change or the change fails.
-		if err := a.store.InsertAudit(context.WithoutCancel(c.Request().Context()), row); err != nil {
-			a.log.Error("audit log write failed", "request_id", requestID(c), "action", e.Action, "err", err)
-		}
+		return a.store.InsertAudit(ctx, a.auditRow(c, a.entryOf(c)))
+	})
+	c.SetRequest(req)
+	res.Writer = orig
+	switch {
+	case handlerErr != nil:
+		return handlerErr // nothing was sent; the error handler answers
+	case txErr == nil || errors.Is(txErr, errNotCommitted):
+		return held.sendTo(orig)
+	}
+	// The change and its audit row did not commit: answer with why, not with what the
+	// handler had prepared.
+	a.log.Error("mutation rolled back: its audit row or commit failed", "request_id", requestID(c), "err", txErr)
+	res.Committed, res.Status, res.Size = false, nethttp.StatusOK, 0
+	for k := range orig.Header() {
+		delete(orig.Header(), k)
+	}
+	for k, v := range before {
+		orig.Header()[k] = v
+	}
+	return txErr
+}
+
+// auditAfter is the audit of a route that commits its own transactions: its use case wrote the
+// row with the change (an auditRecord), or another component writes it (SkipAudit); otherwise
+// the row is written after the handler, as a last resort that is logged when it fails.
+func (a *API) auditAfter(c echo.Context, next echo.HandlerFunc) error {
+	if err := next(c); err != nil {
+		return err
+	}
+	if status := c.Response().Status; status < 200 || status >= 300 {
 		return nil
 	}
+	if skip, _ := c.Get(ctxSkipAudit).(bool); skip {
+		return nil
+	}
+	if rec, _ := c.Get(ctxAuditRecord).(*audit.Record); rec.Written() {
+		return nil // committed with the change itself
+	}
+	e := a.entryOf(c)
+	if err := a.store.InsertAudit(context.WithoutCancel(c.Request().Context()), a.auditRow(c, e)); err != nil {
+		a.log.Error("audit log write failed", "request_id", requestID(c), "action", e.Action, "err", err)
+	}
+	return nil
+}
+
+// entryOf is what the handler said it changed, or an entry derived from the route.
+func (a *API) entryOf(c echo.Context) *AuditEntry {
+	if e, _ := c.Get(ctxAudit).(*AuditEntry); e != nil {
+		return e
+	}
+	return derivedAudit(c)
+}
+
+// ownTransactions marks routes whose use cases commit their own transactions (with their audit
+// row) and start or wait on workflows outside them: they must not run inside the request's
+// transaction, whose rows a workflow could not see before it commits.
+func (a *API) ownTransactions(routes ...*echo.Route) {
+	if a.ownsTx == nil {
+		a.ownsTx = map[string]bool{}
+	}
+	for _, r := range routes {
+		a.ownsTx[r.Method+" "+r.Path] = true
+	}
+}
+
+// heldResponse keeps a response until its transaction commits.
+type heldResponse struct {
+	header nethttp.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() nethttp.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(status int) {
+	if h.status == 0 {
+		h.status = status
+	}
+}
+
+func (h *heldResponse) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = nethttp.StatusOK
+	}
+	return h.body.Write(b)
+}
+
+func (h *heldResponse) sendTo(w nethttp.ResponseWriter) error {
+	if h.status == 0 {
+		return nil
+	}
+	w.WriteHeader(h.status)
+	_, err := w.Write(h.body.Bytes())
+	return err
 }
 
 const ctxAuditRecord = "imprun.audit.record"

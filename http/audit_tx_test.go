@@ -95,3 +95,43 @@ func TestFailedAuditRollsBackTheChange(t *testing.T) {
 	require.NotEqual(t, http.StatusNoContent, r.Status, string(r.Body))
 	require.Equal(t, http.StatusOK, owner.Get(apps+"/"+app).Status)
 }
+
+// Routes without a use case of their own transaction (the catalog, operator routes) run in one
+// transaction with their audit row: the row carries the change's transaction id, and when the
+// row cannot be written the change is rolled back, nothing is answered as a success, and the
+// headers the handler prepared (Location) are not sent.
+func TestRequestTransactionCarriesTheAuditRow(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	env, owner := w.env, w.env.As(ownerP)
+	env.DB.RefuseAuditInserts(t)
+
+	svc := idOf(created(t, owner, prov+"/api-services", serviceBody("payments")))
+	require.Equal(t, []string{env.DB.RowXmin(t, "api_services", svc)}, env.DB.AuditXmins(t, "api_service.create", svc),
+		"one audit row, written by the service's own transaction")
+
+	env.DB.RefuseAuditOf(t, "api_service.create")
+	r := owner.Post(prov+"/api-services", serviceBody("ledger"))
+	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
+	require.Empty(t, r.Header.Get("Location"), "the success's headers were not sent")
+	require.Len(t, listItems(t, owner, prov+"/api-services"), 1, "the unaudited service was rolled back")
+
+	env.DB.RefuseAuditOf(t, "api_service.update")
+	r = owner.Patch(prov+"/api-services/"+svc, map[string]any{"description": "unaudited"})
+	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
+	require.Equal(t, "test service", owner.Get(prov+"/api-services/"+svc).Map()["description"], "the unaudited change was rolled back")
+
+	// An operator route, the same way.
+	tenants := env.DB.Count(t, "tenants")
+	env.DB.RefuseAuditOf(t, "tenant.create")
+	r = env.As(opsP).Post("/v1/operator/tenants", map[string]any{"slug": "initech", "name": "Initech", "type": "provider", "owner_email": "o@initech.test"})
+	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
+	require.Equal(t, tenants, env.DB.Count(t, "tenants"), "the unaudited tenant was rolled back")
+
+	// A refused request (4xx) changes nothing and writes no row.
+	env.DB.AllowAuditInserts(t)
+	before := env.DB.Count(t, "audit_logs")
+	r = owner.Post(prov+"/api-services", map[string]any{"name": ""})
+	require.Equal(t, http.StatusUnprocessableEntity, r.Status, string(r.Body))
+	require.Equal(t, before, env.DB.Count(t, "audit_logs"))
+}

@@ -15,22 +15,26 @@ import (
 
 // registerSubscriptions adds subscriptions (both sides) and the customer's credentials.
 func (a *API) registerSubscriptions(prov, cust *echo.Group) {
-	cust.POST("/subscriptions", a.createSubscription, RequireRole(models.RoleDeveloper))
+	// Subscriptions and credentials commit with their audit row and then start (or signal and
+	// wait on) their workflows: they own their transactions.
+	a.ownTransactions(
+		cust.POST("/subscriptions", a.createSubscription, RequireRole(models.RoleDeveloper)),
+		cust.POST("/subscriptions/:id/cancel", a.decide(workflows.SignalCancel, true), RequireRole(models.RoleDeveloper)),
+		cust.POST("/apps/:id/credentials", a.createCredential, RequireRole(models.RoleDeveloper)),
+		cust.POST("/credentials/:id/rotate", a.rotateCredential, RequireRole(models.RoleDeveloper)),
+		cust.POST("/credentials/:id/revoke", a.revokeCredential, RequireRole(models.RoleDeveloper)),
+	)
 	cust.GET("/subscriptions", a.listCustomerSubscriptions, RequireRole(models.RoleViewer))
 	cust.GET("/subscriptions/:id", a.getCustomerSubscription, RequireRole(models.RoleViewer))
-	cust.POST("/subscriptions/:id/cancel", a.decide(workflows.SignalCancel, true), RequireRole(models.RoleDeveloper))
 
 	prov.GET("/subscriptions", a.listProviderSubscriptions, RequireRole(models.RoleViewer))
 	prov.GET("/subscriptions/:id", a.getProviderSubscription, RequireRole(models.RoleViewer))
 	for _, sig := range []string{workflows.SignalApprove, workflows.SignalReject, workflows.SignalSuspend, workflows.SignalResume} {
-		prov.POST("/subscriptions/:id/"+sig, a.decide(sig, false), RequireRole(models.RoleAdmin))
+		a.ownTransactions(prov.POST("/subscriptions/:id/"+sig, a.decide(sig, false), RequireRole(models.RoleAdmin)))
 	}
 
-	cust.POST("/apps/:id/credentials", a.createCredential, RequireRole(models.RoleDeveloper))
 	cust.GET("/apps/:id/credentials", a.listCredentials, RequireRole(models.RoleViewer))
 	cust.GET("/credentials/:id", a.getCredential, RequireRole(models.RoleViewer))
-	cust.POST("/credentials/:id/rotate", a.rotateCredential, RequireRole(models.RoleDeveloper))
-	cust.POST("/credentials/:id/revoke", a.revokeCredential, RequireRole(models.RoleDeveloper))
 }
 
 // subscriptions is the subscription use cases with the API's store, Temporal and settings.
