@@ -76,6 +76,8 @@ type Agent struct {
 	st    *state
 	creds *CredentialStore
 	usage *usageLog
+	// askApplied: the server asked for the full applied set with the next heartbeat.
+	askApplied atomic.Bool
 	// verifier is the agent's credential check, with counts kept in the state directory.
 	verifier *Verifier
 	// nginx is the nginx data plane (nil for DataPlaneFiles).
@@ -327,7 +329,9 @@ func (a *Agent) connectRequest() (*agentv1.ConnectRequest, credentialKind, error
 		AgentName:    a.cfg.Name,
 		AgentVersion: a.cfg.Version,
 		Hostname:     a.cfg.Hostname,
-		Applied:      a.st.appliedRevisions(),
+		Applied:      a.appliedState(),
+		// What the server needs to send first when the state directory is gone.
+		CredentialChecksum: a.creds.Checksum(),
 	}
 	id := a.currentIdentity()
 	if id == nil {
@@ -498,6 +502,10 @@ func (a *Agent) adopt(kind credentialKind, resp *agentv1.ConnectResponse) error 
 func (a *Agent) heartbeats(ctx context.Context, cancel context.CancelCauseFunc, send func(*agentv1.AgentMessage) error, interval time.Duration, lastRecv *atomic.Int64) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// The applied set goes in full on the stream's first heartbeat, when it changed, and when
+	// the server asked; otherwise only its digest (a few dozen bytes for any number of
+	// publishes).
+	sentDigest := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -507,11 +515,18 @@ func (a *Agent) heartbeats(ctx context.Context, cancel context.CancelCauseFunc, 
 				cancel(errHeartbeatTimeout)
 				return
 			}
+			applied := a.appliedState()
+			digest := appliedDigest(applied)
 			hb := &agentv1.Heartbeat{
-				SentAt:          timestamppb.New(now),
-				Applied:         a.st.appliedRevisions(),
-				CredentialCount: int64(a.creds.ActiveCount(now)),
-				CredentialUsage: a.usage.take(maxUsagePerHeartbeat),
+				SentAt:             timestamppb.New(now),
+				CredentialCount:    int64(a.creds.ActiveCount(now)),
+				CredentialUsage:    a.usage.take(maxUsagePerHeartbeat),
+				AppliedDigest:      digest,
+				CredentialChecksum: a.creds.Checksum(),
+			}
+			if digest != sentDigest || a.askApplied.Swap(false) {
+				hb.Applied, hb.AppliedFull = applied, true
+				sentDigest = digest
 			}
 			if err := send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: hb}}); err != nil {
 				// Not sent: report the usage on the next stream's heartbeats instead.
@@ -527,6 +542,9 @@ func (a *Agent) heartbeats(ctx context.Context, cancel context.CancelCauseFunc, 
 func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKind, send func(*agentv1.AgentMessage) error, msg *agentv1.ServerMessage) error {
 	switch p := msg.Payload.(type) {
 	case *agentv1.ServerMessage_HeartbeatAck:
+		if p.HeartbeatAck.GetSendApplied() {
+			a.askApplied.Store(true)
+		}
 		return nil
 	case *agentv1.ServerMessage_DeployCommand:
 		cmd := p.DeployCommand

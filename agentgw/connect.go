@@ -226,8 +226,8 @@ func (g *Gateway) sendLoop(stream agentv1.AgentService_ConnectServer, s *session
 func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMessage) {
 	switch p := msg.Payload.(type) {
 	case *agentv1.AgentMessage_Heartbeat:
-		g.presence.mark(s, p.Heartbeat.GetApplied(), p.Heartbeat.GetCredentialUsage())
-		s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now()}}})
+		ask := g.presence.mark(s, p.Heartbeat)
+		s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now(), SendApplied: ask}}})
 	case *agentv1.AgentMessage_DeployResult:
 		r := p.DeployResult
 		id, err := uuid.Parse(r.GetCommandId())
@@ -286,8 +286,16 @@ func appliedResources(rs []*agentv1.AppliedResource) []map[string]any {
 	return out
 }
 
-// sync sends the session every command its agent has not acknowledged, in outbox order.
+// sync sends the session every command its agent has not acknowledged, in outbox order. On a
+// new stream, what the agent lacks of its cluster's desired state is enqueued first.
 func (g *Gateway) sync(ctx context.Context, s *session) {
+	s.mu.Lock()
+	first := !s.repairChecked
+	s.repairChecked = true
+	s.mu.Unlock()
+	if first {
+		g.repairOnConnect(ctx, s)
+	}
 	cmds, err := g.store.PendingCommands(ctx, s.clusterID, s.agentID)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -496,13 +504,14 @@ func validAgentName(s string) bool {
 
 // markConnected claims the agent row for this session.
 func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.ConnectRequest) error {
-	applied := make([]models.AppliedRevision, 0, len(req.GetApplied()))
-	for _, r := range req.GetApplied() {
-		applied = append(applied, models.AppliedRevision{PublishID: r.GetPublishId(), Revision: int(r.GetRevision()), Checksum: r.GetChecksum()})
+	applied := toApplied(req.GetApplied())
+	creds := req.GetCredentialChecksum()
+	if len(creds) > 64 {
+		creds = ""
 	}
 	now := time.Now().UTC()
 	ok, err := g.store.MarkAgentConnected(ctx, store.AgentConnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id, IP: s.ip, At: now,
-		Version: req.GetAgentVersion(), Hostname: req.GetHostname(), Applied: applied})
+		Version: req.GetAgentVersion(), Hostname: req.GetHostname(), Applied: applied, CredentialChecksum: creds})
 	if err != nil {
 		return err
 	}
@@ -510,7 +519,10 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 		return errRevoked
 	}
 	sig, _ := json.Marshal(applied)
-	s.persisted(now, string(sig))
+	s.persisted(now, string(sig), creds)
+	s.mu.Lock()
+	s.appliedDigest = appliedDigest(applied)
+	s.mu.Unlock()
 	return nil
 }
 

@@ -29,6 +29,17 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	MissedHeartbeats  int
 	FlushInterval     time.Duration // how often coalesced heartbeats reach Postgres
+	// DriftCheckInterval is how often the agents connected here are compared with their
+	// clusters' desired state (default: the heartbeat interval).
+	DriftCheckInterval time.Duration
+	// DriftGrace is how long applied may lag an acknowledged revision before it is drifted
+	// (default: two heartbeat intervals plus a flush).
+	DriftGrace time.Duration
+	// RepairEvery is the shortest time between two repairs of one agent (default 1 min).
+	RepairEvery time.Duration
+	// MaxRepairs is how many repairs of one revision an agent gets before it is reported
+	// failed (default 3).
+	MaxRepairs int
 }
 
 // Gateway serves agent streams.
@@ -42,6 +53,7 @@ type Gateway struct {
 	sink   ResultSink
 
 	metrics *metrics.Gateway // nil: nothing recorded
+	syncm   syncMetrics
 
 	sessions   *registry
 	guard      *authGuard
@@ -90,6 +102,9 @@ func (g *Gateway) sessionStats() []metrics.SessionStats {
 	return out
 }
 
+// WithSyncMetrics exports the sync state of the clusters it checks, and the repairs it sends.
+func WithSyncMetrics(m *metrics.Sync) Option { return func(g *Gateway) { g.syncm = syncMetrics{m} } }
+
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(g *Gateway) { g.log = l } }
 
@@ -103,6 +118,18 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 2 * time.Second
+	}
+	if cfg.DriftCheckInterval <= 0 {
+		cfg.DriftCheckInterval = cfg.HeartbeatInterval
+	}
+	if cfg.DriftGrace <= 0 {
+		cfg.DriftGrace = 2*cfg.HeartbeatInterval + cfg.FlushInterval
+	}
+	if cfg.RepairEvery <= 0 {
+		cfg.RepairEvery = time.Minute
+	}
+	if cfg.MaxRepairs <= 0 {
+		cfg.MaxRepairs = 3
 	}
 	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), guard: newAuthGuard(), listenReady: make(chan struct{}),
 		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch)}
@@ -132,7 +159,7 @@ func (g *Gateway) SessionCount() int { return g.sessions.count() }
 // and ended.
 func (g *Gateway) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	loops := []func(context.Context){g.listen, g.deliverNotified, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults}
+	loops := []func(context.Context){g.listen, g.deliverNotified, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults, g.driftLoop}
 	for _, l := range loops {
 		wg.Add(1)
 		go func() { defer wg.Done(); l(ctx) }()

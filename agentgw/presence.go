@@ -46,19 +46,36 @@ type beat struct {
 	s       *session
 	at      time.Time
 	applied []models.AppliedRevision // nil: unchanged
+	creds   string                   // "": unchanged
 }
 
 func newPresence(g *Gateway) *presence {
 	return &presence{g: g, dirty: map[uuid.UUID]beat{}, used: map[usageKey]time.Time{}}
 }
 
-func (p *presence) mark(s *session, applied []*agentv1.AppliedRevision, usage []*agentv1.CredentialUsage) {
+// mark takes one heartbeat. A heartbeat with a digest carries the applied set only when it
+// changed; when its digest names a set the server does not hold, askFull tells the caller to
+// ask for the full list in the HeartbeatAck (the applied set is left as it was meanwhile).
+// An agent before v0.3 sends no digest and the full list every time.
+func (p *presence) mark(s *session, hb *agentv1.Heartbeat) (askFull bool) {
 	b := beat{s: s, at: time.Now().UTC()}
-	if applied != nil {
-		b.applied = make([]models.AppliedRevision, 0, len(applied))
-		for _, r := range applied {
-			b.applied = append(b.applied, models.AppliedRevision{PublishID: r.GetPublishId(), Revision: int(r.GetRevision()), Checksum: r.GetChecksum()})
+	switch digest := hb.GetAppliedDigest(); {
+	case digest == "" || hb.GetAppliedFull():
+		b.applied = toApplied(hb.GetApplied())
+		got := appliedDigest(b.applied)
+		if digest != "" && digest != got {
+			p.g.log.Info("heartbeat digest does not match its applied list; the list is taken", "agent_id", s.agentID, "digest", models.Cut(digest, 64))
 		}
+		s.mu.Lock()
+		s.appliedDigest = got
+		s.mu.Unlock()
+	default:
+		s.mu.Lock()
+		askFull = digest != s.appliedDigest
+		s.mu.Unlock()
+	}
+	if c := hb.GetCredentialChecksum(); c != "" && len(c) <= 64 && c != s.persistedCreds() {
+		b.creds = c
 	}
 	sig := ""
 	if b.applied != nil {
@@ -67,16 +84,20 @@ func (p *presence) mark(s *session, applied []*agentv1.AppliedRevision, usage []
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.mergeUsageLocked(s.clusterID, usage, b.at)
+	p.mergeUsageLocked(s.clusterID, hb.GetCredentialUsage(), b.at)
 	prev, pending := p.dirty[s.agentID]
-	changed := b.applied != nil && sig != s.persistedApplied()
+	changed := b.applied != nil && sig != s.persistedApplied() || b.creds != ""
 	if !pending && !changed && b.at.Sub(s.persistedAt()) < p.persistEvery() {
-		return // nothing an operator or the sweeper needs yet
+		return askFull // nothing an operator or the sweeper needs yet
 	}
 	if pending && b.applied == nil {
 		b.applied = prev.applied
 	}
+	if pending && b.creds == "" {
+		b.creds = prev.creds
+	}
 	p.dirty[s.agentID] = b
+	return askFull
 }
 
 // persistEvery is how old a connected agent's last_heartbeat_at may get in Postgres.
@@ -149,7 +170,7 @@ func (p *presence) flushBeats(ctx context.Context) {
 	}
 	beats := make([]store.Heartbeat, 0, len(batch))
 	for id, b := range batch {
-		hb := store.Heartbeat{AgentID: id, SessionID: b.s.id, At: b.at}
+		hb := store.Heartbeat{AgentID: id, SessionID: b.s.id, At: b.at, CredentialChecksum: b.creds}
 		if b.applied != nil {
 			j, _ := json.Marshal(b.applied)
 			hb.Applied = string(j)
@@ -184,7 +205,7 @@ func (p *presence) flushBeats(ctx context.Context) {
 			j, _ := json.Marshal(b.applied)
 			sig = string(j)
 		}
-		b.s.persisted(b.at, sig)
+		b.s.persisted(b.at, sig, b.creds)
 	}
 }
 

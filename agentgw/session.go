@@ -38,6 +38,15 @@ type session struct {
 	// revisions (JSON) written with it. markConnected writes both first.
 	lastPersisted time.Time
 	lastApplied   string
+	// appliedDigest is the digest of the applied set the server holds for this stream (what
+	// a digest-only heartbeat must match), lastCreds the credential checksum written last.
+	appliedDigest string
+	lastCreds     string
+	// lastRepair is when this agent was last sent a drift repair (rate limit); ignoredSig the
+	// last applied report logged as ignored.
+	lastRepair    time.Time
+	ignoredSig    string
+	repairChecked bool // the connect-time repair ran
 }
 
 // sentCommand is what a session remembers of a command it sent until the agent answers.
@@ -59,10 +68,22 @@ func newSession(parent context.Context, agentID, clusterID uuid.UUID, ip string)
 }
 
 // persisted records what the agent's row holds after a heartbeat flush.
-func (s *session) persisted(at time.Time, appliedSig string) {
+func (s *session) persisted(at time.Time, appliedSig, creds string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastPersisted, s.lastApplied = at, appliedSig
+	s.lastPersisted = at
+	if appliedSig != "" {
+		s.lastApplied = appliedSig
+	}
+	if creds != "" {
+		s.lastCreds = creds
+	}
+}
+
+func (s *session) persistedCreds() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastCreds
 }
 
 func (s *session) persistedAt() time.Time {

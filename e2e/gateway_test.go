@@ -76,8 +76,15 @@ func (s *stack) nginxConfig(t testing.TB, dir, addr string) agent.Config {
 
 func (s *stack) startGatewayAgent(t testing.TB, dir, token, addr string) *gatewayAgent {
 	t.Helper()
+	return s.startGatewayAgentNamed(t, dir, token, addr, "")
+}
+
+// startGatewayAgentNamed is startGatewayAgent with the name the agent registers with.
+func (s *stack) startGatewayAgentNamed(t testing.TB, dir, token, addr, name string) *gatewayAgent {
+	t.Helper()
 	cfg := s.nginxConfig(t, dir, addr)
 	cfg.RegistrationToken = token
+	cfg.Name = name
 	a, err := agent.New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

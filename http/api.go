@@ -11,6 +11,7 @@ import (
 	"github.com/imprun/imprun-server/catalog"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/syncstate"
 	"github.com/imprun/imprun-server/temporalclient"
 )
 
@@ -35,6 +36,8 @@ type Settings struct {
 	PublishDeadline      time.Duration
 	ApprovalDeadline     time.Duration
 	TaskQueue            string
+	// SyncLimits are the limits desired vs applied is judged with (the agent gateway's).
+	SyncLimits syncstate.Limits
 }
 
 func (s Settings) withDefaults() Settings {
@@ -43,6 +46,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.PublishDeadline <= 0 {
 		s.PublishDeadline = 24 * time.Hour
+	}
+	if s.SyncLimits.StaleAfter <= 0 {
+		s.SyncLimits = syncstate.Limits{Grace: 30 * time.Second, StaleAfter: 34 * time.Second, MaxRepairs: 3}
 	}
 	if s.TaskQueue == "" {
 		s.TaskQueue = "imprun"

@@ -119,7 +119,7 @@ func TestRequestTransactionCarriesTheAuditRow(t *testing.T) {
 	env.DB.RefuseAuditOf(t, "api_service.update")
 	r = owner.Patch(prov+"/api-services/"+svc, map[string]any{"description": "unaudited"})
 	require.Equal(t, http.StatusInternalServerError, r.Status, string(r.Body))
-	require.Equal(t, "test service", owner.Get(prov+"/api-services/"+svc).Map()["description"], "the unaudited change was rolled back")
+	require.Equal(t, "test service", owner.Get(prov + "/api-services/" + svc).Map()["description"], "the unaudited change was rolled back")
 
 	// An operator route, the same way.
 	tenants := env.DB.Count(t, "tenants")

@@ -20,6 +20,7 @@ func (a *API) registerClusters(g *echo.Group) {
 	g.POST("/clusters", a.createCluster)
 	g.GET("/clusters", a.listClusters)
 	g.GET("/clusters/:id", a.getCluster)
+	g.GET("/clusters/:id/sync", a.getClusterSync)
 	g.PATCH("/clusters/:id", a.updateCluster)
 	g.DELETE("/clusters/:id", a.deleteCluster)
 	g.POST("/clusters/:id/maintenance", a.setMaintenance)
@@ -46,6 +47,7 @@ type clusterRequest struct {
 	Capabilities  *models.Capabilities `json:"capabilities"`
 	EgressAllow   *models.EgressAllow  `json:"egress_allow"`
 	Metadata      map[string]any       `json:"metadata"`
+	DriftPolicy   *string              `json:"drift_policy"`
 }
 
 // validateEgressAllow checks a cluster's egress allowlist and fills in empty lists.
@@ -151,7 +153,15 @@ func (a *API) listClusters(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(nethttp.StatusOK, listOf(rows, next))
+	out := make([]clusterWithSync, 0, len(rows))
+	for _, r := range rows {
+		cs, err := a.withSync(c.Request().Context(), r, false)
+		if err != nil {
+			return err
+		}
+		out = append(out, cs)
+	}
+	return c.JSON(nethttp.StatusOK, listOf(out, next))
 }
 
 func (a *API) loadCluster(c echo.Context) (store.ClusterView, error) {
@@ -171,7 +181,11 @@ func (a *API) getCluster(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(nethttp.StatusOK, cl)
+	out, err := a.withSync(c.Request().Context(), cl, true)
+	if err != nil {
+		return err
+	}
+	return c.JSON(nethttp.StatusOK, out)
 }
 
 func (a *API) updateCluster(c echo.Context) error {
@@ -217,6 +231,12 @@ func (a *API) updateCluster(c echo.Context) error {
 	}
 	if req.Metadata != nil {
 		changes["metadata"] = models.JSONMap(req.Metadata)
+	}
+	if req.DriftPolicy != nil {
+		p := *req.DriftPolicy
+		v.check(p == models.DriftOff || p == models.DriftReport || p == models.DriftRepair, "drift_policy", "must be off, report or repair")
+		changes["drift_policy"] = p
+		summary["drift_policy_before"], summary["drift_policy"] = cl.DriftPolicy, p
 	}
 	if err := v.err(); err != nil {
 		return err

@@ -130,6 +130,9 @@ type publishDetail struct {
 	Results   []store.PublishResult    `json:"results"`
 	Timeline  []timelineEntry          `json:"timeline"`
 	WaitState *workflows.WaitState     `json:"wait_state"`
+	// Sync is, per agent of the cluster, what its gateway serves of the publish against
+	// what it should serve.
+	Sync []agentPublishSync `json:"sync"`
 }
 
 func (a *API) getPublish(c echo.Context) error {
@@ -150,7 +153,11 @@ func (a *API) getPublish(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	d := publishDetail{publishView: viewOf(p), Revisions: revs, Results: results, Timeline: []timelineEntry{}}
+	sync, err := a.publishSync(ctx, p.ClusterID, p.ID.String())
+	if err != nil {
+		return err
+	}
+	d := publishDetail{publishView: viewOf(p), Revisions: revs, Results: results, Timeline: []timelineEntry{}, Sync: sync}
 	if d.Revisions == nil {
 		d.Revisions = []models.PublishRevision{}
 	}

@@ -78,8 +78,11 @@ type Cluster struct {
 	EgressAllow JSON[EgressAllow] `gorm:"type:jsonb" json:"egress_allow"`
 	Metadata    JSONMap           `gorm:"type:jsonb" json:"metadata"`
 	Status      string            `json:"status"`
-	CreatedAt   time.Time         `json:"created_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
+	// DriftPolicy is what the control plane does about an agent whose gateway serves something
+	// else than it should: DriftOff, DriftReport or DriftRepair (the default).
+	DriftPolicy string    `json:"drift_policy"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // PageKey orders clusters in lists.
@@ -102,8 +105,10 @@ type Agent struct {
 	RevokedAt         *time.Time              `json:"revoked_at"`
 	RegisteredWith    *uuid.UUID              `gorm:"type:uuid" json:"registered_with"`
 	Applied           JSON[[]AppliedRevision] `gorm:"type:jsonb" json:"applied"`
-	CreatedAt         time.Time               `json:"created_at"`
-	UpdatedAt         time.Time               `json:"updated_at"`
+	// CredentialChecksum is the checksum of the credential set the agent last reported.
+	CredentialChecksum string    `json:"credential_checksum"`
+	CreatedAt          time.Time `json:"created_at"`
+	UpdatedAt          time.Time `json:"updated_at"`
 }
 
 // PageKey orders agents in lists.
@@ -114,7 +119,16 @@ type AppliedRevision struct {
 	PublishID string `json:"publish_id"`
 	Revision  int    `json:"revision"`
 	Checksum  string `json:"checksum"`
+	// Drift says why the gateway does not serve exactly this revision; empty when it does.
+	Drift string `json:"drift,omitempty"`
 }
+
+// Drift policies of a cluster.
+const (
+	DriftOff    = "off"
+	DriftReport = "report"
+	DriftRepair = "repair"
+)
 
 // RegistrationToken lets a new agent join a cluster. Only its hash is stored.
 type RegistrationToken struct {
@@ -177,7 +191,10 @@ const (
 const (
 	PriorityRevocation = 0
 	PriorityToken      = 1
-	PriorityNormal     = 5
+	// PriorityRepair: the desired state sent again to an agent that drifted from it, before
+	// anything new.
+	PriorityRepair = 2
+	PriorityNormal = 5
 )
 
 // AgentCommand is one command in the durable outbox. Payload holds ids and hashes only.

@@ -11,6 +11,9 @@ type DeployPayload struct {
 	Revision  int    `json:"revision"`
 	Checksum  string `json:"checksum"`
 	Action    string `json:"action"` // apply or withdraw
+	// Attempt numbers a repair: the control plane sent this revision again to one agent whose
+	// gateway drifted (0 for the publish's own command).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Deploy actions.

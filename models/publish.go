@@ -92,6 +92,11 @@ const (
 	PublishEventDeployCancelled   = "deploy_cancelled"
 	PublishEventWithdrawn         = "withdrawn"
 	PublishEventDegraded          = "degraded"
+	// PublishEventRepair: an agent's gateway drifted from the published revision and the
+	// control plane sent it again (drift policy repair).
+	PublishEventRepair = "drift_repair"
+	// PublishEventDrift: an agent's gateway drifted and the cluster's policy only reports it.
+	PublishEventDrift = "drift_detected"
 	// PublishEventOrphanReleased: the run that held the publish never started or ended without
 	// its outcome; the reconciler released the publish.
 	PublishEventOrphanReleased = "orphan_released"

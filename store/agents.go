@@ -83,6 +83,8 @@ type AgentConnection struct {
 	// Version and Hostname replace the agent's when set.
 	Version, Hostname string
 	Applied           []models.AppliedRevision
+	// CredentialChecksum is the checksum of the agent's credential set (empty: unknown).
+	CredentialChecksum string
 }
 
 // MarkAgentConnected claims the agent row for the session (the newest stream wins), records
@@ -92,7 +94,8 @@ func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok b
 	err = s.InTx(ctx, func(ctx context.Context) error {
 		tx := s.db(ctx)
 		changes := map[string]any{"status": models.AgentConnected, "session_id": c.SessionID, "last_connected_at": c.At, "last_heartbeat_at": c.At,
-			"ip_address": c.IP, "applied": models.JSON[[]models.AppliedRevision]{V: c.Applied}, "updated_at": c.At}
+			"ip_address": c.IP, "applied": models.JSON[[]models.AppliedRevision]{V: c.Applied}, "updated_at": c.At,
+			"credential_checksum": models.Cut(c.CredentialChecksum, 64)}
 		if c.Version != "" {
 			changes["version"] = models.Cut(c.Version, 50)
 		}
@@ -154,6 +157,8 @@ type Heartbeat struct {
 	AgentID, SessionID uuid.UUID
 	At                 time.Time
 	Applied            string
+	// CredentialChecksum replaces the agent's when set.
+	CredentialChecksum string
 }
 
 // RecordHeartbeats writes a batch of heartbeats in one statement and returns the agents it
@@ -164,14 +169,16 @@ func (s *Store) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (curren
 	sids := make([]string, len(beats))
 	ats := make([]time.Time, len(beats))
 	applied := make([]string, len(beats))
+	creds := make([]string, len(beats))
 	for i, b := range beats {
-		ids[i], sids[i], ats[i], applied[i] = b.AgentID.String(), b.SessionID.String(), b.At, b.Applied
+		ids[i], sids[i], ats[i], applied[i], creds[i] = b.AgentID.String(), b.SessionID.String(), b.At, b.Applied, b.CredentialChecksum
 	}
 	err = s.db(ctx).Raw(`UPDATE agents a SET last_heartbeat_at = v.at,
-			applied = CASE WHEN v.applied = '' THEN a.applied ELSE v.applied::jsonb END
-		FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[], ?::text[]) AS v(id, sid, at, applied)
+			applied = CASE WHEN v.applied = '' THEN a.applied ELSE v.applied::jsonb END,
+			credential_checksum = CASE WHEN v.creds = '' THEN a.credential_checksum ELSE v.creds END
+		FROM unnest(?::uuid[], ?::uuid[], ?::timestamptz[], ?::text[], ?::text[]) AS v(id, sid, at, applied, creds)
 		WHERE a.id = v.id AND a.session_id = v.sid AND a.status = 'connected'
-		RETURNING a.id`, pgArray(ids), pgArray(sids), pgTimeArray(ats), pgArray(applied)).Scan(&current).Error
+		RETURNING a.id`, pgArray(ids), pgArray(sids), pgTimeArray(ats), pgArray(applied), pgArray(creds)).Scan(&current).Error
 	return current, err
 }
 

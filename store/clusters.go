@@ -28,6 +28,9 @@ const clusterViewSelect = `clusters.*,
 
 // CreateCluster inserts a cluster; a taken name is ErrConflict.
 func (s *Store) CreateCluster(ctx context.Context, c *models.Cluster) error {
+	if c.DriftPolicy == "" {
+		c.DriftPolicy = models.DriftRepair
+	}
 	err := s.db(ctx).Create(c).Error
 	if IsUniqueViolation(err, "") {
 		return fmt.Errorf("cluster %q: %w", c.Name, ErrConflict)

@@ -1,6 +1,7 @@
 package nginx
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,6 +63,11 @@ type Server struct {
 	liveGen string
 	seq     int
 	proc    *process
+	// tampered are live sites whose files in the current generation no longer hold what was
+	// loaded (edited by hand, removed): the next Apply writes them again even when the desired
+	// content is unchanged. lastDrift is the last Drift answer, returned while an apply runs.
+	tampered  map[string]string
+	lastDrift map[string]string
 
 	// skipBindCheck lets tests reach the reload with a socket another process holds.
 	skipBindCheck bool
@@ -199,7 +205,7 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 	running := s.proc != nil && s.proc.alive()
 	changed := map[string]bool{}
 	for id, site := range desired {
-		if cur, ok := s.live[id]; !ok || cur.hash() != site.hash() {
+		if cur, ok := s.live[id]; !ok || cur.hash() != site.hash() || s.tampered[id] != "" {
 			changed[id] = true
 		}
 	}
@@ -219,7 +225,7 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 	if err != nil {
 		return refused, err
 	}
-	if running && sameSites(tree, s.live) {
+	if running && sameSites(tree, s.live) && len(s.tampered) == 0 {
 		return refused, nil // every change was refused
 	}
 
@@ -250,6 +256,7 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 		return refused, err
 	}
 	s.live, s.liveGen = tree, gen
+	s.tampered = nil // the new generation was written whole
 	s.pruneGenerations(gen, prevGen)
 	s.log.Info("nginx serves a new generation", "generation", gen, "sites", len(tree), "changed", len(changed), "removed", removed, "refused", len(refused),
 		"check_ms", ms(checked.Sub(began)), "stage_ms", ms(staged.Sub(checked)), "reload_ms", ms(time.Since(staged)))
@@ -502,6 +509,54 @@ func (s *Server) Stop(timeout time.Duration) error {
 		}
 	}
 	return s.proc.stop(timeout)
+}
+
+// Drift reports, per site of ids, why nginx does not serve it as it was loaded: it is not in
+// the live tree, nginx is not running, or a file of the current generation changed on disk (a
+// hand edit nginx would pick up on its next reload). Such sites are rewritten by the next
+// Apply. While an apply holds the server, the previous answer is returned rather than waiting.
+func (s *Server) Drift(ids []string) map[string]string {
+	if !s.mu.TryLock() {
+		return s.lastDrift
+	}
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for _, id := range ids {
+		if _, ok := s.live[id]; !ok {
+			out[id] = "nginx does not serve it"
+		}
+	}
+	if s.liveGen != "" {
+		running := s.proc != nil && s.proc.alive()
+		dir := filepath.Join(s.opts.Dir, "gen", s.liveGen, "sites")
+		for id, site := range s.live {
+			if !running {
+				out[id] = "nginx is not running"
+				continue
+			}
+			for _, name := range site.fileNames() {
+				got, err := os.ReadFile(filepath.Join(dir, id, name))
+				if err != nil {
+					out[id] = "rendered file " + name + " is missing"
+					break
+				}
+				if !bytes.Equal(got, site.Files[name]) {
+					out[id] = "rendered file " + name + " was changed on disk"
+					break
+				}
+			}
+		}
+	}
+	for id, why := range out {
+		if _, ok := s.live[id]; ok {
+			if s.tampered == nil {
+				s.tampered = map[string]string{}
+			}
+			s.tampered[id] = why
+		}
+	}
+	s.lastDrift = out
+	return out
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -99,7 +99,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		MissedHeartbeats:  cfg.Agent.MissedHeartbeats,
 		FlushInterval:     cfg.Agent.PresenceFlushInterval,
 	}, st, signer, agentgw.WithLogger(log.With("component", "agentgw")), agentgw.WithResultSink(resultSink(&temporal, st, log)),
-		agentgw.WithMetrics(reg, replicaName()))
+		agentgw.WithMetrics(reg, replicaName()), agentgw.WithSyncMetrics(metrics.NewSync(reg)))
 	grpcSrv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{
 		TLSCertFile: cfg.GRPC.TLSCertFile, TLSKeyFile: cfg.GRPC.TLSKeyFile,
 		MaxRecvMsgSize: cfg.GRPC.MaxRecvMsgSize, MaxSendMsgSize: cfg.GRPC.MaxSendMsgSize, KeepaliveMinTime: cfg.GRPC.KeepaliveMin,
@@ -110,7 +110,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	api := httpapi.NewAPI(httpapi.Deps{Store: st, Auth: auth, Temporal: &temporal, Logger: log,
 		Hooks: httpapi.Hooks{Agents: gw, CatalogUsage: store.PublishUsage{Store: st}},
 		Settings: httpapi.Settings{RegistrationTokenTTL: cfg.Agent.RegistrationTokenTTL,
-			PublishDeadline: cfg.Workflow.PublishDeadline, ApprovalDeadline: cfg.Workflow.ApprovalDeadline, TaskQueue: cfg.Temporal.TaskQueue},
+			PublishDeadline: cfg.Workflow.PublishDeadline, ApprovalDeadline: cfg.Workflow.ApprovalDeadline, TaskQueue: cfg.Temporal.TaskQueue,
+			SyncLimits: gw.SyncLimits()},
 	})
 
 	proxies, _ := cfg.HTTP.TrustedProxyNets() // validated when the configuration was loaded

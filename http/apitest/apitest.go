@@ -128,7 +128,7 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	signer, err := agentgw.NewSigner(AgentJWTSecret, tm.JWTTTL)
 	must(t, err)
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
-		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer,
+		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval, DriftGrace: tm.DriftGrace, RepairEvery: tm.RepairEvery}, e.Store, signer,
 		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store}), agentgw.WithLogger(e.Log),
 			agentgw.WithMetrics(e.Metrics, fmt.Sprintf("replica-%d", e.replicas.Add(1)))}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
@@ -220,6 +220,9 @@ type AgentTiming struct {
 	MissedHeartbeats  int
 	FlushInterval     time.Duration
 	JWTTTL            time.Duration
+	// DriftGrace and RepairEvery tune desired vs applied (agentgw.Config); zero: defaults.
+	DriftGrace  time.Duration
+	RepairEvery time.Duration
 }
 
 // AgentJWTSecret signs agent JWTs in tests.
@@ -267,10 +270,12 @@ func New(t testing.TB, o Options) *Env {
 	if hooks.CatalogUsage == nil {
 		hooks.CatalogUsage = store.PublishUsage{Store: e.Store}
 	}
+	settings := httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline}
 	if o.Agents != nil {
 		e.timing = *o.Agents
 		e.Replica = e.StartReplica(t, "127.0.0.1:0")
 		hooks.Agents = e.Replica.Gateway
+		settings.SyncLimits = e.Replica.Gateway.SyncLimits()
 	}
 	e.API = httpapi.NewAPI(httpapi.Deps{
 		Store: e.Store,
@@ -279,7 +284,7 @@ func New(t testing.TB, o Options) *Env {
 		}),
 		Temporal: e.Temporal,
 		Hooks:    hooks,
-		Settings: httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline},
+		Settings: settings,
 		Logger:   e.Log,
 	})
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log, Registry: e.Metrics,

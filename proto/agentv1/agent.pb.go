@@ -654,9 +654,12 @@ type ConnectRequest struct {
 	Hostname string `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// The publish revisions the agent currently has applied, so the server can tell which
 	// deployments it still needs to send after an outage.
-	Applied       []*AppliedRevision `protobuf:"bytes,8,rep,name=applied,proto3" json:"applied,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Applied []*AppliedRevision `protobuf:"bytes,8,rep,name=applied,proto3" json:"applied,omitempty"`
+	// The checksum of the agent's credential set (see Heartbeat.credential_checksum), so the
+	// server can send what is missing before anything else. Empty from agents before v0.3.
+	CredentialChecksum string `protobuf:"bytes,9,opt,name=credential_checksum,json=credentialChecksum,proto3" json:"credential_checksum,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ConnectRequest) Reset() {
@@ -756,6 +759,13 @@ func (x *ConnectRequest) GetApplied() []*AppliedRevision {
 		return x.Applied
 	}
 	return nil
+}
+
+func (x *ConnectRequest) GetCredentialChecksum() string {
+	if x != nil {
+		return x.CredentialChecksum
+	}
+	return ""
 }
 
 type isConnectRequest_Credential interface {
@@ -897,7 +907,11 @@ type AppliedRevision struct {
 	// The applied revision of that publish.
 	Revision int32 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// The hex SHA-256 of the snapshot bytes that were applied.
-	Checksum      string `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	Checksum string `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// Why the gateway does not serve exactly this revision although the agent applied it: a
+	// rendered file changed on disk, the gateway is not running, ... Empty when the gateway has
+	// loaded the revision as rendered. The server counts a non-empty drift as drifted.
+	Drift         string `protobuf:"bytes,4,opt,name=drift,proto3" json:"drift,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -953,6 +967,13 @@ func (x *AppliedRevision) GetChecksum() string {
 	return ""
 }
 
+func (x *AppliedRevision) GetDrift() string {
+	if x != nil {
+		return x.Drift
+	}
+	return ""
+}
+
 // Heartbeat tells the server the agent is alive and what it runs. The server answers every
 // Heartbeat with a HeartbeatAck; an agent that hears nothing from the server for three heartbeat
 // intervals drops the stream and reconnects.
@@ -970,8 +991,20 @@ type Heartbeat struct {
 	// The server records the newest time as the credential's last-used time, only for
 	// credentials it sent to the agent's cluster; other entries are ignored.
 	CredentialUsage []*CredentialUsage `protobuf:"bytes,4,rep,name=credential_usage,json=credentialUsage,proto3" json:"credential_usage,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The digest of the applied set, sent with every heartbeat: the lowercase hex SHA-256 of one
+	// line "<publish_id> <revision> <checksum> <drift>\n" per applied revision, sorted by
+	// publish_id. Agents before v0.3 leave it empty and send the full applied list every time.
+	AppliedDigest string `protobuf:"bytes,5,opt,name=applied_digest,json=appliedDigest,proto3" json:"applied_digest,omitempty"`
+	// True when applied carries the full applied set; the agent sends it when the digest changed
+	// since its previous heartbeat on this stream, on the stream's first heartbeat, and when a
+	// HeartbeatAck asked for it. False with a digest: applied is empty and unchanged.
+	AppliedFull bool `protobuf:"varint,6,opt,name=applied_full,json=appliedFull,proto3" json:"applied_full,omitempty"`
+	// The checksum of the credential set the agent holds: the lowercase hex SHA-256 of one line
+	// "<credential_id> <version>\n" per credential that is not revoked, sorted by credential_id
+	// (the SHA-256 of nothing for an empty set).
+	CredentialChecksum string `protobuf:"bytes,7,opt,name=credential_checksum,json=credentialChecksum,proto3" json:"credential_checksum,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -1030,6 +1063,27 @@ func (x *Heartbeat) GetCredentialUsage() []*CredentialUsage {
 		return x.CredentialUsage
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetAppliedDigest() string {
+	if x != nil {
+		return x.AppliedDigest
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetAppliedFull() bool {
+	if x != nil {
+		return x.AppliedFull
+	}
+	return false
+}
+
+func (x *Heartbeat) GetCredentialChecksum() string {
+	if x != nil {
+		return x.CredentialChecksum
+	}
+	return ""
 }
 
 // CredentialUsage is the use of one credential on one agent since its previous report.
@@ -1101,7 +1155,10 @@ func (x *CredentialUsage) GetRequests() int64 {
 type HeartbeatAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The server's clock, so agents can report clock skew.
-	ServerTime    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
+	ServerTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
+	// The server does not know the applied set the heartbeat's digest names: the agent sends the
+	// full list with its next heartbeat.
+	SendApplied   bool `protobuf:"varint,2,opt,name=send_applied,json=sendApplied,proto3" json:"send_applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1141,6 +1198,13 @@ func (x *HeartbeatAck) GetServerTime() *timestamppb.Timestamp {
 		return x.ServerTime
 	}
 	return nil
+}
+
+func (x *HeartbeatAck) GetSendApplied() bool {
+	if x != nil {
+		return x.SendApplied
+	}
+	return false
 }
 
 // DeployCommand asks the agent to apply or withdraw a publish revision. The agent answers with a
@@ -2051,7 +2115,7 @@ const file_agent_proto_rawDesc = "" +
 	"\rreplace_token\x18\x05 \x01(\v2\x16.agent.v1.ReplaceTokenH\x00R\freplaceToken\x12'\n" +
 	"\x05close\x18\x06 \x01(\v2\x0f.agent.v1.CloseH\x00R\x05close\x12=\n" +
 	"\rheartbeat_ack\x18\a \x01(\v2\x16.agent.v1.HeartbeatAckH\x00R\fheartbeatAckB\t\n" +
-	"\apayload\"\xc7\x02\n" +
+	"\apayload\"\xf8\x02\n" +
 	"\x0eConnectRequest\x12/\n" +
 	"\x12registration_token\x18\x01 \x01(\tH\x00R\x11registrationToken\x12\x1d\n" +
 	"\tagent_jwt\x18\x02 \x01(\tH\x00R\bagentJwt\x12'\n" +
@@ -2061,7 +2125,8 @@ const file_agent_proto_rawDesc = "" +
 	"agent_name\x18\x05 \x01(\tR\tagentName\x12#\n" +
 	"\ragent_version\x18\x06 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\a \x01(\tR\bhostname\x123\n" +
-	"\aapplied\x18\b \x03(\v2\x19.agent.v1.AppliedRevisionR\aappliedB\f\n" +
+	"\aapplied\x18\b \x03(\v2\x19.agent.v1.AppliedRevisionR\aapplied\x12/\n" +
+	"\x13credential_checksum\x18\t \x01(\tR\x12credentialChecksumB\f\n" +
 	"\n" +
 	"credential\"\xb2\x02\n" +
 	"\x0fConnectResponse\x12\x19\n" +
@@ -2072,25 +2137,30 @@ const file_agent_proto_rawDesc = "" +
 	"\tagent_jwt\x18\x04 \x01(\tR\bagentJwt\x12@\n" +
 	"\x0ejwt_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fjwtExpiresAt\x12%\n" +
 	"\x0erefresh_secret\x18\x06 \x01(\tR\rrefreshSecret\x12<\n" +
-	"\x1aheartbeat_interval_seconds\x18\a \x01(\x05R\x18heartbeatIntervalSeconds\"h\n" +
+	"\x1aheartbeat_interval_seconds\x18\a \x01(\x05R\x18heartbeatIntervalSeconds\"~\n" +
 	"\x0fAppliedRevision\x12\x1d\n" +
 	"\n" +
 	"publish_id\x18\x01 \x01(\tR\tpublishId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x05R\brevision\x12\x1a\n" +
-	"\bchecksum\x18\x03 \x01(\tR\bchecksum\"\xe6\x01\n" +
+	"\bchecksum\x18\x03 \x01(\tR\bchecksum\x12\x14\n" +
+	"\x05drift\x18\x04 \x01(\tR\x05drift\"\xe1\x02\n" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x123\n" +
 	"\aapplied\x18\x02 \x03(\v2\x19.agent.v1.AppliedRevisionR\aapplied\x12)\n" +
 	"\x10credential_count\x18\x03 \x01(\x03R\x0fcredentialCount\x12D\n" +
-	"\x10credential_usage\x18\x04 \x03(\v2\x19.agent.v1.CredentialUsageR\x0fcredentialUsage\"\x90\x01\n" +
+	"\x10credential_usage\x18\x04 \x03(\v2\x19.agent.v1.CredentialUsageR\x0fcredentialUsage\x12%\n" +
+	"\x0eapplied_digest\x18\x05 \x01(\tR\rappliedDigest\x12!\n" +
+	"\fapplied_full\x18\x06 \x01(\bR\vappliedFull\x12/\n" +
+	"\x13credential_checksum\x18\a \x01(\tR\x12credentialChecksum\"\x90\x01\n" +
 	"\x0fCredentialUsage\x12#\n" +
 	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12<\n" +
 	"\flast_used_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastUsedAt\x12\x1a\n" +
-	"\brequests\x18\x03 \x01(\x03R\brequests\"K\n" +
+	"\brequests\x18\x03 \x01(\x03R\brequests\"n\n" +
 	"\fHeartbeatAck\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"\xda\x01\n" +
+	"serverTime\x12!\n" +
+	"\fsend_applied\x18\x02 \x01(\bR\vsendApplied\"\xda\x01\n" +
 	"\rDeployCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1d\n" +

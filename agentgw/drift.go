@@ -1,0 +1,182 @@
+package agentgw
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/imprun/imprun-server/metrics"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/syncstate"
+)
+
+// SyncLimits are the limits the gateway judges desired vs applied with; the REST API shows the
+// same states with the same limits.
+func (g *Gateway) SyncLimits() syncstate.Limits {
+	return syncstate.Limits{
+		Grace: g.cfg.DriftGrace,
+		// Postgres holds a heartbeat up to persistEvery plus one flush late (see presence).
+		StaleAfter: time.Duration(g.cfg.MissedHeartbeats)*g.cfg.HeartbeatInterval + 2*g.cfg.FlushInterval,
+		MaxRepairs: g.cfg.MaxRepairs,
+	}
+}
+
+// appliedDigest is Heartbeat.applied_digest of an applied set, as the protocol defines it.
+func appliedDigest(rs []models.AppliedRevision) string {
+	sorted := append([]models.AppliedRevision(nil), rs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].PublishID < sorted[j].PublishID })
+	h := sha256.New()
+	var buf []byte
+	for _, r := range sorted {
+		buf = append(buf[:0], r.PublishID...)
+		buf = append(buf, ' ')
+		buf = strconv.AppendInt(buf, int64(r.Revision), 10)
+		buf = append(buf, ' ')
+		buf = append(buf, r.Checksum...)
+		buf = append(buf, ' ')
+		buf = append(buf, r.Drift...)
+		buf = append(buf, '\n')
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func toApplied(rs []*agentv1.AppliedRevision) []models.AppliedRevision {
+	out := make([]models.AppliedRevision, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, models.AppliedRevision{PublishID: models.Cut(r.GetPublishId(), 64), Revision: int(r.GetRevision()),
+			Checksum: models.Cut(r.GetChecksum(), 64), Drift: models.Cut(r.GetDrift(), 300)})
+	}
+	return out
+}
+
+// driftLoop compares, every DriftCheckInterval, what the agents connected here serve with what
+// their clusters should serve, and repairs what drifted (policy repair).
+func (g *Gateway) driftLoop(ctx context.Context) {
+	t := time.NewTicker(g.cfg.DriftCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		clusters := map[uuid.UUID][]*session{}
+		for _, s := range g.sessions.all() {
+			clusters[s.clusterID] = append(clusters[s.clusterID], s)
+		}
+		for cid, ss := range clusters {
+			if ctx.Err() != nil {
+				return
+			}
+			g.checkCluster(ctx, cid, ss)
+		}
+	}
+}
+
+// checkCluster computes a cluster's sync state and repairs the drifted agents among ss.
+func (g *Gateway) checkCluster(ctx context.Context, clusterID uuid.UUID, ss []*session) {
+	in, err := g.store.ClusterSyncInputs(ctx, clusterID)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.log.Warn("sync state: load cluster", "cluster_id", clusterID, "err", err)
+		}
+		return
+	}
+	cs := syncstate.Compute(in, time.Now().UTC(), g.SyncLimits())
+	g.syncm.setSync(cs)
+	for _, s := range ss {
+		a, ok := cs.Agent(s.agentID)
+		if !ok {
+			continue
+		}
+		g.logIgnored(s, a)
+		g.repair(ctx, s, cs, a, false)
+	}
+}
+
+// logIgnored logs, once per distinct report, applied revisions the agent reports that its
+// cluster does not run: they are ignored.
+func (g *Gateway) logIgnored(s *session, a syncstate.AgentSync) {
+	if len(a.Ignored) == 0 {
+		return
+	}
+	sig := appliedDigest(a.Ignored)
+	s.mu.Lock()
+	seen := s.ignoredSig == sig
+	s.ignoredSig = sig
+	s.mu.Unlock()
+	if !seen {
+		g.log.Warn("agent reports applied revisions its cluster does not run; ignored", "agent_id", s.agentID, "cluster_id", s.clusterID,
+			"entries", len(a.Ignored), "first_publish_id", a.Ignored[0].PublishID, "first_revision", a.Ignored[0].Revision)
+	}
+}
+
+// repair sends agent a what drifted, at most once per RepairEvery per agent (connect is the
+// exception: an agent that comes back with an empty state directory gets everything at once).
+func (g *Gateway) repair(ctx context.Context, s *session, cs syncstate.ClusterSync, a syncstate.AgentSync, onConnect bool) {
+	plan := syncstate.PlanFor(cs, a)
+	if plan.Empty() {
+		return
+	}
+	now := time.Now().UTC()
+	s.mu.Lock()
+	if !onConnect && now.Sub(s.lastRepair) < g.cfg.RepairEvery {
+		s.mu.Unlock()
+		return
+	}
+	s.lastRepair = now
+	s.mu.Unlock()
+	created, err := syncstate.Repairer{Store: g.store, Every: g.cfg.RepairEvery}.Repair(ctx, cs.ClusterID, a, plan, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.log.Warn("drift repair failed; the next check tries again", "agent_id", s.agentID, "err", err)
+		}
+		return
+	}
+	if created {
+		g.syncm.repaired(len(plan.Publishes), plan.Credentials)
+		g.log.Info("drift repair sent", "agent_id", s.agentID, "cluster_id", s.clusterID, "publishes", len(plan.Publishes), "credentials", plan.Credentials,
+			"on_connect", onConnect)
+	}
+}
+
+// repairOnConnect runs before the agent's pending commands are sent: an agent whose state is
+// missing publishes or credentials (a wiped state directory) gets the cluster's whole desired
+// set first (repairs sort before ordinary commands).
+func (g *Gateway) repairOnConnect(ctx context.Context, s *session) {
+	in, err := g.store.ClusterSyncInputs(ctx, s.clusterID)
+	if err != nil {
+		return
+	}
+	cs := syncstate.Compute(in, time.Now().UTC(), g.SyncLimits())
+	if a, ok := cs.Agent(s.agentID); ok {
+		g.repair(ctx, s, cs, a, true)
+	}
+}
+
+// syncMetrics adapts the sync series to what the drift loop computes; the zero value records
+// nothing.
+type syncMetrics struct{ m *metrics.Sync }
+
+func (s syncMetrics) setSync(cs syncstate.ClusterSync) {
+	if s.m == nil {
+		return
+	}
+	c := cs.Counts
+	s.m.Set(cs.ClusterID.String(), map[string]int{syncstate.Synced: c.Synced, syncstate.Progressing: c.Progressing,
+		syncstate.Failed: c.Failed, syncstate.Drifted: c.Drifted, syncstate.Stale: c.Stale})
+}
+
+func (s syncMetrics) repaired(publishes int, credentials bool) {
+	s.m.Repaired("publish", publishes)
+	if credentials {
+		s.m.Repaired("credentials", 1)
+	}
+}
