@@ -28,6 +28,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // InstrumentationName names the tracer of imprun's own spans.
@@ -118,11 +119,15 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 }
 
 // Install makes tp the process's tracer provider and turns tracing on (tests install one with
-// an in-memory exporter).
-func Install(tp trace.TracerProvider) {
+// an in-memory exporter). The returned function turns it off again (a no-op provider).
+func Install(tp trace.TracerProvider) (uninstall func()) {
 	otel.SetTextMapPropagator(Propagator)
 	otel.SetTracerProvider(tp)
 	enabled.Store(true)
+	return func() {
+		enabled.Store(false)
+		otel.SetTracerProvider(noop.NewTracerProvider())
+	}
 }
 
 // Tracer is the tracer of imprun's own spans.
