@@ -18,6 +18,7 @@ import (
 	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/tracing"
 	"github.com/imprun/imprun-server/workflows"
 )
 
@@ -183,10 +184,11 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 	// A fixed number of statements however many clusters: one batch of commands, one upsert of
 	// the rollout rows, one read back.
 	cmds := make([]*models.AgentCommand, len(clusters))
+	trace := models.TraceContext(tracing.Inject(ctx)) // the agents' handling joins the rollout's trace
 	actions := make([]string, len(clusters))
 	for i, cl := range clusters {
 		cmd := &models.AgentCommand{ClusterID: cl, DedupeKey: fmt.Sprintf("cred/%s/%d/%s", c.ID, c.Version, cl),
-			SupersedeKey: "credential/" + c.ID.String() + "/" + cl.String()}
+			SupersedeKey: "credential/" + c.ID.String() + "/" + cl.String(), TraceContext: trace}
 		actions[i] = models.RolloutRevoke
 		if g, ok := grants[cl]; ok {
 			actions[i] = models.RolloutUpsert

@@ -22,6 +22,7 @@ import (
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/publish"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/tracing"
 	"github.com/imprun/imprun-server/workflows"
 )
 
@@ -160,7 +161,9 @@ func (a *Publish) EnqueueDeploy(ctx context.Context, in workflows.DeployCommandI
 	}
 	cmd := models.AgentCommand{ClusterID: cid, Kind: models.CommandDeploy, Priority: models.PriorityNormal,
 		DedupeKey: "deploy/" + in.WorkflowID, SupersedeKey: "publish/" + in.PublishID,
-		Payload: models.ToJSONMap(models.DeployPayload{PublishID: in.PublishID, Revision: in.Revision, Checksum: in.Checksum, Action: in.Action})}
+		// The activity's span: the gateway's delivery and the agent's apply continue its trace.
+		TraceContext: tracing.Inject(ctx),
+		Payload:      models.ToJSONMap(models.DeployPayload{PublishID: in.PublishID, Revision: in.Revision, Checksum: in.Checksum, Action: in.Action})}
 	created, err := a.Store.EnqueueCommand(ctx, &cmd)
 	if err != nil {
 		return workflows.DeployCommandResult{}, err

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -558,22 +559,33 @@ func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKin
 			return nil
 		}
 		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
-			res := a.deploy(ctx, log, cmd)
+			sctx, span := commandSpan(ctx, "agent.deploy", cmd.GetTraceContext(), deployAttrs(cmd)...)
+			res := a.deploy(sctx, log, cmd)
 			if res == nil {
+				span.End() // interrupted; the redelivery gets a span of its own
 				return nil
 			}
+			finishDeploySpan(span, res)
 			a.metrics.deployed(res)
 			return &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: res}}
 		})
 	case *agentv1.ServerMessage_CredentialUpsert:
 		cmd := p.CredentialUpsert
 		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
-			return ackMessage(cmd.GetCommandId(), a.upsertCredential(log, cmd))
+			_, span := commandSpan(ctx, "agent.credential_upsert", cmd.GetTraceContext(),
+				attribute.String("imprun.command_id", cmd.GetCommandId()), attribute.String("imprun.credential_id", cmd.GetCredentialId()))
+			msg := ackMessage(cmd.GetCommandId(), a.upsertCredential(log, cmd))
+			finishAckSpan(span, msg)
+			return msg
 		})
 	case *agentv1.ServerMessage_CredentialRevoke:
 		cmd := p.CredentialRevoke
 		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
-			return ackMessage(cmd.GetCommandId(), a.revokeCredential(log, cmd))
+			_, span := commandSpan(ctx, "agent.credential_revoke", cmd.GetTraceContext(),
+				attribute.String("imprun.command_id", cmd.GetCommandId()), attribute.String("imprun.credential_id", cmd.GetCredentialId()))
+			msg := ackMessage(cmd.GetCommandId(), a.revokeCredential(log, cmd))
+			finishAckSpan(span, msg)
+			return msg
 		})
 	case *agentv1.ServerMessage_ReplaceToken:
 		cmd := p.ReplaceToken

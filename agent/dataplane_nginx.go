@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/imprun/imprun-server/agent/nginx"
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
 )
@@ -51,6 +53,8 @@ type nginxPlane struct {
 type deployJob struct {
 	cmd *agentv1.DeployCommand
 	log *slog.Logger
+	// span is the agent's span for the command, from submit to its answer.
+	span trace.Span
 }
 
 func newNginxPlane(a *Agent) *nginxPlane {
@@ -163,7 +167,8 @@ func (p *nginxPlane) submit(log *slog.Logger, cmd *agentv1.DeployCommand, send f
 		return
 	}
 	p.inflight[cmd.GetCommandId()] = send
-	p.queue = append(p.queue, &deployJob{cmd: cmd, log: log})
+	_, span := commandSpan(context.Background(), "agent.deploy", cmd.GetTraceContext(), deployAttrs(cmd)...)
+	p.queue = append(p.queue, &deployJob{cmd: cmd, log: log, span: span})
 	p.mu.Unlock()
 	p.kick()
 }
@@ -433,6 +438,7 @@ func (p *nginxPlane) answer(o *outcome) {
 		o.res.Status = agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED
 		log.Info("deploy succeeded", "message", o.res.Message)
 	}
+	finishDeploySpan(o.job.span, o.res)
 	p.a.metrics.deployed(o.res)
 	reply := &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: o.res}}
 	id := o.job.cmd.GetCommandId()
@@ -457,6 +463,7 @@ func (p *nginxPlane) forget(batch []*deployJob) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, j := range batch {
+		j.span.End() // interrupted; the redelivery gets a span of its own
 		delete(p.inflight, j.cmd.GetCommandId())
 	}
 }

@@ -249,6 +249,9 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 			"publish_id": r.GetPublishId(), "revision": r.GetRevision(), "status": status,
 			"message": models.Cut(r.GetMessage(), 2000), "checksum": r.GetChecksum(), "applied_resources": appliedResources(r.GetAppliedResources()),
 		}
+		if tc := traceContext(r.GetTraceContext()); tc != nil {
+			res[resultTraceKey] = tc
+		}
 		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(), ResultStatus: status, Result: res})
 	case *agentv1.AgentMessage_CommandAck:
 		a := p.CommandAck
@@ -266,8 +269,12 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 		if a.GetSuccess() {
 			status = "succeeded"
 		}
+		res := map[string]any{"success": a.GetSuccess(), "message": models.Cut(a.GetMessage(), 2000)}
+		if tc := traceContext(a.GetTraceContext()); tc != nil {
+			res[resultTraceKey] = tc
+		}
 		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(),
-			ResultStatus: status, Result: map[string]any{"success": a.GetSuccess(), "message": models.Cut(a.GetMessage(), 2000)}})
+			ResultStatus: status, Result: res})
 	case *agentv1.AgentMessage_TokenReplaced:
 		g.tokenReplaced(ctx, s, p.TokenReplaced)
 	case *agentv1.AgentMessage_ConnectRequest:
@@ -325,6 +332,7 @@ func (g *Gateway) deliver(s *session, c models.AgentCommand) {
 func (g *Gateway) deliverMessage(s *session, c models.AgentCommand, m *agentv1.ServerMessage) {
 	if s.offerCommand(c, m) {
 		g.metrics.Command(c.Kind, "sent", 1)
+		g.traceDelivery(s, c)
 		g.deliveries.add(store.DeliveryRecord{CommandID: c.ID, AgentID: s.agentID, Status: models.DeliverySent, At: time.Now().UTC()})
 	}
 }

@@ -28,7 +28,7 @@ func (g *Gateway) toMessage(c models.AgentCommand) (*agentv1.ServerMessage, erro
 		}
 		return &agentv1.ServerMessage{Payload: &agentv1.ServerMessage_DeployCommand{DeployCommand: &agentv1.DeployCommand{
 			CommandId: c.ID.String(), PublishId: p.PublishID, Revision: int32(p.Revision), Checksum: p.Checksum,
-			Action: action, SnapshotPath: SnapshotPath(p.PublishID, p.Revision),
+			Action: action, SnapshotPath: SnapshotPath(p.PublishID, p.Revision), TraceContext: c.TraceContext,
 		}}}, nil
 	case models.CommandCredentialUpsert:
 		var p models.CredentialUpsertPayload
@@ -40,7 +40,7 @@ func (g *Gateway) toMessage(c models.AgentCommand) (*agentv1.ServerMessage, erro
 			typ = agentv1.CredentialType_CREDENTIAL_TYPE_OAUTH_CLIENT
 		}
 		up := &agentv1.CredentialUpsert{CommandId: c.ID.String(), CredentialId: p.CredentialID, Version: p.Version, Type: typ,
-			KeyPrefix: p.KeyPrefix, SecretHash: p.SecretHash, ClientAppId: p.ClientAppID}
+			KeyPrefix: p.KeyPrefix, SecretHash: p.SecretHash, ClientAppId: p.ClientAppID, TraceContext: c.TraceContext}
 		for _, gr := range p.Grants {
 			up.Grants = append(up.Grants, &agentv1.CredentialGrant{PublishId: gr.PublishID, PlanId: gr.PlanID, Limits: &agentv1.PlanLimits{
 				RequestsPerSecond: gr.Limits.RequestsPerSecond, RequestsPerMinute: gr.Limits.RequestsPerMinute,
@@ -58,7 +58,7 @@ func (g *Gateway) toMessage(c models.AgentCommand) (*agentv1.ServerMessage, erro
 			return nil, err
 		}
 		return &agentv1.ServerMessage{Payload: &agentv1.ServerMessage_CredentialRevoke{CredentialRevoke: &agentv1.CredentialRevoke{
-			CommandId: c.ID.String(), CredentialId: p.CredentialID, Version: p.Version, Reason: p.Reason,
+			CommandId: c.ID.String(), CredentialId: p.CredentialID, Version: p.Version, Reason: p.Reason, TraceContext: c.TraceContext,
 		}}}, nil
 	}
 	return nil, fmt.Errorf("unknown command kind %q", c.Kind)

@@ -285,7 +285,13 @@ func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
 				defer func() { <-sem }()
 				for _, i := range byCommand[c] {
 					r := rs[i]
-					if err := g.sink.PassOn(ctx, r); err != nil {
+					sctx, span := resultSpan(ctx, r)
+					err := g.sink.PassOn(sctx, r)
+					if err != nil {
+						span.RecordError(err)
+					}
+					span.End()
+					if err != nil {
 						g.log.Warn("passing a result on failed; the sweeper retries", "command_id", r.CommandID, "agent_id", r.AgentID, "err", err)
 						continue
 					}

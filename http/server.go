@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 //go:embed openapi.yaml
@@ -80,6 +81,7 @@ func NewServer(o Options) *Server {
 	e.HTTPErrorHandler = s.handleError
 
 	e.Use(requestIDMiddleware)
+	e.Use(traceMiddleware)
 	e.Use(s.accessLog)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
@@ -189,6 +191,9 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			"request_id", requestID(c), "method", c.Request().Method, "route", route,
 			"path", c.Request().URL.Path, "status", status, "duration_ms", float64(elapsed.Microseconds()) / 1000,
 			"bytes_out", c.Response().Size, "ip", c.RealIP(),
+		}
+		if sc := trace.SpanContextFromContext(c.Request().Context()); sc.IsValid() {
+			attrs = append(attrs, "trace_id", sc.TraceID().String())
 		}
 		if p := principalOf(c); p != nil {
 			attrs = append(attrs, "actor", p.Email)

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"database/sql/driver"
 	"time"
 
 	"github.com/google/uuid"
@@ -207,9 +208,22 @@ type AgentCommand struct {
 	DedupeKey    string     `json:"dedupe_key"`
 	SupersedeKey string     `json:"supersede_key"`
 	Payload      JSONMap    `gorm:"type:jsonb" json:"payload"`
-	CreatedAt    time.Time  `json:"created_at"`
-	SupersededAt *time.Time `json:"superseded_at"`
+	// TraceContext is the W3C trace context of the span that queued the command (empty when
+	// tracing is off); the gateway sends it with the command.
+	TraceContext TraceContext `gorm:"type:jsonb" json:"trace_context"`
+	CreatedAt    time.Time    `json:"created_at"`
+	SupersededAt *time.Time   `json:"superseded_at"`
 }
+
+// TraceContext is a W3C trace context carrier ("traceparent", "tracestate") stored as a JSONB
+// object; nil is stored as {}.
+type TraceContext map[string]string
+
+// Value implements driver.Valuer.
+func (t TraceContext) Value() (driver.Value, error) { return Labels(t).Value() }
+
+// Scan implements sql.Scanner.
+func (t *TraceContext) Scan(src any) error { return scanJSON(src, (*map[string]string)(t)) }
 
 // Delivery statuses.
 const (

@@ -28,9 +28,9 @@ func (s *Store) EnqueueCommand(ctx context.Context, cmd *models.AgentCommand) (c
 		cmd.Payload = models.JSONMap{}
 	}
 	err = s.db(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Exec(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING`,
-			cmd.ClusterID, cmd.AgentID, cmd.Kind, cmd.Priority, cmd.DedupeKey, cmd.SupersedeKey, cmd.Payload)
+		res := tx.Exec(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload, trace_context)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING`,
+			cmd.ClusterID, cmd.AgentID, cmd.Kind, cmd.Priority, cmd.DedupeKey, cmd.SupersedeKey, cmd.Payload, cmd.TraceContext)
 		if res.Error != nil {
 			return res.Error
 		}
@@ -63,7 +63,7 @@ func (s *Store) EnqueueCommands(ctx context.Context, cmds []*models.AgentCommand
 	}
 	n := len(cmds)
 	clusters, agents, kinds, prios := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	keys, supersede, payloads := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	keys, supersede, payloads, traces := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	for _, c := range cmds {
 		if c.DedupeKey == "" {
 			return fmt.Errorf("command needs a dedupe key")
@@ -82,16 +82,21 @@ func (s *Store) EnqueueCommands(ctx context.Context, cmds []*models.AgentCommand
 		clusters, agents, kinds = append(clusters, c.ClusterID.String()), append(agents, agent), append(kinds, c.Kind)
 		prios, keys = append(prios, fmt.Sprint(c.Priority)), append(keys, c.DedupeKey)
 		supersede, payloads = append(supersede, c.SupersedeKey), append(payloads, string(p))
+		tc, err := c.TraceContext.Value()
+		if err != nil {
+			return err
+		}
+		traces = append(traces, tc.(string))
 	}
 	return s.db(ctx).Transaction(func(tx *gorm.DB) error {
 		var created []models.AgentCommand
-		if err := tx.Raw(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload)
-			SELECT v.cluster_id, nullif(v.agent_id, '')::uuid, v.kind, v.priority, v.dedupe_key, v.supersede_key, v.payload::jsonb
-			FROM unnest(?::uuid[], ?::text[], ?::text[], ?::smallint[], ?::text[], ?::text[], ?::text[])
-				AS v(cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload)
+		if err := tx.Raw(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload, trace_context)
+			SELECT v.cluster_id, nullif(v.agent_id, '')::uuid, v.kind, v.priority, v.dedupe_key, v.supersede_key, v.payload::jsonb, v.trace_context::jsonb
+			FROM unnest(?::uuid[], ?::text[], ?::text[], ?::smallint[], ?::text[], ?::text[], ?::text[], ?::text[])
+				AS v(cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload, trace_context)
 			ON CONFLICT (dedupe_key) DO NOTHING RETURNING *`,
 			models.StringArray(clusters), models.StringArray(agents), models.StringArray(kinds), models.StringArray(prios),
-			models.StringArray(keys), models.StringArray(supersede), models.StringArray(payloads)).Scan(&created).Error; err != nil {
+			models.StringArray(keys), models.StringArray(supersede), models.StringArray(payloads), models.StringArray(traces)).Scan(&created).Error; err != nil {
 			return err
 		}
 		rows := created

@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
+	"go.temporal.io/sdk/interceptor"
 
 	"github.com/imprun/imprun-server/retry"
+	"github.com/imprun/imprun-server/tracing"
 	sdklog "go.temporal.io/sdk/log"
 )
 
@@ -90,4 +93,20 @@ func (h *Holder) Close() {
 	if p := h.c.Load(); p != nil {
 		(*p).Close()
 	}
+}
+
+// Interceptors are the client interceptors of imprun's Temporal clients: with tracing on
+// (package tracing), the OpenTelemetry interceptor, which carries the caller's span into the
+// workflow and activity headers; the workers built on such a client use it too, so a REST
+// request, its workflow and the activities share one trace. Nil with tracing off: no headers
+// and no spans. It never adds workflow commands, so histories replay unchanged.
+func Interceptors() []interceptor.ClientInterceptor {
+	if !tracing.Enabled() {
+		return nil
+	}
+	i, err := temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{TextMapPropagator: tracing.Propagator})
+	if err != nil {
+		return nil // only fails on invalid options, which these are not
+	}
+	return []interceptor.ClientInterceptor{i}
 }

@@ -19,6 +19,8 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
+
+	"github.com/imprun/imprun-server/temporalclient"
 )
 
 // searchAttributes are the custom search attributes every workflow of imprun registers
@@ -168,7 +170,9 @@ func (s *TemporalServer) clientOptions() client.Options {
 	return client.Options{
 		HostPort:  s.hostPort,
 		Namespace: s.namespace,
-		Logger:    tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		// With tracing installed (a tracing test), the clients and workers carry spans.
+		Interceptors: temporalclient.Interceptors(),
+		Logger:       tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	}
 }
 

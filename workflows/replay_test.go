@@ -4,6 +4,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 )
 
@@ -28,5 +32,15 @@ func TestReplayRecordedHistories(t *testing.T) {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(tc.wf)
 		require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, tc.file), tc.file)
+
+		// The workers run with the OpenTelemetry tracing interceptor when tracing is on: it
+		// must not change a command sequence either (runs started untraced continue traced).
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewInMemoryExporter()))
+		ti, err := temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{Tracer: tp.Tracer("replay")})
+		require.NoError(t, err)
+		rt, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: []interceptor.WorkerInterceptor{ti}})
+		require.NoError(t, err)
+		rt.RegisterWorkflow(tc.wf)
+		require.NoError(t, rt.ReplayWorkflowHistoryFromJSONFile(nil, tc.file), tc.file+" with the tracing interceptor")
 	}
 }

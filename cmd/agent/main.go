@@ -35,6 +35,7 @@ import (
 
 	"github.com/imprun/imprun-server/agent"
 	"github.com/imprun/imprun-server/egress"
+	"github.com/imprun/imprun-server/tracing"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -158,6 +159,18 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent: --egress-allow: %v\n", err)
 		return exitUsage
 	}
+	// Tracing from the standard OTEL_* variables (off unless asked for): the agent's spans for
+	// commands join the traces the server sends with them.
+	shutdownTracing, err := tracing.Setup(ctx, "imprun-agent")
+	if err != nil {
+		fmt.Fprintf(stderr, "agent: %v\n", err)
+		return exitUsage
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdownTracing(fctx)
+	}()
 	creds, httpClient, err := transport(*server, *api, *caFile, *insecureFlag)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent: %v\n", err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,7 +23,17 @@ import (
 	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
+	"github.com/imprun/imprun-server/tracing"
 )
+
+// flushTracing exports the spans still buffered, for a few seconds at most.
+func flushTracing(shutdown func(context.Context) error, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := shutdown(ctx); err != nil {
+		log.Warn("flush traces", "err", err)
+	}
+}
 
 func serveCmd(load func() (*config.Config, error)) *cobra.Command {
 	return &cobra.Command{
@@ -48,6 +59,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	if err := cfg.ServeSafety(); err != nil {
 		return err
 	}
+	shutdownTracing, err := tracing.Setup(ctx, "imprun-api")
+	if err != nil {
+		return err
+	}
+	defer flushTracing(shutdownTracing, log)
 	if cfg.Dev.AllowInsecureTransport {
 		log.Warn("dev.allow_insecure_transport is on: OIDC and agent traffic may cross the network in the clear; never use this in production")
 	}
@@ -74,7 +90,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var temporal temporalclient.Holder
 	temporal.Connect(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace,
-		MetricsHandler: metrics.NewTemporal(reg)}, log)
+		MetricsHandler: metrics.NewTemporal(reg), Interceptors: temporalclient.Interceptors()}, log)
 	defer temporal.Close()
 
 	db, err := store.Open(sqlDB)

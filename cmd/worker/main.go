@@ -25,6 +25,7 @@ import (
 	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
+	"github.com/imprun/imprun-server/tracing"
 )
 
 func main() {
@@ -48,6 +49,17 @@ func main() {
 // health/metrics endpoint, and stops gracefully when ctx ends: the worker finishes the
 // activities it is running before it returns. ready receives the health address (tests).
 func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<- string) error {
+	shutdownTracing, err := tracing.Setup(ctx, "imprun-worker")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(fctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
 	sqlDB, err := store.OpenSQL(ctx, cfg.Database.URL, cfg.Database.ConnectRetry, log)
 	if err != nil {
 		return err
@@ -62,7 +74,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tc, err := temporalclient.Dial(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace,
-		MetricsHandler: metrics.NewTemporal(reg)}, cfg.Temporal.ConnectRetry, log)
+		MetricsHandler: metrics.NewTemporal(reg), Interceptors: temporalclient.Interceptors()}, cfg.Temporal.ConnectRetry, log)
 	if err != nil {
 		return err
 	}

@@ -1224,7 +1224,11 @@ type DeployCommand struct {
 	Action DeployAction `protobuf:"varint,5,opt,name=action,proto3,enum=agent.v1.DeployAction" json:"action,omitempty"`
 	// The REST path, relative to the agent API base URL, of the revision's snapshot, e.g.
 	// "/v1/agent/publishes/{id}/revisions/{n}". Empty for WITHDRAW.
-	SnapshotPath  string `protobuf:"bytes,6,opt,name=snapshot_path,json=snapshotPath,proto3" json:"snapshot_path,omitempty"`
+	SnapshotPath string `protobuf:"bytes,6,opt,name=snapshot_path,json=snapshotPath,proto3" json:"snapshot_path,omitempty"`
+	// W3C trace context ("traceparent", optionally "tracestate") of the span that queued this
+	// command: the agent's span for it is a child, so it joins the trace of the request that
+	// caused it. Empty when tracing is off; an agent without tracing ignores it.
+	TraceContext  map[string]string `protobuf:"bytes,7,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1301,6 +1305,13 @@ func (x *DeployCommand) GetSnapshotPath() string {
 	return ""
 }
 
+func (x *DeployCommand) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 // DeployResult answers a DeployCommand.
 type DeployResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1318,7 +1329,10 @@ type DeployResult struct {
 	AppliedResources []*AppliedResource `protobuf:"bytes,6,rep,name=applied_resources,json=appliedResources,proto3" json:"applied_resources,omitempty"`
 	// The hex SHA-256 of the snapshot bytes that were applied (the command's checksum on
 	// success; empty when no snapshot was applied).
-	Checksum      string `protobuf:"bytes,7,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	Checksum string `protobuf:"bytes,7,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// W3C trace context ("traceparent", optionally "tracestate") of the agent's apply span: the
+	// server's handling of this result is its child. Empty when the agent does not trace.
+	TraceContext  map[string]string `protobuf:"bytes,8,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1400,6 +1414,13 @@ func (x *DeployResult) GetChecksum() string {
 		return x.Checksum
 	}
 	return ""
+}
+
+func (x *DeployResult) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 // AppliedResource is one gateway resource an agent rendered, e.g. a Gateway API HTTPRoute or an
@@ -1666,7 +1687,11 @@ type CredentialUpsert struct {
 	// The publishes the credential may call, each with its plan limits.
 	Grants []*CredentialGrant `protobuf:"bytes,8,rep,name=grants,proto3" json:"grants,omitempty"`
 	// When the credential stops being valid; unset means it does not expire.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// W3C trace context ("traceparent", optionally "tracestate") of the span that queued this
+	// command: the agent's span for it is a child, so it joins the trace of the request that
+	// caused it. Empty when tracing is off; an agent without tracing ignores it.
+	TraceContext  map[string]string `protobuf:"bytes,10,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1764,6 +1789,13 @@ func (x *CredentialUpsert) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CredentialUpsert) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 // CredentialRevoke stops a credential at once. The agent answers with a CommandAck.
 type CredentialRevoke struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1774,7 +1806,11 @@ type CredentialRevoke struct {
 	// The credential's version after revocation (same sequence as CredentialUpsert.version).
 	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Why it was revoked, for logs (e.g. "rotated", "subscription cancelled").
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// W3C trace context ("traceparent", optionally "tracestate") of the span that queued this
+	// command: the agent's span for it is a child, so it joins the trace of the request that
+	// caused it. Empty when tracing is off; an agent without tracing ignores it.
+	TraceContext  map[string]string `protobuf:"bytes,5,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1837,6 +1873,13 @@ func (x *CredentialRevoke) GetReason() string {
 	return ""
 }
 
+func (x *CredentialRevoke) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 // CommandAck answers a CredentialUpsert or CredentialRevoke.
 type CommandAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1845,7 +1888,10 @@ type CommandAck struct {
 	// Whether the agent applied the command (an ignored stale version is still a success).
 	Success bool `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
 	// Detail: why it failed, or e.g. "ignored: stale version".
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// W3C trace context ("traceparent", optionally "tracestate") of the agent's span for the
+	// command: the server's handling of this ack is its child. Empty when the agent does not trace.
+	TraceContext  map[string]string `protobuf:"bytes,4,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1899,6 +1945,13 @@ func (x *CommandAck) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *CommandAck) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 // ReplaceToken rotates the agent's credentials. The agent persists them before answering with
@@ -2160,7 +2213,7 @@ const file_agent_proto_rawDesc = "" +
 	"\fHeartbeatAck\x12;\n" +
 	"\vserver_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12!\n" +
-	"\fsend_applied\x18\x02 \x01(\bR\vsendApplied\"\xda\x01\n" +
+	"\fsend_applied\x18\x02 \x01(\bR\vsendApplied\"\xeb\x02\n" +
 	"\rDeployCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1d\n" +
@@ -2169,7 +2222,11 @@ const file_agent_proto_rawDesc = "" +
 	"\brevision\x18\x03 \x01(\x05R\brevision\x12\x1a\n" +
 	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12.\n" +
 	"\x06action\x18\x05 \x01(\x0e2\x16.agent.v1.DeployActionR\x06action\x12#\n" +
-	"\rsnapshot_path\x18\x06 \x01(\tR\fsnapshotPath\"\x96\x02\n" +
+	"\rsnapshot_path\x18\x06 \x01(\tR\fsnapshotPath\x12N\n" +
+	"\rtrace_context\x18\a \x03(\v2).agent.v1.DeployCommand.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x03\n" +
 	"\fDeployResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1d\n" +
@@ -2179,7 +2236,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06status\x18\x04 \x01(\x0e2\x16.agent.v1.DeployStatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12F\n" +
 	"\x11applied_resources\x18\x06 \x03(\v2\x19.agent.v1.AppliedResourceR\x10appliedResources\x12\x1a\n" +
-	"\bchecksum\x18\a \x01(\tR\bchecksum\"\xaa\x01\n" +
+	"\bchecksum\x18\a \x01(\tR\bchecksum\x12M\n" +
+	"\rtrace_context\x18\b \x03(\v2(.agent.v1.DeployResult.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
 	"\x0fAppliedResource\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2198,7 +2259,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"publish_id\x18\x01 \x01(\tR\tpublishId\x12\x17\n" +
 	"\aplan_id\x18\x02 \x01(\tR\x06planId\x12,\n" +
-	"\x06limits\x18\x03 \x01(\v2\x14.agent.v1.PlanLimitsR\x06limits\"\xf0\x02\n" +
+	"\x06limits\x18\x03 \x01(\v2\x14.agent.v1.PlanLimitsR\x06limits\"\x84\x04\n" +
 	"\x10CredentialUpsert\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12#\n" +
@@ -2212,19 +2273,32 @@ const file_agent_proto_rawDesc = "" +
 	"\rclient_app_id\x18\a \x01(\tR\vclientAppId\x121\n" +
 	"\x06grants\x18\b \x03(\v2\x19.agent.v1.CredentialGrantR\x06grants\x129\n" +
 	"\n" +
-	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x88\x01\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12Q\n" +
+	"\rtrace_context\x18\n" +
+	" \x03(\v2,.agent.v1.CredentialUpsert.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x02\n" +
 	"\x10CredentialRevoke\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12#\n" +
 	"\rcredential_id\x18\x02 \x01(\tR\fcredentialId\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"_\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12Q\n" +
+	"\rtrace_context\x18\x05 \x03(\v2,.agent.v1.CredentialRevoke.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x01\n" +
 	"\n" +
 	"CommandAck\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x18\n" +
 	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xb3\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12K\n" +
+	"\rtrace_context\x18\x04 \x03(\v2&.agent.v1.CommandAck.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x01\n" +
 	"\fReplaceToken\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1b\n" +
@@ -2281,7 +2355,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_proto_goTypes = []any{
 	(DeployAction)(0),             // 0: agent.v1.DeployAction
 	(DeployStatus)(0),             // 1: agent.v1.DeployStatus
@@ -2307,7 +2381,12 @@ var file_agent_proto_goTypes = []any{
 	(*ReplaceToken)(nil),          // 21: agent.v1.ReplaceToken
 	(*TokenReplaced)(nil),         // 22: agent.v1.TokenReplaced
 	(*Close)(nil),                 // 23: agent.v1.Close
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	nil,                           // 24: agent.v1.DeployCommand.TraceContextEntry
+	nil,                           // 25: agent.v1.DeployResult.TraceContextEntry
+	nil,                           // 26: agent.v1.CredentialUpsert.TraceContextEntry
+	nil,                           // 27: agent.v1.CredentialRevoke.TraceContextEntry
+	nil,                           // 28: agent.v1.CommandAck.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_agent_proto_depIdxs = []int32{
 	7,  // 0: agent.v1.AgentMessage.connect_request:type_name -> agent.v1.ConnectRequest
@@ -2323,29 +2402,34 @@ var file_agent_proto_depIdxs = []int32{
 	23, // 10: agent.v1.ServerMessage.close:type_name -> agent.v1.Close
 	12, // 11: agent.v1.ServerMessage.heartbeat_ack:type_name -> agent.v1.HeartbeatAck
 	9,  // 12: agent.v1.ConnectRequest.applied:type_name -> agent.v1.AppliedRevision
-	24, // 13: agent.v1.ConnectResponse.jwt_expires_at:type_name -> google.protobuf.Timestamp
-	24, // 14: agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	29, // 13: agent.v1.ConnectResponse.jwt_expires_at:type_name -> google.protobuf.Timestamp
+	29, // 14: agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	9,  // 15: agent.v1.Heartbeat.applied:type_name -> agent.v1.AppliedRevision
 	11, // 16: agent.v1.Heartbeat.credential_usage:type_name -> agent.v1.CredentialUsage
-	24, // 17: agent.v1.CredentialUsage.last_used_at:type_name -> google.protobuf.Timestamp
-	24, // 18: agent.v1.HeartbeatAck.server_time:type_name -> google.protobuf.Timestamp
+	29, // 17: agent.v1.CredentialUsage.last_used_at:type_name -> google.protobuf.Timestamp
+	29, // 18: agent.v1.HeartbeatAck.server_time:type_name -> google.protobuf.Timestamp
 	0,  // 19: agent.v1.DeployCommand.action:type_name -> agent.v1.DeployAction
-	1,  // 20: agent.v1.DeployResult.status:type_name -> agent.v1.DeployStatus
-	15, // 21: agent.v1.DeployResult.applied_resources:type_name -> agent.v1.AppliedResource
-	2,  // 22: agent.v1.AppliedResource.status:type_name -> agent.v1.AppliedResourceStatus
-	16, // 23: agent.v1.CredentialGrant.limits:type_name -> agent.v1.PlanLimits
-	3,  // 24: agent.v1.CredentialUpsert.type:type_name -> agent.v1.CredentialType
-	17, // 25: agent.v1.CredentialUpsert.grants:type_name -> agent.v1.CredentialGrant
-	24, // 26: agent.v1.CredentialUpsert.expires_at:type_name -> google.protobuf.Timestamp
-	24, // 27: agent.v1.ReplaceToken.jwt_expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 28: agent.v1.Close.reason:type_name -> agent.v1.CloseReason
-	5,  // 29: agent.v1.AgentService.Connect:input_type -> agent.v1.AgentMessage
-	6,  // 30: agent.v1.AgentService.Connect:output_type -> agent.v1.ServerMessage
-	30, // [30:31] is the sub-list for method output_type
-	29, // [29:30] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	24, // 20: agent.v1.DeployCommand.trace_context:type_name -> agent.v1.DeployCommand.TraceContextEntry
+	1,  // 21: agent.v1.DeployResult.status:type_name -> agent.v1.DeployStatus
+	15, // 22: agent.v1.DeployResult.applied_resources:type_name -> agent.v1.AppliedResource
+	25, // 23: agent.v1.DeployResult.trace_context:type_name -> agent.v1.DeployResult.TraceContextEntry
+	2,  // 24: agent.v1.AppliedResource.status:type_name -> agent.v1.AppliedResourceStatus
+	16, // 25: agent.v1.CredentialGrant.limits:type_name -> agent.v1.PlanLimits
+	3,  // 26: agent.v1.CredentialUpsert.type:type_name -> agent.v1.CredentialType
+	17, // 27: agent.v1.CredentialUpsert.grants:type_name -> agent.v1.CredentialGrant
+	29, // 28: agent.v1.CredentialUpsert.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 29: agent.v1.CredentialUpsert.trace_context:type_name -> agent.v1.CredentialUpsert.TraceContextEntry
+	27, // 30: agent.v1.CredentialRevoke.trace_context:type_name -> agent.v1.CredentialRevoke.TraceContextEntry
+	28, // 31: agent.v1.CommandAck.trace_context:type_name -> agent.v1.CommandAck.TraceContextEntry
+	29, // 32: agent.v1.ReplaceToken.jwt_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 33: agent.v1.Close.reason:type_name -> agent.v1.CloseReason
+	5,  // 34: agent.v1.AgentService.Connect:input_type -> agent.v1.AgentMessage
+	6,  // 35: agent.v1.AgentService.Connect:output_type -> agent.v1.ServerMessage
+	35, // [35:36] is the sub-list for method output_type
+	34, // [34:35] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2380,7 +2464,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   19,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
