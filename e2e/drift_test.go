@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/syncstate"
 	"github.com/imprun/imprun-server/testharness"
@@ -81,10 +82,10 @@ func TestDriftRepair(t *testing.T) {
 		sa, _ := agentState(cs, "agent-a")
 		return sawRepair && sa.State == syncstate.Synced && string(got) == string(orig)
 	}, 40*time.Second, 200*time.Millisecond, "the hand edit was never repaired")
-	r := s.ops.Get("/v1/operator/audit-logs?action=agent.drift_repair")
-	if r.Status == http.StatusOK {
-		require.Contains(t, string(r.Body), "drift-repair")
-	}
+	admin := s.env.As(apitest.Persona{Email: "admin@example.com", Roles: []string{models.PlatformAdmin}})
+	r := admin.Get("/v1/operator/audit-logs?action=agent.drift_repair")
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	require.Contains(t, string(r.Body), `"actor_type":"system"`, "the repair is audited with actor system")
 
 	// Kill agent a (and its nginx): stale, never synced; the cluster is not healthy.
 	a.stop()
@@ -100,4 +101,94 @@ func TestDriftRepair(t *testing.T) {
 	rl := s.ops.Get("/v1/operator/clusters")
 	require.Equal(t, http.StatusOK, rl.Status, string(rl.Body))
 	require.Contains(t, string(rl.Body), `"healthy":false`)
+}
+
+// TestWipedStateDirectoryRestored: an agent whose state directory is wiped (its identity kept,
+// so it reconnects as itself and the outbox holds nothing it has not acknowledged) gets the
+// cluster's whole desired set back: the publish is served and its customer's key works again.
+func TestWipedStateDirectoryRestored(t *testing.T) {
+	t.Parallel()
+	be := newEchoBackend(t, "v1")
+	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: be.endpoint()})
+	dir, addr := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t))
+	ga := s.startGatewayAgentNamed(t, dir, s.token(t), addr, "agent-a")
+	ga.identity(t)
+	pub := created(t, s.owner, prov+"/product-publishes", s.publishBody(map[string]any{"auth_mode": "api-key"}))["id"].(string)
+	s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	plan := created(t, s.owner, prov+"/products/"+s.productID+"/plans", map[string]any{"name": "Starter",
+		"rate_limit": map[string]any{"requests": 100, "period": "minute"}})["id"].(string)
+	created(t, s.ops, "/v1/operator/tenants", map[string]any{"slug": "globex", "name": "Globex", "type": "customer", "owner_email": custP.Email})
+	customer := s.env.As(custP)
+	app := created(t, customer, "/v1/customer/apps", map[string]any{"name": "shop"})["id"].(string)
+	rs := customer.Post("/v1/customer/subscriptions", map[string]any{"product_publish_id": pub, "client_app_id": app, "plan_id": plan})
+	require.Equal(t, http.StatusCreated, rs.Status, string(rs.Body))
+	apiKey := created(t, customer, "/v1/customer/apps/"+app+"/credentials", map[string]any{"type": "api_key"})["key"].(string)
+	host := "payments.example.com"
+	require.Eventually(t, func() bool { return callGateway(t, addr, host, "/charges", key(apiKey)).Status == http.StatusOK },
+		30*time.Second, 50*time.Millisecond, "the key never worked")
+
+	// Wipe everything but the identity, nginx included.
+	ga.stop()
+	stopNginx(t, dir)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != "identity.json" {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, e.Name())))
+		}
+	}
+	_, err = tryGateway(addr, host, "/charges", key(apiKey))
+	require.Error(t, err, "nothing serves while the agent is down")
+
+	restarted := time.Now()
+	s.startGatewayAgentNamed(t, dir, "", addr, "agent-a")
+	require.Eventually(t, func() bool {
+		r, err := tryGateway(addr, host, "/charges", key(apiKey))
+		return err == nil && r.Status == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "the wiped agent never served the publish and the key again")
+	t.Logf("publish and credential restored %s after the restart", time.Since(restarted).Round(time.Millisecond))
+	require.Eventually(t, func() bool {
+		sa, ok := agentState(s.clusterSync(t), "agent-a")
+		return ok && sa.State == syncstate.Synced
+	}, 30*time.Second, 100*time.Millisecond)
+}
+
+// TestDriftReportOnly: with drift_policy report, a hand edit is shown as drifted and left
+// alone: no repair command, no repair event, the edited file stays.
+func TestDriftReportOnly(t *testing.T) {
+	t.Parallel()
+	be := newEchoBackend(t, "v1")
+	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: be.endpoint()})
+	r := s.ops.Patch("/v1/operator/clusters/"+s.clusterID, map[string]any{"drift_policy": "report"})
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	dir := t.TempDir()
+	ga := s.startGatewayAgentNamed(t, dir, s.token(t), fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t)), "agent-a")
+	ga.identity(t)
+	pub := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
+	s.waitStatus(t, pub, models.PublishPublished, 60*time.Second)
+	require.Eventually(t, func() bool {
+		sa, ok := agentState(s.clusterSync(t), "agent-a")
+		return ok && sa.State == syncstate.Synced
+	}, 30*time.Second, 100*time.Millisecond)
+
+	conf := filepath.Join(dir, "nginx", "current", "sites", pub, "publish.conf")
+	orig, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	edited := append(append([]byte{}, orig...), []byte("\n# edited by hand\n")...)
+	require.NoError(t, os.WriteFile(conf, edited, 0o644))
+	var cs syncstate.ClusterSync
+	require.Eventually(t, func() bool {
+		cs = s.clusterSync(t)
+		sa, ok := agentState(cs, "agent-a")
+		return ok && sa.State == syncstate.Drifted
+	}, 30*time.Second, 100*time.Millisecond, "the hand edit was never reported: %+v", cs)
+	require.False(t, cs.Healthy)
+	// Several repair periods later: still drifted, never repaired.
+	time.Sleep(3 * time.Second)
+	sa, _ := agentState(s.clusterSync(t), "agent-a")
+	require.Equal(t, syncstate.Drifted, sa.State)
+	require.False(t, s.detail(t, pub).has(models.PublishEventRepair), "policy report never repairs")
+	got, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	require.Equal(t, string(edited), string(got))
 }
