@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -193,6 +194,13 @@ func TestRolloutWavesGateBudgetDeadlineAbort(t *testing.T) {
 	require.Equal(t, models.RolloutClusterRolledBack, st, msg)
 	require.Equal(t, models.PublishWithdrawn, s.detail(t, s.publishOn(t, cl[2])).Status, "a cluster that served nothing before is withdrawn")
 	require.Contains(t, s.env.DB.AuditActorsAndSources(t, "rollout.abort"), [2]string{ownerP.Email, "rest"})
+
+	// This run's history is what workflows/testdata/rollout_history.json replays; set
+	// IMPRUN_RECORD_ROLLOUT_HISTORY to a file to record it again after a deliberate change.
+	if p := os.Getenv("IMPRUN_RECORD_ROLLOUT_HISTORY"); p != "" {
+		hist := s.env.TemporalServer.RunCLI(t, "workflow", "show", "--workflow-id", "rollout/"+id, "--output", "json")
+		require.NoError(t, os.WriteFile(p, []byte(hist), 0o644))
+	}
 }
 
 // publishOn is the id of the product's publish on a cluster.

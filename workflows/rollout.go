@@ -263,7 +263,6 @@ func (r *rolloutRun) updateBudget() {
 	}
 }
 
-
 // save writes the state and the clusters at idx (and a decision's audit row) through a local
 // activity that is retried until it succeeds: the row must follow the run.
 func (r *rolloutRun) save(d *RolloutDecision, idx ...int) {

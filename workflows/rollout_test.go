@@ -114,7 +114,9 @@ func clusterState(st RolloutState, id string) RolloutClusterState {
 	return RolloutClusterState{}
 }
 
-func cmd(actor, reason string) RolloutCommand { return RolloutCommand{Actor: actor, Reason: reason, Source: "rest"} }
+func cmd(actor, reason string) RolloutCommand {
+	return RolloutCommand{Actor: actor, Reason: reason, Source: "rest"}
+}
 
 func twoWaves(gate string) RolloutInput {
 	return RolloutInput{RolloutID: "r1", TenantID: "t1", ProductID: "pr1", Actor: "owner@acme.test",
