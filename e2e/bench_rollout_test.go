@@ -69,7 +69,7 @@ func BenchmarkRollout(b *testing.B) {
 	rollout := func() time.Duration {
 		run++
 		body := map[string]any{"product_id": s.productID, "gateway_id": s.gatewayID, "environment": "prod", "hostname": fmt.Sprintf("rollout-%d.example.com", run),
-			"targets": map[string]any{"cluster_ids": clusters},
+			"targets":  map[string]any{"cluster_ids": clusters},
 			"strategy": map[string]any{"waves": []map[string]any{{"percent": 25}, {"percent": 25}, {"percent": 25}, {"percent": 25}}, "progress_deadline_seconds": 600}}
 		start := time.Now()
 		id := created(b, s.owner, prov+"/rollouts", body)["id"].(string)
