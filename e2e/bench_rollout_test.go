@@ -52,17 +52,24 @@ func BenchmarkRollout(b *testing.B) {
 		host := fmt.Sprintf("floor-%d.example.com", run)
 		start := time.Now()
 		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var refused []string
 		for _, c := range clusters {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				r := s.owner.Post(prov+"/product-publishes", s.publishBody(map[string]any{"cluster_id": c, "hostname": host}))
 				if r.Status != http.StatusCreated {
-					b.Errorf("publish: %d %s", r.Status, r.Body)
+					mu.Lock()
+					refused = append(refused, fmt.Sprintf("%d %s", r.Status, r.Body))
+					mu.Unlock()
 				}
 			}()
 		}
 		wg.Wait()
+		if len(refused) > 0 {
+			b.Fatalf("%d of %d publishes refused; first: %s", len(refused), len(clusters), refused[0])
+		}
 		waitPublished(b, s.env.Store, tenant, host, len(clusters))
 		return time.Since(start)
 	}
@@ -105,18 +112,25 @@ func BenchmarkRollout(b *testing.B) {
 		len(clusters), r50.Round(time.Millisecond), len(clusters), f50.Round(time.Millisecond), float64(r50)/float64(f50))
 }
 
-// waitPublished polls until want publishes of the tenant on host are PUBLISHED.
+// waitPublished polls until want publishes of the tenant on host have ended their run; one
+// that ended FAILED fails the benchmark with its reason.
 func waitPublished(b *testing.B, st *store.Store, tenant uuid.UUID, host string, want int) {
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(10 * time.Minute)
 	for time.Now().Before(deadline) {
-		rows, _, err := st.ListPublishes(context.Background(), tenant, store.PublishFilter{Status: models.PublishPublished}, store.Page{Limit: 10000})
+		rows, _, err := st.ListPublishes(context.Background(), tenant, store.PublishFilter{}, store.Page{Limit: 10000})
 		if err != nil {
 			b.Fatal(err)
 		}
 		got := 0
 		for _, p := range rows {
-			if p.Hostname == host {
+			if p.Hostname != host {
+				continue
+			}
+			switch p.Status {
+			case models.PublishPublished:
 				got++
+			case models.PublishFailed:
+				b.Fatalf("publish %s on %s: FAILED: %s", p.ID, host, p.StatusReason)
 			}
 		}
 		if got == want {
