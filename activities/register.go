@@ -20,6 +20,8 @@ func RegisterAll(w worker.Registry, st *store.Store, tc client.Client, taskQueue
 	w.RegisterWorkflow(workflows.SubscriptionWorkflow)
 	w.RegisterWorkflow(workflows.CredentialSyncWorkflow)
 	w.RegisterWorkflow(workflows.CredentialExpiryWorkflow)
+	w.RegisterWorkflow(workflows.RolloutWorkflow)
 	(&Publish{Store: st, Temporal: tc, Outcomes: o}).Register(w)
+	(&Rollout{Store: st}).Register(w)
 	(&Customer{Store: st, Temporal: tc, TaskQueue: taskQueue, Log: log, Outcomes: o}).Register(w)
 }

@@ -111,6 +111,7 @@ func (a *API) Register(e *echo.Echo) {
 	a.registerMembers(prov)
 	a.registerCatalog(prov)
 	a.registerPublishes(prov)
+	a.registerRollouts(prov)
 
 	cust := v1.Group("/customer", a.authenticate, a.tenantScope(models.TenantCustomer), a.idempotent, a.audited)
 	a.registerMembers(cust)

@@ -204,9 +204,14 @@ type run struct {
 // claimRevision claims the publish for the run of its next revision (a rollback of
 // rollbackOf when > 0) and writes the audit row, in the caller's transaction.
 func (s *Service) claimRevision(ctx context.Context, cur models.ProductPublish, rollbackOf int, actor string, rec *audit.Record) (run, error) {
+	return s.claimRevisionFrom(ctx, cur, rollbackOf, []string{models.PublishDraft, models.PublishFailed, models.PublishWithdrawn}, actor, rec)
+}
+
+// claimRevisionFrom is claimRevision with the statuses a new (not rolled-back) revision may
+// start from: a rollout also redeploys a PUBLISHED publish.
+func (s *Service) claimRevisionFrom(ctx context.Context, cur models.ProductPublish, rollbackOf int, statuses []string, actor string, rec *audit.Record) (run, error) {
 	rev := cur.CurrentRevision + 1
 	wid := workflows.PublishWorkflowID(cur.ID.String(), rev)
-	statuses := []string{models.PublishDraft, models.PublishFailed, models.PublishWithdrawn}
 	evType, msg, action := models.PublishEventPublishRequested, fmt.Sprintf("publish of revision %d requested", rev), "product_publish.publish"
 	if rollbackOf > 0 {
 		statuses = []string{models.PublishPublished, models.PublishFailed, models.PublishWithdrawn}

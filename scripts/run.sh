@@ -22,7 +22,7 @@ TEMPORAL_PORT=7233
 TEMPORAL_UI_PORT=8233
 ISSUER_HOST=127.0.0.1
 ISSUER_PORT=9998
-SEARCH_ATTRIBUTES=(TenantId ClusterId ProductId PublishId)
+SEARCH_ATTRIBUTES=(TenantId ClusterId ProductId PublishId RolloutId)
 
 say() { printf '==> %s\n' "$*"; }
 die() {

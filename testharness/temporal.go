@@ -25,7 +25,7 @@ import (
 
 // searchAttributes are the custom search attributes every workflow of imprun registers
 // (ARCHITECTURE.md); the dev server must declare them or starting such a workflow fails.
-var searchAttributes = []string{"TenantId", "ClusterId", "ProductId", "PublishId"}
+var searchAttributes = []string{"TenantId", "ClusterId", "ProductId", "PublishId", "RolloutId"}
 
 // TemporalServer is a Temporal dev server (`temporal server start-dev`) with in-memory state,
 // no Web UI, and the "default" namespace carrying imprun's search attributes.

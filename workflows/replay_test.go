@@ -28,6 +28,9 @@ func TestReplayRecordedHistories(t *testing.T) {
 		// Recorded before versionBatchedConfirm: replays the one-activity-per-ack steps.
 		{"testdata/credential_sync_v0_history.json", CredentialSyncWorkflow},
 		{"testdata/credential_sync_v1_history.json", CredentialSyncWorkflow},
+		// The e2e rollout: soak, a gate approved from the CLI, a failure that spent the budget,
+		// a cluster timed out at its deadline, then abort with rollbacks.
+		{"testdata/rollout_history.json", RolloutWorkflow},
 	} {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(tc.wf)

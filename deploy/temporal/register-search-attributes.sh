@@ -6,7 +6,7 @@
 set -eu
 
 NAMESPACE="${TEMPORAL_NAMESPACE:-default}"
-ATTRIBUTES="TenantId ClusterId ProductId PublishId"
+ATTRIBUTES="TenantId ClusterId ProductId PublishId RolloutId"
 
 # auto-setup creates the namespace in the background after the frontend
 # reports SERVING, so wait for it rather than racing it.
