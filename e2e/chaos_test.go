@@ -57,7 +57,11 @@ func TestChaos(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pace := 5 * time.Second
+	// The workload spreads over the fault schedule (about 85 s).
+	pace := 85 * time.Second / time.Duration(n)
+	tctx, stopTracker := context.WithCancel(context.Background())
+	defer stopTracker()
+	go c.tracker(tctx)
 	var wg sync.WaitGroup
 	for _, fn := range []func(context.Context, int, time.Duration){c.publishes, c.credentialChanges, c.decisions} {
 		wg.Add(1)
@@ -69,7 +73,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("workload and faults done after %s", quiet.Sub(start).Round(time.Second))
 
 	// Settle: every accepted change reaches its end state.
-	notSettled, lost, settle := c.settle(t, quiet, settleDeadline)
+	stopTracker()
+	notSettled, lost, settle, slowest := c.settle(t, quiet, settleDeadline)
 	twice := c.appliedTwice(t)
 	twiceTotal := 0
 	for _, v := range twice {
@@ -91,7 +96,8 @@ func TestChaos(t *testing.T) {
 	fmt.Fprintf(&out, "  %-40s %d\n", "revisions/changes applied twice", twiceTotal)
 	fmt.Fprintf(&out, "  %-40s %d\n", "5xx other than 503", len(bad))
 	fmt.Fprintf(&out, "  %-40s %d\n", "changes not settled within the deadline", notSettled)
-	fmt.Fprintf(&out, "  %-40s %s\n", "time to settle (after the last fault)", settle.Round(100*time.Millisecond))
+	fmt.Fprintf(&out, "  %-40s %s (slowest change: %s from its 2xx to its end state)\n", "time to settle (after the last fault)",
+		settle.Round(100*time.Millisecond), slowest.Round(100*time.Millisecond))
 	fmt.Fprintf(&out, "  applied twice, by what the data records:\n")
 	keys := make([]string, 0, len(twice))
 	for k := range twice {
@@ -125,7 +131,6 @@ func TestChaos(t *testing.T) {
 	for _, b := range bad {
 		fmt.Fprintf(&out, "  5xx: %s\n", b)
 	}
-	t.Log(out.String())
 	fmt.Println(out.String())
 	if lost != 0 || twiceTotal != 0 || len(bad) != 0 || notSettled != 0 {
 		t.Fatalf("chaos: lost=%d applied_twice=%d 5xx=%d not_settled=%d (must all be 0)", lost, twiceTotal, len(bad), notSettled)
@@ -176,6 +181,15 @@ type chaosStack struct {
 	credChanges  int
 	credAttempts int
 	subs         map[string]*chaosSub
+	items        []*tracked
+}
+
+func (c *chaosStack) track(name string, check func() int) *tracked {
+	it := &tracked{name: name, accepted: time.Now(), check: check}
+	c.mu.Lock()
+	c.items = append(c.items, it)
+	c.mu.Unlock()
+	return it
 }
 
 type chaosReplica struct {
@@ -188,6 +202,15 @@ type chaosAgent struct {
 	name, dir string
 	replica   int
 	proc      *testharness.Process
+}
+
+// tracked is one accepted change on its way to its end state.
+type tracked struct {
+	name      string
+	accepted  time.Time
+	check     func() int // 1 at its end state, -1 ended otherwise, 0 on its way
+	settledAt time.Time
+	lostWhy   string
 }
 
 type chaosCred struct {
@@ -441,8 +464,10 @@ func (c *chaosStack) publishes(ctx context.Context, n int, pace time.Duration) {
 		var m map[string]any
 		if status == http.StatusCreated && json.Unmarshal(b, &m) == nil {
 			c.mu.Lock()
-			c.pubs[m["id"].(string)] = time.Now()
+			id := m["id"].(string)
+			c.pubs[id] = time.Now()
 			c.mu.Unlock()
+			c.track("publish "+id, func() int { return c.publishSettled(id) })
 		} else if status != 0 {
 			c.t.Logf("publish %d not accepted: %d %s", i, status, b)
 		}
@@ -472,6 +497,12 @@ func (c *chaosStack) credentialChanges(ctx context.Context, n int, pace time.Dur
 		c.creds[id] = cr
 		c.credChanges++
 		c.mu.Unlock()
+		it := c.track("credential "+id, func() int {
+			c.mu.Lock()
+			cp := *cr
+			c.mu.Unlock()
+			return c.credSettled(id, &cp)
+		})
 		time.Sleep(pace / 2)
 		if i%3 != 0 {
 			c.mu.Lock()
@@ -481,6 +512,7 @@ func (c *chaosStack) credentialChanges(ctx context.Context, n int, pace time.Dur
 			if status == http.StatusOK {
 				c.mu.Lock()
 				cr.revoked, cr.accepted = true, time.Now()
+				it.name, it.accepted, it.settledAt = "credential revocation "+id, time.Now(), time.Time{}
 				c.credChanges++
 				c.mu.Unlock()
 			} else if status != 0 {
@@ -520,8 +552,10 @@ func (c *chaosStack) decisions(ctx context.Context, n int, pace time.Duration) {
 		status, b = c.call(c.owner, http.MethodPost, prov+"/subscriptions/"+id+"/"+sig, body, fmt.Sprintf("chaos-dec-%d", i))
 		if status == http.StatusOK || status == http.StatusAccepted {
 			c.mu.Lock()
-			c.subs[id] = &chaosSub{approve: approve, accepted: time.Now()}
+			cs := &chaosSub{approve: approve, accepted: time.Now()}
+			c.subs[id] = cs
 			c.mu.Unlock()
+			c.track("subscription decision "+id, func() int { return c.subSettled(id, cs) })
 		} else if status != 0 {
 			c.t.Logf("decision %d not accepted: %d %s", i, status, b)
 		}
@@ -645,65 +679,87 @@ func (c *chaosStack) subSettled(id string, s *chaosSub) int {
 	return -1
 }
 
-// settle polls every accepted change until it reaches its end state. notSettled counts those
-// not there within deadline; lost those still not there by twice the deadline, or ended in
-// another state. settle is when the last one got there, after quiet.
-func (c *chaosStack) settle(t *testing.T, quiet time.Time, deadline time.Duration) (notSettled, lost int, settle time.Duration) {
-	type item struct {
-		name  string
-		check func() int
+// tracker polls, once a second, every accepted change not yet at its end state and notes
+// when it got there, until ctx ends.
+func (c *chaosStack) tracker(ctx context.Context) {
+	for ctx.Err() == nil {
+		c.pollOnce()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
-	var items []item
+}
+
+// pollOnce checks the pending changes; it returns how many are still on their way.
+func (c *chaosStack) pollOnce() int {
 	c.mu.Lock()
-	for id := range c.pubs {
-		items = append(items, item{"publish " + id, func() int { return c.publishSettled(id) }})
-	}
-	for id, cr := range c.creds {
-		kind := "credential (create) "
-		if cr.revoked {
-			kind = "credential (revoke) "
-		}
-		items = append(items, item{kind + id, func() int { return c.credSettled(id, cr) }})
-	}
-	for id, s := range c.subs {
-		items = append(items, item{"subscription decision " + id, func() int { return c.subSettled(id, s) }})
-	}
+	items := append([]*tracked(nil), c.items...)
 	c.mu.Unlock()
-	pending := map[int]bool{}
-	for i := range items {
-		pending[i] = true
-	}
-	for len(pending) > 0 {
-		for i := range pending {
-			switch items[i].check() {
-			case 1:
-				delete(pending, i)
-				settle = time.Since(quiet)
-			case -1:
-				t.Logf("LOST: %s ended in another state", items[i].name)
-				delete(pending, i)
-				lost++
-			}
+	pending := 0
+	for _, it := range items {
+		c.mu.Lock()
+		done := !it.settledAt.IsZero() || it.lostWhy != ""
+		c.mu.Unlock()
+		if done {
+			continue
 		}
-		if len(pending) == 0 {
+		st := it.check()
+		c.mu.Lock()
+		switch {
+		case st == 1 && it.settledAt.IsZero():
+			it.settledAt = time.Now()
+		case st == -1:
+			it.lostWhy = "ended in another state"
+		case st == 0:
+			pending++
+		}
+		c.mu.Unlock()
+	}
+	return pending
+}
+
+// settle waits for every accepted change to reach its end state. notSettled counts those not
+// there within deadline after quiet; lost those still not there by twice the deadline, or that
+// ended in another state. settle is how long after quiet the last one got there; slowest is the
+// longest time from a change's acceptance to its end state.
+func (c *chaosStack) settle(t *testing.T, quiet time.Time, deadline time.Duration) (notSettled, lost int, settle, slowest time.Duration) {
+	for {
+		pending := c.pollOnce()
+		if pending == 0 {
 			break
 		}
 		if time.Since(quiet) > deadline && notSettled == 0 {
-			notSettled = len(pending)
-			for i := range pending {
-				t.Logf("not settled within %s: %s", deadline, items[i].name)
-			}
+			notSettled = pending
 		}
 		if time.Since(quiet) > 2*deadline {
-			for i := range pending {
-				t.Logf("LOST: %s never reached its end state", items[i].name)
-			}
-			lost += len(pending)
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	return notSettled, lost, settle
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, it := range c.items {
+		switch {
+		case it.lostWhy != "":
+			t.Logf("LOST: %s %s", it.name, it.lostWhy)
+			lost++
+		case it.settledAt.IsZero():
+			t.Logf("LOST: %s never reached its end state", it.name)
+			lost++
+		default:
+			if d := it.settledAt.Sub(quiet); d > settle {
+				settle = d
+			}
+			if d := it.settledAt.Sub(it.accepted); d > slowest {
+				slowest = d
+			}
+			if it.settledAt.Sub(quiet) > deadline {
+				t.Logf("not settled within %s: %s", deadline, it.name)
+			}
+		}
+	}
+	return notSettled, lost, settle, slowest
 }
 
 // appliedTwice reads what the data records: per publish revision, more than one
