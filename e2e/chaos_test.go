@@ -22,6 +22,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
+	"github.com/imprun/imprun-server/agent"
 	"github.com/imprun/imprun-server/devissuer"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/migrations"
@@ -641,24 +642,57 @@ func (c *chaosStack) publishSettled(id string) int {
 	return 0
 }
 
+// credSettled: a kept key is confirmed upsert on every cluster and usable in every agent's
+// credentials.json; a revoked one has revocation_confirmed, every rollout row a confirmed revoke
+// of its version (a key revoked before any cluster got it has none), and no agent holds it
+// unrevoked.
 func (c *chaosStack) credSettled(id string, cr *chaosCred) int {
 	var d credentialDetail
 	if !c.getJSON(c.customer, "/v1/customer/credentials/"+id, &d) {
 		return 0
 	}
+	held := c.agentsHolding(id)
 	if cr.revoked {
-		if d.RevocationConfirmed && allConfirmed(d, models.RolloutRevoke, len(c.clusters)) {
+		for _, r := range d.Rollout {
+			if r.Action != models.RolloutRevoke || r.Status != models.RolloutConfirmed || r.Version != d.Version {
+				return 0
+			}
+		}
+		if d.RevocationConfirmed && held == 0 {
 			return 1
 		}
 		return 0
 	}
-	if d.Status == models.CredentialActive && allConfirmed(d, models.RolloutUpsert, len(c.clusters)) {
-		return 1
-	}
 	if d.Status != models.CredentialActive {
 		return -1
 	}
+	if allConfirmed(d, models.RolloutUpsert, len(c.clusters)) && held == len(c.agents) {
+		return 1
+	}
 	return 0
+}
+
+// agentsHolding counts the agents whose state directory holds credential id unrevoked.
+func (c *chaosStack) agentsHolding(id string) int {
+	n := 0
+	for _, a := range c.agents {
+		b, err := os.ReadFile(filepath.Join(a.dir, "credentials.json"))
+		if err != nil {
+			continue
+		}
+		var f struct {
+			Credentials []agent.Credential `json:"credentials"`
+		}
+		if json.Unmarshal(b, &f) != nil {
+			continue
+		}
+		for _, cr := range f.Credentials {
+			if cr.ID == id && !cr.Revoked {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (c *chaosStack) subSettled(id string, s *chaosSub) int {
