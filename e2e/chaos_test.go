@@ -513,7 +513,7 @@ func (c *chaosStack) credentialChanges(ctx context.Context, n int, pace time.Dur
 			if status == http.StatusOK {
 				c.mu.Lock()
 				cr.revoked, cr.accepted = true, time.Now()
-				it.name, it.accepted, it.settledAt = "credential revocation "+id, time.Now(), time.Time{}
+				it.name, it.accepted, it.settledAt, it.lostWhy = "credential revocation "+id, time.Now(), time.Time{}, ""
 				c.credChanges++
 				c.mu.Unlock()
 			} else if status != 0 {
@@ -663,9 +663,8 @@ func (c *chaosStack) credSettled(id string, cr *chaosCred) int {
 		}
 		return 0
 	}
-	if d.Status != models.CredentialActive {
-		return -1
-	}
+	// Not active while the client has not yet been told its revoke was accepted: undecided
+	// until then (a kept key that is not active never settles and counts as lost).
 	if allConfirmed(d, models.RolloutUpsert, len(c.clusters)) && held == len(c.agents) {
 		return 1
 	}
