@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 
 .DEFAULT_GOAL := help
-.PHONY: help run demo test bench build proto client lint lint-openapi lint-deploy tools
+.PHONY: help run demo test chaos bench build proto client lint lint-openapi lint-deploy tools
 
 ## help: list the targets
 help:
@@ -35,6 +35,10 @@ test: tools
 	  IMPRUN_AGENT_JWT_SECRET="$${IMPRUN_AGENT_JWT_SECRET:-compose-syntax-check-placeholder-not-a-secret}" \
 	    docker-compose -f docker-compose.yml config -q; \
 	fi
+
+## chaos: the chaos suite (not in `make test`): publishes, credential changes and decisions through two api processes while the worker, a replica and agents are killed and Postgres and Temporal restart; prints the figures (CHAOS_N=12)
+chaos: tools
+	IMPRUN_CHAOS=1 IMPRUN_CHAOS_N=$${CHAOS_N:-12} $(GO) test -count=1 -timeout 20m -run '^TestChaos$$' -v ./e2e
 
 ## bench: Go benchmarks only, with allocation figures
 bench: tools

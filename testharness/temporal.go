@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,6 +35,8 @@ type TemporalServer struct {
 	hostPort  string
 	namespace string
 	proc      *Process
+	dbFile    string // StartTemporalWith only
+	logDir    string
 }
 
 var sharedTemporal struct {
@@ -191,4 +194,81 @@ func (s *TemporalServer) RunCLI(t testing.TB, args ...string) string {
 		t.Fatalf("testharness: temporal %v: %v\n%s", args, err, out.String())
 	}
 	return out.String()
+}
+
+// StartTemporalWith starts a Temporal dev server for t alone that keeps its state in dbFile
+// (`start-dev --db-filename`), so Restart (a crash and a start on the same port and file)
+// keeps every workflow. The shared server of Temporal is not touched; this one is stopped when
+// t ends.
+func StartTemporalWith(t testing.TB, dbFile string) *TemporalServer {
+	t.Helper()
+	requireMain(t)
+	cli, err := ensureRepoTool("temporal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &TemporalServer{cli: cli, hostPort: "127.0.0.1:" + strconv.Itoa(port), namespace: "default", dbFile: dbFile, logDir: t.TempDir()}
+		err = srv.startPersistent()
+		if err == nil {
+			t.Cleanup(func() {
+				if p := srv.proc; p != nil {
+					if err := p.Stop(); err != nil {
+						t.Errorf("testharness: %v", err)
+					}
+					if t.Failed() {
+						t.Logf("testharness: last %d lines of temporal log:\n%s", tailLines, p.LogTail(tailLines))
+					}
+				}
+			})
+			return srv
+		}
+		if !errors.Is(err, errExitedEarly) || attempt == 3 {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (s *TemporalServer) startPersistent() error {
+	_, port, _ := strings.Cut(s.hostPort, ":")
+	args := []string{"server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", port,
+		"--namespace", "default", "--db-filename", s.dbFile}
+	for _, sa := range searchAttributes {
+		args = append(args, "--search-attribute", sa+"=Keyword")
+	}
+	proc, err := startProcess("temporal", exec.Command(s.cli, args...), s.logDir, syscall.SIGTERM)
+	if err != nil {
+		return err
+	}
+	if err := proc.waitReady(60*time.Second, s.ready); err != nil {
+		_ = proc.Stop()
+		return err
+	}
+	s.proc = proc
+	return nil
+}
+
+// Restart kills a server started by StartTemporalWith (SIGKILL, as a crash would) and starts
+// it again on the same port and database file, waiting until it is ready. Workflows survive.
+func (s *TemporalServer) Restart(t testing.TB) {
+	t.Helper()
+	if s.dbFile == "" {
+		t.Fatal("testharness: Restart needs a server started by StartTemporalWith")
+	}
+	if s.proc != nil {
+		s.proc.Kill()
+		s.proc = nil
+	}
+	var err error
+	for i := 0; i < 50; i++ { // the port may take a moment to free
+		if err = s.startPersistent(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("testharness: restart temporal on %s: %v", s.hostPort, err)
 }

@@ -8,6 +8,7 @@ package storetest
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -754,4 +755,33 @@ func (d *DB) AuditStatusCode(t testing.TB, action, resourceID string) int {
 	var status int
 	d.scalar(t, &status, `SELECT status_code FROM audit_logs WHERE action = $1 AND resource_id = $2`, action, resourceID)
 	return status
+}
+
+// AppliedTwice counts, by what the data records, changes that took effect more than once: a
+// (publish, revision) with more than one `revision_frozen`, `published` or (per agent)
+// `agent_result` timeline event, and publishes whose current revision is above want (for a
+// test that requested each publish once: 1). The keys are those names.
+func (d *DB) AppliedTwice(ctx context.Context, publishIDs []string, want int) (map[string]int, error) {
+	out := map[string]int{}
+	for name, q := range map[string]string{
+		"revision_frozen twice for one revision": `SELECT count(*) FROM (SELECT 1 FROM publish_events WHERE type = 'revision_frozen'
+			AND publish_id::text = ANY($1) GROUP BY publish_id, revision HAVING count(*) > 1) x`,
+		"published twice for one revision": `SELECT count(*) FROM (SELECT 1 FROM publish_events WHERE type = 'published'
+			AND publish_id::text = ANY($1) GROUP BY publish_id, revision HAVING count(*) > 1) x`,
+		"agent_result twice for one (revision, agent)": `SELECT count(*) FROM (SELECT 1 FROM publish_events WHERE type = 'agent_result'
+			AND publish_id::text = ANY($1) GROUP BY publish_id, revision, agent_id HAVING count(*) > 1) x`,
+	} {
+		var n int
+		if err := d.sql.QueryRowContext(ctx, q, publishIDs).Scan(&n); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out[name] = n
+	}
+	var n int
+	if err := d.sql.QueryRowContext(ctx, `SELECT count(*) FROM product_publishes WHERE id::text = ANY($1) AND current_revision > $2`,
+		publishIDs, want).Scan(&n); err != nil {
+		return nil, err
+	}
+	out["publishes requested once with a later revision"] = n
+	return out, nil
 }
