@@ -119,7 +119,7 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	must(t, err)
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
 		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval}, e.Store, signer,
-		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store}), agentgw.WithLogger(e.Log)}, e.gatewayOptions...)...)
+		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store, Decided: agentgw.NewDecidedCommands()}), agentgw.WithLogger(e.Log)}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
 	var ln net.Listener
