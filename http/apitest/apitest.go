@@ -162,7 +162,7 @@ func (e *Env) StartWorker(t testing.TB) (stop func()) {
 	t.Helper()
 	tc, err := e.Temporal.Client()
 	must(t, err)
-	w := worker.New(tc, e.TaskQueue, worker.Options{})
+	w := worker.New(tc, e.TaskQueue, activities.WorkerOptions())
 	activities.RegisterAll(w, e.Store, tc, e.TaskQueue, e.Log)
 	must(t, w.Start())
 	dctx, dcancel := context.WithCancel(context.Background())

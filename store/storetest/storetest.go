@@ -755,3 +755,24 @@ func (d *DB) AuditStatusCode(t testing.TB, action, resourceID string) int {
 	d.scalar(t, &status, `SELECT status_code FROM audit_logs WHERE action = $1 AND resource_id = $2`, action, resourceID)
 	return status
 }
+
+// ActiveWaits samples pg_stat_activity once: for every active backend of this database other
+// than the caller's, its wait event (or "running") and the start of its query. Benchmarks
+// sample it while under load to see where Postgres time goes (IMPRUN_BENCH_TRACE).
+func (d *DB) ActiveWaits(ctx context.Context) ([]string, error) {
+	rows, err := d.sql.QueryContext(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'running') || ' ' || left(regexp_replace(query, '\s+', ' ', 'g'), 70)
+		FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
