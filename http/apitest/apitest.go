@@ -269,6 +269,10 @@ func New(t testing.TB, o Options) *Env {
 		Settings: httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline},
 		Logger:   e.Log,
 	})
+	idCtx, stopIdentity := context.WithCancel(context.Background())
+	idDone := make(chan struct{})
+	go func() { e.API.ListenIdentityChanges(idCtx, e.DBURL); close(idDone) }()
+	t.Cleanup(func() { stopIdentity(); <-idDone })
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log,
 		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
