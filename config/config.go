@@ -168,7 +168,7 @@ func defaults() map[string]any {
 		"grpc.keepalive_min_time":       "5s",
 		"database.url":                  "postgres://postgres@127.0.0.1:55432/imprun?sslmode=disable",
 		"database.max_open_conns":       20,
-		"database.max_idle_conns":       10,
+		"database.max_idle_conns":       20,
 		"database.connect_retry":        "60s",
 		"temporal.host_port":            "127.0.0.1:7233",
 		"temporal.namespace":            "default",

@@ -181,6 +181,9 @@ func (e *Env) WithGatewayOptions(opts ...agentgw.Option) {
 
 // Options change how an Env is built.
 type Options struct {
+	// Logger replaces the env's log (kept in memory at debug level for Logs); benchmarks pass
+	// one at the production level so the log buffer does not grow with every request.
+	Logger *slog.Logger
 	// IssuerURL overrides the issuer the API trusts (to test an unreachable issuer).
 	IssuerURL string
 	// WithTemporal connects the API to the harness Temporal dev server.
@@ -219,6 +222,9 @@ func New(t testing.TB, o Options) *Env {
 	t.Helper()
 	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &lockedBuffer{}}
 	e.Log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.Logger != nil {
+		e.Log = o.Logger
+	}
 	e.DBURL = o.DBURL
 	if e.DBURL == "" {
 		e.DBURL = testharness.Postgres(t).NewDatabase(t)
@@ -226,6 +232,10 @@ func New(t testing.TB, o Options) *Env {
 	var err error
 	e.SQL, err = sql.Open("pgx", e.DBURL)
 	must(t, err)
+	// database/sql keeps 2 idle connections by default: under 16 concurrent requests every
+	// other one opened a new Postgres connection (a backend fork). Keep as many as the api's
+	// default pool (database.max_idle_conns).
+	e.SQL.SetMaxIdleConns(20)
 	t.Cleanup(func() { e.SQL.Close() })
 	m, err := migrations.New(e.SQL)
 	must(t, err)

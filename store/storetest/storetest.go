@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -770,6 +771,27 @@ func (d *DB) ActiveWaits(ctx context.Context) ([]string, error) {
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// ServicePageFloor is the service list's first page query (the one store.ListAPIServices
+// sends: a tenant's services newest first, limit and one) written for bare pgx with explicit
+// columns and no ORM: the floor BenchmarkRESTList serves beside the real handler.
+func ServicePageFloor(ctx context.Context, pool *pgxpool.Pool, tenantID uuid.UUID, limit int) ([]models.APIService, error) {
+	rows, err := pool.Query(ctx, `SELECT id, tenant_id, name, version, description, labels, status, created_at, updated_at
+		FROM api_services WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`, tenantID, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]models.APIService, 0, limit+1)
+	for rows.Next() {
+		var s models.APIService
+		if err := rows.Scan(&s.ID, &s.TenantID, &s.Name, &s.Version, &s.Description, &s.Labels, &s.Status, &s.CreatedAt, &s.UpdatedAt); err != nil {
 			return nil, err
 		}
 		out = append(out, s)
