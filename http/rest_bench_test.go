@@ -221,4 +221,3 @@ func restEnvInt(b *testing.B, name string, def int) int {
 	}
 	return n
 }
-
