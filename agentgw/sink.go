@@ -48,23 +48,19 @@ const decidedTTL = 10 * time.Minute
 // NewDecidedCommands returns an empty set.
 func NewDecidedCommands() *DecidedCommands { return &DecidedCommands{at: map[uuid.UUID]time.Time{}} }
 
-func (d *DecidedCommands) has(id uuid.UUID) bool {
+// claim reports whether the caller is the first to pass on a result of command id (and makes
+// it so): the claim is taken before the signal is sent, so results of the other agents that
+// arrive while it is in flight are not signalled either. A nil set lets every caller pass.
+func (d *DecidedCommands) claim(id uuid.UUID) bool {
 	if d == nil {
-		return false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	_, ok := d.at[id]
-	return ok
-}
-
-func (d *DecidedCommands) add(id uuid.UUID) {
-	if d == nil {
-		return
+		return true
 	}
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if _, ok := d.at[id]; ok {
+		return false
+	}
 	d.at[id] = now
 	if now.After(d.next) {
 		for k, t := range d.at {
@@ -74,6 +70,17 @@ func (d *DecidedCommands) add(id uuid.UUID) {
 		}
 		d.next = now.Add(decidedTTL / 10)
 	}
+	return true
+}
+
+// release gives a claim back (its signal failed; the sweeper passes the result on again).
+func (d *DecidedCommands) release(id uuid.UUID) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.at, id)
 }
 
 // PassOn implements ResultSink.
@@ -108,11 +115,12 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 		}
 		return err
 	}
-	if r.ResultStatus != "failed" && s.Decided.has(r.CommandID) {
+	if !s.Decided.claim(r.CommandID) && r.ResultStatus != "failed" {
 		return nil // the first result decided the run; this one is its row and event
 	}
 	c, err := s.Temporal.Client()
 	if err != nil {
+		s.Decided.release(r.CommandID)
 		return err // the sweeper retries once Temporal is reachable
 	}
 	wid := workflows.PublishWorkflowID(p.PublishID, p.Revision)
@@ -122,8 +130,8 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 	err = c.SignalWorkflow(ctx, wid, "", workflows.SignalDeployResult, workflows.DeployResultSignal{
 		CommandID: r.CommandID.String(), AgentID: r.AgentID.String(), Status: r.ResultStatus, Message: msg, Checksum: checksum, Revision: p.Revision})
 	var nf *serviceerror.NotFound
-	if err == nil || errors.As(err, &nf) {
-		s.Decided.add(r.CommandID)
+	if err != nil && !errors.As(err, &nf) {
+		s.Decided.release(r.CommandID)
 	}
 	if errors.As(err, &nf) {
 		// The run has ended: the first result decided it. A later failure of another agent of
