@@ -126,12 +126,12 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return Unauthorized()
 		}
 		key := tokenKey(raw)
-		if e, ok, gen := a.principals.get(key); ok {
+		e, ok, gen := a.principals.get(key)
+		if ok {
 			c.Set(ctxPrincipalKey, principalKey{key: key, gen: gen, members: e.members})
 			c.Set(ctxPrincipal, &Principal{User: e.user, Subject: e.id.Subject, Email: e.user.Email, PlatformRoles: e.id.Roles})
 			return next(c)
 		}
-		_, _, gen := a.principals.get(key)
 		id, exp, err := a.auth.verify(c.Request().Context(), raw)
 		if errors.Is(err, ErrIssuerUnavailable) {
 			a.log.Warn("identity provider unavailable", "request_id", requestID(c), "err", err)
