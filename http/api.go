@@ -116,7 +116,8 @@ func (a *API) Register(e *echo.Echo) {
 	a.registerAgentREST(agent)
 }
 
-// authenticate verifies the bearer token and loads (or creates) the user.
+// authenticate verifies the bearer token and loads (or creates) the user; both are served from
+// the principal cache for a token seen within principalTTL (see principalCache).
 func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
