@@ -436,6 +436,10 @@ func (a *Agent) session(ctx context.Context, client agentv1.AgentServiceClient) 
 
 	var lastRecv atomic.Int64
 	lastRecv.Store(time.Now().UnixNano())
+	deploys := newDeployRunner()
+	// Deploys in flight see the session's context end and return without an answer (the
+	// server redelivers them); the session is over once they have.
+	defer deploys.wait()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -456,7 +460,7 @@ func (a *Agent) session(ctx context.Context, client agentv1.AgentServiceClient) 
 			return true, fmt.Errorf("stream: %w", err)
 		}
 		lastRecv.Store(time.Now().UnixNano())
-		if err := a.handle(sctx, log, kind, send, msg); err != nil {
+		if err := a.handle(sctx, log, kind, send, deploys, msg); err != nil {
 			return true, err
 		}
 	}
@@ -540,7 +544,7 @@ func (a *Agent) heartbeats(ctx context.Context, cancel context.CancelCauseFunc, 
 }
 
 // handle dispatches one server message. A returned error ends the session.
-func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKind, send func(*agentv1.AgentMessage) error, msg *agentv1.ServerMessage) error {
+func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKind, send func(*agentv1.AgentMessage) error, deploys *deployRunner, msg *agentv1.ServerMessage) error {
 	switch p := msg.Payload.(type) {
 	case *agentv1.ServerMessage_HeartbeatAck:
 		if p.HeartbeatAck.GetSendApplied() {
@@ -558,34 +562,46 @@ func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKin
 			a.nginx.submit(clog, cmd, send)
 			return nil
 		}
-		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
-			sctx, span := commandSpan(ctx, "agent.deploy", cmd.GetTraceContext(), deployAttrs(cmd)...)
-			res := a.deploy(sctx, log, cmd)
-			if res == nil {
-				span.End() // interrupted; the redelivery gets a span of its own
-				return nil
+		// Concurrently with other publishes' deploys, in order with this publish's own; a
+		// failed send means a broken stream, which the receive loop notices.
+		deploys.submit(cmd.GetPublishId(), func() {
+			err := a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
+				sctx, span := commandSpan(ctx, "agent.deploy", cmd.GetTraceContext(), deployAttrs(cmd)...)
+				res := a.deploy(sctx, log, cmd)
+				if res == nil {
+					span.End() // interrupted; the redelivery gets a span of its own
+					return nil
+				}
+				finishDeploySpan(span, res)
+				a.metrics.deployed(res)
+				return &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: res}}
+			})
+			if err != nil && ctx.Err() == nil {
+				log.Warn("send deploy result", "command_id", cmd.GetCommandId(), "err", err)
 			}
-			finishDeploySpan(span, res)
-			a.metrics.deployed(res)
-			return &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_DeployResult{DeployResult: res}}
 		})
+		return nil
 	case *agentv1.ServerMessage_CredentialUpsert:
 		cmd := p.CredentialUpsert
-		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
-			_, span := commandSpan(ctx, "agent.credential_upsert", cmd.GetTraceContext(),
-				attribute.String("imprun.command_id", cmd.GetCommandId()), attribute.String("imprun.credential_id", cmd.GetCredentialId()))
-			msg := ackMessage(cmd.GetCommandId(), a.upsertCredential(log, cmd))
-			finishAckSpan(span, msg)
-			return msg
+		return deploys.exclusive(func() error {
+			return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
+				_, span := commandSpan(ctx, "agent.credential_upsert", cmd.GetTraceContext(),
+					attribute.String("imprun.command_id", cmd.GetCommandId()), attribute.String("imprun.credential_id", cmd.GetCredentialId()))
+				msg := ackMessage(cmd.GetCommandId(), a.upsertCredential(log, cmd))
+				finishAckSpan(span, msg)
+				return msg
+			})
 		})
 	case *agentv1.ServerMessage_CredentialRevoke:
 		cmd := p.CredentialRevoke
-		return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
-			_, span := commandSpan(ctx, "agent.credential_revoke", cmd.GetTraceContext(),
-				attribute.String("imprun.command_id", cmd.GetCommandId()), attribute.String("imprun.credential_id", cmd.GetCredentialId()))
-			msg := ackMessage(cmd.GetCommandId(), a.revokeCredential(log, cmd))
-			finishAckSpan(span, msg)
-			return msg
+		return deploys.exclusive(func() error {
+			return a.answer(log, send, cmd.GetCommandId(), func(log *slog.Logger) *agentv1.AgentMessage {
+				_, span := commandSpan(ctx, "agent.credential_revoke", cmd.GetTraceContext(),
+					attribute.String("imprun.command_id", cmd.GetCommandId()), attribute.String("imprun.credential_id", cmd.GetCredentialId()))
+				msg := ackMessage(cmd.GetCommandId(), a.revokeCredential(log, cmd))
+				finishAckSpan(span, msg)
+				return msg
+			})
 		})
 	case *agentv1.ServerMessage_ReplaceToken:
 		cmd := p.ReplaceToken

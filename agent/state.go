@@ -46,8 +46,8 @@ type journalEntry struct {
 }
 
 // state is the agent's persisted deploy state: applied publishes and the command journal.
-// Commands are handled one at a time on the stream's goroutine; the lock is for the heartbeat
-// goroutine that reads applied revisions meanwhile.
+// Deploys of different publishes run concurrently (deployRunner), and the heartbeat goroutine
+// reads applied revisions meanwhile: the lock covers every read and write.
 type state struct {
 	dir string
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"go.temporal.io/api/serviceerror"
@@ -20,6 +22,65 @@ import (
 type TemporalSink struct {
 	Temporal *temporalclient.Holder
 	Store    *store.Store
+	// Decided remembers the deploy commands whose first result this replica has passed on;
+	// nil signals every result. See DecidedCommands.
+	Decided *DecidedCommands
+}
+
+// DecidedCommands is the set of deploy commands whose run this replica has already signalled
+// a result to. A cluster's agents are replicas and all answer the same command, but the run
+// ends on the first result: signalling the others made the run's last workflow task fail
+// (an unhandled signal) and run again, or cost a signal to a closed run, per agent per
+// publish. So a later success of the same command is kept only as its row and timeline event.
+// A later failure is still signalled: when the run has ended that finds it and marks the
+// publish degraded. The set is per replica, so agents of one cluster on several replicas
+// cost at most one extra signal per replica; entries are forgotten after decidedTTL.
+type DecidedCommands struct {
+	mu   sync.Mutex
+	at   map[uuid.UUID]time.Time
+	next time.Time // when to prune next
+}
+
+// decidedTTL bounds how long a decided command is remembered: agents answer a command within
+// seconds of each other, and a straggler after that is merely signalled as before.
+const decidedTTL = 10 * time.Minute
+
+// NewDecidedCommands returns an empty set.
+func NewDecidedCommands() *DecidedCommands { return &DecidedCommands{at: map[uuid.UUID]time.Time{}} }
+
+// claim reports whether the caller is the first to pass on a result of command id (and makes
+// it so): the claim is taken before the signal is sent, so results of the other agents that
+// arrive while it is in flight are not signalled either. A nil set lets every caller pass.
+func (d *DecidedCommands) claim(id uuid.UUID) bool {
+	if d == nil {
+		return true
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.at[id]; ok {
+		return false
+	}
+	d.at[id] = now
+	if now.After(d.next) {
+		for k, t := range d.at {
+			if now.Sub(t) > decidedTTL {
+				delete(d.at, k)
+			}
+		}
+		d.next = now.Add(decidedTTL / 10)
+	}
+	return true
+}
+
+// release gives a claim back (its signal failed; the sweeper passes the result on again).
+func (d *DecidedCommands) release(id uuid.UUID) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.at, id)
 }
 
 // PassOn implements ResultSink.
@@ -54,8 +115,12 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 		}
 		return err
 	}
+	if !s.Decided.claim(r.CommandID) && r.ResultStatus != "failed" {
+		return nil // the first result decided the run; this one is its row and event
+	}
 	c, err := s.Temporal.Client()
 	if err != nil {
+		s.Decided.release(r.CommandID)
 		return err // the sweeper retries once Temporal is reachable
 	}
 	wid := workflows.PublishWorkflowID(p.PublishID, p.Revision)
@@ -65,6 +130,9 @@ func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) 
 	err = c.SignalWorkflow(ctx, wid, "", workflows.SignalDeployResult, workflows.DeployResultSignal{
 		CommandID: r.CommandID.String(), AgentID: r.AgentID.String(), Status: r.ResultStatus, Message: msg, Checksum: checksum, Revision: p.Revision})
 	var nf *serviceerror.NotFound
+	if err != nil && !errors.As(err, &nf) {
+		s.Decided.release(r.CommandID)
+	}
 	if errors.As(err, &nf) {
 		// The run has ended: the first result decided it. A later failure of another agent of
 		// a PUBLISHED revision is not ignored: the publish is marked degraded on its timeline.

@@ -47,6 +47,9 @@ type HTTP struct {
 	// TrustedProxies lists the CIDR ranges (comma-separated) of proxies whose
 	// X-Forwarded-For is believed; empty: nobody's.
 	TrustedProxies string `mapstructure:"trusted_proxies"`
+	// PprofAddr is where cmd/api serves net/http/pprof (/debug/pprof/) for profiling under
+	// load; empty (the default) serves nothing. Bind it to loopback: profiles show internals.
+	PprofAddr string `mapstructure:"pprof_addr"`
 }
 
 // Dev holds the settings that are only for development and must be switched on by name.
@@ -152,6 +155,7 @@ func defaults() map[string]any {
 		"log.format":                    "text",
 		"http.addr":                     "127.0.0.1:8080",
 		"http.body_limit":               "1M",
+		"http.pprof_addr":               "",
 		"http.shutdown_timeout":         "20s",
 		"http.read_timeout":             "30s",
 		"http.write_timeout":            "60s",
@@ -164,7 +168,7 @@ func defaults() map[string]any {
 		"grpc.keepalive_min_time":       "5s",
 		"database.url":                  "postgres://postgres@127.0.0.1:55432/imprun?sslmode=disable",
 		"database.max_open_conns":       20,
-		"database.max_idle_conns":       10,
+		"database.max_idle_conns":       20,
 		"database.connect_retry":        "60s",
 		"temporal.host_port":            "127.0.0.1:7233",
 		"temporal.namespace":            "default",
@@ -303,6 +307,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	checkAddr("http.addr", c.HTTP.Addr)
+	if c.HTTP.PprofAddr != "" {
+		checkAddr("http.pprof_addr", c.HTTP.PprofAddr)
+	}
 	checkAddr("grpc.addr", c.GRPC.Addr)
 	checkAddr("temporal.host_port", c.Temporal.HostPort)
 	checkAddr("worker.http_addr", c.Worker.HTTPAddr)

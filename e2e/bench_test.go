@@ -118,12 +118,18 @@ func BenchmarkPublish(b *testing.B) {
 		}
 		phase = time.Now()
 		stopProfile = startProfile(b)
+		stopWaits := func() {}
+		if trace {
+			stopWaits = bs.sampleWaits()
+		}
 		pub.rps, err = concurrent(concRuns, concurrency, bs.publish)
+		stopWaits()
 		stopProfile()
 		if err != nil {
 			b.Fatal(err)
 		}
 		if trace {
+			traceRun(b, floor.tc, workflows.PublishWorkflowID(bs.last, 1))
 			bs.stages(b, "concurrent", phase)
 		}
 	}
@@ -412,6 +418,54 @@ func (bs *benchStack) stages(b *testing.B, label string, since time.Time) {
 		}
 	}
 	fmt.Printf("publish stages, %s:\n%s\n", label, strings.Join(out, "\n"))
+}
+
+// sampleWaits samples what Postgres's active backends wait on every 20 ms until stopped, and
+// then prints the most frequent (IMPRUN_BENCH_TRACE=1): a lock that serialises publishes shows
+// up as Lock:... on the statement that waits.
+func (bs *benchStack) sampleWaits() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	counts := map[string]int{}
+	samples := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			waits, err := bs.env.DB.ActiveWaits(ctx)
+			if err != nil {
+				continue
+			}
+			samples++
+			for _, w := range waits {
+				counts[w]++
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		type kv struct {
+			k string
+			n int
+		}
+		var all []kv
+		for k, n := range counts {
+			all = append(all, kv{k, n})
+		}
+		slices.SortFunc(all, func(a, b kv) int { return b.n - a.n })
+		var out []string
+		for _, e := range all[:min(len(all), 12)] {
+			out = append(out, fmt.Sprintf("  %5.2f %s", float64(e.n)/float64(max(samples, 1)), e.k))
+		}
+		fmt.Printf("postgres active backends per sample (%d samples), concurrent:\n%s\n", samples, strings.Join(out, "\n"))
+	}
 }
 
 // poll reads the status of every pending publish every pollEvery (sleeping while none is).

@@ -28,6 +28,8 @@ type API struct {
 	// ownsTx holds "METHOD /path" of the routes that commit their own transactions (see
 	// ownTransactions); every other mutating route runs in one transaction with its audit row.
 	ownsTx map[string]bool
+	// principals caches authenticated principals per token (see principalCache).
+	principals *principalCache
 }
 
 // Settings are the configured defaults the handlers apply.
@@ -84,7 +86,7 @@ func NewAPI(d Deps) *API {
 		d.Logger = slog.Default()
 	}
 	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks, settings: d.Settings.withDefaults(),
-		catalog: catalog.New(d.Store, d.Hooks.CatalogUsage)}
+		catalog: catalog.New(d.Store, d.Hooks.CatalogUsage), principals: newPrincipalCache()}
 }
 
 // Register adds every /v1 route to e.
@@ -124,7 +126,8 @@ func (a *API) Register(e *echo.Echo) {
 	a.registerAgentREST(agent)
 }
 
-// authenticate verifies the bearer token and loads (or creates) the user.
+// authenticate verifies the bearer token and loads (or creates) the user; both are served from
+// the principal cache for a token seen within principalTTL (see principalCache).
 func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
@@ -133,7 +136,14 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			a.log.Info("authentication failed", "request_id", requestID(c), "reason", "no bearer token")
 			return Unauthorized()
 		}
-		id, err := a.auth.Verify(c.Request().Context(), raw)
+		key := tokenKey(raw)
+		e, ok, gen := a.principals.get(key)
+		if ok {
+			c.Set(ctxPrincipalKey, principalKey{key: key, gen: gen, members: e.members})
+			c.Set(ctxPrincipal, &Principal{User: e.user, Subject: e.id.Subject, Email: e.user.Email, PlatformRoles: e.id.Roles})
+			return next(c)
+		}
+		id, exp, err := a.auth.verify(c.Request().Context(), raw)
 		if errors.Is(err, ErrIssuerUnavailable) {
 			a.log.Warn("identity provider unavailable", "request_id", requestID(c), "err", err)
 			return Unavailable("identity_provider_unavailable", "the identity provider cannot be reached; try again shortly")
@@ -146,9 +156,29 @@ func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		a.principals.put(key, gen, cachedPrincipal{id: id, user: u, expires: earliest(time.Now().Add(principalTTL), exp)})
+		c.Set(ctxPrincipalKey, principalKey{key: key, gen: gen})
 		c.Set(ctxPrincipal, &Principal{User: u, Subject: id.Subject, Email: u.Email, PlatformRoles: id.Roles})
 		return next(c)
 	}
+}
+
+// ctxPrincipalKey holds the principalKey of an authenticated request.
+const ctxPrincipalKey = "imprun.principal_key"
+
+// principalKey is where a request's principal sits in the cache, and the memberships the
+// cache held for it (nil: not cached).
+type principalKey struct {
+	key     [32]byte
+	gen     uint64
+	members []store.TenantMembership
+}
+
+func earliest(a, b time.Time) time.Time {
+	if !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (a *API) requirePlatformRole(roles ...string) echo.MiddlewareFunc {
@@ -168,9 +198,14 @@ func (a *API) tenantScope(tenantType string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			p := principalOf(c)
-			all, err := a.store.MembershipsOf(c.Request().Context(), p.User.ID)
-			if err != nil {
-				return err
+			pk, _ := c.Get(ctxPrincipalKey).(principalKey)
+			all := pk.members
+			if all == nil {
+				var err error
+				if all, err = a.store.MembershipsOf(c.Request().Context(), p.User.ID); err != nil {
+					return err
+				}
+				a.principals.setMembers(pk.key, pk.gen, all)
 			}
 			var mine []store.TenantMembership
 			for _, m := range all {

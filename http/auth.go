@@ -186,31 +186,37 @@ func (a *Authenticator) Check(context.Context) error {
 
 // Verify checks raw and returns the identity it carries.
 func (a *Authenticator) Verify(ctx context.Context, raw string) (*Identity, error) {
+	id, _, err := a.verify(ctx, raw)
+	return id, err
+}
+
+// verify is Verify that also returns the token's expiry.
+func (a *Authenticator) verify(ctx context.Context, raw string) (*Identity, time.Time, error) {
 	v, err := a.getVerifier()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	tok, err := v.Verify(oidc.ClientContext(ctx, a.client), raw)
 	if err != nil {
 		// go-oidc reports a key set it could not fetch this way; that is the issuer being
 		// down, not the caller's fault.
 		if strings.Contains(err.Error(), "fetching keys") {
-			return nil, fmt.Errorf("%w: %v", ErrIssuerUnavailable, err)
+			return nil, time.Time{}, fmt.Errorf("%w: %v", ErrIssuerUnavailable, err)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return nil, time.Time{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
+		return nil, time.Time{}, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
 	}
 	id := &Identity{Issuer: tok.Issuer, Subject: tok.Subject}
 	id.Email, _ = claims[a.cfg.EmailClaim].(string)
 	id.Name, _ = claims["name"].(string)
 	if id.Email == "" {
-		return nil, fmt.Errorf("%w: no %s claim", ErrInvalidToken, a.cfg.EmailClaim)
+		return nil, time.Time{}, fmt.Errorf("%w: no %s claim", ErrInvalidToken, a.cfg.EmailClaim)
 	}
 	if verified, ok := claims["email_verified"].(bool); ok && !verified {
-		return nil, fmt.Errorf("%w: e-mail not verified", ErrInvalidToken)
+		return nil, time.Time{}, fmt.Errorf("%w: e-mail not verified", ErrInvalidToken)
 	}
 	if raw, ok := claimAt(claims, a.cfg.RolesClaim).([]any); ok {
 		for _, r := range raw {
@@ -219,7 +225,7 @@ func (a *Authenticator) Verify(ctx context.Context, raw string) (*Identity, erro
 			}
 		}
 	}
-	return id, nil
+	return id, tok.Expiry, nil
 }
 
 func claimAt(m map[string]any, path string) any {

@@ -76,6 +76,7 @@ func (a *API) createTenant(c echo.Context) error {
 		}
 		return nil
 	})
+	a.principals.flush() // committed: this replica's next request sees the membership
 	if errors.Is(err, store.ErrConflict) {
 		return Conflict("slug_taken", "a tenant with this slug exists", "")
 	}
@@ -144,6 +145,7 @@ func (a *API) setTenantStatus(c echo.Context, status string) error {
 		return err
 	}
 	t, err := a.store.SetTenantStatus(c.Request().Context(), id, status)
+	a.principals.flush()
 	if err != nil {
 		return err
 	}
@@ -183,6 +185,7 @@ func (a *API) addTenantOwner(c echo.Context) error {
 		return err
 	}
 	m, err := a.store.AddMember(c.Request().Context(), t.ID, req.Email, models.RoleOwner)
+	a.principals.flush()
 	if errors.Is(err, store.ErrConflict) {
 		return Conflict("already_member", req.Email+" is already a member of "+t.Slug, "")
 	}
@@ -258,6 +261,7 @@ func (a *API) addMember(c echo.Context) error {
 		return Forbidden("only an owner can add an owner")
 	}
 	m, err := a.store.AddMember(c.Request().Context(), t.ID, req.Email, req.Role)
+	a.principals.flush()
 	if errors.Is(err, store.ErrConflict) {
 		return Conflict("already_member", req.Email+" is already a member", "")
 	}
@@ -298,6 +302,7 @@ func (a *API) updateMember(c echo.Context) error {
 		return Forbidden("only an owner can grant or take the owner role")
 	}
 	m, err := a.store.UpdateMemberRole(ctx, t.ID, id, req.Role)
+	a.principals.flush()
 	if errors.Is(err, store.ErrLastOwner) {
 		return Conflict("last_owner", "a tenant keeps at least one owner", before.Role)
 	}
@@ -330,6 +335,7 @@ func (a *API) removeMember(c echo.Context) error {
 		return Forbidden("only an owner can remove an owner")
 	}
 	m, err := a.store.RemoveMember(ctx, t.ID, id)
+	a.principals.flush()
 	if errors.Is(err, store.ErrLastOwner) {
 		return Conflict("last_owner", "a tenant keeps at least one owner", before.Role)
 	}

@@ -187,25 +187,29 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		elapsed := time.Since(start)
 		s.metrics.observe(c.Request().Method, route, status, elapsed)
-		attrs := []any{
-			"request_id", requestID(c), "method", c.Request().Method, "route", route,
-			"path", c.Request().URL.Path, "status", status, "duration_ms", float64(elapsed.Microseconds()) / 1000,
-			"bytes_out", c.Response().Size, "ip", c.RealIP(),
+		level := slog.LevelInfo
+		if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+			level = slog.LevelDebug
 		}
-		if sc := trace.SpanContextFromContext(c.Request().Context()); sc.IsValid() {
-			attrs = append(attrs, "trace_id", sc.TraceID().String())
+		ctx := c.Request().Context()
+		if !s.log.Enabled(ctx, level) {
+			return nil
+		}
+		// Attrs, not key-value pairs: no boxing of every value on each request.
+		attrs := make([]slog.Attr, 0, 11)
+		attrs = append(attrs, slog.String("request_id", requestID(c)), slog.String("method", c.Request().Method), slog.String("route", route),
+			slog.String("path", c.Request().URL.Path), slog.Int("status", status), slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+			slog.Int64("bytes_out", c.Response().Size), slog.String("ip", c.RealIP()))
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
 		}
 		if p := principalOf(c); p != nil {
-			attrs = append(attrs, "actor", p.Email)
+			attrs = append(attrs, slog.String("actor", p.Email))
 		}
 		if t := tenantOf(c); t != nil {
-			attrs = append(attrs, "tenant", t.Slug)
+			attrs = append(attrs, slog.String("tenant", t.Slug))
 		}
-		if route == "/healthz" || route == "/readyz" || route == "/metrics" {
-			s.log.Debug("request", attrs...)
-		} else {
-			s.log.Info("request", attrs...)
-		}
+		s.log.LogAttrs(ctx, level, "request", attrs...)
 		return nil
 	}
 }

@@ -195,12 +195,34 @@ func (s *Store) CreateAPIService(ctx context.Context, svc *models.APIService) er
 
 // ListAPIServices lists a tenant's services, newest first: one query per page whatever the
 // number of services, on the (tenant_id, created_at, id) index.
+//
+// It is the hottest list of the API, so its rows are scanned column by column rather than by
+// GORM's reflection (half of the handler's CPU under load in BenchmarkRESTList's profile).
 func (s *Store) ListAPIServices(ctx context.Context, tenantID uuid.UUID, f APIServiceFilter, p Page) ([]models.APIService, string, error) {
-	q := s.db(ctx).Model(&models.APIService{}).Where("tenant_id = ?", tenantID)
+	q := s.db(ctx).Model(&models.APIService{}).
+		Select("id, tenant_id, name, version, description, labels, status, created_at, updated_at").
+		Where("tenant_id = ?", tenantID)
 	if f.Status != "" {
 		q = q.Where("status = ?", f.Status)
 	}
-	return page[models.APIService](q, "api_services", p)
+	rs, err := Paginate(q, "api_services", p).Rows()
+	if err != nil {
+		return nil, "", err
+	}
+	defer rs.Close()
+	rows := make([]models.APIService, 0, p.Limit+1)
+	for rs.Next() {
+		var r models.APIService
+		if err := rs.Scan(&r.ID, &r.TenantID, &r.Name, &r.Version, &r.Description, &r.Labels, &r.Status, &r.CreatedAt, &r.UpdatedAt); err != nil {
+			return nil, "", err
+		}
+		rows = append(rows, r)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, "", err
+	}
+	rows, next := Trim(rows, p)
+	return rows, next, nil
 }
 
 // GetAPIService returns one service of a tenant.

@@ -156,9 +156,21 @@ func (s *Store) SetTenantStatus(ctx context.Context, id uuid.UUID, status string
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&t, "id = ?", id).Error; err != nil {
 			return notFound(err)
 		}
-		return tx.Model(&t).Updates(map[string]any{"status": status, "updated_at": time.Now().UTC()}).Error
+		if err := tx.Model(&t).Updates(map[string]any{"status": status, "updated_at": time.Now().UTC()}).Error; err != nil {
+			return err
+		}
+		return notifyIdentityChanged(tx)
 	})
 	return t, err
+}
+
+// IdentityChannel is the NOTIFY channel on which every change of a membership or of a
+// tenant's status is announced (in the changing transaction, so on commit): every api replica
+// drops the principals it caches when it hears one.
+const IdentityChannel = "imprun_identity_changes"
+
+func notifyIdentityChanged(tx *gorm.DB) error {
+	return tx.Exec(`SELECT pg_notify(?, '')`, IdentityChannel).Error
 }
 
 // Member is a membership with its user.
@@ -215,6 +227,9 @@ func (s *Store) AddMember(ctx context.Context, tenantID uuid.UUID, email, role s
 			}
 			return err
 		}
+		if err := notifyIdentityChanged(tx); err != nil {
+			return err
+		}
 		return memberQuery(tx).Where("memberships.id = ?", ms.ID).Scan(&m).Error
 	})
 	return m, err
@@ -246,6 +261,9 @@ func (s *Store) UpdateMemberRole(ctx context.Context, tenantID, id uuid.UUID, ro
 		if err := tx.Model(&cur).Updates(map[string]any{"role": role, "updated_at": time.Now().UTC()}).Error; err != nil {
 			return err
 		}
+		if err := notifyIdentityChanged(tx); err != nil {
+			return err
+		}
 		return memberQuery(tx).Where("memberships.id = ?", id).Scan(&m).Error
 	})
 	return m, err
@@ -267,7 +285,10 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID, id uuid.UUID) (Membe
 				return err
 			}
 		}
-		return tx.Delete(&cur).Error
+		if err := tx.Delete(&cur).Error; err != nil {
+			return err
+		}
+		return notifyIdentityChanged(tx)
 	})
 	return m, err
 }

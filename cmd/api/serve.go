@@ -154,12 +154,26 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		ln.Close()
 		return fmt.Errorf("listen %s: %w", cfg.GRPC.Addr, err)
 	}
+	if cfg.HTTP.PprofAddr != "" {
+		stopPprof, err := servePprof(cfg.HTTP.PprofAddr, log)
+		if err != nil {
+			ln.Close()
+			gln.Close()
+			return err
+		}
+		defer stopPprof()
+	}
 	log.Info("REST API listening", "addr", ln.Addr().String())
 	log.Info("agent gRPC gateway listening", "addr", gln.Addr().String(), "tls", cfg.GRPC.TLSCertFile != "")
 
 	gwCtx, stopGateway := context.WithCancel(context.WithoutCancel(ctx))
 	gwDone := make(chan struct{})
 	go func() { gw.Run(gwCtx); close(gwDone) }()
+	// Membership and tenant changes on any replica reach this one's principal cache.
+	idCtx, stopIdentity := context.WithCancel(context.WithoutCancel(ctx))
+	idDone := make(chan struct{})
+	go func() { api.ListenIdentityChanges(idCtx, cfg.Database.URL); close(idDone) }()
+	defer func() { stopIdentity(); <-idDone }()
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go func() { errc <- grpcSrv.Serve(gln) }()

@@ -10,5 +10,5 @@ import (
 
 // resultSink passes acknowledged agent results on to their workflows as signals.
 func resultSink(t *temporalclient.Holder, st *store.Store, _ *slog.Logger) agentgw.ResultSink {
-	return agentgw.TemporalSink{Temporal: t, Store: st}
+	return agentgw.TemporalSink{Temporal: t, Store: st, Decided: agentgw.NewDecidedCommands()}
 }

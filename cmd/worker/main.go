@@ -80,7 +80,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 	}
 	defer tc.Close()
 
-	w := worker.New(tc, cfg.Temporal.TaskQueue, worker.Options{})
+	w := worker.New(tc, cfg.Temporal.TaskQueue, activities.WorkerOptions())
 	if err := register(w, deps{cfg: cfg, log: log, store: st, temporal: tc, outcomes: metrics.NewOutcomes(reg)}); err != nil {
 		return err
 	}

@@ -129,7 +129,7 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	must(t, err)
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
 		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval, DriftGrace: tm.DriftGrace, RepairEvery: tm.RepairEvery}, e.Store, signer,
-		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store}), agentgw.WithLogger(e.Log),
+		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store, Decided: agentgw.NewDecidedCommands()}), agentgw.WithLogger(e.Log),
 			agentgw.WithMetrics(e.Metrics, fmt.Sprintf("replica-%d", e.replicas.Add(1)))}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
@@ -173,7 +173,7 @@ func (e *Env) StartWorker(t testing.TB) (stop func()) {
 	t.Helper()
 	tc, err := e.Temporal.Client()
 	must(t, err)
-	w := worker.New(tc, e.TaskQueue, worker.Options{})
+	w := worker.New(tc, e.TaskQueue, activities.WorkerOptions())
 	activities.RegisterAll(w, e.Store, tc, e.TaskQueue, e.Log, e.outcomes)
 	must(t, w.Start())
 	dctx, dcancel := context.WithCancel(context.Background())
@@ -192,6 +192,9 @@ func (e *Env) WithGatewayOptions(opts ...agentgw.Option) {
 
 // Options change how an Env is built.
 type Options struct {
+	// Logger replaces the env's log (kept in memory at debug level for Logs); benchmarks pass
+	// one at the production level so the log buffer does not grow with every request.
+	Logger *slog.Logger
 	// IssuerURL overrides the issuer the API trusts (to test an unreachable issuer).
 	IssuerURL string
 	// WithTemporal connects the API to the harness Temporal dev server.
@@ -234,6 +237,9 @@ func New(t testing.TB, o Options) *Env {
 	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &lockedBuffer{}, Metrics: prometheus.NewRegistry()}
 	e.outcomes = metrics.NewOutcomes(e.Metrics)
 	e.Log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.Logger != nil {
+		e.Log = o.Logger
+	}
 	e.DBURL = o.DBURL
 	if e.DBURL == "" {
 		e.DBURL = testharness.Postgres(t).NewDatabase(t)
@@ -241,6 +247,10 @@ func New(t testing.TB, o Options) *Env {
 	var err error
 	e.SQL, err = sql.Open("pgx", e.DBURL)
 	must(t, err)
+	// database/sql keeps 2 idle connections by default: under 16 concurrent requests every
+	// other one opened a new Postgres connection (a backend fork). Keep as many as the api's
+	// default pool (database.max_idle_conns).
+	e.SQL.SetMaxIdleConns(20)
 	t.Cleanup(func() { e.SQL.Close() })
 	m, err := migrations.New(e.SQL)
 	must(t, err)
@@ -287,6 +297,10 @@ func New(t testing.TB, o Options) *Env {
 		Settings: settings,
 		Logger:   e.Log,
 	})
+	idCtx, stopIdentity := context.WithCancel(context.Background())
+	idDone := make(chan struct{})
+	go func() { e.API.ListenIdentityChanges(idCtx, e.DBURL); close(idDone) }()
+	t.Cleanup(func() { stopIdentity(); <-idDone })
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log, Registry: e.Metrics,
 		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -784,4 +785,46 @@ func (d *DB) AppliedTwice(ctx context.Context, publishIDs []string, want int) (m
 	}
 	out["publishes requested once with a later revision"] = n
 	return out, nil
+}
+
+// ActiveWaits samples pg_stat_activity once: for every active backend of this database other
+// than the caller's, its wait event (or "running") and the start of its query. Benchmarks
+// sample it while under load to see where Postgres time goes (IMPRUN_BENCH_TRACE).
+func (d *DB) ActiveWaits(ctx context.Context) ([]string, error) {
+	rows, err := d.sql.QueryContext(ctx, `SELECT coalesce(wait_event_type || ':' || wait_event, 'running') || ' ' || left(regexp_replace(query, '\s+', ' ', 'g'), 70)
+		FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// ServicePageFloor is the service list's first page query (the one store.ListAPIServices
+// sends: a tenant's services newest first, limit and one) written for bare pgx with explicit
+// columns and no ORM: the floor BenchmarkRESTList serves beside the real handler.
+func ServicePageFloor(ctx context.Context, pool *pgxpool.Pool, tenantID uuid.UUID, limit int) ([]models.APIService, error) {
+	rows, err := pool.Query(ctx, `SELECT id, tenant_id, name, version, description, labels, status, created_at, updated_at
+		FROM api_services WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`, tenantID, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]models.APIService, 0, limit+1)
+	for rows.Next() {
+		var s models.APIService
+		if err := rows.Scan(&s.ID, &s.TenantID, &s.Name, &s.Version, &s.Description, &s.Labels, &s.Status, &s.CreatedAt, &s.UpdatedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }

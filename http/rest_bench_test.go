@@ -1,0 +1,223 @@
+package http_test
+
+// BenchmarkRESTList: the authenticated service list (GET /v1/provider/api-services, first page
+// of 20 in a tenant of 20 services) under fixed concurrency, beside a floor served in the same
+// run: bare Echo + pgx (pgxpool), the same page query on the same database and data, JSON of
+// the same rows, no authentication. Both are driven by the same Go load generator:
+// IMPRUN_BENCH_REST_CLIENTS clients (default 16) each sending requests back to back over
+// keep-alive connections for IMPRUN_BENCH_REST_SECONDS (default 3) per round; floor and real
+// handler alternate for two rounds each, so drift of the shared machine hits both. Printed:
+// req/s and p99 of each and the ratio.
+//
+// The real handler runs as in production: the OIDC token verified by go-oidc against the
+// project's issuer, the user and membership loaded (or served from the principal cache), the
+// tenant scope, the access log at info level (to a discarding handler, so the log's I/O is not
+// what is measured, only its formatting).
+//
+// Run: go test -run '^$' -bench BenchmarkRESTList -benchtime 1x ./http/
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+
+	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store/storetest"
+)
+
+func BenchmarkRESTList(b *testing.B) {
+	clients := restEnvInt(b, "IMPRUN_BENCH_REST_CLIENTS", 16)
+	seconds := restEnvInt(b, "IMPRUN_BENCH_REST_SECONDS", 3)
+
+	env := apitest.New(b, apitest.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if r := env.As(opsP).Post("/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": devP.Email}); r.Status != http.StatusCreated {
+		b.Fatalf("tenant: %d %s", r.Status, r.Body)
+	}
+	seedServices(b, env, "acme", "svc", 20)
+	tenantID := uuid.MustParse(env.DB.TenantID(b, "acme"))
+	floorURL := startRESTFloor(b, env.DBURL, tenantID)
+	token := env.Token(devP)
+	realURL := env.URL + prov + "/api-services?limit=20"
+
+	transport := &http.Transport{MaxIdleConnsPerHost: 2 * clients, MaxConnsPerHost: 2 * clients}
+	b.Cleanup(transport.CloseIdleConnections)
+	client := &http.Client{Transport: transport, Timeout: 10 * time.Second}
+	get := func(url, bearer string) error {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || n < 100 {
+			return fmt.Errorf("GET %s: %d (%d bytes)", url, resp.StatusCode, n)
+		}
+		return nil
+	}
+	// Both answer the same 20 rows.
+	for _, u := range []struct{ url, token string }{{floorURL, ""}, {realURL, token}} {
+		if err := get(u.url, u.token); err != nil {
+			b.Fatal(err)
+		}
+	}
+	round := time.Duration(seconds) * time.Second
+	// Warm-up: connections, the principal cache, the query plans.
+	if _, err := loadRound(clients, time.Second/2, func() error { return get(floorURL, "") }); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := loadRound(clients, time.Second/2, func() error { return get(realURL, token) }); err != nil {
+		b.Fatal(err)
+	}
+
+	var floor, real loadFigures
+	b.ResetTimer()
+	for range b.N {
+		for range 2 {
+			f, err := loadRound(clients, round, func() error { return get(floorURL, "") })
+			if err != nil {
+				b.Fatal(err)
+			}
+			floor.add(f)
+			r, err := loadRound(clients, round, func() error { return get(realURL, token) })
+			if err != nil {
+				b.Fatal(err)
+			}
+			real.add(r)
+		}
+	}
+	b.StopTimer()
+	fr, rr := floor.rps(), real.rps()
+	fp, rp := floor.p99(), real.p99()
+	b.ReportMetric(rr, "req/s")
+	b.ReportMetric(ms(rp), "p99-ms")
+	b.ReportMetric(fr, "floor-req/s")
+	b.ReportMetric(ms(fp), "floor-p99-ms")
+	b.ReportMetric(rr/fr, "rps-x-floor")
+	b.Logf("real: %.0f req/s p99 %.1f ms | floor (bare Echo + pgx): %.0f req/s p99 %.1f ms | %.2fx floor (aim >= 0.8x, p99 < 50 ms); %d clients, 2 rounds of %s each",
+		rr, ms(rp), fr, ms(fp), rr/fr, clients, round)
+}
+
+// loadFigures accumulates rounds of one side.
+type loadFigures struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+func (l *loadFigures) add(o loadFigures) {
+	l.n += o.n
+	l.elapsed += o.elapsed
+	l.lat = append(l.lat, o.lat...)
+}
+
+func (l *loadFigures) rps() float64 { return float64(l.n) / l.elapsed.Seconds() }
+
+func (l *loadFigures) p99() time.Duration {
+	s := slices.Clone(l.lat)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, (len(s)*99+99)/100-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// loadRound runs clients goroutines sending requests back to back for d.
+func loadRound(clients int, d time.Duration, do func() error) (loadFigures, error) {
+	var mu sync.Mutex
+	var out loadFigures
+	var firstErr error
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 4096)
+			var err error
+			for time.Now().Before(deadline) {
+				t := time.Now()
+				if err = do(); err != nil {
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			out.n += len(lat)
+			out.lat = append(out.lat, lat...)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	out.elapsed = time.Since(start)
+	return out, firstErr
+}
+
+// startRESTFloor serves GET /floor: the page query through pgxpool, as JSON.
+func startRESTFloor(b *testing.B, dbURL string, tenantID uuid.UUID) string {
+	b.Helper()
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.GET("/floor", func(c echo.Context) error {
+		rows, err := storetest.ServicePageFloor(c.Request().Context(), pool, tenantID, 20)
+		if err != nil {
+			return err
+		}
+		var next *string
+		if len(rows) > 20 {
+			rows = rows[:20]
+			s := "next"
+			next = &s
+		}
+		return c.JSON(http.StatusOK, struct {
+			Items      []models.APIService `json:"items"`
+			NextCursor *string             `json:"next_cursor"`
+		}{rows, next})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: e}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	return "http://" + ln.Addr().String() + "/floor"
+}
+
+func restEnvInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
