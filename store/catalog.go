@@ -106,16 +106,6 @@ func getRow[T any](db *gorm.DB, tenantID, id uuid.UUID) (T, error) {
 	return row, notFound(err)
 }
 
-// page reads one keyset page of q (shared by the catalog and later modules).
-func page[T Keyed](q *gorm.DB, table string, p Page) ([]T, string, error) {
-	var rows []T
-	if err := Paginate(q, table, p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
-}
-
 // updateRow locks a tenant's row, lets apply change it (apply may refuse with any error, which
 // rolls back), runs check inside the same transaction and saves every column. before is the row
 // as it was.
@@ -197,9 +187,7 @@ func (s *Store) CreateAPIService(ctx context.Context, svc *models.APIService) er
 // number of services, on the (tenant_id, created_at, id) index.
 func (s *Store) ListAPIServices(ctx context.Context, tenantID uuid.UUID, f APIServiceFilter, p Page) ([]models.APIService, string, error) {
 	q := s.db(ctx).Model(&models.APIService{}).Where("tenant_id = ?", tenantID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
+	q = whereSet(q, "status", f.Status)
 	return page[models.APIService](q, "api_services", p)
 }
 
