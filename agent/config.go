@@ -108,6 +108,8 @@ type NginxConfig struct {
 	CertDir string
 }
 
+// validateAndDefault checks the config, with the data plane's defaults that the checks depend
+// on (the nginx directory, the verifier's address), then fills the rest (applyDefaults).
 func (c *Config) validateAndDefault() error {
 	var errs []error
 	switch c.DataPlane {
@@ -163,6 +165,13 @@ func (c *Config) validateAndDefault() error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("agent config: %w", err)
 	}
+	c.applyDefaults()
+	return nil
+}
+
+// applyDefaults fills what a valid config leaves unset: timings, the logger, the HTTP client,
+// and the renderer's nginx settings from the data plane's.
+func (c *Config) applyDefaults() {
 	if c.Version == "" {
 		c.Version = DefaultVersion
 	}
@@ -205,5 +214,4 @@ func (c *Config) validateAndDefault() error {
 			c.Render.NginxCertDir = abs
 		}
 	}
-	return nil
 }

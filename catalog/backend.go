@@ -214,14 +214,9 @@ func backends(c *Catalog) Resource[models.Backend, BackendInput] {
 		kind: store.KindBackend, what: "backend", c: c,
 		get: c.store.GetBackend, update: c.store.UpdateBackend, remove: c.store.DeleteBackend,
 		inputOf: BackendInputOf,
-		apply: func(b *models.Backend, in BackendInput) error {
-			next, err := in.Validate()
-			if err != nil {
-				return err
-			}
+		apply: validInto[models.Backend, BackendInput](func(b *models.Backend, next models.Backend) {
 			next.ID, next.TenantID, next.APIServiceID, next.CreatedAt = b.ID, b.TenantID, b.APIServiceID, b.CreatedAt
 			*b = next
-			return nil
-		},
+		}),
 	}
 }

@@ -151,13 +151,10 @@ func gateways(c *Catalog) Resource[models.Gateway, GatewayInput] {
 			if err := v.Err(); err != nil {
 				return err
 			}
-			next, err := in.Validate()
-			if err != nil {
-				return err
-			}
-			next.ID, next.TenantID, next.CreatedAt = g.ID, g.TenantID, g.CreatedAt
-			*g = next
-			return nil
+			return validInto[models.Gateway, GatewayInput](func(g *models.Gateway, next models.Gateway) {
+				next.ID, next.TenantID, next.CreatedAt = g.ID, g.TenantID, g.CreatedAt
+				*g = next
+			})(g, in)
 		},
 	}
 }

@@ -70,13 +70,8 @@ func plans(c *Catalog) Resource[models.Plan, PlanInput] {
 		kind: store.KindPlan, what: "plan", c: c,
 		get: c.store.GetPlan, update: c.store.UpdatePlan, remove: c.store.DeletePlan,
 		inputOf: PlanInputOf,
-		apply: func(pl *models.Plan, in PlanInput) error {
-			next, err := in.Validate()
-			if err != nil {
-				return err
-			}
+		apply: validInto[models.Plan, PlanInput](func(pl *models.Plan, next models.Plan) {
 			pl.Name, pl.Description, pl.RateLimit, pl.Quota, pl.IsDefault = next.Name, next.Description, next.RateLimit, next.Quota, next.IsDefault
-			return nil
-		},
+		}),
 	}
 }

@@ -107,15 +107,10 @@ func products(c *Catalog) Resource[models.Product, ProductInput] {
 		kind: store.KindProduct, what: "product", c: c,
 		get: c.store.GetProduct, update: c.store.UpdateProduct, remove: c.store.DeleteProduct,
 		inputOf: ProductInputOf,
-		apply: func(p *models.Product, in ProductInput) error {
-			next, err := in.Validate()
-			if err != nil {
-				return err
-			}
+		apply: validInto[models.Product, ProductInput](func(p *models.Product, next models.Product) {
 			p.Name, p.Version, p.Description, p.Categories = next.Name, next.Version, next.Description, next.Categories
 			p.DocsURL, p.LogoURL, p.APIServices = next.DocsURL, next.LogoURL, next.APIServices
-			return nil
-		},
+		}),
 		fixed: map[string]string{"status": "changes with POST /v1/provider/products/{id}/activate, /deactivate or /archive"},
 		removeFailure: func(err error) error {
 			var tr *store.TransitionError

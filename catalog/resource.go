@@ -30,6 +30,23 @@ type Resource[M any, In any] struct {
 	removeFailure func(error) error
 }
 
+// validInto is the apply of a kind whose change is checked by the rules of its create: the input
+// validates into a row (P is *In, the Validate method's receiver), and set writes that row's
+// writable fields into the current one.
+func validInto[M any, In any, P interface {
+	*In
+	Validate() (M, error)
+}](set func(cur *M, next M)) func(*M, In) error {
+	return func(cur *M, in In) error {
+		next, err := P(&in).Validate()
+		if err != nil {
+			return err
+		}
+		set(cur, next)
+		return nil
+	}
+}
+
 // Kind is the kind's name in usage checks and the audit log (store.KindRoute).
 func (r Resource[M, In]) Kind() string { return r.kind }
 

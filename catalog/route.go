@@ -222,14 +222,9 @@ func routes(c *Catalog) Resource[models.Route, RouteInput] {
 		kind: store.KindRoute, what: "route", c: c,
 		get: c.store.GetRoute, update: c.store.UpdateRoute, remove: c.store.DeleteRoute,
 		inputOf: RouteInputOf,
-		apply: func(r *models.Route, in RouteInput) error {
-			next, err := in.Validate()
-			if err != nil {
-				return err
-			}
+		apply: validInto[models.Route, RouteInput](func(r *models.Route, next models.Route) {
 			next.ID, next.TenantID, next.APIServiceID, next.CreatedAt = r.ID, r.TenantID, r.APIServiceID, r.CreatedAt
 			*r = next
-			return nil
-		},
+		}),
 	}
 }

@@ -287,6 +287,8 @@ func (e *FieldError) Error() string {
 }
 
 // Validate checks every value and returns all failures joined, each naming its key.
+// It is long because it is a flat list of independent checks, one per key, in the order of the
+// struct: splitting it would only scatter that list.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, reason string) { errs = append(errs, &FieldError{Key: key, Reason: reason}) }

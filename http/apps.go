@@ -12,14 +12,9 @@ import (
 
 // registerApps adds the customer's client apps: viewers read, developers and up write.
 func (a *API) registerApps(g *echo.Group) {
-	g.GET("/apps", a.listApps, RequireRole(models.RoleViewer))
-	g.GET("/apps/:id", a.getApp, RequireRole(models.RoleViewer))
+	apps := collection{list: a.listApps, create: a.createApp, get: a.getApp, update: a.updateApp, delete: a.deleteApp}
 	// The app use cases write their audit row in their own transaction.
-	a.ownTransactions(
-		g.POST("/apps", a.createApp, RequireRole(models.RoleDeveloper)),
-		g.PATCH("/apps/:id", a.updateApp, RequireRole(models.RoleDeveloper)),
-		g.DELETE("/apps/:id", a.deleteApp, RequireRole(models.RoleDeveloper)),
-	)
+	a.ownTransactions(apps.register(g, "/apps", RequireRole(models.RoleViewer), RequireRole(models.RoleDeveloper))...)
 }
 
 // credentials is the client app and credential use cases with the API's store and Temporal.

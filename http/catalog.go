@@ -2,6 +2,7 @@ package http
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,11 +12,13 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/imprun/imprun-server/catalog"
 	"github.com/imprun/imprun-server/jsonfield"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
 )
 
 // registerCatalog adds the provider's logical layer: API services with routes, backends and
@@ -33,40 +36,43 @@ func (a *API) registerCatalog(g *echo.Group) {
 		g.PATCH(path, k.patch, write)
 		g.DELETE(path, k.delete, write)
 	}
+	cat := a.catalog
+	services, routes, backends := apiServiceKind(cat), routeKind(cat), backendKind(cat)
+	policies, gateways, products, plans := policyKind(cat), gatewayKind(cat), productKind(cat), planKind(cat)
 
-	g.GET("/api-services", a.listAPIServices, viewer)
-	g.POST("/api-services", a.createAPIService, dev)
-	one("/api-services/:id", routesOf(apiServiceKind(a.catalog)), dev)
+	g.GET("/api-services", listTop(apiServiceFilter, cat.ListAPIServices), viewer)
+	g.POST("/api-services", createTop(services, cat.CreateAPIService), dev)
+	one("/api-services/:id", routesOf(services), dev)
 
-	g.GET("/api-services/:id/routes", a.listRoutes, viewer)
-	g.POST("/api-services/:id/routes", a.createRoute, dev)
-	one("/routes/:id", routesOf(routeKind(a.catalog)), dev)
+	g.GET("/api-services/:id/routes", listUnder(routeFilter, cat.ListRoutes), viewer)
+	g.POST("/api-services/:id/routes", createUnder(routes, cat.CreateRoute), dev)
+	one("/routes/:id", routesOf(routes), dev)
 	g.GET("/routes/:id/effective-policies", a.effectivePolicies, viewer)
 
-	g.GET("/api-services/:id/backends", a.listBackends, viewer)
-	g.POST("/api-services/:id/backends", a.createBackend, dev)
-	one("/backends/:id", routesOf(backendKind(a.catalog)), dev)
+	g.GET("/api-services/:id/backends", listUnder(backendFilter, cat.ListBackends), viewer)
+	g.POST("/api-services/:id/backends", createUnder(backends, cat.CreateBackend), dev)
+	one("/backends/:id", routesOf(backends), dev)
 
-	g.GET("/api-services/:id/policies", a.listServicePolicies, viewer)
-	g.POST("/api-services/:id/policies", a.createServicePolicy, dev)
-	g.GET("/policies", a.listGlobalPolicies, viewer)
-	g.POST("/policies", a.createGlobalPolicy, dev)
-	one("/policies/:id", routesOf(policyKind(a.catalog)), dev)
+	g.GET("/api-services/:id/policies", listUnder(servicePolicyFilter, cat.ListServicePolicies), viewer)
+	g.POST("/api-services/:id/policies", createUnder(policies, cat.CreateServicePolicy), dev)
+	g.GET("/policies", listTop(policyFilter, cat.ListGlobalPolicies), viewer)
+	g.POST("/policies", createTop(policies, cat.CreateGlobalPolicy), dev)
+	one("/policies/:id", routesOf(policies), dev)
 
-	g.GET("/gateways", a.listGateways, viewer)
-	g.POST("/gateways", a.createGateway, admin)
-	one("/gateways/:id", routesOf(gatewayKind(a.catalog)), admin)
+	g.GET("/gateways", listTop(gatewayFilter, cat.ListGateways), viewer)
+	g.POST("/gateways", createTop(gateways, cat.CreateGateway), admin)
+	one("/gateways/:id", routesOf(gateways), admin)
 
-	g.GET("/products", a.listProducts, viewer)
-	g.POST("/products", a.createProduct, admin)
-	one("/products/:id", routesOf(productKind(a.catalog)), admin)
-	g.POST("/products/:id/activate", a.activateProduct, admin)
-	g.POST("/products/:id/deactivate", a.deactivateProduct, admin)
-	g.POST("/products/:id/archive", a.archiveProduct, admin)
+	g.GET("/products", listTop(productFilter, cat.ListProducts), viewer)
+	g.POST("/products", createTop(products, cat.CreateProduct), admin)
+	one("/products/:id", routesOf(products), admin)
+	g.POST("/products/:id/activate", productStatus(cat.ActivateProduct, "product.activate"), admin)
+	g.POST("/products/:id/deactivate", productStatus(cat.DeactivateProduct, "product.deactivate"), admin)
+	g.POST("/products/:id/archive", productStatus(cat.ArchiveProduct, "product.archive"), admin)
 
-	g.GET("/products/:id/plans", a.listPlans, viewer)
-	g.POST("/products/:id/plans", a.createPlan, admin)
-	one("/plans/:id", routesOf(planKind(a.catalog)), admin)
+	g.GET("/products/:id/plans", listUnder(noFilter, a.listPlans), viewer)
+	g.POST("/products/:id/plans", createUnder(plans, cat.CreatePlan), admin)
+	one("/plans/:id", routesOf(plans), admin)
 }
 
 // The naming rules other handlers share with the catalog (cluster names, tenant slugs).
@@ -74,13 +80,16 @@ var k8sNameRe = catalog.LabelNameRe
 
 const maxListItems = catalog.MaxListItems
 
-// catalogKind is one kind of catalog row (M, with writable fields In) as the REST API serves it
-// at /<kind>/{id}: its use cases, and what its audit entries name and summarise. One set of
-// handlers (getOne, patchOne, deleteOne) serves every kind.
+// catalogKind is one kind of catalog row (M, with writable fields In) as the REST API serves it:
+// its use cases, and what its audit entries name and summarise. One set of handlers (createTop,
+// createUnder, listTop, listUnder, getOne, patchOne, deleteOne) serves every kind.
 type catalogKind[M any, In any] struct {
 	rows catalog.Resource[M, In]
-	// name is the row's name in the audit log.
+	// id and name are the row's id and name in the audit log.
+	id   func(M) uuid.UUID
 	name func(M) string
+	// created is the audit summary of a create, from the row and the body it was made of.
+	created func(M, In) map[string]any
 	// deleted is the audit summary of a delete.
 	deleted func(M) map[string]any
 	// changed is the audit summary of an update; nil: changeSummary of the writable fields.
@@ -92,6 +101,78 @@ type catalogRoutes struct{ get, patch, delete echo.HandlerFunc }
 
 func routesOf[M any, In any](k catalogKind[M, In]) catalogRoutes {
 	return catalogRoutes{get: getOne(k), patch: patchOne(k), delete: deleteOne(k)}
+}
+
+// createTop serves POST /<kind>: the body is the row's writable fields.
+func createTop[M any, In any](k catalogKind[M, In], create func(ctx context.Context, tenantID uuid.UUID, in In) (M, error)) echo.HandlerFunc {
+	return createIn(k, false, func(ctx context.Context, tenantID, _ uuid.UUID, in In) (M, error) { return create(ctx, tenantID, in) })
+}
+
+// createUnder serves POST /<parent>/{id}/<kind>: a row of the parent with that id.
+func createUnder[M any, In any](k catalogKind[M, In], create func(ctx context.Context, tenantID, parentID uuid.UUID, in In) (M, error)) echo.HandlerFunc {
+	return createIn(k, true, create)
+}
+
+func createIn[M any, In any](k catalogKind[M, In], underParent bool, create func(ctx context.Context, tenantID, parentID uuid.UUID, in In) (M, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		parentID, err := parentOf(c, underParent)
+		if err != nil {
+			return err
+		}
+		var in In
+		if err := bindBody(c, &in); err != nil {
+			return err
+		}
+		row, err := create(c.Request().Context(), Tenant(c).ID, parentID, in)
+		if err != nil {
+			return err
+		}
+		Audit(c, AuditEntry{Action: k.rows.Kind() + ".create", ResourceType: k.rows.Kind(), ResourceID: k.id(row).String(), ResourceName: k.name(row),
+			Summary: k.created(row, in)})
+		return c.JSON(nethttp.StatusCreated, row)
+	}
+}
+
+// listTop serves GET /<kind>: a page of the tenant's rows, filtered by the query (filter).
+func listTop[M any, F any](filter func(echo.Context) (F, error), list func(ctx context.Context, tenantID uuid.UUID, f F, p store.Page) ([]M, string, error)) echo.HandlerFunc {
+	return listIn(false, filter, func(ctx context.Context, tenantID, _ uuid.UUID, f F, p store.Page) ([]M, string, error) {
+		return list(ctx, tenantID, f, p)
+	})
+}
+
+// listUnder serves GET /<parent>/{id}/<kind>: a page of the parent's rows.
+func listUnder[M any, F any](filter func(echo.Context) (F, error), list func(ctx context.Context, tenantID, parentID uuid.UUID, f F, p store.Page) ([]M, string, error)) echo.HandlerFunc {
+	return listIn(true, filter, list)
+}
+
+func listIn[M any, F any](underParent bool, filter func(echo.Context) (F, error), list func(ctx context.Context, tenantID, parentID uuid.UUID, f F, p store.Page) ([]M, string, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		parentID, err := parentOf(c, underParent)
+		if err != nil {
+			return err
+		}
+		p, err := pageParams(c)
+		if err != nil {
+			return err
+		}
+		f, err := filter(c)
+		if err != nil {
+			return err
+		}
+		rows, next, err := list(c.Request().Context(), Tenant(c).ID, parentID, f, p)
+		if err != nil {
+			return err
+		}
+		return c.JSON(nethttp.StatusOK, listOf(rows, next))
+	}
+}
+
+// parentOf is the {id} of a kind served under its parent; uuid.Nil at the top level.
+func parentOf(c echo.Context, underParent bool) (uuid.UUID, error) {
+	if !underParent {
+		return uuid.Nil, nil
+	}
+	return pathUUID(c, "id")
 }
 
 // getOne serves GET /<kind>/{id}.

@@ -169,12 +169,7 @@ func (a *API) addTenantOwner(c echo.Context) error {
 	var req struct {
 		Email string `json:"email"`
 	}
-	if err := bindJSON(c, &req); err != nil {
-		return err
-	}
-	var v validator
-	v.check(validEmail(req.Email), "email", "must be an e-mail address")
-	if err := v.err(); err != nil {
+	if err := bindChecked(c, &req, func(v *validator) { v.email(req.Email) }); err != nil {
 		return err
 	}
 	t, err := a.store.GetTenant(c.Request().Context(), id)
@@ -200,11 +195,8 @@ func (a *API) addTenantOwner(c echo.Context) error {
 
 // registerMembers adds the member management of a tenant group.
 func (a *API) registerMembers(g *echo.Group) {
-	g.GET("/members", a.listMembers, RequireRole(models.RoleViewer))
-	g.POST("/members", a.addMember, RequireRole(models.RoleAdmin))
-	g.GET("/members/:id", a.getMember, RequireRole(models.RoleViewer))
-	g.PATCH("/members/:id", a.updateMember, RequireRole(models.RoleAdmin))
-	g.DELETE("/members/:id", a.removeMember, RequireRole(models.RoleAdmin))
+	members := collection{list: a.listMembers, create: a.addMember, get: a.getMember, update: a.updateMember, delete: a.removeMember}
+	members.register(g, "/members", RequireRole(models.RoleViewer), RequireRole(models.RoleAdmin))
 }
 
 var validRoles = []string{models.RoleOwner, models.RoleAdmin, models.RoleDeveloper, models.RoleViewer}
@@ -216,6 +208,23 @@ func validRole(r string) bool {
 		}
 	}
 	return false
+}
+
+// bindChecked binds a member body and runs check on its fields: one validation_failed names
+// every field that failed.
+func bindChecked(c echo.Context, req any, check func(*validator)) error {
+	if err := bindJSON(c, req); err != nil {
+		return err
+	}
+	var v validator
+	check(&v)
+	return v.err()
+}
+
+func (v *validator) email(s string) { v.check(validEmail(s), "email", "must be an e-mail address") }
+
+func (v *validator) role(r string) {
+	v.check(validRole(r), "role", "must be one of owner, admin, developer, viewer")
 }
 
 func (a *API) listMembers(c echo.Context) error {
@@ -247,13 +256,7 @@ func (a *API) getMember(c echo.Context) error {
 
 func (a *API) addMember(c echo.Context) error {
 	var req memberRequest
-	if err := bindJSON(c, &req); err != nil {
-		return err
-	}
-	var v validator
-	v.check(validEmail(req.Email), "email", "must be an e-mail address")
-	v.check(validRole(req.Role), "role", "must be one of owner, admin, developer, viewer")
-	if err := v.err(); err != nil {
+	if err := bindChecked(c, &req, func(v *validator) { v.email(req.Email); v.role(req.Role) }); err != nil {
 		return err
 	}
 	t := tenantOf(c)
@@ -281,12 +284,7 @@ func (a *API) updateMember(c echo.Context) error {
 	var req struct {
 		Role string `json:"role"`
 	}
-	if err := bindJSON(c, &req); err != nil {
-		return err
-	}
-	var v validator
-	v.check(validRole(req.Role), "role", "must be one of owner, admin, developer, viewer")
-	if err := v.err(); err != nil {
+	if err := bindChecked(c, &req, func(v *validator) { v.role(req.Role) }); err != nil {
 		return err
 	}
 	t := tenantOf(c)

@@ -21,13 +21,10 @@ import (
 
 // registerPublishes adds the deployment layer: product publishes and their actions.
 func (a *API) registerPublishes(g *echo.Group) {
-	g.GET("/product-publishes", a.listPublishes, RequireRole(models.RoleViewer))
-	g.GET("/product-publishes/:id", a.getPublish, RequireRole(models.RoleViewer))
+	publishes := collection{list: a.listPublishes, create: a.createPublish, get: a.getPublish, update: a.updatePublish, delete: a.deletePublish}
 	// The publish use cases commit their claim with its audit row, then start the run.
+	a.ownTransactions(publishes.register(g, "/product-publishes", RequireRole(models.RoleViewer), RequireRole(models.RoleAdmin))...)
 	a.ownTransactions(
-		g.POST("/product-publishes", a.createPublish, RequireRole(models.RoleAdmin)),
-		g.PATCH("/product-publishes/:id", a.updatePublish, RequireRole(models.RoleAdmin)),
-		g.DELETE("/product-publishes/:id", a.deletePublish, RequireRole(models.RoleAdmin)),
 		g.POST("/product-publishes/:id/publish", a.publishAction, RequireRole(models.RoleAdmin)),
 		g.POST("/product-publishes/:id/withdraw", a.withdrawAction, RequireRole(models.RoleAdmin)),
 		g.POST("/product-publishes/:id/rollback", a.rollbackAction, RequireRole(models.RoleAdmin)),

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/imprun/imprun-server/snapshot"
 )
 
 // The provider's logical layer: API services with their routes, backends and policies, gateway
@@ -214,33 +216,18 @@ type HealthCheck struct {
 	UnhealthyThreshold int    `json:"unhealthy_threshold"`
 }
 
-// CircuitBreaker caps what a backend is sent; 0 keeps the proxy's default.
-type CircuitBreaker struct {
-	MaxConnections      int `json:"max_connections"`
-	MaxPendingRequests  int `json:"max_pending_requests"`
-	MaxParallelRequests int `json:"max_parallel_requests"`
-	MaxParallelRetries  int `json:"max_parallel_retries"`
-}
-
-// RetryBackoff spaces retries.
-type RetryBackoff struct {
-	BaseIntervalMS int `json:"base_interval_ms"`
-	MaxIntervalMS  int `json:"max_interval_ms"`
-}
-
-// BackendRetry is the retry behaviour of a backend (a retry policy overrides it per route).
-type BackendRetry struct {
-	NumRetries      int           `json:"num_retries"`
-	RetryOn         []string      `json:"retry_on"`
-	PerTryTimeoutMS int           `json:"per_try_timeout_ms,omitempty"`
-	Backoff         *RetryBackoff `json:"backoff,omitempty"`
-}
-
-// BackendTLS is TLS towards the upstream (https and grpcs only).
-type BackendTLS struct {
-	SNI                string `json:"sni,omitempty"`
-	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
-}
+// A backend's circuit breaker, retry and TLS have the snapshot's shape: one definition, so the
+// API's JSON of a backend and the agents' snapshot cannot drift apart.
+type (
+	// CircuitBreaker caps what a backend is sent; 0 keeps the proxy's default.
+	CircuitBreaker = snapshot.CircuitBreaker
+	// RetryBackoff spaces retries.
+	RetryBackoff = snapshot.RetryBackoff
+	// BackendRetry is the retry behaviour of a backend (a retry policy overrides it per route).
+	BackendRetry = snapshot.Retry
+	// BackendTLS is TLS towards the upstream (https and grpcs only).
+	BackendTLS = snapshot.BackendTLS
+)
 
 // Backend is an upstream of a service that its routes send traffic to.
 type Backend struct {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/imprun/imprun-server/snapshot"
 )
 
 // Policy scopes, from the least to the most specific.
@@ -72,46 +74,29 @@ func NewPolicySpec(policyType string) (any, bool) {
 	return t.spec(), true
 }
 
-// RateLimitSpec limits requests per unit of time, with a burst above it.
-type RateLimitSpec struct {
-	RequestsPerUnit int    `json:"requests_per_unit"`
-	Unit            string `json:"unit"` // second, minute, hour, day
-	Burst           int    `json:"burst"`
-}
-
-// CORSSpec is a CORS policy.
-type CORSSpec struct {
-	AllowOrigins     []string `json:"allow_origins"`
-	AllowMethods     []string `json:"allow_methods"`
-	AllowHeaders     []string `json:"allow_headers"`
-	ExposeHeaders    []string `json:"expose_headers"`
-	MaxAgeSeconds    int      `json:"max_age_seconds"`
-	AllowCredentials bool     `json:"allow_credentials"`
-}
-
-// HeaderValue is a header name and value.
-type HeaderValue struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
-
-// HeaderOps changes headers: add appends, set replaces, remove deletes.
-type HeaderOps struct {
-	Add    []HeaderValue `json:"add"`
-	Set    []HeaderValue `json:"set"`
-	Remove []string      `json:"remove"`
-}
+// The specs whose canonical form is the shape agents decode are the snapshot's types: one
+// definition for the API, the stored spec and the agents. The specs below them differ on purpose
+// (the canonical form leaves unset parts out, or tells 0 from unset) and agents read them
+// leniently through their own snapshot shapes.
+type (
+	// RateLimitSpec limits requests per unit of time (second, minute, hour, day), with a burst above it.
+	RateLimitSpec = snapshot.RateLimitSpec
+	// CORSSpec is a CORS policy.
+	CORSSpec = snapshot.CORSSpec
+	// HeaderValue is a header name and value.
+	HeaderValue = snapshot.HeaderValue
+	// HeaderOps changes headers: add appends, set replaces, remove deletes.
+	HeaderOps = snapshot.HeaderOps
+	// URLRewritePath rewrites the path: the whole of it (full) or the matched prefix (prefix).
+	URLRewritePath = snapshot.URLRewritePath
+	// IPListSpec is the client CIDRs of an ip-allow or ip-deny policy.
+	IPListSpec = snapshot.IPListSpec
+)
 
 // HeaderModifierSpec changes request and/or response headers.
 type HeaderModifierSpec struct {
 	Request  *HeaderOps `json:"request,omitempty"`
 	Response *HeaderOps `json:"response,omitempty"`
-}
-
-// URLRewritePath rewrites the path: the whole of it (full) or the matched prefix (prefix).
-type URLRewritePath struct {
-	Type  string `json:"type"` // full, prefix
-	Value string `json:"value"`
 }
 
 // URLRewriteSpec rewrites the host and/or the path before the request goes upstream.
@@ -131,11 +116,6 @@ type RetrySpec struct {
 type TimeoutSpec struct {
 	RequestMS        *int `json:"request_ms,omitempty"`
 	BackendRequestMS *int `json:"backend_request_ms,omitempty"`
-}
-
-// IPListSpec is the client CIDRs of an ip-allow or ip-deny policy.
-type IPListSpec struct {
-	CIDRs []string `json:"cidrs"`
 }
 
 // Policy is a typed, validated piece of behaviour attached to the whole tenant (global), a

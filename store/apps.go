@@ -38,9 +38,7 @@ func normalizeApp(a *models.ClientApp) {
 // ListClientApps lists a tenant's apps, newest first.
 func (s *Store) ListClientApps(ctx context.Context, tenantID uuid.UUID, f AppFilter, p Page) ([]models.ClientApp, string, error) {
 	q := s.db(ctx).Model(&models.ClientApp{}).Where("tenant_id = ?", tenantID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
+	q = whereSet(q, "status", f.Status)
 	rows, next, err := page[models.ClientApp](q, "client_apps", p)
 	for i := range rows {
 		normalizeApp(&rows[i])

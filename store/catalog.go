@@ -106,16 +106,6 @@ func getRow[T any](db *gorm.DB, tenantID, id uuid.UUID) (T, error) {
 	return row, notFound(err)
 }
 
-// page reads one keyset page of q (shared by the catalog and later modules).
-func page[T Keyed](q *gorm.DB, table string, p Page) ([]T, string, error) {
-	var rows []T
-	if err := Paginate(q, table, p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
-}
-
 // updateRow locks a tenant's row, lets apply change it (apply may refuse with any error, which
 // rolls back), runs check inside the same transaction and saves every column. before is the row
 // as it was.

@@ -25,12 +25,8 @@ func (s *Store) CreateGateway(ctx context.Context, g *models.Gateway) error {
 // ListGateways lists a tenant's gateway templates, newest first.
 func (s *Store) ListGateways(ctx context.Context, tenantID uuid.UUID, f GatewayFilter, p Page) ([]models.Gateway, string, error) {
 	q := s.db(ctx).Model(&models.Gateway{}).Where("tenant_id = ?", tenantID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	if f.GatewayClass != "" {
-		q = q.Where("gateway_class = ?", f.GatewayClass)
-	}
+	q = whereSet(q, "status", f.Status)
+	q = whereSet(q, "gateway_class", f.GatewayClass)
 	return page[models.Gateway](q, "gateways", p)
 }
 
@@ -161,9 +157,7 @@ func (s *Store) CreateProduct(ctx context.Context, p *models.Product) error {
 // ListProducts lists a tenant's products, newest first, with their links: two queries a page.
 func (s *Store) ListProducts(ctx context.Context, tenantID uuid.UUID, f ProductFilter, p Page) ([]models.Product, string, error) {
 	q := s.db(ctx).Model(&models.Product{}).Where("tenant_id = ?", tenantID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
+	q = whereSet(q, "status", f.Status)
 	rows, next, err := page[models.Product](q, "products", p)
 	if err != nil {
 		return nil, "", err

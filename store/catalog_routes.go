@@ -71,9 +71,7 @@ func (s *Store) ListRoutes(ctx context.Context, tenantID, serviceID uuid.UUID, f
 		return nil, "", err
 	}
 	q := s.db(ctx).Model(&models.Route{}).Where("tenant_id = ? AND api_service_id = ?", tenantID, serviceID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
+	q = whereSet(q, "status", f.Status)
 	return page[models.Route](q, "routes", p)
 }
 
@@ -113,9 +111,7 @@ func (s *Store) ListBackends(ctx context.Context, tenantID, serviceID uuid.UUID,
 		return nil, "", err
 	}
 	q := s.db(ctx).Model(&models.Backend{}).Where("tenant_id = ? AND api_service_id = ?", tenantID, serviceID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
+	q = whereSet(q, "status", f.Status)
 	return page[models.Backend](q, "backends", p)
 }
 
@@ -158,18 +154,10 @@ type PolicyFilter struct {
 }
 
 func (f PolicyFilter) apply(q *gorm.DB) *gorm.DB {
-	if f.Scope != "" {
-		q = q.Where("scope = ?", f.Scope)
-	}
-	if f.RouteID != nil {
-		q = q.Where("route_id = ?", *f.RouteID)
-	}
-	if f.Type != "" {
-		q = q.Where("type = ?", f.Type)
-	}
-	if f.Enabled != nil {
-		q = q.Where("enabled = ?", *f.Enabled)
-	}
+	q = whereSet(q, "scope", f.Scope)
+	q = wherePtr(q, "route_id", f.RouteID)
+	q = whereSet(q, "type", f.Type)
+	q = wherePtr(q, "enabled", f.Enabled)
 	return q
 }
 

@@ -44,12 +44,8 @@ type ClusterFilter struct{ Status, Region string }
 // ListClusters lists clusters newest first, with agent counts.
 func (s *Store) ListClusters(ctx context.Context, f ClusterFilter, p Page) ([]ClusterView, string, error) {
 	q := s.db(ctx).Table("clusters").Select(clusterViewSelect)
-	if f.Status != "" {
-		q = q.Where("clusters.status = ?", f.Status)
-	}
-	if f.Region != "" {
-		q = q.Where("clusters.region = ?", f.Region)
-	}
+	q = whereSet(q, "clusters.status", f.Status)
+	q = whereSet(q, "clusters.region", f.Region)
 	var rows []ClusterView
 	if err := Paginate(q, "clusters", p).Scan(&rows).Error; err != nil {
 		return nil, "", err
@@ -146,18 +142,9 @@ type AgentFilter struct {
 // ListAgents lists agents newest first.
 func (s *Store) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]models.Agent, string, error) {
 	q := s.db(ctx).Table("agents")
-	if f.ClusterID != nil {
-		q = q.Where("cluster_id = ?", *f.ClusterID)
-	}
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	var rows []models.Agent
-	if err := Paginate(q, "agents", p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
+	q = wherePtr(q, "cluster_id", f.ClusterID)
+	q = whereSet(q, "status", f.Status)
+	return page[models.Agent](q, "agents", p)
 }
 
 // GetAgent returns one agent.

@@ -129,18 +129,9 @@ type TenantFilter struct {
 // ListTenants lists tenants newest first.
 func (s *Store) ListTenants(ctx context.Context, f TenantFilter, p Page) ([]models.Tenant, string, error) {
 	q := s.db(ctx).Table("tenants")
-	if f.Type != "" {
-		q = q.Where("type = ?", f.Type)
-	}
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	var rows []models.Tenant
-	if err := Paginate(q, "tenants", p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
+	q = whereSet(q, "type", f.Type)
+	q = whereSet(q, "status", f.Status)
+	return page[models.Tenant](q, "tenants", p)
 }
 
 // GetTenant returns one tenant.
@@ -332,31 +323,16 @@ func (s *Store) InsertAudit(ctx context.Context, a *models.AuditLog) error {
 // ListAudit lists audit entries newest first.
 func (s *Store) ListAudit(ctx context.Context, f AuditFilter, p Page) ([]models.AuditLog, string, error) {
 	q := s.db(ctx).Table("audit_logs")
-	if f.TenantID != nil {
-		q = q.Where("tenant_id = ?", *f.TenantID)
-	}
-	if f.ActorID != "" {
-		q = q.Where("actor_id = ?", f.ActorID)
-	}
-	if f.Action != "" {
-		q = q.Where("action = ?", f.Action)
-	}
-	if f.ResourceType != "" {
-		q = q.Where("resource_type = ?", f.ResourceType)
-	}
-	if f.ResourceID != "" {
-		q = q.Where("resource_id = ?", f.ResourceID)
-	}
+	q = wherePtr(q, "tenant_id", f.TenantID)
+	q = whereSet(q, "actor_id", f.ActorID)
+	q = whereSet(q, "action", f.Action)
+	q = whereSet(q, "resource_type", f.ResourceType)
+	q = whereSet(q, "resource_id", f.ResourceID)
 	if f.From != nil {
 		q = q.Where("created_at >= ?", *f.From)
 	}
 	if f.To != nil {
 		q = q.Where("created_at < ?", *f.To)
 	}
-	var rows []models.AuditLog
-	if err := Paginate(q, "audit_logs", p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
+	return page[models.AuditLog](q, "audit_logs", p)
 }

@@ -122,9 +122,7 @@ func (s *Store) ListMarketplace(ctx context.Context, f MarketFilter, p Page) ([]
 	if f.Category != "" {
 		q = q.Where("EXISTS (SELECT 1 FROM unnest(pr.categories) AS c(name) WHERE lower(c.name) = lower(?))", f.Category)
 	}
-	if f.Environment != "" {
-		q = q.Where("p.environment = ?", f.Environment)
-	}
+	q = whereSet(q, "p.environment", f.Environment)
 	if p.After != nil {
 		q = q.Where("(p.published_at, p.id) < (?, ?)", p.After.CreatedAt, p.After.ID)
 	}

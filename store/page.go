@@ -68,3 +68,29 @@ func Trim[T Keyed](rows []T, p Page) ([]T, string) {
 	t, id := rows[len(rows)-1].PageKey()
 	return rows, EncodeCursor(Cursor{CreatedAt: t, ID: id})
 }
+
+// page reads one keyset page of q: every list of the store.
+func page[T Keyed](q *gorm.DB, table string, p Page) ([]T, string, error) {
+	var rows []T
+	if err := Paginate(q, table, p).Find(&rows).Error; err != nil {
+		return nil, "", err
+	}
+	rows, next := Trim(rows, p)
+	return rows, next, nil
+}
+
+// whereSet and wherePtr add column = value to q when the value is set: the optional filters of
+// a list.
+func whereSet(q *gorm.DB, column, value string) *gorm.DB {
+	if value == "" {
+		return q
+	}
+	return q.Where(column+" = ?", value)
+}
+
+func wherePtr[V any](q *gorm.DB, column string, value *V) *gorm.DB {
+	if value == nil {
+		return q
+	}
+	return q.Where(column+" = ?", *value)
+}

@@ -50,24 +50,11 @@ func (s *Store) GetPublishByID(ctx context.Context, id uuid.UUID) (models.Produc
 // ListPublishes lists a tenant's publishes, newest first.
 func (s *Store) ListPublishes(ctx context.Context, tenantID uuid.UUID, f PublishFilter, p Page) ([]models.ProductPublish, string, error) {
 	q := s.db(ctx).Table("product_publishes").Where("tenant_id = ?", tenantID)
-	if f.ProductID != nil {
-		q = q.Where("product_id = ?", *f.ProductID)
-	}
-	if f.ClusterID != nil {
-		q = q.Where("cluster_id = ?", *f.ClusterID)
-	}
-	if f.Environment != "" {
-		q = q.Where("environment = ?", f.Environment)
-	}
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	var rows []models.ProductPublish
-	if err := Paginate(q, "product_publishes", p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
+	q = wherePtr(q, "product_id", f.ProductID)
+	q = wherePtr(q, "cluster_id", f.ClusterID)
+	q = whereSet(q, "environment", f.Environment)
+	q = whereSet(q, "status", f.Status)
+	return page[models.ProductPublish](q, "product_publishes", p)
 }
 
 // StateError refuses an action in the publish's current state (409 with the status).

@@ -211,18 +211,18 @@ func snapshotBackend(b models.Backend) snapshot.Backend {
 		sb.HealthCheck = &v
 	}
 	if cb := b.CircuitBreaker.V; cb != nil {
-		v := snapshot.CircuitBreaker(*cb)
+		v := *cb
 		sb.CircuitBreaker = &v
 	}
 	if rt := b.Retry.V; rt != nil {
 		sb.Retry = &snapshot.Retry{NumRetries: rt.NumRetries, RetryOn: rt.RetryOn, PerTryTimeoutMS: rt.PerTryTimeoutMS}
 		if rt.Backoff != nil {
-			v := snapshot.RetryBackoff(*rt.Backoff)
+			v := *rt.Backoff
 			sb.Retry.Backoff = &v
 		}
 	}
 	if t := b.TLS.V; t != nil {
-		v := snapshot.BackendTLS(*t)
+		v := *t
 		sb.TLS = &v
 	}
 	return sb

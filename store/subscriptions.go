@@ -37,21 +37,10 @@ func (s *Store) ListSubscriptions(ctx context.Context, tenantID uuid.UUID, byCus
 		col = "customer_tenant_id"
 	}
 	q := s.db(ctx).Table("subscriptions").Where(col+" = ?", tenantID)
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	if f.PublishID != nil {
-		q = q.Where("product_publish_id = ?", *f.PublishID)
-	}
-	if f.ClientAppID != nil {
-		q = q.Where("client_app_id = ?", *f.ClientAppID)
-	}
-	var rows []models.Subscription
-	if err := Paginate(q, "subscriptions", p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
+	q = whereSet(q, "status", f.Status)
+	q = wherePtr(q, "product_publish_id", f.PublishID)
+	q = wherePtr(q, "client_app_id", f.ClientAppID)
+	return page[models.Subscription](q, "subscriptions", p)
 }
 
 // GetSubscription returns a subscription seen from a customer (byCustomer) or provider tenant.
@@ -130,13 +119,8 @@ func (s *Store) CreateCredential(ctx context.Context, c *models.Credential) erro
 
 // ListCredentials lists an app's credentials, newest first.
 func (s *Store) ListCredentials(ctx context.Context, tenantID, appID uuid.UUID, p Page) ([]models.Credential, string, error) {
-	var rows []models.Credential
 	q := s.db(ctx).Table("credentials").Where("tenant_id = ? AND client_app_id = ?", tenantID, appID)
-	if err := Paginate(q, "credentials", p).Find(&rows).Error; err != nil {
-		return nil, "", err
-	}
-	rows, next := Trim(rows, p)
-	return rows, next, nil
+	return page[models.Credential](q, "credentials", p)
 }
 
 // GetCredential returns a credential of a tenant.

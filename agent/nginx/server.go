@@ -267,67 +267,109 @@ func (s *Server) applyLocked(ctx context.Context, sites []Site) (map[string]erro
 // (recorded in refused; their previous content stays when they had one). An error means the
 // tree without any change fails too.
 func (s *Server) check(ctx context.Context, desired map[string]Site, changed map[string]bool, refused map[string]error) (map[string]Site, error) {
-	tree := map[string]Site{}
+	c := &siteCheck{s: s, tree: map[string]Site{}, changed: changed, refused: refused}
 	for id, site := range desired {
-		tree[id] = site
+		c.tree[id] = site
 	}
-	refuse := func(id string, err error) {
-		refused[id] = err
-		delete(changed, id)
-		if prev, ok := s.live[id]; ok {
-			tree[id] = prev
-		} else {
-			delete(tree, id)
-		}
+	if err := c.testUntilClean(ctx, len(desired)); err != nil {
+		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
-		msg, err := s.test(ctx, tree)
+	if c.refuseUnbindable() {
+		// The scratch tree must be the tree that is loaded: test it once more without them.
+		msg, err := s.test(ctx, c.tree)
 		if err != nil {
 			return nil, err
 		}
-		if msg == "" {
-			break
-		}
-		if len(changed) == 0 || attempt > len(desired)+1 {
+		if msg != "" {
 			return nil, fmt.Errorf("nginx -t: %s", msg)
 		}
-		if id := blamedSite(msg); id != "" && changed[id] {
-			refuse(id, &SiteError{Step: "nginx -t", Message: msg})
+	}
+	return c.tree, nil
+}
+
+// siteCheck is one run of check: the tree under test, the changes still in it and the sites
+// refused so far.
+type siteCheck struct {
+	s       *Server
+	tree    map[string]Site
+	changed map[string]bool
+	refused map[string]error
+}
+
+// refuse takes a changed site out of the tree: its previous content stays when it had one.
+func (c *siteCheck) refuse(id string, err error) {
+	c.refused[id] = err
+	delete(c.changed, id)
+	if prev, ok := c.s.live[id]; ok {
+		c.tree[id] = prev
+	} else {
+		delete(c.tree, id)
+	}
+}
+
+// testUntilClean runs nginx -t and refuses the changes it blames until the tree passes; a tree
+// with no change left that still fails is the error.
+func (c *siteCheck) testUntilClean(ctx context.Context, desired int) error {
+	for attempt := 0; ; attempt++ {
+		msg, err := c.s.test(ctx, c.tree)
+		if err != nil {
+			return err
+		}
+		if msg == "" {
+			return nil
+		}
+		if len(c.changed) == 0 || attempt > desired+1 {
+			return fmt.Errorf("nginx -t: %s", msg)
+		}
+		if id := blamedSite(msg); id != "" && c.changed[id] {
+			c.refuse(id, &SiteError{Step: "nginx -t", Message: msg})
 			continue
 		}
 		// nginx blamed a file that did not change (two sites that clash, in include order) or
 		// none: try each change alone next to what did not change.
-		base := map[string]Site{}
-		for id, site := range tree {
-			if !changed[id] {
-				base[id] = site
-			}
-		}
-		var bad []string
-		for id := range changed {
-			trial := map[string]Site{id: tree[id]}
-			for bid, site := range base {
-				trial[bid] = site
-			}
-			m, err := s.test(ctx, trial)
-			if err != nil {
-				return nil, err
-			}
-			if m != "" {
-				bad = append(bad, id)
-				refuse(id, &SiteError{Step: "nginx -t", Message: m})
-			}
-		}
-		if len(bad) == 0 {
-			// Each is fine alone, not together: refuse them all rather than guess.
-			for id := range changed {
-				refuse(id, &SiteError{Step: "nginx -t", Message: msg})
-			}
+		if err := c.refuseEachAlone(ctx, msg); err != nil {
+			return err
 		}
 	}
+}
 
-	// nginx -t does not bind: a socket another process holds would make the reload fail for
-	// every site, so try the new ones first.
+// refuseEachAlone tests each change alone next to the unchanged sites and refuses those that
+// fail; when each passes alone, not together, it refuses them all rather than guess.
+func (c *siteCheck) refuseEachAlone(ctx context.Context, msg string) error {
+	base := map[string]Site{}
+	for id, site := range c.tree {
+		if !c.changed[id] {
+			base[id] = site
+		}
+	}
+	var bad []string
+	for id := range c.changed {
+		trial := map[string]Site{id: c.tree[id]}
+		for bid, site := range base {
+			trial[bid] = site
+		}
+		m, err := c.s.test(ctx, trial)
+		if err != nil {
+			return err
+		}
+		if m != "" {
+			bad = append(bad, id)
+			c.refuse(id, &SiteError{Step: "nginx -t", Message: m})
+		}
+	}
+	if len(bad) == 0 {
+		for id := range c.changed {
+			c.refuse(id, &SiteError{Step: "nginx -t", Message: msg})
+		}
+	}
+	return nil
+}
+
+// refuseUnbindable refuses the changed sites with a listener nobody holds that cannot be bound:
+// nginx -t does not bind, and a socket another process holds would make the reload fail for
+// every site, so the new ones are tried first. It reports whether it refused any.
+func (c *siteCheck) refuseUnbindable() bool {
+	s := c.s
 	held := map[string]bool{}
 	if len(s.live) > 0 || s.liveGen != "" {
 		for _, l := range s.opts.Listens {
@@ -340,8 +382,8 @@ func (s *Server) check(ctx context.Context, desired map[string]Site, changed map
 		}
 	}
 	bindRefused := false
-	for _, id := range sortedIDs(changed) {
-		site, ok := tree[id]
+	for _, id := range sortedIDs(c.changed) {
+		site, ok := c.tree[id]
 		if !ok || s.skipBindCheck {
 			continue
 		}
@@ -350,24 +392,14 @@ func (s *Server) check(ctx context.Context, desired map[string]Site, changed map
 				continue
 			}
 			if err := tryBind(l.Addr); err != nil {
-				refuse(id, &SiteError{Step: "bind", Message: fmt.Sprintf("listener %s is not available: %v", l.Addr, err)})
+				c.refuse(id, &SiteError{Step: "bind", Message: fmt.Sprintf("listener %s is not available: %v", l.Addr, err)})
 				bindRefused = true
 				break
 			}
 			held[l.Addr] = true
 		}
 	}
-	if bindRefused {
-		// The scratch tree must be the tree that is loaded: test it once more without them.
-		msg, err := s.test(ctx, tree)
-		if err != nil {
-			return nil, err
-		}
-		if msg != "" {
-			return nil, fmt.Errorf("nginx -t: %s", msg)
-		}
-	}
-	return tree, nil
+	return bindRefused
 }
 
 // promoteCheck makes the scratch tree of the last successful nginx -t generation gen.

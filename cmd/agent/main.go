@@ -114,6 +114,8 @@ func parseListen(s string) (map[int]string, error) {
 	return out, nil
 }
 
+// runMain is long because a third of it is the flat list of flags (each with its environment
+// variable) and another third the one agent.Config they fill; the steps between are short.
 func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("agent run", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -16,33 +16,46 @@ import (
 	"github.com/imprun/imprun-server/store"
 )
 
+// loadConfig loads the API's configuration (once a command runs).
+type loadConfig func() (*config.Config, error)
+
+// migration is the body of a migrate subcommand, given the migrator and the open database.
+type migration func(ctx context.Context, m *migrations.Migrator, db *sql.DB, c *cobra.Command) error
+
 func migrateCmd(load func() (*config.Config, error)) *cobra.Command {
 	cmd := &cobra.Command{Use: "migrate", Short: "Manage the database schema"}
-	withMigrator := func(run func(ctx context.Context, m *migrations.Migrator, db *sql.DB, c *cobra.Command) error) func(*cobra.Command, []string) error {
-		return func(c *cobra.Command, _ []string) error {
-			cfg, err := load()
-			if err != nil {
-				return err
-			}
-			log := cfg.NewLogger(os.Stderr)
-			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			db, err := store.OpenSQL(ctx, cfg.Database.URL, cfg.Database.ConnectRetry, log)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			m, err := migrations.New(db)
-			if err != nil {
-				return err
-			}
-			return run(ctx, m, db, c)
-		}
-	}
+	l := loadConfig(load)
+	cmd.AddCommand(migrateUpCmd(l), migrateDownCmd(l), migrateStatusCmd(l), migrateRemapCmd(l))
+	return cmd
+}
 
+// withMigrator runs a migration with the configured database, until SIGINT or SIGTERM.
+func (load loadConfig) withMigrator(run migration) func(*cobra.Command, []string) error {
+	return func(c *cobra.Command, _ []string) error {
+		cfg, err := load()
+		if err != nil {
+			return err
+		}
+		log := cfg.NewLogger(os.Stderr)
+		ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		db, err := store.OpenSQL(ctx, cfg.Database.URL, cfg.Database.ConnectRetry, log)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		m, err := migrations.New(db)
+		if err != nil {
+			return err
+		}
+		return run(ctx, m, db, c)
+	}
+}
+
+func migrateUpCmd(load loadConfig) *cobra.Command {
 	var upTo int64
 	up := &cobra.Command{Use: "up", Short: "Apply pending migrations (all, or up to --to N)",
-		RunE: withMigrator(func(ctx context.Context, m *migrations.Migrator, _ *sql.DB, c *cobra.Command) error {
+		RunE: load.withMigrator(func(ctx context.Context, m *migrations.Migrator, _ *sql.DB, c *cobra.Command) error {
 			res, err := m.Up(ctx, upTo)
 			for _, r := range res {
 				fmt.Fprintf(c.OutOrStdout(), "applied %05d %s (%s)\n", r.Source.Version, r.Source.Path, r.Duration.Round(time.Millisecond))
@@ -55,10 +68,13 @@ func migrateCmd(load func() (*config.Config, error)) *cobra.Command {
 			return nil
 		})}
 	up.Flags().Int64Var(&upTo, "to", 0, "stop at this version")
+	return up
+}
 
+func migrateDownCmd(load loadConfig) *cobra.Command {
 	var downTo int64
 	down := &cobra.Command{Use: "down", Short: "Roll back the newest migration (or down to --to N)",
-		RunE: withMigrator(func(ctx context.Context, m *migrations.Migrator, _ *sql.DB, c *cobra.Command) error {
+		RunE: load.withMigrator(func(ctx context.Context, m *migrations.Migrator, _ *sql.DB, c *cobra.Command) error {
 			if c.Flags().Changed("to") {
 				res, err := m.DownTo(ctx, downTo)
 				for _, r := range res {
@@ -74,9 +90,12 @@ func migrateCmd(load func() (*config.Config, error)) *cobra.Command {
 			return nil
 		})}
 	down.Flags().Int64Var(&downTo, "to", 0, "roll back to this version (0 = everything)")
+	return down
+}
 
+func migrateStatusCmd(load loadConfig) *cobra.Command {
 	status := &cobra.Command{Use: "status", Short: "List migrations and whether they are applied",
-		RunE: withMigrator(func(ctx context.Context, m *migrations.Migrator, _ *sql.DB, c *cobra.Command) error {
+		RunE: load.withMigrator(func(ctx context.Context, m *migrations.Migrator, _ *sql.DB, c *cobra.Command) error {
 			st, err := m.Status(ctx)
 			if err != nil {
 				return err
@@ -90,10 +109,13 @@ func migrateCmd(load func() (*config.Config, error)) *cobra.Command {
 			}
 			return nil
 		})}
+	return status
+}
 
+func migrateRemapCmd(load loadConfig) *cobra.Command {
 	var gatewayID, clusterID string
 	remap := &cobra.Command{Use: "remap-legacy", Short: "Move one gateway's legacy publishes from the `default` cluster to a real one",
-		RunE: withMigrator(func(ctx context.Context, _ *migrations.Migrator, db *sql.DB, c *cobra.Command) error {
+		RunE: load.withMigrator(func(ctx context.Context, _ *migrations.Migrator, db *sql.DB, c *cobra.Command) error {
 			n, err := migrations.RemapLegacy(ctx, db, gatewayID, clusterID)
 			if err != nil {
 				return err
@@ -105,7 +127,5 @@ func migrateCmd(load func() (*config.Config, error)) *cobra.Command {
 	remap.Flags().StringVar(&clusterID, "cluster", "", "target cluster id")
 	_ = remap.MarkFlagRequired("gateway")
 	_ = remap.MarkFlagRequired("cluster")
-
-	cmd.AddCommand(up, down, status, remap)
-	return cmd
+	return remap
 }

@@ -230,9 +230,45 @@ func (r *reconciler) sync(col collection, desired []Object) (map[string]string, 
 	return ids, actuals, nil
 }
 
+// run syncs the file's catalog in dependency order (gateways, services with what they hold,
+// global policies, products with their plans), then runs the deletes.
 func (r *reconciler) run(c *Catalog) error {
+	if _, _, err := r.sync(r.gateways(), c.Gateways); err != nil {
+		return err
+	}
+	var svcFields []Object
+	for _, s := range c.Services {
+		svcFields = append(svcFields, s.Fields)
+	}
+	svcIDs, _, err := r.sync(r.services(), svcFields)
+	if err != nil {
+		return err
+	}
+	for _, s := range c.Services {
+		name := s.Fields["name"].(string)
+		if err := r.service(name, svcIDs[name], s); err != nil {
+			return err
+		}
+	}
+	if _, _, err := r.sync(r.globalPolicies(), c.Policies); err != nil {
+		return err
+	}
+	prodIDs, prods, err := r.sync(r.products(), productFields(c, svcIDs))
+	if err != nil {
+		return err
+	}
+	for _, p := range c.Products {
+		name := p.Fields["name"].(string)
+		if err := r.product(name, prodIDs[name], prods[name], p); err != nil {
+			return err
+		}
+	}
+	return r.runDeletes()
+}
+
+func (r *reconciler) gateways() collection {
 	cl, ctx := r.cl, r.ctx
-	if _, _, err := r.sync(collection{what: "gateway", rank: 7,
+	return collection{what: "gateway", rank: 7,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
 				return cl.ListGatewaysWithResponse(ctx, &client.ListGatewaysParams{Limit: &cl.limit, Cursor: cur})
@@ -248,15 +284,12 @@ func (r *reconciler) run(c *Catalog) error {
 			rr, err := cl.DeleteGatewayWithResponse(ctx, id, nil)
 			return check("delete gateway", rr, err)
 		},
-	}, c.Gateways); err != nil {
-		return err
 	}
+}
 
-	var svcFields []Object
-	for _, s := range c.Services {
-		svcFields = append(svcFields, s.Fields)
-	}
-	svcIDs, _, err := r.sync(collection{what: "service", rank: 6,
+func (r *reconciler) services() collection {
+	cl, ctx := r.cl, r.ctx
+	return collection{what: "service", rank: 6,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
 				return cl.ListAPIServicesWithResponse(ctx, &client.ListAPIServicesParams{Limit: &cl.limit, Cursor: cur})
@@ -272,18 +305,12 @@ func (r *reconciler) run(c *Catalog) error {
 			rr, err := cl.DeleteAPIServiceWithResponse(ctx, id, nil)
 			return check("delete api service", rr, err)
 		},
-	}, svcFields)
-	if err != nil {
-		return err
 	}
-	for _, s := range c.Services {
-		name := s.Fields["name"].(string)
-		if err := r.service(name, svcIDs[name], s); err != nil {
-			return err
-		}
-	}
+}
 
-	if _, _, err := r.sync(collection{what: "global policy", rank: 3,
+func (r *reconciler) globalPolicies() collection {
+	cl, ctx := r.cl, r.ctx
+	return collection{what: "global policy", rank: 3,
 		list: func() ([]Object, error) {
 			return listObjects(func(cur *string) (responder, error) {
 				return cl.ListGlobalPoliciesWithResponse(ctx, &client.ListGlobalPoliciesParams{Limit: &cl.limit, Cursor: cur})
@@ -293,10 +320,32 @@ func (r *reconciler) run(c *Catalog) error {
 			return object(cl.CreateGlobalPolicyWithBodyWithResponse(ctx, nil, jsonType, bytes.NewReader(b)))
 		},
 		update: r.updatePolicy, delete: r.deletePolicy,
-	}, c.Policies); err != nil {
-		return err
 	}
+}
 
+func (r *reconciler) products() collection {
+	cl, ctx := r.cl, r.ctx
+	return collection{what: "product", rank: 1,
+		list: func() ([]Object, error) {
+			return listObjects(func(cur *string) (responder, error) {
+				return cl.ListProductsWithResponse(ctx, &client.ListProductsParams{Limit: &cl.limit, Cursor: cur})
+			}, "list products")
+		},
+		create: func(b []byte) (Object, error) {
+			return object(cl.CreateProductWithBodyWithResponse(ctx, nil, jsonType, bytes.NewReader(b)))
+		},
+		update: func(id uuid.UUID, b []byte) (Object, error) {
+			return object(cl.UpdateProductWithBodyWithResponse(ctx, id, nil, mergePatch, bytes.NewReader(b)))
+		},
+		delete: func(id uuid.UUID) error {
+			rr, err := cl.DeleteProductWithResponse(ctx, id, nil)
+			return check("delete product", rr, err)
+		},
+	}
+}
+
+// productFields are the file's products with the services they link named by the ids sync gave.
+func productFields(c *Catalog, svcIDs map[string]string) []Object {
 	var prodFields []Object
 	for _, p := range c.Products {
 		f := copyObject(p.Fields)
@@ -314,33 +363,11 @@ func (r *reconciler) run(c *Catalog) error {
 		}
 		prodFields = append(prodFields, f)
 	}
-	prodIDs, prods, err := r.sync(collection{what: "product", rank: 1,
-		list: func() ([]Object, error) {
-			return listObjects(func(cur *string) (responder, error) {
-				return cl.ListProductsWithResponse(ctx, &client.ListProductsParams{Limit: &cl.limit, Cursor: cur})
-			}, "list products")
-		},
-		create: func(b []byte) (Object, error) {
-			return object(cl.CreateProductWithBodyWithResponse(ctx, nil, jsonType, bytes.NewReader(b)))
-		},
-		update: func(id uuid.UUID, b []byte) (Object, error) {
-			return object(cl.UpdateProductWithBodyWithResponse(ctx, id, nil, mergePatch, bytes.NewReader(b)))
-		},
-		delete: func(id uuid.UUID) error {
-			rr, err := cl.DeleteProductWithResponse(ctx, id, nil)
-			return check("delete product", rr, err)
-		},
-	}, prodFields)
-	if err != nil {
-		return err
-	}
-	for _, p := range c.Products {
-		name := p.Fields["name"].(string)
-		if err := r.product(name, prodIDs[name], prods[name], p); err != nil {
-			return err
-		}
-	}
+	return prodFields
+}
 
+// runDeletes orders the changes shown and the deletes to run.
+func (r *reconciler) runDeletes() error {
 	// Deletes are shown, and run, last and in reverse dependency order.
 	sort.SliceStable(r.changes, func(i, j int) bool {
 		ci, cj := r.changes[i], r.changes[j]
@@ -389,30 +416,9 @@ func (r *reconciler) service(name, id string, s Service) error {
 	if err != nil {
 		return err
 	}
-	var routes []Object
-	for _, rt := range s.Routes {
-		rt = copyObject(rt)
-		if refs, ok := rt["backend_refs"].([]any); ok {
-			out := make([]any, 0, len(refs))
-			for _, ref := range refs {
-				m, ok := ref.(map[string]any)
-				if !ok {
-					return fmt.Errorf("service %s route %v: backend_refs entries are objects", name, rt["name"])
-				}
-				m = copyObject(m)
-				if be, ok := m["backend"]; ok {
-					bid, known := beIDs[fmt.Sprint(be)]
-					if !known {
-						return fmt.Errorf("service %s route %v: no backend %v in the file", name, rt["name"], be)
-					}
-					delete(m, "backend")
-					m["backend_id"] = bid
-				}
-				out = append(out, m)
-			}
-			rt["backend_refs"] = out
-		}
-		routes = append(routes, rt)
+	routes, err := routesWithBackendIDs(name, s.Routes, beIDs)
+	if err != nil {
+		return err
 	}
 	rtIDs, _, err := r.sync(collection{what: prefix + " route", rank: 4,
 		list: lister(func(cur *string) (responder, error) {
@@ -432,18 +438,9 @@ func (r *reconciler) service(name, id string, s Service) error {
 	if err != nil {
 		return err
 	}
-	var policies []Object
-	for _, p := range s.Policies {
-		p = copyObject(p)
-		if rt, ok := p["route"]; ok {
-			rid, known := rtIDs[fmt.Sprint(rt)]
-			if !known {
-				return fmt.Errorf("service %s policy %v: no route %v in the file", name, p["name"], rt)
-			}
-			delete(p, "route")
-			p["scope"], p["route_id"] = "route", rid
-		}
-		policies = append(policies, p)
+	policies, err := policiesWithRouteIDs(name, s.Policies, rtIDs)
+	if err != nil {
+		return err
 	}
 	_, _, err = r.sync(collection{what: prefix + " policy", rank: 3,
 		list: lister(func(cur *string) (responder, error) {
@@ -455,6 +452,56 @@ func (r *reconciler) service(name, id string, s Service) error {
 		update: r.updatePolicy, delete: r.deletePolicy,
 	}, policies)
 	return err
+}
+
+// routesWithBackendIDs are a service's routes with each backend_refs entry's backend (a name in
+// the file) replaced by the id sync gave it.
+func routesWithBackendIDs(name string, in []Object, beIDs map[string]string) ([]Object, error) {
+	var routes []Object
+	for _, rt := range in {
+		rt = copyObject(rt)
+		if refs, ok := rt["backend_refs"].([]any); ok {
+			out := make([]any, 0, len(refs))
+			for _, ref := range refs {
+				m, ok := ref.(map[string]any)
+				if !ok {
+					return nil, fmt.Errorf("service %s route %v: backend_refs entries are objects", name, rt["name"])
+				}
+				m = copyObject(m)
+				if be, ok := m["backend"]; ok {
+					bid, known := beIDs[fmt.Sprint(be)]
+					if !known {
+						return nil, fmt.Errorf("service %s route %v: no backend %v in the file", name, rt["name"], be)
+					}
+					delete(m, "backend")
+					m["backend_id"] = bid
+				}
+				out = append(out, m)
+			}
+			rt["backend_refs"] = out
+		}
+		routes = append(routes, rt)
+	}
+	return routes, nil
+}
+
+// policiesWithRouteIDs are a service's policies with a route (a name in the file) replaced by
+// the route scope and the id sync gave it.
+func policiesWithRouteIDs(name string, in []Object, rtIDs map[string]string) ([]Object, error) {
+	var policies []Object
+	for _, p := range in {
+		p = copyObject(p)
+		if rt, ok := p["route"]; ok {
+			rid, known := rtIDs[fmt.Sprint(rt)]
+			if !known {
+				return nil, fmt.Errorf("service %s policy %v: no route %v in the file", name, p["name"], rt)
+			}
+			delete(p, "route")
+			p["scope"], p["route_id"] = "route", rid
+		}
+		policies = append(policies, p)
+	}
+	return policies, nil
 }
 
 // parent is the id of a parent created earlier in this run (sync returns it as a string).
