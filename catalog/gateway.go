@@ -129,6 +129,9 @@ func (c *Catalog) CreateGateway(ctx context.Context, tenantID uuid.UUID, in Gate
 		return models.Gateway{}, err
 	}
 	g.TenantID = tenantID
+	if err := c.ownCertificates(ctx, tenantID, g); err != nil {
+		return models.Gateway{}, err
+	}
 	return g, failure(c.store.CreateGateway(ctx, &g), "gateway")
 }
 
@@ -145,6 +148,7 @@ func gateways(c *Catalog) Resource[models.Gateway, GatewayInput] {
 		kind: store.KindGateway, what: "gateway", c: c,
 		get: c.store.GetGateway, update: c.store.UpdateGateway, remove: c.store.DeleteGateway,
 		inputOf: GatewayInputOf,
+		check:   c.ownCertificates,
 		apply: func(g *models.Gateway, in GatewayInput) error {
 			var v validation
 			v.immutable("name", g.Name, in.Name)

@@ -24,6 +24,9 @@ type Resource[M any, In any] struct {
 	inputOf func(M) In
 	// apply checks a changed input against the current row and writes it into the row.
 	apply func(cur *M, next In) error
+	// check, when set, is a rule of the changed row that reads other rows (a gateway
+	// template's certificates).
+	check func(ctx context.Context, tenantID uuid.UUID, m M) error
 	// fixed are fields a change may not name at all, with the reason (a product's status).
 	fixed map[string]string
 	// removeFailure, when set, maps the delete failures particular to the kind first.
@@ -83,7 +86,10 @@ func (r Resource[M, In]) Update(ctx context.Context, tenantID, id uuid.UUID, cha
 		if err != nil {
 			return err
 		}
-		return r.apply(cur, next)
+		if err := r.apply(cur, next); err != nil || r.check == nil {
+			return err
+		}
+		return r.check(ctx, tenantID, *cur)
 	})
 	return before, after, failure(err, r.what)
 }

@@ -155,6 +155,30 @@ func (e AgentEventType) Valid() bool {
 	}
 }
 
+// Defines values for AgentSyncStatus.
+const (
+	AgentSyncStatusConnected    AgentSyncStatus = "connected"
+	AgentSyncStatusDisconnected AgentSyncStatus = "disconnected"
+	AgentSyncStatusPending      AgentSyncStatus = "pending"
+	AgentSyncStatusRevoked      AgentSyncStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the AgentSyncStatus enum.
+func (e AgentSyncStatus) Valid() bool {
+	switch e {
+	case AgentSyncStatusConnected:
+		return true
+	case AgentSyncStatusDisconnected:
+		return true
+	case AgentSyncStatusPending:
+		return true
+	case AgentSyncStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AuditLogActorType.
 const (
 	AuditLogActorTypeAgent    AuditLogActorType = "agent"
@@ -431,6 +455,27 @@ func (e ClientAppFieldsStatus) Valid() bool {
 	}
 }
 
+// Defines values for ClusterDriftPolicy.
+const (
+	ClusterDriftPolicyOff    ClusterDriftPolicy = "off"
+	ClusterDriftPolicyRepair ClusterDriftPolicy = "repair"
+	ClusterDriftPolicyReport ClusterDriftPolicy = "report"
+)
+
+// Valid indicates whether the value is a known member of the ClusterDriftPolicy enum.
+func (e ClusterDriftPolicy) Valid() bool {
+	switch e {
+	case ClusterDriftPolicyOff:
+		return true
+	case ClusterDriftPolicyRepair:
+		return true
+	case ClusterDriftPolicyReport:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ClusterStatus.
 const (
 	ClusterStatusActive      ClusterStatus = "active"
@@ -449,6 +494,48 @@ func (e ClusterStatus) Valid() bool {
 	case ClusterStatusMaintenance:
 		return true
 	case ClusterStatusPending:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ClusterSyncDriftPolicy.
+const (
+	ClusterSyncDriftPolicyOff    ClusterSyncDriftPolicy = "off"
+	ClusterSyncDriftPolicyRepair ClusterSyncDriftPolicy = "repair"
+	ClusterSyncDriftPolicyReport ClusterSyncDriftPolicy = "report"
+)
+
+// Valid indicates whether the value is a known member of the ClusterSyncDriftPolicy enum.
+func (e ClusterSyncDriftPolicy) Valid() bool {
+	switch e {
+	case ClusterSyncDriftPolicyOff:
+		return true
+	case ClusterSyncDriftPolicyRepair:
+		return true
+	case ClusterSyncDriftPolicyReport:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ClusterUpdateDriftPolicy.
+const (
+	ClusterUpdateDriftPolicyOff    ClusterUpdateDriftPolicy = "off"
+	ClusterUpdateDriftPolicyRepair ClusterUpdateDriftPolicy = "repair"
+	ClusterUpdateDriftPolicyReport ClusterUpdateDriftPolicy = "report"
+)
+
+// Valid indicates whether the value is a known member of the ClusterUpdateDriftPolicy enum.
+func (e ClusterUpdateDriftPolicy) Valid() bool {
+	switch e {
+	case ClusterUpdateDriftPolicyOff:
+		return true
+	case ClusterUpdateDriftPolicyRepair:
+		return true
+	case ClusterUpdateDriftPolicyReport:
 		return true
 	default:
 		return false
@@ -1283,6 +1370,24 @@ func (e ProductStatus) Valid() bool {
 	}
 }
 
+// Defines values for PublishAgentSyncDesiredAction.
+const (
+	PublishAgentSyncDesiredActionApply    PublishAgentSyncDesiredAction = "apply"
+	PublishAgentSyncDesiredActionWithdraw PublishAgentSyncDesiredAction = "withdraw"
+)
+
+// Valid indicates whether the value is a known member of the PublishAgentSyncDesiredAction enum.
+func (e PublishAgentSyncDesiredAction) Valid() bool {
+	switch e {
+	case PublishAgentSyncDesiredActionApply:
+		return true
+	case PublishAgentSyncDesiredActionWithdraw:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for PublishCreateAuthMode.
 const (
 	PublishCreateAuthModeApiKey PublishCreateAuthMode = "api-key"
@@ -1373,6 +1478,24 @@ func (e PublishResultDelivery) Valid() bool {
 	case Acked:
 		return true
 	case Sent:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for PublishSyncDesiredAction.
+const (
+	PublishSyncDesiredActionApply    PublishSyncDesiredAction = "apply"
+	PublishSyncDesiredActionWithdraw PublishSyncDesiredAction = "withdraw"
+)
+
+// Valid indicates whether the value is a known member of the PublishSyncDesiredAction enum.
+func (e PublishSyncDesiredAction) Valid() bool {
+	switch e {
+	case PublishSyncDesiredActionApply:
+		return true
+	case PublishSyncDesiredActionWithdraw:
 		return true
 	default:
 		return false
@@ -1619,6 +1742,258 @@ func (e Role) Valid() bool {
 	}
 }
 
+// Defines values for RolloutPauseReason.
+const (
+	RolloutPauseReasonEmpty         RolloutPauseReason = ""
+	RolloutPauseReasonFailureBudget RolloutPauseReason = "failure_budget"
+	RolloutPauseReasonGate          RolloutPauseReason = "gate"
+	RolloutPauseReasonManual        RolloutPauseReason = "manual"
+)
+
+// Valid indicates whether the value is a known member of the RolloutPauseReason enum.
+func (e RolloutPauseReason) Valid() bool {
+	switch e {
+	case RolloutPauseReasonEmpty:
+		return true
+	case RolloutPauseReasonFailureBudget:
+		return true
+	case RolloutPauseReasonGate:
+		return true
+	case RolloutPauseReasonManual:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutStatus.
+const (
+	RolloutStatusAborted     RolloutStatus = "aborted"
+	RolloutStatusAborting    RolloutStatus = "aborting"
+	RolloutStatusPaused      RolloutStatus = "paused"
+	RolloutStatusProgressing RolloutStatus = "progressing"
+	RolloutStatusSucceeded   RolloutStatus = "succeeded"
+	RolloutStatusSuperseded  RolloutStatus = "superseded"
+)
+
+// Valid indicates whether the value is a known member of the RolloutStatus enum.
+func (e RolloutStatus) Valid() bool {
+	switch e {
+	case RolloutStatusAborted:
+		return true
+	case RolloutStatusAborting:
+		return true
+	case RolloutStatusPaused:
+		return true
+	case RolloutStatusProgressing:
+		return true
+	case RolloutStatusSucceeded:
+		return true
+	case RolloutStatusSuperseded:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutWavesGate.
+const (
+	RolloutWavesGateAuto   RolloutWavesGate = "auto"
+	RolloutWavesGateManual RolloutWavesGate = "manual"
+)
+
+// Valid indicates whether the value is a known member of the RolloutWavesGate enum.
+func (e RolloutWavesGate) Valid() bool {
+	switch e {
+	case RolloutWavesGateAuto:
+		return true
+	case RolloutWavesGateManual:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutClusterState.
+const (
+	RolloutClusterStateDeploying  RolloutClusterState = "deploying"
+	RolloutClusterStateFailed     RolloutClusterState = "failed"
+	RolloutClusterStatePending    RolloutClusterState = "pending"
+	RolloutClusterStateRolledBack RolloutClusterState = "rolled_back"
+	RolloutClusterStateSoaking    RolloutClusterState = "soaking"
+	RolloutClusterStateSucceeded  RolloutClusterState = "succeeded"
+	RolloutClusterStateTimedOut   RolloutClusterState = "timed_out"
+)
+
+// Valid indicates whether the value is a known member of the RolloutClusterState enum.
+func (e RolloutClusterState) Valid() bool {
+	switch e {
+	case RolloutClusterStateDeploying:
+		return true
+	case RolloutClusterStateFailed:
+		return true
+	case RolloutClusterStatePending:
+		return true
+	case RolloutClusterStateRolledBack:
+		return true
+	case RolloutClusterStateSoaking:
+		return true
+	case RolloutClusterStateSucceeded:
+		return true
+	case RolloutClusterStateTimedOut:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutConditionType.
+const (
+	Complete RolloutConditionType = "complete"
+)
+
+// Valid indicates whether the value is a known member of the RolloutConditionType enum.
+func (e RolloutConditionType) Valid() bool {
+	switch e {
+	case Complete:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutCreateAuthMode.
+const (
+	RolloutCreateAuthModeApiKey RolloutCreateAuthMode = "api-key"
+	RolloutCreateAuthModeNone   RolloutCreateAuthMode = "none"
+	RolloutCreateAuthModeOauth2 RolloutCreateAuthMode = "oauth2"
+)
+
+// Valid indicates whether the value is a known member of the RolloutCreateAuthMode enum.
+func (e RolloutCreateAuthMode) Valid() bool {
+	switch e {
+	case RolloutCreateAuthModeApiKey:
+		return true
+	case RolloutCreateAuthModeNone:
+		return true
+	case RolloutCreateAuthModeOauth2:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutCreateEnvironment.
+const (
+	RolloutCreateEnvironmentDev   RolloutCreateEnvironment = "dev"
+	RolloutCreateEnvironmentProd  RolloutCreateEnvironment = "prod"
+	RolloutCreateEnvironmentStage RolloutCreateEnvironment = "stage"
+)
+
+// Valid indicates whether the value is a known member of the RolloutCreateEnvironment enum.
+func (e RolloutCreateEnvironment) Valid() bool {
+	switch e {
+	case RolloutCreateEnvironmentDev:
+		return true
+	case RolloutCreateEnvironmentProd:
+		return true
+	case RolloutCreateEnvironmentStage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutCreateStrategyWavesGate.
+const (
+	RolloutCreateStrategyWavesGateAuto   RolloutCreateStrategyWavesGate = "auto"
+	RolloutCreateStrategyWavesGateManual RolloutCreateStrategyWavesGate = "manual"
+)
+
+// Valid indicates whether the value is a known member of the RolloutCreateStrategyWavesGate enum.
+func (e RolloutCreateStrategyWavesGate) Valid() bool {
+	switch e {
+	case RolloutCreateStrategyWavesGateAuto:
+		return true
+	case RolloutCreateStrategyWavesGateManual:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutCreateVisibility.
+const (
+	RolloutCreateVisibilityPrivate RolloutCreateVisibility = "private"
+	RolloutCreateVisibilityPublic  RolloutCreateVisibility = "public"
+)
+
+// Valid indicates whether the value is a known member of the RolloutCreateVisibility enum.
+func (e RolloutCreateVisibility) Valid() bool {
+	switch e {
+	case RolloutCreateVisibilityPrivate:
+		return true
+	case RolloutCreateVisibilityPublic:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutSummaryPauseReason.
+const (
+	RolloutSummaryPauseReasonEmpty         RolloutSummaryPauseReason = ""
+	RolloutSummaryPauseReasonFailureBudget RolloutSummaryPauseReason = "failure_budget"
+	RolloutSummaryPauseReasonGate          RolloutSummaryPauseReason = "gate"
+	RolloutSummaryPauseReasonManual        RolloutSummaryPauseReason = "manual"
+)
+
+// Valid indicates whether the value is a known member of the RolloutSummaryPauseReason enum.
+func (e RolloutSummaryPauseReason) Valid() bool {
+	switch e {
+	case RolloutSummaryPauseReasonEmpty:
+		return true
+	case RolloutSummaryPauseReasonFailureBudget:
+		return true
+	case RolloutSummaryPauseReasonGate:
+		return true
+	case RolloutSummaryPauseReasonManual:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RolloutSummaryStatus.
+const (
+	RolloutSummaryStatusAborted     RolloutSummaryStatus = "aborted"
+	RolloutSummaryStatusAborting    RolloutSummaryStatus = "aborting"
+	RolloutSummaryStatusPaused      RolloutSummaryStatus = "paused"
+	RolloutSummaryStatusProgressing RolloutSummaryStatus = "progressing"
+	RolloutSummaryStatusSucceeded   RolloutSummaryStatus = "succeeded"
+	RolloutSummaryStatusSuperseded  RolloutSummaryStatus = "superseded"
+)
+
+// Valid indicates whether the value is a known member of the RolloutSummaryStatus enum.
+func (e RolloutSummaryStatus) Valid() bool {
+	switch e {
+	case RolloutSummaryStatusAborted:
+		return true
+	case RolloutSummaryStatusAborting:
+		return true
+	case RolloutSummaryStatusPaused:
+		return true
+	case RolloutSummaryStatusProgressing:
+		return true
+	case RolloutSummaryStatusSucceeded:
+		return true
+	case RolloutSummaryStatusSuperseded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for RouteStatus.
 const (
 	RouteStatusActive   RouteStatus = "active"
@@ -1784,6 +2159,33 @@ func (e SubscriptionStatus) Valid() bool {
 	case SubscriptionStatusRejected:
 		return true
 	case SubscriptionStatusSuspended:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SyncState.
+const (
+	SyncStateDrifted     SyncState = "drifted"
+	SyncStateFailed      SyncState = "failed"
+	SyncStateProgressing SyncState = "progressing"
+	SyncStateStale       SyncState = "stale"
+	SyncStateSynced      SyncState = "synced"
+)
+
+// Valid indicates whether the value is a known member of the SyncState enum.
+func (e SyncState) Valid() bool {
+	switch e {
+	case SyncStateDrifted:
+		return true
+	case SyncStateFailed:
+		return true
+	case SyncStateProgressing:
+		return true
+	case SyncStateStale:
+		return true
+	case SyncStateSynced:
 		return true
 	default:
 		return false
@@ -2351,6 +2753,36 @@ func (e ListPublishesParamsStatus) Valid() bool {
 	}
 }
 
+// Defines values for ListRolloutsParamsStatus.
+const (
+	ListRolloutsParamsStatusAborted     ListRolloutsParamsStatus = "aborted"
+	ListRolloutsParamsStatusAborting    ListRolloutsParamsStatus = "aborting"
+	ListRolloutsParamsStatusPaused      ListRolloutsParamsStatus = "paused"
+	ListRolloutsParamsStatusProgressing ListRolloutsParamsStatus = "progressing"
+	ListRolloutsParamsStatusSucceeded   ListRolloutsParamsStatus = "succeeded"
+	ListRolloutsParamsStatusSuperseded  ListRolloutsParamsStatus = "superseded"
+)
+
+// Valid indicates whether the value is a known member of the ListRolloutsParamsStatus enum.
+func (e ListRolloutsParamsStatus) Valid() bool {
+	switch e {
+	case ListRolloutsParamsStatusAborted:
+		return true
+	case ListRolloutsParamsStatusAborting:
+		return true
+	case ListRolloutsParamsStatusPaused:
+		return true
+	case ListRolloutsParamsStatusProgressing:
+		return true
+	case ListRolloutsParamsStatusSucceeded:
+		return true
+	case ListRolloutsParamsStatusSuperseded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ListProviderSubscriptionsParamsStatus.
 const (
 	ListProviderSubscriptionsParamsStatusActive    ListProviderSubscriptionsParamsStatus = "active"
@@ -2461,15 +2893,18 @@ type APIServiceFieldsStatus string
 
 // Agent defines model for Agent.
 type Agent struct {
-	Applied         []AppliedRevision  `json:"applied"`
-	ClusterId       openapi_types.UUID `json:"cluster_id"`
-	CreatedAt       time.Time          `json:"created_at"`
-	Hostname        string             `json:"hostname"`
-	Id              openapi_types.UUID `json:"id"`
-	IpAddress       string             `json:"ip_address"`
-	LastConnectedAt *time.Time         `json:"last_connected_at"`
-	LastHeartbeatAt *time.Time         `json:"last_heartbeat_at"`
-	Name            string             `json:"name"`
+	Applied   []AppliedRevision  `json:"applied"`
+	ClusterId openapi_types.UUID `json:"cluster_id"`
+	CreatedAt time.Time          `json:"created_at"`
+
+	// CredentialChecksum checksum of the credential set the agent last reported (empty: not reported)
+	CredentialChecksum *string            `json:"credential_checksum,omitempty"`
+	Hostname           string             `json:"hostname"`
+	Id                 openapi_types.UUID `json:"id"`
+	IpAddress          string             `json:"ip_address"`
+	LastConnectedAt    *time.Time         `json:"last_connected_at"`
+	LastHeartbeatAt    *time.Time         `json:"last_heartbeat_at"`
+	Name               string             `json:"name"`
 
 	// RegisteredWith the registration token it registered with
 	RegisteredWith *openapi_types.UUID `json:"registered_with"`
@@ -2484,17 +2919,20 @@ type AgentStatus string
 
 // AgentDetail defines model for AgentDetail.
 type AgentDetail struct {
-	Applied         []AppliedRevision  `json:"applied"`
-	ClusterId       openapi_types.UUID `json:"cluster_id"`
-	ClusterName     string             `json:"cluster_name"`
-	CreatedAt       time.Time          `json:"created_at"`
-	Hostname        string             `json:"hostname"`
-	Id              openapi_types.UUID `json:"id"`
-	IpAddress       string             `json:"ip_address"`
-	LastConnectedAt *time.Time         `json:"last_connected_at"`
-	LastHeartbeatAt *time.Time         `json:"last_heartbeat_at"`
-	Name            string             `json:"name"`
-	RecentEvents    []AgentEvent       `json:"recent_events"`
+	Applied     []AppliedRevision  `json:"applied"`
+	ClusterId   openapi_types.UUID `json:"cluster_id"`
+	ClusterName string             `json:"cluster_name"`
+	CreatedAt   time.Time          `json:"created_at"`
+
+	// CredentialChecksum checksum of the credential set the agent last reported (empty: not reported)
+	CredentialChecksum *string            `json:"credential_checksum,omitempty"`
+	Hostname           string             `json:"hostname"`
+	Id                 openapi_types.UUID `json:"id"`
+	IpAddress          string             `json:"ip_address"`
+	LastConnectedAt    *time.Time         `json:"last_connected_at"`
+	LastHeartbeatAt    *time.Time         `json:"last_heartbeat_at"`
+	Name               string             `json:"name"`
+	RecentEvents       []AgentEvent       `json:"recent_events"`
 
 	// RegisteredWith the registration token it registered with
 	RegisteredWith *openapi_types.UUID `json:"registered_with"`
@@ -2531,11 +2969,41 @@ type AgentMe struct {
 	Status      string             `json:"status"`
 }
 
+// AgentSync defines model for AgentSync.
+type AgentSync struct {
+	AgentId     openapi_types.UUID `json:"agent_id"`
+	Credentials struct {
+		AppliedChecksum string `json:"applied_checksum"`
+		DesiredChecksum string `json:"desired_checksum"`
+		DesiredCount    int    `json:"desired_count"`
+		PendingCommands int    `json:"pending_commands"`
+
+		// State synced: the gateway serves the desired revision; progressing: a command is in flight; failed: the desired revision was attempted and refused (or still drifts after the repairs allowed); drifted: the gateway serves something else or nothing past the grace period; stale: the agent's last heartbeat is older than the missed-heartbeat limit (never synced)
+		State SyncState `json:"state"`
+	} `json:"credentials"`
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at"`
+
+	// Live liveness, apart from what the agent serves
+	Live      bool          `json:"live"`
+	Name      string        `json:"name"`
+	Publishes []PublishSync `json:"publishes"`
+
+	// State synced: the gateway serves the desired revision; progressing: a command is in flight; failed: the desired revision was attempted and refused (or still drifts after the repairs allowed); drifted: the gateway serves something else or nothing past the grace period; stale: the agent's last heartbeat is older than the missed-heartbeat limit (never synced)
+	State  SyncState       `json:"state"`
+	Status AgentSyncStatus `json:"status"`
+}
+
+// AgentSyncStatus defines model for AgentSync.Status.
+type AgentSyncStatus string
+
 // AppliedRevision defines model for AppliedRevision.
 type AppliedRevision struct {
-	Checksum  string `json:"checksum"`
-	PublishId string `json:"publish_id"`
-	Revision  int    `json:"revision"`
+	Checksum string `json:"checksum"`
+
+	// Drift why the gateway does not serve this revision as rendered; absent when it does
+	Drift     *string `json:"drift,omitempty"`
+	PublishId string  `json:"publish_id"`
+	Revision  int     `json:"revision"`
 }
 
 // AuditLog defines model for AuditLog.
@@ -2733,6 +3201,27 @@ type Capabilities struct {
 	GatewayClasses []GatewayClassCapability `json:"gateway_classes"`
 }
 
+// Certificate defines model for Certificate.
+type Certificate struct {
+	CreatedAt   time.Time          `json:"created_at"`
+	Description string             `json:"description"`
+	Id          openapi_types.UUID `json:"id"`
+
+	// Name the secret's name (or the certificate file's, for nginx)
+	Name string `json:"name"`
+
+	// Namespace the secret's namespace; empty: the namespace the agent renders into
+	Namespace string    `json:"namespace"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// CertificateCreate defines model for CertificateCreate.
+type CertificateCreate struct {
+	Description *string `json:"description,omitempty"`
+	Name        string  `json:"name"`
+	Namespace   *string `json:"namespace,omitempty"`
+}
+
 // CertificateRef defines model for CertificateRef.
 type CertificateRef struct {
 	Name      string  `json:"name"`
@@ -2799,12 +3288,13 @@ type ClientAppFieldsStatus string
 // Cluster defines model for Cluster.
 type Cluster struct {
 	// AgentCount agents that are not revoked
-	AgentCount      int          `json:"agent_count"`
-	Capabilities    Capabilities `json:"capabilities"`
-	CloudProvider   string       `json:"cloud_provider"`
-	ConnectedAgents int          `json:"connected_agents"`
-	CreatedAt       time.Time    `json:"created_at"`
-	Description     string       `json:"description"`
+	AgentCount      int                `json:"agent_count"`
+	Capabilities    Capabilities       `json:"capabilities"`
+	CloudProvider   string             `json:"cloud_provider"`
+	ConnectedAgents int                `json:"connected_agents"`
+	CreatedAt       time.Time          `json:"created_at"`
+	Description     string             `json:"description"`
+	DriftPolicy     ClusterDriftPolicy `json:"drift_policy"`
 	EgressAllow     struct {
 		Cidrs        []string `json:"cidrs"`
 		NameSuffixes []string `json:"name_suffixes"`
@@ -2815,8 +3305,15 @@ type Cluster struct {
 	Name            string                 `json:"name"`
 	Region          string                 `json:"region"`
 	Status          ClusterStatus          `json:"status"`
-	UpdatedAt       time.Time              `json:"updated_at"`
+	Sync            *SyncSummary           `json:"sync,omitempty"`
+
+	// SyncAgents on the cluster detail: every agent's sync state
+	SyncAgents *[]AgentSync `json:"sync_agents,omitempty"`
+	UpdatedAt  time.Time    `json:"updated_at"`
 }
+
+// ClusterDriftPolicy defines model for Cluster.DriftPolicy.
+type ClusterDriftPolicy string
 
 // ClusterStatus defines model for Cluster.Status.
 type ClusterStatus string
@@ -2834,11 +3331,27 @@ type ClusterCreate struct {
 	Region      string                  `json:"region"`
 }
 
+// ClusterSync defines model for ClusterSync.
+type ClusterSync struct {
+	Agents      []AgentSync            `json:"agents"`
+	ClusterId   openapi_types.UUID     `json:"cluster_id"`
+	ComputedAt  time.Time              `json:"computed_at"`
+	Counts      SyncCounts             `json:"counts"`
+	DriftPolicy ClusterSyncDriftPolicy `json:"drift_policy"`
+	Healthy     bool                   `json:"healthy"`
+}
+
+// ClusterSyncDriftPolicy defines model for ClusterSync.DriftPolicy.
+type ClusterSyncDriftPolicy string
+
 // ClusterUpdate defines model for ClusterUpdate.
 type ClusterUpdate struct {
 	Capabilities  *Capabilities `json:"capabilities,omitempty"`
 	CloudProvider *string       `json:"cloud_provider,omitempty"`
 	Description   *string       `json:"description,omitempty"`
+
+	// DriftPolicy what the control plane does about an agent whose gateway drifted from the desired state: nothing, show it, or send the desired state again
+	DriftPolicy *ClusterUpdateDriftPolicy `json:"drift_policy,omitempty"`
 
 	// EgressAllow What the cluster allows as backend endpoints beyond the default egress policy, which refuses loopback, link-local (the instance metadata addresses included), unspecified, multicast and broadcast addresses, localhost and metadata names, the Kubernetes API and services of the kube-system and imprun-system namespaces. A publish whose backend the policy refuses is a 422 naming the backend.
 	EgressAllow *EgressAllow            `json:"egress_allow,omitempty"`
@@ -2850,6 +3363,9 @@ type ClusterUpdate struct {
 	// Region immutable; only the current value is accepted
 	Region *string `json:"region,omitempty"`
 }
+
+// ClusterUpdateDriftPolicy what the control plane does about an agent whose gateway drifted from the desired state: nothing, show it, or send the desired state again
+type ClusterUpdateDriftPolicy string
 
 // ConsistentHash defines model for ConsistentHash.
 type ConsistentHash struct {
@@ -3559,7 +4075,10 @@ type ProductPublishDetail struct {
 	Status           ProductPublishDetailStatus      `json:"status"`
 
 	// StatusReason why FAILED (the agent's message, or timeout)
-	StatusReason   string                         `json:"status_reason"`
+	StatusReason string `json:"status_reason"`
+
+	// Sync per agent of the cluster, desired vs applied for this publish
+	Sync           *[]PublishAgentSync            `json:"sync,omitempty"`
 	TenantId       openapi_types.UUID             `json:"tenant_id"`
 	Timeline       []TimelineEntry                `json:"timeline"`
 	UpdatedAt      time.Time                      `json:"updated_at"`
@@ -3587,6 +4106,31 @@ type ProductPublishDetailVisibility string
 
 // ProductStatus defines model for ProductStatus.
 type ProductStatus string
+
+// PublishAgentSync defines model for PublishAgentSync.
+type PublishAgentSync struct {
+	AgentId         openapi_types.UUID            `json:"agent_id"`
+	AgentName       string                        `json:"agent_name"`
+	AppliedChecksum *string                       `json:"applied_checksum"`
+	AppliedRevision *int                          `json:"applied_revision"`
+	DesiredAction   PublishAgentSyncDesiredAction `json:"desired_action"`
+	DesiredChecksum string                        `json:"desired_checksum"`
+	DesiredRevision int                           `json:"desired_revision"`
+	LastHeartbeatAt *time.Time                    `json:"last_heartbeat_at"`
+	Live            bool                          `json:"live"`
+	Message         string                        `json:"message"`
+	PublishId       string                        `json:"publish_id"`
+
+	// Repairs repairs of the desired revision sent to this agent
+	Repairs int `json:"repairs"`
+
+	// State synced: the gateway serves the desired revision; progressing: a command is in flight; failed: the desired revision was attempted and refused (or still drifts after the repairs allowed); drifted: the gateway serves something else or nothing past the grace period; stale: the agent's last heartbeat is older than the missed-heartbeat limit (never synced)
+	State  SyncState `json:"state"`
+	Status string    `json:"status"`
+}
+
+// PublishAgentSyncDesiredAction defines model for PublishAgentSync.DesiredAction.
+type PublishAgentSyncDesiredAction string
 
 // PublishCreate defines model for PublishCreate.
 type PublishCreate struct {
@@ -3658,6 +4202,26 @@ type PublishRevision struct {
 	Revision   int                `json:"revision"`
 	RollbackOf *int               `json:"rollback_of"`
 }
+
+// PublishSync defines model for PublishSync.
+type PublishSync struct {
+	AppliedChecksum *string                  `json:"applied_checksum"`
+	AppliedRevision *int                     `json:"applied_revision"`
+	DesiredAction   PublishSyncDesiredAction `json:"desired_action"`
+	DesiredChecksum string                   `json:"desired_checksum"`
+	DesiredRevision int                      `json:"desired_revision"`
+	Message         string                   `json:"message"`
+	PublishId       string                   `json:"publish_id"`
+
+	// Repairs repairs of the desired revision sent to this agent
+	Repairs int `json:"repairs"`
+
+	// State synced: the gateway serves the desired revision; progressing: a command is in flight; failed: the desired revision was attempted and refused (or still drifts after the repairs allowed); drifted: the gateway serves something else or nothing past the grace period; stale: the agent's last heartbeat is older than the missed-heartbeat limit (never synced)
+	State SyncState `json:"state"`
+}
+
+// PublishSyncDesiredAction defines model for PublishSync.DesiredAction.
+type PublishSyncDesiredAction string
 
 // PublishUpdate defines model for PublishUpdate.
 type PublishUpdate struct {
@@ -3769,6 +4333,223 @@ type RetrySpec struct {
 
 // Role defines model for Role.
 type Role string
+
+// Rollout defines model for Rollout.
+type Rollout struct {
+	Complete          RolloutCondition   `json:"complete"`
+	CreatedAt         time.Time          `json:"created_at"`
+	CreatedBy         *string            `json:"created_by,omitempty"`
+	CurrentWave       *int               `json:"current_wave,omitempty"`
+	FailureBudgetLeft int                `json:"failure_budget_left"`
+	Failures          int                `json:"failures"`
+	FinishedAt        *time.Time         `json:"finished_at,omitempty"`
+	Id                openapi_types.UUID `json:"id"`
+	MaxFailures       int                `json:"max_failures"`
+	PauseReason       RolloutPauseReason `json:"pause_reason"`
+	ProductId         openapi_types.UUID `json:"product_id"`
+
+	// Selector how the targets were chosen, and the clusters it resolved to
+	Selector *map[string]interface{} `json:"selector,omitempty"`
+
+	// Spec the publish fields
+	Spec         *map[string]interface{} `json:"spec,omitempty"`
+	Status       RolloutStatus           `json:"status"`
+	StatusReason *string                 `json:"status_reason,omitempty"`
+
+	// Strategy the accepted strategy with its waves resolved to clusters
+	Strategy     *map[string]interface{} `json:"strategy,omitempty"`
+	SupersededBy *openapi_types.UUID     `json:"superseded_by,omitempty"`
+	TenantId     *openapi_types.UUID     `json:"tenant_id,omitempty"`
+	UpdatedAt    *time.Time              `json:"updated_at,omitempty"`
+
+	// Waiting what the run waits for: gate (approve), soak (until), resume, deployments (each cluster's deadline_at), rollbacks
+	Waiting struct {
+		For   *string    `json:"for,omitempty"`
+		Until *time.Time `json:"until,omitempty"`
+		Wave  *int       `json:"wave,omitempty"`
+	} `json:"waiting"`
+	Waves []struct {
+		Clusters       []RolloutCluster `json:"clusters"`
+		Gate           RolloutWavesGate `json:"gate"`
+		Index          int              `json:"index"`
+		MaxConcurrency int              `json:"max_concurrency"`
+		Percent        *int             `json:"percent,omitempty"`
+	} `json:"waves"`
+	WorkflowId string `json:"workflow_id"`
+}
+
+// RolloutPauseReason defines model for Rollout.PauseReason.
+type RolloutPauseReason string
+
+// RolloutStatus defines model for Rollout.Status.
+type RolloutStatus string
+
+// RolloutWavesGate defines model for Rollout.Waves.Gate.
+type RolloutWavesGate string
+
+// RolloutCluster defines model for RolloutCluster.
+type RolloutCluster struct {
+	Attempts   int                `json:"attempts"`
+	ClusterId  openapi_types.UUID `json:"cluster_id"`
+	DeadlineAt *time.Time         `json:"deadline_at,omitempty"`
+	FinishedAt *time.Time         `json:"finished_at,omitempty"`
+	Message    string             `json:"message"`
+
+	// PreviousRevision the revision the cluster served before (0: none; an abort withdraws)
+	PreviousRevision int                 `json:"previous_revision"`
+	PublishId        *openapi_types.UUID `json:"publish_id,omitempty"`
+
+	// Revision the revision the rollout deployed (after an abort, the rollback's)
+	Revision  int                 `json:"revision"`
+	StartedAt *time.Time          `json:"started_at,omitempty"`
+	State     RolloutClusterState `json:"state"`
+	UpdatedAt *time.Time          `json:"updated_at,omitempty"`
+	Wave      int                 `json:"wave"`
+}
+
+// RolloutClusterState defines model for RolloutCluster.State.
+type RolloutClusterState string
+
+// RolloutCommand defines model for RolloutCommand.
+type RolloutCommand struct {
+	// ClusterId retry: the failed cluster
+	ClusterId *openapi_types.UUID `json:"cluster_id,omitempty"`
+
+	// Reason required to abort
+	Reason *string `json:"reason,omitempty"`
+}
+
+// RolloutCondition defines model for RolloutCondition.
+type RolloutCondition struct {
+	Message string `json:"message"`
+
+	// Reason the status, or paused_<reason>
+	Reason string `json:"reason"`
+
+	// Status true once the run has ended
+	Status bool                 `json:"status"`
+	Type   RolloutConditionType `json:"type"`
+}
+
+// RolloutConditionType defines model for RolloutCondition.Type.
+type RolloutConditionType string
+
+// RolloutCreate defines model for RolloutCreate.
+type RolloutCreate struct {
+	// ApiServices a subset of the product's services; default all
+	ApiServices      *[]openapi_types.UUID    `json:"api_services,omitempty"`
+	ApprovalRequired *bool                    `json:"approval_required,omitempty"`
+	AuthConfig       *map[string]interface{}  `json:"auth_config,omitempty"`
+	AuthMode         *RolloutCreateAuthMode   `json:"auth_mode,omitempty"`
+	Environment      RolloutCreateEnvironment `json:"environment"`
+
+	// GatewayId the gateway template
+	GatewayId openapi_types.UUID `json:"gateway_id"`
+	Hostname  string             `json:"hostname"`
+	ProductId openapi_types.UUID `json:"product_id"`
+	Strategy  *struct {
+		// MaxFailures failed or timed-out clusters allowed before the rollout pauses (reason failure_budget): a count, or a percentage of the targets such as "10%"; default 0
+		MaxFailures *RolloutCreate_Strategy_MaxFailures `json:"max_failures,omitempty"`
+
+		// MinSuccessTimeSeconds soak after each wave, on a durable timer
+		MinSuccessTimeSeconds *int `json:"min_success_time_seconds,omitempty"`
+
+		// ProgressDeadlineSeconds per cluster: a deploy not PUBLISHED by then is timed_out
+		ProgressDeadlineSeconds *int `json:"progress_deadline_seconds,omitempty"`
+
+		// Waves ordered; targets no wave takes join the last; none: one wave of every target
+		Waves *[]struct {
+			Clusters *[]openapi_types.UUID `json:"clusters,omitempty"`
+
+			// Gate manual: the rollout pauses (reason gate) before this wave until approved
+			Gate *RolloutCreateStrategyWavesGate `json:"gate,omitempty"`
+
+			// MaxConcurrency 0: the whole wave at once
+			MaxConcurrency *int `json:"max_concurrency,omitempty"`
+
+			// Percent ceil(percent × targets / 100) of the targets not in an earlier wave
+			Percent *int `json:"percent,omitempty"`
+		} `json:"waves,omitempty"`
+	} `json:"strategy,omitempty"`
+
+	// Targets either cluster_ids or selector
+	Targets struct {
+		ClusterIds *[]openapi_types.UUID `json:"cluster_ids,omitempty"`
+
+		// Selector region and labels (matched against the cluster's metadata.labels, else its metadata); resolved once, at create
+		Selector *struct {
+			Labels *map[string]string `json:"labels,omitempty"`
+			Region *string            `json:"region,omitempty"`
+		} `json:"selector,omitempty"`
+	} `json:"targets"`
+	Visibility *RolloutCreateVisibility `json:"visibility,omitempty"`
+}
+
+// RolloutCreateAuthMode defines model for RolloutCreate.AuthMode.
+type RolloutCreateAuthMode string
+
+// RolloutCreateEnvironment defines model for RolloutCreate.Environment.
+type RolloutCreateEnvironment string
+
+// RolloutCreateStrategyMaxFailures0 defines model for RolloutCreate.Strategy.MaxFailures.0.
+type RolloutCreateStrategyMaxFailures0 = int
+
+// RolloutCreateStrategyMaxFailures1 defines model for RolloutCreate.Strategy.MaxFailures.1.
+type RolloutCreateStrategyMaxFailures1 = string
+
+// RolloutCreate_Strategy_MaxFailures failed or timed-out clusters allowed before the rollout pauses (reason failure_budget): a count, or a percentage of the targets such as "10%"; default 0
+type RolloutCreate_Strategy_MaxFailures struct {
+	union json.RawMessage
+}
+
+// RolloutCreateStrategyWavesGate manual: the rollout pauses (reason gate) before this wave until approved
+type RolloutCreateStrategyWavesGate string
+
+// RolloutCreateVisibility defines model for RolloutCreate.Visibility.
+type RolloutCreateVisibility string
+
+// RolloutSummary defines model for RolloutSummary.
+type RolloutSummary struct {
+	Complete          RolloutCondition          `json:"complete"`
+	CreatedAt         time.Time                 `json:"created_at"`
+	CreatedBy         *string                   `json:"created_by,omitempty"`
+	CurrentWave       *int                      `json:"current_wave,omitempty"`
+	FailureBudgetLeft int                       `json:"failure_budget_left"`
+	Failures          int                       `json:"failures"`
+	FinishedAt        *time.Time                `json:"finished_at,omitempty"`
+	Id                openapi_types.UUID        `json:"id"`
+	MaxFailures       int                       `json:"max_failures"`
+	PauseReason       RolloutSummaryPauseReason `json:"pause_reason"`
+	ProductId         openapi_types.UUID        `json:"product_id"`
+
+	// Selector how the targets were chosen, and the clusters it resolved to
+	Selector *map[string]interface{} `json:"selector,omitempty"`
+
+	// Spec the publish fields
+	Spec         *map[string]interface{} `json:"spec,omitempty"`
+	Status       RolloutSummaryStatus    `json:"status"`
+	StatusReason *string                 `json:"status_reason,omitempty"`
+
+	// Strategy the accepted strategy with its waves resolved to clusters
+	Strategy     *map[string]interface{} `json:"strategy,omitempty"`
+	SupersededBy *openapi_types.UUID     `json:"superseded_by,omitempty"`
+	TenantId     *openapi_types.UUID     `json:"tenant_id,omitempty"`
+	UpdatedAt    *time.Time              `json:"updated_at,omitempty"`
+
+	// Waiting what the run waits for: gate (approve), soak (until), resume, deployments (each cluster's deadline_at), rollbacks
+	Waiting struct {
+		For   *string    `json:"for,omitempty"`
+		Until *time.Time `json:"until,omitempty"`
+		Wave  *int       `json:"wave,omitempty"`
+	} `json:"waiting"`
+	WorkflowId string `json:"workflow_id"`
+}
+
+// RolloutSummaryPauseReason defines model for RolloutSummary.PauseReason.
+type RolloutSummaryPauseReason string
+
+// RolloutSummaryStatus defines model for RolloutSummary.Status.
+type RolloutSummaryStatus string
 
 // Route defines model for Route.
 type Route struct {
@@ -3896,6 +4677,26 @@ type Subscription struct {
 
 // SubscriptionStatus defines model for Subscription.Status.
 type SubscriptionStatus string
+
+// SyncCounts defines model for SyncCounts.
+type SyncCounts struct {
+	Drifted     int `json:"drifted"`
+	Failed      int `json:"failed"`
+	Progressing int `json:"progressing"`
+	Stale       int `json:"stale"`
+	Synced      int `json:"synced"`
+}
+
+// SyncState synced: the gateway serves the desired revision; progressing: a command is in flight; failed: the desired revision was attempted and refused (or still drifts after the repairs allowed); drifted: the gateway serves something else or nothing past the grace period; stale: the agent's last heartbeat is older than the missed-heartbeat limit (never synced)
+type SyncState string
+
+// SyncSummary defines model for SyncSummary.
+type SyncSummary struct {
+	Counts SyncCounts `json:"counts"`
+
+	// Healthy false when any agent is drifted, failed or stale
+	Healthy bool `json:"healthy"`
+}
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -4570,6 +5371,39 @@ type UpdateBackendParams struct {
 	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
 }
 
+// ListCertificatesParams defines parameters for ListCertificates.
+type ListCertificatesParams struct {
+	// Limit Page size, 1 to 100 (default 20).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The next_cursor of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// CreateCertificateParams defines parameters for CreateCertificate.
+type CreateCertificateParams struct {
+	// IdempotencyKey Same key and body replays the first response; same key with another body is a 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// DeleteCertificateParams defines parameters for DeleteCertificate.
+type DeleteCertificateParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// GetCertificateParams defines parameters for GetCertificate.
+type GetCertificateParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
 // ListGatewaysParams defines parameters for ListGateways.
 type ListGatewaysParams struct {
 	// Limit Page size, 1 to 100 (default 20).
@@ -4912,6 +5746,68 @@ type CreatePlanParams struct {
 	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
 }
 
+// ListRolloutsParams defines parameters for ListRollouts.
+type ListRolloutsParams struct {
+	// Limit Page size, 1 to 100 (default 20).
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The next_cursor of the previous page.
+	Cursor    *Cursor                   `form:"cursor,omitempty" json:"cursor,omitempty"`
+	ProductId *openapi_types.UUID       `form:"product_id,omitempty" json:"product_id,omitempty"`
+	Status    *ListRolloutsParamsStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// ListRolloutsParamsStatus defines parameters for ListRollouts.
+type ListRolloutsParamsStatus string
+
+// CreateRolloutParams defines parameters for CreateRollout.
+type CreateRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+
+	// IdempotencyKey Same key and body replays the first response; same key with another body is a 422.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// GetRolloutParams defines parameters for GetRollout.
+type GetRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// AbortRolloutParams defines parameters for AbortRollout.
+type AbortRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// ApproveRolloutParams defines parameters for ApproveRollout.
+type ApproveRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// PauseRolloutParams defines parameters for PauseRollout.
+type PauseRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// ResumeRolloutParams defines parameters for ResumeRollout.
+type ResumeRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
+// RetryRolloutParams defines parameters for RetryRollout.
+type RetryRolloutParams struct {
+	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
+	XTenant *TenantParameter `json:"X-Tenant,omitempty"`
+}
+
 // DeleteRouteParams defines parameters for DeleteRoute.
 type DeleteRouteParams struct {
 	// XTenant Slug of the tenant to act in, when the caller belongs to several of this type.
@@ -5095,6 +5991,9 @@ type UpdateBackendJSONRequestBody = BackendFields
 // UpdateBackendApplicationMergePatchPlusJSONRequestBody defines body for UpdateBackend for application/merge-patch+json ContentType.
 type UpdateBackendApplicationMergePatchPlusJSONRequestBody = BackendFields
 
+// CreateCertificateJSONRequestBody defines body for CreateCertificate for application/json ContentType.
+type CreateCertificateJSONRequestBody = CertificateCreate
+
 // CreateGatewayJSONRequestBody defines body for CreateGateway for application/json ContentType.
 type CreateGatewayJSONRequestBody = GatewayCreate
 
@@ -5151,6 +6050,24 @@ type UpdateProductApplicationMergePatchPlusJSONRequestBody = ProductFields
 
 // CreatePlanJSONRequestBody defines body for CreatePlan for application/json ContentType.
 type CreatePlanJSONRequestBody = PlanCreate
+
+// CreateRolloutJSONRequestBody defines body for CreateRollout for application/json ContentType.
+type CreateRolloutJSONRequestBody = RolloutCreate
+
+// AbortRolloutJSONRequestBody defines body for AbortRollout for application/json ContentType.
+type AbortRolloutJSONRequestBody = RolloutCommand
+
+// ApproveRolloutJSONRequestBody defines body for ApproveRollout for application/json ContentType.
+type ApproveRolloutJSONRequestBody = RolloutCommand
+
+// PauseRolloutJSONRequestBody defines body for PauseRollout for application/json ContentType.
+type PauseRolloutJSONRequestBody = RolloutCommand
+
+// ResumeRolloutJSONRequestBody defines body for ResumeRollout for application/json ContentType.
+type ResumeRolloutJSONRequestBody = RolloutCommand
+
+// RetryRolloutJSONRequestBody defines body for RetryRollout for application/json ContentType.
+type RetryRolloutJSONRequestBody = RolloutCommand
 
 // UpdateRouteJSONRequestBody defines body for UpdateRoute for application/json ContentType.
 type UpdateRouteJSONRequestBody = RouteFields
@@ -5550,6 +6467,68 @@ func (t PolicyFields_Spec) MarshalJSON() ([]byte, error) {
 }
 
 func (t *PolicyFields_Spec) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsRolloutCreateStrategyMaxFailures0 returns the union data inside the RolloutCreate_Strategy_MaxFailures as a RolloutCreateStrategyMaxFailures0
+func (t RolloutCreate_Strategy_MaxFailures) AsRolloutCreateStrategyMaxFailures0() (RolloutCreateStrategyMaxFailures0, error) {
+	var body RolloutCreateStrategyMaxFailures0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromRolloutCreateStrategyMaxFailures0 overwrites any union data inside the RolloutCreate_Strategy_MaxFailures as the provided RolloutCreateStrategyMaxFailures0
+func (t *RolloutCreate_Strategy_MaxFailures) FromRolloutCreateStrategyMaxFailures0(v RolloutCreateStrategyMaxFailures0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeRolloutCreateStrategyMaxFailures0 performs a merge with any union data inside the RolloutCreate_Strategy_MaxFailures, using the provided RolloutCreateStrategyMaxFailures0
+func (t *RolloutCreate_Strategy_MaxFailures) MergeRolloutCreateStrategyMaxFailures0(v RolloutCreateStrategyMaxFailures0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsRolloutCreateStrategyMaxFailures1 returns the union data inside the RolloutCreate_Strategy_MaxFailures as a RolloutCreateStrategyMaxFailures1
+func (t RolloutCreate_Strategy_MaxFailures) AsRolloutCreateStrategyMaxFailures1() (RolloutCreateStrategyMaxFailures1, error) {
+	var body RolloutCreateStrategyMaxFailures1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromRolloutCreateStrategyMaxFailures1 overwrites any union data inside the RolloutCreate_Strategy_MaxFailures as the provided RolloutCreateStrategyMaxFailures1
+func (t *RolloutCreate_Strategy_MaxFailures) FromRolloutCreateStrategyMaxFailures1(v RolloutCreateStrategyMaxFailures1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeRolloutCreateStrategyMaxFailures1 performs a merge with any union data inside the RolloutCreate_Strategy_MaxFailures, using the provided RolloutCreateStrategyMaxFailures1
+func (t *RolloutCreate_Strategy_MaxFailures) MergeRolloutCreateStrategyMaxFailures1(v RolloutCreateStrategyMaxFailures1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t RolloutCreate_Strategy_MaxFailures) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *RolloutCreate_Strategy_MaxFailures) UnmarshalJSON(b []byte) error {
 	err := t.union.UnmarshalJSON(b)
 	return err
 }
@@ -5977,6 +6956,11 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/operator/clusters/{id}/registration-tokens/{token_id}/revoke (the `RevokeRegistrationToken` operationId).
 	RevokeRegistrationToken(ctx context.Context, id ID, tokenId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetClusterSync Desired vs applied for every agent and publish of a cluster
+	//
+	// Corresponds with GET /v1/operator/clusters/{id}/sync (the `GetClusterSync` operationId).
+	GetClusterSync(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListTenants List tenants
 	//
 	// Corresponds with GET /v1/operator/tenants (the `ListTenants` operationId).
@@ -6219,6 +7203,45 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/provider/backends/{id} (the `UpdateBackend` operationId).
 	UpdateBackendWithApplicationMergePatchPlusJSONBody(ctx context.Context, id ID, params *UpdateBackendParams, body UpdateBackendApplicationMergePatchPlusJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListCertificates List the tenant's registered certificates (viewer)
+	//
+	// Corresponds with GET /v1/provider/certificates (the `ListCertificates` operationId).
+	ListCertificates(ctx context.Context, params *ListCertificatesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateCertificateWithBody Register a certificate its gateway templates may name (admin)
+	//
+	// A reference, never key material: the secret's name and namespace in the clusters the
+	// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+	// directory for this tenant). A gateway template may name only certificates its tenant
+	// registered; a name and namespace are registered once per tenant (409).
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+	CreateCertificateWithBody(ctx context.Context, params *CreateCertificateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateCertificate Register a certificate its gateway templates may name (admin)
+	//
+	// A reference, never key material: the secret's name and namespace in the clusters the
+	// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+	// directory for this tenant). A gateway template may name only certificates its tenant
+	// registered; a name and namespace are registered once per tenant (409).
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+	CreateCertificate(ctx context.Context, params *CreateCertificateParams, body CreateCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteCertificate Remove a certificate no gateway template names (admin)
+	//
+	// Corresponds with DELETE /v1/provider/certificates/{id} (the `DeleteCertificate` operationId).
+	DeleteCertificate(ctx context.Context, id ID, params *DeleteCertificateParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetCertificate One registered certificate (viewer)
+	//
+	// Corresponds with GET /v1/provider/certificates/{id} (the `GetCertificate` operationId).
+	GetCertificate(ctx context.Context, id ID, params *GetCertificateParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListGateways List gateway templates (viewer)
 	//
 	// Corresponds with GET /v1/provider/gateways (the `ListGateways` operationId).
@@ -6230,6 +7253,8 @@ type ClientInterface interface {
 	// chosen when a product is published. Listener names and ports are unique; HTTPS
 	// terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 	// TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+	// Every certificate reference must name a certificate the tenant registered
+	// (`/v1/provider/certificates`): any other is a 404.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -6242,6 +7267,8 @@ type ClientInterface interface {
 	// chosen when a product is published. Listener names and ports are unique; HTTPS
 	// terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 	// TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+	// Every certificate reference must name a certificate the tenant registered
+	// (`/v1/provider/certificates`): any other is a 404.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -6633,6 +7660,124 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/provider/products/{id}/plans (the `CreatePlan` operationId).
 	CreatePlan(ctx context.Context, id ID, params *CreatePlanParams, body CreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListRollouts List rollouts
+	//
+	// Corresponds with GET /v1/provider/rollouts (the `ListRollouts` operationId).
+	ListRollouts(ctx context.Context, params *ListRolloutsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateRolloutWithBody Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+	//
+	// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+	CreateRolloutWithBody(ctx context.Context, params *CreateRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateRollout Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+	//
+	// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+	CreateRollout(ctx context.Context, params *CreateRolloutParams, body CreateRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetRollout A rollout: waves, per-cluster state, failure budget left, what it waits for, complete
+	//
+	// Corresponds with GET /v1/provider/rollouts/{id} (the `GetRollout` operationId).
+	GetRollout(ctx context.Context, id ID, params *GetRolloutParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AbortRolloutWithBody Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+	AbortRolloutWithBody(ctx context.Context, id ID, params *AbortRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AbortRollout Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+	AbortRollout(ctx context.Context, id ID, params *AbortRolloutParams, body AbortRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ApproveRolloutWithBody Approve the manual gate the rollout waits at (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+	ApproveRolloutWithBody(ctx context.Context, id ID, params *ApproveRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ApproveRollout Approve the manual gate the rollout waits at (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+	ApproveRollout(ctx context.Context, id ID, params *ApproveRolloutParams, body ApproveRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PauseRolloutWithBody Pause: no new cluster starts; deploys in flight finish (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+	PauseRolloutWithBody(ctx context.Context, id ID, params *PauseRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PauseRollout Pause: no new cluster starts; deploys in flight finish (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+	PauseRollout(ctx context.Context, id ID, params *PauseRolloutParams, body PauseRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ResumeRolloutWithBody Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+	ResumeRolloutWithBody(ctx context.Context, id ID, params *ResumeRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ResumeRollout Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+	ResumeRollout(ctx context.Context, id ID, params *ResumeRolloutParams, body ResumeRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RetryRolloutWithBody Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+	RetryRolloutWithBody(ctx context.Context, id ID, params *RetryRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RetryRollout Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+	RetryRollout(ctx context.Context, id ID, params *RetryRolloutParams, body RetryRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteRoute Delete a route with its route policies (developer)
 	//
@@ -7678,6 +8823,21 @@ func (c *Client) RevokeRegistrationToken(ctx context.Context, id ID, tokenId ope
 	return c.Client.Do(req)
 }
 
+// GetClusterSync Desired vs applied for every agent and publish of a cluster
+//
+// Corresponds with GET /v1/operator/clusters/{id}/sync (the `GetClusterSync` operationId).
+func (c *Client) GetClusterSync(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetClusterSyncRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListTenants List tenants
 //
 // Corresponds with GET /v1/operator/tenants (the `ListTenants` operationId).
@@ -8260,6 +9420,95 @@ func (c *Client) UpdateBackendWithApplicationMergePatchPlusJSONBody(ctx context.
 	return c.Client.Do(req)
 }
 
+// ListCertificates List the tenant's registered certificates (viewer)
+//
+// Corresponds with GET /v1/provider/certificates (the `ListCertificates` operationId).
+func (c *Client) ListCertificates(ctx context.Context, params *ListCertificatesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListCertificatesRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateCertificateWithBody Register a certificate its gateway templates may name (admin)
+//
+// A reference, never key material: the secret's name and namespace in the clusters the
+// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+// directory for this tenant). A gateway template may name only certificates its tenant
+// registered; a name and namespace are registered once per tenant (409).
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+func (c *Client) CreateCertificateWithBody(ctx context.Context, params *CreateCertificateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCertificateRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateCertificate Register a certificate its gateway templates may name (admin)
+//
+// A reference, never key material: the secret's name and namespace in the clusters the
+// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+// directory for this tenant). A gateway template may name only certificates its tenant
+// registered; a name and namespace are registered once per tenant (409).
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+func (c *Client) CreateCertificate(ctx context.Context, params *CreateCertificateParams, body CreateCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateCertificateRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteCertificate Remove a certificate no gateway template names (admin)
+//
+// Corresponds with DELETE /v1/provider/certificates/{id} (the `DeleteCertificate` operationId).
+func (c *Client) DeleteCertificate(ctx context.Context, id ID, params *DeleteCertificateParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteCertificateRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCertificate One registered certificate (viewer)
+//
+// Corresponds with GET /v1/provider/certificates/{id} (the `GetCertificate` operationId).
+func (c *Client) GetCertificate(ctx context.Context, id ID, params *GetCertificateParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCertificateRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListGateways List gateway templates (viewer)
 //
 // Corresponds with GET /v1/provider/gateways (the `ListGateways` operationId).
@@ -8281,6 +9530,8 @@ func (c *Client) ListGateways(ctx context.Context, params *ListGatewaysParams, r
 // chosen when a product is published. Listener names and ports are unique; HTTPS
 // terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 // TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+// Every certificate reference must name a certificate the tenant registered
+// (`/v1/provider/certificates`): any other is a 404.
 //
 // Takes any type of body and a specified content type.
 //
@@ -8303,6 +9554,8 @@ func (c *Client) CreateGatewayWithBody(ctx context.Context, params *CreateGatewa
 // chosen when a product is published. Listener names and ports are unique; HTTPS
 // terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 // TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+// Every certificate reference must name a certificate the tenant registered
+// (`/v1/provider/certificates`): any other is a 404.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -9255,6 +10508,264 @@ func (c *Client) CreatePlanWithBody(ctx context.Context, id ID, params *CreatePl
 // Corresponds with POST /v1/provider/products/{id}/plans (the `CreatePlan` operationId).
 func (c *Client) CreatePlan(ctx context.Context, id ID, params *CreatePlanParams, body CreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewCreatePlanRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListRollouts List rollouts
+//
+// Corresponds with GET /v1/provider/rollouts (the `ListRollouts` operationId).
+func (c *Client) ListRollouts(ctx context.Context, params *ListRolloutsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListRolloutsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateRolloutWithBody Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+//
+// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+func (c *Client) CreateRolloutWithBody(ctx context.Context, params *CreateRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateRolloutRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateRollout Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+//
+// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+func (c *Client) CreateRollout(ctx context.Context, params *CreateRolloutParams, body CreateRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateRolloutRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetRollout A rollout: waves, per-cluster state, failure budget left, what it waits for, complete
+//
+// Corresponds with GET /v1/provider/rollouts/{id} (the `GetRollout` operationId).
+func (c *Client) GetRollout(ctx context.Context, id ID, params *GetRolloutParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetRolloutRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AbortRolloutWithBody Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+//
+// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+func (c *Client) AbortRolloutWithBody(ctx context.Context, id ID, params *AbortRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAbortRolloutRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AbortRollout Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+//
+// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+func (c *Client) AbortRollout(ctx context.Context, id ID, params *AbortRolloutParams, body AbortRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAbortRolloutRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ApproveRolloutWithBody Approve the manual gate the rollout waits at (owner/admin)
+//
+// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+func (c *Client) ApproveRolloutWithBody(ctx context.Context, id ID, params *ApproveRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewApproveRolloutRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ApproveRollout Approve the manual gate the rollout waits at (owner/admin)
+//
+// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+func (c *Client) ApproveRollout(ctx context.Context, id ID, params *ApproveRolloutParams, body ApproveRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewApproveRolloutRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PauseRolloutWithBody Pause: no new cluster starts; deploys in flight finish (owner/admin)
+//
+// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+func (c *Client) PauseRolloutWithBody(ctx context.Context, id ID, params *PauseRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPauseRolloutRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PauseRollout Pause: no new cluster starts; deploys in flight finish (owner/admin)
+//
+// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+func (c *Client) PauseRollout(ctx context.Context, id ID, params *PauseRolloutParams, body PauseRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPauseRolloutRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ResumeRolloutWithBody Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+//
+// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+func (c *Client) ResumeRolloutWithBody(ctx context.Context, id ID, params *ResumeRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResumeRolloutRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ResumeRollout Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+//
+// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+func (c *Client) ResumeRollout(ctx context.Context, id ID, params *ResumeRolloutParams, body ResumeRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewResumeRolloutRequest(c.Server, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RetryRolloutWithBody Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+//
+// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+func (c *Client) RetryRolloutWithBody(ctx context.Context, id ID, params *RetryRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRetryRolloutRequestWithBody(c.Server, id, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RetryRollout Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+//
+// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+func (c *Client) RetryRollout(ctx context.Context, id ID, params *RetryRolloutParams, body RetryRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRetryRolloutRequest(c.Server, id, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -12122,6 +13633,40 @@ func NewRevokeRegistrationTokenRequest(server string, id ID, tokenId openapi_typ
 	return req, nil
 }
 
+// NewGetClusterSyncRequest constructs an http.Request for the GetClusterSync method
+func NewGetClusterSyncRequest(server string, id ID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/operator/clusters/%s/sync", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListTenantsRequest constructs an http.Request for the ListTenants method
 func NewListTenantsRequest(server string, params *ListTenantsParams) (*http.Request, error) {
 	var err error
@@ -13590,6 +15135,251 @@ func NewUpdateBackendRequestWithBody(server string, id ID, params *UpdateBackend
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewListCertificatesRequest constructs an http.Request for the ListCertificates method
+func NewListCertificatesRequest(server string, params *ListCertificatesParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/certificates")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateCertificateRequest calls the generic CreateCertificate builder with application/json body
+func NewCreateCertificateRequest(server string, params *CreateCertificateParams, body CreateCertificateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateCertificateRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateCertificateRequestWithBody constructs an http.Request for the CreateCertificate method, with any body, and a specified content type
+func NewCreateCertificateRequestWithBody(server string, params *CreateCertificateParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/certificates")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+		if params.XTenant != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewDeleteCertificateRequest constructs an http.Request for the DeleteCertificate method
+func NewDeleteCertificateRequest(server string, id ID, params *DeleteCertificateParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/certificates/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetCertificateRequest constructs an http.Request for the GetCertificate method
+func NewGetCertificateRequest(server string, id ID, params *GetCertificateParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/certificates/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
 
 	if params != nil {
 
@@ -16210,6 +18000,536 @@ func NewCreatePlanRequestWithBody(server string, id ID, params *CreatePlanParams
 	return req, nil
 }
 
+// NewListRolloutsRequest constructs an http.Request for the ListRollouts method
+func NewListRolloutsRequest(server string, params *ListRolloutsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.ProductId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "product_id", *params.ProductId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewCreateRolloutRequest calls the generic CreateRollout builder with application/json body
+func NewCreateRolloutRequest(server string, params *CreateRolloutParams, body CreateRolloutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateRolloutRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewCreateRolloutRequestWithBody constructs an http.Request for the CreateRollout method, with any body, and a specified content type
+func NewCreateRolloutRequestWithBody(server string, params *CreateRolloutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewGetRolloutRequest constructs an http.Request for the GetRollout method
+func NewGetRolloutRequest(server string, id ID, params *GetRolloutParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewAbortRolloutRequest calls the generic AbortRollout builder with application/json body
+func NewAbortRolloutRequest(server string, id ID, params *AbortRolloutParams, body AbortRolloutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAbortRolloutRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewAbortRolloutRequestWithBody constructs an http.Request for the AbortRollout method, with any body, and a specified content type
+func NewAbortRolloutRequestWithBody(server string, id ID, params *AbortRolloutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts/%s/abort", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewApproveRolloutRequest calls the generic ApproveRollout builder with application/json body
+func NewApproveRolloutRequest(server string, id ID, params *ApproveRolloutParams, body ApproveRolloutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewApproveRolloutRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewApproveRolloutRequestWithBody constructs an http.Request for the ApproveRollout method, with any body, and a specified content type
+func NewApproveRolloutRequestWithBody(server string, id ID, params *ApproveRolloutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts/%s/approve", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewPauseRolloutRequest calls the generic PauseRollout builder with application/json body
+func NewPauseRolloutRequest(server string, id ID, params *PauseRolloutParams, body PauseRolloutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPauseRolloutRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewPauseRolloutRequestWithBody constructs an http.Request for the PauseRollout method, with any body, and a specified content type
+func NewPauseRolloutRequestWithBody(server string, id ID, params *PauseRolloutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts/%s/pause", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewResumeRolloutRequest calls the generic ResumeRollout builder with application/json body
+func NewResumeRolloutRequest(server string, id ID, params *ResumeRolloutParams, body ResumeRolloutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewResumeRolloutRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewResumeRolloutRequestWithBody constructs an http.Request for the ResumeRollout method, with any body, and a specified content type
+func NewResumeRolloutRequestWithBody(server string, id ID, params *ResumeRolloutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts/%s/resume", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewRetryRolloutRequest calls the generic RetryRollout builder with application/json body
+func NewRetryRolloutRequest(server string, id ID, params *RetryRolloutParams, body RetryRolloutJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRetryRolloutRequestWithBody(server, id, params, "application/json", bodyReader)
+}
+
+// NewRetryRolloutRequestWithBody constructs an http.Request for the RetryRollout method, with any body, and a specified content type
+func NewRetryRolloutRequestWithBody(server string, id ID, params *RetryRolloutParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/provider/rollouts/%s/retry", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTenant != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Tenant", *params.XTenant, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Tenant", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewDeleteRouteRequest constructs an http.Request for the DeleteRoute method
 func NewDeleteRouteRequest(server string, id ID, params *DeleteRouteParams) (*http.Request, error) {
 	var err error
@@ -17437,6 +19757,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/operator/clusters/{id}/registration-tokens/{token_id}/revoke (the `RevokeRegistrationToken` operationId).
 	RevokeRegistrationTokenWithResponse(ctx context.Context, id ID, tokenId openapi_types.UUID, reqEditors ...RequestEditorFn) (*RevokeRegistrationTokenResponse, error)
 
+	// GetClusterSyncWithResponse Desired vs applied for every agent and publish of a cluster
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/operator/clusters/{id}/sync (the `GetClusterSync` operationId).
+	GetClusterSyncWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetClusterSyncResponse, error)
+
 	// ListTenantsWithResponse List tenants
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -17707,6 +20034,51 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/provider/backends/{id} (the `UpdateBackend` operationId).
 	UpdateBackendWithApplicationMergePatchPlusJSONBodyWithResponse(ctx context.Context, id ID, params *UpdateBackendParams, body UpdateBackendApplicationMergePatchPlusJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateBackendResponse, error)
 
+	// ListCertificatesWithResponse List the tenant's registered certificates (viewer)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/provider/certificates (the `ListCertificates` operationId).
+	ListCertificatesWithResponse(ctx context.Context, params *ListCertificatesParams, reqEditors ...RequestEditorFn) (*ListCertificatesResponse, error)
+
+	// CreateCertificateWithBodyWithResponse Register a certificate its gateway templates may name (admin)
+	//
+	// A reference, never key material: the secret's name and namespace in the clusters the
+	// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+	// directory for this tenant). A gateway template may name only certificates its tenant
+	// registered; a name and namespace are registered once per tenant (409).
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+	CreateCertificateWithBodyWithResponse(ctx context.Context, params *CreateCertificateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCertificateResponse, error)
+
+	// CreateCertificateWithResponse Register a certificate its gateway templates may name (admin)
+	//
+	// A reference, never key material: the secret's name and namespace in the clusters the
+	// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+	// directory for this tenant). A gateway template may name only certificates its tenant
+	// registered; a name and namespace are registered once per tenant (409).
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+	CreateCertificateWithResponse(ctx context.Context, params *CreateCertificateParams, body CreateCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCertificateResponse, error)
+
+	// DeleteCertificateWithResponse Remove a certificate no gateway template names (admin)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/provider/certificates/{id} (the `DeleteCertificate` operationId).
+	DeleteCertificateWithResponse(ctx context.Context, id ID, params *DeleteCertificateParams, reqEditors ...RequestEditorFn) (*DeleteCertificateResponse, error)
+
+	// GetCertificateWithResponse One registered certificate (viewer)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/provider/certificates/{id} (the `GetCertificate` operationId).
+	GetCertificateWithResponse(ctx context.Context, id ID, params *GetCertificateParams, reqEditors ...RequestEditorFn) (*GetCertificateResponse, error)
+
 	// ListGatewaysWithResponse List gateway templates (viewer)
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -17720,6 +20092,8 @@ type ClientWithResponsesInterface interface {
 	// chosen when a product is published. Listener names and ports are unique; HTTPS
 	// terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 	// TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+	// Every certificate reference must name a certificate the tenant registered
+	// (`/v1/provider/certificates`): any other is a 404.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -17732,6 +20106,8 @@ type ClientWithResponsesInterface interface {
 	// chosen when a product is published. Listener names and ports are unique; HTTPS
 	// terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 	// TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+	// Every certificate reference must name a certificate the tenant registered
+	// (`/v1/provider/certificates`): any other is a 404.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -18171,6 +20547,128 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/provider/products/{id}/plans (the `CreatePlan` operationId).
 	CreatePlanWithResponse(ctx context.Context, id ID, params *CreatePlanParams, body CreatePlanJSONRequestBody, reqEditors ...RequestEditorFn) (*CreatePlanResponse, error)
+
+	// ListRolloutsWithResponse List rollouts
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/provider/rollouts (the `ListRollouts` operationId).
+	ListRolloutsWithResponse(ctx context.Context, params *ListRolloutsParams, reqEditors ...RequestEditorFn) (*ListRolloutsResponse, error)
+
+	// CreateRolloutWithBodyWithResponse Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+	//
+	// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+	CreateRolloutWithBodyWithResponse(ctx context.Context, params *CreateRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateRolloutResponse, error)
+
+	// CreateRolloutWithResponse Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+	//
+	// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+	CreateRolloutWithResponse(ctx context.Context, params *CreateRolloutParams, body CreateRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateRolloutResponse, error)
+
+	// GetRolloutWithResponse A rollout: waves, per-cluster state, failure budget left, what it waits for, complete
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/provider/rollouts/{id} (the `GetRollout` operationId).
+	GetRolloutWithResponse(ctx context.Context, id ID, params *GetRolloutParams, reqEditors ...RequestEditorFn) (*GetRolloutResponse, error)
+
+	// AbortRolloutWithBodyWithResponse Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+	AbortRolloutWithBodyWithResponse(ctx context.Context, id ID, params *AbortRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AbortRolloutResponse, error)
+
+	// AbortRolloutWithResponse Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+	AbortRolloutWithResponse(ctx context.Context, id ID, params *AbortRolloutParams, body AbortRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*AbortRolloutResponse, error)
+
+	// ApproveRolloutWithBodyWithResponse Approve the manual gate the rollout waits at (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+	ApproveRolloutWithBodyWithResponse(ctx context.Context, id ID, params *ApproveRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ApproveRolloutResponse, error)
+
+	// ApproveRolloutWithResponse Approve the manual gate the rollout waits at (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+	ApproveRolloutWithResponse(ctx context.Context, id ID, params *ApproveRolloutParams, body ApproveRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*ApproveRolloutResponse, error)
+
+	// PauseRolloutWithBodyWithResponse Pause: no new cluster starts; deploys in flight finish (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+	PauseRolloutWithBodyWithResponse(ctx context.Context, id ID, params *PauseRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PauseRolloutResponse, error)
+
+	// PauseRolloutWithResponse Pause: no new cluster starts; deploys in flight finish (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+	PauseRolloutWithResponse(ctx context.Context, id ID, params *PauseRolloutParams, body PauseRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*PauseRolloutResponse, error)
+
+	// ResumeRolloutWithBodyWithResponse Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+	ResumeRolloutWithBodyWithResponse(ctx context.Context, id ID, params *ResumeRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResumeRolloutResponse, error)
+
+	// ResumeRolloutWithResponse Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+	ResumeRolloutWithResponse(ctx context.Context, id ID, params *ResumeRolloutParams, body ResumeRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*ResumeRolloutResponse, error)
+
+	// RetryRolloutWithBodyWithResponse Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+	RetryRolloutWithBodyWithResponse(ctx context.Context, id ID, params *RetryRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RetryRolloutResponse, error)
+
+	// RetryRolloutWithResponse Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+	//
+	// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+	RetryRolloutWithResponse(ctx context.Context, id ID, params *RetryRolloutParams, body RetryRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*RetryRolloutResponse, error)
 
 	// DeleteRouteWithResponse Delete a route with its route policies (developer)
 	//
@@ -22421,6 +24919,96 @@ func (r RevokeRegistrationTokenResponse) ContentType() string {
 	return ""
 }
 
+// GetClusterSyncResponse503Headers the declared response headers of an HTTP 503 response for GetClusterSync
+type GetClusterSyncResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetClusterSyncResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ClusterSync
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetClusterSyncResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetClusterSyncResponse) GetJSON200() *ClusterSync {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetClusterSyncResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetClusterSyncResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetClusterSyncResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetClusterSyncResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetClusterSyncResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetClusterSyncResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetClusterSyncResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetClusterSyncResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetClusterSyncResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetClusterSyncResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListTenantsResponse503Headers the declared response headers of an HTTP 503 response for ListTenants
 type ListTenantsResponse503Headers struct {
 	RetryAfter *int
@@ -24768,6 +27356,390 @@ func (r UpdateBackendResponse) ContentType() string {
 	return ""
 }
 
+// ListCertificatesResponse503Headers the declared response headers of an HTTP 503 response for ListCertificates
+type ListCertificatesResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListCertificatesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []Certificate `json:"items"`
+
+		// NextCursor Cursor of the next page; null on the last page.
+		NextCursor *NextCursor `json:"next_cursor"`
+	}
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListCertificatesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListCertificatesResponse) GetJSON200() *struct {
+	Items []Certificate `json:"items"`
+
+	// NextCursor Cursor of the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListCertificatesResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListCertificatesResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListCertificatesResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListCertificatesResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListCertificatesResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListCertificatesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListCertificatesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListCertificatesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListCertificatesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateCertificateResponse503Headers the declared response headers of an HTTP 503 response for CreateCertificate
+type CreateCertificateResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateCertificateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Certificate
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateCertificateResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateCertificateResponse) GetJSON201() *Certificate {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateCertificateResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateCertificateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateCertificateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateCertificateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateCertificateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteCertificateResponse503Headers the declared response headers of an HTTP 503 response for DeleteCertificate
+type DeleteCertificateResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DeleteCertificateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteCertificateResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r DeleteCertificateResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteCertificateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteCertificateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteCertificateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteCertificateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetCertificateResponse503Headers the declared response headers of an HTTP 503 response for GetCertificate
+type GetCertificateResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetCertificateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Certificate
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetCertificateResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCertificateResponse) GetJSON200() *Certificate {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetCertificateResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCertificateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCertificateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCertificateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCertificateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListGatewaysResponse503Headers the declared response headers of an HTTP 503 response for ListGateways
 type ListGatewaysResponse503Headers struct {
 	RetryAfter *int
@@ -24877,6 +27849,8 @@ type CreateGatewayResponse struct {
 	ApplicationproblemJSON401 *Unauthorized
 	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
 	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *Conflict
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
@@ -24911,6 +27885,11 @@ func (r CreateGatewayResponse) GetApplicationproblemJSON401() *Unauthorized {
 // GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
 func (r CreateGatewayResponse) GetApplicationproblemJSON403() *Forbidden {
 	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CreateGatewayResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
 }
 
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
@@ -28816,6 +31795,890 @@ func (r CreatePlanResponse) ContentType() string {
 	return ""
 }
 
+// ListRolloutsResponse503Headers the declared response headers of an HTTP 503 response for ListRollouts
+type ListRolloutsResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListRolloutsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []RolloutSummary `json:"items"`
+
+		// NextCursor Cursor of the next page; null on the last page.
+		NextCursor *NextCursor `json:"next_cursor"`
+	}
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListRolloutsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListRolloutsResponse) GetJSON200() *struct {
+	Items []RolloutSummary `json:"items"`
+
+	// NextCursor Cursor of the next page; null on the last page.
+	NextCursor *NextCursor `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListRolloutsResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListRolloutsResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ListRolloutsResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListRolloutsResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListRolloutsResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListRolloutsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListRolloutsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListRolloutsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListRolloutsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateRolloutResponse503Headers the declared response headers of an HTTP 503 response for CreateRollout
+type CreateRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateRolloutResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateRolloutResponse) GetJSON201() *Rollout {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r CreateRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetRolloutResponse503Headers the declared response headers of an HTTP 503 response for GetRollout
+type GetRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetRolloutResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetRolloutResponse) GetJSON200() *Rollout {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r GetRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetRolloutResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AbortRolloutResponse503Headers the declared response headers of an HTTP 503 response for AbortRollout
+type AbortRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AbortRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AbortRolloutResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r AbortRolloutResponse) GetJSON202() *Rollout {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AbortRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AbortRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AbortRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AbortRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AbortRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ApproveRolloutResponse503Headers the declared response headers of an HTTP 503 response for ApproveRollout
+type ApproveRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ApproveRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ApproveRolloutResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r ApproveRolloutResponse) GetJSON202() *Rollout {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ApproveRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ApproveRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ApproveRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ApproveRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ApproveRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// PauseRolloutResponse503Headers the declared response headers of an HTTP 503 response for PauseRollout
+type PauseRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type PauseRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *PauseRolloutResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r PauseRolloutResponse) GetJSON202() *Rollout {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r PauseRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PauseRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PauseRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PauseRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PauseRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ResumeRolloutResponse503Headers the declared response headers of an HTTP 503 response for ResumeRollout
+type ResumeRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ResumeRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ResumeRolloutResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r ResumeRolloutResponse) GetJSON202() *Rollout {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ResumeRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ResumeRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ResumeRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ResumeRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ResumeRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RetryRolloutResponse503Headers the declared response headers of an HTTP 503 response for RetryRollout
+type RetryRolloutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type RetryRolloutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Rollout
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Forbidden
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Conflict
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ProblemResponse
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RetryRolloutResponse503Headers
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r RetryRolloutResponse) GetJSON202() *Rollout {
+	return r.JSON202
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON403() *Forbidden {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON409() *Conflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RetryRolloutResponse) GetApplicationproblemJSONDefault() *ProblemResponse {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RetryRolloutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RetryRolloutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RetryRolloutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RetryRolloutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // DeleteRouteResponse503Headers the declared response headers of an HTTP 503 response for DeleteRoute
 type DeleteRouteResponse503Headers struct {
 	RetryAfter *int
@@ -30787,6 +34650,19 @@ func (c *ClientWithResponses) RevokeRegistrationTokenWithResponse(ctx context.Co
 	return ParseRevokeRegistrationTokenResponse(rsp)
 }
 
+// GetClusterSyncWithResponse Desired vs applied for every agent and publish of a cluster
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/operator/clusters/{id}/sync (the `GetClusterSync` operationId).
+func (c *ClientWithResponses) GetClusterSyncWithResponse(ctx context.Context, id ID, reqEditors ...RequestEditorFn) (*GetClusterSyncResponse, error) {
+	rsp, err := c.GetClusterSync(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetClusterSyncResponse(rsp)
+}
+
 // ListTenantsWithResponse List tenants
 //
 // Returns a wrapper object for the known response body format(s).
@@ -31261,6 +35137,81 @@ func (c *ClientWithResponses) UpdateBackendWithApplicationMergePatchPlusJSONBody
 	return ParseUpdateBackendResponse(rsp)
 }
 
+// ListCertificatesWithResponse List the tenant's registered certificates (viewer)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/provider/certificates (the `ListCertificates` operationId).
+func (c *ClientWithResponses) ListCertificatesWithResponse(ctx context.Context, params *ListCertificatesParams, reqEditors ...RequestEditorFn) (*ListCertificatesResponse, error) {
+	rsp, err := c.ListCertificates(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListCertificatesResponse(rsp)
+}
+
+// CreateCertificateWithBodyWithResponse Register a certificate its gateway templates may name (admin)
+//
+// A reference, never key material: the secret's name and namespace in the clusters the
+// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+// directory for this tenant). A gateway template may name only certificates its tenant
+// registered; a name and namespace are registered once per tenant (409).
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+func (c *ClientWithResponses) CreateCertificateWithBodyWithResponse(ctx context.Context, params *CreateCertificateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateCertificateResponse, error) {
+	rsp, err := c.CreateCertificateWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateCertificateResponse(rsp)
+}
+
+// CreateCertificateWithResponse Register a certificate its gateway templates may name (admin)
+//
+// A reference, never key material: the secret's name and namespace in the clusters the
+// tenant publishes to (for the nginx data plane, the file of that name in the agent's
+// directory for this tenant). A gateway template may name only certificates its tenant
+// registered; a name and namespace are registered once per tenant (409).
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/certificates (the `CreateCertificate` operationId).
+func (c *ClientWithResponses) CreateCertificateWithResponse(ctx context.Context, params *CreateCertificateParams, body CreateCertificateJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateCertificateResponse, error) {
+	rsp, err := c.CreateCertificate(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateCertificateResponse(rsp)
+}
+
+// DeleteCertificateWithResponse Remove a certificate no gateway template names (admin)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/provider/certificates/{id} (the `DeleteCertificate` operationId).
+func (c *ClientWithResponses) DeleteCertificateWithResponse(ctx context.Context, id ID, params *DeleteCertificateParams, reqEditors ...RequestEditorFn) (*DeleteCertificateResponse, error) {
+	rsp, err := c.DeleteCertificate(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteCertificateResponse(rsp)
+}
+
+// GetCertificateWithResponse One registered certificate (viewer)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/provider/certificates/{id} (the `GetCertificate` operationId).
+func (c *ClientWithResponses) GetCertificateWithResponse(ctx context.Context, id ID, params *GetCertificateParams, reqEditors ...RequestEditorFn) (*GetCertificateResponse, error) {
+	rsp, err := c.GetCertificate(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCertificateResponse(rsp)
+}
+
 // ListGatewaysWithResponse List gateway templates (viewer)
 //
 // Returns a wrapper object for the known response body format(s).
@@ -31280,6 +35231,8 @@ func (c *ClientWithResponses) ListGatewaysWithResponse(ctx context.Context, para
 // chosen when a product is published. Listener names and ports are unique; HTTPS
 // terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 // TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+// Every certificate reference must name a certificate the tenant registered
+// (`/v1/provider/certificates`): any other is a 404.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -31298,6 +35251,8 @@ func (c *ClientWithResponses) CreateGatewayWithBodyWithResponse(ctx context.Cont
 // chosen when a product is published. Listener names and ports are unique; HTTPS
 // terminates TLS with at least one certificate; TLS passes through or terminates; HTTP and
 // TCP listeners have no TLS; a hostname may start with `*.` only as its whole leftmost label.
+// Every certificate reference must name a certificate the tenant registered
+// (`/v1/provider/certificates`): any other is a 404.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -32078,6 +36033,212 @@ func (c *ClientWithResponses) CreatePlanWithResponse(ctx context.Context, id ID,
 		return nil, err
 	}
 	return ParseCreatePlanResponse(rsp)
+}
+
+// ListRolloutsWithResponse List rollouts
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/provider/rollouts (the `ListRollouts` operationId).
+func (c *ClientWithResponses) ListRolloutsWithResponse(ctx context.Context, params *ListRolloutsParams, reqEditors ...RequestEditorFn) (*ListRolloutsResponse, error) {
+	rsp, err := c.ListRollouts(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListRolloutsResponse(rsp)
+}
+
+// CreateRolloutWithBodyWithResponse Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+//
+// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+func (c *ClientWithResponses) CreateRolloutWithBodyWithResponse(ctx context.Context, params *CreateRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateRolloutResponse, error) {
+	rsp, err := c.CreateRolloutWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateRolloutResponse(rsp)
+}
+
+// CreateRolloutWithResponse Roll a product out to many clusters in waves; starts RolloutWorkflow (owner/admin)
+//
+// Every target cluster is checked by the publish rules before anything starts (it exists, takes the gateway class, allows the backends, is not in maintenance; the product is active; the hostname is free). A selector is resolved once, now, and recorded. A rollout of a product that has one in flight supersedes it: the older run lets its deploys in flight finish and ends `superseded`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts (the `CreateRollout` operationId).
+func (c *ClientWithResponses) CreateRolloutWithResponse(ctx context.Context, params *CreateRolloutParams, body CreateRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateRolloutResponse, error) {
+	rsp, err := c.CreateRollout(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateRolloutResponse(rsp)
+}
+
+// GetRolloutWithResponse A rollout: waves, per-cluster state, failure budget left, what it waits for, complete
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/provider/rollouts/{id} (the `GetRollout` operationId).
+func (c *ClientWithResponses) GetRolloutWithResponse(ctx context.Context, id ID, params *GetRolloutParams, reqEditors ...RequestEditorFn) (*GetRolloutResponse, error) {
+	rsp, err := c.GetRollout(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetRolloutResponse(rsp)
+}
+
+// AbortRolloutWithBodyWithResponse Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+//
+// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+func (c *ClientWithResponses) AbortRolloutWithBodyWithResponse(ctx context.Context, id ID, params *AbortRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AbortRolloutResponse, error) {
+	rsp, err := c.AbortRolloutWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAbortRolloutResponse(rsp)
+}
+
+// AbortRolloutWithResponse Abort: deploys in flight finish, then every cluster that took the new revision is rolled back to its previous one, as a new revision (owner/admin)
+//
+// Sent to the run as the Temporal signal `abort` (the same one `temporal workflow signal --workflow-id rollout/<id> --name abort --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/abort (the `AbortRollout` operationId).
+func (c *ClientWithResponses) AbortRolloutWithResponse(ctx context.Context, id ID, params *AbortRolloutParams, body AbortRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*AbortRolloutResponse, error) {
+	rsp, err := c.AbortRollout(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAbortRolloutResponse(rsp)
+}
+
+// ApproveRolloutWithBodyWithResponse Approve the manual gate the rollout waits at (owner/admin)
+//
+// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+func (c *ClientWithResponses) ApproveRolloutWithBodyWithResponse(ctx context.Context, id ID, params *ApproveRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ApproveRolloutResponse, error) {
+	rsp, err := c.ApproveRolloutWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseApproveRolloutResponse(rsp)
+}
+
+// ApproveRolloutWithResponse Approve the manual gate the rollout waits at (owner/admin)
+//
+// Sent to the run as the Temporal signal `approve` (the same one `temporal workflow signal --workflow-id rollout/<id> --name approve --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/approve (the `ApproveRollout` operationId).
+func (c *ClientWithResponses) ApproveRolloutWithResponse(ctx context.Context, id ID, params *ApproveRolloutParams, body ApproveRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*ApproveRolloutResponse, error) {
+	rsp, err := c.ApproveRollout(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseApproveRolloutResponse(rsp)
+}
+
+// PauseRolloutWithBodyWithResponse Pause: no new cluster starts; deploys in flight finish (owner/admin)
+//
+// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+func (c *ClientWithResponses) PauseRolloutWithBodyWithResponse(ctx context.Context, id ID, params *PauseRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PauseRolloutResponse, error) {
+	rsp, err := c.PauseRolloutWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePauseRolloutResponse(rsp)
+}
+
+// PauseRolloutWithResponse Pause: no new cluster starts; deploys in flight finish (owner/admin)
+//
+// Sent to the run as the Temporal signal `pause` (the same one `temporal workflow signal --workflow-id rollout/<id> --name pause --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/pause (the `PauseRollout` operationId).
+func (c *ClientWithResponses) PauseRolloutWithResponse(ctx context.Context, id ID, params *PauseRolloutParams, body PauseRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*PauseRolloutResponse, error) {
+	rsp, err := c.PauseRollout(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePauseRolloutResponse(rsp)
+}
+
+// ResumeRolloutWithBodyWithResponse Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+//
+// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+func (c *ClientWithResponses) ResumeRolloutWithBodyWithResponse(ctx context.Context, id ID, params *ResumeRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ResumeRolloutResponse, error) {
+	rsp, err := c.ResumeRolloutWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResumeRolloutResponse(rsp)
+}
+
+// ResumeRolloutWithResponse Resume a rollout paused by hand or by its spent failure budget (owner/admin)
+//
+// Sent to the run as the Temporal signal `resume` (the same one `temporal workflow signal --workflow-id rollout/<id> --name resume --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/resume (the `ResumeRollout` operationId).
+func (c *ClientWithResponses) ResumeRolloutWithResponse(ctx context.Context, id ID, params *ResumeRolloutParams, body ResumeRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*ResumeRolloutResponse, error) {
+	rsp, err := c.ResumeRollout(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseResumeRolloutResponse(rsp)
+}
+
+// RetryRolloutWithBodyWithResponse Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+//
+// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+func (c *ClientWithResponses) RetryRolloutWithBodyWithResponse(ctx context.Context, id ID, params *RetryRolloutParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RetryRolloutResponse, error) {
+	rsp, err := c.RetryRolloutWithBody(ctx, id, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRetryRolloutResponse(rsp)
+}
+
+// RetryRolloutWithResponse Retry one failed or timed-out cluster (cluster_id) (owner/admin)
+//
+// Sent to the run as the Temporal signal `retry` (the same one `temporal workflow signal --workflow-id rollout/<id> --name retry --input '{"actor":"...","reason":"..."}'` sends); the run's one handler applies it and writes the audit entry with actor, reason and source.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/provider/rollouts/{id}/retry (the `RetryRollout` operationId).
+func (c *ClientWithResponses) RetryRolloutWithResponse(ctx context.Context, id ID, params *RetryRolloutParams, body RetryRolloutJSONRequestBody, reqEditors ...RequestEditorFn) (*RetryRolloutResponse, error) {
+	rsp, err := c.RetryRollout(ctx, id, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRetryRolloutResponse(rsp)
 }
 
 // DeleteRouteWithResponse Delete a route with its route policies (developer)
@@ -35974,6 +40135,87 @@ func ParseRevokeRegistrationTokenResponse(rsp *http.Response) (*RevokeRegistrati
 	return response, nil
 }
 
+// ParseGetClusterSyncResponse parses an HTTP response from a GetClusterSyncWithResponse call
+func ParseGetClusterSyncResponse(rsp *http.Response) (*GetClusterSyncResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetClusterSyncResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ClusterSync
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetClusterSyncResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListTenantsResponse parses an HTTP response from a ListTenantsWithResponse call
 func ParseListTenantsResponse(rsp *http.Response) (*ListTenantsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -38093,6 +42335,352 @@ func ParseUpdateBackendResponse(rsp *http.Response) (*UpdateBackendResponse, err
 	return response, nil
 }
 
+// ParseListCertificatesResponse parses an HTTP response from a ListCertificatesWithResponse call
+func ParseListCertificatesResponse(rsp *http.Response) (*ListCertificatesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListCertificatesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []Certificate `json:"items"`
+
+			// NextCursor Cursor of the next page; null on the last page.
+			NextCursor *NextCursor `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ListCertificatesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateCertificateResponse parses an HTTP response from a CreateCertificateWithResponse call
+func ParseCreateCertificateResponse(rsp *http.Response) (*CreateCertificateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateCertificateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Certificate
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CreateCertificateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteCertificateResponse parses an HTTP response from a DeleteCertificateWithResponse call
+func ParseDeleteCertificateResponse(rsp *http.Response) (*DeleteCertificateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteCertificateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers DeleteCertificateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetCertificateResponse parses an HTTP response from a GetCertificateWithResponse call
+func ParseGetCertificateResponse(rsp *http.Response) (*GetCertificateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCertificateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Certificate
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetCertificateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseListGatewaysResponse parses an HTTP response from a ListGatewaysWithResponse call
 func ParseListGatewaysResponse(rsp *http.Response) (*ListGatewaysResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -38213,6 +42801,13 @@ func ParseCreateGatewayResponse(rsp *http.Response) (*CreateGatewayResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
@@ -41754,6 +46349,813 @@ func ParseCreatePlanResponse(rsp *http.Response) (*CreatePlanResponse, error) {
 	switch {
 	case rsp.StatusCode == 503:
 		var headers CreatePlanResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListRolloutsResponse parses an HTTP response from a ListRolloutsWithResponse call
+func ParseListRolloutsResponse(rsp *http.Response) (*ListRolloutsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListRolloutsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []RolloutSummary `json:"items"`
+
+			// NextCursor Cursor of the next page; null on the last page.
+			NextCursor *NextCursor `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ListRolloutsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateRolloutResponse parses an HTTP response from a CreateRolloutWithResponse call
+func ParseCreateRolloutResponse(rsp *http.Response) (*CreateRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers CreateRolloutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetRolloutResponse parses an HTTP response from a GetRolloutWithResponse call
+func ParseGetRolloutResponse(rsp *http.Response) (*GetRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetRolloutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAbortRolloutResponse parses an HTTP response from a AbortRolloutWithResponse call
+func ParseAbortRolloutResponse(rsp *http.Response) (*AbortRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AbortRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers AbortRolloutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseApproveRolloutResponse parses an HTTP response from a ApproveRolloutWithResponse call
+func ParseApproveRolloutResponse(rsp *http.Response) (*ApproveRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ApproveRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ApproveRolloutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParsePauseRolloutResponse parses an HTTP response from a PauseRolloutWithResponse call
+func ParsePauseRolloutResponse(rsp *http.Response) (*PauseRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PauseRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers PauseRolloutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseResumeRolloutResponse parses an HTTP response from a ResumeRolloutWithResponse call
+func ParseResumeRolloutResponse(rsp *http.Response) (*ResumeRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ResumeRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers ResumeRolloutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRetryRolloutResponse parses an HTTP response from a RetryRolloutWithResponse call
+func ParseRetryRolloutResponse(rsp *http.Response) (*RetryRolloutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RetryRolloutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Rollout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ProblemResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RetryRolloutResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -112,6 +112,7 @@ func (a *API) Register(e *echo.Echo) {
 	prov := v1.Group("/provider", a.authenticate, a.tenantScope(models.TenantProvider), a.idempotent, a.audited)
 	a.registerMembers(prov)
 	a.registerCatalog(prov)
+	a.registerCertificates(prov)
 	a.registerPublishes(prov)
 	a.registerRollouts(prov)
 

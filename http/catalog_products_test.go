@@ -5,12 +5,15 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/imprun/imprun-server/http/apitest"
 )
 
 func TestGatewayCRUD(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	admin := w.env.As(tadminP)
+	created(t, admin, prov+"/certificates", map[string]any{"name": "api-cert", "namespace": "certs"})
 
 	gw := created(t, admin, prov+"/gateways", map[string]any{
 		"name": "edge", "description": "public edge", "labels": map[string]any{"env": "prod"},
@@ -280,4 +283,44 @@ func TestPlans(t *testing.T) {
 		actions = append(actions, a.Action)
 	}
 	require.Equal(t, []string{"plan.create", "plan.create", "plan.update", "plan.update", "plan.delete"}, actions)
+}
+
+// Certificates belong to tenants: a template may name only a certificate its tenant registered;
+// another tenant's, or none at all, is the same 404; a named certificate can't be removed.
+func TestGatewayCertificatesAreTheTenants(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	admin := w.env.As(tadminP)
+	https := func(name, ns string) map[string]any {
+		ref := map[string]any{"name": name}
+		if ns != "" {
+			ref["namespace"] = ns
+		}
+		return map[string]any{"name": "edge-" + name, "listeners": []map[string]any{{"name": "https", "port": 443, "protocol": "HTTPS",
+			"tls": map[string]any{"mode": "Terminate", "certificate_refs": []map[string]any{ref}}}}}
+	}
+	requireProblem(t, admin.Post(prov+"/gateways", https("api-cert", "")), 404, "not_found", "")
+
+	cert := created(t, admin, prov+"/certificates", map[string]any{"name": "api-cert", "description": "public edge"})
+	requireProblem(t, admin.Post(prov+"/certificates", map[string]any{"name": "api-cert"}), 409, "name_taken", "")
+	requireProblem(t, admin.Post(prov+"/certificates", map[string]any{"name": "Bad Name"}), 422, "validation_failed", "name")
+	requireProblem(t, w.env.As(viewerP).Post(prov+"/certificates", map[string]any{"name": "other"}), 403, "forbidden", "")
+	requireProblem(t, admin.Post(prov+"/gateways", https("api-cert", "other-ns")), 404, "not_found", "")
+	gw := idOf(created(t, admin, prov+"/gateways", https("api-cert", "")))
+	require.Equal(t, []string{"api-cert"}, names(listItems(t, w.env.As(viewerP), prov+"/certificates")))
+
+	// Another provider tenant registers the same name: still its own, and acme's is not.
+	ops := w.env.As(opsP)
+	r := ops.Post("/v1/operator/tenants", map[string]any{"slug": "initech", "name": "Initech", "type": "provider", "owner_email": "boss@initech.test"})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	initech := w.env.As(apitest.Persona{Email: "boss@initech.test"})
+	requireProblem(t, initech.Post(prov+"/gateways", https("api-cert", "")), 404, "not_found", "")
+	require.Equal(t, http.StatusNotFound, initech.Get(prov+"/certificates/"+idOf(cert)).Status)
+	require.Equal(t, http.StatusNotFound, initech.Delete(prov+"/certificates/"+idOf(cert)).Status)
+
+	// A change to an unregistered certificate is refused the same way; the one in use stays.
+	requireProblem(t, admin.Patch(prov+"/gateways/"+gw, map[string]any{"listeners": https("nope", "")["listeners"]}), 404, "not_found", "")
+	requireProblem(t, admin.Delete(prov+"/certificates/"+idOf(cert)), 409, "referenced", "")
+	require.Equal(t, http.StatusNoContent, admin.Delete(prov+"/gateways/"+gw).Status)
+	require.Equal(t, http.StatusNoContent, admin.Delete(prov+"/certificates/"+idOf(cert)).Status)
 }

@@ -378,3 +378,23 @@ func (Plan) TableName() string { return "plans" }
 
 // PageKey orders plans in lists.
 func (p Plan) PageKey() (time.Time, uuid.UUID) { return p.CreatedAt, p.ID }
+
+// Certificate is a certificate a tenant registered for its gateway templates to name: the
+// secret (name, namespace) in the clusters it publishes to, or for the nginx data plane the
+// file of that name in the agent's per-tenant certificate directory. Key material never passes
+// through the API.
+type Certificate struct {
+	ID          uuid.UUID `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
+	TenantID    uuid.UUID `gorm:"type:uuid" json:"-"`
+	Name        string    `json:"name"`
+	Namespace   string    `json:"namespace"`
+	Description string    `json:"description"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// TableName is the certificates' table.
+func (Certificate) TableName() string { return "tenant_certificates" }
+
+// PageKey orders certificates in lists.
+func (c Certificate) PageKey() (time.Time, uuid.UUID) { return c.CreatedAt, c.ID }

@@ -90,6 +90,8 @@ func catalogPublish(t *testing.T, env *apitest.Env) models.ProductPublish {
 	routePolicy("retry", "retry", map[string]any{"num_retries": 3, "retry_on": []string{"gateway-error"}, "per_try_timeout_ms": 2000})
 	routePolicy("rewrite", "url-rewrite", map[string]any{"hostname": "charges.internal.example", "path": map[string]any{"type": "prefix", "value": "/api"}})
 
+	post("/certificates", map[string]any{"name": "payments-tls"})
+	post("/certificates", map[string]any{"name": "spare-tls"})
 	gateway := post("/gateways", map[string]any{"name": "public-gw", "gateway_class": "envoy-gateway", "listeners": []map[string]any{
 		{"name": "http", "port": 80, "protocol": "HTTP"},
 		{"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "payments.example.com",
