@@ -137,32 +137,34 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 	if err != nil {
 		return plan, validation("bad credential id")
 	}
-	c, err := a.Store.GetCredentialByID(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		plan.Superseded = true
-		return plan, nil
-	}
+	// Planned under the credential's row lock: a change that bumps its version waits for this
+	// plan's rollout rows, so its own plan revokes (or replaces) everything this one sends; and
+	// a plan that runs after a newer version committed is superseded. Without the lock, an
+	// upsert planned for an old version could land after the revocation's plan found nothing
+	// to revoke.
+	err = a.Store.InTx(ctx, func(ctx context.Context) error {
+		c, err := a.Store.LockCredential(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && c.Version > in.Version) {
+			plan.Superseded = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		plan, err = a.planRollout(ctx, c, in.Reason)
+		return err
+	})
+	return plan, err
+}
+
+// planRollout queues the commands of credential c's current version for every cluster that
+// must hold it (its grants) or drop it (everywhere it was ever sent), records them as the
+// rollout's rows and returns the targets with what each cluster already confirmed.
+func (a *Customer) planRollout(ctx context.Context, c models.Credential, reason string) (workflows.CredentialSyncPlan, error) {
+	var plan workflows.CredentialSyncPlan
+	grants, err := a.grantsByCluster(ctx, c)
 	if err != nil {
 		return plan, err
-	}
-	if c.Version > in.Version {
-		plan.Superseded = true
-		return plan, nil
-	}
-	present := c.Status == models.CredentialActive && (c.ExpiresAt == nil || c.ExpiresAt.After(time.Now()))
-	grants := map[uuid.UUID][]models.CredentialGrant{}
-	if present {
-		rows, err := a.Store.ActiveGrants(ctx, c.ClientAppID)
-		if err != nil {
-			return plan, err
-		}
-		for _, g := range rows {
-			planID := ""
-			if g.PlanID != nil {
-				planID = g.PlanID.String()
-			}
-			grants[g.ClusterID] = append(grants[g.ClusterID], models.CredentialGrant{PublishID: g.PublishID.String(), PlanID: planID, Limits: limitsOf(g)})
-		}
 	}
 	before, err := a.Store.RolloutClusters(ctx, c.ID)
 	if err != nil {
@@ -183,24 +185,7 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 
 	// A fixed number of statements however many clusters: one batch of commands, one upsert of
 	// the rollout rows, one read back.
-	cmds := make([]*models.AgentCommand, len(clusters))
-	trace := models.TraceContext(tracing.Inject(ctx)) // the agents' handling joins the rollout's trace
-	actions := make([]string, len(clusters))
-	for i, cl := range clusters {
-		cmd := &models.AgentCommand{ClusterID: cl, DedupeKey: fmt.Sprintf("cred/%s/%d/%s", c.ID, c.Version, cl),
-			SupersedeKey: "credential/" + c.ID.String() + "/" + cl.String(), TraceContext: trace}
-		actions[i] = models.RolloutRevoke
-		if g, ok := grants[cl]; ok {
-			actions[i] = models.RolloutUpsert
-			cmd.Kind, cmd.Priority = models.CommandCredentialUpsert, models.PriorityNormal
-			cmd.Payload = models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: c.ID.String(), Version: c.Version, Type: c.Type,
-				KeyPrefix: c.KeyPrefix, SecretHash: c.SecretHash, ClientAppID: c.ClientAppID.String(), Grants: g, ExpiresAt: c.ExpiresAt})
-		} else {
-			cmd.Kind, cmd.Priority = models.CommandCredentialRevoke, models.PriorityRevocation
-			cmd.Payload = models.ToJSONMap(models.CredentialRevokePayload{CredentialID: c.ID.String(), Version: c.Version, Reason: in.Reason})
-		}
-		cmds[i] = cmd
-	}
+	cmds, actions := rolloutCommands(c, clusters, grants, reason, models.TraceContext(tracing.Inject(ctx)))
 	if err := a.Store.EnqueueCommands(ctx, cmds); err != nil {
 		return plan, err
 	}
@@ -237,6 +222,50 @@ func (a *Customer) PlanCredentialSync(ctx context.Context, in workflows.Credenti
 		plan.Targets = append(plan.Targets, t)
 	}
 	return plan, nil
+}
+
+// grantsByCluster is, for a credential that may be used now, its grants per cluster (none for
+// one revoked or expired).
+func (a *Customer) grantsByCluster(ctx context.Context, c models.Credential) (map[uuid.UUID][]models.CredentialGrant, error) {
+	grants := map[uuid.UUID][]models.CredentialGrant{}
+	if c.Status != models.CredentialActive || (c.ExpiresAt != nil && !c.ExpiresAt.After(time.Now())) {
+		return grants, nil
+	}
+	rows, err := a.Store.ActiveGrants(ctx, c.ClientAppID)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range rows {
+		planID := ""
+		if g.PlanID != nil {
+			planID = g.PlanID.String()
+		}
+		grants[g.ClusterID] = append(grants[g.ClusterID], models.CredentialGrant{PublishID: g.PublishID.String(), PlanID: planID, Limits: limitsOf(g)})
+	}
+	return grants, nil
+}
+
+// rolloutCommands are the commands of c's version for each cluster: an upsert with its grants
+// where it has some, else a revocation.
+func rolloutCommands(c models.Credential, clusters []uuid.UUID, grants map[uuid.UUID][]models.CredentialGrant, reason string, trace models.TraceContext) ([]*models.AgentCommand, []string) {
+	cmds := make([]*models.AgentCommand, len(clusters))
+	actions := make([]string, len(clusters))
+	for i, cl := range clusters {
+		cmd := &models.AgentCommand{ClusterID: cl, DedupeKey: fmt.Sprintf("cred/%s/%d/%s", c.ID, c.Version, cl),
+			SupersedeKey: "credential/" + c.ID.String() + "/" + cl.String(), TraceContext: trace}
+		actions[i] = models.RolloutRevoke
+		if g, ok := grants[cl]; ok {
+			actions[i] = models.RolloutUpsert
+			cmd.Kind, cmd.Priority = models.CommandCredentialUpsert, models.PriorityNormal
+			cmd.Payload = models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: c.ID.String(), Version: c.Version, Type: c.Type,
+				KeyPrefix: c.KeyPrefix, SecretHash: c.SecretHash, ClientAppID: c.ClientAppID.String(), Grants: g, ExpiresAt: c.ExpiresAt})
+		} else {
+			cmd.Kind, cmd.Priority = models.CommandCredentialRevoke, models.PriorityRevocation
+			cmd.Payload = models.ToJSONMap(models.CredentialRevokePayload{CredentialID: c.ID.String(), Version: c.Version, Reason: reason})
+		}
+		cmds[i] = cmd
+	}
+	return cmds, actions
 }
 
 // ConfirmRollout marks one cluster of a credential version's rollout confirmed.

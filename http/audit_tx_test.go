@@ -1,8 +1,12 @@
 package http_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/stretchr/testify/require"
 
@@ -134,4 +138,40 @@ func TestRequestTransactionCarriesTheAuditRow(t *testing.T) {
 	r = owner.Post(prov+"/api-services", map[string]any{"name": ""})
 	require.Equal(t, http.StatusUnprocessableEntity, r.Status, string(r.Body))
 	require.Equal(t, before, env.DB.Count(t, "audit_logs"))
+}
+
+// A credential's rollout is planned under its row lock (activities.PlanCredentialSync): a
+// revocation's version bump waits until that plan has committed its rollout rows, so the
+// revocation's own plan always sees (and revokes) what the older version sent.
+func TestRevocationWaitsForAPlanInProgress(t *testing.T) {
+	t.Parallel()
+	env, owner := auditTxWorld(t)
+	app := idOf(created(t, owner, apps, map[string]any{"name": "billing"}))
+	credID := created(t, owner, apps+"/"+app+"/credentials", map[string]any{"label": "ci"})["id"].(string)
+
+	locked, release, done := make(chan struct{}), make(chan struct{}), make(chan int, 1)
+	go func() {
+		_ = env.Store.InTx(context.Background(), func(ctx context.Context) error {
+			if _, err := env.Store.LockCredential(ctx, uuid.MustParse(credID)); err != nil {
+				return err
+			}
+			close(locked)
+			<-release
+			return nil
+		})
+	}()
+	<-locked
+	go func() { done <- owner.Post("/v1/customer/credentials/"+credID+"/revoke", nil).Status }()
+	select {
+	case s := <-done:
+		t.Fatalf("the revocation committed (%d) while a plan held the credential", s)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case s := <-done:
+		require.Equal(t, http.StatusOK, s)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the revocation never went through once the plan committed")
+	}
 }

@@ -135,6 +135,14 @@ func (s *Store) GetCredentialByID(ctx context.Context, id uuid.UUID) (models.Cre
 	return c, notFound(s.db(ctx).Take(&c, "id = ?", id).Error)
 }
 
+// LockCredential returns a credential locked until the transaction of InTx ends: a rollout
+// plans under it, so a newer version (whose bump waits for the lock) always sees the rollout
+// rows of the older one.
+func (s *Store) LockCredential(ctx context.Context, id uuid.UUID) (models.Credential, error) {
+	var c models.Credential
+	return c, notFound(s.db(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).Take(&c, "id = ?", id).Error)
+}
+
 // EndCredential revokes (or expires) a credential and bumps its version; an already ended
 // one is returned unchanged with changed=false.
 func (s *Store) EndCredential(ctx context.Context, id uuid.UUID, status string) (models.Credential, bool, error) {
