@@ -67,6 +67,8 @@ func lockOwned(ctx context.Context, st *store.Store, publishID, workflowID strin
 
 // PreparePublish validates the publish, freezes the revision snapshot (or copies the rolled-
 // back revision) and sets DEPLOYING. It is idempotent: a retry finds the frozen revision.
+// One transaction from the lock to DEPLOYING, kept in one function so the order of its steps
+// under the lock (fencing check, re-validation, freeze, claim of hostnames) is read in one place.
 func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput) (workflows.PrepareResult, error) {
 	var res workflows.PrepareResult
 	st := a.Store

@@ -55,6 +55,10 @@ func serveCmd(load func() (*config.Config, error)) *cobra.Command {
 // serve runs the API until ctx ends, then shuts down gracefully: the listeners close, in-flight
 // requests finish (up to http.shutdown_timeout) and the pools close. ready, when not nil,
 // receives the bound REST address once the server accepts connections (tests use it).
+//
+// It is long because it is the process's wiring, read top to bottom: each dependency is opened
+// in the order the next one needs it and closed by a defer beside it; split, the order and the
+// defers would be spread over several functions.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<- string) error {
 	if err := cfg.ServeSafety(); err != nil {
 		return err
