@@ -1,11 +1,7 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"sort"
-	"strconv"
-
+	"github.com/imprun/imprun-server/digest"
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
 )
 
@@ -28,49 +24,25 @@ func (a *Agent) appliedState() []*agentv1.AppliedRevision {
 	return out
 }
 
-// appliedDigest is Heartbeat.applied_digest: SHA-256 over "<publish_id> <revision> <checksum>
-// <drift>\n" sorted by publish_id.
+// appliedDigest is Heartbeat.applied_digest (package digest defines it for both sides).
 func appliedDigest(rs []*agentv1.AppliedRevision) string {
-	sorted := append([]*agentv1.AppliedRevision(nil), rs...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].PublishId < sorted[j].PublishId })
-	h := sha256.New()
-	var buf []byte
-	for _, r := range sorted {
-		buf = append(buf[:0], r.PublishId...)
-		buf = append(buf, ' ')
-		buf = strconv.AppendInt(buf, int64(r.Revision), 10)
-		buf = append(buf, ' ')
-		buf = append(buf, r.Checksum...)
-		buf = append(buf, ' ')
-		buf = append(buf, r.Drift...)
-		buf = append(buf, '\n')
-		h.Write(buf)
+	as := make([]digest.Applied, len(rs))
+	for i, r := range rs {
+		as[i] = digest.Applied{PublishID: r.GetPublishId(), Revision: int64(r.GetRevision()), Checksum: r.GetChecksum(), Drift: r.GetDrift()}
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return digest.AppliedSet(as)
 }
 
-// Checksum is Heartbeat.credential_checksum of the store: SHA-256 over "<id> <version>\n" of
-// every credential that is not revoked, sorted by id.
+// Checksum is Heartbeat.credential_checksum of the store: package digest's CredentialSet of
+// every credential that is not revoked.
 func (s *CredentialStore) Checksum() string {
 	s.mu.RLock()
-	ids := make([]string, 0, len(s.creds))
 	vers := make(map[string]int64, len(s.creds))
 	for id, c := range s.creds {
 		if !c.Revoked {
-			ids = append(ids, id)
 			vers[id] = c.Version
 		}
 	}
 	s.mu.RUnlock()
-	sort.Strings(ids)
-	h := sha256.New()
-	var buf []byte
-	for _, id := range ids {
-		buf = append(buf[:0], id...)
-		buf = append(buf, ' ')
-		buf = strconv.AppendInt(buf, vers[id], 10)
-		buf = append(buf, '\n')
-		h.Write(buf)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return digest.CredentialSet(vers)
 }

@@ -2,14 +2,11 @@ package agentgw
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"sort"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/imprun/imprun-server/digest"
 	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
@@ -27,24 +24,14 @@ func (g *Gateway) SyncLimits() syncstate.Limits {
 	}
 }
 
-// appliedDigest is Heartbeat.applied_digest of an applied set, as the protocol defines it.
+// appliedDigest is Heartbeat.applied_digest of an applied set (package digest defines it for
+// both sides).
 func appliedDigest(rs []models.AppliedRevision) string {
-	sorted := append([]models.AppliedRevision(nil), rs...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].PublishID < sorted[j].PublishID })
-	h := sha256.New()
-	var buf []byte
-	for _, r := range sorted {
-		buf = append(buf[:0], r.PublishID...)
-		buf = append(buf, ' ')
-		buf = strconv.AppendInt(buf, int64(r.Revision), 10)
-		buf = append(buf, ' ')
-		buf = append(buf, r.Checksum...)
-		buf = append(buf, ' ')
-		buf = append(buf, r.Drift...)
-		buf = append(buf, '\n')
-		h.Write(buf)
+	as := make([]digest.Applied, len(rs))
+	for i, r := range rs {
+		as[i] = digest.Applied{PublishID: r.PublishID, Revision: int64(r.Revision), Checksum: r.Checksum, Drift: r.Drift}
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return digest.AppliedSet(as)
 }
 
 func toApplied(rs []*agentv1.AppliedRevision) []models.AppliedRevision {

@@ -6,8 +6,6 @@
 package syncstate
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/imprun/imprun-server/digest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 )
@@ -132,25 +131,13 @@ func (c ClusterSync) Agent(id uuid.UUID) (AgentSync, bool) {
 }
 
 // CredentialChecksum is the checksum of a credential set as the protocol defines it
-// (Heartbeat.credential_checksum): SHA-256 over "<id> <version>\n" sorted by id.
+// (Heartbeat.credential_checksum; package digest defines it for both sides).
 func CredentialChecksum(creds []store.CredentialVersion) string {
-	ids := make([]string, len(creds))
-	byID := make(map[string]int64, len(creds))
-	for i, c := range creds {
-		ids[i] = c.CredentialID.String()
-		byID[ids[i]] = c.Version
+	vers := make(map[string]int64, len(creds))
+	for _, c := range creds {
+		vers[c.CredentialID.String()] = c.Version
 	}
-	sort.Strings(ids)
-	h := sha256.New()
-	var buf []byte
-	for _, id := range ids {
-		buf = append(buf[:0], id...)
-		buf = append(buf, ' ')
-		buf = strconv.AppendInt(buf, byID[id], 10)
-		buf = append(buf, '\n')
-		h.Write(buf)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return digest.CredentialSet(vers)
 }
 
 // index holds the inputs of Compute keyed for lookups.
