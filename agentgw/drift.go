@@ -142,7 +142,11 @@ func (g *Gateway) repairOnConnect(ctx context.Context, s *session) {
 	if err != nil {
 		return
 	}
-	cs := syncstate.Compute(in, time.Now().UTC(), g.SyncLimits())
+	// The applied set of the ConnectRequest is fresh and whole, so no grace applies: an
+	// acknowledged revision it lacks is missing now, even one acknowledged a moment ago.
+	lim := g.SyncLimits()
+	lim.Grace = 0
+	cs := syncstate.Compute(in, time.Now().UTC(), lim)
 	if a, ok := cs.Agent(s.agentID); ok {
 		g.repair(ctx, s, cs, a, true)
 	}

@@ -134,3 +134,6 @@ func (c *principalCache) listen(ctx context.Context, url string, log *slog.Logge
 func (a *API) ListenIdentityChanges(ctx context.Context, url string) {
 	a.principals.listen(ctx, url, a.log)
 }
+
+// IdentityListening reports whether the principal cache hears identity changes (and so caches).
+func (a *API) IdentityListening() bool { return a.principals.live.Load() }

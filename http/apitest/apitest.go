@@ -301,6 +301,11 @@ func New(t testing.TB, o Options) *Env {
 	idDone := make(chan struct{})
 	go func() { e.API.ListenIdentityChanges(idCtx, e.DBURL); close(idDone) }()
 	t.Cleanup(func() { stopIdentity(); <-idDone })
+	// Wait for it: until it listens nothing is cached, and tests that count queries would
+	// count a principal's load on some requests and not on others.
+	for deadline := time.Now().Add(10 * time.Second); !e.API.IdentityListening() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log, Registry: e.Metrics,
 		Checks: []httpapi.ReadyCheck{{Name: "postgres", Check: e.SQL.PingContext}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
