@@ -33,7 +33,7 @@ func isMutating(method string) bool {
 
 // audited gives every successful mutating request its audit_logs row, committed with the change
 // itself, so no mutation goes unaudited:
-//   - a route whose use case commits its own transaction (ownsTransaction: it passes an
+//   - a route whose use case commits its own transaction (ownTransactions: it passes an
 //     auditRecord to the use case, or starts or waits on a workflow) writes the row there;
 //   - every other mutating route runs inside one store transaction that the audit row joins:
 //     the response is held back until the transaction commits, and a failed audit insert or
