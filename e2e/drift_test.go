@@ -42,7 +42,12 @@ func agentState(cs syncstate.ClusterSync, name string) (syncstate.AgentSync, boo
 func TestDriftRepair(t *testing.T) {
 	t.Parallel()
 	be := newEchoBackend(t, "v1")
-	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: be.endpoint()})
+	// A loaded CI machine may delay one heartbeat past the usual 3 s limit; "stays synced
+	// throughout" is about drift, so the limit here is generous (a killed agent still turns
+	// stale, after 8 s).
+	tm := *timing
+	tm.MissedHeartbeats = 8
+	s := newStack(t, stackOptions{gatewayClass: "nginx", backend: be.endpoint(), timing: &tm})
 	dirA, dirB := t.TempDir(), t.TempDir()
 	tok := created(t, s.ops, "/v1/operator/clusters/"+s.clusterID+"/registration-tokens", map[string]any{"max_uses": 2})["token"].(string)
 	a := s.startGatewayAgentNamed(t, dirA, tok, fmt.Sprintf("127.0.0.1:%d", testharness.FreePort(t)), "agent-a")

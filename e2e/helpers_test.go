@@ -47,6 +47,8 @@ type stackOptions struct {
 	listener     map[string]any
 	backend      map[string]any // the backend's endpoint (default payments.internal:8080)
 	noWorker     bool
+	// timing, when set, replaces the agents' heartbeat timing (timing by default).
+	timing *apitest.AgentTiming
 }
 
 func newStack(t testing.TB, o stackOptions) *stack {
@@ -57,6 +59,9 @@ func newStack(t testing.TB, o stackOptions) *stack {
 func newStackWith(t testing.TB, o stackOptions, eo apitest.Options) *stack {
 	t.Helper()
 	eo.WithTemporal, eo.Agents = true, timing
+	if o.timing != nil {
+		eo.Agents = o.timing
+	}
 	env := apitest.New(t, eo)
 	s := &stack{env: env, ops: env.As(opsP), owner: env.As(ownerP)}
 	if !o.noWorker {
