@@ -75,10 +75,12 @@ func (a *API) auditInTx(c echo.Context, next echo.HandlerFunc) error {
 		if res.Status < 200 || res.Status >= 300 {
 			return errNotCommitted
 		}
-		if skip, _ := c.Get(ctxSkipAudit).(bool); skip {
-			return nil
+		if skip, _ := c.Get(ctxSkipAudit).(bool); !skip {
+			if err := a.store.InsertAudit(ctx, a.auditRow(c, a.entryOf(c))); err != nil {
+				return err
+			}
 		}
-		return a.store.InsertAudit(ctx, a.auditRow(c, a.entryOf(c)))
+		return a.completeInTx(ctx, c, held.status, held.body.Bytes())
 	})
 	c.SetRequest(req)
 	res.Writer = orig
@@ -87,6 +89,9 @@ func (a *API) auditInTx(c echo.Context, next echo.HandlerFunc) error {
 		return handlerErr // nothing was sent; the error handler answers
 	case txErr == nil || errors.Is(txErr, errNotCommitted):
 		return held.sendTo(orig)
+	}
+	if p, _ := c.Get(ctxIdempotencyKey).(*pendingKey); p != nil {
+		p.completed = false // rolled back with the change
 	}
 	// The change and its audit row did not commit: answer with why, not with what the
 	// handler had prepared.

@@ -175,3 +175,36 @@ func TestRevocationWaitsForAPlanInProgress(t *testing.T) {
 		t.Fatal("the revocation never went through once the plan committed")
 	}
 }
+
+// An Idempotency-Key whose request died before it answered (its reservation left unfinished):
+// on a route that runs in the request's transaction the key is completed in that transaction,
+// so an unfinished one means nothing committed, and a retry after the stale limit runs the
+// request instead of waiting forever; a fresh one still answers 409. Routes whose use cases
+// commit on their own keep the reservation (the change may have committed).
+func TestStaleIdempotencyReservationTakenOver(t *testing.T) {
+	t.Parallel()
+	env, owner := auditTxWorld(t)
+	w := newWorld(t)
+	dev := w.env.As(devP).WithHeader("Idempotency-Key", "svc-crash")
+	first := dev.Post(prov+"/api-services", serviceBody("crashy"))
+	require.Equal(t, http.StatusCreated, first.Status, string(first.Body))
+	// As if the process died after reserving the key and before its transaction committed.
+	require.Equal(t, http.StatusNoContent, w.env.As(devP).Delete(prov+"/api-services/"+idOf(first.Map())).Status)
+
+	w.env.DB.Unfinish(t, "svc-crash", 10*time.Second)
+	requireProblem(t, dev.Post(prov+"/api-services", serviceBody("crashy")), 409, "idempotency_in_flight", "")
+	w.env.DB.Unfinish(t, "svc-crash", 3*time.Minute)
+	again := dev.Post(prov+"/api-services", serviceBody("crashy"))
+	require.Equal(t, http.StatusCreated, again.Status, string(again.Body))
+	require.Empty(t, again.Header.Get("Idempotent-Replayed"), "the request ran again")
+	replay := dev.Post(prov+"/api-services", serviceBody("crashy"))
+	require.Equal(t, "true", replay.Header.Get("Idempotent-Replayed"), "and its answer is stored")
+	require.JSONEq(t, string(again.Body), string(replay.Body))
+
+	// A route that owns its transaction: the stale reservation stays.
+	c := owner.WithHeader("Idempotency-Key", "app-crash")
+	require.Equal(t, http.StatusCreated, c.Post(apps, map[string]any{"name": "shop"}).Status)
+	env.DB.Unfinish(t, "app-crash", 3*time.Minute)
+	r := c.Post(apps, map[string]any{"name": "shop"})
+	require.Equal(t, http.StatusConflict, r.Status, string(r.Body))
+}

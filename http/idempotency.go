@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	nethttp "net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -53,9 +54,17 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		hash := hex.EncodeToString(h.Sum(nil))
 
 		ctx := c.Request().Context()
+		// A route that runs in the request's transaction completes its key in that
+		// transaction (auditInTx): an unfinished reservation means nothing committed, so once
+		// it is older than any request may run, a retry takes it over instead of waiting for a
+		// process that died. Routes that commit their own transactions keep the reservation.
+		var takeOver time.Duration
+		if !a.ownsTx[c.Request().Method+" "+c.Path()] {
+			takeOver = staleReservation
+		}
 		prev, reserved, err := a.store.ReserveIdempotencyKey(ctx, store.IdempotentResponse{
 			ActorID: actor, Key: key, Method: c.Request().Method, Path: models.Cut(c.Request().URL.Path, 500), RequestHash: hash,
-		})
+		}, takeOver)
 		if errors.Is(err, store.ErrIdempotencyInFlight) {
 			return Conflict("idempotency_in_flight", "a request with this Idempotency-Key is still being processed", "")
 		}
@@ -76,6 +85,8 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 
 		rec := &recorder{ResponseWriter: c.Response().Writer}
 		c.Response().Writer = rec
+		pending := &pendingKey{actor: actor, key: key}
+		c.Set(ctxIdempotencyKey, pending)
 		err = next(c)
 		bg := context.WithoutCancel(ctx)
 		status := c.Response().Status
@@ -84,6 +95,9 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 				a.log.Error("idempotency release failed", "request_id", requestID(c), "err", rerr)
 			}
 			return err
+		}
+		if pending.completed {
+			return nil // stored in the request's transaction, with the change
 		}
 		stored := rec.buf.Bytes()
 		if redacted, ok := c.Get(ctxReplayBody).([]byte); ok {
@@ -94,6 +108,35 @@ func (a *API) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return nil
 	}
+}
+
+// staleReservation is how long an unfinished reservation may stand before a retry of a route in
+// the request's transaction takes it over: longer than any request runs.
+const staleReservation = 2 * time.Minute
+
+const ctxIdempotencyKey = "imprun.idempotency.key"
+
+// pendingKey is the reservation of the current request; completed once its response is stored.
+type pendingKey struct {
+	actor, key string
+	completed  bool
+}
+
+// completeInTx stores the held response of the current request as its key's answer, in the
+// request's transaction (ctx), so the key is finished exactly when the change commits.
+func (a *API) completeInTx(ctx context.Context, c echo.Context, status int, body []byte) error {
+	pending, _ := c.Get(ctxIdempotencyKey).(*pendingKey)
+	if pending == nil {
+		return nil
+	}
+	if redacted, ok := c.Get(ctxReplayBody).([]byte); ok {
+		body = redacted
+	}
+	if err := a.store.CompleteIdempotencyKey(ctx, pending.actor, pending.key, status, c.Response().Header().Get(echo.HeaderContentType), body); err != nil {
+		return err
+	}
+	pending.completed = true
+	return nil
 }
 
 func idempotencyActor(c echo.Context) string {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -29,10 +30,15 @@ var (
 
 // ReserveIdempotencyKey claims (actor, key) for a new request. When the key was used before it
 // returns the stored row (StatusCode 0 means the first request is still running) and
-// reserved=false.
-func (s *Store) ReserveIdempotencyKey(ctx context.Context, r IdempotentResponse) (stored *IdempotentResponse, reserved bool, err error) {
+// reserved=false. takeOverAfter > 0 lets a new request take over a reservation of the same
+// request that has been in flight longer than that: its process died, and the caller knows
+// (see the REST idempotency middleware) that an unfinished reservation means nothing committed.
+func (s *Store) ReserveIdempotencyKey(ctx context.Context, r IdempotentResponse, takeOverAfter time.Duration) (stored *IdempotentResponse, reserved bool, err error) {
 	res := s.db(ctx).Exec(`INSERT INTO idempotency_keys (actor_id, key, method, path, request_hash)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT (actor_id, key) DO NOTHING`, r.ActorID, r.Key, r.Method, r.Path, r.RequestHash)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (actor_id, key) DO UPDATE SET created_at = now()
+		WHERE ? > 0 AND idempotency_keys.status_code = 0 AND idempotency_keys.request_hash = EXCLUDED.request_hash
+		  AND idempotency_keys.created_at < now() - make_interval(secs => ?)`,
+		r.ActorID, r.Key, r.Method, r.Path, r.RequestHash, takeOverAfter.Seconds(), takeOverAfter.Seconds())
 	if res.Error != nil {
 		return nil, false, res.Error
 	}

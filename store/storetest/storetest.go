@@ -828,3 +828,11 @@ func ServicePageFloor(ctx context.Context, pool *pgxpool.Pool, tenantID uuid.UUI
 	}
 	return out, rows.Err()
 }
+
+// Unfinish makes the stored answer of Idempotency-Key key look like a reservation whose
+// process died age ago, before it answered.
+func (d *DB) Unfinish(t testing.TB, key string, age time.Duration) {
+	t.Helper()
+	d.exec(t, `UPDATE idempotency_keys SET status_code = 0, content_type = '', response_body = NULL,
+		created_at = now() - make_interval(secs => $2) WHERE key = $1`, key, age.Seconds())
+}
