@@ -19,12 +19,11 @@ import (
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/secrets"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/temporalclient"
 )
 
 // Temporal hands out the workflow client, or says it is not reachable.
-type Temporal interface {
-	Client() (client.Client, error)
-}
+type Temporal = temporalclient.Source
 
 // Service runs the client app and credential use cases.
 type Service struct {

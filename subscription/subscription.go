@@ -23,13 +23,12 @@ import (
 	"github.com/imprun/imprun-server/fault"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/temporalclient"
 	"github.com/imprun/imprun-server/workflows"
 )
 
 // Temporal hands out the workflow client, or says it is not reachable.
-type Temporal interface {
-	Client() (client.Client, error)
-}
+type Temporal = temporalclient.Source
 
 // Service runs the subscription use cases.
 type Service struct {

@@ -42,6 +42,12 @@ func Dial(ctx context.Context, opts client.Options, within time.Duration, log *s
 	return c, nil
 }
 
+// Source hands out the workflow client, or says Temporal is not reachable (ErrNotConnected):
+// what the domain packages start and signal workflows through. A Holder is one.
+type Source interface {
+	Client() (client.Client, error)
+}
+
 // ErrNotConnected is returned while the first dial has not succeeded yet.
 var ErrNotConnected = errors.New("temporal: not connected yet")
 
