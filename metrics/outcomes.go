@@ -124,7 +124,7 @@ func (c BacklogCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range map[string]float64{
 		"deploying": float64(b.PublishesDeploying), "deployingAge": b.OldestDeployingSeconds,
 		"revocations": float64(b.RevocationsUnconfirmed), "revocationAge": b.OldestRevocationSeconds,
-		"commands": float64(b.CommandsUnacknowledged), "commandAge": b.OldestUnacknowledgedSecond,
+		"commands": float64(b.CommandsUnacknowledged), "commandAge": b.OldestUnacknowledgedSeconds,
 	} {
 		ch <- prometheus.MustNewConstMetric(backlogDescs[k], prometheus.GaugeValue, v)
 	}

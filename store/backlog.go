@@ -8,12 +8,12 @@ import (
 // still deploying, revocations not yet confirmed by a cluster, and agent commands no agent has
 // acknowledged. Ages are in seconds (0 when nothing waits).
 type Backlog struct {
-	PublishesDeploying         int64
-	OldestDeployingSeconds     float64
-	RevocationsUnconfirmed     int64
-	OldestRevocationSeconds    float64
-	CommandsUnacknowledged     int64
-	OldestUnacknowledgedSecond float64
+	PublishesDeploying          int64
+	OldestDeployingSeconds      float64
+	RevocationsUnconfirmed      int64
+	OldestRevocationSeconds     float64
+	CommandsUnacknowledged      int64
+	OldestUnacknowledgedSeconds float64
 	// Clusters holds every active cluster with its number of connected agents (0 included).
 	Clusters []ClusterAgents `gorm:"-"`
 }
@@ -34,7 +34,7 @@ SELECT
   (SELECT coalesce(extract(epoch FROM now() - min(updated_at)), 0) FROM product_publishes WHERE status = 'DEPLOYING') AS oldest_deploying_seconds,
   (SELECT count(*) FROM credential_rollouts WHERE status = 'pending' AND action = 'revoke') AS revocations_unconfirmed,
   (SELECT coalesce(extract(epoch FROM now() - min(queued_at)), 0) FROM credential_rollouts WHERE status = 'pending' AND action = 'revoke') AS oldest_revocation_seconds,
-  u.n AS commands_unacknowledged, u.oldest AS oldest_unacknowledged_second
+  u.n AS commands_unacknowledged, u.oldest AS oldest_unacknowledged_seconds
 FROM (SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(c.created_at)), 0) AS oldest
       FROM agent_commands c
       WHERE c.superseded_at IS NULL AND c.kind IN ('deploy', 'credential_upsert', 'credential_revoke')

@@ -303,7 +303,10 @@ func New(t testing.TB, o Options) *Env {
 	t.Cleanup(func() { stopIdentity(); <-idDone })
 	// Wait for it: until it listens nothing is cached, and tests that count queries would
 	// count a principal's load on some requests and not on others.
-	for deadline := time.Now().Add(10 * time.Second); !e.API.IdentityListening() && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); !e.API.IdentityListening(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("apitest: the principal cache never listened for identity changes")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	srv := httpapi.NewServer(httpapi.Options{BodyLimit: "64K", Register: e.API.Register, Logger: e.Log, Registry: e.Metrics,
