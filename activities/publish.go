@@ -37,6 +37,7 @@ type Publish struct {
 func (a *Publish) Register(r worker.ActivityRegistry) {
 	r.RegisterActivityWithOptions(a.PreparePublish, activity.RegisterOptions{Name: workflows.ActPreparePublish})
 	r.RegisterActivityWithOptions(a.EnqueueDeploy, activity.RegisterOptions{Name: workflows.ActEnqueueDeploy})
+	r.RegisterActivityWithOptions(a.PrepareAndEnqueue, activity.RegisterOptions{Name: workflows.ActPrepareAndEnqueue})
 	r.RegisterActivityWithOptions(a.ClusterPresence, activity.RegisterOptions{Name: workflows.ActClusterPresence})
 	r.RegisterActivityWithOptions(a.FinishPublish, activity.RegisterOptions{Name: workflows.ActFinishPublish})
 	r.RegisterActivityWithOptions(a.CancelDeploy, activity.RegisterOptions{Name: workflows.ActCancelDeploy})
@@ -155,30 +156,66 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 	return res, err
 }
 
+// PrepareAndEnqueue is PreparePublish and EnqueueDeploy in one transaction: the revision is
+// frozen and its DeployCommand queued together (the agents are woken on commit), one local
+// activity and one transaction instead of two of each. Idempotent as both steps are.
+func (a *Publish) PrepareAndEnqueue(ctx context.Context, in workflows.PrepareInput) (workflows.PreparedDeploy, error) {
+	var out workflows.PreparedDeploy
+	var created bool
+	err := a.Store.InTx(ctx, func(ctx context.Context) error {
+		prep, err := a.PreparePublish(ctx, in)
+		if err != nil {
+			return err
+		}
+		out.Checksum = prep.Checksum
+		out.CommandID, created, err = a.enqueue(ctx, workflows.DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
+			Revision: in.Revision, Checksum: prep.Checksum, Action: models.DeployApply, WorkflowID: in.WorkflowID})
+		return err
+	})
+	if err == nil && created {
+		a.Outcomes.CommandsQueued(models.CommandDeploy, 1)
+	}
+	return out, err
+}
+
 // EnqueueDeploy hands the deploy (or withdraw) command to the agent outbox, idempotently.
 func (a *Publish) EnqueueDeploy(ctx context.Context, in workflows.DeployCommandInput) (workflows.DeployCommandResult, error) {
+	id, created, err := a.enqueue(ctx, in)
+	if err != nil {
+		return workflows.DeployCommandResult{}, err
+	}
+	if created {
+		a.Outcomes.CommandsQueued(models.CommandDeploy, 1)
+	}
+	return workflows.DeployCommandResult{CommandID: id}, nil
+}
+
+// enqueue queues the command and its timeline event; created is false when an earlier attempt
+// queued it already.
+func (a *Publish) enqueue(ctx context.Context, in workflows.DeployCommandInput) (commandID string, created bool, err error) {
 	cid, err := uuid.Parse(in.ClusterID)
 	if err != nil {
-		return workflows.DeployCommandResult{}, validation("bad cluster id %q", in.ClusterID)
+		return "", false, validation("bad cluster id %q", in.ClusterID)
 	}
 	cmd := models.AgentCommand{ClusterID: cid, Kind: models.CommandDeploy, Priority: models.PriorityNormal,
 		DedupeKey: "deploy/" + in.WorkflowID, SupersedeKey: "publish/" + in.PublishID,
 		// The activity's span: the gateway's delivery and the agent's apply continue its trace.
 		TraceContext: tracing.Inject(ctx),
 		Payload:      models.ToJSONMap(models.DeployPayload{PublishID: in.PublishID, Revision: in.Revision, Checksum: in.Checksum, Action: in.Action})}
-	created, err := a.Store.EnqueueCommand(ctx, &cmd)
-	if err != nil {
-		return workflows.DeployCommandResult{}, err
-	}
-	if created {
-		a.Outcomes.CommandsQueued(cmd.Kind, 1)
+	if created, err = a.Store.EnqueueCommand(ctx, &cmd); err != nil {
+		return "", false, err
 	}
 	pid, _ := uuid.Parse(in.PublishID)
 	key := "queued/" + in.WorkflowID
-	_ = a.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventCommandQueued, Revision: in.Revision,
+	// The timeline event is informational, and a duplicate is skipped by its key; outside a
+	// transaction its failure is ignored, inside one it is the transaction's.
+	evErr := a.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventCommandQueued, Revision: in.Revision,
 		Message: fmt.Sprintf("%s command queued for the agents of the cluster", in.Action), DedupeKey: &key,
 		Metadata: models.JSONMap{"command_id": cmd.ID.String(), "action": in.Action}})
-	return workflows.DeployCommandResult{CommandID: cmd.ID.String()}, nil
+	if evErr != nil && a.Store.InTransaction(ctx) {
+		return "", false, evErr
+	}
+	return cmd.ID.String(), created, nil
 }
 
 // ClusterPresence reports the cluster's agents and since when the offline ones are offline.

@@ -12,9 +12,9 @@ package e2e
 // queue the DeployCommand, LISTEN/NOTIFY wakes the gateway, the agents fetch the snapshot over
 // REST, render it, write it and answer, the gateway stores the result and signals the run, and
 // the run's last activity writes PUBLISHED. Every publish is a fresh one of the same product (a
-// product can have many). The row is observed by one poller that reads every pending publish's
-// status every pollEvery, so a publish is seen done at most that late (about half of it on
-// average) and 32 concurrent publishes cost one query per tick, not 32.
+// product can have many). A publish is done when its run has completed with PUBLISHED, read as
+// the floor reads its own: the Temporal client's long poll on the run's result (an earlier
+// version polled the rows every 2 ms, which cost more CPU than some of what it measured).
 //
 // Floor: the least a Temporal workflow with the same shape can take on the same dev server: a
 // workflow with one activity and one signal round trip. The benchmark starts it, the activity
@@ -27,7 +27,10 @@ package e2e
 // concurrency IMPRUN_BENCH_CONCURRENCY (default 32) over IMPRUN_BENCH_CONCURRENT_RUNS runs
 // (default 160): runs per second from the first start to the last completion. Floor and publish
 // alternate (floor, publish sequentially, then floor, publish concurrently) after a warm-up, so a
-// drift of the shared dev server during the run hits both.
+// drift of the shared dev server during the run hits both. Beside the times it prints the CPU
+// each phase cost per run in the three processes involved (this one, with the api, the worker,
+// the agent gateway and the agents; the Temporal dev server; PostgreSQL with its backends),
+// which is the phase's own even on a busy machine where the wall times are not.
 //
 // Run: go test -run '^$' -bench BenchmarkPublish -benchtime 1x ./e2e/
 // Knobs: IMPRUN_BENCH_AGENTS (connected agents, default 3), IMPRUN_BENCH_PUBLISHES,
@@ -36,7 +39,7 @@ package e2e
 // IMPRUN_BENCH_TRACE=1 (the Temporal history of the last sequential floor run and publish with
 // the time of each event, and per phase where the publishes spent their time: created ->
 // command queued -> first sent to an agent -> first result acked -> passed on to the run ->
-// PUBLISHED, from the rows they left).
+// PUBLISHED, from the rows they left; and the Store's statements per publish by their text).
 //
 // The figures are only as quiet as the machine: the dev server, Postgres and this process share
 // its two cores, so anything else running at the same time (other test binaries) shows up in
@@ -57,6 +60,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,13 +72,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/imprun/imprun-server/agent"
+	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store/storetest"
+	"github.com/imprun/imprun-server/testharness"
 	"github.com/imprun/imprun-server/workflows"
 )
-
-// pollEvery is how often the poller reads the pending publishes' status.
-const pollEvery = 2 * time.Millisecond
 
 func BenchmarkPublish(b *testing.B) {
 	agents := benchEnvInt(b, "IMPRUN_BENCH_AGENTS", 3)
@@ -95,15 +99,24 @@ func BenchmarkPublish(b *testing.B) {
 	}
 
 	var pub, flr benchFigures
+	var cpu phaseCPU
+	meter := newCPUMeter(b, bs.env)
 	b.ResetTimer()
 	for range b.N {
+		m := meter.start()
 		if flr.seq, err = sequential(seqRuns, floor.run); err != nil {
 			b.Fatal(err)
 		}
+		cpu.floorSeq = m.per(seqRuns)
 		trace := os.Getenv("IMPRUN_BENCH_TRACE") != ""
+		if bs.stmts != nil {
+			bs.stmts.Take() // what set the stack up and warmed it is not a publish's
+		}
 		phase := time.Now()
 		stopProfile := startProfile(b)
+		m = meter.start()
 		pub.seq, err = sequential(seqRuns, bs.publish)
+		cpu.pubSeq = m.per(seqRuns)
 		stopProfile()
 		if err != nil {
 			b.Fatal(err)
@@ -113,16 +126,20 @@ func BenchmarkPublish(b *testing.B) {
 			traceRun(b, floor.tc, workflows.PublishWorkflowID(bs.last, 1))
 			bs.stages(b, "sequential", phase)
 		}
+		m = meter.start()
 		if flr.rps, err = concurrent(concRuns, concurrency, floor.run); err != nil {
 			b.Fatal(err)
 		}
+		cpu.floorConc = m.per(concRuns)
 		phase = time.Now()
 		stopProfile = startProfile(b)
 		stopWaits := func() {}
 		if trace {
 			stopWaits = bs.sampleWaits()
 		}
+		m = meter.start()
 		pub.rps, err = concurrent(concRuns, concurrency, bs.publish)
+		cpu.pubConc = m.per(concRuns)
 		stopWaits()
 		stopProfile()
 		if err != nil {
@@ -145,11 +162,66 @@ func BenchmarkPublish(b *testing.B) {
 	b.ReportMetric(flr.rps, "floor/s")
 	b.ReportMetric(float64(pub50)/float64(flr50), "p50-x-floor")
 	b.ReportMetric(pub.rps/flr.rps, "rps-x-floor")
-	b.Logf("publish p50=%s p99=%s rps=%.1f | floor p50=%s p99=%s rps=%.1f | p50 %.2fx floor (aim <= 1.5x), rps %.2fx floor (aim >= 0.7x); "+
-		"%d agents, %d sequential runs, %d runs at concurrency %d",
-		pub50.Round(time.Millisecond), pub99.Round(time.Millisecond), pub.rps,
-		flr50.Round(time.Millisecond), flr99.Round(time.Millisecond), flr.rps,
-		float64(pub50)/float64(flr50), pub.rps/flr.rps, agents, seqRuns, concRuns, concurrency)
+	// Printed, not logged: a benchmark's log is cut to a few lines without -v.
+	fmt.Printf("\npublish, %d agents, load average %s\n", agents, loadAverage())
+	fmt.Printf("  %-28s %12s %12s %8s %s\n", "", "publish", "floor", "ratio", "goal")
+	fmt.Printf("  %-28s %9.0f ms %9.0f ms %7.2fx %s\n", "p50, sequential", ms(pub50), ms(flr50), float64(pub50)/float64(flr50), "<= 1.1x")
+	fmt.Printf("  %-28s %9.0f ms %9.0f ms %7.2fx\n", "p99, sequential", ms(pub99), ms(flr99), float64(pub99)/float64(flr99))
+	fmt.Printf("  %-28s %10.1f/s %10.1f/s %7.2fx %s\n", fmt.Sprintf("throughput, concurrency %d", concurrency), pub.rps, flr.rps, pub.rps/flr.rps, ">= 0.9x")
+	fmt.Printf("  CPU per run (ms), sequential: %s\n", cpu.line(cpu.pubSeq, cpu.floorSeq))
+	fmt.Printf("  CPU per run (ms), concurrent: %s\n", cpu.line(cpu.pubConc, cpu.floorConc))
+	fmt.Printf("  (%d sequential runs, %d runs at concurrency %d; the floor: a bare workflow with one activity and one signal)\n",
+		seqRuns, concRuns, concurrency)
+}
+
+// cpuMeter reads the CPU time of the three processes a publish runs in: this one (api,
+// worker, agent gateway and the agents), the Temporal dev server and PostgreSQL. CPU time,
+// unlike wall time, is the phase's own on a machine that is busy with other work.
+type cpuMeter struct{ temporal, postgres int }
+
+func newCPUMeter(b *testing.B, env *apitest.Env) cpuMeter {
+	return cpuMeter{temporal: env.TemporalServer.Pid(), postgres: testharness.Postgres(b).Pid()}
+}
+
+type cpuReading struct {
+	m          cpuMeter
+	self, t, p time.Duration
+}
+
+func (m cpuMeter) start() cpuReading {
+	return cpuReading{m: m, self: processCPU(), t: testharness.ProcessTreeCPU(m.temporal), p: testharness.ProcessTreeCPU(m.postgres)}
+}
+
+// per returns the CPU each process spent since start, per run.
+func (r cpuReading) per(runs int) [3]time.Duration {
+	n := time.Duration(runs)
+	return [3]time.Duration{(processCPU() - r.self) / n, (testharness.ProcessTreeCPU(r.m.temporal) - r.t) / n,
+		(testharness.ProcessTreeCPU(r.m.postgres) - r.p) / n}
+}
+
+type phaseCPU struct{ floorSeq, pubSeq, floorConc, pubConc [3]time.Duration }
+
+func (phaseCPU) line(pub, floor [3]time.Duration) string {
+	sum := func(c [3]time.Duration) time.Duration { return c[0] + c[1] + c[2] }
+	return fmt.Sprintf("publish %.1f (this process %.1f, Temporal %.1f, Postgres %.1f) | floor %.1f (%.1f, %.1f, %.1f) | %.2fx",
+		ms(sum(pub)), ms(pub[0]), ms(pub[1]), ms(pub[2]), ms(sum(floor)), ms(floor[0]), ms(floor[1]), ms(floor[2]),
+		float64(sum(pub))/float64(max(sum(floor), 1)))
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 type benchFigures struct {
@@ -238,24 +310,30 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 }
 
 // benchStack is newStack's control plane (one product with one service, route and backend; an
-// envoy-gateway template; a cluster) with K agents connected, and a poller for publish rows.
+// envoy-gateway template; a cluster) with K agents connected.
 type benchStack struct {
 	env   *apitest.Env
-	owner string // bearer token
-	body  []byte // the POST body of a publish, with HOSTNAME for each publish's own
+	stmts *storetest.StatementCounts // IMPRUN_BENCH_TRACE: the Store's statements by text
+	owner string                     // bearer token
+	body  []byte                     // the POST body of a publish, with HOSTNAME for each publish's own
 	http  *http.Client
 	seq   atomic.Int64
 
+	tc          client.Client
 	mu          sync.Mutex
-	pending     map[string]chan string // publish id -> final status
-	wake        chan struct{}
 	last        string        // the last publish done (for IMPRUN_BENCH_TRACE)
 	lastCreated time.Duration // how long its POST took
 }
 
 func newBenchStack(b *testing.B, agents int) *benchStack {
 	b.Helper()
-	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: timing})
+	var stmts *storetest.StatementCounts
+	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: timing, Hooks: func(e *apitest.Env) httpapi.Hooks {
+		if os.Getenv("IMPRUN_BENCH_TRACE") != "" {
+			stmts = e.DB.CountStatements() // before the API serves a request
+		}
+		return httpapi.Hooks{}
+	}})
 	env.StartWorker(b)
 	ops, owner := env.As(opsP), env.As(ownerP)
 	mk := func(c *apitest.Client, path string, body any) map[string]any {
@@ -312,12 +390,13 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 	// Every publish has a hostname of its own: one cluster serves a hostname for one publish.
 	body, _ := json.Marshal(map[string]any{"product_id": productID, "cluster_id": clusterID, "gateway_id": gatewayID,
 		"environment": "prod", "hostname": "HOSTNAME"})
-	bs := &benchStack{env: env, owner: env.Token(ownerP), body: body, pending: map[string]chan string{}, wake: make(chan struct{}, 1),
+	bs := &benchStack{env: env, stmts: stmts, owner: env.Token(ownerP), body: body,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}}
-	ctx, cancel := context.WithCancel(context.Background())
-	pollDone := make(chan struct{})
-	go func() { bs.poll(ctx); close(pollDone) }()
-	b.Cleanup(func() { cancel(); <-pollDone })
+	tc, err := env.Temporal.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	bs.tc = tc
 	return bs
 }
 
@@ -345,21 +424,16 @@ func (bs *benchStack) publish() (time.Duration, error) {
 		return 0, fmt.Errorf("create publish: %s", raw)
 	}
 	created := time.Since(start)
-	done := make(chan string, 1)
-	bs.mu.Lock()
-	bs.pending[p.ID] = done
-	bs.mu.Unlock()
-	select {
-	case bs.wake <- struct{}{}:
-	default:
+	// The run's result, as the floor waits for its own: the client's long poll on the run.
+	// The run writes PUBLISHED in its last step, so the row says so by then.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var st string
+	if err := bs.tc.GetWorkflow(ctx, workflows.PublishWorkflowID(p.ID, 1), "").Get(ctx, &st); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", p.ID, err)
 	}
-	select {
-	case st := <-done:
-		if st != models.PublishPublished {
-			return 0, fmt.Errorf("publish %s ended %s", p.ID, st)
-		}
-	case <-time.After(60 * time.Second):
-		return 0, fmt.Errorf("publish %s not PUBLISHED within 60s", p.ID)
+	if st != models.PublishPublished {
+		return 0, fmt.Errorf("publish %s ended %s", p.ID, st)
 	}
 	bs.mu.Lock()
 	bs.last, bs.lastCreated = p.ID, created
@@ -418,6 +492,30 @@ func (bs *benchStack) stages(b *testing.B, label string, since time.Time) {
 		}
 	}
 	fmt.Printf("publish stages, %s:\n%s\n", label, strings.Join(out, "\n"))
+	if bs.stmts != nil && len(timelines) > 0 {
+		bs.printStatements(label, len(timelines))
+	}
+}
+
+// printStatements prints the statements the Store ran since the last call, per publish, most
+// frequent first (IMPRUN_BENCH_TRACE=1): what a publish costs Postgres.
+func (bs *benchStack) printStatements(label string, publishes int) {
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	total := 0
+	for k, n := range bs.stmts.Take() {
+		all = append(all, kv{k, n})
+		total += n
+	}
+	slices.SortFunc(all, func(a, b kv) int { return b.n - a.n })
+	out := []string{fmt.Sprintf("  %6.1f in all", float64(total)/float64(publishes))}
+	for _, e := range all[:min(len(all), 40)] {
+		out = append(out, fmt.Sprintf("  %6.2f %s", float64(e.n)/float64(publishes), e.k))
+	}
+	fmt.Printf("store statements per publish, %s (%d publishes):\n%s\n", label, publishes, strings.Join(out, "\n"))
 }
 
 // sampleWaits samples what Postgres's active backends wait on every 20 ms until stopped, and
@@ -465,47 +563,6 @@ func (bs *benchStack) sampleWaits() (stop func()) {
 			out = append(out, fmt.Sprintf("  %5.2f %s", float64(e.n)/float64(max(samples, 1)), e.k))
 		}
 		fmt.Printf("postgres active backends per sample (%d samples), concurrent:\n%s\n", samples, strings.Join(out, "\n"))
-	}
-}
-
-// poll reads the status of every pending publish every pollEvery (sleeping while none is).
-func (bs *benchStack) poll(ctx context.Context) {
-	t := time.NewTicker(pollEvery)
-	defer t.Stop()
-	for {
-		bs.mu.Lock()
-		ids := make([]string, 0, len(bs.pending))
-		for id := range bs.pending {
-			ids = append(ids, id)
-		}
-		bs.mu.Unlock()
-		if len(ids) == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-bs.wake:
-			}
-			continue
-		}
-		statuses, err := bs.env.DB.PublishStatuses(ctx, ids)
-		if err == nil {
-			for id, st := range statuses {
-				switch st {
-				case models.PublishPublished, models.PublishFailed, models.PublishWithdrawn:
-					bs.mu.Lock()
-					if ch := bs.pending[id]; ch != nil {
-						ch <- st
-						delete(bs.pending, id)
-					}
-					bs.mu.Unlock()
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/testharness"
+	"github.com/imprun/imprun-server/workflows"
 )
 
 func TestPublishWithAgentOnline(t *testing.T) {
@@ -90,6 +91,13 @@ func TestPublishWhileAgentOfflineThenAgentStarts(t *testing.T) {
 
 	s.startAgent(t, dir, "")
 	s.waitStatus(t, pid, models.PublishPublished, 60*time.Second)
+
+	// This run's history is what workflows/testdata/publish_v2_history.json replays; set
+	// IMPRUN_RECORD_PUBLISH_HISTORY to a file to record it again after a deliberate change.
+	if p := os.Getenv("IMPRUN_RECORD_PUBLISH_HISTORY"); p != "" {
+		hist := s.env.TemporalServer.RunCLI(t, "workflow", "show", "--workflow-id", workflows.PublishWorkflowID(pid, 1), "--output", "json")
+		require.NoError(t, os.WriteFile(p, []byte(hist), 0o644))
+	}
 }
 
 // A worker process killed mid-deploy: another worker picks the run up and finishes it.

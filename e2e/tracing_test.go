@@ -63,7 +63,7 @@ func TestOneTracePerPublish(t *testing.T) {
 	want := []string{
 		"StartWorkflow:PublishWorkflow", // the api's Temporal client, inside the request
 		"RunWorkflow:PublishWorkflow",   // the worker
-		"RunActivity:EnqueueDeploy",     // the activity that writes the outbox row
+		"RunActivity:PrepareAndEnqueue", // the activity that freezes the revision and writes the outbox row
 		"agentgw.deliver deploy",        // the gateway, from the outbox row's trace context
 		"agent.deploy",                  // the agent, from DeployCommand.trace_context
 		"agentgw.result deploy",         // the gateway, from DeployResult.trace_context
@@ -89,7 +89,7 @@ func TestOneTracePerPublish(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "spans of trace %s: %v", traceID, func() []string { return names(inTrace) })
 
 	// Our carriers keep the parent-child chain: outbox row -> gateway and agent; agent -> result.
-	enqueue := inTrace["RunActivity:EnqueueDeploy"].SpanContext.SpanID()
+	enqueue := inTrace["RunActivity:PrepareAndEnqueue"].SpanContext.SpanID()
 	require.Equal(t, enqueue, inTrace["agentgw.deliver deploy"].Parent.SpanID())
 	require.Equal(t, enqueue, inTrace["agent.deploy"].Parent.SpanID())
 	require.True(t, inTrace["agent.deploy"].Parent.IsRemote(), "the agent continued a context it received")

@@ -39,6 +39,13 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 	})
 }
 
+// InTransaction reports whether ctx carries a transaction of InTx: a statement that fails in
+// it aborts it, so its error can't be ignored.
+func (s *Store) InTransaction(ctx context.Context) bool {
+	_, ok := ctx.Value(txKey{}).(*gorm.DB)
+	return ok
+}
+
 // db is the handle every query starts from: the transaction of InTx when ctx carries one, else
 // the pool.
 func (s *Store) db(ctx context.Context) *gorm.DB {

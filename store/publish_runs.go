@@ -51,13 +51,17 @@ func (s *Store) FreezeRevision(ctx context.Context, rev *models.PublishRevision,
 		if err := tx.Create(rev).Error; err != nil {
 			return err
 		}
-		for _, u := range uses {
-			if err := tx.Exec(`INSERT INTO publish_revision_uses (publish_id, revision, kind, ref_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-				rev.PublishID, rev.Revision, u.Kind, u.RefID).Error; err != nil {
-				return err
-			}
+		if len(uses) == 0 {
+			return nil
 		}
-		return nil
+		// One statement for every use, however many the revision has.
+		kinds, refs := make([]string, len(uses)), make([]string, len(uses))
+		for i, u := range uses {
+			kinds[i], refs[i] = u.Kind, u.RefID.String()
+		}
+		return tx.Exec(`INSERT INTO publish_revision_uses (publish_id, revision, kind, ref_id)
+			SELECT ?, ?, v.kind, v.ref_id FROM unnest(?::text[], ?::uuid[]) AS v(kind, ref_id) ON CONFLICT DO NOTHING`,
+			rev.PublishID, rev.Revision, pgArray(kinds), pgArray(refs)).Error
 	})
 }
 

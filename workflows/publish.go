@@ -18,6 +18,14 @@ const ErrTypeValidation = "validation"
 // presence refreshes.
 const changePresenceOnDemand = "presence-on-demand"
 
+// changeLeanStart is the workflow.GetVersion change id of the publish run that freezes the
+// revision and queues its command in one local activity (ActPrepareAndEnqueue) and does not
+// look at the cluster's presence when it starts waiting (the api reads presence on demand for
+// the status, since changePresenceOnDemand): one local activity and one transaction per
+// publish where there were three and three. A run of this version never asks for
+// changePresenceOnDemand, which it implies.
+const changeLeanStart = "lean-start"
+
 // presenceRefresh is how often a waiting run (before changePresenceOnDemand) looks at the target cluster's agents again, so
 // the status query can say which are offline and since when without touching the database.
 const presenceRefresh = 30 * time.Second
@@ -64,22 +72,31 @@ func PublishWorkflow(ctx workflow.Context, in PublishInput) (string, error) {
 		return "", err
 	}
 	actx := localActivities(ctx)
-
-	var prep PrepareResult
-	err := workflow.ExecuteLocalActivity(actx, ActPreparePublish, PrepareInput{PublishInput: in, WorkflowID: wid}).Get(ctx, &prep)
-	if err != nil {
+	fail := func(err error) (string, error) {
 		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
 			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
 	}
 
 	var cmd DeployCommandResult
-	if err := workflow.ExecuteLocalActivity(actx, ActEnqueueDeploy, DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
-		Revision: in.Revision, Checksum: prep.Checksum, Action: models.DeployApply, WorkflowID: wid}).Get(ctx, &cmd); err != nil {
-		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
-			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
+	lean := workflow.GetVersion(ctx, changeLeanStart, workflow.DefaultVersion, 1) >= 1
+	if lean {
+		var prepared PreparedDeploy
+		if err := workflow.ExecuteLocalActivity(actx, ActPrepareAndEnqueue, PrepareInput{PublishInput: in, WorkflowID: wid}).Get(ctx, &prepared); err != nil {
+			return fail(err)
+		}
+		cmd.CommandID = prepared.CommandID
+	} else {
+		var prep PrepareResult
+		if err := workflow.ExecuteLocalActivity(actx, ActPreparePublish, PrepareInput{PublishInput: in, WorkflowID: wid}).Get(ctx, &prep); err != nil {
+			return fail(err)
+		}
+		if err := workflow.ExecuteLocalActivity(actx, ActEnqueueDeploy, DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
+			Revision: in.Revision, Checksum: prep.Checksum, Action: models.DeployApply, WorkflowID: wid}).Get(ctx, &cmd); err != nil {
+			return fail(err)
+		}
 	}
 
-	res, outcome, err := waitForResult(ctx, state, in.ClusterID, cmd.CommandID, in.Deadline)
+	res, outcome, err := waitForResult(ctx, state, in.ClusterID, cmd.CommandID, in.Deadline, lean)
 	if err != nil {
 		// Cancelled (a withdraw took over): record it, write no status; the withdraw run owns it.
 		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: in.Revision, WorkflowID: wid,
@@ -127,7 +144,7 @@ func WithdrawWorkflow(ctx workflow.Context, in WithdrawInput) (string, error) {
 			Status: models.PublishFailed, Reason: failureMessage(err), Event: models.PublishEventFailed, Actor: in.Actor})
 	}
 
-	res, outcome, err := waitForResult(ctx, state, in.ClusterID, cmd.CommandID, in.Deadline)
+	res, outcome, err := waitForResult(ctx, state, in.ClusterID, cmd.CommandID, in.Deadline, false)
 	if err != nil {
 		return finish(ctx, state, FinishInput{PublishID: in.PublishID, Revision: begun.Revision, WorkflowID: wid,
 			Event: models.PublishEventDeployCancelled, Reason: "the withdraw was cancelled", Actor: in.Actor})
@@ -136,10 +153,11 @@ func WithdrawWorkflow(ctx workflow.Context, in WithdrawInput) (string, error) {
 		res, outcome, models.PublishWithdrawn, models.PublishEventWithdrawn, in.Reason, "no agent of the cluster confirmed the withdraw before the deadline")
 }
 
-// waitForResult waits for the first DeployResult of command, the deadline, or cancellation,
-// refreshing the cluster's agent presence for the status query while it waits. The outcome
+// waitForResult waits for the first DeployResult of command, the deadline, or cancellation.
+// Unless lean (changeLeanStart), it first reads the cluster's agent presence for the status
+// query, and runs from before changePresenceOnDemand refresh it while they wait. The outcome
 // is succeeded, failed or timeout; a cancelled run returns the context's error.
-func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID string, deadline time.Duration) (DeployResultSignal, string, error) {
+func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID string, deadline time.Duration, lean bool) (DeployResultSignal, string, error) {
 	if deadline <= 0 {
 		deadline = 24 * time.Hour
 	}
@@ -157,7 +175,9 @@ func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID 
 			state.Presence = p
 		}
 	}
-	refresh()
+	if !lean {
+		refresh()
+	}
 
 	timerCtx, cancelTimers := workflow.WithCancel(ctx)
 	defer cancelTimers()
@@ -167,7 +187,7 @@ func waitForResult(ctx workflow.Context, state *WaitState, clusterID, commandID 
 	// days. Since version 1 the api reads presence on demand for the status, and a wait costs
 	// a constant number of events whatever its deadline (30 days included).
 	var refreshTimer workflow.Future
-	if workflow.GetVersion(ctx, changePresenceOnDemand, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !lean && workflow.GetVersion(ctx, changePresenceOnDemand, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		refreshTimer = workflow.NewTimer(timerCtx, presenceRefresh)
 	}
 	results := workflow.GetSignalChannel(ctx, SignalDeployResult)

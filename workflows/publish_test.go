@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/imprun/imprun-server/models"
 )
@@ -38,6 +39,16 @@ func (f *fakeActivities) register(env *testsuite.TestWorkflowEnvironment) {
 		f.enqueued = append(f.enqueued, in)
 		return DeployCommandResult{CommandID: "cmd-" + in.Action}, nil
 	}, activity.RegisterOptions{Name: ActEnqueueDeploy})
+	env.RegisterActivityWithOptions(func(_ context.Context, in PrepareInput) (PreparedDeploy, error) {
+		if f.prepareErr != nil {
+			return PreparedDeploy{}, f.prepareErr
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.enqueued = append(f.enqueued, DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID, Revision: in.Revision,
+			Checksum: "sha-" + in.PublishID, Action: models.DeployApply, WorkflowID: in.WorkflowID})
+		return PreparedDeploy{Checksum: "sha-" + in.PublishID, CommandID: "cmd-" + models.DeployApply}, nil
+	}, activity.RegisterOptions{Name: ActPrepareAndEnqueue})
 	env.RegisterActivityWithOptions(func(_ context.Context, clusterID string) (ClusterPresence, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -77,7 +88,8 @@ var in = PublishInput{PublishID: "p1", TenantID: "t1", ClusterID: "c1", ProductI
 func TestPublishSucceedsOnFirstResult(t *testing.T) {
 	env, f := newEnv(t)
 	env.RegisterDelayedCallback(func() {
-		// While waiting, the query says what for: the cluster, and that its agent is offline.
+		// While waiting, the query says what for: the cluster and the command. Presence is
+		// the api's to read on demand (changeLeanStart): the run never looked.
 		v, err := env.QueryWorkflow(QueryStatus)
 		require.NoError(t, err)
 		var st WaitState
@@ -85,8 +97,8 @@ func TestPublishSucceedsOnFirstResult(t *testing.T) {
 		require.Equal(t, "waiting_for_result", st.Phase)
 		require.Equal(t, "c1", st.ClusterID)
 		require.Equal(t, "cmd-apply", st.CommandID)
-		require.Len(t, st.Presence.Agents, 1)
-		require.NotNil(t, st.Presence.Agents[0].OfflineSince)
+		require.Empty(t, st.Presence.Agents)
+		require.Zero(t, f.presence)
 		// A late result of another command is not this run's answer.
 		env.SignalWorkflow(SignalDeployResult, DeployResultSignal{CommandID: "old", AgentID: "a0", Status: "failed"})
 	}, 2*time.Hour)
@@ -105,7 +117,29 @@ func TestPublishSucceedsOnFirstResult(t *testing.T) {
 	require.Len(t, f.finished, 1)
 	require.Equal(t, models.PublishPublished, f.finished[0].Status)
 	require.Equal(t, "a1", f.finished[0].AgentID)
-	require.Equal(t, 1, f.presence, "presence is read once when the wait begins; the api reads it on demand after that")
+	require.Zero(t, f.presence, "the api reads presence on demand")
+}
+
+// TestPublishBeforeLeanStart: a run that began before changeLeanStart goes on as it began,
+// freezing and queueing in two steps and reading presence once when the wait begins.
+func TestPublishBeforeLeanStart(t *testing.T) {
+	env, f := newEnv(t)
+	env.OnGetVersion(changeLeanStart, workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(QueryStatus)
+		require.NoError(t, err)
+		var st WaitState
+		require.NoError(t, v.Get(&st))
+		require.Len(t, st.Presence.Agents, 1)
+		env.SignalWorkflow(SignalDeployResult, DeployResultSignal{CommandID: "cmd-apply", AgentID: "a1", Status: "succeeded"})
+	}, time.Hour)
+	env.ExecuteWorkflow(PublishWorkflow, in)
+	require.NoError(t, env.GetWorkflowError())
+	require.Len(t, f.enqueued, 1)
+	require.Equal(t, "sha-p1", f.enqueued[0].Checksum)
+	require.Equal(t, 1, f.presence)
+	require.Len(t, f.finished, 1)
+	require.Equal(t, models.PublishPublished, f.finished[0].Status)
 }
 
 func TestPublishFailsWithAgentMessage(t *testing.T) {
@@ -180,8 +214,8 @@ func TestWorkflowIDs(t *testing.T) {
 
 // TestPublishWaitsThirtyDaysInConstantHistory: a deploy to a cluster whose agents stay offline
 // waits out a 30-day deadline (on the time-skipping test clock) and ends in timeout, and the
-// run looked at presence once, not every 30 s: a wait costs the same history events whatever
-// its length, far below Temporal's limit.
+// run never looked at presence (runs before changePresenceOnDemand refreshed it every 30 s): a
+// wait costs the same history events whatever its length, far below Temporal's limit.
 func TestPublishWaitsThirtyDaysInConstantHistory(t *testing.T) {
 	env, f := newEnv(t)
 	in := in
@@ -192,5 +226,5 @@ func TestPublishWaitsThirtyDaysInConstantHistory(t *testing.T) {
 	require.Len(t, f.finished, 1)
 	require.Equal(t, models.PublishFailed, f.finished[0].Status)
 	require.Equal(t, "timeout", f.finished[0].Reason)
-	require.Equal(t, 1, f.presence, "presence is read once (the api reads it on demand), not refreshed 86,400 times")
+	require.Zero(t, f.presence, "presence is the api's to read on demand, not refreshed 86,400 times")
 }

@@ -24,6 +24,9 @@ func TestReplayRecordedHistories(t *testing.T) {
 		{"testdata/publish_history.json", PublishWorkflow},
 		// Since changePresenceOnDemand: a wait with no refresh timer (an agent came after 1.5 s).
 		{"testdata/publish_v1_history.json", PublishWorkflow},
+		// Since changeLeanStart: freeze and queue in one local activity, no presence read (the
+		// agent came online while the run waited).
+		{"testdata/publish_v2_history.json", PublishWorkflow},
 		{"testdata/withdraw_history.json", WithdrawWorkflow},
 		// Recorded before versionBatchedConfirm: replays the one-activity-per-ack steps.
 		{"testdata/credential_sync_v0_history.json", CredentialSyncWorkflow},

@@ -16,12 +16,15 @@ const (
 
 // Activity names.
 const (
-	ActPreparePublish  = "PreparePublish"
-	ActEnqueueDeploy   = "EnqueueDeploy"
-	ActClusterPresence = "ClusterPresence"
-	ActFinishPublish   = "FinishPublish"
-	ActCancelDeploy    = "CancelDeploy"
-	ActBeginWithdraw   = "BeginWithdraw"
+	ActPreparePublish = "PreparePublish"
+	ActEnqueueDeploy  = "EnqueueDeploy"
+	// ActPrepareAndEnqueue is ActPreparePublish and ActEnqueueDeploy in one step (runs since
+	// changeLeanStart).
+	ActPrepareAndEnqueue = "PrepareAndEnqueue"
+	ActClusterPresence   = "ClusterPresence"
+	ActFinishPublish     = "FinishPublish"
+	ActCancelDeploy      = "CancelDeploy"
+	ActBeginWithdraw     = "BeginWithdraw"
 )
 
 // Search attribute names, declared on the Temporal namespace by `make run` and the harness.
@@ -99,6 +102,12 @@ type PrepareInput struct {
 // PrepareResult is the frozen revision.
 type PrepareResult struct {
 	Checksum string
+}
+
+// PreparedDeploy is the frozen revision and its queued DeployCommand.
+type PreparedDeploy struct {
+	Checksum  string
+	CommandID string
 }
 
 // DeployCommandInput hands a deploy or withdraw command to the agent outbox.

@@ -9,6 +9,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +69,50 @@ func (d *DB) CountQueries() *QueryCounter {
 	must(cb.Row().After("gorm:row").Register("test:count_row", count))
 	must(cb.Raw().After("gorm:raw").Register("test:count_raw", count))
 	return q
+}
+
+// StatementCounts counts the statements the Store runs by their text (the first 70
+// characters, whitespace folded), for a benchmark to say what a request costs.
+type StatementCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// Take returns the counts so far and starts again from zero.
+func (c *StatementCounts) Take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.n
+	c.n = map[string]int{}
+	return out
+}
+
+// CountStatements counts every statement the Store runs from now on by its text; call it
+// before the API serves requests, as CountQueries.
+func (d *DB) CountStatements() *StatementCounts {
+	c := &StatementCounts{n: map[string]int{}}
+	count := func(db *gorm.DB) {
+		sql := strings.Join(strings.Fields(db.Statement.SQL.String()), " ")
+		if len(sql) > 70 {
+			sql = sql[:70]
+		}
+		c.mu.Lock()
+		c.n[sql]++
+		c.mu.Unlock()
+	}
+	cb := d.gorm.Callback()
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	must(cb.Create().After("gorm:create").Register("test:stmt_create", count))
+	must(cb.Query().After("gorm:query").Register("test:stmt_query", count))
+	must(cb.Update().After("gorm:update").Register("test:stmt_update", count))
+	must(cb.Delete().After("gorm:delete").Register("test:stmt_delete", count))
+	must(cb.Row().After("gorm:row").Register("test:stmt_row", count))
+	must(cb.Raw().After("gorm:raw").Register("test:stmt_raw", count))
+	return c
 }
 
 func (d *DB) scalar(t testing.TB, dest any, query string, args ...any) {
