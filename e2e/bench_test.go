@@ -6,8 +6,8 @@ package e2e
 // Method
 //
 // Publish: the real api (REST + agent gateway on one database), an in-process worker with every
-// workflow and activity, and K reference agents of one cluster connected over gRPC (the same
-// wiring as the e2e tests). One publish is POST /v1/provider/product-publishes (not a draft: the
+// workflow and activity, and K reference agents of one cluster connected over gRPC, each the
+// real agent binary in its own process (data plane "files"). One publish is POST /v1/provider/product-publishes (not a draft: the
 // request starts PublishWorkflow) until the publish row says PUBLISHED: freeze the revision,
 // queue the DeployCommand, LISTEN/NOTIFY wakes the gateway, the agents fetch the snapshot over
 // REST, render it, write it and answer, the gateway stores the result and signals the run, and
@@ -28,8 +28,8 @@ package e2e
 // (default 160): runs per second from the first start to the last completion. Floor and publish
 // alternate (floor, publish sequentially, then floor, publish concurrently) after a warm-up, so a
 // drift of the shared dev server during the run hits both. Beside the times it prints the CPU
-// each phase cost per run in the three processes involved (this one, with the api, the worker,
-// the agent gateway and the agents; the Temporal dev server; PostgreSQL with its backends),
+// each phase cost per run in the processes involved (this one, the control plane: the api, the
+// worker, the agent gateway; the Temporal dev server; PostgreSQL with its backends; the agents),
 // which is the phase's own even on a busy machine where the wall times are not.
 //
 // Run: go test -run '^$' -bench BenchmarkPublish -benchtime 1x ./e2e/
@@ -51,9 +51,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -69,9 +69,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/imprun/imprun-server/agent"
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
@@ -100,7 +98,7 @@ func BenchmarkPublish(b *testing.B) {
 
 	var pub, flr benchFigures
 	var cpu phaseCPU
-	meter := newCPUMeter(b, bs.env)
+	meter := newCPUMeter(b, bs)
 	b.ResetTimer()
 	for range b.N {
 		m := meter.start()
@@ -174,37 +172,49 @@ func BenchmarkPublish(b *testing.B) {
 		seqRuns, concRuns, concurrency)
 }
 
-// cpuMeter reads the CPU time of the three processes a publish runs in: this one (api,
-// worker, agent gateway and the agents), the Temporal dev server and PostgreSQL. CPU time,
+// cpuMeter reads the CPU time of the processes a publish runs in: this one (the api, the
+// worker and the agent gateway), the Temporal dev server, PostgreSQL and the agents. CPU time,
 // unlike wall time, is the phase's own on a machine that is busy with other work.
-type cpuMeter struct{ temporal, postgres int }
+type cpuMeter struct {
+	temporal, postgres int
+	agents             []int
+}
 
-func newCPUMeter(b *testing.B, env *apitest.Env) cpuMeter {
-	return cpuMeter{temporal: env.TemporalServer.Pid(), postgres: testharness.Postgres(b).Pid()}
+func newCPUMeter(b *testing.B, bs *benchStack) cpuMeter {
+	return cpuMeter{temporal: bs.env.TemporalServer.Pid(), postgres: testharness.Postgres(b).Pid(), agents: bs.agentPids}
 }
 
 type cpuReading struct {
-	m          cpuMeter
-	self, t, p time.Duration
+	m   cpuMeter
+	cpu [4]time.Duration
 }
 
-func (m cpuMeter) start() cpuReading {
-	return cpuReading{m: m, self: processCPU(), t: testharness.ProcessTreeCPU(m.temporal), p: testharness.ProcessTreeCPU(m.postgres)}
+func (m cpuMeter) read() [4]time.Duration {
+	var agents time.Duration
+	for _, pid := range m.agents {
+		agents += testharness.ProcessTreeCPU(pid)
+	}
+	return [4]time.Duration{processCPU(), testharness.ProcessTreeCPU(m.temporal), testharness.ProcessTreeCPU(m.postgres), agents}
 }
+
+func (m cpuMeter) start() cpuReading { return cpuReading{m: m, cpu: m.read()} }
 
 // per returns the CPU each process spent since start, per run.
-func (r cpuReading) per(runs int) [3]time.Duration {
-	n := time.Duration(runs)
-	return [3]time.Duration{(processCPU() - r.self) / n, (testharness.ProcessTreeCPU(r.m.temporal) - r.t) / n,
-		(testharness.ProcessTreeCPU(r.m.postgres) - r.p) / n}
+func (r cpuReading) per(runs int) [4]time.Duration {
+	now := r.m.read()
+	var out [4]time.Duration
+	for i := range out {
+		out[i] = (now[i] - r.cpu[i]) / time.Duration(runs)
+	}
+	return out
 }
 
-type phaseCPU struct{ floorSeq, pubSeq, floorConc, pubConc [3]time.Duration }
+type phaseCPU struct{ floorSeq, pubSeq, floorConc, pubConc [4]time.Duration }
 
-func (phaseCPU) line(pub, floor [3]time.Duration) string {
-	sum := func(c [3]time.Duration) time.Duration { return c[0] + c[1] + c[2] }
-	return fmt.Sprintf("publish %.1f (this process %.1f, Temporal %.1f, Postgres %.1f) | floor %.1f (%.1f, %.1f, %.1f) | %.2fx",
-		ms(sum(pub)), ms(pub[0]), ms(pub[1]), ms(pub[2]), ms(sum(floor)), ms(floor[0]), ms(floor[1]), ms(floor[2]),
+func (phaseCPU) line(pub, floor [4]time.Duration) string {
+	sum := func(c [4]time.Duration) time.Duration { return c[0] + c[1] + c[2] + c[3] }
+	return fmt.Sprintf("publish %.1f (control plane %.1f, Temporal %.1f, Postgres %.1f, agents %.1f) | floor %.1f (%.1f, %.1f, %.1f) | %.2fx",
+		ms(sum(pub)), ms(pub[0]), ms(pub[1]), ms(pub[2]), ms(pub[3]), ms(sum(floor)), ms(floor[0]), ms(floor[1]), ms(floor[2]),
 		float64(sum(pub))/float64(max(sum(floor), 1)))
 }
 
@@ -312,12 +322,13 @@ func benchEnvInt(b *testing.B, name string, def int) int {
 // benchStack is newStack's control plane (one product with one service, route and backend; an
 // envoy-gateway template; a cluster) with K agents connected.
 type benchStack struct {
-	env   *apitest.Env
-	stmts *storetest.StatementCounts // IMPRUN_BENCH_TRACE: the Store's statements by text
-	owner string                     // bearer token
-	body  []byte                     // the POST body of a publish, with HOSTNAME for each publish's own
-	http  *http.Client
-	seq   atomic.Int64
+	env       *apitest.Env
+	stmts     *storetest.StatementCounts // IMPRUN_BENCH_TRACE: the Store's statements by text
+	agentPids []int                      // the agent processes
+	owner     string                     // bearer token
+	body      []byte                     // the POST body of a publish, with HOSTNAME for each publish's own
+	http      *http.Client
+	seq       atomic.Int64
 
 	tc          client.Client
 	mu          sync.Mutex
@@ -361,23 +372,15 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 	}
 	token := mk(ops, "/v1/operator/clusters/"+clusterID+"/registration-tokens", map[string]any{"max_uses": agents})["token"].(string)
 
-	for range agents {
-		a, err := agent.New(agent.Config{ServerAddr: env.Replica.Addr, APIBaseURL: env.URL, StateDir: b.TempDir(), RegistrationToken: token,
-			TransportCredentials: insecure.NewCredentials(), MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
-			Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = a.Run(ctx); close(done) }()
-		b.Cleanup(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-			}
-		})
+	// The agents are the real agent binary, each its own process as at the edge (data plane
+	// "files": the deploy is rendered and written, no gateway reloads), so what they cost is
+	// theirs and not the control plane's.
+	agentBin := testharness.GoBuild(b, "./cmd/agent")
+	var agentPids []int
+	for i := range agents {
+		cmd := exec.Command(agentBin, "run", "--insecure", "--data-plane", "files", "--state-dir", b.TempDir(),
+			"--name", fmt.Sprintf("bench-%d", i), "--server", env.Replica.Addr, "--api", env.URL, "--registration-token", token)
+		agentPids = append(agentPids, testharness.StartProcess(b, fmt.Sprintf("agent-%d", i), cmd).Pid())
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for env.Replica.Gateway.SessionCount() < agents {
@@ -390,7 +393,7 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 	// Every publish has a hostname of its own: one cluster serves a hostname for one publish.
 	body, _ := json.Marshal(map[string]any{"product_id": productID, "cluster_id": clusterID, "gateway_id": gatewayID,
 		"environment": "prod", "hostname": "HOSTNAME"})
-	bs := &benchStack{env: env, stmts: stmts, owner: env.Token(ownerP), body: body,
+	bs := &benchStack{env: env, stmts: stmts, agentPids: agentPids, owner: env.Token(ownerP), body: body,
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}}
 	tc, err := env.Temporal.Client()
 	if err != nil {
