@@ -39,7 +39,9 @@ package e2e
 // IMPRUN_BENCH_TRACE=1 (the Temporal history of the last sequential floor run and publish with
 // the time of each event, and per phase where the publishes spent their time: created ->
 // command queued -> first sent to an agent -> first result acked -> passed on to the run ->
-// PUBLISHED, from the rows they left; and the Store's statements per publish by their text).
+// PUBLISHED, from the rows they left; the Store's statements per publish by their text; and,
+// when the harness PostgreSQL preloads pg_stat_statements (IMPRUN_HARNESS_PG_STATEMENTS=1),
+// its costliest statements during the concurrent publishes).
 //
 // The figures are only as quiet as the machine: the dev server, Postgres and this process share
 // its two cores, so anything else running at the same time (other test binaries) shows up in
@@ -135,10 +137,18 @@ func BenchmarkPublish(b *testing.B) {
 		if trace {
 			stopWaits = bs.sampleWaits()
 		}
+		statements := trace && bs.env.DB.ResetStatementStats()
 		m = meter.start()
 		pub.rps, err = concurrent(concRuns, concurrency, bs.publish)
 		cpu.pubConc = m.per(concRuns)
 		stopWaits()
+		if statements {
+			top, err := bs.env.DB.TopStatements(25)
+			if err != nil {
+				b.Logf("pg_stat_statements: %v", err)
+			}
+			fmt.Printf("postgres, concurrent publishes (pg_stat_statements, %d publishes):\n  %s\n", concRuns, strings.Join(top, "\n  "))
+		}
 		stopProfile()
 		if err != nil {
 			b.Fatal(err)

@@ -122,7 +122,7 @@ type Claim struct {
 func (s *Store) ClaimPublish(ctx context.Context, tenantID, id uuid.UUID, c Claim) (models.ProductPublish, error) {
 	var p models.ProductPublish
 	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "tenant_id = ? AND id = ?", tenantID, id).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Take(&p, "tenant_id = ? AND id = ?", tenantID, id).Error; err != nil {
 			return notFound(err)
 		}
 		takeover := p.WorkflowID != nil && c.TakeOverPrefix != "" && strings.HasPrefix(*p.WorkflowID, c.TakeOverPrefix)
@@ -180,7 +180,7 @@ func (s *Store) ReleaseOrphanClaim(ctx context.Context, id uuid.UUID, workflowID
 	released := false
 	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
 		var p models.ProductPublish
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "id = ? AND workflow_id = ?", id, workflowID).Error; err != nil {
+		if err := tx.Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Take(&p, "id = ? AND workflow_id = ?", id, workflowID).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
 				return nil
 			}

@@ -13,10 +13,13 @@ import (
 // What the publish and withdraw activities write. Run them in InTx after LockPublish: the
 // publish row's lock and its workflow_id are what fence a run that another one took over.
 
-// LockPublish returns a publish of any tenant locked until the transaction of InTx ends.
+// LockPublish returns a publish of any tenant locked until the transaction of InTx ends. The
+// lock is FOR NO KEY UPDATE: it keeps out every other writer of the row, but not the foreign-
+// key checks of rows that reference it (its timeline events, revisions, host claims), which
+// a FOR UPDATE lock made wait for the holder's commit.
 func (s *Store) LockPublish(ctx context.Context, id uuid.UUID) (models.ProductPublish, error) {
 	var p models.ProductPublish
-	return p, notFound(s.db(ctx).Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "id = ?", id).Error)
+	return p, notFound(s.db(ctx).Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Take(&p, "id = ?", id).Error)
 }
 
 // BuildSnapshot is the function of the same name on the store's database (or the transaction

@@ -155,6 +155,11 @@ func (pg *PG) start() error {
 		// Each test opens its own pool against its own database, and tests run in parallel.
 		"-c", "max_connections=300",
 	)
+	if os.Getenv("IMPRUN_HARNESS_PG_STATEMENTS") != "" {
+		// For looking into what a benchmark costs PostgreSQL: pg_stat_statements with
+		// planning time (a database that wants it runs CREATE EXTENSION pg_stat_statements).
+		cmd.Args = append(cmd.Args, "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track_planning=on")
+	}
 	cmd.Dir = pg.baseDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: pg.cred}
 	// SIGINT is postgres's "fast" shutdown; SIGTERM would wait for every client to disconnect.

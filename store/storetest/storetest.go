@@ -115,6 +115,40 @@ func (d *DB) CountStatements() *StatementCounts {
 	return c
 }
 
+// ResetStatementStats starts pg_stat_statements' counts of this database again, creating the
+// extension when the server preloads it (IMPRUN_HARNESS_PG_STATEMENTS); false when it does
+// not.
+func (d *DB) ResetStatementStats() bool {
+	if _, err := d.sql.Exec(`CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		return false
+	}
+	_, err := d.sql.Exec(`SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)`)
+	return err == nil
+}
+
+// TopStatements is what PostgreSQL spent on this database's statements since
+// ResetStatementStats, the n costliest first: calls, planning and execution time in ms, text.
+func (d *DB) TopStatements(n int) ([]string, error) {
+	rows, err := d.sql.Query(`SELECT calls, total_plan_time, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY total_plan_time + total_exec_time DESC LIMIT $1`, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var calls int64
+		var plan, exec float64
+		var q string
+		if err := rows.Scan(&calls, &plan, &exec, &q); err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprintf("%7d calls %8.1f ms plan %8.1f ms exec  %s", calls, plan, exec, q))
+	}
+	return out, rows.Err()
+}
+
 func (d *DB) scalar(t testing.TB, dest any, query string, args ...any) {
 	t.Helper()
 	require.NoError(t, d.sql.QueryRow(query, args...).Scan(dest))
