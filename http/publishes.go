@@ -301,14 +301,14 @@ func (a *API) agentSnapshot(c echo.Context) error {
 	if err != nil {
 		return NotFound("revision")
 	}
-	p, err := a.store.GetPublishByID(c.Request().Context(), id)
-	if err != nil || p.ClusterID != ag.ClusterID {
+	// Only a publish on the agent's own cluster: another cluster's is the same 404 as none.
+	snap, sum, err := a.store.ClusterRevision(c.Request().Context(), ag.ClusterID, id, n)
+	if errors.Is(err, store.ErrNotFound) {
 		return NotFound("revision")
 	}
-	r, err := a.store.GetRevision(c.Request().Context(), p.ID, n)
 	if err != nil {
-		return NotFound("revision")
+		return err
 	}
-	c.Response().Header().Set("X-Checksum-SHA256", r.Checksum)
-	return c.Blob(nethttp.StatusOK, echo.MIMEApplicationJSON, r.Snapshot)
+	c.Response().Header().Set("X-Checksum-SHA256", sum)
+	return c.Blob(nethttp.StatusOK, echo.MIMEApplicationJSON, snap)
 }

@@ -238,6 +238,24 @@ func (s *Store) GetRevision(ctx context.Context, publishID uuid.UUID, revision i
 	return r, notFound(s.db(ctx).Take(&r, "publish_id = ? AND revision = ?", publishID, revision).Error)
 }
 
+// ClusterRevision returns a frozen revision's snapshot and checksum when its publish is on
+// cluster (what an agent of that cluster may fetch), in one statement; ErrNotFound otherwise.
+func (s *Store) ClusterRevision(ctx context.Context, clusterID, publishID uuid.UUID, revision int) (snapshot []byte, checksum string, err error) {
+	var row struct {
+		Snapshot []byte
+		Checksum string
+	}
+	res := s.db(ctx).Raw(`SELECT r.snapshot, r.checksum FROM publish_revisions r JOIN product_publishes p ON p.id = r.publish_id
+		WHERE r.publish_id = ? AND r.revision = ? AND p.cluster_id = ?`, publishID, revision, clusterID).Scan(&row)
+	if res.Error != nil {
+		return nil, "", res.Error
+	}
+	if res.RowsAffected == 0 {
+		return nil, "", ErrNotFound
+	}
+	return row.Snapshot, row.Checksum, nil
+}
+
 // PublishResult is one agent's result for a publish command.
 type PublishResult struct {
 	CommandID uuid.UUID      `json:"command_id"`
