@@ -9,12 +9,15 @@
 // must accept (hashes only) and answers, through Verifier, whether a presented key may call a
 // publish within its plan limits.
 //
-// The state directory (mode 0700, every file 0600 and written atomically):
+// The state directory (mode 0700, every file 0600; each is written atomically, or, for the two
+// logs, appended to one change a line and rewritten atomically when it has grown):
 //
 //	identity.json                      agent id, cluster id, JWT and expiry, refresh secret
 //	credentials.json                   credential set: hashes, versions, grants, tombstones
-//	applied.json                       applied revision, checksum and resources per publish
-//	commands.json                      answers to recent commands, replayed on redelivery
+//	applied.log                        applied revision, checksum and resources per publish
+//	commands.log                       answers to recent commands, replayed on redelivery
+//	                                   (agents before v0.3 kept applied.json and commands.json,
+//	                                   read once and replaced by the logs)
 //	publishes/<publish_id>/rev-<n>.yaml  rendered revision (rev-<n>.conf for nginx)
 //	publishes/<publish_id>/current     name of the current revision file
 //	publishes/<publish_id>/credentials.yaml  credential hashes granted to the publish

@@ -16,15 +16,21 @@ import (
 )
 
 const (
+	appliedLogFile  = "applied.log"
+	commandsLogFile = "commands.log"
+	publishesDir    = "publishes"
+	// The one-document files of agents before v0.3, read once and replaced by the logs.
 	appliedFile  = "applied.json"
 	commandsFile = "commands.json"
-	publishesDir = "publishes"
 )
 
 // maxJournal bounds the command journal. The server redelivers only commands an agent has not
 // answered, and it stops once an answer is stored, so only recent ids can come back; older
-// entries are dropped oldest first.
-const maxJournal = 2048
+// entries are dropped oldest first, journalSlack at a time (one rewrite of the log each).
+const (
+	maxJournal   = 2048
+	journalSlack = 256
+)
 
 // AppliedPublish is what the agent has rendered for one publish.
 type AppliedPublish struct {
@@ -51,18 +57,22 @@ type journalEntry struct {
 type state struct {
 	dir string
 
-	mu      sync.Mutex
-	applied map[string]*AppliedPublish
-	journal map[string]journalEntry
-	seq     int64
+	mu         sync.Mutex
+	applied    map[string]*AppliedPublish
+	journal    map[string]journalEntry
+	appliedLog *stateLog // applied, one change a line
+	journalLog *stateLog // journal, one change a line
+	seq        int64
 }
 
 func openState(dir string) (*state, error) {
 	st := &state{dir: dir, applied: map[string]*AppliedPublish{}, journal: map[string]journalEntry{}}
-	if err := readJSON(filepath.Join(dir, appliedFile), &st.applied); err != nil {
+	var err error
+	if st.appliedLog, err = openStateLog(filepath.Join(dir, appliedLogFile), filepath.Join(dir, appliedFile), st.applied); err != nil {
 		return nil, err
 	}
-	if err := readJSON(filepath.Join(dir, commandsFile), &st.journal); err != nil {
+	if st.journalLog, err = openStateLog(filepath.Join(dir, commandsLogFile), filepath.Join(dir, commandsFile), st.journal); err != nil {
+		st.appliedLog.close()
 		return nil, err
 	}
 	for _, e := range st.journal {
@@ -118,9 +128,13 @@ func (st *state) record(commandID string, reply *agentv1.AgentMessage) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	e := journalEntry{Seq: st.seq + 1, HandledAt: time.Now().UTC(), Reply: data}
+	if err := st.journalLog.put(commandID, e); err != nil {
+		return err
+	}
 	st.seq++
-	st.journal[commandID] = journalEntry{Seq: st.seq, HandledAt: time.Now().UTC(), Reply: data}
-	if len(st.journal) > maxJournal {
+	st.journal[commandID] = e
+	if len(st.journal) > maxJournal+journalSlack {
 		type kv struct {
 			id  string
 			seq int64
@@ -133,8 +147,13 @@ func (st *state) record(commandID string, reply *agentv1.AgentMessage) error {
 		for _, e := range all[:len(all)-maxJournal] {
 			delete(st.journal, e.id)
 		}
+		// The dropped answers go with the rewrite; if it fails they stay in the file, and
+		// are dropped again when it is next read.
+		_ = st.journalLog.compact()
+		return nil
 	}
-	return writeJSON(filepath.Join(st.dir, commandsFile), st.journal)
+	_ = st.journalLog.maybeCompact(len(st.journal))
+	return nil
 }
 
 // appliedRevisions lists the applied publishes for ConnectRequest and Heartbeat.
@@ -172,23 +191,23 @@ func (st *state) allApplied() []AppliedPublish {
 	return out
 }
 
-// setApplied records a publish as applied (a nil value removes it) and persists the set.
+// setApplied records a publish as applied (a nil value removes it) and persists the change.
 func (st *state) setApplied(publishID string, a *AppliedPublish) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	next := make(map[string]*AppliedPublish, len(st.applied)+1)
-	for k, v := range st.applied {
-		next[k] = v
+	var v any // a nil *AppliedPublish would not be a nil any
+	if a != nil {
+		v = a
 	}
-	if a == nil {
-		delete(next, publishID)
-	} else {
-		next[publishID] = a
-	}
-	if err := writeJSON(filepath.Join(st.dir, appliedFile), next); err != nil {
+	if err := st.appliedLog.put(publishID, v); err != nil {
 		return err
 	}
-	st.applied = next
+	if a == nil {
+		delete(st.applied, publishID)
+	} else {
+		st.applied[publishID] = a
+	}
+	_ = st.appliedLog.maybeCompact(len(st.applied)) // a failed rewrite leaves a correct log
 	return nil
 }
 

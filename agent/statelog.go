@@ -1,0 +1,220 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+)
+
+// stateLog persists a map as an append-only file of JSON lines, one change per line: a put
+// ({"k": key, "v": value}) or a delete ({"k": key, "d": true}). A change costs one short
+// append and an fsync whatever the size of the map; before, every deploy and every command
+// answer rewrote a whole file (an agent serving 1,000 publishes wrote its whole applied set,
+// and up to 2,048 command answers, for each one). When the file holds many more lines than the
+// map has entries it is rewritten (compacted) atomically, so its size stays proportional to the
+// map. A line torn by a crash can only be the last one: it is ignored when read, which loses
+// only that change, never acknowledged (an answer is recorded before it is sent, an applied
+// revision before it is reported).
+type stateLog struct {
+	path  string
+	f     *os.File // opened for appending
+	lines int      // lines in the file
+	// dump encodes every entry of the map the log keeps, one line each.
+	dump func() (data []byte, entries int, err error)
+}
+
+type logLine struct {
+	K string          `json:"k"`
+	V json.RawMessage `json:"v,omitempty"`
+	D bool            `json:"d,omitempty"`
+}
+
+// openStateLog reads the map kept in path into m, which the caller then changes only
+// together with put. When path does not exist and legacy does (the one-JSON-document file of
+// agents before v0.3), legacy is read instead, the log written from it and legacy removed.
+func openStateLog[V any](path, legacy string, m map[string]V) (*stateLog, error) {
+	l := &stateLog{path: path, dump: func() ([]byte, int, error) { return encodeLines(m) }}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := readJSON(legacy, &m); err != nil {
+			return nil, err
+		}
+		if err := l.compact(); err != nil {
+			return nil, err
+		}
+		if err := os.Remove(legacy); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove %s: %w", legacy, err)
+		}
+		return l, nil
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	torn, err := l.replay(data, func(ll logLine) error { return applyLine(m, ll) })
+	if err != nil {
+		return nil, err
+	}
+	// A legacy file left by a crash between writing the log and removing it is stale.
+	_ = os.Remove(legacy)
+	if torn {
+		return l, l.compact() // the next append starts on a line of its own
+	}
+	return l, l.open()
+}
+
+// replay applies the lines of data in order. A last line cut short by a crash is skipped
+// (torn); any other line that does not decode is an error.
+func (l *stateLog) replay(data []byte, apply func(logLine) error) (torn bool, err error) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 64<<20)
+	complete := len(data) > 0 && data[len(data)-1] == '\n'
+	var pending []byte // the previous line: whether it is the last is known one line later
+	n := 0
+	step := func(line []byte, last bool) error {
+		var ll logLine
+		err := json.Unmarshal(line, &ll)
+		if err == nil {
+			err = apply(ll)
+		}
+		if err != nil {
+			if last && !complete {
+				torn = true
+				return nil
+			}
+			return fmt.Errorf("decode %s line %d: %w", l.path, n+1, err)
+		}
+		n++
+		return nil
+	}
+	for sc.Scan() {
+		if pending != nil {
+			if err := step(pending, false); err != nil {
+				return false, err
+			}
+		}
+		pending = append(pending[:0:0], sc.Bytes()...)
+	}
+	if err := sc.Err(); err != nil {
+		return false, fmt.Errorf("read %s: %w", l.path, err)
+	}
+	if pending != nil {
+		if err := step(pending, true); err != nil {
+			return false, err
+		}
+	}
+	l.lines = n
+	return torn || (!complete && len(data) > 0), nil
+}
+
+func applyLine[V any](m map[string]V, ll logLine) error {
+	if ll.K == "" {
+		return errors.New("a line without a key")
+	}
+	if ll.D {
+		delete(m, ll.K)
+		return nil
+	}
+	var v V
+	if err := json.Unmarshal(ll.V, &v); err != nil {
+		return err
+	}
+	m[ll.K] = v
+	return nil
+}
+
+// encodeLines is every entry of m as one line each, sorted by key (a reproducible file).
+func encodeLines[V any](m map[string]V) ([]byte, int, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	for _, k := range keys {
+		raw, err := json.Marshal(m[k])
+		if err != nil {
+			return nil, 0, err
+		}
+		line, err := json.Marshal(logLine{K: k, V: raw})
+		if err != nil {
+			return nil, 0, err
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	return buf.Bytes(), len(keys), nil
+}
+
+func (l *stateLog) open() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, stateFileMode)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", l.path, err)
+	}
+	l.f = f
+	return nil
+}
+
+// put makes key = v durable (a nil v, as any(nil), deletes key); the caller changes its map
+// only when put succeeded, and then calls maybeCompact.
+func (l *stateLog) put(key string, v any) error {
+	ll := logLine{K: key, D: v == nil}
+	if v != nil {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", l.path, err)
+		}
+		ll.V = raw
+	}
+	line, err := json.Marshal(ll)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", l.path, err)
+	}
+	if _, err := l.f.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
+	l.lines++
+	return nil
+}
+
+// maybeCompact rewrites the file once it holds more than twice as many lines as the map has
+// entries (plus a margin, so that a small map is not rewritten on every change): a rewrite
+// costs O(entries) and comes once per O(entries) changes. A failed rewrite leaves the log as
+// it was, still correct, and is tried again on a later change.
+func (l *stateLog) maybeCompact(entries int) error {
+	if l.lines <= 2*entries+64 {
+		return nil
+	}
+	return l.compact()
+}
+
+// compact writes the map's entries atomically, one line each, and reopens the file for
+// appending.
+func (l *stateLog) compact() error {
+	data, n, err := l.dump()
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", l.path, err)
+	}
+	if err := writeFileAtomic(l.path, data, stateFileMode); err != nil {
+		return err
+	}
+	if l.f != nil {
+		_ = l.f.Close() // the old file, replaced by the rename
+		l.f = nil
+	}
+	l.lines = n
+	return l.open()
+}
+
+func (l *stateLog) close() {
+	if l != nil && l.f != nil {
+		_ = l.f.Close()
+		l.f = nil
+	}
+}

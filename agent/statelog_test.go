@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestStateLogReplaysChangesInOrder(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "applied.log")
+	m := map[string]*AppliedPublish{}
+	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
+	require.NoError(t, err)
+	for i := range 3 {
+		a := &AppliedPublish{PublishID: fmt.Sprint("p", i), Revision: int32(i + 1)}
+		require.NoError(t, l.put(a.PublishID, a))
+		m[a.PublishID] = a
+	}
+	require.NoError(t, l.put("p1", &AppliedPublish{PublishID: "p1", Revision: 9}))
+	require.NoError(t, l.put("p0", nil))
+	l.close()
+
+	got := map[string]*AppliedPublish{}
+	_, err = openStateLog(path, filepath.Join(dir, "applied.json"), got)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.EqualValues(t, 9, got["p1"].Revision, "the later change wins")
+	require.EqualValues(t, 3, got["p2"].Revision)
+	require.NotContains(t, got, "p0", "a delete line removes the entry")
+}
+
+// A crash mid-append leaves a torn last line: that change is lost (it was never acknowledged),
+// the rest is read, and the next append starts on a line of its own. A torn line anywhere
+// else is corruption, and an error.
+func TestStateLogTornTail(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "commands.log")
+	m := map[string]journalEntry{}
+	l, err := openStateLog(path, filepath.Join(dir, "commands.json"), m)
+	require.NoError(t, err)
+	require.NoError(t, l.put("c1", journalEntry{Seq: 1, Reply: json.RawMessage(`{}`)}))
+	l.close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(`{"k":"c2","v":{"seq":2,"re`)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	got := map[string]journalEntry{}
+	l, err = openStateLog(path, filepath.Join(dir, "commands.json"), got)
+	require.NoError(t, err)
+	require.Equal(t, []string{"c1"}, keys(got))
+	require.NoError(t, l.put("c3", journalEntry{Seq: 3, Reply: json.RawMessage(`{}`)}))
+	l.close()
+	again := map[string]journalEntry{}
+	_, err = openStateLog(path, filepath.Join(dir, "commands.json"), again)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"c1", "c3"}, keys(again))
+
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte("garbage\n"+string(data)), 0o600))
+	_, err = openStateLog(path, filepath.Join(dir, "commands.json"), map[string]journalEntry{})
+	require.ErrorContains(t, err, "line 1")
+}
+
+// An agent from before v0.3 kept one JSON document; it is read once and replaced by the log.
+func TestStateLogReadsTheLegacyFile(t *testing.T) {
+	dir := t.TempDir()
+	legacy := filepath.Join(dir, "applied.json")
+	require.NoError(t, os.WriteFile(legacy, []byte(`{"p1": {"publish_id": "p1", "revision": 4, "checksum": "abc"}}`), 0o600))
+	m := map[string]*AppliedPublish{}
+	l, err := openStateLog(filepath.Join(dir, "applied.log"), legacy, m)
+	require.NoError(t, err)
+	l.close()
+	require.EqualValues(t, 4, m["p1"].Revision)
+	_, err = os.Stat(legacy)
+	require.ErrorIs(t, err, os.ErrNotExist, "the legacy file is gone once the log holds it")
+	got := map[string]*AppliedPublish{}
+	_, err = openStateLog(filepath.Join(dir, "applied.log"), legacy, got)
+	require.NoError(t, err)
+	require.Equal(t, "abc", got["p1"].Checksum)
+}
+
+// The file stays proportional to the map: 1,000 changes to 10 entries leave at most
+// 2 x 10 + 64 lines.
+func TestStateLogCompacts(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "applied.log")
+	m := map[string]*AppliedPublish{}
+	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
+	require.NoError(t, err)
+	for i := range 1000 {
+		a := &AppliedPublish{PublishID: fmt.Sprint("p", i%10), Revision: int32(i)}
+		require.NoError(t, l.put(a.PublishID, a))
+		m[a.PublishID] = a
+		require.NoError(t, l.maybeCompact(len(m)))
+	}
+	l.close()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.LessOrEqual(t, strings.Count(string(data), "\n"), 2*10+64)
+	got := map[string]*AppliedPublish{}
+	_, err = openStateLog(path, filepath.Join(dir, "applied.json"), got)
+	require.NoError(t, err)
+	require.EqualValues(t, 999, got["p9"].Revision)
+	require.EqualValues(t, 990, got["p0"].Revision)
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
