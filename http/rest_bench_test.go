@@ -8,9 +8,9 @@ package http_test
 // keep-alive connections for IMPRUN_BENCH_REST_SECONDS (default 3) per round; floor and real
 // handler alternate for IMPRUN_BENCH_REST_ROUNDS rounds each (default 2), so drift of the shared
 // machine hits both (on a noisy machine more, shorter rounds average it better). Printed:
-// req/s and p99 of each and the ratio, and the CPU time this process spent per request on each
-// side (handler, load generator and runtime; Postgres not included), which a loaded machine
-// disturbs far less than throughput.
+// req/s and p99 of each and the ratio, and the CPU time and heap allocations this process spent
+// per request on each side (handler, load generator and runtime; Postgres not included), which
+// a loaded machine disturbs far less than throughput.
 //
 // The real handler runs as in production: the OIDC token verified by go-oidc against the
 // project's issuer, the user and membership loaded (or served from the principal cache), the
@@ -136,8 +136,11 @@ func BenchmarkRESTList(b *testing.B) {
 	b.ReportMetric(rr/fr, "rps-x-floor")
 	b.ReportMetric(real.cpuPerReq(), "cpu-us/req")
 	b.ReportMetric(floor.cpuPerReq(), "floor-cpu-us/req")
-	b.Logf("real: %.0f req/s p99 %.1f ms %.0f µs CPU/req | floor (bare Echo + pgx): %.0f req/s p99 %.1f ms %.0f µs CPU/req | %.2fx floor (aim >= 0.8x, p99 < 50 ms); %d clients, %d rounds of %s each",
-		rr, ms(rp), real.cpuPerReq(), fr, ms(fp), floor.cpuPerReq(), rr/fr, clients, rounds, round)
+	b.ReportMetric(real.perReq(real.allocs), "allocs/req")
+	b.ReportMetric(floor.perReq(floor.allocs), "floor-allocs/req")
+	b.Logf("real: %.0f req/s p99 %.1f ms, %.0f µs CPU %.0f allocs %.1f KB per req | floor (bare Echo + pgx): %.0f req/s p99 %.1f ms, %.0f µs CPU %.0f allocs %.1f KB per req | %.2fx floor (aim >= 0.8x, p99 < 50 ms); %d clients, %d rounds of %s each",
+		rr, ms(rp), real.cpuPerReq(), real.perReq(real.allocs), real.perReq(real.bytes)/1024,
+		fr, ms(fp), floor.cpuPerReq(), floor.perReq(floor.allocs), floor.perReq(floor.bytes)/1024, rr/fr, clients, rounds, round)
 }
 
 // loadFigures accumulates rounds of one side.
@@ -145,6 +148,8 @@ type loadFigures struct {
 	n       int
 	elapsed time.Duration
 	cpu     time.Duration // user + system time of the process
+	allocs  uint64        // heap objects allocated
+	bytes   uint64        // heap bytes allocated
 	lat     []time.Duration
 }
 
@@ -152,12 +157,16 @@ func (l *loadFigures) add(o loadFigures) {
 	l.n += o.n
 	l.elapsed += o.elapsed
 	l.cpu += o.cpu
+	l.allocs += o.allocs
+	l.bytes += o.bytes
 	l.lat = append(l.lat, o.lat...)
 }
 
 func (l *loadFigures) cpuPerReq() float64 {
 	return float64(l.cpu) / float64(time.Microsecond) / float64(max(l.n, 1))
 }
+
+func (l *loadFigures) perReq(v uint64) float64 { return float64(v) / float64(max(l.n, 1)) }
 
 // processCPU is the user and system time this process has used.
 func processCPU() time.Duration {
@@ -184,6 +193,8 @@ func loadRound(clients int, d time.Duration, do func() error) (loadFigures, erro
 	var mu sync.Mutex
 	var out loadFigures
 	var firstErr error
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
 	cpu := processCPU()
 	start := time.Now()
 	deadline := start.Add(d)
@@ -211,6 +222,9 @@ func loadRound(clients int, d time.Duration, do func() error) (loadFigures, erro
 	wg.Wait()
 	out.elapsed = time.Since(start)
 	out.cpu = processCPU() - cpu
+	allocs, bytes := mem.Mallocs, mem.TotalAlloc
+	runtime.ReadMemStats(&mem)
+	out.allocs, out.bytes = mem.Mallocs-allocs, mem.TotalAlloc-bytes
 	return out, firstErr
 }
 
