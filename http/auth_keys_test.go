@@ -2,13 +2,17 @@ package http
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	nethttp "net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 type countingKeySet struct{ calls atomic.Int32 }
@@ -49,5 +53,13 @@ func TestUnknownKeyIDsDoNotFetchTheJWKS(t *testing.T) {
 	}
 	if got := next.calls.Load(); got != 1 {
 		t.Fatalf("the remote key set saw %d tokens, want only the real one", got)
+	}
+}
+
+// The principal cache's key is the token's SHA-256, whatever the pooled buffer held before.
+func TestTokenKeyIsSHA256(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{"a-long-token-" + strings.Repeat("x", 2000), "short", "", strings.Repeat("y", 20<<10), "short"} {
+		require.Equal(t, sha256.Sum256([]byte(raw)), tokenKey(raw), "len %d", len(raw))
 	}
 }

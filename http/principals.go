@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"crypto/sha256"
+	"hash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -34,7 +35,9 @@ const maxCachedPrincipals = 10000
 type principalCache struct {
 	live atomic.Bool // the LISTEN connection is up
 
-	mu      sync.Mutex
+	// mu is read-locked by every authenticated request (get) and write-locked only by loads
+	// and flushes, so concurrent requests do not queue on it.
+	mu      sync.RWMutex
 	entries map[[32]byte]*cachedPrincipal
 	gen     uint64 // bumped by every flush; an entry loaded before a flush is not stored
 }
@@ -50,12 +53,32 @@ func newPrincipalCache() *principalCache {
 	return &principalCache{entries: map[[32]byte]*cachedPrincipal{}}
 }
 
-func tokenKey(raw string) [32]byte { return sha256.Sum256([]byte(raw)) }
+// tokenKey is the cache key of a bearer token: its SHA-256, hashed from a pooled buffer
+// (sha256.Sum256([]byte(raw)) copied every request's token, a kilobyte, to the heap).
+func tokenKey(raw string) (key [32]byte) {
+	th := tokenHashers.Get().(*tokenHasher)
+	th.buf = append(th.buf[:0], raw...)
+	th.h.Reset()
+	th.h.Write(th.buf)
+	copy(key[:], th.h.Sum(th.sum[:0]))
+	if cap(th.buf) <= 16<<10 { // an oversized token's buffer is not kept
+		tokenHashers.Put(th)
+	}
+	return key
+}
+
+type tokenHasher struct {
+	h   hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
+}
+
+var tokenHashers = sync.Pool{New: func() any { return &tokenHasher{h: sha256.New()} }}
 
 // get returns the cached principal of a token and the generation to store a load under.
 func (c *principalCache) get(key [32]byte) (cachedPrincipal, bool, uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if !c.live.Load() {
 		return cachedPrincipal{}, false, c.gen
 	}

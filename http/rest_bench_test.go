@@ -6,13 +6,21 @@ package http_test
 // the same rows, no authentication. Both are driven by the same Go load generator:
 // IMPRUN_BENCH_REST_CLIENTS clients (default 16) each sending requests back to back over
 // keep-alive connections for IMPRUN_BENCH_REST_SECONDS (default 3) per round; floor and real
-// handler alternate for two rounds each, so drift of the shared machine hits both. Printed:
-// req/s and p99 of each and the ratio.
+// handler alternate for IMPRUN_BENCH_REST_ROUNDS rounds each (default 2), so drift of the shared
+// machine hits both (on a noisy machine more, shorter rounds average it better). Printed:
+// req/s and p99 of each and the ratio, and the CPU time and heap allocations this process spent
+// per request on each side (handler, load generator and runtime; Postgres not included), which
+// a loaded machine disturbs far less than throughput.
 //
 // The real handler runs as in production: the OIDC token verified by go-oidc against the
 // project's issuer, the user and membership loaded (or served from the principal cache), the
 // tenant scope, the access log at info level (to a discarding handler, so the log's I/O is not
 // what is measured, only its formatting).
+//
+// IMPRUN_BENCH_CPUPROFILE=<file> profiles the first round of each side (the whole process, load
+// generator included): the real handler's CPU to <file> and its mutex and block profiles to
+// <file>.mutex and <file>.block, the floor's CPU to <file>.floor.
+// Raise IMPRUN_BENCH_REST_SECONDS for more samples; read with go tool pprof -top http.test <file>.
 //
 // Run: go test -run '^$' -bench BenchmarkRESTList -benchtime 1x ./http/
 
@@ -24,9 +32,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +53,7 @@ import (
 func BenchmarkRESTList(b *testing.B) {
 	clients := restEnvInt(b, "IMPRUN_BENCH_REST_CLIENTS", 16)
 	seconds := restEnvInt(b, "IMPRUN_BENCH_REST_SECONDS", 3)
+	rounds := restEnvInt(b, "IMPRUN_BENCH_REST_ROUNDS", 2)
 
 	env := apitest.New(b, apitest.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if r := env.As(opsP).Post("/v1/operator/tenants", map[string]any{"slug": "acme", "name": "Acme", "type": "provider", "owner_email": devP.Email}); r.Status != http.StatusCreated {
@@ -88,15 +100,26 @@ func BenchmarkRESTList(b *testing.B) {
 	}
 
 	var floor, real loadFigures
+	profile := os.Getenv("IMPRUN_BENCH_CPUPROFILE")
 	b.ResetTimer()
-	for range b.N {
-		for range 2 {
+	for i := range b.N {
+		for j := range rounds {
+			profiled := func(path string, contention bool) (stop func()) {
+				if profile == "" || i+j > 0 {
+					return func() {}
+				}
+				return startRoundProfiles(b, path, contention)
+			}
+			stop := profiled(profile+".floor", false)
 			f, err := loadRound(clients, round, func() error { return get(floorURL, "") })
+			stop()
 			if err != nil {
 				b.Fatal(err)
 			}
 			floor.add(f)
+			stop = profiled(profile, true)
 			r, err := loadRound(clients, round, func() error { return get(realURL, token) })
+			stop()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -111,21 +134,45 @@ func BenchmarkRESTList(b *testing.B) {
 	b.ReportMetric(fr, "floor-req/s")
 	b.ReportMetric(ms(fp), "floor-p99-ms")
 	b.ReportMetric(rr/fr, "rps-x-floor")
-	b.Logf("real: %.0f req/s p99 %.1f ms | floor (bare Echo + pgx): %.0f req/s p99 %.1f ms | %.2fx floor (aim >= 0.8x, p99 < 50 ms); %d clients, 2 rounds of %s each",
-		rr, ms(rp), fr, ms(fp), rr/fr, clients, round)
+	b.ReportMetric(real.cpuPerReq(), "cpu-us/req")
+	b.ReportMetric(floor.cpuPerReq(), "floor-cpu-us/req")
+	b.ReportMetric(real.perReq(real.allocs), "allocs/req")
+	b.ReportMetric(floor.perReq(floor.allocs), "floor-allocs/req")
+	b.Logf("real: %.0f req/s p99 %.1f ms, %.0f µs CPU %.0f allocs %.1f KB per req | floor (bare Echo + pgx): %.0f req/s p99 %.1f ms, %.0f µs CPU %.0f allocs %.1f KB per req | %.2fx floor (aim >= 0.8x, p99 < 50 ms); %d clients, %d rounds of %s each",
+		rr, ms(rp), real.cpuPerReq(), real.perReq(real.allocs), real.perReq(real.bytes)/1024,
+		fr, ms(fp), floor.cpuPerReq(), floor.perReq(floor.allocs), floor.perReq(floor.bytes)/1024, rr/fr, clients, rounds, round)
 }
 
 // loadFigures accumulates rounds of one side.
 type loadFigures struct {
 	n       int
 	elapsed time.Duration
+	cpu     time.Duration // user + system time of the process
+	allocs  uint64        // heap objects allocated
+	bytes   uint64        // heap bytes allocated
 	lat     []time.Duration
 }
 
 func (l *loadFigures) add(o loadFigures) {
 	l.n += o.n
 	l.elapsed += o.elapsed
+	l.cpu += o.cpu
+	l.allocs += o.allocs
+	l.bytes += o.bytes
 	l.lat = append(l.lat, o.lat...)
+}
+
+func (l *loadFigures) cpuPerReq() float64 {
+	return float64(l.cpu) / float64(time.Microsecond) / float64(max(l.n, 1))
+}
+
+func (l *loadFigures) perReq(v uint64) float64 { return float64(v) / float64(max(l.n, 1)) }
+
+// processCPU is the user and system time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (l *loadFigures) rps() float64 { return float64(l.n) / l.elapsed.Seconds() }
@@ -146,6 +193,9 @@ func loadRound(clients int, d time.Duration, do func() error) (loadFigures, erro
 	var mu sync.Mutex
 	var out loadFigures
 	var firstErr error
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	cpu := processCPU()
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
@@ -171,6 +221,10 @@ func loadRound(clients int, d time.Duration, do func() error) (loadFigures, erro
 	}
 	wg.Wait()
 	out.elapsed = time.Since(start)
+	out.cpu = processCPU() - cpu
+	allocs, bytes := mem.Mallocs, mem.TotalAlloc
+	runtime.ReadMemStats(&mem)
+	out.allocs, out.bytes = mem.Mallocs-allocs, mem.TotalAlloc-bytes
 	return out, firstErr
 }
 
@@ -208,6 +262,41 @@ func startRESTFloor(b *testing.B, dbURL string, tenantID uuid.UUID) string {
 	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	return "http://" + ln.Addr().String() + "/floor"
+}
+
+// startRoundProfiles starts the CPU profile to path and, with contention, records mutex
+// contention and blocking, until the returned func, which writes them. The contention profiles
+// are cumulative, so only one round may record them.
+func startRoundProfiles(b *testing.B, path string, contention bool) (stop func()) {
+	b.Helper()
+	cpu, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		b.Fatal(err)
+	}
+	if contention {
+		runtime.SetMutexProfileFraction(5)
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = cpu.Close()
+		if !contention {
+			return
+		}
+		runtime.SetMutexProfileFraction(0)
+		runtime.SetBlockProfileRate(0)
+		for _, name := range []string{"mutex", "block"} {
+			f, err := os.Create(path + "." + name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.Lookup(name).WriteTo(f, 0)
+			_ = f.Close()
+		}
+	}
 }
 
 func restEnvInt(b *testing.B, name string, def int) int {

@@ -11,6 +11,7 @@ import (
 	"net"
 	nethttp "net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -217,6 +218,19 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// series holds the counter and histogram of each (method, route, status) seen, so a
+	// request does not format its status and hash its labels twice to find them.
+	series sync.Map // routeSeries -> seriesObservers
+}
+
+type routeSeries struct {
+	method, route string
+	status        int
+}
+
+type seriesObservers struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -234,7 +248,13 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 }
 
 func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
-	st := strconv.Itoa(status)
-	m.requests.WithLabelValues(method, route, st).Inc()
-	m.latency.WithLabelValues(method, route, st).Observe(d.Seconds())
+	k := routeSeries{method, route, status}
+	o, ok := m.series.Load(k)
+	if !ok {
+		st := strconv.Itoa(status)
+		o, _ = m.series.LoadOrStore(k, seriesObservers{m.requests.WithLabelValues(method, route, st), m.latency.WithLabelValues(method, route, st)})
+	}
+	so := o.(seriesObservers)
+	so.requests.Inc()
+	so.latency.Observe(d.Seconds())
 }

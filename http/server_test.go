@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +185,42 @@ func TestPostgresDownIs503(t *testing.T) {
 	pg.Start()
 	require.Eventually(t, func() bool { return ops.Post("/v1/operator/tenants", body("after")).Status == http.StatusCreated },
 		20*time.Second, 200*time.Millisecond, "the write succeeds once Postgres is back")
+}
+
+// With tracing off no span is started, but a caller's W3C trace context still reaches the
+// request's context: the access log names the caller's trace, as anything the handler starts
+// would.
+func TestUntracedRequestKeepsCallersTraceContext(t *testing.T) {
+	t.Parallel()
+	logs := &lockedWriter{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	base, srv := startServer(t, httpapi.Options{Logger: log})
+	srv.Echo().GET("/traced", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
+	req, err := http.NewRequest(http.MethodGet, base+"/traced", nil)
+	require.NoError(t, err)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "route=/traced") }, 5*time.Second, 10*time.Millisecond)
+	require.Contains(t, logs.String(), "trace_id=4bf92f3577b34da6a3ce929d0e0e4736")
+}
+
+// lockedWriter is a log sink a test may read while the server writes to it.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -68,6 +68,7 @@ func (d *DB) CountQueries() *QueryCounter {
 	must(cb.Delete().After("gorm:delete").Register("test:count_delete", count))
 	must(cb.Row().After("gorm:row").Register("test:count_row", count))
 	must(cb.Raw().After("gorm:raw").Register("test:count_raw", count))
+	d.store.ObserveReads(func() { q.n.Add(1) })
 	return q
 }
 
