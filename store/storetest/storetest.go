@@ -288,7 +288,13 @@ func (d *DB) InsertPendingAgent(t testing.TB, clusterID, refreshSecretHash strin
 // InsertPendingAgents inserts n pending agents bench-1..bench-n and returns their ids.
 func (d *DB) InsertPendingAgents(t testing.TB, clusterID uuid.UUID, n int) []uuid.UUID {
 	t.Helper()
-	rows, err := d.sql.Query(`INSERT INTO agents (cluster_id, name, status) SELECT $1, 'bench-' || g, 'pending' FROM generate_series(1, $2) g RETURNING id`, clusterID, n)
+	return d.InsertNamedPendingAgents(t, clusterID, "bench-", n)
+}
+
+// InsertNamedPendingAgents inserts n pending agents <prefix>1..<prefix>n and returns their ids.
+func (d *DB) InsertNamedPendingAgents(t testing.TB, clusterID uuid.UUID, prefix string, n int) []uuid.UUID {
+	t.Helper()
+	rows, err := d.sql.Query(`INSERT INTO agents (cluster_id, name, status) SELECT $1, $3 || g, 'pending' FROM generate_series(1, $2) g RETURNING id`, clusterID, n, prefix)
 	require.NoError(t, err)
 	defer rows.Close()
 	var out []uuid.UUID
@@ -331,11 +337,27 @@ func (d *DB) CountAgentsWithStatus(t testing.TB, status string) int {
 	return n
 }
 
-// AgentHeartbeat returns when an agent's last heartbeat reached Postgres.
-func (d *DB) AgentHeartbeat(id string) (time.Time, error) {
-	var at time.Time
-	err := d.sql.QueryRow(`SELECT last_heartbeat_at FROM agents WHERE id = $1`, id).Scan(&at)
-	return at, err
+// AgentRowVersion returns the version of an agent's row (its xmin): it changes with every
+// write of the row, whatever the columns written.
+func (d *DB) AgentRowVersion(t testing.TB, id string) string {
+	t.Helper()
+	var v string
+	d.scalar(t, &v, `SELECT xmin::text FROM agents WHERE id = $1`, id)
+	return v
+}
+
+// AgentReplica returns the replica an agent's row says holds its stream ("" when none).
+func (d *DB) AgentReplica(t testing.TB, id string) string {
+	t.Helper()
+	var r sql.NullString
+	d.scalar(t, &r, `SELECT replica_id::text FROM agents WHERE id = $1`, id)
+	return r.String
+}
+
+// CountLeases counts the gateway replicas' leases.
+func (d *DB) CountLeases(t testing.TB) int {
+	t.Helper()
+	return d.Count(t, "gateway_leases")
 }
 
 // AgentTokenGeneration returns an agent's token generation.
