@@ -276,6 +276,17 @@ func (d *DB) InsertAgent(t testing.TB, clusterID, name, status string, heartbeat
 	return id
 }
 
+// InsertConnectedAgent inserts an agent as a replica's claim leaves it: connected, with a new
+// session, held by replica (nil: a replica from before leases), its last heartbeat and
+// connection at heartbeat. It returns the agent and session ids.
+func (d *DB) InsertConnectedAgent(t testing.TB, clusterID, name string, replica *uuid.UUID, heartbeat time.Time) (agentID, sessionID string) {
+	t.Helper()
+	d.scalar(t, &agentID, `INSERT INTO agents (cluster_id, name, status, session_id, replica_id, last_heartbeat_at, last_connected_at)
+		VALUES ($1, $2, 'connected', gen_random_uuid(), $3, $4, $4) RETURNING id`, clusterID, name, replica, heartbeat)
+	d.scalar(t, &sessionID, `SELECT session_id::text FROM agents WHERE id = $1`, agentID)
+	return agentID, sessionID
+}
+
 // InsertPendingAgent inserts a pending agent named sim (token generation 1) with a refresh
 // secret, as if it had registered, and returns its id.
 func (d *DB) InsertPendingAgent(t testing.TB, clusterID, refreshSecretHash string) (string, error) {
