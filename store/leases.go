@@ -24,7 +24,7 @@ import (
 // lease as l (LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id).
 const agentSeen = `CASE WHEN a.status = 'connected' THEN GREATEST(a.last_heartbeat_at, l.alive_at) ELSE a.last_heartbeat_at END`
 
-// agentsShown is the agents table as every read that shows agents sees it: each column of
+// agentsShown is the query of the agents table as every read that shows agents sees it: each column of
 // models.Agent, with last_heartbeat_at as agentSeen. The column list comes from the model, so a
 // column added to both is read without touching this.
 var agentsShown = sync.OnceValue(func() string {
@@ -40,11 +40,12 @@ var agentsShown = sync.OnceValue(func() string {
 		}
 		cols = append(cols, "a."+c)
 	}
-	return `(SELECT ` + strings.Join(cols, ", ") + ` FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id) AS agents`
+	return `SELECT ` + strings.Join(cols, ", ") + ` FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id`
 })
 
-// shownAgents is a query on agentsShown.
-func shownAgents(db *gorm.DB) *gorm.DB { return db.Table(agentsShown()) }
+// shownAgents is a query on agentsShown, named agents (so GORM's own conditions, such as the
+// primary key of a struct read into, name it right).
+func shownAgents(db *gorm.DB) *gorm.DB { return db.Table("(?) AS agents", gorm.Expr(agentsShown())) }
 
 // GatewayLease is one replica's lease.
 type GatewayLease struct {
