@@ -510,7 +510,8 @@ func validAgentName(s string) bool {
 	return true
 }
 
-// markConnected claims the agent row for this session.
+// markConnected claims the agent row for this session and this replica (whose lease vouches
+// for the agent from now on).
 func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.ConnectRequest) error {
 	applied := toApplied(req.GetApplied())
 	creds := req.GetCredentialChecksum()
@@ -518,7 +519,7 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 		creds = ""
 	}
 	now := time.Now().UTC()
-	ok, err := g.store.MarkAgentConnected(ctx, store.AgentConnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id, IP: s.ip, At: now,
+	ok, err := g.store.MarkAgentConnected(ctx, store.AgentConnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id, ReplicaID: g.replica, IP: s.ip, At: now,
 		Version: req.GetAgentVersion(), Hostname: req.GetHostname(), Applied: applied, CredentialChecksum: creds})
 	if err != nil {
 		return err
@@ -527,14 +528,16 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 		return errRevoked
 	}
 	sig, _ := json.Marshal(applied)
-	s.persisted(now, string(sig), creds)
+	s.persisted(string(sig), creds)
 	s.mu.Lock()
 	s.appliedDigest = appliedDigest(applied)
 	s.mu.Unlock()
+	s.claimed.Store(true)
 	return nil
 }
 
-// markDisconnected releases the agent row, unless a newer session has claimed it already.
+// markDisconnected releases the agent row, unless a newer session has claimed it already; its
+// last_heartbeat_at becomes the last time this stream heard from the agent.
 func (g *Gateway) markDisconnected(s *session) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -543,7 +546,8 @@ func (g *Gateway) markDisconnected(s *session) {
 	if c := context.Cause(s.ctx); c != nil && !errors.Is(c, context.Canceled) {
 		reason = c.Error()
 	}
-	if err := g.store.MarkAgentDisconnected(ctx, s.agentID, s.clusterID, s.id, s.ip, reason); err != nil {
+	if err := g.store.MarkAgentDisconnected(ctx, store.AgentDisconnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id,
+		IP: s.ip, Reason: reason, LastSeen: s.lastSeen().UTC()}); err != nil {
 		g.log.Warn("mark agent disconnected", "agent_id", s.agentID, "err", err)
 	}
 }

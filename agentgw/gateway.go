@@ -28,7 +28,10 @@ type Config struct {
 	DatabaseURL       string // for the LISTEN connection
 	HeartbeatInterval time.Duration
 	MissedHeartbeats  int
-	FlushInterval     time.Duration // how often coalesced heartbeats reach Postgres
+	FlushInterval     time.Duration // how often the replica's lease is renewed and changed heartbeats reach Postgres
+	// ReplicaName labels this replica's lease for people (the host name); the lease itself is
+	// keyed by an id drawn when the gateway is made, so replicas sharing a name never mix.
+	ReplicaName string
 	// DriftCheckInterval is how often the agents connected here are compared with their
 	// clusters' desired state (default: the heartbeat interval).
 	DriftCheckInterval time.Duration
@@ -54,6 +57,11 @@ type Gateway struct {
 
 	metrics *metrics.Gateway // nil: nothing recorded
 	syncm   syncMetrics
+
+	// replica identifies this process's lease; started is when the gateway was made.
+	replica   uuid.UUID
+	started   time.Time
+	leaseHeld bool // the lease was written once (only the lease loop touches it)
 
 	sessions   *registry
 	guard      *authGuard
@@ -132,7 +140,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 		cfg.MaxRepairs = 3
 	}
 	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), guard: newAuthGuard(), listenReady: make(chan struct{}),
-		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch)}
+		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch), replica: uuid.New(), started: time.Now().UTC()}
 	for _, o := range opts {
 		o(g)
 	}
@@ -150,16 +158,20 @@ func (g *Gateway) ListenReady() <-chan struct{} { return g.listenReady }
 // ConnectedHere reports whether this replica holds a stream of the agent.
 func (g *Gateway) ConnectedHere(agentID uuid.UUID) bool { return g.sessions.get(agentID) != nil }
 
+// ReplicaID is the id of this replica's lease (agents.replica_id of the agents it holds).
+func (g *Gateway) ReplicaID() uuid.UUID { return g.replica }
+
 // SessionCount is the number of streams this replica holds.
 func (g *Gateway) SessionCount() int { return g.sessions.count() }
 
 // Run runs the background loops until ctx ends: the LISTEN connection and the delivery of the
-// commands it is told about, the presence flusher and watchdog, the crash sweeper, the
-// delivery writer and the result sweeper. When ctx ends, every stream is told Close{SHUTDOWN}
-// and ended.
+// commands it is told about, the lease, the presence flusher and watchdog, the crash sweeper,
+// the delivery writer and the result sweeper. When ctx ends, every stream is told
+// Close{SHUTDOWN} and ended, and the lease is released.
 func (g *Gateway) Run(ctx context.Context) {
+	g.renewLease(ctx)
 	var wg sync.WaitGroup
-	loops := []func(context.Context){g.listen, g.deliverNotified, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults, g.driftLoop}
+	loops := []func(context.Context){g.listen, g.deliverNotified, g.leaseLoop, g.presence.run, g.watchdog, g.sweepStaleAgents, g.sweepUnpassedResults, g.driftLoop}
 	for _, l := range loops {
 		wg.Add(1)
 		go func() { defer wg.Done(); l(ctx) }()
@@ -177,6 +189,7 @@ func (g *Gateway) Run(ctx context.Context) {
 	<-wdone // its last batch is written with a live context, then it is cancelled
 	wcancel()
 	g.presence.flush(context.WithoutCancel(ctx))
+	g.releaseLease(context.WithoutCancel(ctx))
 }
 
 // watchdog ends streams whose agent missed too many heartbeats.
@@ -195,42 +208,6 @@ func (g *Gateway) watchdog(ctx context.Context) {
 					s.end(fmt.Errorf("missed %d heartbeats", g.cfg.MissedHeartbeats))
 				}
 			}
-		}
-	}
-}
-
-// sweepStaleAgents marks agents disconnected whose replica died without saying so: their
-// heartbeat in Postgres is older than the missed-heartbeat limit plus the flush delay.
-func (g *Gateway) sweepStaleAgents(ctx context.Context) {
-	stale := time.Duration(g.cfg.MissedHeartbeats)*g.cfg.HeartbeatInterval + 3*g.cfg.FlushInterval
-	t := time.NewTicker(max(g.cfg.HeartbeatInterval, 100*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rows, err := g.store.MarkStaleAgentsDisconnected(ctx, time.Now().Add(-stale))
-		if err != nil {
-			if ctx.Err() == nil {
-				g.log.Warn("stale agent sweep failed", "err", err)
-			}
-			continue
-		}
-		clusters := map[uuid.UUID]bool{}
-		for _, r := range rows {
-			if s := g.sessions.get(r.ID); s != nil {
-				// Ours after all (Postgres was slow to get our heartbeats): end it so the agent
-				// reconnects and the state is consistent again.
-				s.end(errors.New("marked stale"))
-			}
-			_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: r.ID, ClusterID: r.ClusterID, Type: models.EventDisconnected,
-				Message: "no heartbeat within the limit (its api replica may have stopped)"})
-			clusters[r.ClusterID] = true
-		}
-		for c := range clusters {
-			_ = g.store.RefreshClusterStatus(ctx, c)
 		}
 	}
 }

@@ -14,14 +14,12 @@ import (
 )
 
 // presence coalesces heartbeats: each one only updates memory, and every flush interval one
-// statement writes the newest heartbeat of every agent that is due. An agent is due when its
-// applied revisions changed, or when its row's last_heartbeat_at is older than persistEvery
-// (two thirds of the missed-heartbeat limit, so the crashed-replica sweeper never mistakes a
-// live agent for a dead one). 10,000 agents at one heartbeat each per 10 s become one UPDATE
-// every 2 s touching about 500 rows a second, not 1,000 row updates a second; liveness itself
-// is judged in memory by the watchdog. The
-// credential usage the heartbeats report is coalesced the same way: the newest use per
-// credential and cluster, written by one more statement per flush.
+// statement writes the newest heartbeat of every agent whose applied revisions or credential
+// checksum changed. A heartbeat that changes nothing is not written at all: liveness is judged
+// in memory by the watchdog, and Postgres learns it from the replica's lease (see lease.go),
+// one row per replica per flush, so 10,000 idle agents cost one row every 2 s, not 500 a
+// second. The credential usage the heartbeats report is coalesced the same way: the newest use
+// per credential and cluster, written by one more statement per flush.
 type presence struct {
 	g     *Gateway
 	mu    sync.Mutex
@@ -87,8 +85,8 @@ func (p *presence) mark(s *session, hb *agentv1.Heartbeat) (askFull bool) {
 	p.mergeUsageLocked(s.clusterID, hb.GetCredentialUsage(), b.at)
 	prev, pending := p.dirty[s.agentID]
 	changed := b.applied != nil && sig != s.persistedApplied() || b.creds != ""
-	if !pending && !changed && b.at.Sub(s.persistedAt()) < p.persistEvery() {
-		return askFull // nothing an operator or the sweeper needs yet
+	if !pending && !changed {
+		return askFull // the lease vouches for a plain heartbeat
 	}
 	if pending && b.applied == nil {
 		b.applied = prev.applied
@@ -98,12 +96,6 @@ func (p *presence) mark(s *session, hb *agentv1.Heartbeat) (askFull bool) {
 	}
 	p.dirty[s.agentID] = b
 	return askFull
-}
-
-// persistEvery is how old a connected agent's last_heartbeat_at may get in Postgres.
-func (p *presence) persistEvery() time.Duration {
-	d := time.Duration(p.g.cfg.MissedHeartbeats) * p.g.cfg.HeartbeatInterval * 2 / 3
-	return max(d, p.g.cfg.FlushInterval)
 }
 
 // mergeUsageLocked folds one heartbeat's usage report into the pending usage. Entries with a
@@ -205,7 +197,7 @@ func (p *presence) flushBeats(ctx context.Context) {
 			j, _ := json.Marshal(b.applied)
 			sig = string(j)
 		}
-		b.s.persisted(b.at, sig, b.creds)
+		b.s.persisted(sig, b.creds)
 	}
 }
 

@@ -26,6 +26,8 @@ type session struct {
 	ctx    context.Context
 
 	seen atomic.Int64 // unix nanos of the last message from the agent
+	// claimed is set once the agent's row names this session (markConnected committed).
+	claimed atomic.Bool
 	// foreignAnswers counts answers to commands this stream was not sent.
 	foreignAnswers atomic.Int32
 
@@ -34,10 +36,9 @@ type session struct {
 	resync             bool                      // the out queue overflowed: re-read the outbox when it drains
 	closing            *agentv1.Close
 	pendingRefreshHash string // refresh secret sent in ReplaceToken, stored once acknowledged
-	// What the agent's row holds: when its heartbeat was last written, and the applied
-	// revisions (JSON) written with it. markConnected writes both first.
-	lastPersisted time.Time
-	lastApplied   string
+	// lastApplied is the applied revisions (JSON) the agent's row holds; markConnected writes
+	// them first.
+	lastApplied string
 	// appliedDigest is the digest of the applied set the server holds for this stream (what
 	// a digest-only heartbeat must match), lastCreds the credential checksum written last.
 	appliedDigest string
@@ -68,10 +69,9 @@ func newSession(parent context.Context, agentID, clusterID uuid.UUID, ip string)
 }
 
 // persisted records what the agent's row holds after a heartbeat flush.
-func (s *session) persisted(at time.Time, appliedSig, creds string) {
+func (s *session) persisted(appliedSig, creds string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastPersisted = at
 	if appliedSig != "" {
 		s.lastApplied = appliedSig
 	}
@@ -84,12 +84,6 @@ func (s *session) persistedCreds() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastCreds
-}
-
-func (s *session) persistedAt() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastPersisted
 }
 
 func (s *session) persistedApplied() string {

@@ -103,6 +103,7 @@ type Agent struct {
 	TokenGeneration   int                     `json:"-"`
 	RefreshSecretHash *string                 `json:"-"`
 	SessionID         *uuid.UUID              `gorm:"type:uuid" json:"-"`
+	ReplicaID         *uuid.UUID              `gorm:"type:uuid" json:"-"` // the api replica holding its stream
 	RevokedAt         *time.Time              `json:"revoked_at"`
 	RegisteredWith    *uuid.UUID              `gorm:"type:uuid" json:"registered_with"`
 	Applied           JSON[[]AppliedRevision] `gorm:"type:jsonb" json:"applied"`

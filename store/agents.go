@@ -48,7 +48,7 @@ func (s *Store) ConsumeRegistrationToken(ctx context.Context, tokenHash string) 
 // the same name in the cluster is ErrConflict.
 func (s *Store) CreateAgent(ctx context.Context, a *models.Agent, events ...models.AgentEvent) error {
 	return s.InTx(ctx, func(ctx context.Context) error {
-		if err := s.db(ctx).Omit("session_id", "last_heartbeat_at", "last_connected_at", "revoked_at").Create(a).Error; err != nil {
+		if err := s.db(ctx).Omit("session_id", "replica_id", "last_heartbeat_at", "last_connected_at", "revoked_at").Create(a).Error; err != nil {
 			if IsUniqueViolation(err, "") {
 				return fmt.Errorf("agent %q: %w", a.Name, ErrConflict)
 			}
@@ -78,8 +78,10 @@ func (s *Store) SetRefreshSecret(ctx context.Context, agentID uuid.UUID, hash st
 // AgentConnection is a stream of an agent that has just opened.
 type AgentConnection struct {
 	AgentID, ClusterID, SessionID uuid.UUID
-	IP                            string
-	At                            time.Time
+	// ReplicaID is the gateway replica holding the stream: its lease vouches for the agent.
+	ReplicaID uuid.UUID
+	IP        string
+	At        time.Time
 	// Version and Hostname replace the agent's when set.
 	Version, Hostname string
 	Applied           []models.AppliedRevision
@@ -87,13 +89,14 @@ type AgentConnection struct {
 	CredentialChecksum string
 }
 
-// MarkAgentConnected claims the agent row for the session (the newest stream wins), records
+// MarkAgentConnected claims the agent row for the session and its replica (the newest stream
+// wins), records
 // the connection as an event and makes a pending or inactive cluster active. A revoked agent
 // is not claimed: ok is false.
 func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok bool, err error) {
 	err = s.InTx(ctx, func(ctx context.Context) error {
 		tx := s.db(ctx)
-		changes := map[string]any{"status": models.AgentConnected, "session_id": c.SessionID, "last_connected_at": c.At, "last_heartbeat_at": c.At,
+		changes := map[string]any{"status": models.AgentConnected, "session_id": c.SessionID, "replica_id": c.ReplicaID, "last_connected_at": c.At, "last_heartbeat_at": c.At,
 			"ip_address": c.IP, "applied": models.JSON[[]models.AppliedRevision]{V: c.Applied}, "updated_at": c.At,
 			"credential_checksum": models.Cut(c.CredentialChecksum, 64)}
 		if c.Version != "" {
@@ -116,14 +119,25 @@ func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok b
 	return ok && err == nil, err
 }
 
+// AgentDisconnection is a stream of an agent that has ended.
+type AgentDisconnection struct {
+	AgentID, ClusterID, SessionID uuid.UUID
+	IP, Reason                    string
+	// LastSeen is when the stream last heard from the agent: its last_heartbeat_at from now on
+	// (no replica vouches for it any more).
+	LastSeen time.Time
+}
+
 // MarkAgentDisconnected releases the agent row when the session still holds it (a newer
 // session may have claimed it already), records why as an event, and makes the cluster
 // inactive when no agent of it is connected any more.
-func (s *Store) MarkAgentDisconnected(ctx context.Context, agentID, clusterID, sessionID uuid.UUID, ip, reason string) error {
+func (s *Store) MarkAgentDisconnected(ctx context.Context, d AgentDisconnection) error {
+	agentID, clusterID, sessionID, ip, reason := d.AgentID, d.ClusterID, d.SessionID, d.IP, d.Reason
 	return s.InTx(ctx, func(ctx context.Context) error {
 		tx := s.db(ctx)
-		res := tx.Exec(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
-			WHERE id = ? AND session_id = ? AND status = 'connected'`, agentID, sessionID)
+		res := tx.Exec(`UPDATE agents SET status = 'disconnected', session_id = NULL, replica_id = NULL,
+				last_heartbeat_at = GREATEST(last_heartbeat_at, ?), updated_at = now()
+			WHERE id = ? AND session_id = ? AND status = 'connected'`, d.LastSeen, agentID, sessionID)
 		if res.Error != nil || res.RowsAffected == 0 {
 			return res.Error
 		}
@@ -142,17 +156,8 @@ type AgentRef struct {
 	ClusterID uuid.UUID
 }
 
-// MarkStaleAgentsDisconnected marks disconnected every connected agent whose last heartbeat
-// reached Postgres before heartbeatBefore, and returns them.
-func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, heartbeatBefore time.Time) ([]AgentRef, error) {
-	var rows []AgentRef
-	err := s.db(ctx).Raw(`UPDATE agents SET status = 'disconnected', session_id = NULL, updated_at = now()
-		WHERE status = 'connected' AND last_heartbeat_at < ? RETURNING id, cluster_id`, heartbeatBefore).Scan(&rows).Error
-	return rows, err
-}
-
-// Heartbeat is the newest heartbeat of one agent's session. Applied, when not empty, is the
-// JSON of the revisions the agent reports applied.
+// Heartbeat is the newest heartbeat of one agent's session that changed what its row holds.
+// Applied, when not empty, is the JSON of the revisions the agent reports applied.
 type Heartbeat struct {
 	AgentID, SessionID uuid.UUID
 	At                 time.Time
@@ -162,7 +167,7 @@ type Heartbeat struct {
 }
 
 // RecordHeartbeats writes a batch of heartbeats in one statement and returns the agents it
-// wrote. An agent whose row another session has claimed (or that is no longer connected) is
+// wrote (a plain heartbeat is not written: the replica's lease vouches for it). An agent whose row another session has claimed (or that is no longer connected) is
 // left out: its stream is not the current one.
 func (s *Store) RecordHeartbeats(ctx context.Context, beats []Heartbeat) (current []uuid.UUID, err error) {
 	ids := make([]string, len(beats))

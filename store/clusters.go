@@ -24,7 +24,8 @@ type ClusterView struct {
 const clusterViewSelect = `clusters.*,
 	(SELECT count(*) FROM agents a WHERE a.cluster_id = clusters.id AND a.status <> 'revoked') AS agent_count,
 	(SELECT count(*) FROM agents a WHERE a.cluster_id = clusters.id AND a.status = 'connected') AS connected_agents,
-	(SELECT max(a.last_heartbeat_at) FROM agents a WHERE a.cluster_id = clusters.id) AS last_heartbeat_at`
+	(SELECT max(` + agentSeen + `) FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+		WHERE a.cluster_id = clusters.id) AS last_heartbeat_at`
 
 // CreateCluster inserts a cluster; a taken name is ErrConflict.
 func (s *Store) CreateCluster(ctx context.Context, c *models.Cluster) error {
@@ -141,7 +142,7 @@ type AgentFilter struct {
 
 // ListAgents lists agents newest first.
 func (s *Store) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]models.Agent, string, error) {
-	q := s.db(ctx).Table("agents")
+	q := shownAgents(s.db(ctx))
 	q = wherePtr(q, "cluster_id", f.ClusterID)
 	q = whereSet(q, "status", f.Status)
 	return page[models.Agent](q, "agents", p)
@@ -150,7 +151,7 @@ func (s *Store) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]models
 // GetAgent returns one agent.
 func (s *Store) GetAgent(ctx context.Context, id uuid.UUID) (models.Agent, error) {
 	var a models.Agent
-	return a, notFound(s.db(ctx).Take(&a, "id = ?", id).Error)
+	return a, notFound(shownAgents(s.db(ctx)).Take(&a, "id = ?", id).Error)
 }
 
 // ListAgentEvents lists an agent's events, newest first.
@@ -187,13 +188,17 @@ func (s *Store) RevokeAgent(ctx context.Context, id uuid.UUID, by string) (model
 			return nil
 		}
 		now := time.Now().UTC()
+		// A connected agent was alive as of its replica's last renewal; nothing vouches for it now.
+		seen := gorm.Expr("CASE WHEN status = 'connected' THEN GREATEST(last_heartbeat_at, (SELECT l.alive_at FROM gateway_leases l WHERE l.replica_id = agents.replica_id)) ELSE last_heartbeat_at END")
 		if err := tx.Model(&a).Updates(map[string]any{
-			"status": models.AgentRevoked, "revoked_at": now, "refresh_secret_hash": nil,
-			"token_generation": gorm.Expr("token_generation + 1"), "session_id": nil, "updated_at": now,
+			"status": models.AgentRevoked, "revoked_at": now, "refresh_secret_hash": nil, "last_heartbeat_at": seen,
+			"token_generation": gorm.Expr("token_generation + 1"), "session_id": nil, "replica_id": nil, "updated_at": now,
 		}).Error; err != nil {
 			return err
 		}
-		a.Status, a.RevokedAt = models.AgentRevoked, &now
+		if err := tx.Take(&a, "id = ?", id).Error; err != nil {
+			return err
+		}
 		if err := tx.Create(&models.AgentEvent{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenRevoked,
 			Message: "revoked by " + by, Metadata: models.JSONMap{}}).Error; err != nil {
 			return err
@@ -218,6 +223,9 @@ func (s *Store) RotateAgentToken(ctx context.Context, id uuid.UUID, by string) (
 		}
 		online = a.Status == models.AgentConnected
 		if err := tx.Model(&a).Updates(map[string]any{"token_generation": gorm.Expr("token_generation + 1"), "updated_at": time.Now().UTC()}).Error; err != nil {
+			return err
+		}
+		if err := shownAgents(tx).Take(&a, "id = ?", id).Error; err != nil {
 			return err
 		}
 		if err := tx.Create(&models.AgentEvent{AgentID: a.ID, ClusterID: a.ClusterID, Type: models.EventTokenIssued,

@@ -144,9 +144,10 @@ type AgentPresence struct {
 // ClusterAgentPresence lists the cluster's agents that are not revoked, by name.
 func (s *Store) ClusterAgentPresence(ctx context.Context, clusterID uuid.UUID) ([]AgentPresence, error) {
 	var rows []AgentPresence
-	err := s.db(ctx).Raw(`SELECT a.id, a.name, a.status, a.last_heartbeat_at,
+	err := s.db(ctx).Raw(`SELECT a.id, a.name, a.status, `+agentSeen+` AS last_heartbeat_at,
 			CASE WHEN a.status = 'connected' THEN NULL
 			     ELSE COALESCE((SELECT max(e.created_at) FROM agent_events e WHERE e.agent_id = a.id AND e.type = 'disconnected'), a.created_at) END AS offline_since
-		FROM agents a WHERE a.cluster_id = ? AND a.status <> 'revoked' ORDER BY a.name`, clusterID).Scan(&rows).Error
+		FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+		WHERE a.cluster_id = ? AND a.status <> 'revoked' ORDER BY a.name`, clusterID).Scan(&rows).Error
 	return rows, err
 }

@@ -64,7 +64,7 @@ func (s *Store) ClusterSyncInputs(ctx context.Context, clusterID uuid.UUID) (Syn
 	if err := notFound(db.Take(&in.Cluster, "id = ?", clusterID).Error); err != nil {
 		return in, err
 	}
-	if err := db.Where("cluster_id = ? AND status <> ?", clusterID, models.AgentRevoked).Order("name").Find(&in.Agents).Error; err != nil {
+	if err := shownAgents(db).Where("cluster_id = ? AND status <> ?", clusterID, models.AgentRevoked).Order("name").Find(&in.Agents).Error; err != nil {
 		return in, err
 	}
 	if err := db.Raw(`SELECT c.id AS command_id, c.agent_id, c.payload->>'publish_id' AS publish_id,

@@ -118,6 +118,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		HeartbeatInterval: cfg.Agent.HeartbeatInterval,
 		MissedHeartbeats:  cfg.Agent.MissedHeartbeats,
 		FlushInterval:     cfg.Agent.PresenceFlushInterval,
+		ReplicaName:       replicaName(),
 	}, st, signer, agentgw.WithLogger(log.With("component", "agentgw")), agentgw.WithResultSink(resultSink(&temporal, st, log)),
 		agentgw.WithMetrics(reg, replicaName()), agentgw.WithSyncMetrics(metrics.NewSync(reg)))
 	grpcSrv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{

@@ -111,15 +111,43 @@ type Replica struct {
 	Gateway *agentgw.Gateway
 	Addr    string
 	stop    func()
+	crash   func()
 	once    sync.Once
 }
 
 // Stop ends the replica as a SIGTERM would: agents are told Close{SHUTDOWN}, streams drain.
 func (r *Replica) Stop() { r.once.Do(r.stop) }
 
+// Crash ends a replica of StartCrashableReplica as a killed process ends: its database pool
+// goes first, so nothing it does afterwards (releasing its agents, its lease) reaches Postgres,
+// then its streams are cut.
+func (r *Replica) Crash() {
+	if r.crash == nil {
+		panic("apitest: Crash needs a replica of StartCrashableReplica")
+	}
+	r.once.Do(r.crash)
+}
+
 // StartReplica starts another agent gateway on the same database (addr "127.0.0.1:0" picks a
 // port; a fixed addr lets a test restart a replica where agents expect it).
 func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
+	t.Helper()
+	return e.startReplica(t, addr, e.Store, nil)
+}
+
+// StartCrashableReplica is StartReplica with a database pool of the replica's own, so that
+// Replica.Crash can take the database away from it as a dying process would.
+func (e *Env) StartCrashableReplica(t testing.TB, addr string) *Replica {
+	t.Helper()
+	sqlDB, err := sql.Open("pgx", e.DBURL)
+	must(t, err)
+	t.Cleanup(func() { sqlDB.Close() })
+	db, err := store.Open(sqlDB)
+	must(t, err)
+	return e.startReplica(t, addr, store.New(db), sqlDB)
+}
+
+func (e *Env) startReplica(t testing.TB, addr string, st *store.Store, own *sql.DB) *Replica {
 	t.Helper()
 	tm := e.timing
 	if tm.JWTTTL == 0 {
@@ -127,10 +155,11 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 	}
 	signer, err := agentgw.NewSigner(AgentJWTSecret, tm.JWTTTL)
 	must(t, err)
+	name := fmt.Sprintf("replica-%d", e.replicas.Add(1))
 	gw := agentgw.New(agentgw.Config{DatabaseURL: e.DBURL, HeartbeatInterval: tm.HeartbeatInterval,
-		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval, DriftGrace: tm.DriftGrace, RepairEvery: tm.RepairEvery}, e.Store, signer,
+		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval, DriftGrace: tm.DriftGrace, RepairEvery: tm.RepairEvery, ReplicaName: name}, st, signer,
 		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store, Decided: agentgw.NewDecidedCommands()}), agentgw.WithLogger(e.Log),
-			agentgw.WithMetrics(e.Metrics, fmt.Sprintf("replica-%d", e.replicas.Add(1)))}, e.gatewayOptions...)...)
+			agentgw.WithMetrics(e.Metrics, name)}, e.gatewayOptions...)...)
 	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
 	var ln net.Listener
@@ -161,6 +190,14 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 		case <-stopped:
 		case <-time.After(10 * time.Second):
 			srv.Stop()
+		}
+	}
+	if own != nil {
+		r.crash = func() {
+			_ = own.Close() // from here on every write of the replica fails, as if it were gone
+			srv.Stop()
+			cancel()
+			<-done
 		}
 	}
 	t.Cleanup(r.Stop)

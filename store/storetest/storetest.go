@@ -357,6 +357,17 @@ func (d *DB) InsertAgent(t testing.TB, clusterID, name, status string, heartbeat
 	return id
 }
 
+// InsertConnectedAgent inserts an agent as a replica's claim leaves it: connected, with a new
+// session, held by replica (nil: a replica from before leases), its last heartbeat and
+// connection at heartbeat. It returns the agent and session ids.
+func (d *DB) InsertConnectedAgent(t testing.TB, clusterID, name string, replica *uuid.UUID, heartbeat time.Time) (agentID, sessionID string) {
+	t.Helper()
+	d.scalar(t, &agentID, `INSERT INTO agents (cluster_id, name, status, session_id, replica_id, last_heartbeat_at, last_connected_at)
+		VALUES ($1, $2, 'connected', gen_random_uuid(), $3, $4, $4) RETURNING id`, clusterID, name, replica, heartbeat)
+	d.scalar(t, &sessionID, `SELECT session_id::text FROM agents WHERE id = $1`, agentID)
+	return agentID, sessionID
+}
+
 // InsertPendingAgent inserts a pending agent named sim (token generation 1) with a refresh
 // secret, as if it had registered, and returns its id.
 func (d *DB) InsertPendingAgent(t testing.TB, clusterID, refreshSecretHash string) (string, error) {
@@ -369,7 +380,13 @@ func (d *DB) InsertPendingAgent(t testing.TB, clusterID, refreshSecretHash strin
 // InsertPendingAgents inserts n pending agents bench-1..bench-n and returns their ids.
 func (d *DB) InsertPendingAgents(t testing.TB, clusterID uuid.UUID, n int) []uuid.UUID {
 	t.Helper()
-	rows, err := d.sql.Query(`INSERT INTO agents (cluster_id, name, status) SELECT $1, 'bench-' || g, 'pending' FROM generate_series(1, $2) g RETURNING id`, clusterID, n)
+	return d.InsertNamedPendingAgents(t, clusterID, "bench-", n)
+}
+
+// InsertNamedPendingAgents inserts n pending agents <prefix>1..<prefix>n and returns their ids.
+func (d *DB) InsertNamedPendingAgents(t testing.TB, clusterID uuid.UUID, prefix string, n int) []uuid.UUID {
+	t.Helper()
+	rows, err := d.sql.Query(`INSERT INTO agents (cluster_id, name, status) SELECT $1, $3 || g, 'pending' FROM generate_series(1, $2) g RETURNING id`, clusterID, n, prefix)
 	require.NoError(t, err)
 	defer rows.Close()
 	var out []uuid.UUID
@@ -412,11 +429,27 @@ func (d *DB) CountAgentsWithStatus(t testing.TB, status string) int {
 	return n
 }
 
-// AgentHeartbeat returns when an agent's last heartbeat reached Postgres.
-func (d *DB) AgentHeartbeat(id string) (time.Time, error) {
-	var at time.Time
-	err := d.sql.QueryRow(`SELECT last_heartbeat_at FROM agents WHERE id = $1`, id).Scan(&at)
-	return at, err
+// AgentRowVersion returns the version of an agent's row (its xmin): it changes with every
+// write of the row, whatever the columns written.
+func (d *DB) AgentRowVersion(t testing.TB, id string) string {
+	t.Helper()
+	var v string
+	d.scalar(t, &v, `SELECT xmin::text FROM agents WHERE id = $1`, id)
+	return v
+}
+
+// AgentReplica returns the replica an agent's row says holds its stream ("" when none).
+func (d *DB) AgentReplica(t testing.TB, id string) string {
+	t.Helper()
+	var r sql.NullString
+	d.scalar(t, &r, `SELECT replica_id::text FROM agents WHERE id = $1`, id)
+	return r.String
+}
+
+// CountLeases counts the gateway replicas' leases.
+func (d *DB) CountLeases(t testing.TB) int {
+	t.Helper()
+	return d.Count(t, "gateway_leases")
 }
 
 // AgentTokenGeneration returns an agent's token generation.

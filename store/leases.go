@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+
+	"github.com/imprun/imprun-server/models"
+)
+
+// Liveness of connected agents: every agent gateway replica holds a lease row it renews each
+// flush interval ("alive as of alive_at"), and an agent row names the replica holding its
+// stream. The replica's watchdog ends the stream of an agent that misses heartbeats, so a
+// fresh lease vouches for every agent it holds; an idle agent's row is never written.
+
+// agentSeen is an agent's last_heartbeat_at as it is shown: for a connected agent the later of
+// its row's own (written at connect, disconnect and when its reports change) and the last
+// renewal of its replica's lease; otherwise the row's own. It reads agents as a and their
+// lease as l (LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id).
+const agentSeen = `CASE WHEN a.status = 'connected' THEN GREATEST(a.last_heartbeat_at, l.alive_at) ELSE a.last_heartbeat_at END`
+
+// agentsShown is the query of the agents table as every read that shows agents sees it: each column of
+// models.Agent, with last_heartbeat_at as agentSeen. The column list comes from the model, so a
+// column added to both is read without touching this.
+var agentsShown = sync.OnceValue(func() string {
+	sch, err := schema.Parse(&models.Agent{}, &sync.Map{}, schema.NamingStrategy{})
+	if err != nil {
+		panic("store: models.Agent: " + err.Error())
+	}
+	cols := make([]string, 0, len(sch.DBNames))
+	for _, c := range sch.DBNames {
+		if c == "last_heartbeat_at" {
+			cols = append(cols, agentSeen+" AS last_heartbeat_at")
+			continue
+		}
+		cols = append(cols, "a."+c)
+	}
+	return `SELECT ` + strings.Join(cols, ", ") + ` FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id`
+})
+
+// shownAgents is a query on agentsShown, named agents (so GORM's own conditions, such as the
+// primary key of a struct read into, name it right).
+func shownAgents(db *gorm.DB) *gorm.DB { return db.Table("(?) AS agents", gorm.Expr(agentsShown())) }
+
+// GatewayLease is one replica's lease.
+type GatewayLease struct {
+	ReplicaID uuid.UUID
+	// Name labels the replica for people (its host name); several processes may share one.
+	Name      string
+	StartedAt time.Time
+	AliveAt   time.Time
+}
+
+// RenewLease writes the replica's lease, alive as of l.AliveAt, in one statement (it is
+// created on the first renewal and again if a sweeper removed it). It returns the alive_at the
+// lease held before, zero when there was none: a replica that finds it older than the stale
+// limit knows other replicas may have taken its agents for dead.
+func (s *Store) RenewLease(ctx context.Context, l GatewayLease) (previous time.Time, err error) {
+	var row struct{ Prev *time.Time }
+	err = s.db(ctx).Raw(`WITH prev AS (SELECT alive_at FROM gateway_leases WHERE replica_id = ?)
+		INSERT INTO gateway_leases AS g (replica_id, name, started_at, alive_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (replica_id) DO UPDATE SET alive_at = GREATEST(g.alive_at, EXCLUDED.alive_at)
+		RETURNING (SELECT alive_at FROM prev) AS prev`, l.ReplicaID, l.ReplicaID, models.Cut(l.Name, 255), l.StartedAt, l.AliveAt).Scan(&row).Error
+	if err != nil || row.Prev == nil {
+		return time.Time{}, err
+	}
+	return *row.Prev, nil
+}
+
+// ReleaseLease removes a replica's lease when it stops (its agents were released by their
+// streams' ends; any still connected are the sweepers' at once).
+func (s *Store) ReleaseLease(ctx context.Context, replicaID uuid.UUID) error {
+	return s.db(ctx).Exec(`DELETE FROM gateway_leases WHERE replica_id = ?`, replicaID).Error
+}
+
+// Lease returns a replica's lease (ErrNotFound: none).
+func (s *Store) Lease(ctx context.Context, replicaID uuid.UUID) (GatewayLease, error) {
+	var rows []GatewayLease
+	err := s.db(ctx).Raw(`SELECT replica_id, name, started_at, alive_at FROM gateway_leases WHERE replica_id = ?`, replicaID).Scan(&rows).Error
+	if err != nil {
+		return GatewayLease{}, err
+	}
+	if len(rows) == 0 {
+		return GatewayLease{}, ErrNotFound
+	}
+	return rows[0], nil
+}
+
+// MarkStaleAgentsDisconnected marks disconnected every connected agent that no live replica
+// vouches for: its shown heartbeat (agentSeen; the lease of the replica holding it, or its
+// row's own when that replica has no lease, or the agent is of a replica from before leases)
+// is older than seenBefore. Agents of the replica self are left to its own watchdog. The
+// last_heartbeat_at written is the last time the agent was vouched for. Leases that expired and
+// hold no connected agent any more are removed in the same transaction. It returns the agents
+// it marked.
+//
+// An agent claimed meanwhile by a new stream (session_id changed) is not touched: the row is
+// matched on the session it had when it was judged.
+func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, self uuid.UUID, seenBefore time.Time) ([]AgentRef, error) {
+	var rows []AgentRef
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		tx := s.db(ctx)
+		if err := tx.Raw(`UPDATE agents t SET status = 'disconnected', session_id = NULL, replica_id = NULL, last_heartbeat_at = v.seen, updated_at = now()
+			FROM (SELECT a.id, a.session_id, `+agentSeen+` AS seen
+				FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+				WHERE a.status = 'connected' AND a.replica_id IS DISTINCT FROM ?) v
+			WHERE t.id = v.id AND t.status = 'connected' AND t.session_id IS NOT DISTINCT FROM v.session_id
+			  AND coalesce(v.seen, '-infinity') < ?
+			RETURNING t.id, t.cluster_id`, self, seenBefore).Scan(&rows).Error; err != nil {
+			return err
+		}
+		return tx.Exec(`DELETE FROM gateway_leases l WHERE l.alive_at < ? AND l.replica_id <> ?
+			AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.replica_id = l.replica_id)`, seenBefore, self).Error
+	})
+	return rows, err
+}
+
+// HeldSession is a stream a replica holds: the agent and the session that claimed its row.
+type HeldSession struct {
+	AgentID, SessionID uuid.UUID
+}
+
+// LostSession is a held stream whose agent row the session no longer holds: Superseded when a
+// newer stream claimed it (on another replica, or another process of the same agent), else
+// the agent is no longer connected (a sweeper took the replica for dead) or is gone.
+type LostSession struct {
+	AgentID    uuid.UUID
+	Superseded bool
+}
+
+// LostSessions returns the streams of held whose agent row the session no longer holds. It only
+// reads.
+func (s *Store) LostSessions(ctx context.Context, held []HeldSession) ([]LostSession, error) {
+	if len(held) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(held))
+	sids := make([]string, len(held))
+	for i, h := range held {
+		ids[i], sids[i] = h.AgentID.String(), h.SessionID.String()
+	}
+	var lost []LostSession
+	err := s.db(ctx).Raw(`SELECT v.id AS agent_id, coalesce(a.session_id IS NOT NULL AND a.session_id <> v.sid, false) AS superseded
+		FROM unnest(?::uuid[], ?::uuid[]) AS v(id, sid) LEFT JOIN agents a ON a.id = v.id
+		WHERE a.id IS NULL OR a.session_id IS DISTINCT FROM v.sid OR a.status <> 'connected'`,
+		pgArray(ids), pgArray(sids)).Scan(&lost).Error
+	return lost, err
+}

@@ -1,0 +1,123 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/imprun/imprun-server/migrations"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/store/storetest"
+	"github.com/imprun/imprun-server/testharness"
+)
+
+func newStoreDB(t *testing.T) (*store.Store, *storetest.DB) {
+	t.Helper()
+	db, err := sql.Open("pgx", testharness.Postgres(t).NewDatabase(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	m, err := migrations.New(db)
+	require.NoError(t, err)
+	_, err = m.Up(context.Background(), 0)
+	require.NoError(t, err)
+	d, err := storetest.New(db)
+	require.NoError(t, err)
+	return d.Store(), d
+}
+
+// The crash sweeper judges a connected agent by its replica's lease; an agent no lease vouches
+// for (its replica has none yet, or predates leases) by its row's heartbeat; the sweeping
+// replica's own agents never.
+func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, d := newStoreDB(t)
+	cluster := d.InsertCluster(t, "kr-1", "kr", `{}`)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	old := now.Add(-time.Hour)
+	self, live, dead, unleased, empty := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	for _, l := range []store.GatewayLease{
+		{ReplicaID: self, AliveAt: old}, // the sweeper's own, however late, is its watchdog's
+		{ReplicaID: live, AliveAt: now},
+		{ReplicaID: dead, AliveAt: now.Add(-time.Minute)},
+		{ReplicaID: empty, AliveAt: now.Add(-time.Minute)},
+	} {
+		l.Name, l.StartedAt = "test", old
+		prev, err := st.RenewLease(ctx, l)
+		require.NoError(t, err)
+		require.True(t, prev.IsZero(), "a new lease has no previous renewal")
+	}
+
+	type agent struct{ id, session string }
+	add := func(name string, replica *uuid.UUID, hb time.Time) agent {
+		id, sid := d.InsertConnectedAgent(t, cluster, name, replica, hb)
+		return agent{id, sid}
+	}
+	ofLive := add("of-live", &live, old)
+	ofDead := add("of-dead", &dead, old)
+	ofDeadJustClaimed := add("of-dead-new", &dead, now)
+	ofSelf := add("of-self", &self, old)
+	ofUnleasedOld := add("unleased-old", &unleased, old)
+	ofUnleasedNew := add("unleased-new", &unleased, now)
+	legacyOld := add("legacy-old", nil, old)
+	legacyNew := add("legacy-new", nil, now)
+
+	shown, err := st.GetAgent(ctx, uuid.MustParse(ofLive.id))
+	require.NoError(t, err)
+	require.WithinDuration(t, now, *shown.LastHeartbeatAt, time.Millisecond, "a connected agent is alive as of its replica's lease")
+
+	marked, err := st.MarkStaleAgentsDisconnected(ctx, self, now.Add(-10*time.Second))
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for _, r := range marked {
+		got[r.ID.String()] = true
+	}
+	require.Equal(t, map[string]bool{ofDead.id: true, ofUnleasedOld.id: true, legacyOld.id: true}, got)
+	for _, a := range []agent{ofLive, ofDeadJustClaimed, ofSelf, ofUnleasedNew, legacyNew} {
+		s, err := d.AgentStatus(a.id)
+		require.NoError(t, err)
+		require.Equal(t, models.AgentConnected, s, a.id)
+	}
+	swept, err := st.GetAgent(ctx, uuid.MustParse(ofDead.id))
+	require.NoError(t, err)
+	require.Nil(t, swept.ReplicaID)
+	require.Nil(t, swept.SessionID)
+	require.WithinDuration(t, now.Add(-time.Minute), *swept.LastHeartbeatAt, time.Millisecond, "the last time its replica vouched for it")
+
+	// The expired lease that holds nothing is gone; the one still holding an agent stays.
+	_, err = st.Lease(ctx, empty)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = st.Lease(ctx, dead)
+	require.NoError(t, err)
+	require.Equal(t, 3, d.CountLeases(t))
+
+	// A replica learns which of its streams lost their rows, and how.
+	lost, err := st.LostSessions(ctx, []store.HeldSession{
+		{AgentID: uuid.MustParse(ofLive.id), SessionID: uuid.MustParse(ofLive.session)},
+		{AgentID: uuid.MustParse(ofSelf.id), SessionID: uuid.New()},
+		{AgentID: uuid.MustParse(ofDead.id), SessionID: uuid.MustParse(ofDead.session)},
+		{AgentID: uuid.New(), SessionID: uuid.New()},
+	})
+	require.NoError(t, err)
+	byAgent := map[string]bool{}
+	for _, l := range lost {
+		byAgent[l.AgentID.String()] = l.Superseded
+	}
+	require.Len(t, byAgent, 3)
+	require.True(t, byAgent[ofSelf.id], "another session holds the row: superseded")
+	require.False(t, byAgent[ofDead.id], "swept: not connected any more")
+	require.NotContains(t, byAgent, ofLive.id)
+
+	// A renewal after the lease had gone says so (no previous renewal); one on time gives it.
+	prev, err := st.RenewLease(ctx, store.GatewayLease{ReplicaID: empty, Name: "test", StartedAt: old, AliveAt: now})
+	require.NoError(t, err)
+	require.True(t, prev.IsZero())
+	prev, err = st.RenewLease(ctx, store.GatewayLease{ReplicaID: empty, Name: "test", StartedAt: old, AliveAt: now.Add(time.Second)})
+	require.NoError(t, err)
+	require.WithinDuration(t, now, prev, time.Millisecond)
+}
