@@ -206,6 +206,9 @@ type Options struct {
 	// Agents starts the agent gateway (gRPC on loopback) with this presence timing; the zero
 	// value leaves the /v1/agent group closed.
 	Agents *AgentTiming
+	// AgentAddr is where that gateway listens (default "127.0.0.1:0"); a fixed address lets
+	// a process that replaces a killed replica serve its agents where they reconnect.
+	AgentAddr string
 	// PublishDeadline overrides the default publish deadline (24 h).
 	PublishDeadline time.Duration
 	// ApprovalDeadline overrides the default subscription approval deadline (7 days).
@@ -283,7 +286,11 @@ func New(t testing.TB, o Options) *Env {
 	settings := httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline}
 	if o.Agents != nil {
 		e.timing = *o.Agents
-		e.Replica = e.StartReplica(t, "127.0.0.1:0")
+		addr := o.AgentAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		e.Replica = e.StartReplica(t, addr)
 		hooks.Agents = e.Replica.Gateway
 		settings.SyncLimits = e.Replica.Gateway.SyncLimits()
 	}
