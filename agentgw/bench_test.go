@@ -370,9 +370,18 @@ func simHostname(target int) string { return "bench-r" + strconv.Itoa(target) }
 
 // startSimAgent runs an agent until close; first is called once, with the outcome of its first
 // attempt.
-func startSimAgent(addr, jwt, hostname string, ctr *fleetTarget, first func(error)) (*simAgent, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20))) // as agent.connectLoop dials
+func startSimAgent(addr, source, jwt, hostname string, ctr *fleetTarget, first func(error)) (*simAgent, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20))} // as agent.connectLoop dials
+	if source != "" {
+		// Loopback connections from one address to one server run out of ephemeral ports
+		// at about 14,000 here; each client process connects from an address of its own.
+		local := &net.TCPAddr{IP: net.ParseIP(source)}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{LocalAddr: local}).DialContext(ctx, "tcp", addr)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +567,7 @@ func (c *clientsChild) connect(req childReq) childResp {
 			t = req.Targets[i]
 		}
 		sem <- struct{}{}
-		a, err := startSimAgent(addrs[t], cred, simHostname(t), ctrs[t], func(err error) {
+		a, err := startSimAgent(addrs[t], req.Source, cred, simHostname(t), ctrs[t], func(err error) {
 			<-sem
 			if err != nil {
 				mu.Lock()
@@ -744,6 +753,7 @@ type childReq struct {
 	Addrs   []string `json:"addrs,omitempty"`
 	Targets []int    `json:"targets,omitempty"`
 	DBURL   string   `json:"db_url,omitempty"` // the database a replica child serves
+	Source  string   `json:"source,omitempty"` // the loopback address a clients child connects from
 }
 
 type childResp struct {

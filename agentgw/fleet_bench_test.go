@@ -73,6 +73,11 @@ import (
 	"github.com/imprun/imprun-server/models"
 )
 
+// phase says on stderr where a long run is (a benchmark's own output comes at its end).
+func phase(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "fleet %s: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
 // fdMargin is what a process keeps of its file limit for everything but agent sockets.
 const fdMargin = 1000
 
@@ -95,12 +100,11 @@ func (r *replicaChild) handle(req childReq) childResp {
 	switch req.Op {
 	case "start":
 		quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-		r.env = apitest.New(r.t, apitest.Options{DBURL: req.DBURL, Logger: quiet, AgentAddr: req.Addr,
+		// The pool as the api process configures it (database.max_open_conns, max_idle_conns),
+		// before the gateway listens: after a restart the agents are there at once.
+		r.env = apitest.New(r.t, apitest.Options{DBURL: req.DBURL, Logger: quiet, AgentAddr: req.Addr, MaxOpenConns: 20, MaxIdleConns: 20,
 			Agents:         &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
 			GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(nopSink{})}})
-		// The pool as the api process configures it (database.max_open_conns, max_idle_conns).
-		r.env.SQL.SetMaxOpenConns(20)
-		r.env.SQL.SetMaxIdleConns(10)
 		return childResp{Addr: r.env.Replica.Addr}
 	case "stats":
 		n := 0
@@ -210,6 +214,7 @@ func BenchmarkFleetReplicas(b *testing.B) {
 		creds = append(creds, tok)
 	}
 
+	phase("%d agents in the database, %d replicas, %d client processes", p.agents, p.replicas, p.clients)
 	clients := make([]*child, p.clients)
 	for i := range clients {
 		clients[i] = startChild(b, "clients")
@@ -326,7 +331,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	// Connect: every client process its share, all at once.
 	reqs := make([]childReq, p.clients)
 	for i := range reqs {
-		reqs[i] = childReq{Op: "connect", Addrs: addrs}
+		reqs[i] = childReq{Op: "connect", Addrs: addrs, Source: fmt.Sprintf("127.0.0.%d", 10+i)}
 	}
 	for i, cred := range creds {
 		c := p.clientOf(i)
@@ -341,6 +346,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	}
 	wg.Wait()
 	run.connect = time.Since(start)
+	phase("%s: fleet connected in %s", fs.name(), run.connect.Round(time.Millisecond))
 	for i, r := range conn {
 		if errs[i] != nil {
 			b.Fatal(errs[i])
@@ -380,6 +386,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	}
 
 	// Steady heartbeat.
+	phase("%s: steady window of %s", fs.name(), window)
 	g, isGateway := fs.(*gatewayFleet)
 	var x0, r0 int64
 	if isGateway {
@@ -420,6 +427,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	bs0 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	bpg0 := postgresCPU()
 	per, whole := fs.broadcast(b, p, servers)
+	phase("%s: broadcast acknowledged in %s", fs.name(), whole.Round(time.Millisecond))
 	bs1 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	run.broadcastPostgresCPU = postgresCPU() - bpg0
 	if isGateway {
@@ -434,6 +442,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 
 	// The storm of one replica: killed, started again where its agents reconnect.
 	run.replicas[0].storm = storm(b, p, fs, servers, addrs, clients, []int{0})
+	phase("%s: storm of one server: all back %s after listening", fs.name(), run.replicas[0].storm.all.Round(time.Millisecond))
 	if stormAll {
 		all := make([]int, p.replicas)
 		for i := range all {
@@ -442,6 +451,9 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 		run.stormAll, run.stormAllRan = storm(b, p, fs, servers, addrs, clients, all), true
 	}
 
+	if stormAll {
+		phase("%s: storm of all servers: all back %s after listening", fs.name(), run.stormAll.all.Round(time.Millisecond))
+	}
 	parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "disconnect"}) })
 	parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "quit"}) })
 	return run

@@ -203,6 +203,10 @@ type Options struct {
 	Hooks func(e *Env) httpapi.Hooks
 	// DBURL reuses an existing database instead of a fresh one.
 	DBURL string
+	// MaxOpenConns and MaxIdleConns size the env's pool before anything serves (zero: no
+	// limit and 20 idle); a benchmark whose agents connect the moment the gateway listens
+	// sizes it as the api does.
+	MaxOpenConns, MaxIdleConns int
 	// Agents starts the agent gateway (gRPC on loopback) with this presence timing; the zero
 	// value leaves the /v1/agent group closed.
 	Agents *AgentTiming
@@ -254,6 +258,10 @@ func New(t testing.TB, o Options) *Env {
 	// other one opened a new Postgres connection (a backend fork). Keep as many as the api's
 	// default pool (database.max_idle_conns).
 	e.SQL.SetMaxIdleConns(20)
+	if o.MaxIdleConns > 0 {
+		e.SQL.SetMaxIdleConns(o.MaxIdleConns)
+	}
+	e.SQL.SetMaxOpenConns(o.MaxOpenConns)
 	t.Cleanup(func() { e.SQL.Close() })
 	m, err := migrations.New(e.SQL)
 	must(t, err)
