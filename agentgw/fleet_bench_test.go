@@ -78,6 +78,9 @@ func phase(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "fleet %s: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
+// fleetGoal is the fleet of the issue: a smaller run extrapolates its figures to it.
+const fleetGoal = 100000
+
 // fdMargin is what a process keeps of its file limit for everything but agent sockets.
 const fdMargin = 1000
 
@@ -331,7 +334,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	// Connect: every client process its share, all at once.
 	reqs := make([]childReq, p.clients)
 	for i := range reqs {
-		reqs[i] = childReq{Op: "connect", Addrs: addrs, Source: fmt.Sprintf("127.0.0.%d", 10+i)}
+		reqs[i] = childReq{Op: "connect", Addrs: addrs, Source: fmt.Sprintf("127.0.%d", 10+i)}
 	}
 	for i, cred := range creds {
 		c := p.clientOf(i)
@@ -637,7 +640,7 @@ func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 		stormRows("all replicas restarted at once", gw.stormAll, bare.stormAll, p.agents)
 	}
 	fmt.Fprintf(&sb, "  %-40s %11.1f KB (client processes, per agent)\n", "client cost, for reference", gw.clientKBPerAgent)
-	if p.agents < p.asked {
+	if p.agents < max(p.asked, fleetGoal) {
 		writeExtrapolation(&sb, p, gw)
 	}
 	fmt.Print(sb.String())
@@ -654,14 +657,15 @@ func (r fleetRun) replicas0() replicaResult {
 // CPU and Postgres writes linearly in the agents a replica holds; broadcast and storm too,
 // which holds while a replica's time is spent per agent (it is: fan-out, acks, reconnects).
 func writeExtrapolation(sb *strings.Builder, p fleetPlan, gw fleetRun) {
-	per := float64(p.asked) / float64(p.replicas)
+	target := max(p.asked, fleetGoal)
+	per := float64(target) / float64(p.replicas)
 	held := mean(gw.replicas, func(r replicaResult) float64 { return float64(r.agents) })
 	f := per / held
 	rss := mean(gw.replicas, func(r replicaResult) float64 { return float64(r.rssBeforeKB)/1024 + r.rssPerAgentKB*per/1024 })
-	fmt.Fprintf(sb, "  extrapolated to %d agents (%.0f a replica; x%.2f of what each replica held here, linear in agents):\n", p.asked, per, f)
+	fmt.Fprintf(sb, "  extrapolated to %d agents (%.0f a replica; x%.2f of what each replica held here, linear in agents):\n", target, per, f)
 	fmt.Fprintf(sb, "    RSS a replica %.0f MB; CPU at steady heartbeat %.1f %% a replica; Postgres rows written %.0f /s, transactions %.0f /s\n",
-		rss, f*mean(gw.replicas, func(r replicaResult) float64 { return r.cpuPercent }), gw.pgRows*float64(p.asked)/float64(p.agents),
-		gw.pgXactPerSec*float64(p.asked)/float64(p.agents))
+		rss, f*mean(gw.replicas, func(r replicaResult) float64 { return r.cpuPercent }), gw.pgRows*float64(target)/float64(p.agents),
+		gw.pgXactPerSec*float64(target)/float64(p.agents))
 	slowest := slices.MaxFunc(gw.replicas, func(a, b replicaResult) int { return int(a.broadcast - b.broadcast) })
 	fmt.Fprintf(sb, "    broadcast %.1f s (slowest replica x%.2f); storm of one replica, all reconnected %.1f s from listening\n",
 		f*slowest.broadcast.Seconds(), f, f*gw.replicas[0].storm.all.Seconds())
