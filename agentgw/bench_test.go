@@ -374,8 +374,9 @@ func startSimAgent(addr, source, jwt, hostname string, ctr *fleetTarget, first f
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20))} // as agent.connectLoop dials
 	if source != "" {
-		// Loopback connections from one address to one server run out of ephemeral ports
-		// at about 14,000 here; each client process connects from an address of its own.
+		// Loopback connections from one address run out of ephemeral ports at about 14,000
+		// here (half the range); each client process connects to each server from an
+		// address of its own.
 		local := &net.TCPAddr{IP: net.ParseIP(source)}
 		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return (&net.Dialer{LocalAddr: local}).DialContext(ctx, "tcp", addr)
@@ -567,7 +568,11 @@ func (c *clientsChild) connect(req childReq) childResp {
 			t = req.Targets[i]
 		}
 		sem <- struct{}{}
-		a, err := startSimAgent(addrs[t], req.Source, cred, simHostname(t), ctrs[t], func(err error) {
+		source := ""
+		if req.Source != "" {
+			source = req.Source + "." + strconv.Itoa(t+1)
+		}
+		a, err := startSimAgent(addrs[t], source, cred, simHostname(t), ctrs[t], func(err error) {
 			<-sem
 			if err != nil {
 				mu.Lock()
@@ -753,7 +758,7 @@ type childReq struct {
 	Addrs   []string `json:"addrs,omitempty"`
 	Targets []int    `json:"targets,omitempty"`
 	DBURL   string   `json:"db_url,omitempty"` // the database a replica child serves
-	Source  string   `json:"source,omitempty"` // the loopback address a clients child connects from
+	Source  string   `json:"source,omitempty"` // 127.x.y: a clients child connects to target t from 127.x.y.(t+1)
 }
 
 type childResp struct {
