@@ -374,7 +374,10 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	}
 	time.Sleep(benchHeartbeat + 2*time.Second) // every agent has heartbeated once, heartbeats flushed
 	after := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats", GC: true}) })
-	cs := parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats", GC: true}) })
+	// Without the collections of settledRSS: at 76,000 agents the client processes stopped
+	// answering a request with GC in this session (not understood yet); the client cost is
+	// only for reference, garbage included.
+	cs := parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	var clientKB int64
 	for i, r := range cs {
 		clientKB += r.RSSKB - conn[i].RSSKBBefore
@@ -639,7 +642,7 @@ func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 	if gw.stormAllRan {
 		stormRows("all replicas restarted at once", gw.stormAll, bare.stormAll, p.agents)
 	}
-	fmt.Fprintf(&sb, "  %-40s %11.1f KB (client processes, per agent)\n", "client cost, for reference", gw.clientKBPerAgent)
+	fmt.Fprintf(&sb, "  %-40s %11.1f KB (client processes, per agent, garbage included)\n", "client cost, for reference", gw.clientKBPerAgent)
 	if p.agents < max(p.asked, fleetGoal) {
 		writeExtrapolation(&sb, p, gw)
 	}
