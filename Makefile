@@ -40,9 +40,9 @@ test: tools
 chaos: tools
 	IMPRUN_CHAOS=1 IMPRUN_CHAOS_N=$${CHAOS_N:-12} $(GO) test -count=1 -timeout 20m -run '^TestChaos$$' -v ./e2e
 
-## bench: Go benchmarks only, with allocation figures
+## bench: Go benchmarks only, with allocation figures (the replicated agent fleet alone takes about 10 minutes)
 bench: tools
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 ## build: every command under cmd/ into bin/imprun-<name>
 build:

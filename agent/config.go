@@ -74,9 +74,17 @@ type Config struct {
 
 	// DefaultHeartbeatInterval applies when the server does not set one (10 s when zero).
 	DefaultHeartbeatInterval time.Duration
-	// MinBackoff and MaxBackoff bound the reconnect backoff (0.5 s and 30 s when zero).
+	// MinBackoff and MaxBackoff bound the reconnect backoff (DefaultMinBackoff and
+	// DefaultMaxBackoff when zero).
 	MinBackoff, MaxBackoff time.Duration
 }
+
+// The reconnect backoff of an agent that does not set one. The server's fleet benchmark uses
+// the same values, so its connect storm is the one real agents make.
+const (
+	DefaultMinBackoff = 500 * time.Millisecond
+	DefaultMaxBackoff = 30 * time.Second
+)
 
 // Data planes.
 const (
@@ -188,10 +196,10 @@ func (c *Config) applyDefaults() {
 		c.DefaultHeartbeatInterval = 10 * time.Second
 	}
 	if c.MinBackoff <= 0 {
-		c.MinBackoff = 500 * time.Millisecond
+		c.MinBackoff = DefaultMinBackoff
 	}
 	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 30 * time.Second
+		c.MaxBackoff = DefaultMaxBackoff
 	}
 	if c.BatchWindow <= 0 {
 		c.BatchWindow = 20 * time.Millisecond

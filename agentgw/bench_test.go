@@ -75,10 +75,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/imprun/imprun-server/agent"
 	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/retry"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -345,56 +347,111 @@ func (nopSink) PassOn(context.Context, store.UnpassedResult) error { return nil 
 
 // ---- the simulated agent ----
 
-// simAgent is one agent on its own connection: it connects, heartbeats at the interval the
-// server asks for and acknowledges every command.
+// simAgent is one agent on its own connection, reconnecting as the reference agent does
+// (agent.connectLoop): one grpc.ClientConn with the agent's dial options for its whole life, a
+// new stream after every end, and between two attempts the agent's own backoff (retry.Backoff
+// with agent.DefaultMinBackoff and DefaultMaxBackoff, reset after a stream that connected; the
+// longest wait after Close{SUPERSEDED}). A stream sends ConnectRequest, heartbeats at the
+// interval the server asks for (the first at a random point of the first interval, so the
+// fleet is spread evenly) and acknowledges every command.
 type simAgent struct {
-	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func dialSimAgent(addr, jwt string, acked, live *atomic.Int64) (*simAgent, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// fleetTarget counts the agents of one server (target) a client process runs.
+type fleetTarget struct {
+	live, acked atomic.Int64
+}
+
+// simHostname is the hostname the agents of target i report: the gateway stores it in their
+// rows, so a delivery can be attributed to the replica its agent is connected to.
+func simHostname(target int) string { return "bench-r" + strconv.Itoa(target) }
+
+// startSimAgent runs an agent until close; first is called once, with the outcome of its first
+// attempt.
+func startSimAgent(addr, source, jwt, hostname string, ctr *fleetTarget, first func(error)) (*simAgent, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20))} // as agent.connectLoop dials
+	if source != "" {
+		// Loopback connections from one address run out of ephemeral ports at about 14,000
+		// here (half the range); each client process connects to each server from an
+		// address of its own.
+		local := &net.TCPAddr{IP: net.ParseIP(source)}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{LocalAddr: local}).DialContext(ctx, "tcp", addr)
+		}))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	fail := func(err error) (*simAgent, error) {
-		cancel()
-		conn.Close()
-		return nil, err
-	}
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(ctx)
+	a := &simAgent{cancel: cancel, done: make(chan struct{})}
+	var once sync.Once
+	report := func(err error) { once.Do(func() { first(err) }) }
+	go func() {
+		defer close(a.done)
+		defer conn.Close()
+		client := agentv1.NewAgentServiceClient(conn)
+		bo := retry.Backoff{Min: agent.DefaultMinBackoff, Max: agent.DefaultMaxBackoff}
+		for {
+			connected, superseded := simSession(ctx, client, jwt, hostname, ctr, report)
+			if ctx.Err() != nil {
+				return
+			}
+			if connected {
+				bo.Reset()
+			}
+			delay := bo.Next()
+			if superseded {
+				delay = agent.DefaultMaxBackoff
+			}
+			if !retry.Sleep(ctx, delay) {
+				return
+			}
+		}
+	}()
+	return a, nil
+}
+
+// simSession is one stream, from ConnectRequest to its end.
+func simSession(ctx context.Context, client agentv1.AgentServiceClient, jwt, hostname string, ctr *fleetTarget, report func(error)) (connected, superseded bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Connect(ctx)
 	if err != nil {
-		return fail(err)
+		report(err)
+		return false, false
 	}
-	req := &agentv1.ConnectRequest{AgentVersion: "bench", Hostname: "bench"}
+	req := &agentv1.ConnectRequest{AgentVersion: "bench", Hostname: hostname}
 	if jwt != "" {
 		req.Credential = &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}
 	}
-	if err := stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}); err != nil {
-		return fail(err)
-	}
-	timeout := time.AfterFunc(30*time.Second, cancel)
+	_ = stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}) // an error surfaces on Recv
 	first, err := stream.Recv()
-	timeout.Stop()
 	if err != nil {
-		return fail(err)
+		report(err)
+		return false, false
 	}
 	cr := first.GetConnectResponse()
 	if cr == nil {
-		return fail(fmt.Errorf("first message is not a ConnectResponse: %v", first))
+		report(fmt.Errorf("first message is not a ConnectResponse: %v", first))
+		return false, first.GetClose().GetReason() == agentv1.CloseReason_CLOSE_REASON_SUPERSEDED
 	}
 	interval := time.Duration(cr.GetHeartbeatIntervalSeconds()) * time.Second
 	if interval <= 0 {
 		interval = benchHeartbeat
 	}
-	a := &simAgent{conn: conn, cancel: cancel, done: make(chan struct{})}
+	ctr.live.Add(1)
+	defer ctr.live.Add(-1)
+	report(nil)
+
 	acks := make(chan string, 16)
-	live.Add(1)
+	var closeReason atomic.Int32
+	read := make(chan struct{})
 	go func() { // the only reader
-		defer close(a.done)
-		defer live.Add(-1)
+		defer close(read)
 		defer cancel()
 		for {
 			m, err := stream.Recv()
@@ -410,6 +467,7 @@ func dialSimAgent(addr, jwt string, acked, live *atomic.Int64) (*simAgent, error
 			case *agentv1.ServerMessage_DeployCommand:
 				id = p.DeployCommand.GetCommandId()
 			case *agentv1.ServerMessage_Close:
+				closeReason.Store(int32(p.Close.GetReason()))
 				return
 			}
 			if id != "" {
@@ -421,94 +479,148 @@ func dialSimAgent(addr, jwt string, acked, live *atomic.Int64) (*simAgent, error
 			}
 		}
 	}()
-	go func() { // the only writer
-		beat := time.NewTimer(rand.N(interval))
-		defer beat.Stop()
-		for {
-			var msg *agentv1.AgentMessage
-			select {
-			case <-ctx.Done():
-				return
-			case <-beat.C:
-				beat.Reset(interval)
-				msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now()}}}
-			case id := <-acks:
-				msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_CommandAck{CommandAck: &agentv1.CommandAck{CommandId: id, Success: true}}}
-			}
-			if err := stream.Send(msg); err != nil {
-				return
-			}
-			if msg.GetCommandAck() != nil {
-				acked.Add(1)
-			}
+	defer func() { <-read }()
+	beat := time.NewTimer(rand.N(interval))
+	defer beat.Stop()
+	for { // the only writer
+		var msg *agentv1.AgentMessage
+		select {
+		case <-ctx.Done():
+			return true, agentv1.CloseReason(closeReason.Load()) == agentv1.CloseReason_CLOSE_REASON_SUPERSEDED
+		case <-beat.C:
+			beat.Reset(interval)
+			msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now()}}}
+		case id := <-acks:
+			msg = &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_CommandAck{CommandAck: &agentv1.CommandAck{CommandId: id, Success: true}}}
 		}
-	}()
-	return a, nil
+		if err := stream.Send(msg); err != nil {
+			cancel()
+			continue // the reader ends; ctx.Done above returns
+		}
+		if msg.GetCommandAck() != nil {
+			ctr.acked.Add(1)
+		}
+	}
 }
 
 func (a *simAgent) close() {
 	a.cancel()
 	<-a.done
-	a.conn.Close()
 }
 
-// clientsChild runs the agents.
+// clientsChild runs agents for one or more servers (targets).
 type clientsChild struct {
-	agents []*simAgent
-	acked  atomic.Int64
-	live   atomic.Int64
+	agents  []*simAgent
+	targets []*fleetTarget
 }
 
 func newClientsChild() *clientsChild { return &clientsChild{} }
 
+func (c *clientsChild) target(i int) *fleetTarget {
+	for len(c.targets) <= i {
+		c.targets = append(c.targets, &fleetTarget{})
+	}
+	return c.targets[i]
+}
+
 func (c *clientsChild) handle(req childReq) childResp {
 	switch req.Op {
 	case "connect":
-		before := settledRSS()
-		start := time.Now()
-		var (
-			mu       sync.Mutex
-			firstErr error
-			failed   int
-			wg       sync.WaitGroup
-		)
-		sem := make(chan struct{}, 64)
-		for _, cred := range req.Creds {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				var a *simAgent
-				var err error
-				for attempt := 0; attempt < 3; attempt++ {
-					if a, err = dialSimAgent(req.Addr, cred, &c.acked, &c.live); err == nil {
-						break
-					}
-					time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					failed++
-					if firstErr == nil {
-						firstErr = err
-					}
-					return
-				}
-				c.agents = append(c.agents, a)
-			}()
+		return c.connect(req)
+	case "disconnect":
+		var wg sync.WaitGroup
+		for _, a := range c.agents {
+			wg.Go(a.close)
 		}
 		wg.Wait()
-		r := childResp{Connected: len(c.agents), Failed: failed, Elapsed: time.Since(start), RSSKBBefore: before}
-		if firstErr != nil {
-			r.FirstErr = firstErr.Error()
-		}
-		return r
+		c.agents = nil
+		return c.stats(false)
 	case "stats":
-		return statsResp(req.GC, int(c.live.Load()), c.acked.Load())
+		return c.stats(req.GC)
 	}
 	return childResp{Err: "unknown op " + req.Op}
+}
+
+// connect starts one agent per credential (Targets[i] says which of Addrs it connects to; all
+// go to Addr when there are no Addrs) and waits until every one is connected once, or a
+// minute passed since the last one got in. At most 64 first attempts are in flight: a fleet
+// that comes up is not a storm.
+func (c *clientsChild) connect(req childReq) childResp {
+	addrs := req.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{req.Addr}
+	}
+	ctrs := make([]*fleetTarget, len(addrs))
+	for i := range addrs {
+		ctrs[i] = c.target(i)
+	}
+	live0 := c.live()
+	before := settledRSS()
+	start := time.Now()
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, 64)
+	for i, cred := range req.Creds {
+		t := 0
+		if len(req.Targets) > i {
+			t = req.Targets[i]
+		}
+		sem <- struct{}{}
+		source := ""
+		if req.Source != "" {
+			source = req.Source + "." + strconv.Itoa(t+1)
+		}
+		a, err := startSimAgent(addrs[t], source, cred, simHostname(t), ctrs[t], func(err error) {
+			<-sem
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+		if err != nil {
+			return childResp{Err: err.Error()}
+		}
+		c.agents = append(c.agents, a)
+	}
+	want := live0 + int64(len(req.Creds))
+	last, lastLive := time.Now(), c.live()
+	for c.live() < want && time.Since(last) < time.Minute {
+		time.Sleep(20 * time.Millisecond)
+		if l := c.live(); l != lastLive {
+			last, lastLive = time.Now(), l
+		}
+	}
+	r := childResp{Connected: int(c.live() - live0), Failed: int(want - c.live()), Elapsed: time.Since(start), RSSKBBefore: before}
+	if firstErr != nil && r.Failed > 0 {
+		r.FirstErr = firstErr.Error()
+	}
+	return r
+}
+
+func (c *clientsChild) live() int64 {
+	var n int64
+	for _, t := range c.targets {
+		n += t.live.Load()
+	}
+	return n
+}
+
+func (c *clientsChild) stats(gc bool) childResp {
+	var acked int64
+	r := childResp{}
+	for _, t := range c.targets {
+		acked += t.acked.Load()
+		r.LiveBy = append(r.LiveBy, t.live.Load())
+		r.AckedBy = append(r.AckedBy, t.acked.Load())
+	}
+	s := statsResp(gc, int(c.live()), acked)
+	s.LiveBy, s.AckedBy = r.LiveBy, r.AckedBy
+	return s
 }
 
 // ---- the bare grpc-go server ----
@@ -582,7 +694,15 @@ func (b *bareServer) Connect(stream agentv1.AgentService_ConnectServer) error {
 func (b *bareServer) handle(req childReq) childResp {
 	switch req.Op {
 	case "listen":
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr := req.Addr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		ln, err := net.Listen("tcp", addr)
+		for i := 0; err != nil && i < 50; i++ { // a restarted server's port may take a moment to free
+			time.Sleep(100 * time.Millisecond)
+			ln, err = net.Listen("tcp", addr)
+		}
 		if err != nil {
 			return childResp{Err: err.Error()}
 		}
@@ -633,6 +753,12 @@ type childReq struct {
 	Addr  string   `json:"addr,omitempty"`
 	Creds []string `json:"creds,omitempty"` // one agent each; "" connects without a credential (bare server)
 	GC    bool     `json:"gc,omitempty"`    // read RSS after a full GC and returning freed memory
+	// Addrs and Targets spread the agents of a connect over several servers: agent i connects
+	// to Addrs[Targets[i]].
+	Addrs   []string `json:"addrs,omitempty"`
+	Targets []int    `json:"targets,omitempty"`
+	DBURL   string   `json:"db_url,omitempty"` // the database a replica child serves
+	Source  string   `json:"source,omitempty"` // 127.x.y: a clients child connects to target t from 127.x.y.(t+1)
 }
 
 type childResp struct {
@@ -651,6 +777,9 @@ type childResp struct {
 	Goroutines  int           `json:"goroutines,omitempty"`
 	StackKB     int64         `json:"stack_kb,omitempty"`
 	HeapKB      int64         `json:"heap_kb,omitempty"`
+	// Per target of a clients child: agents connected, commands acknowledged.
+	LiveBy  []int64 `json:"live_by,omitempty"`
+	AckedBy []int64 `json:"acked_by,omitempty"`
 }
 
 func statsResp(gc bool, streams int, acked int64) childResp {
@@ -672,11 +801,12 @@ func memInUse() (stackKB, heapKB int64) {
 	return int64(ms.StackInuse >> 10), int64(ms.HeapInuse >> 10)
 }
 
-// runChild serves requests from the benchmark on stdin/stdout until "quit" or EOF.
+// runChild serves requests from the benchmark on stdin until "quit" or EOF, answering on
+// file descriptor 3 (stdout belongs to whatever else the child prints, a test's PASS line).
 func runChild(handle func(childReq) childResp) int {
 	raiseFDLimit()
 	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
-	enc := json.NewEncoder(os.Stdout)
+	enc := json.NewEncoder(os.NewFile(3, "bench-responses"))
 	for {
 		var req childReq
 		if err := dec.Decode(&req); err != nil {
@@ -693,53 +823,73 @@ func runChild(handle func(childReq) childResp) int {
 }
 
 type child struct {
+	mode  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	enc   *json.Encoder
 	dec   *json.Decoder
 	mu    sync.Mutex
-	done  bool
+	ended chan struct{} // closed once the process was waited for
 }
 
-func startChild(b *testing.B, mode string) *child {
+// startChild starts this test binary as a child process of the benchmark in mode; args are
+// its test flags (a child that runs as a test needs -test.run).
+func startChild(b *testing.B, mode string, args ...string) *child {
 	b.Helper()
-	cmd := exec.Command(os.Args[0])
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode)
+	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	must(b, err)
-	stdout, err := cmd.StdoutPipe()
+	pr, pw, err := os.Pipe()
 	must(b, err)
+	cmd.ExtraFiles = []*os.File{pw}
 	must(b, cmd.Start())
-	c := &child{cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), dec: json.NewDecoder(bufio.NewReader(stdout))}
+	pw.Close()
+	c := &child{mode: mode, cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), dec: json.NewDecoder(bufio.NewReader(pr)), ended: make(chan struct{})}
+	go func() { _ = cmd.Wait(); pr.Close(); close(c.ended) }()
 	b.Cleanup(func() {
 		_ = stdin.Close()
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
 		select {
-		case <-exited:
+		case <-c.ended:
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-c.ended
 		}
 	})
 	return c
 }
 
-func (c *child) do(b *testing.B, req childReq) childResp {
-	b.Helper()
+// kill ends the child with SIGKILL, as a crashed or OOM-killed replica ends.
+func (c *child) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.ended
+}
+
+// call sends req and returns the answer; it may be used from any goroutine.
+func (c *child) call(req childReq) (childResp, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.enc.Encode(req); err != nil {
-		b.Fatalf("bench child %s: %v", req.Op, err)
+		return childResp{}, fmt.Errorf("bench child %s %s: %w", c.mode, req.Op, err)
 	}
 	var r childResp
 	if err := c.dec.Decode(&r); err != nil {
-		b.Fatalf("bench child %s: %v", req.Op, err)
+		return childResp{}, fmt.Errorf("bench child %s %s: %w", c.mode, req.Op, err)
 	}
 	if r.Err != "" && req.Op != "broadcast" {
-		b.Fatalf("bench child %s: %s", req.Op, r.Err)
+		return r, fmt.Errorf("bench child %s %s: %s", c.mode, req.Op, r.Err)
+	}
+	return r, nil
+}
+
+func (c *child) do(b *testing.B, req childReq) childResp {
+	b.Helper()
+	r, err := c.call(req)
+	if err != nil {
+		b.Fatal(err)
 	}
 	return r
 }

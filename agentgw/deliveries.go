@@ -39,8 +39,8 @@ type deliveryKey struct{ command, agent uuid.UUID }
 const sentHold = 2 * time.Second
 
 const (
-	// deliveryBatch bounds the rows of one statement (store.WriteDeliveries binds 7
-	// parameters a row; Postgres allows 65,535).
+	// deliveryBatch bounds the rows of one statement (one transaction's row locks, and
+	// how long the next batch waits behind it).
 	deliveryBatch = 5000
 	// deliveryDelay is how long a record may wait for others to share its statement.
 	deliveryDelay = 5 * time.Millisecond

@@ -140,7 +140,7 @@ func (g *Gateway) repair(ctx context.Context, s *session, cs syncstate.ClusterSy
 // missing publishes or credentials (a wiped state directory) gets the cluster's whole desired
 // set first (repairs sort before ordinary commands).
 func (g *Gateway) repairOnConnect(ctx context.Context, s *session) {
-	in, err := g.store.ClusterSyncInputs(ctx, s.clusterID)
+	in, err := g.store.AgentSyncInputs(ctx, s.clusterID, s.agentID)
 	if err != nil {
 		return
 	}

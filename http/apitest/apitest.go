@@ -240,9 +240,16 @@ type Options struct {
 	Hooks func(e *Env) httpapi.Hooks
 	// DBURL reuses an existing database instead of a fresh one.
 	DBURL string
+	// MaxOpenConns and MaxIdleConns size the env's pool before anything serves (zero: no
+	// limit and 20 idle); a benchmark whose agents connect the moment the gateway listens
+	// sizes it as the api does.
+	MaxOpenConns, MaxIdleConns int
 	// Agents starts the agent gateway (gRPC on loopback) with this presence timing; the zero
 	// value leaves the /v1/agent group closed.
 	Agents *AgentTiming
+	// AgentAddr is where that gateway listens (default "127.0.0.1:0"); a fixed address lets
+	// a process that replaces a killed replica serve its agents where they reconnect.
+	AgentAddr string
 	// PublishDeadline overrides the default publish deadline (24 h).
 	PublishDeadline time.Duration
 	// ApprovalDeadline overrides the default subscription approval deadline (7 days).
@@ -288,6 +295,10 @@ func New(t testing.TB, o Options) *Env {
 	// other one opened a new Postgres connection (a backend fork). Keep as many as the api's
 	// default pool (database.max_idle_conns).
 	e.SQL.SetMaxIdleConns(20)
+	if o.MaxIdleConns > 0 {
+		e.SQL.SetMaxIdleConns(o.MaxIdleConns)
+	}
+	e.SQL.SetMaxOpenConns(o.MaxOpenConns)
 	t.Cleanup(func() { e.SQL.Close() })
 	m, err := migrations.New(e.SQL)
 	must(t, err)
@@ -320,7 +331,11 @@ func New(t testing.TB, o Options) *Env {
 	settings := httpapi.Settings{TaskQueue: e.TaskQueue, PublishDeadline: o.PublishDeadline, ApprovalDeadline: o.ApprovalDeadline}
 	if o.Agents != nil {
 		e.timing = *o.Agents
-		e.Replica = e.StartReplica(t, "127.0.0.1:0")
+		addr := o.AgentAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		e.Replica = e.StartReplica(t, addr)
 		hooks.Agents = e.Replica.Gateway
 		settings.SyncLimits = e.Replica.Gateway.SyncLimits()
 	}

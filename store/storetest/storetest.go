@@ -567,6 +567,25 @@ func (d *DB) CountDeliveries(t testing.TB, commandID uuid.UUID, status string) i
 	return n
 }
 
+// DeliveriesByHostname counts a command's deliveries in status by the hostname of the agent
+// they went to (the fleet benchmark names its agents by the replica they connect to).
+func (d *DB) DeliveriesByHostname(t testing.TB, commandID uuid.UUID, status string) map[string]int {
+	t.Helper()
+	rows, err := d.sql.Query(`SELECT a.hostname, count(*) FROM agent_command_deliveries d JOIN agents a ON a.id = d.agent_id
+		WHERE d.command_id = $1 AND d.status = $2 GROUP BY a.hostname`, commandID, status)
+	require.NoError(t, err)
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var host string
+		var n int
+		require.NoError(t, rows.Scan(&host, &n))
+		out[host] = n
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
 // CredentialDelivery is one credential command and (when it has one) a delivery of it.
 type CredentialDelivery struct {
 	Kind, ClusterID string
