@@ -299,7 +299,7 @@ func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, cl
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	a, err := g.store.GetAgent(ctx, vt.AgentID)
+	a, err := g.store.AgentToken(ctx, vt.AgentID)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, fmt.Errorf("agent %s: %w", vt.AgentID, err)
 	}
@@ -309,5 +309,5 @@ func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, cl
 	if a.TokenGeneration != vt.Generation || a.ClusterID != vt.ClusterID {
 		return uuid.Nil, uuid.Nil, errors.New("agent jwt of a retired generation")
 	}
-	return a.ID, a.ClusterID, nil
+	return vt.AgentID, a.ClusterID, nil
 }

@@ -349,7 +349,11 @@ type benchStack struct {
 func newBenchStack(b *testing.B, agents int) *benchStack {
 	b.Helper()
 	var stmts *storetest.StatementCounts
-	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: timing, Hooks: func(e *apitest.Env) httpapi.Hooks {
+	// The production timing (agent.heartbeat_interval and presence_flush_interval), not the
+	// e2e tests' 1 s heartbeat and 200 ms flush: those ten times faster loops (heartbeat
+	// flushes, the drift check every heartbeat) are a load a deployed api does not carry.
+	prod := &apitest.AgentTiming{HeartbeatInterval: 10 * time.Second, MissedHeartbeats: 3, FlushInterval: 2 * time.Second}
+	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: prod, Hooks: func(e *apitest.Env) httpapi.Hooks {
 		if os.Getenv("IMPRUN_BENCH_TRACE") != "" {
 			stmts = e.DB.CountStatements() // before the API serves a request
 		}

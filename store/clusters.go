@@ -148,6 +148,28 @@ func (s *Store) ListAgents(ctx context.Context, f AgentFilter, p Page) ([]models
 	return page[models.Agent](q, "agents", p)
 }
 
+// AgentTokenState is what an agent JWT is checked against on every request: the agent's
+// status, cluster and current token generation.
+type AgentTokenState struct {
+	Status          string
+	ClusterID       uuid.UUID
+	TokenGeneration int
+}
+
+// AgentToken returns an agent's AgentTokenState from its row alone (GetAgent derives the shown
+// heartbeat from the replica leases, which an authentication does not need).
+func (s *Store) AgentToken(ctx context.Context, id uuid.UUID) (AgentTokenState, error) {
+	var st AgentTokenState
+	res := s.db(ctx).Raw(`SELECT status, cluster_id, token_generation FROM agents WHERE id = ?`, id).Scan(&st)
+	if res.Error != nil {
+		return st, res.Error
+	}
+	if res.RowsAffected == 0 {
+		return st, ErrNotFound
+	}
+	return st, nil
+}
+
 // GetAgent returns one agent.
 func (s *Store) GetAgent(ctx context.Context, id uuid.UUID) (models.Agent, error) {
 	var a models.Agent
