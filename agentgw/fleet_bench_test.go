@@ -9,10 +9,11 @@ package agentgw_test
 // agent does, so a replica holds one socket per agent; a process can hold at most
 // RLIMIT_NOFILE descriptors, and on the reference machine that is 20,000 (soft = hard, and the
 // container does not let the harness raise it). So a replica holds at most limit - 1,000
-// agents (the rest is its Postgres pool, listeners and logs), and the default run is the
-// largest fleet that fits: replicas x (limit - 1,000), 76,000 on four replicas there. The run
-// prints the cap and why, and the per-agent figures extrapolated to the fleet that was asked
-// for (linear in the agents a replica holds). Memory is checked too (MemAvailable against
+// agents (the rest is its Postgres pool, listeners and logs): the largest fleet that fits is
+// replicas x (limit - 1,000), 76,000 on four replicas there (IMPRUN_BENCH_AGENTS=100000 runs
+// it; on a 2-core machine it did not finish within 30 minutes, so the default is 20,000,
+// about 4 minutes). The run prints the cap and why, and the per-agent
+// figures extrapolated to 100,000 (linear in the agents a replica holds). Memory is checked too (MemAvailable against
 // what a run of this size needs) and caps the fleet further when it is the tighter limit.
 //
 // Method
@@ -47,7 +48,7 @@ package agentgw_test
 // printed at start and end: the machine may be shared.
 //
 // Run: go test -run '^$' -bench BenchmarkFleetReplicas -benchtime 1x -timeout 30m ./agentgw/
-// Knobs: IMPRUN_BENCH_REPLICAS (default 4), IMPRUN_BENCH_AGENTS (default 100000, capped to
+// Knobs: IMPRUN_BENCH_REPLICAS (default 4), IMPRUN_BENCH_AGENTS (default 20000, capped to
 // what fits), IMPRUN_BENCH_CLIENTS (client processes; default the number needed, at least
 // the replicas), IMPRUN_BENCH_WINDOW (default 10s), IMPRUN_BENCH_SKIP_BARE=1 (no floor),
 // IMPRUN_BENCH_STORM_ALL=0 (no storm of all replicas at once).
@@ -128,7 +129,7 @@ type fleetPlan struct {
 }
 
 func planFleet(b *testing.B) fleetPlan {
-	p := fleetPlan{replicas: envInt("IMPRUN_BENCH_REPLICAS", 4), asked: envInt("IMPRUN_BENCH_AGENTS", 100000)}
+	p := fleetPlan{replicas: envInt("IMPRUN_BENCH_REPLICAS", 4), asked: envInt("IMPRUN_BENCH_AGENTS", 20000)}
 	limit := int(raiseFDLimit())
 	perProcess := limit - fdMargin
 	p.agents = p.asked
