@@ -12,8 +12,8 @@ package agentgw_test
 // agents (the rest is its Postgres pool, listeners and logs): the largest fleet that fits is
 // replicas x (limit - 1,000), 76,000 on four replicas there (IMPRUN_BENCH_AGENTS=100000 runs
 // it; on a 2-core machine it did not finish within 30 minutes, so the default is 20,000,
-// about 4 minutes). The run prints the cap and why, and the per-agent
-// figures extrapolated to 100,000 (linear in the agents a replica holds). Memory is checked too (MemAvailable against
+// about 4 minutes). The run prints the cap and why, and the per-agent figures extrapolated to
+// 100,000 (linear in the agents a replica holds). Memory is checked too (MemAvailable against
 // what a run of this size needs) and caps the fleet further when it is the tighter limit.
 //
 // Method
