@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"syscall"
 )
 
 // stateLog persists a map as an append-only file of JSON lines, one change per line: a put
@@ -172,6 +173,15 @@ func (l *stateLog) put(key string, v any) error {
 	line, err := json.Marshal(ll)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", l.path, err)
+	}
+	// A file removed under the agent (its state directory wiped) would take appends and
+	// keep nothing: write the map to path again first, or fail as a rewrite would have.
+	if fi, err := l.f.Stat(); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 0 {
+			if err := l.compact(); err != nil {
+				return err
+			}
+		}
 	}
 	if _, err := l.f.Write(append(line, '\n')); err != nil {
 		return fmt.Errorf("write %s: %w", l.path, err)

@@ -120,3 +120,27 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// A log whose file was removed under the agent (the state directory wiped while it runs) is
+// written to its path again rather than into the removed file; without the directory the
+// change fails, as any write of the state would.
+func TestStateLogRemovedFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "applied.log")
+	m := map[string]*AppliedPublish{}
+	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
+	require.NoError(t, err)
+	defer l.close()
+	a := &AppliedPublish{PublishID: "p1", Revision: 1}
+	require.NoError(t, l.put("p1", a))
+	m["p1"] = a
+	require.NoError(t, os.Remove(path))
+	require.NoError(t, l.put("p2", &AppliedPublish{PublishID: "p2", Revision: 2}))
+	got := map[string]*AppliedPublish{}
+	_, err = openStateLog(path, filepath.Join(dir, "applied.json"), got)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"p1", "p2"}, keys(got))
+
+	require.NoError(t, os.RemoveAll(dir))
+	require.Error(t, l.put("p3", &AppliedPublish{PublishID: "p3"}))
+}
