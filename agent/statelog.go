@@ -55,21 +55,22 @@ func openStateLog[V any](path, legacy string, m map[string]V) (*stateLog, error)
 	case err != nil:
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	torn, err := l.replay(data, func(ll logLine) error { return applyLine(m, ll) })
+	rewrite, err := l.replay(data, func(ll logLine) error { return applyLine(m, ll) })
 	if err != nil {
 		return nil, err
 	}
 	// A legacy file left by a crash between writing the log and removing it is stale.
 	_ = os.Remove(legacy)
-	if torn {
+	if rewrite {
 		return l, l.compact() // the next append starts on a line of its own
 	}
 	return l, l.open()
 }
 
-// replay applies the lines of data in order. A last line cut short by a crash is skipped
-// (torn); any other line that does not decode is an error.
-func (l *stateLog) replay(data []byte, apply func(logLine) error) (torn bool, err error) {
+// replay applies the lines of data in order. A last line cut short by a crash is skipped; any
+// other line that does not decode is an error. rewrite says the file does not end in a newline,
+// so it must be rewritten before it is appended to.
+func (l *stateLog) replay(data []byte, apply func(logLine) error) (rewrite bool, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64*1024), 64<<20)
 	complete := len(data) > 0 && data[len(data)-1] == '\n'
@@ -83,8 +84,7 @@ func (l *stateLog) replay(data []byte, apply func(logLine) error) (torn bool, er
 		}
 		if err != nil {
 			if last && !complete {
-				torn = true
-				return nil
+				return nil // torn by a crash mid-append: that change was never acknowledged
 			}
 			return fmt.Errorf("decode %s line %d: %w", l.path, n+1, err)
 		}
@@ -108,7 +108,8 @@ func (l *stateLog) replay(data []byte, apply func(logLine) error) (torn bool, er
 		}
 	}
 	l.lines = n
-	return torn || (!complete && len(data) > 0), nil
+	// A last line without its newline, torn or whole, would have the next append glued to it.
+	return len(data) > 0 && !complete, nil
 }
 
 func applyLine[V any](m map[string]V, ll logLine) error {

@@ -82,6 +82,7 @@ import (
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/retry"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/testharness"
 )
 
 const benchChildEnv = "IMPRUN_BENCH_CHILD"
@@ -111,7 +112,7 @@ func BenchmarkAgentFleet(b *testing.B) {
 	b.Logf("agent fleet: %d agents, each its own grpc.ClientConn in a client process; heartbeat %s; window %s; RLIMIT_NOFILE %d",
 		n, benchHeartbeat, window, limit)
 
-	load0 := loadAverage()
+	load0 := testharness.LoadAverage()
 	var bare fleetResult
 	if os.Getenv("IMPRUN_BENCH_SKIP_BARE") == "" {
 		bare = benchBare(b, n, window)
@@ -129,7 +130,7 @@ func BenchmarkAgentFleet(b *testing.B) {
 
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nagent fleet, %d agents (each its own connection), heartbeat %s, %d CPUs, load average %s at start, %s at end\n",
-		n, benchHeartbeat, runtime.NumCPU(), load0, loadAverage())
+		n, benchHeartbeat, runtime.NumCPU(), load0, testharness.LoadAverage())
 	fmt.Fprintf(&sb, "  %-34s %14s %14s %8s\n", "", "agent gateway", "bare grpc-go", "ratio")
 	row := func(name, unit string, g, r float64) {
 		ratio := "-"
@@ -278,11 +279,11 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		s.xact, s.rows = env.DB.Writes(b)
 		return s
 	}
-	cl0, pgc0 := clients.do(b, childReq{Op: "stats"}), postgresCPU()
-	pg0, cpu0, t0 := readPG(), processCPU(), time.Now()
+	cl0, pgc0 := clients.do(b, childReq{Op: "stats"}), testharness.Postgres(b).CPU()
+	pg0, cpu0, t0 := readPG(), testharness.SelfCPU(), time.Now()
 	time.Sleep(window)
-	pg1, cpu1, t1 := readPG(), processCPU(), time.Now()
-	cl1, pgc1 := clients.do(b, childReq{Op: "stats"}), postgresCPU()
+	pg1, cpu1, t1 := readPG(), testharness.SelfCPU(), time.Now()
+	cl1, pgc1 := clients.do(b, childReq{Op: "stats"}), testharness.Postgres(b).CPU()
 	secs := t1.Sub(t0).Seconds()
 	if live := gw.SessionCount(); live != n {
 		b.Fatalf("only %d of %d agents still connected after the window", live, n)
@@ -290,7 +291,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 
 	// Broadcast: one command to the cluster, acknowledged by every agent.
 	var total, totalSent time.Duration
-	bcl0, bpg0, bcpu0 := clients.do(b, childReq{Op: "stats"}), postgresCPU(), processCPU()
+	bcl0, bpg0, bcpu0 := clients.do(b, childReq{Op: "stats"}), testharness.Postgres(b).CPU(), testharness.SelfCPU()
 	for i := 0; i < b.N; i++ {
 		acked0 := clients.do(b, childReq{Op: "stats"}).Acked
 		cmd := models.AgentCommand{ClusterID: clusterID, Kind: models.CommandCredentialUpsert, Priority: models.PriorityNormal,
@@ -321,7 +322,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		}
 		totalSent += sent
 	}
-	bcl1, bpg1, bcpu1 := clients.do(b, childReq{Op: "stats"}), postgresCPU(), processCPU()
+	bcl1, bpg1, bcpu1 := clients.do(b, childReq{Op: "stats"}), testharness.Postgres(b).CPU(), testharness.SelfCPU()
 	clients.do(b, childReq{Op: "quit"})
 	return fleetResult{
 		rssPerAgentKB:      float64(rss1-rss0) / float64(n),
@@ -790,7 +791,7 @@ func statsResp(gc bool, streams int, acked int64) childResp {
 		rss = readRSS()
 	}
 	stack, heap := memInUse()
-	return childResp{Streams: streams, Acked: acked, RSSKB: rss, CPU: processCPU(), At: time.Now(), Goroutines: runtime.NumGoroutine(),
+	return childResp{Streams: streams, Acked: acked, RSSKB: rss, CPU: testharness.SelfCPU(), At: time.Now(), Goroutines: runtime.NumGoroutine(),
 		StackKB: stack, HeapKB: heap}
 }
 
@@ -928,69 +929,6 @@ func settledRSS() int64 {
 	}
 	debug.FreeOSMemory()
 	return readRSS()
-}
-
-// processCPU is the user+system CPU time of this process so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// postgresCPU is the CPU time of the harness's PostgreSQL: the postmaster this process started
-// and its backends (other PostgreSQL servers on the machine are not counted).
-func postgresCPU() time.Duration {
-	type proc struct {
-		ppid  int
-		ticks int64
-	}
-	procs := map[int]proc{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		open, end := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
-		if open < 0 || end < open || string(b[open+1:end]) != "postgres" {
-			continue
-		}
-		f := strings.Fields(string(b[end+1:])) // f[0] is field 3 (state)
-		if len(f) < 13 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		procs[pid] = proc{ppid: ppid, ticks: ut + st}
-	}
-	var ticks int64
-	for pid, p := range procs {
-		if p.ppid == os.Getpid() {
-			ticks += p.ticks
-			for _, c := range procs {
-				if c.ppid == pid {
-					ticks += c.ticks
-				}
-			}
-		}
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
-}
-
-// loadAverage is the 1-minute load average: other work on the machine skews every figure.
-func loadAverage() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }
 
 // raiseFDLimit raises the soft RLIMIT_NOFILE as far as allowed and returns it.

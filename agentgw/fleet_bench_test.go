@@ -72,6 +72,7 @@ import (
 	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/testharness"
 )
 
 // phase says on stderr where a long run is (a benchmark's own output comes at its end).
@@ -202,7 +203,7 @@ func BenchmarkFleetReplicas(b *testing.B) {
 	p := planFleet(b)
 	window := envDuration("IMPRUN_BENCH_WINDOW", 10*time.Second)
 	stormAll := os.Getenv("IMPRUN_BENCH_STORM_ALL") != "0"
-	load0 := loadAverage()
+	load0 := testharness.LoadAverage()
 	b.Logf("fleet: %d agents on %d replicas, %d client processes", p.agents, p.replicas, p.clients)
 
 	// The database, the agents and their JWTs: built once, served by every replica.
@@ -399,13 +400,13 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	if isGateway {
 		x0, r0 = g.env.DB.Writes(b)
 	}
-	pg0 := postgresCPU()
+	pg0 := testharness.Postgres(b).CPU()
 	s0 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	c0 := parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	time.Sleep(window)
 	s1 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	c1 := parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
-	pg1 := postgresCPU()
+	pg1 := testharness.Postgres(b).CPU()
 	if isGateway {
 		x1, r1 := g.env.DB.Writes(b)
 		secs := s1[0].At.Sub(s0[0].At).Seconds()
@@ -432,11 +433,11 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 		bx0, _ = g.env.DB.Writes(b)
 	}
 	bs0 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
-	bpg0 := postgresCPU()
+	bpg0 := testharness.Postgres(b).CPU()
 	per, whole := fs.broadcast(b, p, servers)
 	phase("%s: broadcast acknowledged in %s", fs.name(), whole.Round(time.Millisecond))
 	bs1 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
-	run.broadcastPostgresCPU = postgresCPU() - bpg0
+	run.broadcastPostgresCPU = testharness.Postgres(b).CPU() - bpg0
 	if isGateway {
 		bx1, _ := g.env.DB.Writes(b)
 		run.broadcastPGXacts = bx1 - bx0
@@ -578,7 +579,7 @@ func memAvailableKB() int64 {
 func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nagent fleet on %d api replicas (each its own process): %d agents, each its own connection; %d client processes; heartbeat %s; %d CPUs; load average %s at start, %s at end\n",
-		p.replicas, p.agents, p.clients, benchHeartbeat, runtime.NumCPU(), load0, loadAverage())
+		p.replicas, p.agents, p.clients, benchHeartbeat, runtime.NumCPU(), load0, testharness.LoadAverage())
 	if p.capReason != "" {
 		fmt.Fprintf(&sb, "  %d agents asked for, %d run: %s\n", p.asked, p.agents, p.capReason)
 	}

@@ -119,8 +119,8 @@ func TestIdleAgentsWriteOnlyTheLease(t *testing.T) {
 	fleet := connectFleet(t, f, r, 20)
 	time.Sleep(timing.HeartbeatInterval + timing.FlushInterval) // every agent has heartbeated
 	before := rowVersions(t, f.env, fleet)
-	lease, err := f.env.Store.Lease(context.Background(), r.Gateway.ReplicaID())
-	require.NoError(t, err)
+	lease, found := f.env.DB.Lease(t, r.Gateway.ReplicaID())
+	require.True(t, found)
 	shownAgent := timeField(t, f.ops.Get("/v1/operator/agents/"+fleet[0].id).Map(), "last_heartbeat_at")
 	shownCluster := timeField(t, f.ops.Get("/v1/operator/clusters/"+f.clusterID).Map(), "last_heartbeat_at")
 
@@ -129,8 +129,8 @@ func TestIdleAgentsWriteOnlyTheLease(t *testing.T) {
 	for _, a := range fleet {
 		require.Equal(t, models.AgentConnected, agentStatus(t, f.env, a.id))
 	}
-	renewed, err := f.env.Store.Lease(context.Background(), r.Gateway.ReplicaID())
-	require.NoError(t, err)
+	renewed, found := f.env.DB.Lease(t, r.Gateway.ReplicaID())
+	require.True(t, found)
 	require.True(t, renewed.AliveAt.After(lease.AliveAt), "the lease is renewed")
 	require.Equal(t, lease.StartedAt, renewed.StartedAt)
 
@@ -176,8 +176,8 @@ func TestCrashedReplicaAgentsSweptByTheLiveOne(t *testing.T) {
 	doomed := connectFleet(t, f, b, 3)
 	time.Sleep(timing.HeartbeatInterval + timing.FlushInterval)
 	liveRows := rowVersions(t, f.env, live)
-	leaseB, err := f.env.Store.Lease(context.Background(), b.Gateway.ReplicaID())
-	require.NoError(t, err)
+	leaseB, found := f.env.DB.Lease(t, b.Gateway.ReplicaID())
+	require.True(t, found)
 
 	b.Crash()
 	crashed := time.Now()

@@ -62,7 +62,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -171,7 +170,7 @@ func BenchmarkPublish(b *testing.B) {
 	b.ReportMetric(float64(pub50)/float64(flr50), "p50-x-floor")
 	b.ReportMetric(pub.rps/flr.rps, "rps-x-floor")
 	// Printed, not logged: a benchmark's log is cut to a few lines without -v.
-	fmt.Printf("\npublish, %d agents, load average %s\n", agents, loadAverage())
+	fmt.Printf("\npublish, %d agents, load average %s\n", agents, testharness.LoadAverage())
 	fmt.Printf("  %-28s %12s %12s %8s %s\n", "", "publish", "floor", "ratio", "goal")
 	fmt.Printf("  %-28s %9.0f ms %9.0f ms %7.2fx %s\n", "p50, sequential", ms(pub50), ms(flr50), float64(pub50)/float64(flr50), "<= 1.1x")
 	fmt.Printf("  %-28s %9.0f ms %9.0f ms %7.2fx\n", "p99, sequential", ms(pub99), ms(flr99), float64(pub99)/float64(flr99))
@@ -204,7 +203,7 @@ func (m cpuMeter) read() [4]time.Duration {
 	for _, pid := range m.agents {
 		agents += testharness.ProcessTreeCPU(pid)
 	}
-	return [4]time.Duration{processCPU(), testharness.ProcessTreeCPU(m.temporal), testharness.ProcessTreeCPU(m.postgres), agents}
+	return [4]time.Duration{testharness.SelfCPU(), testharness.ProcessTreeCPU(m.temporal), testharness.ProcessTreeCPU(m.postgres), agents}
 }
 
 func (m cpuMeter) start() cpuReading { return cpuReading{m: m, cpu: m.read()} }
@@ -226,22 +225,6 @@ func (phaseCPU) line(pub, floor [4]time.Duration) string {
 	return fmt.Sprintf("publish %.1f (control plane %.1f, Temporal %.1f, Postgres %.1f, agents %.1f) | floor %.1f (%.1f, %.1f, %.1f) | %.2fx",
 		ms(sum(pub)), ms(pub[0]), ms(pub[1]), ms(pub[2]), ms(pub[3]), ms(sum(floor)), ms(floor[0]), ms(floor[1]), ms(floor[2]),
 		float64(sum(pub))/float64(max(sum(floor), 1)))
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func loadAverage() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }
 
 type benchFigures struct {

@@ -211,7 +211,7 @@ func (s *Store) RevokeAgent(ctx context.Context, id uuid.UUID, by string) (model
 		}
 		now := time.Now().UTC()
 		// A connected agent was alive as of its replica's last renewal; nothing vouches for it now.
-		seen := gorm.Expr("CASE WHEN status = 'connected' THEN GREATEST(last_heartbeat_at, (SELECT l.alive_at FROM gateway_leases l WHERE l.replica_id = agents.replica_id)) ELSE last_heartbeat_at END")
+		seen := gorm.Expr(`(SELECT ` + agentSeen + ` FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id WHERE a.id = agents.id)`)
 		if err := tx.Model(&a).Updates(map[string]any{
 			"status": models.AgentRevoked, "revoked_at": now, "refresh_secret_hash": nil, "last_heartbeat_at": seen,
 			"token_generation": gorm.Expr("token_generation + 1"), "session_id": nil, "replica_id": nil, "updated_at": now,

@@ -78,19 +78,6 @@ func (s *Store) ReleaseLease(ctx context.Context, replicaID uuid.UUID) error {
 	return s.db(ctx).Exec(`DELETE FROM gateway_leases WHERE replica_id = ?`, replicaID).Error
 }
 
-// Lease returns a replica's lease (ErrNotFound: none).
-func (s *Store) Lease(ctx context.Context, replicaID uuid.UUID) (GatewayLease, error) {
-	var rows []GatewayLease
-	err := s.db(ctx).Raw(`SELECT replica_id, name, started_at, alive_at FROM gateway_leases WHERE replica_id = ?`, replicaID).Scan(&rows).Error
-	if err != nil {
-		return GatewayLease{}, err
-	}
-	if len(rows) == 0 {
-		return GatewayLease{}, ErrNotFound
-	}
-	return rows[0], nil
-}
-
 // MarkStaleAgentsDisconnected marks disconnected every connected agent that no live replica
 // vouches for: its shown heartbeat (agentSeen; the lease of the replica holding it, or its
 // row's own when that replica has no lease, or the agent is of a replica from before leases)

@@ -4,8 +4,28 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
+
+// SelfCPU is the user+system CPU time this process has used so far.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// LoadAverage is the machine's 1-minute load average as /proc/loadavg gives it ("?" when it
+// can't be read): a benchmark prints it, since other work on the machine skews every figure.
+func LoadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
 
 // ProcessTreeCPU is the CPU time (user + system) a process has used, with that of its live
 // children and of the children it has reaped: for the Temporal dev server, itself; for
@@ -63,6 +83,9 @@ func (s *TemporalServer) Pid() int {
 	}
 	return s.proc.Pid()
 }
+
+// CPU is the CPU time the cluster has used: the postmaster and its backends, live and ended.
+func (pg *PG) CPU() time.Duration { return ProcessTreeCPU(pg.Pid()) }
 
 // Pid is the postmaster's process id (0 while the cluster is stopped).
 func (pg *PG) Pid() int {

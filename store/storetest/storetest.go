@@ -56,24 +56,30 @@ func (q *QueryCounter) Load() int64 { return q.n.Load() }
 func (d *DB) CountQueries() *QueryCounter {
 	q := &QueryCounter{}
 	count := func(*gorm.DB) { q.n.Add(1) }
+	d.afterEveryStatement("test:count", count)
+	d.store.ObserveReads(func() { q.n.Add(1) })
+	return q
+}
+
+// afterEveryStatement registers fn, under name, after every kind of statement GORM runs.
+func (d *DB) afterEveryStatement(name string, fn func(*gorm.DB)) {
 	cb := d.gorm.Callback()
 	must := func(err error) {
 		if err != nil {
 			panic(err)
 		}
 	}
-	must(cb.Create().After("gorm:create").Register("test:count_create", count))
-	must(cb.Query().After("gorm:query").Register("test:count_query", count))
-	must(cb.Update().After("gorm:update").Register("test:count_update", count))
-	must(cb.Delete().After("gorm:delete").Register("test:count_delete", count))
-	must(cb.Row().After("gorm:row").Register("test:count_row", count))
-	must(cb.Raw().After("gorm:raw").Register("test:count_raw", count))
-	d.store.ObserveReads(func() { q.n.Add(1) })
-	return q
+	must(cb.Create().After("gorm:create").Register(name+"_create", fn))
+	must(cb.Query().After("gorm:query").Register(name+"_query", fn))
+	must(cb.Update().After("gorm:update").Register(name+"_update", fn))
+	must(cb.Delete().After("gorm:delete").Register(name+"_delete", fn))
+	must(cb.Row().After("gorm:row").Register(name+"_row", fn))
+	must(cb.Raw().After("gorm:raw").Register(name+"_raw", fn))
 }
 
-// StatementCounts counts the statements the Store runs by their text (the first 70
-// characters, whitespace folded), for a benchmark to say what a request costs.
+// StatementCounts counts the statements the Store runs through GORM by their text (the first
+// 70 characters, whitespace folded), for a benchmark to say what a request costs; the reads
+// past GORM (the service list) are not among them.
 type StatementCounts struct {
 	mu sync.Mutex
 	n  map[string]int
@@ -101,18 +107,7 @@ func (d *DB) CountStatements() *StatementCounts {
 		c.n[sql]++
 		c.mu.Unlock()
 	}
-	cb := d.gorm.Callback()
-	must := func(err error) {
-		if err != nil {
-			panic(err)
-		}
-	}
-	must(cb.Create().After("gorm:create").Register("test:stmt_create", count))
-	must(cb.Query().After("gorm:query").Register("test:stmt_query", count))
-	must(cb.Update().After("gorm:update").Register("test:stmt_update", count))
-	must(cb.Delete().After("gorm:delete").Register("test:stmt_delete", count))
-	must(cb.Row().After("gorm:row").Register("test:stmt_row", count))
-	must(cb.Raw().After("gorm:raw").Register("test:stmt_raw", count))
+	d.afterEveryStatement("test:stmt", count)
 	return c
 }
 
@@ -450,6 +445,19 @@ func (d *DB) AgentReplica(t testing.TB, id string) string {
 func (d *DB) CountLeases(t testing.TB) int {
 	t.Helper()
 	return d.Count(t, "gateway_leases")
+}
+
+// Lease returns a replica's lease, and whether it has one.
+func (d *DB) Lease(t testing.TB, replicaID uuid.UUID) (store.GatewayLease, bool) {
+	t.Helper()
+	var l store.GatewayLease
+	err := d.sql.QueryRow(`SELECT replica_id, name, started_at, alive_at FROM gateway_leases WHERE replica_id = $1`, replicaID).
+		Scan(&l.ReplicaID, &l.Name, &l.StartedAt, &l.AliveAt)
+	if err == sql.ErrNoRows {
+		return l, false
+	}
+	require.NoError(t, err)
+	return l, true
 }
 
 // AgentTokenGeneration returns an agent's token generation.
