@@ -44,8 +44,9 @@ package agentgw_test
 // Run: go test -run '^$' -bench BenchmarkAgentFleet -benchtime 1x ./agentgw/
 // Knobs: IMPRUN_BENCH_AGENTS (default 10000), IMPRUN_BENCH_WINDOW (default 10s); for
 // looking into the gateway: IMPRUN_BENCH_SKIP_BARE=1, IMPRUN_BENCH_HEAPPROFILE=file (heap
-// while the fleet is connected), IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the
-// first broadcast only).
+// while the fleet is connected; the bare server's in file.bare),
+// IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the first broadcast only; the bare
+// server's in file.bare).
 
 import (
 	"bufio"
@@ -93,9 +94,17 @@ func init() {
 	case "clients":
 		os.Exit(runChild(newClientsChild().handle))
 	case "bare-server":
+		if os.Getenv("IMPRUN_BENCH_HEAPPROFILE") != "" {
+			runtime.MemProfileRate = heapProfileRate
+		}
 		os.Exit(runChild(newBareServer().handle))
 	}
 }
+
+// heapProfileRate samples one allocation per 4 KB for IMPRUN_BENCH_HEAPPROFILE: fine enough
+// for objects of one stream in 10,000, without slowing the connect down as every allocation
+// would.
+const heapProfileRate = 4096
 
 // benchHeartbeat is the production default (agent.heartbeat_interval).
 const benchHeartbeat = 10 * time.Second
@@ -153,6 +162,7 @@ func BenchmarkAgentFleet(b *testing.B) {
 	fmt.Fprintf(&sb, "  %-34s %11.2f %14.2f\n", "server goroutines per agent", gw.goroutinesPerAgent, bare.goroutinesPerAgent)
 	row("  Go stacks per agent", "KB", gw.stackPerAgentKB, bare.stackPerAgentKB)
 	row("  Go heap per agent", "KB", gw.heapPerAgentKB, bare.heapPerAgentKB)
+	row("    of which live objects", "KB", gw.livePerAgentKB, bare.livePerAgentKB)
 	fmt.Fprintf(&sb, "  goal (issue 4): within 1.5x of the bare server for RSS and broadcast\n")
 	fmt.Print(sb.String()) // complete (a benchmark's b.Log is cut to a few lines without -v)
 }
@@ -169,6 +179,7 @@ type fleetResult struct {
 	goroutinesPerAgent float64
 	stackPerAgentKB    float64
 	heapPerAgentKB     float64
+	livePerAgentKB     float64 // the heap's live objects (the rest is free space in spans in use)
 	pgCPUPercent       float64
 	clientCPUPercent   float64
 	broadcastCPU       [3]time.Duration // api process, Postgres, clients
@@ -188,6 +199,11 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 	waitFor(b, 60*time.Second, "bare server streams", func() bool { return srv.do(b, childReq{Op: "stats"}).Streams == n })
 	time.Sleep(benchHeartbeat + time.Second) // every agent has heartbeated once
 	after := srv.do(b, childReq{Op: "stats", GC: true})
+	if path := os.Getenv("IMPRUN_BENCH_HEAPPROFILE"); path != "" {
+		if r := srv.do(b, childReq{Op: "heapprofile", Addr: path + ".bare"}); r.Err != "" {
+			b.Fatal(r.Err)
+		}
+	}
 
 	c0 := srv.do(b, childReq{Op: "stats"})
 	time.Sleep(window)
@@ -212,6 +228,7 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 		goroutinesPerAgent: float64(after.Goroutines-before.Goroutines) / float64(n),
 		stackPerAgentKB:    float64(after.StackKB-before.StackKB) / float64(n),
 		heapPerAgentKB:     float64(after.HeapKB-before.HeapKB) / float64(n),
+		livePerAgentKB:     float64(after.LiveKB-before.LiveKB) / float64(n),
 		connect:            r.Elapsed,
 		broadcastCPU:       [3]time.Duration{(s1.CPU - s0.CPU) / time.Duration(b.N), 0, (cl1.CPU - cl0.CPU) / time.Duration(b.N)},
 	}
@@ -244,11 +261,11 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 
 	clients := startChild(b, "clients")
 	if os.Getenv("IMPRUN_BENCH_HEAPPROFILE") != "" {
-		runtime.MemProfileRate = 1 // every allocation of the connecting fleet
+		runtime.MemProfileRate = heapProfileRate
 	}
 	g0 := runtime.NumGoroutine()
 	rss0 := settledRSS()
-	stack0, heap0 := memInUse()
+	stack0, heap0, live0 := memInUse()
 	start := time.Now()
 	r := clients.do(b, childReq{Op: "connect", Addr: env.Replica.Addr, Creds: creds})
 	if r.Connected != n {
@@ -262,7 +279,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	// Every agent has heartbeated once and the coalesced heartbeats have been flushed.
 	time.Sleep(benchHeartbeat + 2*time.Second)
 	rss1 := settledRSS()
-	stack1, heap1 := memInUse()
+	stack1, heap1, live1 := memInUse()
 	g1 := runtime.NumGoroutine()
 	if path := os.Getenv("IMPRUN_BENCH_HEAPPROFILE"); path != "" {
 		f, err := os.Create(path)
@@ -336,6 +353,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		goroutinesPerAgent: float64(g1-g0) / float64(n),
 		stackPerAgentKB:    float64(stack1-stack0) / float64(n),
 		heapPerAgentKB:     float64(heap1-heap0) / float64(n),
+		livePerAgentKB:     float64(live1-live0) / float64(n),
 		pgCPUPercent:       100 * float64(pgc1-pgc0) / float64(t1.Sub(t0)),
 		clientCPUPercent:   100 * float64(cl1.CPU-cl0.CPU) / float64(t1.Sub(t0)),
 		broadcastCPU:       [3]time.Duration{(bcpu1 - bcpu0) / time.Duration(b.N), (bpg1 - bpg0) / time.Duration(b.N), (bcl1.CPU - bcl0.CPU) / time.Duration(b.N)},
@@ -635,6 +653,8 @@ type bareServer struct {
 	acked   atomic.Int64
 	ackedCh chan struct{} // signalled on every ack while a broadcast waits
 	waiting atomic.Bool
+	// profiled: the first broadcast was profiled (IMPRUN_BENCH_BROADCAST_CPUPROFILE).
+	profiled bool
 }
 
 type bareStream struct {
@@ -711,6 +731,16 @@ func (b *bareServer) handle(req childReq) childResp {
 		agentv1.RegisterAgentServiceServer(srv, b)
 		go func() { _ = srv.Serve(ln) }()
 		return childResp{Addr: ln.Addr().String()}
+	case "heapprofile": // to the file named by Addr
+		f, err := os.Create(req.Addr)
+		if err == nil {
+			err = pprof.Lookup("heap").WriteTo(f, 0)
+			_ = f.Close()
+		}
+		if err != nil {
+			return childResp{Err: err.Error()}
+		}
+		return childResp{}
 	case "stats":
 		b.mu.Lock()
 		n := len(b.streams)
@@ -724,6 +754,17 @@ func (b *bareServer) handle(req childReq) childResp {
 		}
 		b.mu.Unlock()
 		target := b.acked.Load() + int64(len(all))
+		if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" && !b.profiled {
+			b.profiled = true
+			f, err := os.Create(path + ".bare")
+			if err == nil {
+				err = pprof.StartCPUProfile(f)
+			}
+			if err != nil {
+				return childResp{Err: err.Error()}
+			}
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 		msg := &agentv1.ServerMessage{Payload: &agentv1.ServerMessage_CredentialUpsert{CredentialUpsert: &agentv1.CredentialUpsert{
 			CommandId: uuid.NewString(), CredentialId: uuid.NewString(), Version: 1, Type: agentv1.CredentialType_CREDENTIAL_TYPE_API_KEY,
 			KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppId: uuid.NewString(),
@@ -778,6 +819,7 @@ type childResp struct {
 	Goroutines  int           `json:"goroutines,omitempty"`
 	StackKB     int64         `json:"stack_kb,omitempty"`
 	HeapKB      int64         `json:"heap_kb,omitempty"`
+	LiveKB      int64         `json:"live_kb,omitempty"`
 	// Per target of a clients child: agents connected, commands acknowledged.
 	LiveBy  []int64 `json:"live_by,omitempty"`
 	AckedBy []int64 `json:"acked_by,omitempty"`
@@ -790,16 +832,16 @@ func statsResp(gc bool, streams int, acked int64) childResp {
 	} else {
 		rss = readRSS()
 	}
-	stack, heap := memInUse()
+	stack, heap, live := memInUse()
 	return childResp{Streams: streams, Acked: acked, RSSKB: rss, CPU: testharness.SelfCPU(), At: time.Now(), Goroutines: runtime.NumGoroutine(),
-		StackKB: stack, HeapKB: heap}
+		StackKB: stack, HeapKB: heap, LiveKB: live}
 }
 
-// memInUse is the Go runtime's stack and heap memory in use, in KB.
-func memInUse() (stackKB, heapKB int64) {
+// memInUse is the Go runtime's stack and heap memory in use, and the heap's live objects, in KB.
+func memInUse() (stackKB, heapKB, liveKB int64) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return int64(ms.StackInuse >> 10), int64(ms.HeapInuse >> 10)
+	return int64(ms.StackInuse >> 10), int64(ms.HeapInuse >> 10), int64(ms.HeapAlloc >> 10)
 }
 
 // runChild serves requests from the benchmark on stdin until "quit" or EOF, answering on

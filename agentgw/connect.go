@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/imprun/imprun-server/models"
@@ -37,48 +37,99 @@ const authTimeout = 10 * time.Second
 // send everything the agent has not acknowledged, then read heartbeats, results and acks
 // until the stream ends.
 //
-// Memory: a stream's goroutine stacks are most of what it costs. This goroutine stays parked
-// in sendLoop for the stream's whole life, so it never makes the deep database calls itself
-// (they run on short-lived goroutines, see offStack, whose grown stacks go when they end),
-// and there is one goroutine besides it, the reader.
+// Memory: a stream's goroutine stacks are most of what it costs, so a stream has one goroutine
+// of its own, this one, which reads the agent's messages. Writing takes a goroutine only while
+// there is something to write (session.write), the JWT renewal is a timer, and the deep
+// database calls of a connect run on short-lived goroutines (offStack), whose grown stacks go
+// when they end.
 func (g *Gateway) Connect(stream agentv1.AgentService_ConnectServer) error {
-	s, resp, err := g.accept(stream)
+	cancel := streamCancel(stream.Context())
+	if cancel == nil {
+		return status.Error(codes.Internal, "the agent gateway is served without its stream tap (use NewGRPCServer)")
+	}
+	s, resp, err := g.accept(stream, cancel)
 	if err != nil {
 		return err
 	}
-	defer s.cancel(nil)
+	defer s.stop()
 	defer g.sessions.remove(s)
 	defer g.markDisconnected(s)
+	// The ConnectResponse is the stream's first message: what others queued meanwhile waits
+	// for it (the session was made holding its queue).
 	if err := stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ConnectResponse{ConnectResponse: resp}}); err != nil {
+		s.cancel(err)
+		s.release() // drops what was queued: the stream is done
 		return err
 	}
-	jwtExp := resp.JwtExpiresAt.AsTime()
+	s.release()
+	g.scheduleRenewal(s, time.Until(resp.JwtExpiresAt.AsTime())*3/4)
 	resp = nil
-
-	// The agent's messages are read on a goroutine of their own; this one is the stream's only
-	// writer (sendLoop) until either side ends the stream.
-	recvErr := make(chan error, 1)
-	go g.recvLoop(stream, s, recvErr)
 	go g.sync(s.ctx, s)
-	err = g.sendLoop(stream, s, jwtExp)
-	select {
-	case rerr := <-recvErr:
-		g.log.Info("agent stream ended", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", rerr)
+
+	ctx := s.ctx
+	var rerr error
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			rerr = err
+			break
+		}
+		s.touch()
+		g.handle(ctx, s, msg)
+	}
+	cause := context.Cause(ctx)
+	if !s.byServer.Load() {
+		if cause == nil || errors.Is(cause, context.Canceled) {
+			cause = rerr
+		}
+		g.log.Info("agent stream ended", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", cause)
 		g.metrics.Session("closed", "agent")
 		return nil
-	default:
 	}
-	// Closed by the server (its reader is still blocked in Recv; returning ends the stream).
-	cause := context.Cause(s.ctx)
 	g.log.Info("agent stream closed by the server", "agent_id", s.agentID, "cluster_id", s.clusterID, "reason", cause)
 	g.metrics.Session("closed", closeReason(s, cause))
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	if errors.Is(cause, errClosed) || cause == nil {
+	if errors.Is(cause, errClosed) || cause == nil || errors.Is(cause, context.Canceled) {
 		return nil
 	}
 	return status.Error(codes.Unavailable, cause.Error())
+}
+
+// streamCancelKey holds, in a Connect stream's context, the function that cancels it.
+type streamCancelKey struct{}
+
+// tapStream gives every Connect stream a context the gateway can cancel: grpc-go has no other
+// way for a server to end a stream whose handler is blocked in Recv. It runs on the
+// connection's reader before the stream exists, so it only wraps the context.
+func tapStream(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info.FullMethodName != agentv1.AgentService_Connect_FullMethodName {
+		return ctx, nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	return context.WithValue(ctx, streamCancelKey{}, cancel), nil
+}
+
+func streamCancel(ctx context.Context) context.CancelCauseFunc {
+	c, _ := ctx.Value(streamCancelKey{}).(context.CancelCauseFunc)
+	return c
+}
+
+// scheduleRenewal renews the agent's JWT after d, so the agent can keep calling the REST API on
+// a long-lived stream.
+func (g *Gateway) scheduleRenewal(s *session, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return
+	}
+	s.renewal = time.AfterFunc(d, func() {
+		rt, exp, err := g.replaceToken(s.ctx, s, false)
+		if err != nil {
+			g.scheduleRenewal(s, time.Minute)
+			return
+		}
+		s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ReplaceToken{ReplaceToken: rt}})
+		g.scheduleRenewal(s, time.Until(exp)*3/4)
+	})
 }
 
 // offStack runs f on a goroutine of its own and waits for it. A database call grows a stack
@@ -93,33 +144,9 @@ func offStack(f func()) {
 	<-done
 }
 
-// recvLoop reads the agent's messages until the stream ends, then ends the session.
-func (g *Gateway) recvLoop(stream agentv1.AgentService_ConnectServer, s *session, done chan<- error) {
-	ctx := stream.Context()
-	// The interceptor only covers the handler's own goroutine: a panic while handling an
-	// agent's message ends this session, not the replica.
-	defer func() {
-		if r := recover(); r != nil {
-			g.log.Error("panic handling an agent message; ending the stream", "agent_id", s.agentID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			s.end(errors.New("internal error"))
-			done <- errors.New("internal error")
-		}
-	}()
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			done <- err
-			s.cancel(err)
-			return
-		}
-		s.touch()
-		g.handle(ctx, s, msg)
-	}
-}
-
 // accept authenticates the stream's first message and claims the agent for a new session.
 // An error is what Connect returns; on success the ConnectResponse is still to be sent.
-func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *agentv1.ConnectResponse, error) {
+func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel context.CancelCauseFunc) (*session, *agentv1.ConnectResponse, error) {
 	ctx := stream.Context()
 	ip := peerIP(ctx)
 
@@ -165,7 +192,7 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 		return nil, nil, errUnauthenticated
 	}
 
-	s := newSession(ctx, agent.ID, agent.ClusterID, ip)
+	s := newSession(g, stream, cancel, agent.ID, agent.ClusterID, ip)
 	s.clusterName = resp.GetClusterName()
 	if old := g.sessions.add(s); old != nil {
 		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
@@ -187,47 +214,12 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer) (*session, *
 	return s, resp, nil
 }
 
-// sendLoop is the only goroutine that writes to the stream. It also renews the agent's JWT
-// before it expires, so the agent can keep calling the REST API on a long-lived stream.
-func (g *Gateway) sendLoop(stream agentv1.AgentService_ConnectServer, s *session, jwtExp time.Time) error {
-	renew := time.NewTimer(time.Until(jwtExp) * 3 / 4)
-	defer renew.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			s.mu.Lock()
-			c := s.closing
-			s.mu.Unlock()
-			if c != nil {
-				_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: c}})
-			}
-			return nil
-		case m := <-s.out:
-			if err := stream.Send(m); err != nil {
-				s.cancel(err)
-				return err
-			}
-			if len(s.out) == 0 && s.takeResync() {
-				go g.sync(s.ctx, s)
-			}
-		case <-renew.C:
-			rt, exp, err := g.replaceToken(s.ctx, s, false)
-			if err == nil {
-				s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_ReplaceToken{ReplaceToken: rt}})
-				renew.Reset(time.Until(exp) * 3 / 4)
-			} else {
-				renew.Reset(time.Minute)
-			}
-		}
-	}
-}
-
 // handle acts on one message from an authenticated agent.
 func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMessage) {
 	switch p := msg.Payload.(type) {
 	case *agentv1.AgentMessage_Heartbeat:
 		ask := g.presence.mark(s, p.Heartbeat)
-		s.offer(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now(), SendApplied: ask}}})
+		s.reply(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_HeartbeatAck{HeartbeatAck: &agentv1.HeartbeatAck{ServerTime: timestamppb.Now(), SendApplied: ask}}})
 	case *agentv1.AgentMessage_DeployResult:
 		r := p.DeployResult
 		id, err := uuid.Parse(r.GetCommandId())
@@ -300,10 +292,16 @@ func (g *Gateway) sync(ctx context.Context, s *session) {
 	first := !s.repairChecked
 	s.repairChecked = true
 	s.mu.Unlock()
+	// The reads run on a context of their own, bounded in time, not one that the stream's
+	// context cancels: every statement on a child of the stream's context would leave a map of
+	// children behind in it for the stream's whole life. A stream that ends meanwhile refuses
+	// what is offered.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncTimeout)
+	defer cancel()
 	if first {
-		g.repairOnConnect(ctx, s)
+		g.repairOnConnect(dctx, s)
 	}
-	cmds, err := g.store.PendingCommands(ctx, s.clusterID, s.agentID)
+	cmds, err := g.store.PendingCommands(dctx, s.clusterID, s.agentID)
 	if err != nil {
 		if ctx.Err() == nil {
 			g.log.Warn("read pending commands", "agent_id", s.agentID, "err", err)
@@ -318,6 +316,9 @@ func (g *Gateway) sync(ctx context.Context, s *session) {
 	}
 }
 
+// syncTimeout bounds the reads of one sync.
+const syncTimeout = 30 * time.Second
+
 // deliver queues c on s and records that it was sent.
 func (g *Gateway) deliver(s *session, c models.AgentCommand) {
 	m, err := g.toMessage(c)
@@ -325,11 +326,11 @@ func (g *Gateway) deliver(s *session, c models.AgentCommand) {
 		g.log.Error("unrenderable command skipped", "command_id", c.ID, "kind", c.Kind, "err", err)
 		return
 	}
-	g.deliverMessage(s, c, m)
+	g.deliverMessage(s, c, outMessage{m: m})
 }
 
 // deliverMessage queues c, rendered as m, on s and records that it was sent.
-func (g *Gateway) deliverMessage(s *session, c models.AgentCommand, m *agentv1.ServerMessage) {
+func (g *Gateway) deliverMessage(s *session, c models.AgentCommand, m outMessage) {
 	if s.offerCommand(c, m) {
 		g.metrics.Command(c.Kind, "sent", 1)
 		g.traceDelivery(s, c)
@@ -629,9 +630,7 @@ func credentialKind(req *agentv1.ConnectRequest) string {
 
 // closeReason names why the server ended a stream (a bounded metric label).
 func closeReason(s *session, cause error) string {
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
+	closing := s.closingReason()
 	switch {
 	case closing != nil:
 		return strings.ToLower(strings.TrimPrefix(closing.GetReason().String(), "CLOSE_REASON_"))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/retry"
@@ -44,6 +45,25 @@ func (g *Gateway) listen(ctx context.Context) {
 			g.notified(ctx, channel, payload)
 		}
 		_ = l.Close()
+	}
+}
+
+// preparedFor returns, for each stream, m encoded for the wire: once for all the streams that
+// agree on compression (grpc.PreparedMsg), rather than once per stream as Send would. A cluster's
+// command goes to every agent of it, 10,000 times the same bytes.
+func preparedFor(m *agentv1.ServerMessage) func(*session) outMessage {
+	byCompressor := map[string]*grpc.PreparedMsg{}
+	return func(s *session) outMessage {
+		comp := s.sendCompressor()
+		pm, ok := byCompressor[comp]
+		if !ok {
+			pm = &grpc.PreparedMsg{}
+			if comp == "?" || pm.Encode(s.stream, m) != nil {
+				pm = nil // sent as it is
+			}
+			byCompressor[comp] = pm
+		}
+		return outMessage{m: m, pm: pm}
 	}
 }
 
@@ -129,12 +149,13 @@ func (g *Gateway) deliverNotified(ctx context.Context) {
 			}
 			if c.AgentID != nil {
 				if s := g.sessions.get(*c.AgentID); s != nil {
-					g.deliverMessage(s, c, m)
+					g.deliverMessage(s, c, outMessage{m: m})
 				}
 				continue
 			}
+			prepared := preparedFor(m)
 			for _, s := range g.sessions.inCluster(c.ClusterID) {
-				g.deliverMessage(s, c, m)
+				g.deliverMessage(s, c, prepared(s))
 			}
 		}
 	}

@@ -7,12 +7,19 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
 )
 
 // session is one agent stream on this replica.
+//
+// A stream costs one long-lived goroutine, the gRPC handler, which reads the agent's messages
+// (Connect). Nothing waits to write: a message for the agent is queued and a writer goroutine
+// is started for as long as the queue holds messages (write), so an idle stream has no writer
+// at all. Ending the stream from the server cancels the stream's own context (see
+// streamCancel), which returns the handler's Recv.
 type session struct {
 	id        uuid.UUID // written to agents.session_id; a newer stream elsewhere replaces it
 	agentID   uuid.UUID
@@ -21,21 +28,33 @@ type session struct {
 	// clusterName labels the gateway's per-cluster series.
 	clusterName string
 
-	out    chan *agentv1.ServerMessage
+	g      *Gateway
+	stream agentv1.AgentService_ConnectServer // Send only on the writer (wmu's writing)
+	ctx    context.Context                    // the stream's context; cancel ends the stream
 	cancel context.CancelCauseFunc
-	ctx    context.Context
 
 	seen atomic.Int64 // unix nanos of the last message from the agent
 	// claimed is set once the agent's row names this session (markConnected committed).
 	claimed atomic.Bool
 	// foreignAnswers counts answers to commands this stream was not sent.
 	foreignAnswers atomic.Int32
+	// byServer is set when the server ended the stream (end, close), not the agent.
+	byServer atomic.Bool
+
+	// wmu guards the send queue and who writes it.
+	wmu     sync.Mutex
+	queue   []outMessage // nil while idle
+	writing bool         // a goroutine is draining queue
+	// closing is the Close message being sent (the stream's last message); offers after it are
+	// dropped.
+	closing *agentv1.Close
+	stopped bool          // the handler is returning: nothing may be sent any more
+	written chan struct{} // closed by the writer that stops while stopped is set
 
 	mu                 sync.Mutex
-	sent               map[uuid.UUID]sentCommand // sent on this stream and not acknowledged
-	resync             bool                      // the out queue overflowed: re-read the outbox when it drains
-	closing            *agentv1.Close
-	pendingRefreshHash string // refresh secret sent in ReplaceToken, stored once acknowledged
+	sent               map[uuid.UUID]sentCommand // sent on this stream and not acknowledged (nil: none yet)
+	resync             bool                      // the send queue overflowed: re-read the outbox when it drains
+	pendingRefreshHash string                    // refresh secret sent in ReplaceToken, stored once acknowledged
 	// lastApplied is the applied revisions (JSON) the agent's row holds; markConnected writes
 	// them first.
 	lastApplied string
@@ -47,7 +66,15 @@ type session struct {
 	// last applied report logged as ignored.
 	lastRepair    time.Time
 	ignoredSig    string
-	repairChecked bool // the connect-time repair ran
+	repairChecked bool        // the connect-time repair ran
+	renewal       *time.Timer // renews the agent's JWT (scheduleRenewal)
+}
+
+// outMessage is a message queued for the agent: m, or the same message already encoded for the
+// wire once for many streams (pm, see preparedFor).
+type outMessage struct {
+	m  *agentv1.ServerMessage
+	pm *grpc.PreparedMsg
 }
 
 // sentCommand is what a session remembers of a command it sent until the agent answers.
@@ -60,10 +87,14 @@ type sentCommand struct {
 // outbox instead of queueing (commands are durable, so nothing is lost).
 const sendQueue = 64
 
-func newSession(parent context.Context, agentID, clusterID uuid.UUID, ip string) *session {
-	ctx, cancel := context.WithCancelCause(parent)
-	s := &session{id: uuid.New(), agentID: agentID, clusterID: clusterID, ip: ip,
-		out: make(chan *agentv1.ServerMessage, sendQueue), ctx: ctx, cancel: cancel, sent: map[uuid.UUID]sentCommand{}}
+// closeGrace is how long the Close message may take to reach an agent that does not read
+// (its flow-control window full) before the stream is ended without it.
+const closeGrace = 5 * time.Second
+
+func newSession(g *Gateway, stream agentv1.AgentService_ConnectServer, cancel context.CancelCauseFunc, agentID, clusterID uuid.UUID, ip string) *session {
+	// Made holding its queue (writing): nothing is written before the ConnectResponse, which
+	// Connect sends itself and then calls release.
+	s := &session{id: uuid.New(), agentID: agentID, clusterID: clusterID, ip: ip, g: g, stream: stream, ctx: stream.Context(), cancel: cancel, writing: true}
 	s.touch()
 	return s
 }
@@ -96,43 +127,183 @@ func (s *session) touch()              { s.seen.Store(time.Now().UnixNano()) }
 func (s *session) lastSeen() time.Time { return time.Unix(0, s.seen.Load()) }
 
 // end stops the stream without a Close message (the agent reconnects).
-func (s *session) end(cause error) { s.cancel(cause) }
-
-// close sends Close{reason} as the last message, then ends the stream.
-func (s *session) close(reason agentv1.CloseReason, msg string) {
-	s.mu.Lock()
-	if s.closing == nil {
-		s.closing = &agentv1.Close{Reason: reason, Message: msg}
-	}
-	s.mu.Unlock()
-	s.cancel(errClosed)
+func (s *session) end(cause error) {
+	s.byServer.Store(true)
+	s.cancel(cause)
 }
 
-// offer queues a message without blocking; false means the queue is full.
+// close sends Close{reason} as the last message, then ends the stream. What is still queued is
+// dropped (commands are durable; the agent gets them on its next stream).
+func (s *session) close(reason agentv1.CloseReason, msg string) {
+	s.wmu.Lock()
+	if s.closing != nil || s.stopped {
+		s.wmu.Unlock()
+		return
+	}
+	s.byServer.Store(true)
+	s.closing = &agentv1.Close{Reason: reason, Message: msg}
+	s.queue = append(s.queue[:0], outMessage{m: &agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: s.closing}}})
+	start := !s.writing
+	s.writing = true
+	s.wmu.Unlock()
+	// An agent that does not read would keep the writer in Send: end the stream anyway.
+	time.AfterFunc(closeGrace, func() { s.cancel(errClosed) })
+	if start {
+		go s.write()
+	}
+}
+
+// closingReason is the Close being sent, if any.
+func (s *session) closingReason() *agentv1.Close {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.closing
+}
+
+// offer queues a message without blocking and starts a writer for it; false means the queue
+// is full (or the stream is ending).
 func (s *session) offer(m *agentv1.ServerMessage) bool {
-	select {
-	case s.out <- m:
-		return true
-	default:
-		return false
+	s.wmu.Lock()
+	ok, start := s.enqueueLocked(outMessage{m: m})
+	s.wmu.Unlock()
+	if start {
+		go s.write()
+	}
+	return ok
+}
+
+// reply queues a message from the stream's own reader and, when no writer is running, writes
+// the queue itself: an answer to the agent (a heartbeat ack) costs no goroutine. Only the
+// handler's goroutine may call it; a slow agent then delays its own next read, nobody else's.
+func (s *session) reply(m *agentv1.ServerMessage) {
+	s.wmu.Lock()
+	_, start := s.enqueueLocked(outMessage{m: m})
+	s.wmu.Unlock()
+	if start {
+		s.write()
+	}
+}
+
+// enqueueLocked appends m; start says the caller must run the writer.
+func (s *session) enqueueLocked(m outMessage) (ok, start bool) {
+	if s.closing != nil || s.stopped || len(s.queue) >= sendQueue {
+		return false, false
+	}
+	s.queue = append(s.queue, m)
+	if s.writing {
+		return true, false
+	}
+	s.writing = true
+	return true, true
+}
+
+// write sends the queue until it is empty. One writer runs at a time (writing), so Send is
+// never called concurrently. The Close message is the last one: once it is sent (or the stream
+// fails) the stream is ended.
+func (s *session) write() {
+	for {
+		s.wmu.Lock()
+		if len(s.queue) == 0 || s.stopped || s.ctx.Err() != nil {
+			s.queue = nil
+			s.writing = false
+			if s.stopped && s.written != nil {
+				close(s.written)
+				s.written = nil
+			}
+			s.wmu.Unlock()
+			if s.takeResync() && s.ctx.Err() == nil {
+				go s.g.sync(s.ctx, s) // off this goroutine, which may be the handler's
+			}
+			return
+		}
+		m := s.queue[0]
+		s.queue[0] = outMessage{}
+		s.queue = s.queue[1:]
+		s.wmu.Unlock()
+		var err error
+		if m.pm != nil {
+			err = s.stream.SendMsg(m.pm)
+		} else {
+			err = s.stream.Send(m.m)
+		}
+		if err != nil {
+			s.cancel(err)
+			continue
+		}
+		if m.m.GetClose() != nil {
+			s.cancel(errClosed)
+		}
+	}
+}
+
+// release writes what was queued while the session held its queue for the ConnectResponse.
+// It runs on the handler's goroutine.
+func (s *session) release() {
+	s.wmu.Lock()
+	if len(s.queue) == 0 {
+		s.writing = false
+		s.wmu.Unlock()
+		return
+	}
+	s.wmu.Unlock()
+	s.write()
+}
+
+// stop ends the session's writing before the handler returns: a running writer finishes the
+// message it is sending (the stream's context is cancelled by then, so it does not wait) and
+// nothing is sent after.
+func (s *session) stop() {
+	s.cancel(nil)
+	s.mu.Lock()
+	if s.renewal != nil {
+		s.renewal.Stop()
+	}
+	s.mu.Unlock()
+	s.wmu.Lock()
+	s.stopped = true
+	var wait chan struct{}
+	if s.writing {
+		s.written = make(chan struct{})
+		wait = s.written
+	}
+	s.wmu.Unlock()
+	if wait != nil {
+		<-wait
 	}
 }
 
 // offerCommand queues a command unless this stream already carries it.
-func (s *session) offerCommand(c models.AgentCommand, m *agentv1.ServerMessage) (queued bool) {
+func (s *session) offerCommand(c models.AgentCommand, m outMessage) (queued bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, dup := s.sent[c.ID]; dup {
+		s.mu.Unlock()
 		return false
 	}
-	select {
-	case s.out <- m:
+	s.wmu.Lock()
+	ok, start := s.enqueueLocked(m)
+	s.wmu.Unlock()
+	if ok {
+		if s.sent == nil {
+			s.sent = map[uuid.UUID]sentCommand{}
+		}
 		s.sent[c.ID] = sentCommand{kind: c.Kind, queued: c.CreatedAt}
-		return true
-	default:
+	} else {
 		s.resync = true
-		return false
 	}
+	s.mu.Unlock()
+	if start {
+		go s.write()
+	}
+	return ok
+}
+
+// sendCompressor is the compressor of what this stream sends ("" for none): a message encoded
+// for one stream fits another only when they agree.
+func (s *session) sendCompressor() string {
+	if c, ok := grpc.ServerTransportStreamFromContext(s.ctx).(interface{ SendCompress() string }); ok {
+		return c.SendCompress()
+	}
+	return "?"
 }
 
 // acked forgets a command acknowledged on this stream and returns what it was.
