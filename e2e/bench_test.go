@@ -137,9 +137,16 @@ func BenchmarkPublish(b *testing.B) {
 			stopWaits = bs.sampleWaits()
 		}
 		statements := trace && bs.env.DB.ResetStatementStats()
+		sessions0, _ := bs.env.DB.SessionsOpened()
 		m = meter.start()
 		pub.rps, err = concurrent(concRuns, concurrency, bs.publish)
 		cpu.pubConc = m.per(concRuns)
+		if trace {
+			time.Sleep(1100 * time.Millisecond) // the backends flush their counters once a second
+			if sessions1, err := bs.env.DB.SessionsOpened(); err == nil {
+				fmt.Printf("postgres connections opened during the concurrent publishes: %d\n", sessions1-sessions0)
+			}
+		}
 		stopWaits()
 		if statements {
 			top, err := bs.env.DB.TopStatements(25)
@@ -336,7 +343,11 @@ func newBenchStack(b *testing.B, agents int) *benchStack {
 	// e2e tests' 1 s heartbeat and 200 ms flush: those ten times faster loops (heartbeat
 	// flushes, the drift check every heartbeat) are a load a deployed api does not carry.
 	prod := &apitest.AgentTiming{HeartbeatInterval: 10 * time.Second, MissedHeartbeats: 3, FlushInterval: 2 * time.Second}
-	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: prod, Hooks: func(e *apitest.Env) httpapi.Hooks {
+	// The api and the worker each have a pool of database.max_open_conns = max_idle_conns = 20
+	// in a deployment; here they share one process and one pool, so it holds both. A pool with
+	// fewer idle than open connections opened two Postgres connections (backend forks) per
+	// concurrent publish.
+	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: prod, MaxOpenConns: 40, MaxIdleConns: 40, Hooks: func(e *apitest.Env) httpapi.Hooks {
 		if os.Getenv("IMPRUN_BENCH_TRACE") != "" {
 			stmts = e.DB.CountStatements() // before the API serves a request
 		}

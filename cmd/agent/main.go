@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -201,6 +202,15 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	if path := os.Getenv("IMPRUN_AGENT_CPUPROFILE"); path != "" {
+		// For looking into what the agent costs: its CPU profile until it exits, in
+		// path.<pid> (several agents may share the environment).
+		if stop, err := startCPUProfile(fmt.Sprintf("%s.%d", path, os.Getpid())); err != nil {
+			log.Warn("cpu profile", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	err = a.Run(ctx)
 	switch {
 	case err == nil, errors.Is(err, context.Canceled):
@@ -311,4 +321,16 @@ func verifyMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	return exitFailure
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }

@@ -145,6 +145,14 @@ func (d *DB) TopStatements(n int) ([]string, error) {
 	return out, rows.Err()
 }
 
+// SessionsOpened is how many connections PostgreSQL has accepted to this database so far
+// (pg_stat_database.sessions, flushed at most once a second per backend).
+func (d *DB) SessionsOpened() (int64, error) {
+	var n int64
+	err := d.sql.QueryRow(`SELECT sessions FROM pg_stat_database WHERE datname = current_database()`).Scan(&n)
+	return n, err
+}
+
 func (d *DB) scalar(t testing.TB, dest any, query string, args ...any) {
 	t.Helper()
 	require.NoError(t, d.sql.QueryRow(query, args...).Scan(dest))
