@@ -225,12 +225,12 @@ func (s *Store) MarkResultsPassedOn(ctx context.Context, rs []UnpassedResult) er
 	if len(rs) == 0 {
 		return nil
 	}
-	cmds := make([]string, len(rs))
-	agents := make([]string, len(rs))
+	cmds := make([]uuid.UUID, len(rs))
+	agents := make([]uuid.UUID, len(rs))
 	for i, r := range rs {
-		cmds[i], agents[i] = r.CommandID.String(), r.AgentID.String()
+		cmds[i], agents[i] = r.CommandID, r.AgentID
 	}
-	return s.db(ctx).Exec(`UPDATE agent_command_deliveries d SET passed_on_at = now()
-		FROM unnest(?::uuid[], ?::uuid[]) AS v(command_id, agent_id)
-		WHERE d.command_id = v.command_id AND d.agent_id = v.agent_id AND d.passed_on_at IS NULL`, pgArray(cmds), pgArray(agents)).Error
+	return s.execDirect(ctx, `UPDATE agent_command_deliveries d SET passed_on_at = now()
+		FROM unnest($1::uuid[], $2::uuid[]) AS v(command_id, agent_id)
+		WHERE d.command_id = v.command_id AND d.agent_id = v.agent_id AND d.passed_on_at IS NULL`, cmds, agents)
 }

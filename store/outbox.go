@@ -207,36 +207,38 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 	// One array a column, so the statement is the same text and seven parameters whatever the
 	// batch: 5,000 rows of VALUES were 35,000 parameters for GORM to rewrite and Postgres to
 	// parse and plan, most of a broadcast's durable time.
+	// One array a column, so the statement is the same text and seven parameters whatever the
+	// batch (5,000 rows of VALUES were 35,000 parameters to rewrite, parse and plan), and the
+	// arrays go as pgx's binary arrays (execDirect), not text literals.
 	n := len(last)
-	cmds, agents, statuses := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	sents, ackeds, resStatuses, results := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	cmds, agents := make([]uuid.UUID, 0, n), make([]uuid.UUID, 0, n)
+	statuses, resStatuses, results := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	sents, ackeds := make([]*time.Time, 0, n), make([]*time.Time, 0, n) // nil is NULL
 	for _, i := range last {
-		r := recs[i]
-		res := r.Result
-		if res == nil {
-			res = map[string]any{}
-		}
-		b, err := json.Marshal(res)
-		if err != nil {
-			return err
-		}
-		sent, acked := "", "" // '' is NULL
-		if r.Status == models.DeliverySent {
-			sent = stamp(r.At)
-		} else {
-			acked = stamp(r.At)
-			if !r.SentAt.IsZero() {
-				sent = stamp(r.SentAt)
+		r := &recs[i]
+		b := []byte("{}")
+		if r.Result != nil {
+			var err error
+			if b, err = json.Marshal(r.Result); err != nil {
+				return err
 			}
 		}
-		cmds, agents, statuses = append(cmds, r.CommandID.String()), append(agents, r.AgentID.String()), append(statuses, r.Status)
+		var sent, acked *time.Time
+		if r.Status == models.DeliverySent {
+			sent = &r.At
+		} else {
+			acked = &r.At
+			if !r.SentAt.IsZero() {
+				sent = &r.SentAt
+			}
+		}
+		cmds, agents, statuses = append(cmds, r.CommandID), append(agents, r.AgentID), append(statuses, r.Status)
 		sents, ackeds = append(sents, sent), append(ackeds, acked)
 		resStatuses, results = append(resStatuses, r.ResultStatus), append(results, string(b))
 	}
 	const upsert = `INSERT INTO agent_command_deliveries AS d (command_id, agent_id, status, sent_at, acked_at, result_status, result)
-		SELECT v.command_id, v.agent_id, v.status, nullif(v.sent_at, '')::timestamptz, nullif(v.acked_at, '')::timestamptz, v.result_status, v.result::jsonb
-		FROM unnest(?::uuid[], ?::uuid[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
+		SELECT v.command_id, v.agent_id, v.status, v.sent_at, v.acked_at, v.result_status, v.result::jsonb
+		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
 			AS v(command_id, agent_id, status, sent_at, acked_at, result_status, result)
 		ON CONFLICT (command_id, agent_id) DO UPDATE SET
 		status = CASE WHEN d.status = 'acked' THEN 'acked' ELSE excluded.status END,
@@ -246,8 +248,7 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 		result = CASE WHEN d.status = 'acked' THEN d.result ELSE excluded.result END`
 	// Deliveries of commands deleted meanwhile (an agent deleted) would violate the foreign
 	// keys and fail the whole batch; they are filtered out by the caller's retry below.
-	err := s.db(ctx).Exec(upsert, pgArray(cmds), pgArray(agents), pgArray(statuses), pgArray(sents), pgArray(ackeds),
-		pgArray(resStatuses), pgArray(results)).Error
+	err := s.execDirect(ctx, upsert, cmds, agents, statuses, sents, ackeds, resStatuses, results)
 	if err != nil && IsForeignKeyViolation(err) && len(recs) > 1 {
 		for _, i := range last {
 			if e := s.WriteDeliveries(ctx, []DeliveryRecord{recs[i]}); e != nil && !IsForeignKeyViolation(e) {

@@ -57,7 +57,7 @@ func (d *DB) CountQueries() *QueryCounter {
 	q := &QueryCounter{}
 	count := func(*gorm.DB) { q.n.Add(1) }
 	d.afterEveryStatement("test:count", count)
-	d.store.ObserveReads(func() { q.n.Add(1) })
+	d.store.ObserveDirect(func() { q.n.Add(1) })
 	return q
 }
 
