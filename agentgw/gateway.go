@@ -23,6 +23,12 @@ type ResultSink interface {
 	PassOn(ctx context.Context, r store.UnpassedResult) error
 }
 
+// resultRecorder is a ResultSink that can record a whole batch of results before they are
+// passed on one by one (PassOn then skips what is Recorded).
+type resultRecorder interface {
+	RecordResults(ctx context.Context, rs []store.UnpassedResult) error
+}
+
 // Config tunes the gateway.
 type Config struct {
 	DatabaseURL       string // for the LISTEN connection
@@ -246,6 +252,13 @@ func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
 			passed[i] = true
 		}
 	} else {
+		if rec, ok := g.sink.(resultRecorder); ok && len(rs) > 1 {
+			if err := rec.RecordResults(ctx, rs); err == nil {
+				for i := range rs {
+					rs[i].Recorded = true
+				}
+			}
+		}
 		var order []uuid.UUID
 		byCommand := map[uuid.UUID][]int{}
 		for i, r := range rs {

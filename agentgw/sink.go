@@ -94,26 +94,58 @@ func (s TemporalSink) PassOn(ctx context.Context, r store.UnpassedResult) error 
 	return nil
 }
 
-func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) error {
+// resultEvent is the timeline event of a deploy result; false for a result this sink does
+// not understand (nothing to record or retry).
+func resultEvent(r store.UnpassedResult) (models.PublishEvent, models.DeployPayload, bool) {
 	var p models.DeployPayload
 	if err := models.FromJSONMap(r.Payload, &p); err != nil {
-		return nil // not a command this sink understands; nothing to retry
+		return models.PublishEvent{}, p, false
 	}
 	pid, err := uuid.Parse(p.PublishID)
 	if err != nil {
-		return nil
+		return models.PublishEvent{}, p, false
 	}
 	msg, _ := r.Result["message"].(string)
 	checksum, _ := r.Result["checksum"].(string)
 	agentID := r.AgentID
 	key := "result/" + r.CommandID.String() + "/" + r.AgentID.String()
-	if err := s.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventResult, Revision: p.Revision,
+	return models.PublishEvent{PublishID: pid, Type: models.PublishEventResult, Revision: p.Revision,
 		AgentID: &agentID, Message: models.Cut(fmt.Sprintf("%s %s: %s", p.Action, r.ResultStatus, msg), 2000), DedupeKey: &key,
-		Metadata: models.JSONMap{"command_id": r.CommandID.String(), "status": r.ResultStatus, "checksum": checksum, "action": p.Action}}); err != nil {
-		if store.IsForeignKeyViolation(err) {
-			return nil // the publish was deleted
+		Metadata: models.JSONMap{"command_id": r.CommandID.String(), "status": r.ResultStatus, "checksum": checksum, "action": p.Action}}, p, true
+}
+
+// RecordResults writes the timeline events of a batch's deploy results in one statement, so
+// that the agents of a cluster answering one publish cost one insert, not one each. When it
+// fails (a publish deleted meanwhile, whose events the foreign key refuses), PassOn writes
+// each result's event itself.
+func (s TemporalSink) RecordResults(ctx context.Context, rs []store.UnpassedResult) error {
+	var events []models.PublishEvent
+	for _, r := range rs {
+		if r.Kind != models.CommandDeploy {
+			continue
 		}
-		return err
+		if e, _, ok := resultEvent(r); ok {
+			events = append(events, e)
+		}
+	}
+	return s.Store.AddPublishEvents(ctx, events)
+}
+
+func (s TemporalSink) deployResult(ctx context.Context, r store.UnpassedResult) error {
+	ev, p, ok := resultEvent(r)
+	if !ok {
+		return nil // not a command this sink understands; nothing to retry
+	}
+	pid, agentID, key := ev.PublishID, r.AgentID, *ev.DedupeKey
+	msg, _ := r.Result["message"].(string)
+	checksum, _ := r.Result["checksum"].(string)
+	if !r.Recorded {
+		if err := s.Store.AddPublishEvent(ctx, &ev); err != nil {
+			if store.IsForeignKeyViolation(err) {
+				return nil // the publish was deleted
+			}
+			return err
+		}
 	}
 	if !s.Decided.claim(r.CommandID) && r.ResultStatus != "failed" {
 		return nil // the first result decided the run; this one is its row and event

@@ -144,8 +144,9 @@ type publishDetail struct {
 		Revision int    `json:"revision"`
 	} `json:"results"`
 	Timeline []struct {
-		Type    string `json:"type"`
-		Message string `json:"message"`
+		Type    string  `json:"type"`
+		Message string  `json:"message"`
+		AgentID *string `json:"agent_id"`
 	} `json:"timeline"`
 	WaitState *struct {
 		Phase     string `json:"phase"`

@@ -69,6 +69,39 @@ func TestPublishWithAgentOnline(t *testing.T) {
 	require.EqualValues(t, 1, s.env.DB.CountWorkflowAudit(t, "product_publish.published", pid))
 }
 
+// The agents of a cluster are replicas: each answers the publish, each answer is one
+// agent_result event on the timeline (the gateway writes a batch's events in one statement,
+// still once each), and the run is decided by the first.
+func TestEveryAgentOfAClusterOnTheTimeline(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{})
+	want := map[string]bool{}
+	for range 3 {
+		want[s.startAgent(t, t.TempDir(), s.token(t)).identity(t).AgentID] = true
+	}
+	pid := created(t, s.owner, prov+"/product-publishes", s.publishBody(nil))["id"].(string)
+	s.waitStatus(t, pid, models.PublishPublished, 60*time.Second)
+	var d publishDetail
+	require.Eventually(t, func() bool {
+		d = s.detail(t, pid)
+		return len(d.Results) == 3
+	}, 30*time.Second, 100*time.Millisecond, "three results: %+v", d.Results)
+	got := map[string]int{}
+	require.Eventually(t, func() bool {
+		d, got = s.detail(t, pid), map[string]int{}
+		for _, e := range d.Timeline {
+			if e.Type == models.PublishEventResult && e.AgentID != nil {
+				got[*e.AgentID]++
+			}
+		}
+		return len(got) == 3
+	}, 30*time.Second, 100*time.Millisecond, "an agent_result event per agent: %+v", d.Timeline)
+	for id, n := range got {
+		require.True(t, want[id], "event of agent %s, which is not one of the cluster's", id)
+		require.Equal(t, 1, n, "agent %s has one agent_result event", id)
+	}
+}
+
 func TestPublishWhileAgentOfflineThenAgentStarts(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOptions{})

@@ -273,6 +273,9 @@ type UnpassedResult struct {
 	ResultStatus string
 	Result       models.JSONMap
 	AckedAt      time.Time
+	// Recorded says the result's timeline event is written already (a sink recorded the
+	// results of its batch at once); never read from the database.
+	Recorded bool `gorm:"-"`
 }
 
 // UnpassedResults lists acknowledged results older than minAge not yet passed on.

@@ -211,6 +211,20 @@ func (s *Store) AddPublishEvent(ctx context.Context, e *models.PublishEvent) err
 	return addPublishEvent(s.db(ctx), e)
 }
 
+// AddPublishEvents appends timeline events in one statement; each with a DedupeKey is written
+// at most once.
+func (s *Store) AddPublishEvents(ctx context.Context, es []models.PublishEvent) error {
+	if len(es) == 0 {
+		return nil
+	}
+	for i := range es {
+		if es[i].Metadata == nil {
+			es[i].Metadata = models.JSONMap{}
+		}
+	}
+	return s.db(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(&es).Error
+}
+
 func addPublishEvent(tx *gorm.DB, e *models.PublishEvent) error {
 	if e.Metadata == nil {
 		e.Metadata = models.JSONMap{}
