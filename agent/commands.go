@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
@@ -100,16 +99,22 @@ func (a *Agent) renderAllCredentials(log *slog.Logger) {
 
 // writeCredentials renders the credentials granted to a publish next to its configuration.
 func (a *Agent) writeCredentials(publishID string, r Renderer) error {
-	name, data, err := r.RenderCredentials(publishID, a.creds.ForPublish(publishID, time.Now()))
+	f, err := a.credentialsFile(publishID, r)
 	if err != nil {
-		return fmt.Errorf("render credentials: %w", err)
+		return err
 	}
 	dir := a.st.publishDir(publishID)
 	if err := ensurePrivateDir(dir); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name), data, stateFileMode); err != nil {
-		return err
+	return writeFilesAtomic(dir, stateFileMode, f)
+}
+
+// credentialsFile is the credentials file of a publish, rendered.
+func (a *Agent) credentialsFile(publishID string, r Renderer) (fileContent, error) {
+	name, data, err := r.RenderCredentials(publishID, a.creds.ForPublish(publishID, time.Now()))
+	if err != nil {
+		return fileContent{}, fmt.Errorf("render credentials: %w", err)
 	}
-	return nil
+	return fileContent{name, data}, nil
 }

@@ -136,14 +136,16 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 		return err
 	}
 	file := fmt.Sprintf("rev-%d.%s", cmd.GetRevision(), rendered.FileExt)
-	if err := writeFileAtomic(filepath.Join(dir, file), rendered.Config, stateFileMode); err != nil {
+	creds, err := a.credentialsFile(snap.PublishID, renderer)
+	if err != nil {
 		return err
 	}
-	// The pointer is written after the revision file, so it never names a missing file.
+	// The revision and its credentials are durable before the pointer is written, so it never
+	// names a missing file.
+	if err := writeFilesAtomic(dir, stateFileMode, fileContent{file, rendered.Config}, creds); err != nil {
+		return err
+	}
 	if err := writeFileAtomic(filepath.Join(dir, "current"), []byte(file+"\n"), stateFileMode); err != nil {
-		return err
-	}
-	if err := a.writeCredentials(snap.PublishID, renderer); err != nil {
 		return err
 	}
 

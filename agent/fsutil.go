@@ -27,9 +27,38 @@ func ensurePrivateDir(dir string) error {
 // writeFileAtomic replaces path with data so that a reader (or a crash) sees either the old or
 // the new content, never a torn file: write a temp file in the same directory, fsync it, rename
 // it over path, fsync the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return writeFilesAtomic(filepath.Dir(path), mode, fileContent{filepath.Base(path), data})
+}
+
+// fileContent is one file of writeFilesAtomic.
+type fileContent struct {
+	name string
+	data []byte
+}
+
+// writeFilesAtomic replaces each file in dir as writeFileAtomic does, with one fsync of the
+// directory for all of them once every rename is done: after it, all the new contents are
+// durable. A crash before it may keep any of the old ones, never a torn file.
+func writeFilesAtomic(dir string, mode os.FileMode, files ...fileContent) error {
+	for _, f := range files {
+		if err := replaceFile(dir, f, mode); err != nil {
+			return err
+		}
+	}
+	// The renames are only durable once the directory entries are; a failure here is not worth
+	// failing the write for (some filesystems refuse to fsync directories).
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}
+
+// replaceFile writes f to a temp file in dir, fsyncs it and renames it over f's name.
+func replaceFile(dir string, f fileContent, mode os.FileMode) (err error) {
+	path := filepath.Join(dir, f.name)
+	tmp, err := os.CreateTemp(dir, "."+f.name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -38,11 +67,14 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 			_ = os.Remove(tmp.Name())
 		}
 	}()
-	if err = tmp.Chmod(mode); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	// CreateTemp makes the file 0600 already.
+	if mode != 0o600 {
+		if err = tmp.Chmod(mode); err != nil {
+			_ = tmp.Close()
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
-	if _, err = tmp.Write(data); err != nil {
+	if _, err = tmp.Write(f.data); err != nil {
 		_ = tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -55,12 +87,6 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	}
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
-	}
-	// The rename is only durable once the directory entry is; a failure here is not worth
-	// failing the write for (some filesystems refuse to fsync directories).
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

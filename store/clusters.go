@@ -159,15 +159,18 @@ type AgentTokenState struct {
 // AgentToken returns an agent's AgentTokenState from its row alone (GetAgent derives the shown
 // heartbeat from the replica leases, which an authentication does not need).
 func (s *Store) AgentToken(ctx context.Context, id uuid.UUID) (AgentTokenState, error) {
+	// Every REST call of an agent reads this (an agent's snapshot fetch for each publish): on
+	// the pool's pgx connection, past GORM (readRows).
 	var st AgentTokenState
-	res := s.db(ctx).Raw(`SELECT status, cluster_id, token_generation FROM agents WHERE id = ?`, id).Scan(&st)
-	if res.Error != nil {
-		return st, res.Error
+	found := false
+	err := s.readRows(ctx, `SELECT status, cluster_id, token_generation FROM agents WHERE id = $1`, []any{id}, func(rs rowScanner) error {
+		found = true
+		return rs.Scan(&st.Status, &st.ClusterID, &st.TokenGeneration)
+	})
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	if res.RowsAffected == 0 {
-		return st, ErrNotFound
-	}
-	return st, nil
+	return st, err
 }
 
 // GetAgent returns one agent.

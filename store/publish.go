@@ -255,19 +255,20 @@ func (s *Store) GetRevision(ctx context.Context, publishID uuid.UUID, revision i
 // ClusterRevision returns a frozen revision's snapshot and checksum when its publish is on
 // cluster (what an agent of that cluster may fetch), in one statement; ErrNotFound otherwise.
 func (s *Store) ClusterRevision(ctx context.Context, clusterID, publishID uuid.UUID, revision int) (snapshot []byte, checksum string, err error) {
-	var row struct {
-		Snapshot []byte
-		Checksum string
+	// Every agent of the cluster reads this for every publish: past GORM (readRows).
+	found := false
+	err = s.readRows(ctx, `SELECT r.snapshot, r.checksum FROM publish_revisions r JOIN product_publishes p ON p.id = r.publish_id
+		WHERE r.publish_id = $1 AND r.revision = $2 AND p.cluster_id = $3`, []any{publishID, revision, clusterID}, func(rs rowScanner) error {
+		found = true
+		return rs.Scan(&snapshot, &checksum)
+	})
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	res := s.db(ctx).Raw(`SELECT r.snapshot, r.checksum FROM publish_revisions r JOIN product_publishes p ON p.id = r.publish_id
-		WHERE r.publish_id = ? AND r.revision = ? AND p.cluster_id = ?`, publishID, revision, clusterID).Scan(&row)
-	if res.Error != nil {
-		return nil, "", res.Error
+	if err != nil {
+		return nil, "", err
 	}
-	if res.RowsAffected == 0 {
-		return nil, "", ErrNotFound
-	}
-	return row.Snapshot, row.Checksum, nil
+	return snapshot, checksum, nil
 }
 
 // PublishResult is one agent's result for a publish command.
