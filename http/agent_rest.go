@@ -60,9 +60,9 @@ func (a *API) agentMe(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := a.store.GetCluster(c.Request().Context(), id.ClusterID)
+	name, err := a.store.ClusterName(c.Request().Context(), id.ClusterID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(nethttp.StatusOK, agentMeResponse{AgentID: ag.ID, Name: ag.Name, Status: ag.Status, ClusterID: cl.ID, ClusterName: cl.Name})
+	return c.JSON(nethttp.StatusOK, agentMeResponse{AgentID: ag.ID, Name: ag.Name, Status: ag.Status, ClusterID: id.ClusterID, ClusterName: name})
 }

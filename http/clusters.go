@@ -465,7 +465,7 @@ func (a *API) getAgent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := a.store.GetCluster(c.Request().Context(), ag.ClusterID)
+	clusterName, err := a.store.ClusterName(c.Request().Context(), ag.ClusterID)
 	if err != nil {
 		return err
 	}
@@ -476,7 +476,7 @@ func (a *API) getAgent(c echo.Context) error {
 	if events == nil {
 		events = []models.AgentEvent{}
 	}
-	return c.JSON(nethttp.StatusOK, agentDetail{Agent: ag, ClusterName: cl.Name, RecentEvents: events})
+	return c.JSON(nethttp.StatusOK, agentDetail{Agent: ag, ClusterName: clusterName, RecentEvents: events})
 }
 
 func (a *API) listAgentEvents(c echo.Context) error {

@@ -160,7 +160,7 @@ func (t *targets) loadGateway(ctx context.Context, tenantID, id uuid.UUID, repor
 // publish's own hostname (the tenant owns it, no other publish of the cluster serves it):
 // route hostnames and the claim itself are settled when the revision is frozen.
 func (t *targets) checkCluster(ctx context.Context, p *models.ProductPublish, hostnames bool) error {
-	cl, err := t.st.GetCluster(ctx, p.ClusterID)
+	cl, err := t.st.ClusterRow(ctx, p.ClusterID)
 	if errors.Is(err, store.ErrNotFound) {
 		t.v.Add("cluster_id", "no such cluster")
 		return t.v.Err()
@@ -178,7 +178,7 @@ func (t *targets) checkCluster(ctx context.Context, p *models.ProductPublish, ho
 	}
 	// Every backend endpoint must be one the cluster's egress policy allows: the gateway is
 	// shared, and its network is not the tenant's to reach into.
-	bad, err := t.st.EgressViolations(ctx, cl.Cluster, p.TenantID, p.APIServiceIDs)
+	bad, err := t.st.EgressViolations(ctx, cl, p.TenantID, p.APIServiceIDs)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,13 @@ func (s *Store) GetCluster(ctx context.Context, id uuid.UUID) (ClusterView, erro
 	return rows[0], nil
 }
 
+// ClusterRow returns a cluster's row alone, without GetCluster's agent counts and last heartbeat
+// (which scan every agent of the cluster): what a publish's validation needs.
+func (s *Store) ClusterRow(ctx context.Context, id uuid.UUID) (models.Cluster, error) {
+	var c models.Cluster
+	return c, notFound(s.db(ctx).Take(&c, "id = ?", id).Error)
+}
+
 // UpdateCluster applies changes (column -> value) to a cluster.
 func (s *Store) UpdateCluster(ctx context.Context, id uuid.UUID, changes map[string]any) error {
 	changes["updated_at"] = time.Now().UTC()

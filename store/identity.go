@@ -19,9 +19,9 @@ import (
 // together runs them in InTx.
 type Store struct {
 	pool *gorm.DB
-	// observeDirect is called for every statement sent past GORM (readRows, execDirect), which
-	// GORM's callbacks do not see; set before the store is used.
-	observeDirect func()
+	// observeDirect are called with every statement sent past GORM (readRows, execDirect),
+	// which GORM's callbacks do not see; set before the store is used.
+	observeDirect []func(query string)
 }
 
 // New returns a Store on db.

@@ -23,9 +23,7 @@ type rowScanner interface {
 // the pool's, so its limits and health checks still apply. Inside InTx it joins the
 // transaction through database/sql.
 func (s *Store) readRows(ctx context.Context, query string, args []any, each func(rowScanner) error) error {
-	if s.observeDirect != nil {
-		s.observeDirect()
-	}
+	s.observed(query)
 	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		return readSQLRows(ctx, tx.Statement.ConnPool, query, args, each)
 	}
@@ -80,9 +78,7 @@ func readSQLRows(ctx context.Context, pool gorm.ConnPool, query string, args []a
 // format them as text literals (pgArray), and a broadcast's 10,000 deliveries spent more on
 // writing and parsing those than on the rows.
 func (s *Store) execDirect(ctx context.Context, query string, args ...any) error {
-	if s.observeDirect != nil {
-		s.observeDirect()
-	}
+	s.observed(query)
 	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		_, err := tx.Statement.ConnPool.ExecContext(ctx, query, args...)
 		return err
@@ -95,7 +91,13 @@ func (s *Store) execDirect(ctx context.Context, query string, args ...any) error
 	return err
 }
 
-// ObserveDirect calls fn for every statement the store sends past GORM (readRows, execDirect),
-// so a test that counts statements through GORM's callbacks counts these too. Call it before
-// the store is used.
-func (s *Store) ObserveDirect(fn func()) { s.observeDirect = fn }
+// ObserveDirect calls fn with every statement the store sends past GORM (readRows,
+// execDirect), so a test that counts statements through GORM's callbacks counts these too.
+// Call it before the store is used.
+func (s *Store) ObserveDirect(fn func(query string)) { s.observeDirect = append(s.observeDirect, fn) }
+
+func (s *Store) observed(query string) {
+	for _, fn := range s.observeDirect {
+		fn(query)
+	}
+}
