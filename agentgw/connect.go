@@ -172,6 +172,11 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 		resp  *agentv1.ConnectResponse
 	)
 	offStack(func() { agent, resp, err = g.authenticate(ctx, req, ip) })
+	if store.IsUnavailable(err) {
+		// Not the agent's failure: it retries with the same credential.
+		g.log.Warn("agent stream refused: the database is unavailable", "ip", ip, "err", err)
+		return nil, nil, status.Error(codes.Unavailable, "try again")
+	}
 	if err != nil {
 		g.guard.failed(ip)
 	}
@@ -377,19 +382,9 @@ func (g *Gateway) authenticate(ctx context.Context, req *agentv1.ConnectRequest,
 	case *agentv1.ConnectRequest_RegistrationToken:
 		return g.register(ctx, cred.RegistrationToken, req, ip)
 	case *agentv1.ConnectRequest_AgentJwt:
-		vt, err := g.signer.Verify(cred.AgentJwt)
+		a, err := g.agentOfToken(ctx, cred.AgentJwt)
 		if err != nil {
-			return models.Agent{}, nil, err
-		}
-		a, err := g.store.GetAgent(ctx, vt.AgentID)
-		if err != nil {
-			return a, nil, fmt.Errorf("agent %s: %w", vt.AgentID, err)
-		}
-		if a.Status == models.AgentRevoked {
-			return a, nil, errRevoked
-		}
-		if a.TokenGeneration != vt.Generation || a.ClusterID != vt.ClusterID {
-			return a, nil, errors.New("agent jwt of a retired generation")
+			return a, nil, err
 		}
 		resp, err := g.connectResponse(ctx, a, "")
 		return a, resp, err

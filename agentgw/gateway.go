@@ -305,22 +305,34 @@ func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
 	}
 }
 
-// VerifyAgentToken checks an agent JWT for the REST API: valid signature and expiry, an agent
-// that exists, is not revoked, and whose token generation is current.
+// VerifyAgentToken checks an agent JWT for the REST API (agentOfToken).
 func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, clusterID uuid.UUID, err error) {
-	vt, err := g.signer.Verify(raw)
+	a, err := g.agentOfToken(ctx, raw)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	a, err := g.store.AgentToken(ctx, vt.AgentID)
+	return a.ID, a.ClusterID, nil
+}
+
+// agentOfToken checks an agent JWT, for a stream and for the REST API alike: a valid signature
+// and expiry, an agent that exists and is not revoked (errRevoked), whose token generation and
+// cluster are the token's. The agent it returns has only its id, cluster, status and token
+// generation, read from its row alone.
+func (g *Gateway) agentOfToken(ctx context.Context, raw string) (models.Agent, error) {
+	vt, err := g.signer.Verify(raw)
 	if err != nil {
-		return uuid.Nil, uuid.Nil, fmt.Errorf("agent %s: %w", vt.AgentID, err)
+		return models.Agent{}, err
 	}
-	if a.Status == models.AgentRevoked {
-		return uuid.Nil, uuid.Nil, errRevoked
+	st, err := g.store.AgentToken(ctx, vt.AgentID)
+	if err != nil {
+		return models.Agent{}, fmt.Errorf("agent %s: %w", vt.AgentID, err)
 	}
-	if a.TokenGeneration != vt.Generation || a.ClusterID != vt.ClusterID {
-		return uuid.Nil, uuid.Nil, errors.New("agent jwt of a retired generation")
+	a := models.Agent{ID: vt.AgentID, ClusterID: st.ClusterID, Status: st.Status, TokenGeneration: st.TokenGeneration}
+	if st.Status == models.AgentRevoked {
+		return a, errRevoked
 	}
-	return vt.AgentID, a.ClusterID, nil
+	if st.TokenGeneration != vt.Generation || st.ClusterID != vt.ClusterID {
+		return a, errors.New("agent jwt of a retired generation")
+	}
+	return a, nil
 }

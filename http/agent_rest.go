@@ -29,6 +29,9 @@ func (a *API) authenticateAgent(next echo.HandlerFunc) echo.HandlerFunc {
 			return Unauthorized()
 		}
 		agentID, clusterID, err := a.hooks.Agents.VerifyAgentToken(c.Request().Context(), raw)
+		if store.IsUnavailable(err) {
+			return err // a 503 with Retry-After: the token may be good, and the agent keeps it
+		}
 		if err != nil {
 			a.log.Info("agent authentication failed", "request_id", requestID(c), "reason", err.Error())
 			return Unauthorized()
