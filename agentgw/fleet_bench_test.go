@@ -244,7 +244,7 @@ type fleetServers interface {
 	start(b *testing.B, addr string) (*child, string)
 	// broadcast sends one command to every agent and returns, per server, when its agents'
 	// acknowledgements were in (durable, for the gateway), and the whole.
-	broadcast(b *testing.B, p fleetPlan, servers []*child) ([]time.Duration, time.Duration)
+	broadcast(b *testing.B, p fleetPlan, servers, clients []*child) ([]time.Duration, time.Duration)
 }
 
 type bareFleet struct{}
@@ -256,7 +256,7 @@ func (bareFleet) start(b *testing.B, addr string) (*child, string) {
 	return c, c.do(b, childReq{Op: "listen", Addr: addr}).Addr
 }
 
-func (bareFleet) broadcast(b *testing.B, _ fleetPlan, servers []*child) ([]time.Duration, time.Duration) {
+func (bareFleet) broadcast(b *testing.B, _ fleetPlan, servers, _ []*child) ([]time.Duration, time.Duration) {
 	start := time.Now()
 	rs := parallel(b, servers, func(c *child) (childResp, error) {
 		r, err := c.call(childReq{Op: "broadcast"})
@@ -288,16 +288,38 @@ func (g *gatewayFleet) start(b *testing.B, addr string) (*child, string) {
 	return c, c.do(b, childReq{Op: "start", DBURL: g.env.DBURL, Addr: addr}).Addr
 }
 
-func (g *gatewayFleet) broadcast(b *testing.B, p fleetPlan, _ []*child) ([]time.Duration, time.Duration) {
+func (g *gatewayFleet) broadcast(b *testing.B, p fleetPlan, _, clients []*child) ([]time.Duration, time.Duration) {
 	g.seq++
 	cmd := models.AgentCommand{ClusterID: g.clusterID, Kind: models.CommandCredentialUpsert, Priority: models.PriorityNormal,
 		DedupeKey: "bench/" + uuid.NewString(), SupersedeKey: "credential/fleet-" + strconv.Itoa(g.seq),
 		Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1, Type: "api_key",
 			KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppID: uuid.NewString(),
 			Grants: []models.CredentialGrant{{PublishID: uuid.NewString(), Limits: models.PlanLimits{RequestsPerMinute: 600}}}})}
+	want := make([]int64, len(clients))
+	total := 0
+	for _, n := range p.perReplica {
+		total += n
+	}
+	for i := range total {
+		want[p.clientOf(i)]++
+	}
+	for i, c := range clients {
+		want[i] += c.do(b, childReq{Op: "stats"}).Acked
+	}
 	start := time.Now()
 	_, err := g.env.Store.EnqueueCommand(context.Background(), &cmd)
 	must(b, err)
+	// Every client process says when its agents have all acked (waiting in the child); the
+	// database is polled for the durable rows only from then on, not during the broadcast.
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() {
+			if w, err := c.call(childReq{Op: "waitacks", Want: want[i]}); err != nil || w.Err != "" {
+				b.Errorf("waiting for the acks: %v %s", err, w.Err)
+			}
+		})
+	}
+	wg.Wait()
 	per := make([]time.Duration, p.replicas)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -434,7 +456,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	}
 	bs0 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	bpg0 := testharness.Postgres(b).CPU()
-	per, whole := fs.broadcast(b, p, servers)
+	per, whole := fs.broadcast(b, p, servers, clients)
 	phase("%s: broadcast acknowledged in %s", fs.name(), whole.Round(time.Millisecond))
 	bs1 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 	run.broadcastPostgresCPU = testharness.Postgres(b).CPU() - bpg0
