@@ -14,14 +14,37 @@ const stateFileMode os.FileMode = 0o600
 
 // ensurePrivateDir creates dir (and parents) and makes sure only the owner can enter it, also
 // when it already existed with looser permissions.
+//
+// A directory it creates is made durable in its parent (fsync), so that what is written into
+// it and fsynced cannot vanish with the directory entry in a crash (an applied publish whose
+// files are gone). A directory that exists costs a stat and a chmod.
 func ensurePrivateDir(dir string) error {
+	var created []string // the directories MkdirAll is about to create, deepest first
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !os.IsNotExist(err) || filepath.Dir(d) == d {
+			break
+		}
+		created = append(created, d)
+	}
 	if err := os.MkdirAll(dir, stateDirMode); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	if err := os.Chmod(dir, stateDirMode); err != nil {
 		return fmt.Errorf("chmod %s: %w", dir, err)
 	}
+	for _, d := range created {
+		syncDir(filepath.Dir(d))
+	}
 	return nil
+}
+
+// syncDir fsyncs a directory, making its entries durable; a failure is not worth failing the
+// write for (some filesystems refuse to fsync directories).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
 }
 
 // writeFileAtomic replaces path with data so that a reader (or a crash) sees either the old or
@@ -46,12 +69,8 @@ func writeFilesAtomic(dir string, mode os.FileMode, files ...fileContent) error 
 			return err
 		}
 	}
-	// The renames are only durable once the directory entries are; a failure here is not worth
-	// failing the write for (some filesystems refuse to fsync directories).
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
+	// The renames are only durable once the directory entries are.
+	syncDir(dir)
 	return nil
 }
 
