@@ -45,10 +45,11 @@ func toApplied(rs []*agentv1.AppliedRevision) []models.AppliedRevision {
 	return out
 }
 
-// driftLoop compares, every DriftCheckInterval, what the agents connected here serve with what
-// their clusters should serve, and repairs what drifted (policy repair).
+// driftLoop compares, every DriftCheckInterval (or less often, see driftShare), what the agents
+// connected here serve with what their clusters should serve, and repairs what drifted (policy
+// repair).
 func (g *Gateway) driftLoop(ctx context.Context) {
-	t := time.NewTicker(g.cfg.DriftCheckInterval)
+	t := time.NewTimer(g.cfg.DriftCheckInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -56,16 +57,35 @@ func (g *Gateway) driftLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		clusters := map[uuid.UUID][]*session{}
-		for _, s := range g.sessions.all() {
-			clusters[s.clusterID] = append(clusters[s.clusterID], s)
+		start := time.Now()
+		g.checkDrift(ctx)
+		t.Reset(driftPause(g.cfg.DriftCheckInterval, time.Since(start)))
+	}
+}
+
+// driftShare bounds the share of time the drift check takes: a pass that took d waits at least
+// driftShare times d before the next one. Each pass loads and computes every cluster this
+// replica holds agents of, whole; for a cluster of tens of thousands of agents that is seconds,
+// and checking it every heartbeat interval would take the replica's CPU from its streams (a
+// connect storm then crawls). A large cluster's drift is found later instead.
+const driftShare = 10
+
+// driftPause is the wait before the next drift check after one that took took.
+func driftPause(interval, took time.Duration) time.Duration {
+	return max(interval, driftShare*took)
+}
+
+// checkDrift checks every cluster this replica holds agents of once.
+func (g *Gateway) checkDrift(ctx context.Context) {
+	clusters := map[uuid.UUID][]*session{}
+	for _, s := range g.sessions.all() {
+		clusters[s.clusterID] = append(clusters[s.clusterID], s)
+	}
+	for cid, ss := range clusters {
+		if ctx.Err() != nil {
+			return
 		}
-		for cid, ss := range clusters {
-			if ctx.Err() != nil {
-				return
-			}
-			g.checkCluster(ctx, cid, ss)
-		}
+		g.checkCluster(ctx, cid, ss)
 	}
 }
 
