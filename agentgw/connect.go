@@ -206,7 +206,13 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 	if err != nil {
 		g.sessions.remove(s)
 		s.cancel(nil)
-		g.log.Error("mark agent connected", "agent_id", agent.ID, "err", err)
+		if ctx.Err() != nil {
+			// The agent went away while its claim was being written (a connect storm's agents
+			// give up and retry): nothing is wrong with the server.
+			g.log.Info("agent left before its connect was stored", "agent_id", agent.ID, "err", err)
+		} else {
+			g.log.Error("mark agent connected", "agent_id", agent.ID, "err", err)
+		}
 		return nil, nil, status.Error(codes.Unavailable, "try again")
 	}
 	g.log.Info("agent connected", "agent_id", agent.ID, "cluster_id", agent.ClusterID, "ip", ip, "version", req.GetAgentVersion())
