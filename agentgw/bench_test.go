@@ -964,13 +964,16 @@ func (c *child) do(b *testing.B, req childReq) childResp {
 // ---- measurements ----
 
 // readRSS is VmRSS of this process in KB.
-func readRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+func readRSS() int64 { return procKB("/proc/self/status", "VmRSS") }
+
+// procKB is the field (in kB) of a /proc file of "Name:   1234 kB" lines; 0 when unknown.
+func procKB(path, field string) int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			return kb
 		}

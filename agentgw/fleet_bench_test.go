@@ -584,19 +584,7 @@ func mean(rs []replicaResult, f func(replicaResult) float64) float64 {
 }
 
 // memAvailableKB is MemAvailable from /proc/meminfo (0 when unknown).
-func memAvailableKB() int64 {
-	raw, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb
-		}
-	}
-	return 0
-}
+func memAvailableKB() int64 { return procKB("/proc/meminfo", "MemAvailable") }
 
 func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 	var sb strings.Builder

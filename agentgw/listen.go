@@ -54,11 +54,14 @@ func (g *Gateway) listen(ctx context.Context) {
 func preparedFor(m *agentv1.ServerMessage) func(*session) outMessage {
 	byCompressor := map[string]*grpc.PreparedMsg{}
 	return func(s *session) outMessage {
-		comp := s.sendCompressor()
+		comp, known := s.sendCompressor()
+		if !known {
+			return outMessage{m: m} // sent as it is
+		}
 		pm, ok := byCompressor[comp]
 		if !ok {
 			pm = &grpc.PreparedMsg{}
-			if comp == "?" || pm.Encode(s.stream, m) != nil {
+			if pm.Encode(s.stream, m) != nil {
 				pm = nil // sent as it is
 			}
 			byCompressor[comp] = pm

@@ -297,13 +297,14 @@ func (s *session) offerCommand(c models.AgentCommand, m outMessage) (queued bool
 	return ok
 }
 
-// sendCompressor is the compressor of what this stream sends ("" for none): a message encoded
-// for one stream fits another only when they agree.
-func (s *session) sendCompressor() string {
-	if c, ok := grpc.ServerTransportStreamFromContext(s.ctx).(interface{ SendCompress() string }); ok {
-		return c.SendCompress()
+// sendCompressor is the compressor of what this stream sends ("" for none), false when grpc-go
+// does not say: a message encoded for one stream fits another only when they agree.
+func (s *session) sendCompressor() (string, bool) {
+	c, ok := grpc.ServerTransportStreamFromContext(s.ctx).(interface{ SendCompress() string })
+	if !ok {
+		return "", false
 	}
-	return "?"
+	return c.SendCompress(), true
 }
 
 // acked forgets a command acknowledged on this stream and returns what it was.

@@ -169,14 +169,8 @@ func (s *Store) AgentToken(ctx context.Context, id uuid.UUID) (AgentTokenState, 
 	// Every REST call of an agent reads this (an agent's snapshot fetch for each publish): on
 	// the pool's pgx connection, past GORM (readRows).
 	var st AgentTokenState
-	found := false
-	err := s.readRows(ctx, `SELECT status, cluster_id, token_generation FROM agents WHERE id = $1`, []any{id}, func(rs rowScanner) error {
-		found = true
-		return rs.Scan(&st.Status, &st.ClusterID, &st.TokenGeneration)
-	})
-	if err == nil && !found {
-		err = ErrNotFound
-	}
+	err := s.readRow(ctx, `SELECT status, cluster_id, token_generation FROM agents WHERE id = $1`, []any{id},
+		&st.Status, &st.ClusterID, &st.TokenGeneration)
 	return st, err
 }
 

@@ -79,15 +79,21 @@ func readSQLRows(ctx context.Context, pool gorm.ConnPool, query string, args []a
 // writing and parsing those than on the rows.
 func (s *Store) execDirect(ctx context.Context, query string, args ...any) error {
 	s.observed(query)
-	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
-		_, err := tx.Statement.ConnPool.ExecContext(ctx, query, args...)
-		return err
+	_, err := s.db(ctx).Statement.ConnPool.ExecContext(ctx, query, args...)
+	return err
+}
+
+// readRow reads the one row of a read statement (readRows) into dest; ErrNotFound when it has
+// none.
+func (s *Store) readRow(ctx context.Context, query string, args []any, dest ...any) error {
+	found := false
+	err := s.readRows(ctx, query, args, func(rs rowScanner) error {
+		found = true
+		return rs.Scan(dest...)
+	})
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	sqlDB, err := s.pool.DB()
-	if err != nil {
-		return err
-	}
-	_, err = sqlDB.ExecContext(ctx, query, args...)
 	return err
 }
 

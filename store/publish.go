@@ -256,15 +256,8 @@ func (s *Store) GetRevision(ctx context.Context, publishID uuid.UUID, revision i
 // cluster (what an agent of that cluster may fetch), in one statement; ErrNotFound otherwise.
 func (s *Store) ClusterRevision(ctx context.Context, clusterID, publishID uuid.UUID, revision int) (snapshot []byte, checksum string, err error) {
 	// Every agent of the cluster reads this for every publish: past GORM (readRows).
-	found := false
-	err = s.readRows(ctx, `SELECT r.snapshot, r.checksum FROM publish_revisions r JOIN product_publishes p ON p.id = r.publish_id
-		WHERE r.publish_id = $1 AND r.revision = $2 AND p.cluster_id = $3`, []any{publishID, revision, clusterID}, func(rs rowScanner) error {
-		found = true
-		return rs.Scan(&snapshot, &checksum)
-	})
-	if err == nil && !found {
-		err = ErrNotFound
-	}
+	err = s.readRow(ctx, `SELECT r.snapshot, r.checksum FROM publish_revisions r JOIN product_publishes p ON p.id = r.publish_id
+		WHERE r.publish_id = $1 AND r.revision = $2 AND p.cluster_id = $3`, []any{publishID, revision, clusterID}, &snapshot, &checksum)
 	if err != nil {
 		return nil, "", err
 	}

@@ -74,10 +74,11 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 // syncInputs loads the inputs of the cluster's agents, or of the one agent when agentID is set.
 func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID) (SyncInputs, error) {
 	var in SyncInputs
-	db := s.db(ctx)
-	if err := notFound(db.Take(&in.Cluster, "id = ?", clusterID).Error); err != nil {
+	var err error
+	if in.Cluster, err = s.ClusterRow(ctx, clusterID); err != nil {
 		return in, err
 	}
+	db := s.db(ctx)
 	// only narrows a statement to the agent: the condition on col, and its argument.
 	only := func(col string) (string, []any) {
 		if agentID == nil {
