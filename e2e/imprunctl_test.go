@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,28 +30,15 @@ func newImprunctl(t *testing.T, s *stack) *imprunctl {
 	return &imprunctl{t: t, env: map[string]string{"IMPRUN_SERVER": s.env.URL, "XDG_CONFIG_HOME": t.TempDir()}}
 }
 
-// syncBuffer is written by a command running in another goroutine while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
-
 // run executes imprunctl args and returns the exit code, stdout and stderr.
 func (c *imprunctl) run(args ...string) (int, string, string) {
-	var out, errb syncBuffer
+	var out, errb apitest.LockedBuffer
 	code := c.runTo(&out, &errb, args...)
 	c.t.Logf("imprunctl %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
 	return code, out.String(), errb.String()
 }
 
-func (c *imprunctl) runTo(out, errb *syncBuffer, args ...string) int {
+func (c *imprunctl) runTo(out, errb *apitest.LockedBuffer, args ...string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return ctl.Run(ctx, args, ctl.IO{Stdout: out, Stderr: errb, Getenv: func(k string) string { return c.env[k] }})
@@ -196,7 +181,7 @@ func TestImprunctl(t *testing.T) {
 	// command follows the run to WITHDRAWN once the agent is back.
 	ra.stop()
 	s.waitAgent(t, agentID, models.AgentDisconnected)
-	var wout, werr syncBuffer
+	var wout, werr apitest.LockedBuffer
 	done := make(chan int, 1)
 	go func() { done <- owner.runTo(&wout, &werr, "withdraw", pubID, "--reason", "moving", "--poll", "100ms") }()
 	require.Eventually(t, func() bool { return strings.Contains(werr.String(), "offline:") }, 30*time.Second, 100*time.Millisecond,
@@ -224,7 +209,7 @@ func TestImprunctl(t *testing.T) {
 
 	// Publish the first one again (revision 2) while the agent is away: the same progress, then
 	// PUBLISHED once it is back.
-	var pout, perr syncBuffer
+	var pout, perr apitest.LockedBuffer
 	go func() { done <- owner.runTo(&pout, &perr, "publish", pubID, "--poll", "100ms") }()
 	require.Eventually(t, func() bool { return strings.Contains(perr.String(), "offline:") }, 30*time.Second, 100*time.Millisecond,
 		"progress should name the offline agent: %s", perr.String())

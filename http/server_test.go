@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -192,7 +191,7 @@ func TestPostgresDownIs503(t *testing.T) {
 // would.
 func TestUntracedRequestKeepsCallersTraceContext(t *testing.T) {
 	t.Parallel()
-	logs := &lockedWriter{}
+	logs := &apitest.LockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	base, srv := startServer(t, httpapi.Options{Logger: log})
 	srv.Echo().GET("/traced", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
@@ -205,22 +204,4 @@ func TestUntracedRequestKeepsCallersTraceContext(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "route=/traced") }, 5*time.Second, 10*time.Millisecond)
 	require.Contains(t, logs.String(), "trace_id=4bf92f3577b34da6a3ce929d0e0e4736")
-}
-
-// lockedWriter is a log sink a test may read while the server writes to it.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

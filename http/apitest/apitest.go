@@ -90,7 +90,7 @@ type Env struct {
 	TemporalServer *testharness.TemporalServer
 	// Log is where the env's api, gateways and workers log; Logs returns everything so far.
 	Log  *slog.Logger
-	logs *lockedBuffer
+	logs *LockedBuffer
 	// Replica is the first agent gateway (when Options.Agents is set).
 	Replica *Replica
 
@@ -278,7 +278,7 @@ const AgentJWTSecret = "apitest-agent-jwt-secret-0123456789abcdef"
 // New starts an API for t.
 func New(t testing.TB, o Options) *Env {
 	t.Helper()
-	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &lockedBuffer{}, Metrics: prometheus.NewRegistry()}
+	e := &Env{T: t, Issuer: Issuer(t), Temporal: &temporalclient.Holder{}, logs: &LockedBuffer{}, Metrics: prometheus.NewRegistry()}
 	e.outcomes = metrics.NewOutcomes(e.Metrics)
 	e.Log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if o.Logger != nil {
@@ -572,18 +572,20 @@ func (e *Env) checkResponse(req *http.Request, r *Response) error {
 // Logs returns everything the env's components logged so far.
 func (e *Env) Logs() string { return e.logs.String() }
 
-type lockedBuffer struct {
+// LockedBuffer is a buffer one goroutine may read while others write to it (a log sink, a
+// command's output).
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
