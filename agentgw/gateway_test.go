@@ -189,6 +189,7 @@ func TestDisconnectDetection(t *testing.T) {
 	ra := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
 	id := ra.identity(t)
 	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+	require.Equal(t, "active", f.ops.Get("/v1/operator/clusters/"+f.clusterID).Map()["status"], "a connected agent makes its cluster active")
 
 	// The last heartbeat shown moves on (the replica's lease vouches for the agent).
 	shown := func() time.Time {
@@ -201,6 +202,24 @@ func TestDisconnectDetection(t *testing.T) {
 	waitStatus(t, f.env, id.AgentID, models.AgentDisconnected, 10*time.Second)
 	r := f.ops.Get("/v1/operator/clusters/" + f.clusterID)
 	require.Equal(t, "inactive", r.Map()["status"])
+	// The stream's opening and end are the agent's newest events, both naming its session.
+	var detail struct {
+		RecentEvents []struct {
+			Type      string            `json:"type"`
+			Message   string            `json:"message"`
+			Metadata  map[string]string `json:"metadata"`
+			IPAddress string            `json:"ip_address"`
+		} `json:"recent_events"`
+	}
+	f.ops.Get("/v1/operator/agents/" + id.AgentID).JSON(&detail)
+	require.GreaterOrEqual(t, len(detail.RecentEvents), 2)
+	ended, opened := detail.RecentEvents[0], detail.RecentEvents[1]
+	require.Equal(t, models.EventDisconnected, ended.Type)
+	require.Equal(t, models.EventConnected, opened.Type)
+	require.Equal(t, "stream opened", opened.Message)
+	require.NotEmpty(t, opened.Metadata["session_id"])
+	require.Equal(t, opened.Metadata["session_id"], ended.Metadata["session_id"])
+	require.NotEmpty(t, opened.IPAddress)
 
 	// A client that authenticates and then goes silent is dropped after 3 missed heartbeats.
 	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -65,7 +65,12 @@ func (p *presence) mark(s *session, hb *agentv1.Heartbeat) (askFull bool) {
 			p.g.log.Info("heartbeat digest does not match its applied list; the list is taken", "agent_id", s.agentID, "digest", models.Cut(digest, 64))
 		}
 		s.mu.Lock()
-		s.appliedDigest = got
+		if got != s.appliedDigest {
+			// Only when it changed: an unchanged digest keeps the string of the connect, so a
+			// heartbeat leaves nothing on the heap that outlives it (a small object kept from
+			// each heartbeat pins a span of the heartbeats' garbage per agent).
+			s.appliedDigest = got
+		}
 		s.mu.Unlock()
 	default:
 		s.mu.Lock()

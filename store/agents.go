@@ -94,29 +94,26 @@ type AgentConnection struct {
 // the connection as an event and makes a pending or inactive cluster active. A revoked agent
 // is not claimed: ok is false.
 func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok bool, err error) {
-	err = s.InTx(ctx, func(ctx context.Context) error {
-		tx := s.db(ctx)
-		changes := map[string]any{"status": models.AgentConnected, "session_id": c.SessionID, "replica_id": c.ReplicaID, "last_connected_at": c.At, "last_heartbeat_at": c.At,
-			"ip_address": c.IP, "applied": models.JSON[[]models.AppliedRevision]{V: c.Applied}, "updated_at": c.At,
-			"credential_checksum": models.Cut(c.CredentialChecksum, 64)}
-		if c.Version != "" {
-			changes["version"] = models.Cut(c.Version, 50)
-		}
-		if c.Hostname != "" {
-			changes["hostname"] = models.Cut(c.Hostname, 255)
-		}
-		res := tx.Model(&models.Agent{}).Where("id = ? AND status <> 'revoked'", c.AgentID).Updates(changes)
-		if res.Error != nil || res.RowsAffected == 0 {
-			return res.Error
-		}
-		ok = true
-		if err := s.AddAgentEvent(ctx, &models.AgentEvent{AgentID: c.AgentID, ClusterID: c.ClusterID, Type: models.EventConnected, IPAddress: c.IP,
-			Message: "stream opened", Metadata: models.JSONMap{"session_id": c.SessionID.String()}}); err != nil {
-			return err
-		}
-		return tx.Exec(`UPDATE clusters SET status = 'active', updated_at = now() WHERE id = ? AND status IN ('pending', 'inactive')`, c.ClusterID).Error
-	})
-	return ok && err == nil, err
+	// One statement, the row, its event and the cluster's status together: every agent of a
+	// fleet's reconnect storm runs it (it was a transaction of three statements through GORM).
+	applied, err := models.JSON[[]models.AppliedRevision]{V: c.Applied}.Value()
+	if err != nil {
+		return false, err
+	}
+	var n int
+	err = s.readRow(ctx, `WITH a AS (
+			UPDATE agents SET status = 'connected', session_id = $2, replica_id = $3, last_connected_at = $4, last_heartbeat_at = $4,
+				ip_address = $5, applied = $6::jsonb, updated_at = $4, credential_checksum = $7,
+				version = coalesce(nullif($8, ''), version), hostname = coalesce(nullif($9, ''), hostname)
+			WHERE id = $1 AND status <> 'revoked' RETURNING id),
+		e AS (INSERT INTO agent_events (agent_id, cluster_id, type, message, metadata, ip_address, created_at)
+			SELECT id, $10, 'connected', 'stream opened', jsonb_build_object('session_id', $2::text), $5, $4 FROM a),
+		c AS (UPDATE clusters SET status = 'active', updated_at = now()
+			WHERE id = $10 AND status IN ('pending', 'inactive') AND EXISTS (SELECT 1 FROM a))
+		SELECT count(*) FROM a`,
+		[]any{c.AgentID, c.SessionID, c.ReplicaID, c.At, c.IP, applied, models.Cut(c.CredentialChecksum, 64),
+			models.Cut(c.Version, 50), models.Cut(c.Hostname, 255), c.ClusterID}, &n)
+	return err == nil && n > 0, err
 }
 
 // AgentDisconnection is a stream of an agent that has ended.
@@ -132,22 +129,20 @@ type AgentDisconnection struct {
 // session may have claimed it already), records why as an event, and makes the cluster
 // inactive when no agent of it is connected any more.
 func (s *Store) MarkAgentDisconnected(ctx context.Context, d AgentDisconnection) error {
-	agentID, clusterID, sessionID, ip, reason := d.AgentID, d.ClusterID, d.SessionID, d.IP, d.Reason
-	return s.InTx(ctx, func(ctx context.Context) error {
-		tx := s.db(ctx)
-		res := tx.Exec(`UPDATE agents SET status = 'disconnected', session_id = NULL, replica_id = NULL,
-				last_heartbeat_at = GREATEST(last_heartbeat_at, ?), updated_at = now()
-			WHERE id = ? AND session_id = ? AND status = 'connected'`, d.LastSeen, agentID, sessionID)
-		if res.Error != nil || res.RowsAffected == 0 {
-			return res.Error
-		}
-		if err := s.AddAgentEvent(ctx, &models.AgentEvent{AgentID: agentID, ClusterID: clusterID, Type: models.EventDisconnected, IPAddress: ip,
-			Message: models.Cut(reason, 1000), Metadata: models.JSONMap{"session_id": sessionID.String()}}); err != nil {
-			return err
-		}
-		return tx.Exec(`UPDATE clusters c SET status = 'inactive', updated_at = now() WHERE c.id = ? AND c.status = 'active'
-			AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.cluster_id = c.id AND a.status = 'connected')`, clusterID).Error
-	})
+	// One statement, as MarkAgentConnected. Its parts see the agents table as it was before
+	// it, so the cluster's other agents are asked, not this one.
+	var n int
+	return s.readRow(ctx, `WITH a AS (
+			UPDATE agents SET status = 'disconnected', session_id = NULL, replica_id = NULL,
+				last_heartbeat_at = GREATEST(last_heartbeat_at, $3), updated_at = now()
+			WHERE id = $1 AND session_id = $2 AND status = 'connected' RETURNING id),
+		e AS (INSERT INTO agent_events (agent_id, cluster_id, type, message, metadata, ip_address, created_at)
+			SELECT id, $4, 'disconnected', $5, jsonb_build_object('session_id', $2::text), $6, $7 FROM a),
+		c AS (UPDATE clusters c SET status = 'inactive', updated_at = now()
+			WHERE c.id = $4 AND c.status = 'active' AND EXISTS (SELECT 1 FROM a)
+			  AND NOT EXISTS (SELECT 1 FROM agents o WHERE o.cluster_id = c.id AND o.status = 'connected' AND o.id <> $1))
+		SELECT count(*) FROM a`,
+		[]any{d.AgentID, d.SessionID, d.LastSeen, d.ClusterID, models.Cut(d.Reason, 1000), d.IP, time.Now().UTC()}, &n)
 }
 
 // AgentRef names an agent and its cluster.

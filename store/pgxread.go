@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 )
@@ -27,6 +29,60 @@ func (s *Store) readRows(ctx context.Context, query string, args []any, each fun
 	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		return readSQLRows(ctx, tx.Statement.ConnPool, query, args, each)
 	}
+	return s.onPgx(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, query, pgxArgs(args)...)
+		if err != nil {
+			return err
+		}
+		return eachRow(rows, each)
+	})
+}
+
+// batchRead is one statement of readBatch.
+type batchRead struct {
+	query string
+	args  []any
+	each  func(rowScanner) error
+}
+
+// readBatch runs read statements (readRows) in one round trip to Postgres: a pgx batch on the
+// pool's connection; inside InTx one after the other in the transaction. Each statement sees
+// its own snapshot, as separate statements would.
+func (s *Store) readBatch(ctx context.Context, reads ...batchRead) error {
+	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
+		for _, r := range reads {
+			s.observed(r.query)
+			if err := readSQLRows(ctx, tx.Statement.ConnPool, r.query, r.args, r.each); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range reads {
+		s.observed(r.query)
+		b.Queue(r.query, pgxArgs(r.args)...)
+	}
+	return s.onPgx(ctx, func(c *pgx.Conn) error {
+		br := c.SendBatch(ctx, b)
+		for _, r := range reads {
+			rows, err := br.Query()
+			if err != nil {
+				_ = br.Close()
+				return err
+			}
+			if err := eachRow(rows, r.each); err != nil {
+				_ = br.Close()
+				return err
+			}
+		}
+		return br.Close()
+	})
+}
+
+// onPgx runs f on the pgx connection of one of the pool's connections (database/sql's
+// Conn.Raw): the connection stays the pool's, so its limits and health checks still apply.
+func (s *Store) onPgx(ctx context.Context, f func(*pgx.Conn) error) error {
 	sqlDB, err := s.pool.DB()
 	if err != nil {
 		return err
@@ -41,20 +97,55 @@ func (s *Store) readRows(ctx context.Context, query string, args []any, each fun
 		if !ok {
 			return fmt.Errorf("store: driver connection %T is not pgx's", dc)
 		}
-		rows, err := pc.Conn().Query(ctx, query, args...)
-		if err != nil {
+		// A connection a read broke goes back to database/sql, which drops it: pgx's
+		// ResetSession refuses a closed connection before the pool hands it out again.
+		return f(pc.Conn())
+	})
+}
+
+// pgxArgs hands uuids to pgx as the 16 bytes they are. As a driver.Valuer, a uuid.UUID is its
+// text, which pgx first fails to encode in binary, building an error message with fmt, before
+// it parses the text back: that was a tenth of a connecting agent's CPU.
+func pgxArgs(args []any) []any {
+	var out []any
+	for i, a := range args {
+		var v any
+		switch id := a.(type) {
+		case uuid.UUID:
+			v = [16]byte(id)
+		case *uuid.UUID:
+			if id == nil {
+				v = nil
+			} else {
+				v = [16]byte(*id)
+			}
+		default:
+			if out != nil {
+				out[i] = a
+			}
+			continue
+		}
+		if out == nil {
+			out = make([]any, len(args))
+			copy(out, args[:i])
+		}
+		out[i] = v
+	}
+	if out == nil {
+		return args
+	}
+	return out
+}
+
+// eachRow calls each for every row of rows and closes them.
+func eachRow(rows pgx.Rows, each func(rowScanner) error) error {
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := each(rows); err != nil {
-				return err
-			}
-		}
-		// A connection the read broke goes back to database/sql, which drops it: pgx's
-		// ResetSession refuses a closed connection before the pool hands it out again.
-		return rows.Err()
-	})
+	}
+	return rows.Err()
 }
 
 func readSQLRows(ctx context.Context, pool gorm.ConnPool, query string, args []any, each func(rowScanner) error) error {

@@ -71,66 +71,99 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 	return s.syncInputs(ctx, clusterID, &agentID)
 }
 
-// syncInputs loads the inputs of the cluster's agents, or of the one agent when agentID is set.
+// syncInputs loads the inputs of the cluster's agents, or of the one agent when agentID is set,
+// in one round trip (readBatch): an agent's connect reads its own, so a fleet's reconnect storm
+// is as many batches as agents, and each went through GORM as six statements before.
+//
+// Of the cluster, Cluster holds the id, name, status and drift policy; of each agent, Agents
+// hold the id, cluster, name, status, applied set, credential checksum and the heartbeat as
+// shown (agentSeen): what package syncstate reads.
 func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID) (SyncInputs, error) {
-	var in SyncInputs
-	var err error
-	if in.Cluster, err = s.ClusterRow(ctx, clusterID); err != nil {
-		return in, err
-	}
-	db := s.db(ctx)
-	// only narrows a statement to the agent: the condition on col, and its argument.
-	only := func(col string) (string, []any) {
+	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
+	args := []any{clusterID}
+	// only narrows a statement to the agent ($2).
+	only := func(col string) string {
 		if agentID == nil {
-			return "", nil
+			return ""
 		}
-		return " AND " + col + " = ?", []any{*agentID}
+		return " AND " + col + " = $2"
 	}
-	agents := shownAgents(db).Where("cluster_id = ? AND status <> ?", clusterID, models.AgentRevoked)
 	if agentID != nil {
-		agents = agents.Where("id = ?", *agentID)
+		args = append(args, *agentID)
 	}
-	if err := agents.Order("name").Find(&in.Agents).Error; err != nil {
-		return in, err
+	found := false
+	err := s.readBatch(ctx,
+		batchRead{`SELECT id, name, status, drift_policy FROM clusters WHERE id = $1`, args[:1], func(rs rowScanner) error {
+			found = true
+			c := &in.Cluster
+			return rs.Scan(&c.ID, &c.Name, &c.Status, &c.DriftPolicy)
+		}},
+		batchRead{`SELECT a.id, a.cluster_id, a.name, a.status, a.applied, a.credential_checksum, ` + agentSeen + `
+			FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+			WHERE a.cluster_id = $1 AND a.status <> 'revoked'` + only("a.id") + ` ORDER BY a.name`, args, func(rs rowScanner) error {
+			var a models.Agent
+			if err := rs.Scan(&a.ID, &a.ClusterID, &a.Name, &a.Status, &a.Applied, &a.CredentialChecksum, &a.LastHeartbeatAt); err != nil {
+				return err
+			}
+			in.Agents = append(in.Agents, a)
+			return nil
+		}},
+		batchRead{`SELECT c.id, c.agent_id, c.payload->>'publish_id', coalesce((c.payload->>'revision')::int, 0),
+				coalesce(c.payload->>'checksum', ''), coalesce(c.payload->>'action', ''), c.created_at,
+				coalesce((c.payload->>'attempt')::int, 0)
+			FROM agent_commands c
+			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL
+			  AND ((c.agent_id IS NULL AND c.supersede_key LIKE 'publish/%') OR (c.agent_id IS NOT NULL AND c.supersede_key LIKE 'repair/%'` + only("c.agent_id") + `))`,
+			args, func(rs rowScanner) error {
+				var d DeployIntent
+				var publish *string
+				if err := rs.Scan(&d.CommandID, &d.AgentID, &publish, &d.Revision, &d.Checksum, &d.Action, &d.CreatedAt, &d.Attempt); err != nil {
+					return err
+				}
+				if publish != nil {
+					d.PublishID = *publish
+				}
+				in.Deploys = append(in.Deploys, d)
+				return nil
+			}},
+		batchRead{`SELECT d.command_id, d.agent_id, d.status, d.acked_at, d.result_status, coalesce(d.result->>'message', '')
+			FROM agent_commands c JOIN agent_command_deliveries d ON d.command_id = c.id
+			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL` + only("d.agent_id"),
+			args, func(rs rowScanner) error {
+				var d DeployDelivery
+				if err := rs.Scan(&d.CommandID, &d.AgentID, &d.Status, &d.AckedAt, &d.ResultStatus, &d.Message); err != nil {
+					return err
+				}
+				in.Deliveries = append(in.Deliveries, d)
+				return nil
+			}},
+		batchRead{`SELECT credential_id, version FROM credential_rollouts WHERE cluster_id = $1 AND action = 'upsert' ORDER BY credential_id`,
+			args[:1], func(rs rowScanner) error {
+				var c CredentialVersion
+				if err := rs.Scan(&c.CredentialID, &c.Version); err != nil {
+					return err
+				}
+				in.Credentials = append(in.Credentials, c)
+				return nil
+			}},
+		batchRead{`SELECT a.id, count(*) FROM agents a
+			JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
+			WHERE a.cluster_id = $1 AND a.status <> 'revoked' AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
+			  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')` + only("a.id") + `
+			GROUP BY a.id`, args, func(rs rowScanner) error {
+			var id uuid.UUID
+			var n int
+			if err := rs.Scan(&id, &n); err != nil {
+				return err
+			}
+			in.CredentialsPending[id] = n
+			return nil
+		}},
+	)
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	cond, args := only("c.agent_id")
-	if err := db.Raw(`SELECT c.id AS command_id, c.agent_id, c.payload->>'publish_id' AS publish_id,
-			coalesce((c.payload->>'revision')::int, 0) AS revision, coalesce(c.payload->>'checksum', '') AS checksum,
-			coalesce(c.payload->>'action', '') AS action, c.created_at, coalesce((c.payload->>'attempt')::int, 0) AS attempt
-		FROM agent_commands c
-		WHERE c.cluster_id = ? AND c.kind = 'deploy' AND c.superseded_at IS NULL
-		  AND ((c.agent_id IS NULL AND c.supersede_key LIKE 'publish/%') OR (c.agent_id IS NOT NULL AND c.supersede_key LIKE 'repair/%'`+cond+`))`,
-		append([]any{clusterID}, args...)...).Scan(&in.Deploys).Error; err != nil {
-		return in, err
-	}
-	cond, args = only("d.agent_id")
-	if err := db.Raw(`SELECT d.command_id, d.agent_id, d.status, d.acked_at, d.result_status, coalesce(d.result->>'message', '') AS message
-		FROM agent_commands c JOIN agent_command_deliveries d ON d.command_id = c.id
-		WHERE c.cluster_id = ? AND c.kind = 'deploy' AND c.superseded_at IS NULL`+cond,
-		append([]any{clusterID}, args...)...).Scan(&in.Deliveries).Error; err != nil {
-		return in, err
-	}
-	if err := db.Raw(`SELECT credential_id, version FROM credential_rollouts WHERE cluster_id = ? AND action = 'upsert' ORDER BY credential_id`,
-		clusterID).Scan(&in.Credentials).Error; err != nil {
-		return in, err
-	}
-	var pending []struct {
-		AgentID uuid.UUID
-		N       int
-	}
-	cond, args = only("a.id")
-	if err := db.Raw(`SELECT a.id AS agent_id, count(*) AS n FROM agents a
-		JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
-		WHERE a.cluster_id = ? AND a.status <> 'revoked' AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
-		  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')`+cond+`
-		GROUP BY a.id`, append([]any{clusterID}, args...)...).Scan(&pending).Error; err != nil {
-		return in, err
-	}
-	in.CredentialsPending = make(map[uuid.UUID]int, len(pending))
-	for _, p := range pending {
-		in.CredentialsPending[p.AgentID] = p.N
-	}
-	return in, nil
+	return in, err
 }
 
 // ClusterCredentialCommands returns the command that carried the current rollout of every

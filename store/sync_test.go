@@ -73,4 +73,48 @@ func TestAgentSyncInputsAreTheClustersNarrowedToTheAgent(t *testing.T) {
 	}
 	require.Equal(t, 1, whole.CredentialsPending[a1], "the credential a1 has not acknowledged")
 	require.NotContains(t, whole.CredentialsPending, a2)
+
+	// What the statements read, field by field.
+	require.Equal(t, cl.ID, whole.Cluster.ID)
+	require.Equal(t, "c1", whole.Cluster.Name)
+	require.Equal(t, models.DriftRepair, whole.Cluster.DriftPolicy)
+	require.Equal(t, []string{"a1", "a2", "a3"}, []string{whole.Agents[0].Name, whole.Agents[1].Name, whole.Agents[2].Name})
+	require.Equal(t, models.AgentConnected, whole.Agents[0].Status)
+	require.Equal(t, cl.ID, whole.Agents[0].ClusterID)
+	require.NotNil(t, whole.Agents[0].Applied.V)
+	require.Len(t, whole.Deploys, 2)
+	for _, d := range whole.Deploys {
+		require.Equal(t, "p1", d.PublishID)
+		require.Equal(t, 2, d.Revision)
+		if d.AgentID == nil {
+			require.Equal(t, deploy.ID, d.CommandID)
+			require.Equal(t, "sum", d.Checksum)
+		} else {
+			require.Equal(t, repair.ID, d.CommandID)
+			require.Equal(t, 1, d.Attempt)
+		}
+	}
+	require.Len(t, whole.Deliveries, 2)
+	for _, d := range whole.Deliveries {
+		if d.AgentID == a1 {
+			require.Equal(t, models.DeliveryAcked, d.Status)
+			require.Equal(t, "succeeded", d.ResultStatus)
+			require.Equal(t, "ok", d.Message)
+			require.NotNil(t, d.AckedAt)
+		} else {
+			require.Equal(t, models.DeliverySent, d.Status)
+			require.Nil(t, d.AckedAt)
+		}
+	}
+
+	// The same inside a transaction (the statements then run one after the other in it).
+	require.NoError(t, st.InTx(ctx, func(ctx context.Context) error {
+		got, err := st.ClusterSyncInputs(ctx, cl.ID)
+		require.NoError(t, err)
+		require.Equal(t, whole, got)
+		return nil
+	}))
+
+	_, err = st.AgentSyncInputs(ctx, uuid.New(), a1)
+	require.ErrorIs(t, err, store.ErrNotFound, "an unknown cluster")
 }
