@@ -189,7 +189,7 @@ func TestDisconnectDetection(t *testing.T) {
 	ra := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
 	id := ra.identity(t)
 	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
-	require.Equal(t, "active", f.ops.Get("/v1/operator/clusters/"+f.clusterID).Map()["status"], "a connected agent makes its cluster active")
+	require.Equal(t, "active", f.ops.Get("/v1/operator/clusters/" + f.clusterID).Map()["status"], "a connected agent makes its cluster active")
 
 	// The last heartbeat shown moves on (the replica's lease vouches for the agent).
 	shown := func() time.Time {
