@@ -49,10 +49,9 @@ type batchRead struct {
 // pool's connection; inside InTx one after the other in the transaction. Each statement sees
 // its own snapshot, as separate statements would.
 func (s *Store) readBatch(ctx context.Context, reads ...batchRead) error {
-	if tx, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
+	if _, ok := ctx.Value(txKey{}).(*gorm.DB); ok {
 		for _, r := range reads {
-			s.observed(r.query)
-			if err := readSQLRows(ctx, tx.Statement.ConnPool, r.query, r.args, r.each); err != nil {
+			if err := s.readRows(ctx, r.query, r.args, r.each); err != nil {
 				return err
 			}
 		}
@@ -114,9 +113,7 @@ func pgxArgs(args []any) []any {
 		case uuid.UUID:
 			v = [16]byte(id)
 		case *uuid.UUID:
-			if id == nil {
-				v = nil
-			} else {
+			if id != nil {
 				v = [16]byte(*id)
 			}
 		default:
