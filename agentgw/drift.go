@@ -100,13 +100,14 @@ func (g *Gateway) checkCluster(ctx context.Context, clusterID uuid.UUID, ss []*s
 	}
 	cs := syncstate.Compute(in, time.Now().UTC(), g.SyncLimits())
 	g.syncm.setSync(cs)
+	byAgent := cs.ByAgent()
 	for _, s := range ss {
-		a, ok := cs.Agent(s.agentID)
+		a, ok := byAgent[s.agentID]
 		if !ok {
 			continue
 		}
-		g.logIgnored(s, a)
-		g.repair(ctx, s, cs, a, false)
+		g.logIgnored(s, *a)
+		g.repair(ctx, s, cs, *a, false)
 	}
 }
 

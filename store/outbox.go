@@ -165,12 +165,25 @@ func (s *Store) GetCommands(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID
 
 // PendingCommands lists what an agent has not acknowledged yet, revocations first, then
 // oldest first.
+//
+// Every connect runs it, so it is one statement on the pool's pgx connection (readRows), past
+// GORM's reflection: a reconnect storm is as many of these as agents.
 func (s *Store) PendingCommands(ctx context.Context, clusterID, agentID uuid.UUID) ([]models.AgentCommand, error) {
 	var rows []models.AgentCommand
-	err := s.db(ctx).Raw(`SELECT c.* FROM agent_commands c
-		WHERE c.cluster_id = ? AND (c.agent_id IS NULL OR c.agent_id = ?) AND c.superseded_at IS NULL
-		  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = ? AND d.status = 'acked')
-		ORDER BY c.priority, c.created_at, c.id`, clusterID, agentID, agentID).Scan(&rows).Error
+	err := s.readRows(ctx, `SELECT c.id, c.cluster_id, c.agent_id, c.kind, c.priority, c.dedupe_key, c.supersede_key,
+			c.payload, c.trace_context, c.created_at, c.superseded_at
+		FROM agent_commands c
+		WHERE c.cluster_id = $1 AND (c.agent_id IS NULL OR c.agent_id = $2) AND c.superseded_at IS NULL
+		  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = $2 AND d.status = 'acked')
+		ORDER BY c.priority, c.created_at, c.id`, []any{clusterID, agentID}, func(rs rowScanner) error {
+		var c models.AgentCommand
+		if err := rs.Scan(&c.ID, &c.ClusterID, &c.AgentID, &c.Kind, &c.Priority, &c.DedupeKey, &c.SupersedeKey,
+			&c.Payload, &c.TraceContext, &c.CreatedAt, &c.SupersededAt); err != nil {
+			return err
+		}
+		rows = append(rows, c)
+		return nil
+	})
 	return rows, err
 }
 
@@ -204,9 +217,6 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 		}
 		last[k] = i
 	}
-	// One array a column, so the statement is the same text and seven parameters whatever the
-	// batch: 5,000 rows of VALUES were 35,000 parameters for GORM to rewrite and Postgres to
-	// parse and plan, most of a broadcast's durable time.
 	// One array a column, so the statement is the same text and seven parameters whatever the
 	// batch (5,000 rows of VALUES were 35,000 parameters to rewrite, parse and plan), and the
 	// arrays go as pgx's binary arrays (execDirect), not text literals.

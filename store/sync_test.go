@@ -118,3 +118,84 @@ func TestAgentSyncInputsAreTheClustersNarrowedToTheAgent(t *testing.T) {
 	_, err = st.AgentSyncInputs(ctx, uuid.New(), a1)
 	require.ErrorIs(t, err, store.ErrNotFound, "an unknown cluster")
 }
+
+// An agent's pending commands are the cluster's and its own that it has not acknowledged and
+// that nothing superseded, revocations first, then oldest first, every field as stored.
+func TestPendingCommandsOfAnAgent(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	cl := &models.Cluster{Name: "c1", Region: "r", Status: models.ClusterActive}
+	require.NoError(t, st.CreateCluster(ctx, cl))
+	other := &models.Cluster{Name: "c2", Region: "r", Status: models.ClusterActive}
+	require.NoError(t, st.CreateCluster(ctx, other))
+	agents := make([]models.Agent, 2)
+	for i, name := range []string{"a1", "a2"} {
+		agents[i] = models.Agent{ClusterID: cl.ID, Name: name, Status: models.AgentConnected, TokenGeneration: 1,
+			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
+		require.NoError(t, st.CreateAgent(ctx, &agents[i]))
+	}
+	a1, a2 := agents[0].ID, agents[1].ID
+	old := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, Priority: models.PriorityNormal, DedupeKey: "d1", SupersedeKey: "publish/p1",
+		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 1})}
+	deploy := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, Priority: models.PriorityNormal, DedupeKey: "d2", SupersedeKey: "publish/p1",
+		Payload:      models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 2, Checksum: "sum"}),
+		TraceContext: models.TraceContext{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
+	acked := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, Priority: models.PriorityNormal, DedupeKey: "d3", SupersedeKey: "publish/p2",
+		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p2", Revision: 1})}
+	repair := &models.AgentCommand{ClusterID: cl.ID, AgentID: &a1, Kind: models.CommandDeploy, Priority: models.PriorityRepair, DedupeKey: "r1",
+		SupersedeKey: "repair/" + a1.String() + "/p2", Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p2", Revision: 1, Attempt: 1})}
+	forA2 := &models.AgentCommand{ClusterID: cl.ID, AgentID: &a2, Kind: models.CommandDeploy, Priority: models.PriorityRepair, DedupeKey: "r2",
+		SupersedeKey: "repair/" + a2.String() + "/p2", Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p2", Revision: 1, Attempt: 1})}
+	revoke := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandCredentialRevoke, Priority: models.PriorityRevocation, DedupeKey: "k1",
+		SupersedeKey: "credential/x", Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 2})}
+	elsewhere := &models.AgentCommand{ClusterID: other.ID, Kind: models.CommandDeploy, Priority: models.PriorityNormal, DedupeKey: "o1",
+		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p9", Revision: 1})}
+	for _, c := range []*models.AgentCommand{old, deploy, acked, repair, forA2, revoke, elsewhere} {
+		_, err := st.EnqueueCommand(ctx, c)
+		require.NoError(t, err)
+	}
+	now := time.Now().UTC()
+	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{
+		{CommandID: acked.ID, AgentID: a1, Status: models.DeliveryAcked, At: now, ResultStatus: "succeeded", Result: map[string]any{}},
+		{CommandID: deploy.ID, AgentID: a1, Status: models.DeliverySent, At: now}, // sent, not acknowledged: still pending
+	}))
+
+	got, err := st.PendingCommands(ctx, cl.ID, a1)
+	require.NoError(t, err)
+	ids := make([]uuid.UUID, len(got))
+	for i, c := range got {
+		ids[i] = c.ID
+	}
+	require.Equal(t, []uuid.UUID{revoke.ID, repair.ID, deploy.ID}, ids, "revocation, repair, then the live deploy; not the superseded, acknowledged, other agent's or other cluster's")
+
+	d := got[2]
+	require.Equal(t, cl.ID, d.ClusterID)
+	require.Nil(t, d.AgentID)
+	require.Equal(t, models.CommandDeploy, d.Kind)
+	require.Equal(t, models.PriorityNormal, d.Priority)
+	require.Equal(t, "d2", d.DedupeKey)
+	require.Equal(t, "publish/p1", d.SupersedeKey)
+	var p models.DeployPayload
+	require.NoError(t, models.FromJSONMap(d.Payload, &p))
+	require.Equal(t, models.DeployPayload{PublishID: "p1", Revision: 2, Checksum: "sum"}, p)
+	require.Equal(t, deploy.TraceContext, d.TraceContext)
+	require.WithinDuration(t, deploy.CreatedAt, d.CreatedAt, time.Millisecond)
+	require.Nil(t, d.SupersededAt)
+	require.NotNil(t, got[1].AgentID)
+	require.Equal(t, a1, *got[1].AgentID)
+
+	// Inside a transaction the same read joins it.
+	require.NoError(t, st.InTx(ctx, func(ctx context.Context) error {
+		inTx, err := st.PendingCommands(ctx, cl.ID, a1)
+		require.Equal(t, got, inTx)
+		return err
+	}))
+	forSecond, err := st.PendingCommands(ctx, cl.ID, a2)
+	require.NoError(t, err)
+	ids = ids[:0]
+	for _, c := range forSecond {
+		ids = append(ids, c.ID)
+	}
+	require.Equal(t, []uuid.UUID{revoke.ID, forA2.ID, deploy.ID, acked.ID}, ids, "what a1 acknowledged is still a2's to do")
+}

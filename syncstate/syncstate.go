@@ -120,14 +120,26 @@ type ClusterSync struct {
 	Agents      []AgentSync `json:"agents"`
 }
 
-// Agent returns the state of one agent of the cluster.
+// Agent returns the state of one agent of the cluster. It walks the agents: a caller that
+// looks up many agents of a big cluster uses ByAgent.
 func (c ClusterSync) Agent(id uuid.UUID) (AgentSync, bool) {
-	for _, a := range c.Agents {
-		if a.AgentID == id {
-			return a, true
+	for i := range c.Agents {
+		if c.Agents[i].AgentID == id {
+			return c.Agents[i], true
 		}
 	}
 	return AgentSync{}, false
+}
+
+// ByAgent indexes the cluster's agents by id. The drift check looks up every session of the
+// cluster, which with Agent was quadratic in the cluster's agents (10,000 agents: 50 million
+// comparisons and as many copies of an AgentSync each check).
+func (c ClusterSync) ByAgent() map[uuid.UUID]*AgentSync {
+	m := make(map[uuid.UUID]*AgentSync, len(c.Agents))
+	for i := range c.Agents {
+		m[c.Agents[i].AgentID] = &c.Agents[i]
+	}
+	return m
 }
 
 // CredentialChecksum is the checksum of a credential set as the protocol defines it

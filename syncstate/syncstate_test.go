@@ -144,3 +144,29 @@ func BenchmarkCompute(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "us/agent")
 	})
 }
+
+// ByAgent finds every agent Agent finds, the same state, and nothing else.
+func TestByAgentIndexesEveryAgent(t *testing.T) {
+	w := newWorld(5, 2)
+	cs := Compute(w.in, w.now, limits)
+	idx := cs.ByAgent()
+	if len(idx) != len(w.in.Agents) {
+		t.Fatalf("ByAgent holds %d agents, the cluster %d", len(idx), len(w.in.Agents))
+	}
+	for _, a := range w.in.Agents {
+		want, ok := cs.Agent(a.ID)
+		got, found := idx[a.ID]
+		if !ok || !found {
+			t.Fatalf("agent %s: Agent found %v, ByAgent found %v", a.Name, ok, found)
+		}
+		if got.AgentID != a.ID || got.Name != want.Name || got.State != want.State || len(got.Publishes) != len(want.Publishes) {
+			t.Fatalf("agent %s: ByAgent says %+v, Agent %+v", a.Name, *got, want)
+		}
+	}
+	if _, ok := idx[uuid.New()]; ok {
+		t.Fatal("ByAgent found an agent the cluster does not have")
+	}
+	if _, ok := cs.Agent(uuid.New()); ok {
+		t.Fatal("Agent found an agent the cluster does not have")
+	}
+}
