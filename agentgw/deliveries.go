@@ -2,6 +2,7 @@ package agentgw
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -47,6 +48,44 @@ const (
 	// deliveryPending bounds what waits in memory; beyond it add blocks (back pressure).
 	deliveryPending = 100000
 )
+
+// deliveryShards spreads delivery records over independent writers by agent, each with its
+// own batches and its own statement in flight. One writer wrote a broadcast's rows on one
+// Postgres backend, one core, which fell behind the acknowledgements: most of the time from
+// the last ack to the broadcast being durable was its backlog. The records of one delivery
+// (one agent) always go to the same writer, so two statements in flight never touch the same
+// row (which could deadlock), and a delivery's records keep their order.
+type deliveryShards []*deliveryWriter
+
+// deliveryWriters is how many writers a gateway runs.
+const deliveryWriters = 2
+
+func newDeliveryShards(g *Gateway, n int) deliveryShards {
+	d := make(deliveryShards, n)
+	for i := range d {
+		d[i] = newDeliveryWriter(g)
+	}
+	return d
+}
+
+func (d deliveryShards) add(r store.DeliveryRecord) {
+	d[binary.BigEndian.Uint32(r.AgentID[12:])%uint32(len(d))].add(r)
+}
+
+// run runs every writer until ctx ends or stop; it returns once each has written what it held.
+func (d deliveryShards) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, w := range d {
+		wg.Go(func() { w.run(ctx) })
+	}
+	wg.Wait()
+}
+
+func (d deliveryShards) stop() {
+	for _, w := range d {
+		w.stop()
+	}
+}
 
 func newDeliveryWriter(g *Gateway) *deliveryWriter {
 	return &deliveryWriter{g: g, in: make(chan store.DeliveryRecord, 16384), done: make(chan struct{}), held: map[deliveryKey]store.DeliveryRecord{}}

@@ -72,7 +72,7 @@ type Gateway struct {
 	sessions   *registry
 	guard      *authGuard
 	presence   *presence
-	deliveries *deliveryWriter
+	deliveries deliveryShards
 	// notifiedIDs carries the ids of enqueued commands from the LISTEN connection to
 	// deliverNotified.
 	notifiedIDs chan uuid.UUID
@@ -151,7 +151,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 		o(g)
 	}
 	g.presence = newPresence(g)
-	g.deliveries = newDeliveryWriter(g)
+	g.deliveries = newDeliveryShards(g, deliveryWriters)
 	return g
 }
 
