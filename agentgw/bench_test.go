@@ -243,9 +243,12 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		// TemporalSink every credential ack is one SignalWorkflow call).
 		GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(nopSink{})},
 	})
-	// The pool as the api process configures it (database.max_open_conns, max_idle_conns).
+	// The pool as the api process configures it by default (database.max_open_conns,
+	// max_idle_conns: 20 and 20). With 10 idle, as before that default changed, a connecting
+	// fleet kept closing and opening connections (a Postgres backend forked each time, and
+	// about 750 pgx connections' setup as garbage among the sessions' long-lived objects).
 	env.SQL.SetMaxOpenConns(20)
-	env.SQL.SetMaxIdleConns(10)
+	env.SQL.SetMaxIdleConns(20)
 	gw := env.Replica.Gateway
 	ctx := context.Background()
 

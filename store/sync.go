@@ -80,27 +80,18 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 // shown (agentSeen): what package syncstate reads.
 func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID) (SyncInputs, error) {
 	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
-	args := []any{clusterID}
-	// only narrows a statement to the agent ($2).
-	only := func(col string) string {
-		if agentID == nil {
-			return ""
-		}
-		return " AND " + col + " = $2"
-	}
+	q, args := &clusterSyncQueries, []any{clusterID}
 	if agentID != nil {
-		args = append(args, *agentID)
+		q, args = &agentSyncQueries, append(args, *agentID)
 	}
 	found := false
 	err := s.readBatch(ctx,
-		batchRead{`SELECT id, name, status, drift_policy FROM clusters WHERE id = $1`, args[:1], func(rs rowScanner) error {
+		batchRead{q[0], args[:1], func(rs rowScanner) error {
 			found = true
 			c := &in.Cluster
 			return rs.Scan(&c.ID, &c.Name, &c.Status, &c.DriftPolicy)
 		}},
-		batchRead{`SELECT a.id, a.cluster_id, a.name, a.status, a.applied, a.credential_checksum, ` + agentSeen + `
-			FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
-			WHERE a.cluster_id = $1 AND a.status <> 'revoked'` + only("a.id") + ` ORDER BY a.name`, args, func(rs rowScanner) error {
+		batchRead{q[1], args, func(rs rowScanner) error {
 			var a models.Agent
 			if err := rs.Scan(&a.ID, &a.ClusterID, &a.Name, &a.Status, &a.Applied, &a.CredentialChecksum, &a.LastHeartbeatAt); err != nil {
 				return err
@@ -108,49 +99,35 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 			in.Agents = append(in.Agents, a)
 			return nil
 		}},
-		batchRead{`SELECT c.id, c.agent_id, c.payload->>'publish_id', coalesce((c.payload->>'revision')::int, 0),
-				coalesce(c.payload->>'checksum', ''), coalesce(c.payload->>'action', ''), c.created_at,
-				coalesce((c.payload->>'attempt')::int, 0)
-			FROM agent_commands c
-			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL
-			  AND ((c.agent_id IS NULL AND c.supersede_key LIKE 'publish/%') OR (c.agent_id IS NOT NULL AND c.supersede_key LIKE 'repair/%'` + only("c.agent_id") + `))`,
-			args, func(rs rowScanner) error {
-				var d DeployIntent
-				var publish *string
-				if err := rs.Scan(&d.CommandID, &d.AgentID, &publish, &d.Revision, &d.Checksum, &d.Action, &d.CreatedAt, &d.Attempt); err != nil {
-					return err
-				}
-				if publish != nil {
-					d.PublishID = *publish
-				}
-				in.Deploys = append(in.Deploys, d)
-				return nil
-			}},
-		batchRead{`SELECT d.command_id, d.agent_id, d.status, d.acked_at, d.result_status, coalesce(d.result->>'message', '')
-			FROM agent_commands c JOIN agent_command_deliveries d ON d.command_id = c.id
-			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL` + only("d.agent_id"),
-			args, func(rs rowScanner) error {
-				var d DeployDelivery
-				if err := rs.Scan(&d.CommandID, &d.AgentID, &d.Status, &d.AckedAt, &d.ResultStatus, &d.Message); err != nil {
-					return err
-				}
-				in.Deliveries = append(in.Deliveries, d)
-				return nil
-			}},
-		batchRead{`SELECT credential_id, version FROM credential_rollouts WHERE cluster_id = $1 AND action = 'upsert' ORDER BY credential_id`,
-			args[:1], func(rs rowScanner) error {
-				var c CredentialVersion
-				if err := rs.Scan(&c.CredentialID, &c.Version); err != nil {
-					return err
-				}
-				in.Credentials = append(in.Credentials, c)
-				return nil
-			}},
-		batchRead{`SELECT a.id, count(*) FROM agents a
-			JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
-			WHERE a.cluster_id = $1 AND a.status <> 'revoked' AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
-			  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')` + only("a.id") + `
-			GROUP BY a.id`, args, func(rs rowScanner) error {
+		batchRead{q[2], args, func(rs rowScanner) error {
+			var d DeployIntent
+			var publish *string
+			if err := rs.Scan(&d.CommandID, &d.AgentID, &publish, &d.Revision, &d.Checksum, &d.Action, &d.CreatedAt, &d.Attempt); err != nil {
+				return err
+			}
+			if publish != nil {
+				d.PublishID = *publish
+			}
+			in.Deploys = append(in.Deploys, d)
+			return nil
+		}},
+		batchRead{q[3], args, func(rs rowScanner) error {
+			var d DeployDelivery
+			if err := rs.Scan(&d.CommandID, &d.AgentID, &d.Status, &d.AckedAt, &d.ResultStatus, &d.Message); err != nil {
+				return err
+			}
+			in.Deliveries = append(in.Deliveries, d)
+			return nil
+		}},
+		batchRead{q[4], args[:1], func(rs rowScanner) error {
+			var c CredentialVersion
+			if err := rs.Scan(&c.CredentialID, &c.Version); err != nil {
+				return err
+			}
+			in.Credentials = append(in.Credentials, c)
+			return nil
+		}},
+		batchRead{q[5], args, func(rs rowScanner) error {
 			var id uuid.UUID
 			var n int
 			if err := rs.Scan(&id, &n); err != nil {
@@ -164,6 +141,41 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 		err = ErrNotFound
 	}
 	return in, err
+}
+
+// The statements of syncInputs, of a whole cluster ($1) and of one agent of it ($1, $2), built
+// once: every connect runs the agent's.
+var clusterSyncQueries, agentSyncQueries = syncQueries(false), syncQueries(true)
+
+func syncQueries(oneAgent bool) [6]string {
+	// only narrows a statement to the agent ($2).
+	only := func(col string) string {
+		if !oneAgent {
+			return ""
+		}
+		return " AND " + col + " = $2"
+	}
+	return [6]string{
+		`SELECT id, name, status, drift_policy FROM clusters WHERE id = $1`,
+		`SELECT a.id, a.cluster_id, a.name, a.status, a.applied, a.credential_checksum, ` + agentSeen + `
+			FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+			WHERE a.cluster_id = $1 AND a.status <> 'revoked'` + only("a.id") + ` ORDER BY a.name`,
+		`SELECT c.id, c.agent_id, c.payload->>'publish_id', coalesce((c.payload->>'revision')::int, 0),
+				coalesce(c.payload->>'checksum', ''), coalesce(c.payload->>'action', ''), c.created_at,
+				coalesce((c.payload->>'attempt')::int, 0)
+			FROM agent_commands c
+			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL
+			  AND ((c.agent_id IS NULL AND c.supersede_key LIKE 'publish/%') OR (c.agent_id IS NOT NULL AND c.supersede_key LIKE 'repair/%'` + only("c.agent_id") + `))`,
+		`SELECT d.command_id, d.agent_id, d.status, d.acked_at, d.result_status, coalesce(d.result->>'message', '')
+			FROM agent_commands c JOIN agent_command_deliveries d ON d.command_id = c.id
+			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL` + only("d.agent_id"),
+		`SELECT credential_id, version FROM credential_rollouts WHERE cluster_id = $1 AND action = 'upsert' ORDER BY credential_id`,
+		`SELECT a.id, count(*) FROM agents a
+			JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
+			WHERE a.cluster_id = $1 AND a.status <> 'revoked' AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
+			  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')` + only("a.id") + `
+			GROUP BY a.id`,
+	}
 }
 
 // ClusterCredentialCommands returns the command that carried the current rollout of every

@@ -199,3 +199,24 @@ func TestPendingCommandsOfAnAgent(t *testing.T) {
 	}
 	require.Equal(t, []uuid.UUID{revoke.ID, forA2.ID, deploy.ID, acked.ID}, ids, "what a1 acknowledged is still a2's to do")
 }
+
+// ClusterName, which every agent connect asks: the name, "" for no such cluster, and the same
+// inside a transaction.
+func TestClusterName(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	cl := &models.Cluster{Name: "edge-eu", Region: "r", Status: models.ClusterActive}
+	require.NoError(t, st.CreateCluster(ctx, cl))
+	name, err := st.ClusterName(ctx, cl.ID)
+	require.NoError(t, err)
+	require.Equal(t, "edge-eu", name)
+	name, err = st.ClusterName(ctx, uuid.New())
+	require.NoError(t, err)
+	require.Empty(t, name)
+	require.NoError(t, st.InTx(ctx, func(ctx context.Context) error {
+		name, err := st.ClusterName(ctx, cl.ID)
+		require.Equal(t, "edge-eu", name)
+		return err
+	}))
+}
