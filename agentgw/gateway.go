@@ -73,6 +73,7 @@ type Gateway struct {
 	guard      *authGuard
 	presence   *presence
 	deliveries deliveryShards
+	marks      *passedMarks
 	// notifiedIDs carries the ids of enqueued commands from the LISTEN connection to
 	// deliverNotified.
 	notifiedIDs chan uuid.UUID
@@ -152,6 +153,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	}
 	g.presence = newPresence(g)
 	g.deliveries = newDeliveryShards(g, deliveryWriters)
+	g.marks = newPassedMarks(g)
 	return g
 }
 
@@ -186,6 +188,8 @@ func (g *Gateway) Run(ctx context.Context) {
 	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
 	wdone := make(chan struct{})
 	go func() { g.deliveries.run(wctx); close(wdone) }()
+	mdone := make(chan struct{})
+	go func() { g.marks.run(wctx); close(mdone) }()
 	<-ctx.Done()
 	for _, s := range g.sessions.all() {
 		s.close(agentv1.CloseReason_CLOSE_REASON_SHUTDOWN, "server shutting down")
@@ -194,6 +198,8 @@ func (g *Gateway) Run(ctx context.Context) {
 	g.deliveries.stop()
 	<-wdone // its last batch is written with a live context, then it is cancelled
 	wcancel()
+	<-mdone
+	g.marks.flush(context.WithoutCancel(ctx))
 	g.presence.flush(context.WithoutCancel(ctx))
 	g.releaseLease(context.WithoutCancel(ctx))
 }
@@ -297,11 +303,78 @@ func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
 			done = append(done, r)
 		}
 	}
-	if len(done) == 0 {
+	g.marks.add(done)
+}
+
+// passedMarkDelay is how long the passed-on marks of results wait for others to share their
+// statement. The mark only keeps the sweeper from passing a result on again, which it does
+// for results unmarked after 2 s, so a delay far below that changes nothing else.
+const passedMarkDelay = 50 * time.Millisecond
+
+// passedMarks writes the passed-on marks of results in batches. Each batch of delivery rows
+// marked its own results in a statement of its own: with a broadcast's acks arriving in small
+// batches on every replica, those were a third of its transactions (one upsert, one read of
+// the commands, one mark a batch), competing with the upserts the broadcast waits for.
+type passedMarks struct {
+	g       *Gateway
+	mu      sync.Mutex
+	pending []store.UnpassedResult
+	kick    chan struct{}
+	flushMu sync.Mutex // one statement at a time: two marking the same rows could deadlock
+}
+
+func newPassedMarks(g *Gateway) *passedMarks {
+	return &passedMarks{g: g, kick: make(chan struct{}, 1)}
+}
+
+func (m *passedMarks) add(rs []store.UnpassedResult) {
+	if len(rs) == 0 {
 		return
 	}
-	if err := g.store.MarkResultsPassedOn(ctx, done); err != nil && ctx.Err() == nil {
-		g.log.Warn("mark results passed on; the sweeper passes them again", "results", len(done), "err", err)
+	m.mu.Lock()
+	m.pending = append(m.pending, rs...)
+	m.mu.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes what was added passedMarkDelay after it was, until ctx ends; Run then flushes
+// the rest once the delivery writers are done.
+func (m *passedMarks) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		}
+		t := time.NewTimer(passedMarkDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		m.flush(ctx)
+	}
+}
+
+// flush marks everything added so far, deliveryBatch rows a statement. A mark that fails is
+// left to the sweeper, which passes the result on again (sinks tolerate a repeat).
+func (m *passedMarks) flush(ctx context.Context) {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	m.mu.Lock()
+	rs := m.pending
+	m.pending = nil
+	m.mu.Unlock()
+	for len(rs) > 0 {
+		n := min(len(rs), deliveryBatch)
+		if err := m.g.store.MarkResultsPassedOn(ctx, rs[:n]); err != nil && ctx.Err() == nil {
+			m.g.log.Warn("mark results passed on; the sweeper passes them again", "results", n, "err", err)
+		}
+		rs = rs[n:]
 	}
 }
 

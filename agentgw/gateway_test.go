@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -575,4 +577,46 @@ func TestGRPCHealthService(t *testing.T) {
 		require.NoError(t, err, svc)
 		require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus(), svc)
 	}
+}
+
+// countingSink takes every result and counts them by command.
+type countingSink struct {
+	mu sync.Mutex
+	n  map[uuid.UUID]int
+}
+
+func (s *countingSink) PassOn(_ context.Context, r store.UnpassedResult) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n[r.CommandID]++
+	return nil
+}
+
+func (s *countingSink) count(id uuid.UUID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n[id]
+}
+
+// An acknowledged result is passed on once, and marked so (the marks of results are written
+// in batches, well before the sweeper would pass an unmarked one on again after 2 s).
+func TestResultPassedOnOnceAndMarked(t *testing.T) {
+	t.Parallel()
+	sink := &countingSink{n: map[uuid.UUID]int{}}
+	env := apitest.New(t, apitest.Options{Agents: timing, GatewayOptions: []agentgw.Option{agentgw.WithResultSink(sink)}})
+	ops := env.As(opsP)
+	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-2", "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	f := &fixture{env: env, ops: ops, clusterID: r.Map()["id"].(string)}
+	ra := startAgent(t, env, env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, env, id.AgentID, models.AgentConnected, 10*time.Second)
+	cmd := enqueueUpsert(t, env, f.clusterID, uuid.NewString(), 1)
+	waitAcked(t, env, cmd.ID, id.AgentID)
+	require.Eventually(t, func() bool { return env.DB.DeliveryPassedOn(t, cmd.ID) }, 1500*time.Millisecond, 20*time.Millisecond,
+		"the acknowledged result is marked passed on")
+	require.Equal(t, 1, sink.count(cmd.ID))
+	time.Sleep(3 * time.Second) // past the sweeper's age: a marked result is not passed on again
+	require.Equal(t, 1, sink.count(cmd.ID), "the sweeper passed a marked result on again")
 }

@@ -572,6 +572,15 @@ func (d *DB) DeliveryTimes(t testing.TB, commandID uuid.UUID) (sentAt, ackedAt *
 	return sentAt, ackedAt
 }
 
+// DeliveryPassedOn reports whether the result of a command's delivery (its only one) has been
+// marked passed on.
+func (d *DB) DeliveryPassedOn(t testing.TB, commandID uuid.UUID) bool {
+	t.Helper()
+	var passed bool
+	require.NoError(t, d.sql.QueryRow(`SELECT passed_on_at IS NOT NULL FROM agent_command_deliveries WHERE command_id = $1`, commandID).Scan(&passed))
+	return passed
+}
+
 // CountDeliveries counts the deliveries of a command (with status, when not "", only those).
 func (d *DB) CountDeliveries(t testing.TB, commandID uuid.UUID, status string) int {
 	t.Helper()
