@@ -255,7 +255,8 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 		if tc := traceContext(r.GetTraceContext()); tc != nil {
 			res[resultTraceKey] = tc
 		}
-		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(), ResultStatus: status, Result: res})
+		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(), ResultStatus: status, Result: res,
+			Kind: sent.kind, ClusterID: s.clusterID, Payload: sent.payload})
 	case *agentv1.AgentMessage_CommandAck:
 		a := p.CommandAck
 		id, err := uuid.Parse(a.GetCommandId())
@@ -277,7 +278,7 @@ func (g *Gateway) handle(ctx context.Context, s *session, msg *agentv1.AgentMess
 			res[resultTraceKey] = tc
 		}
 		g.deliveries.add(store.DeliveryRecord{CommandID: id, AgentID: s.agentID, Status: models.DeliveryAcked, At: time.Now().UTC(),
-			ResultStatus: status, Result: res})
+			ResultStatus: status, Result: res, Kind: sent.kind, ClusterID: s.clusterID, Payload: sent.payload})
 	case *agentv1.AgentMessage_TokenReplaced:
 		g.tokenReplaced(ctx, s, p.TokenReplaced)
 	case *agentv1.AgentMessage_ConnectRequest:

@@ -581,14 +581,16 @@ func TestGRPCHealthService(t *testing.T) {
 
 // countingSink takes every result and counts them by command.
 type countingSink struct {
-	mu sync.Mutex
-	n  map[uuid.UUID]int
+	mu   sync.Mutex
+	n    map[uuid.UUID]int
+	last map[uuid.UUID]store.UnpassedResult
 }
 
 func (s *countingSink) PassOn(_ context.Context, r store.UnpassedResult) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.n[r.CommandID]++
+	s.last[r.CommandID] = r
 	return nil
 }
 
@@ -602,7 +604,7 @@ func (s *countingSink) count(id uuid.UUID) int {
 // in batches, well before the sweeper would pass an unmarked one on again after 2 s).
 func TestResultPassedOnOnceAndMarked(t *testing.T) {
 	t.Parallel()
-	sink := &countingSink{n: map[uuid.UUID]int{}}
+	sink := &countingSink{n: map[uuid.UUID]int{}, last: map[uuid.UUID]store.UnpassedResult{}}
 	env := apitest.New(t, apitest.Options{Agents: timing, GatewayOptions: []agentgw.Option{agentgw.WithResultSink(sink)}})
 	ops := env.As(opsP)
 	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-2", "region": "kr-central",
@@ -617,6 +619,16 @@ func TestResultPassedOnOnceAndMarked(t *testing.T) {
 	require.Eventually(t, func() bool { return env.DB.DeliveryPassedOn(t, cmd.ID) }, 1500*time.Millisecond, 20*time.Millisecond,
 		"the acknowledged result is marked passed on")
 	require.Equal(t, 1, sink.count(cmd.ID))
+	// What the gateway passes on is the command as it was queued, without reading it back.
+	sink.mu.Lock()
+	got := sink.last[cmd.ID]
+	sink.mu.Unlock()
+	require.Equal(t, models.CommandCredentialUpsert, got.Kind)
+	require.Equal(t, f.clusterID, got.ClusterID.String())
+	require.Equal(t, id.AgentID, got.AgentID.String())
+	require.Equal(t, cmd.Payload["credential_id"], got.Payload["credential_id"])
+	require.Equal(t, "succeeded", got.ResultStatus)
+	require.Equal(t, true, got.Result["success"])
 	time.Sleep(3 * time.Second) // past the sweeper's age: a marked result is not passed on again
 	require.Equal(t, 1, sink.count(cmd.ID), "the sweeper passed a marked result on again")
 }

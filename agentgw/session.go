@@ -79,8 +79,9 @@ type outMessage struct {
 
 // sentCommand is what a session remembers of a command it sent until the agent answers.
 type sentCommand struct {
-	kind   string
-	queued time.Time // when the command entered the outbox (for the delivery lag)
+	kind    string
+	queued  time.Time      // when the command entered the outbox (for the delivery lag)
+	payload models.JSONMap // what the result is passed on with (shared, never changed)
 }
 
 // sendQueue bounds what one slow agent can hold in memory; beyond it the session re-reads the
@@ -286,7 +287,7 @@ func (s *session) offerCommand(c models.AgentCommand, m outMessage) (queued bool
 		if s.sent == nil {
 			s.sent = map[uuid.UUID]sentCommand{}
 		}
-		s.sent[c.ID] = sentCommand{kind: c.Kind, queued: c.CreatedAt}
+		s.sent[c.ID] = sentCommand{kind: c.Kind, queued: c.CreatedAt, payload: c.Payload}
 	} else {
 		s.resync = true
 	}

@@ -198,6 +198,12 @@ type DeliveryRecord struct {
 	SentAt       time.Time
 	ResultStatus string
 	Result       map[string]any
+	// Kind and Payload, on an acked record, are the command's when the caller has them (the
+	// gateway sent the command on the stream that answered), and ClusterID its cluster: the
+	// result is passed on without reading the command back. They are not written.
+	Kind      string
+	ClusterID uuid.UUID
+	Payload   models.JSONMap
 }
 
 // WriteDeliveries stores a batch of delivery changes in one statement: the result of a command
