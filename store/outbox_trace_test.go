@@ -16,8 +16,7 @@ func TestOutboxKeepsTraceContext(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
-	cl := &models.Cluster{Name: "c1", Region: "r", Status: models.ClusterActive}
-	require.NoError(t, st.CreateCluster(ctx, cl))
+	cl, _ := clusterWithAgents(t, st, "c1")
 	tc := models.TraceContext{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 
 	one := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, DedupeKey: "one", TraceContext: tc}

@@ -12,20 +12,29 @@ import (
 	"github.com/imprun/imprun-server/store"
 )
 
+// clusterWithAgents creates an active cluster and connected agents of it, none of which has
+// applied anything.
+func clusterWithAgents(t *testing.T, st *store.Store, cluster string, names ...string) (*models.Cluster, []models.Agent) {
+	t.Helper()
+	ctx := context.Background()
+	cl := &models.Cluster{Name: cluster, Region: "r", Status: models.ClusterActive}
+	require.NoError(t, st.CreateCluster(ctx, cl))
+	agents := make([]models.Agent, len(names))
+	for i, name := range names {
+		agents[i] = models.Agent{ClusterID: cl.ID, Name: name, Status: models.AgentConnected, TokenGeneration: 1,
+			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
+		require.NoError(t, st.CreateAgent(ctx, &agents[i]))
+	}
+	return cl, agents
+}
+
 // An agent's sync inputs are the cluster's, narrowed to that agent: the same desired state,
 // its own row, repairs, deliveries and pending credential commands, nothing of the others.
 func TestAgentSyncInputsAreTheClustersNarrowedToTheAgent(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
-	cl := &models.Cluster{Name: "c1", Region: "r", Status: models.ClusterActive}
-	require.NoError(t, st.CreateCluster(ctx, cl))
-	agents := make([]models.Agent, 3)
-	for i, name := range []string{"a1", "a2", "a3"} {
-		agents[i] = models.Agent{ClusterID: cl.ID, Name: name, Status: models.AgentConnected, TokenGeneration: 1,
-			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
-		require.NoError(t, st.CreateAgent(ctx, &agents[i]))
-	}
+	cl, agents := clusterWithAgents(t, st, "c1", "a1", "a2", "a3")
 	a1, a2 := agents[0].ID, agents[1].ID
 	deploy := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, DedupeKey: "d1", SupersedeKey: "publish/p1",
 		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 2, Checksum: "sum"})}
@@ -125,16 +134,8 @@ func TestPendingCommandsOfAnAgent(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
-	cl := &models.Cluster{Name: "c1", Region: "r", Status: models.ClusterActive}
-	require.NoError(t, st.CreateCluster(ctx, cl))
-	other := &models.Cluster{Name: "c2", Region: "r", Status: models.ClusterActive}
-	require.NoError(t, st.CreateCluster(ctx, other))
-	agents := make([]models.Agent, 2)
-	for i, name := range []string{"a1", "a2"} {
-		agents[i] = models.Agent{ClusterID: cl.ID, Name: name, Status: models.AgentConnected, TokenGeneration: 1,
-			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
-		require.NoError(t, st.CreateAgent(ctx, &agents[i]))
-	}
+	cl, agents := clusterWithAgents(t, st, "c1", "a1", "a2")
+	other, _ := clusterWithAgents(t, st, "c2")
 	a1, a2 := agents[0].ID, agents[1].ID
 	old := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, Priority: models.PriorityNormal, DedupeKey: "d1", SupersedeKey: "publish/p1",
 		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 1})}
@@ -206,8 +207,7 @@ func TestClusterName(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
-	cl := &models.Cluster{Name: "edge-eu", Region: "r", Status: models.ClusterActive}
-	require.NoError(t, st.CreateCluster(ctx, cl))
+	cl, _ := clusterWithAgents(t, st, "edge-eu")
 	name, err := st.ClusterName(ctx, cl.ID)
 	require.NoError(t, err)
 	require.Equal(t, "edge-eu", name)
