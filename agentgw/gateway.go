@@ -199,7 +199,9 @@ func (g *Gateway) Run(ctx context.Context) {
 	<-wdone // its last batch is written with a live context, then it is cancelled
 	wcancel()
 	<-mdone
-	g.marks.flush(context.WithoutCancel(ctx))
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	g.marks.flush(fctx) // what is left unmarked the sweeper of a replica passes on again
+	fcancel()
 	g.presence.flush(context.WithoutCancel(ctx))
 	g.releaseLease(context.WithoutCancel(ctx))
 }
