@@ -253,43 +253,16 @@ func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord
 	if !w.writeRecords(ctx, acked) {
 		return
 	}
-	// Passing on talks to Temporal; it must not hold up the next batch. A record carries its
-	// command when the gateway sent it (every acknowledgement of a stream does); for any other
-	// the batch's commands are loaded in one query (a broadcast's acks share one command; a
-	// credential rollout's acks each have their own, one per cluster).
+	// Passing on talks to Temporal; it must not hold up the next batch. Every acknowledgement
+	// carries its command from the stream that sent it, so nothing is read back; a record
+	// without one is left to the sweeper, which reads the commands with the results.
 	go func() {
 		results := make([]store.UnpassedResult, 0, len(acked))
 		for _, r := range acked {
 			if r.Kind == "" {
-				results = nil
-				break
+				continue
 			}
 			results = append(results, store.UnpassedResult{CommandID: r.CommandID, ClusterID: r.ClusterID, AgentID: r.AgentID, Kind: r.Kind, Payload: r.Payload,
-				ResultStatus: r.ResultStatus, Result: r.Result, AckedAt: r.At})
-		}
-		if results != nil {
-			w.g.passOn(ctx, results)
-			return
-		}
-		ids := make([]uuid.UUID, 0, len(acked))
-		seen := make(map[uuid.UUID]bool, len(acked))
-		for _, r := range acked {
-			if !seen[r.CommandID] {
-				seen[r.CommandID] = true
-				ids = append(ids, r.CommandID)
-			}
-		}
-		cmds, err := w.g.store.GetCommands(ctx, ids)
-		if err != nil {
-			return // the sweeper passes them on
-		}
-		results = make([]store.UnpassedResult, 0, len(acked))
-		for _, r := range acked {
-			c, ok := cmds[r.CommandID]
-			if !ok {
-				continue // the sweeper retries
-			}
-			results = append(results, store.UnpassedResult{CommandID: r.CommandID, ClusterID: c.ClusterID, AgentID: r.AgentID, Kind: c.Kind, Payload: c.Payload,
 				ResultStatus: r.ResultStatus, Result: r.Result, AckedAt: r.At})
 		}
 		w.g.passOn(ctx, results)

@@ -198,9 +198,9 @@ type DeliveryRecord struct {
 	SentAt       time.Time
 	ResultStatus string
 	Result       map[string]any
-	// Kind and Payload, on an acked record, are the command's when the caller has them (the
-	// gateway sent the command on the stream that answered), and ClusterID its cluster: the
-	// result is passed on without reading the command back. They are not written.
+	// Kind, ClusterID and Payload, on an acked record, are its command's, which the gateway has
+	// from the stream that sent it: the result is passed on with them, without reading the
+	// command back (one without them is left to the sweeper). They are not written.
 	Kind      string
 	ClusterID uuid.UUID
 	Payload   models.JSONMap
