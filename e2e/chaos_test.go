@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/agent"
@@ -27,6 +25,7 @@ import (
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -231,7 +230,7 @@ func newChaosStack(t *testing.T) *chaosStack {
 		http: &http.Client{Timeout: 20 * time.Second}, queue: "imprun-chaos"}
 	c.pg = testharness.StartPostgres(t)
 	c.dbURL = c.pg.NewDatabase(t)
-	sqlDB, err := sql.Open("pgx", c.dbURL)
+	sqlDB, err := store.OpenDB(c.dbURL)
 	require.NoError(t, err)
 	t.Cleanup(func() { sqlDB.Close() })
 	m, err := migrations.New(sqlDB)

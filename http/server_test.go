@@ -2,7 +2,6 @@ package http_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/temporalclient"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -57,7 +56,7 @@ func startServer(t *testing.T, o httpapi.Options) (string, *httpapi.Server) {
 // Postgres back -> 200 again.
 func TestReadyzReportsWhichDependencyIsDown(t *testing.T) {
 	pg := testharness.StartPostgres(t) // private: this test stops it
-	db, err := sql.Open("pgx", pg.NewDatabase(t))
+	db, err := store.OpenDB(pg.NewDatabase(t))
 	require.NoError(t, err)
 	defer db.Close()
 	tmp := testharness.Temporal(t)

@@ -32,7 +32,7 @@ var (
 // OpenSQL opens a database/sql pool on url and waits, retrying with backoff for up to within,
 // until PostgreSQL answers. Each failed attempt is logged so an operator sees why start-up waits.
 func OpenSQL(ctx context.Context, url string, within time.Duration, log *slog.Logger) (*sql.DB, error) {
-	db, err := sql.Open("pgx", url)
+	db, err := OpenDB(url)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"testing"
 
@@ -18,7 +17,7 @@ import (
 // newStore returns a Store on a fresh, migrated database of the shared test cluster.
 func newStore(t *testing.T) *store.Store {
 	t.Helper()
-	db, err := sql.Open("pgx", testharness.Postgres(t).NewDatabase(t))
+	db, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	m, err := migrations.New(db)

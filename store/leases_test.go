@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"testing"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 
 func newStoreDB(t *testing.T) (*store.Store, *storetest.DB) {
 	t.Helper()
-	db, err := sql.Open("pgx", testharness.Postgres(t).NewDatabase(t))
+	db, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	m, err := migrations.New(db)

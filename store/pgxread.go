@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
@@ -30,7 +29,7 @@ func (s *Store) readRows(ctx context.Context, query string, args []any, each fun
 		return readSQLRows(ctx, tx.Statement.ConnPool, query, args, each)
 	}
 	return s.onPgx(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, query, pgxArgs(args)...)
+		rows, err := c.Query(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -60,7 +59,7 @@ func (s *Store) readBatch(ctx context.Context, reads ...batchRead) error {
 	b := &pgx.Batch{}
 	for _, r := range reads {
 		s.observed(r.query)
-		b.Queue(r.query, pgxArgs(r.args)...)
+		b.Queue(r.query, r.args...)
 	}
 	return s.onPgx(ctx, func(c *pgx.Conn) error {
 		br := c.SendBatch(ctx, b)
@@ -102,45 +101,6 @@ func (s *Store) onPgx(ctx context.Context, f func(*pgx.Conn) error) error {
 	})
 }
 
-// pgxArgs hands uuids to pgx as the 16 bytes they are, alone or in a slice. As a
-// driver.Valuer, a uuid.UUID is its text, which pgx first fails to encode in binary, building an
-// error message with fmt, before it parses the text back: that was a tenth of a connecting
-// agent's CPU, and an array of 10,000 (a broadcast's deliveries) did it for every element.
-func pgxArgs(args []any) []any {
-	var out []any
-	for i, a := range args {
-		var v any
-		switch id := a.(type) {
-		case uuid.UUID:
-			v = [16]byte(id)
-		case *uuid.UUID:
-			if id != nil {
-				v = [16]byte(*id)
-			}
-		case []uuid.UUID:
-			b := make([][16]byte, len(id))
-			for j := range id {
-				b[j] = id[j]
-			}
-			v = b
-		default:
-			if out != nil {
-				out[i] = a
-			}
-			continue
-		}
-		if out == nil {
-			out = make([]any, len(args))
-			copy(out, args[:i])
-		}
-		out[i] = v
-	}
-	if out == nil {
-		return args
-	}
-	return out
-}
-
 // eachRow calls each for every row of rows and closes them.
 func eachRow(rows pgx.Rows, each func(rowScanner) error) error {
 	defer rows.Close()
@@ -171,10 +131,10 @@ func readSQLRows(ctx context.Context, pool gorm.ConnPool, query string, args []a
 // []string, []*time.Time) go to pgx as they are and travel as binary arrays: GORM would expand
 // a slice into a list of parameters, which is why the statements that take arrays through it
 // format them as text literals (pgArray), and a broadcast's 10,000 deliveries spent more on
-// writing and parsing those than on the rows. Uuids go as bytes (pgxArgs).
+// writing and parsing those than on the rows. Uuids go as bytes (registerTypes).
 func (s *Store) execDirect(ctx context.Context, query string, args ...any) error {
 	s.observed(query)
-	_, err := s.db(ctx).Statement.ConnPool.ExecContext(ctx, query, pgxArgs(args)...)
+	_, err := s.db(ctx).Statement.ConnPool.ExecContext(ctx, query, args...)
 	return err
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/config"
 	"github.com/imprun/imprun-server/migrations"
+	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -36,7 +35,7 @@ func testConfig(t *testing.T, dbURL string) *config.Config {
 
 func migrateUp(t *testing.T, url string) {
 	t.Helper()
-	db, err := sql.Open("pgx", url)
+	db, err := store.OpenDB(url)
 	require.NoError(t, err)
 	defer db.Close()
 	m, err := migrations.New(db)

@@ -139,7 +139,7 @@ func (e *Env) StartReplica(t testing.TB, addr string) *Replica {
 // Replica.Crash can take the database away from it as a dying process would.
 func (e *Env) StartCrashableReplica(t testing.TB, addr string) *Replica {
 	t.Helper()
-	sqlDB, err := sql.Open("pgx", e.DBURL)
+	sqlDB, err := store.OpenDB(e.DBURL)
 	must(t, err)
 	t.Cleanup(func() { sqlDB.Close() })
 	db, err := store.Open(sqlDB)
@@ -289,7 +289,7 @@ func New(t testing.TB, o Options) *Env {
 		e.DBURL = testharness.Postgres(t).NewDatabase(t)
 	}
 	var err error
-	e.SQL, err = sql.Open("pgx", e.DBURL)
+	e.SQL, err = store.OpenDB(e.DBURL)
 	must(t, err)
 	// database/sql keeps 2 idle connections by default: under 16 concurrent requests every
 	// other one opened a new Postgres connection (a backend fork). Keep as many as the api's

@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/imprun/imprun-server/testharness"
+)
+
+// A uuid goes to pgx as its 16 bytes through the store's plan, not through driver.Valuer's
+// text; where the parameter is not a uuid (text) it still goes as its text.
+func TestUUIDsEncodeAsBytes(t *testing.T) {
+	m := pgtype.NewMap()
+	registerTypes(m)
+	id, other := uuid.New(), uuid.New()
+
+	if p, ok := m.PlanEncode(pgtype.UUIDOID, pgtype.BinaryFormatCode, id).(*uuidEncodePlan); !ok {
+		t.Fatalf("a uuid.UUID is encoded by %T, not the store's plan", p)
+	}
+	buf, err := m.Encode(pgtype.UUIDOID, pgtype.BinaryFormatCode, id, nil)
+	if err != nil || string(buf) != string(id[:]) {
+		t.Fatalf("binary uuid: %x, %v; want %x", buf, err, id[:])
+	}
+	if _, ok := m.PlanEncode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, []uuid.UUID{id}).(*uuidSliceEncodePlan); !ok {
+		t.Fatal("a []uuid.UUID is not encoded by the store's plan")
+	}
+	buf, err = m.Encode(pgtype.TextOID, pgtype.TextFormatCode, id, nil)
+	if err != nil || string(buf) != id.String() {
+		t.Fatalf("uuid as text: %q, %v; want %q", buf, err, id.String())
+	}
+
+	// The same through a pool opened by OpenDB, against PostgreSQL.
+	db, err := OpenDB(testharness.Postgres(t).NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	var nilID *uuid.UUID
+	var (
+		same, isNull bool
+		n            int
+		text         string
+		back         uuid.UUID
+	)
+	err = db.QueryRowContext(ctx, `SELECT $1::uuid = $2::uuid, cardinality($3::uuid[]), $4::uuid IS NULL, $5::text, $6::uuid`,
+		id, &id, []uuid.UUID{id, other}, nilID, other, other).Scan(&same, &n, &isNull, &text, &back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !same || n != 2 || !isNull || text != other.String() || back != other {
+		t.Fatalf("got %v %d %v %q %v", same, n, isNull, text, back)
+	}
+	var found bool
+	if err := db.QueryRowContext(ctx, `SELECT $1::uuid = ANY($2::uuid[])`, other, []uuid.UUID{id, other}).Scan(&found); err != nil || !found {
+		t.Fatalf("uuid in array: %v, %v", found, err)
+	}
+}
