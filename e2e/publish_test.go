@@ -125,7 +125,7 @@ func TestPublishWhileAgentOfflineThenAgentStarts(t *testing.T) {
 	s.startAgent(t, dir, "")
 	s.waitStatus(t, pid, models.PublishPublished, 60*time.Second)
 
-	// This run's history is what workflows/testdata/publish_v2_history.json replays; set
+	// This run's history is what workflows/testdata/publish_v3_history.json replays; set
 	// IMPRUN_RECORD_PUBLISH_HISTORY to a file to record it again after a deliberate change.
 	if p := os.Getenv("IMPRUN_RECORD_PUBLISH_HISTORY"); p != "" {
 		hist := s.env.TemporalServer.RunCLI(t, "workflow", "show", "--workflow-id", workflows.PublishWorkflowID(pid, 1), "--output", "json")

@@ -224,7 +224,7 @@ func (s *Service) claimRevisionFrom(ctx context.Context, cur models.ProductPubli
 		return run{}, stateFault(err)
 	}
 	in := workflows.PublishInput{PublishID: cur.ID.String(), TenantID: cur.TenantID.String(), ClusterID: cur.ClusterID.String(),
-		ProductID: cur.ProductID.String(), Revision: rev, RollbackOf: rollbackOf, Actor: actor, Deadline: s.deadline(before)}
+		ProductID: cur.ProductID.String(), Revision: rev, RollbackOf: rollbackOf, Actor: actor, Deadline: s.deadline(before), Shape: workflows.PublishShape}
 	r := run{id: wid, workflow: workflows.PublishWorkflow, input: in, publish: before}
 	return r, rec.Write(ctx, s.Store, audit.Entry{Action: action, ResourceType: "product_publish", ResourceID: cur.ID.String(), ResourceName: cur.Hostname,
 		Summary: map[string]any{"revision": rev, "rollback_of": rollbackOf, "workflow_id": wid}})

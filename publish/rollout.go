@@ -87,7 +87,7 @@ func (s *Service) ClaimNext(ctx context.Context, tenantID uuid.UUID, actor strin
 		if cur.WorkflowID != nil && *cur.WorkflowID == next {
 			out.Publish, out.WorkflowID, out.Revision, out.Previous = cur, next, cur.CurrentRevision+1, publishedRevision(cur)
 			out.Run = &workflows.PublishInput{PublishID: cur.ID.String(), TenantID: cur.TenantID.String(), ClusterID: cur.ClusterID.String(),
-				ProductID: cur.ProductID.String(), Revision: out.Revision, Actor: actor, Deadline: s.deadline(cur)}
+				ProductID: cur.ProductID.String(), Revision: out.Revision, Actor: actor, Deadline: s.deadline(cur), Shape: workflows.PublishShape}
 			return nil
 		}
 		if cur.WorkflowID != nil {

@@ -23,7 +23,8 @@ const changePresenceOnDemand = "presence-on-demand"
 // look at the cluster's presence when it starts waiting (the api reads presence on demand for
 // the status, since changePresenceOnDemand): one local activity and one transaction per
 // publish where there were three and three. A run of this version never asks for
-// changePresenceOnDemand, which it implies.
+// changePresenceOnDemand, which it implies. Runs started with PublishShapeLeanStart in their
+// input take it without asking.
 const changeLeanStart = "lean-start"
 
 // presenceRefresh is how often a waiting run (before changePresenceOnDemand) looks at the target cluster's agents again, so
@@ -78,7 +79,8 @@ func PublishWorkflow(ctx workflow.Context, in PublishInput) (string, error) {
 	}
 
 	var cmd DeployCommandResult
-	lean := workflow.GetVersion(ctx, changeLeanStart, workflow.DefaultVersion, 1) >= 1
+	// A run started with its shape in the input makes no GetVersion call (see PublishInput.Shape).
+	lean := in.Shape >= PublishShapeLeanStart || workflow.GetVersion(ctx, changeLeanStart, workflow.DefaultVersion, 1) >= 1
 	if lean {
 		var prepared PreparedDeploy
 		if err := workflow.ExecuteLocalActivity(actx, ActPrepareAndEnqueue, PrepareInput{PublishInput: in, WorkflowID: wid}).Get(ctx, &prepared); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -118,6 +119,32 @@ func TestPublishSucceedsOnFirstResult(t *testing.T) {
 	require.Equal(t, models.PublishPublished, f.finished[0].Status)
 	require.Equal(t, "a1", f.finished[0].AgentID)
 	require.Zero(t, f.presence, "the api reads presence on demand")
+}
+
+// TestPublishShapeFromInput: a run started with its shape in the input takes changeLeanStart
+// without asking GetVersion (no marker, no TemporalChangeVersion upsert per publish), even when
+// the version would say otherwise; a run without one (started before the field) still asks.
+func TestPublishShapeFromInput(t *testing.T) {
+	for _, tc := range []struct {
+		shape int
+		asks  int
+	}{{PublishShape, 0}, {0, 1}} {
+		env, f := newEnv(t)
+		asked := 0
+		env.OnGetVersion(changeLeanStart, workflow.DefaultVersion, 1).Return(workflow.Version(1)).Run(func(mock.Arguments) { asked++ })
+		env.RegisterDelayedCallback(func() {
+			env.SignalWorkflow(SignalDeployResult, DeployResultSignal{CommandID: "cmd-apply", AgentID: "a1", Status: "succeeded"})
+		}, time.Hour)
+		in := in
+		in.Shape = tc.shape
+		env.ExecuteWorkflow(PublishWorkflow, in)
+		require.NoError(t, env.GetWorkflowError())
+		require.Equal(t, tc.asks, asked, "shape %d", tc.shape)
+		require.Len(t, f.enqueued, 1)
+		require.Zero(t, f.presence, "a lean run does not read presence")
+		require.Len(t, f.finished, 1)
+		require.Equal(t, models.PublishPublished, f.finished[0].Status)
+	}
 }
 
 // TestPublishBeforeLeanStart: a run that began before changeLeanStart goes on as it began,

@@ -27,6 +27,9 @@ func TestReplayRecordedHistories(t *testing.T) {
 		// Since changeLeanStart: freeze and queue in one local activity, no presence read (the
 		// agent came online while the run waited).
 		{"testdata/publish_v2_history.json", PublishWorkflow},
+		// Since PublishShapeLeanStart: the same run with its shape in the input, no version
+		// marker and no TemporalChangeVersion upsert.
+		{"testdata/publish_v3_history.json", PublishWorkflow},
 		{"testdata/withdraw_history.json", WithdrawWorkflow},
 		// Recorded before versionBatchedConfirm: replays the one-activity-per-ack steps.
 		{"testdata/credential_sync_v0_history.json", CredentialSyncWorkflow},

@@ -77,7 +77,19 @@ type PublishInput struct {
 	RollbackOf int // >0: the revision whose snapshot this one copies
 	Actor      string
 	Deadline   time.Duration
+	// Shape is the newest change of PublishWorkflow the starter knows the run takes
+	// (PublishShape when this code starts it). A run takes the changes up to its shape without
+	// asking workflow.GetVersion, which would record a marker and upsert the
+	// TemporalChangeVersion search attribute on every publish; runs started before the field
+	// existed have 0 and ask as they did.
+	Shape int `json:",omitempty"`
 }
+
+// PublishShapeLeanStart is the shape of a run that takes changeLeanStart from its input.
+const PublishShapeLeanStart = 1
+
+// PublishShape is the shape of every publish run this code starts.
+const PublishShape = PublishShapeLeanStart
 
 // WithdrawInput starts a WithdrawWorkflow.
 type WithdrawInput struct {
