@@ -87,7 +87,8 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 			res.Checksum = sum
 			return nil
 		}
-		if err := publish.ValidateTargets(ctx, st, p); err != nil {
+		src, err := publish.ValidateTargets(ctx, st, p)
+		if err != nil {
 			if reason, ok := publish.Reason(err); ok {
 				return validation("%s", reason)
 			}
@@ -106,7 +107,7 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 			}
 			rollbackOf = &in.RollbackOf
 		} else {
-			snap, err = st.BuildSnapshot(ctx, p)
+			snap, err = st.BuildSnapshot(ctx, p, src)
 			if errors.Is(err, store.ErrNotFound) {
 				return validation("%s", err.Error())
 			}

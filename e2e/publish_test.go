@@ -39,6 +39,9 @@ func TestPublishWithAgentOnline(t *testing.T) {
 	for _, ev := range []string{"created", "publish_requested", "revision_frozen", "command_queued", "command_delivered", "agent_result", "published"} {
 		require.True(t, d.has(ev), "timeline has %s: %+v", ev, d.Timeline)
 	}
+	// The row is inserted claimed, both events in one statement: created still comes first.
+	require.Equal(t, "created", d.Timeline[0].Type, "%+v", d.Timeline)
+	require.Equal(t, "publish_requested", d.Timeline[1].Type, "%+v", d.Timeline)
 
 	// The agent rendered the revision into its state directory.
 	cur, err := os.ReadFile(filepath.Join(ra.dir, "publishes", pid, "current"))

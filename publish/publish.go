@@ -65,10 +65,12 @@ func (s *Service) Create(ctx context.Context, tenantID uuid.UUID, actor string, 
 	}
 	var r run
 	err = s.Store.InTx(ctx, func(ctx context.Context) error {
-		if err := s.Store.CreatePublish(ctx, &p); err != nil {
-			return err
-		}
-		r, err = s.claimRevision(ctx, p, 0, actor, rec)
+		// The row is inserted already claimed: no one else can see it before the commit. Its
+		// id is chosen here, since the run's id is derived from it.
+		p.ID = uuid.New()
+		r, err = s.claimRevisionWith(ctx, p, 0, []string{models.PublishDraft}, actor, rec, func(ctx context.Context, c store.Claim) (models.ProductPublish, error) {
+			return s.Store.CreateClaimedPublish(ctx, &p, c)
+		})
 		return err
 	})
 	if err != nil {
@@ -209,6 +211,15 @@ func (s *Service) claimRevision(ctx context.Context, cur models.ProductPublish, 
 // claimRevisionFrom is claimRevision with the statuses a new (not rolled-back) revision may
 // start from: a rollout also redeploys a PUBLISHED publish.
 func (s *Service) claimRevisionFrom(ctx context.Context, cur models.ProductPublish, rollbackOf int, statuses []string, actor string, rec *audit.Record) (run, error) {
+	return s.claimRevisionWith(ctx, cur, rollbackOf, statuses, actor, rec, func(ctx context.Context, c store.Claim) (models.ProductPublish, error) {
+		return s.Store.ClaimPublish(ctx, cur.TenantID, cur.ID, c)
+	})
+}
+
+// claimRevisionWith is claimRevisionFrom with the store step that takes the claim (a publish
+// created in the same transaction is inserted claimed).
+func (s *Service) claimRevisionWith(ctx context.Context, cur models.ProductPublish, rollbackOf int, statuses []string, actor string, rec *audit.Record,
+	claim func(context.Context, store.Claim) (models.ProductPublish, error)) (run, error) {
 	rev := cur.CurrentRevision + 1
 	wid := workflows.PublishWorkflowID(cur.ID.String(), rev)
 	evType, msg, action := models.PublishEventPublishRequested, fmt.Sprintf("publish of revision %d requested", rev), "product_publish.publish"
@@ -218,7 +229,7 @@ func (s *Service) claimRevisionFrom(ctx context.Context, cur models.ProductPubli
 		action = "product_publish.rollback"
 	}
 	expect := cur.CurrentRevision
-	before, err := s.Store.ClaimPublish(ctx, cur.TenantID, cur.ID, store.Claim{WorkflowID: wid, Statuses: statuses, ExpectRevision: &expect,
+	before, err := claim(ctx, store.Claim{WorkflowID: wid, Statuses: statuses, ExpectRevision: &expect,
 		Event: models.PublishEvent{Type: evType, Revision: rev, Actor: actor, Message: msg, Metadata: models.JSONMap{"workflow_id": wid}}})
 	if err != nil {
 		return run{}, stateFault(err)

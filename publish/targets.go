@@ -26,19 +26,23 @@ type targets struct {
 
 // ValidateTargets checks every target of p as it is now; the activity that freezes a
 // revision calls it, since the world may have changed since the publish was accepted. The
-// hostnames are not checked here: freezing claims every hostname the snapshot serves.
-func ValidateTargets(ctx context.Context, st *store.Store, p models.ProductPublish) error {
+// hostnames are not checked here: freezing claims every hostname the snapshot serves. It
+// returns the product and template it read, for the snapshot built in the same transaction.
+func ValidateTargets(ctx context.Context, st *store.Store, p models.ProductPublish) (store.SnapshotSource, error) {
 	t := &targets{st: st}
 	if err := t.loadProduct(ctx, p.TenantID, p.ProductID); err != nil {
-		return err
+		return store.SnapshotSource{}, err
 	}
 	if err := t.checkServices(ctx, p); err != nil {
-		return err
+		return store.SnapshotSource{}, err
 	}
 	if err := t.loadGateway(ctx, p.TenantID, p.GatewayID, true); err != nil {
-		return err
+		return store.SnapshotSource{}, err
 	}
-	return t.checkCluster(ctx, &p, false)
+	if err := t.checkCluster(ctx, &p, false); err != nil {
+		return store.SnapshotSource{}, err
+	}
+	return store.SnapshotSource{Product: t.product, Gateway: t.gateway}, nil
 }
 
 // Reason is the sentence for a publish that breaks a rule (ok), for a run's failure reason.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,40 @@ func (s *Store) CreatePublish(ctx context.Context, p *models.ProductPublish) err
 		}
 		return addPublishEvent(tx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy})
 	})
+}
+
+// CreateClaimedPublish inserts a DRAFT publish already claimed by c's run, with its "created"
+// event and c's in one statement: what CreatePublish then ClaimPublish do, without reading back
+// and updating a row no one else can see yet. It returns the publish as it was before the claim
+// (no workflow_id), as ClaimPublish does.
+func (s *Store) CreateClaimedPublish(ctx context.Context, p *models.ProductPublish, c Claim) (models.ProductPublish, error) {
+	var before models.ProductPublish
+	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
+		p.Status = models.PublishDraft
+		if p.AuthConfig == nil {
+			p.AuthConfig = models.JSONMap{}
+		}
+		if !slices.Contains(c.Statuses, p.Status) || (c.ExpectRevision != nil && *c.ExpectRevision != p.CurrentRevision) {
+			return &StateError{Status: p.Status, Detail: fmt.Sprintf("not allowed while the publish is %s", p.Status)}
+		}
+		if err := tx.Omit("workflow_id", "published_at", "withdrawn_at").Create(p).Error; err != nil {
+			return err
+		}
+		before = *p
+		if err := tx.Exec(`UPDATE product_publishes SET workflow_id = ?, claimed_at = now() WHERE id = ?`, c.WorkflowID, p.ID).Error; err != nil {
+			return err
+		}
+		// One insert for both events; they share a statement, so each gets its own time to
+		// keep the timeline's order (created first).
+		now := time.Now().UTC()
+		c.Event.PublishID, c.Event.CreatedAt = p.ID, now.Add(time.Microsecond)
+		if c.Event.Metadata == nil {
+			c.Event.Metadata = models.JSONMap{}
+		}
+		events := []models.PublishEvent{{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy, Metadata: models.JSONMap{}, CreatedAt: now}, c.Event}
+		return tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(&events).Error
+	})
+	return before, err
 }
 
 // GetPublish returns a publish of a tenant.

@@ -25,8 +25,8 @@ func (s *Store) LockPublish(ctx context.Context, id uuid.UUID) (models.ProductPu
 
 // BuildSnapshot is the function of the same name on the store's database (or the transaction
 // of InTx).
-func (s *Store) BuildSnapshot(ctx context.Context, p models.ProductPublish) (BuiltSnapshot, error) {
-	return BuildSnapshot(ctx, s.db(ctx), p)
+func (s *Store) BuildSnapshot(ctx context.Context, p models.ProductPublish, src SnapshotSource) (BuiltSnapshot, error) {
+	return BuildSnapshot(ctx, s.db(ctx), p, src)
 }
 
 // RevisionChecksum returns the checksum of a frozen revision; found is false when the

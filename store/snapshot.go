@@ -46,8 +46,8 @@ func deref(p *int) int {
 // policies (route > service > global); the template's listeners; auth mode and hostname.
 // Everything is ordered by name so the same catalog always gives the same bytes (the shape of
 // the document is package snapshot's, shared with the agent).
-func BuildSnapshot(ctx context.Context, tx *gorm.DB, p models.ProductPublish) (BuiltSnapshot, error) {
-	b := &snapshotBuilder{tx: tx.WithContext(ctx), p: p}
+func BuildSnapshot(ctx context.Context, tx *gorm.DB, p models.ProductPublish, src SnapshotSource) (BuiltSnapshot, error) {
+	b := &snapshotBuilder{tx: tx.WithContext(ctx), p: p, src: src}
 	s, err := b.build()
 	if err != nil {
 		return BuiltSnapshot{}, err
@@ -65,10 +65,18 @@ func BuildSnapshot(ctx context.Context, tx *gorm.DB, p models.ProductPublish) (B
 	return BuiltSnapshot{Bytes: data, Checksum: Checksum(data), Uses: b.uses}, nil
 }
 
+// SnapshotSource holds rows of the publish's catalog its caller has read already in the same
+// transaction (the validation of its targets); a nil one is read.
+type SnapshotSource struct {
+	Product *models.Product
+	Gateway *models.Gateway
+}
+
 // snapshotBuilder reads one publish's catalog and records every row the revision uses.
 type snapshotBuilder struct {
 	tx     *gorm.DB
 	p      models.ProductPublish
+	src    SnapshotSource
 	global []models.Policy // the tenant's global policies
 	uses   []RevisionUse
 }
@@ -82,11 +90,15 @@ func (b *snapshotBuilder) use(kind string, id uuid.UUID) {
 func (b *snapshotBuilder) build() (snapshot.Snapshot, error) {
 	p, tx := b.p, b.tx
 	var product models.Product
-	if err := tx.Take(&product, "tenant_id = ? AND id = ?", p.TenantID, p.ProductID).Error; err != nil {
+	if b.src.Product != nil && b.src.Product.ID == p.ProductID {
+		product = *b.src.Product
+	} else if err := tx.Take(&product, "tenant_id = ? AND id = ?", p.TenantID, p.ProductID).Error; err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("product %s: %w", p.ProductID, notFound(err))
 	}
 	var gw models.Gateway
-	if err := tx.Take(&gw, "tenant_id = ? AND id = ?", p.TenantID, p.GatewayID).Error; err != nil {
+	if b.src.Gateway != nil && b.src.Gateway.ID == p.GatewayID {
+		gw = *b.src.Gateway
+	} else if err := tx.Take(&gw, "tenant_id = ? AND id = ?", p.TenantID, p.GatewayID).Error; err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("gateway template %s: %w", p.GatewayID, notFound(err))
 	}
 	var services []models.APIService

@@ -113,7 +113,7 @@ func TestSnapshotSharedShape(t *testing.T) {
 	env := apitest.New(t, apitest.Options{})
 	p := catalogPublish(t, env)
 
-	built, err := env.DB.Store().BuildSnapshot(context.Background(), p)
+	built, err := env.DB.Store().BuildSnapshot(context.Background(), p, store.SnapshotSource{})
 	require.NoError(t, err)
 	require.Equal(t, store.Checksum(built.Bytes), built.Checksum)
 
