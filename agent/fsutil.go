@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // stateDirMode keeps the state directory private: it holds the agent JWT and refresh secret.
@@ -39,12 +40,79 @@ func ensurePrivateDir(dir string) error {
 }
 
 // syncDir fsyncs a directory, making its entries durable; a failure is not worth failing the
-// write for (some filesystems refuse to fsync directories).
+// write for (some filesystems refuse to fsync directories). Concurrent calls for one
+// directory share their fsyncs (groupSync): the deploys that create their publishes'
+// directories at once pay one fsync of the parent, not one each.
 func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+	_ = groupSync(dir, func() error {
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	})
+}
+
+// fsyncGroups holds, for each path being synced, the state of its group commit; an entry
+// lives only while a caller uses it.
+var fsyncGroups = struct {
+	sync.Mutex
+	m map[string]*fsyncGroup
+}{m: map[string]*fsyncGroup{}}
+
+type fsyncGroup struct {
+	users   int       // callers holding the entry
+	cond    sync.Cond // on fsyncGroups' mutex: a sync ended
+	running bool
+	started uint64 // syncs started
+	done    uint64 // syncs ended (they run one at a time, in order)
+	failed  uint64 // the last sync that failed, 0 for none
+	err     error  // its error
+}
+
+// groupSync makes durable what the caller wrote to path before the call, with do (an fsync of
+// path): it waits for a sync of path that started after the call, running it itself when none
+// is running. A sync already running may have started before the caller's write, so it does
+// not count; the callers that arrive meanwhile then share the next one, which is group commit:
+// N concurrent writers cost about two fsyncs, not N. A caller is told of a failure of its sync
+// or of a later one (never of an earlier one), which errs on the side of reporting it.
+func groupSync(path string, do func() error) error {
+	fsyncGroups.Lock()
+	defer fsyncGroups.Unlock()
+	g := fsyncGroups.m[path]
+	if g == nil {
+		g = &fsyncGroup{}
+		g.cond.L = &fsyncGroups.Mutex
+		fsyncGroups.m[path] = g
 	}
+	g.users++
+	want := g.started + 1
+	for g.done < want {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		n := g.started
+		fsyncGroups.Unlock()
+		err := do()
+		fsyncGroups.Lock()
+		g.running, g.done = false, n
+		if err != nil {
+			g.failed, g.err = n, err
+		}
+		g.cond.Broadcast()
+	}
+	var err error
+	if g.failed >= want {
+		err = g.err
+	}
+	if g.users--; g.users == 0 {
+		delete(fsyncGroups.m, path)
+	}
+	return err
 }
 
 // writeFileAtomic replaces path with data so that a reader (or a crash) sees either the old or

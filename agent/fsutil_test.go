@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -25,4 +28,74 @@ func TestEnsurePrivateDirCreatesPrivateDirectories(t *testing.T) {
 	fi, err := os.Stat(leaf)
 	require.NoError(t, err)
 	require.Equal(t, stateDirMode, fi.Mode().Perm())
+}
+
+// Concurrent syncs of one path share fsyncs: callers that arrive while one runs (it may have
+// started before their writes, so it does not count for them) all wait for the next, which one
+// of them runs. Every caller returns only after a sync that started after its call.
+func TestGroupSyncSharesFsyncs(t *testing.T) {
+	const callers = 20
+	path := filepath.Join(t.TempDir(), "log")
+	var (
+		mu       sync.Mutex
+		events   int   // a clock: calls and sync starts, in order
+		finished []int // the start times of the syncs that ended
+	)
+	tick := func() int { mu.Lock(); defer mu.Unlock(); events++; return events }
+	first := true
+	do := func() error {
+		start := tick()
+		if first {
+			// Hold the first sync until every other caller is waiting in groupSync.
+			first = false
+			for {
+				fsyncGroups.Lock()
+				n := fsyncGroups.m[path].users
+				fsyncGroups.Unlock()
+				if n == callers {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		mu.Lock()
+		finished = append(finished, start)
+		mu.Unlock()
+		return nil
+	}
+	var wg sync.WaitGroup
+	ready := make(chan struct{})
+	calledFirst := tick()
+	wg.Go(func() {
+		close(ready)
+		require.NoError(t, groupSync(path, do))
+		mu.Lock()
+		defer mu.Unlock()
+		require.Greater(t, finished[0], calledFirst)
+	})
+	<-ready
+	for range callers - 1 {
+		wg.Go(func() {
+			called := tick()
+			require.NoError(t, groupSync(path, do))
+			mu.Lock()
+			defer mu.Unlock()
+			covered := false
+			for _, s := range finished {
+				covered = covered || s > called
+			}
+			require.True(t, covered, "returned before a sync that started after the call")
+		})
+	}
+	wg.Wait()
+	require.Len(t, finished, 2, "the first sync, then one for everyone who came during it")
+	fsyncGroups.Lock()
+	defer fsyncGroups.Unlock()
+	require.NotContains(t, fsyncGroups.m, path, "the entry goes with its last user")
+}
+
+// A failed fsync is reported to every caller it covered.
+func TestGroupSyncReportsFailure(t *testing.T) {
+	boom := errors.New("EIO")
+	require.ErrorIs(t, groupSync(filepath.Join(t.TempDir(), "x"), func() error { return boom }), boom)
 }

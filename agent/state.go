@@ -127,12 +127,22 @@ func (st *state) record(commandID string, reply *agentv1.AgentMessage) error {
 		return fmt.Errorf("encode reply: %w", err)
 	}
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	e := journalEntry{Seq: st.seq + 1, HandledAt: time.Now().UTC(), Reply: data}
-	if err := st.journalLog.put(commandID, e); err != nil {
+	st.seq++
+	e := journalEntry{Seq: st.seq, HandledAt: time.Now().UTC(), Reply: data}
+	id, err := st.journalLog.write(commandID, e)
+	st.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	st.seq++
+	// The fsync runs without the lock (heartbeats and the other deploys need it meanwhile)
+	// and is shared with concurrent answers'.
+	err = st.journalLog.sync()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.journalLog.done(id)
+	if err != nil {
+		return err
+	}
 	st.journal[commandID] = e
 	if len(st.journal) > maxJournal+journalSlack {
 		type kv struct {
@@ -193,13 +203,23 @@ func (st *state) allApplied() []AppliedPublish {
 
 // setApplied records a publish as applied (a nil value removes it) and persists the change.
 func (st *state) setApplied(publishID string, a *AppliedPublish) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	var v any // a nil *AppliedPublish would not be a nil any
 	if a != nil {
 		v = a
 	}
-	if err := st.appliedLog.put(publishID, v); err != nil {
+	st.mu.Lock()
+	id, err := st.appliedLog.write(publishID, v)
+	st.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// As in record: the fsync without the lock, shared with concurrent deploys'. A publish's
+	// own deploys run one at a time, so no other change of this key is pending meanwhile.
+	err = st.appliedLog.sync()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.appliedLog.done(id)
+	if err != nil {
 		return err
 	}
 	if a == nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -20,12 +21,32 @@ import (
 // map. A line torn by a crash can only be the last one: it is ignored when read, which loses
 // only that change, never acknowledged (an answer is recorded before it is sent, an applied
 // revision before it is reported).
+//
+// A change is written in three steps so that its fsync can run without the caller's lock
+// (write under it, sync without it, done under it again) and be shared with concurrent
+// changes (groupSync). The caller serialises every call but sync, and changes its map only
+// after sync succeeded; until done, the line is pending and a rewrite keeps it after the
+// map's lines.
 type stateLog struct {
 	path  string
-	f     *os.File // opened for appending
-	lines int      // lines in the file
+	f     atomic.Pointer[logFile] // opened for appending
+	lines int                     // lines in the file
+	pend  []pendingLine           // written, not yet in the map, oldest first
+	next  uint64                  // id of the next pending line
 	// dump encodes every entry of the map the log keeps, one line each.
 	dump func() (data []byte, entries int, err error)
+}
+
+// logFile is the open file of a stateLog; replaced says a rewrite took its place (and made
+// every line written to it durable in the new file), so a sync that finds it closed is done.
+type logFile struct {
+	f        *os.File
+	replaced atomic.Bool
+}
+
+type pendingLine struct {
+	id   uint64
+	line []byte
 }
 
 type logLine struct {
@@ -156,42 +177,84 @@ func (l *stateLog) open() error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", l.path, err)
 	}
-	l.f = f
+	l.f.Store(&logFile{f: f})
 	return nil
 }
 
-// put makes key = v durable (a nil v, as any(nil), deletes key); the caller changes its map
-// only when put succeeded, and then calls maybeCompact.
+// put makes key = v durable (a nil v, as any(nil), deletes key) in one call: write, sync and
+// done, for a caller that may hold its lock across the fsync.
 func (l *stateLog) put(key string, v any) error {
+	id, err := l.write(key, v)
+	if err != nil {
+		return err
+	}
+	err = l.sync()
+	l.done(id)
+	return err
+}
+
+// write appends the line of key = v (a nil v, as any(nil), deletes key) and returns its id
+// for done; the line is durable only once sync returned nil.
+func (l *stateLog) write(key string, v any) (uint64, error) {
 	ll := logLine{K: key, D: v == nil}
 	if v != nil {
 		raw, err := json.Marshal(v)
 		if err != nil {
-			return fmt.Errorf("encode %s: %w", l.path, err)
+			return 0, fmt.Errorf("encode %s: %w", l.path, err)
 		}
 		ll.V = raw
 	}
 	line, err := json.Marshal(ll)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", l.path, err)
+		return 0, fmt.Errorf("encode %s: %w", l.path, err)
 	}
+	line = append(line, '\n')
 	// A file removed under the agent (its state directory wiped) would take appends and
 	// keep nothing: write the map to path again first, or fail as a rewrite would have.
-	if fi, err := l.f.Stat(); err == nil {
+	f := l.f.Load().f
+	if fi, err := f.Stat(); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 0 {
 			if err := l.compact(); err != nil {
-				return err
+				return 0, err
 			}
+			f = l.f.Load().f
 		}
 	}
-	if _, err := l.f.Write(append(line, '\n')); err != nil {
-		return fmt.Errorf("write %s: %w", l.path, err)
-	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", l.path, err)
+	if _, err := f.Write(line); err != nil {
+		return 0, fmt.Errorf("write %s: %w", l.path, err)
 	}
 	l.lines++
+	l.next++
+	l.pend = append(l.pend, pendingLine{id: l.next, line: line})
+	return l.next, nil
+}
+
+// sync makes every line written so far durable. It is the one call that needs no lock: the
+// fsync is shared with concurrent callers' (groupSync), and a rewrite meanwhile (which
+// keeps the pending lines) makes it moot.
+func (l *stateLog) sync() error {
+	err := groupSync(l.path, func() error {
+		lf := l.f.Load()
+		if err := lf.f.Sync(); err != nil && !lf.replaced.Load() {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
 	return nil
+}
+
+// done ends the pending state of a line write returned: the caller has changed its map (or
+// given the change up, when sync failed).
+func (l *stateLog) done(id uint64) {
+	for i, p := range l.pend {
+		if p.id == id {
+			l.pend = append(l.pend[:i], l.pend[i+1:]...)
+			return
+		}
+	}
 }
 
 // maybeCompact rewrites the file once it holds more than twice as many lines as the map has
@@ -205,27 +268,31 @@ func (l *stateLog) maybeCompact(entries int) error {
 	return l.compact()
 }
 
-// compact writes the map's entries atomically, one line each, and reopens the file for
-// appending.
+// compact writes the map's entries atomically, one line each, then the pending lines, and
+// reopens the file for appending.
 func (l *stateLog) compact() error {
 	data, n, err := l.dump()
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", l.path, err)
 	}
+	for _, p := range l.pend {
+		data = append(data, p.line...)
+	}
 	if err := writeFileAtomic(l.path, data, stateFileMode); err != nil {
 		return err
 	}
-	if l.f != nil {
-		_ = l.f.Close() // the old file, replaced by the rename
-		l.f = nil
+	if old := l.f.Load(); old != nil {
+		old.replaced.Store(true)
+		_ = old.f.Close() // the old file, replaced by the rename
 	}
-	l.lines = n
+	l.lines = n + len(l.pend)
 	return l.open()
 }
 
 func (l *stateLog) close() {
-	if l != nil && l.f != nil {
-		_ = l.f.Close()
-		l.f = nil
+	if l != nil {
+		if lf := l.f.Swap(nil); lf != nil {
+			_ = lf.f.Close()
+		}
 	}
 }

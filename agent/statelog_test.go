@@ -144,3 +144,30 @@ func TestStateLogRemovedFile(t *testing.T) {
 	require.NoError(t, os.RemoveAll(dir))
 	require.Error(t, l.put("p3", &AppliedPublish{PublishID: "p3"}))
 }
+
+// A change written but not yet in the map (its fsync under way without the caller's lock)
+// survives a rewrite of the log meanwhile: the rewrite keeps it after the map's lines, and
+// its sync, on the replaced file, succeeds.
+func TestStateLogRewriteKeepsPendingLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "applied.log")
+	m := map[string]*AppliedPublish{}
+	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
+	require.NoError(t, err)
+	defer l.close()
+	a := &AppliedPublish{PublishID: "p1", Revision: 1}
+	require.NoError(t, l.put("p1", a))
+	m["p1"] = a
+
+	id, err := l.write("p2", &AppliedPublish{PublishID: "p2", Revision: 2})
+	require.NoError(t, err)
+	require.NoError(t, l.compact(), "a rewrite while p2 is pending")
+	require.NoError(t, l.sync())
+	l.done(id)
+	require.Empty(t, l.pend)
+
+	got := map[string]*AppliedPublish{}
+	_, err = openStateLog(path, filepath.Join(dir, "applied.json"), got)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"p1", "p2"}, keys(got))
+}
