@@ -30,6 +30,8 @@ type API struct {
 	ownsTx map[string]bool
 	// principals caches authenticated principals per token (see principalCache).
 	principals *principalCache
+	// revisions shares a revision's snapshot read between a cluster's agents (see revisionCache).
+	revisions *revisionCache
 }
 
 // Settings are the configured defaults the handlers apply.
@@ -86,7 +88,7 @@ func NewAPI(d Deps) *API {
 		d.Logger = slog.Default()
 	}
 	return &API{store: d.Store, auth: d.Auth, temporal: d.Temporal, log: d.Logger, hooks: d.Hooks, settings: d.Settings.withDefaults(),
-		catalog: catalog.New(d.Store, d.Hooks.CatalogUsage), principals: newPrincipalCache()}
+		catalog: catalog.New(d.Store, d.Hooks.CatalogUsage), principals: newPrincipalCache(), revisions: newRevisionCache()}
 }
 
 // Register adds every /v1 route to e.

@@ -302,7 +302,9 @@ func (a *API) agentSnapshot(c echo.Context) error {
 		return NotFound("revision")
 	}
 	// Only a publish on the agent's own cluster: another cluster's is the same 404 as none.
-	snap, sum, err := a.store.ClusterRevision(c.Request().Context(), ag.ClusterID, id, n)
+	snap, sum, err := a.revisions.get(c.Request().Context(), revisionKey{ag.ClusterID, id, n}, func(ctx context.Context) ([]byte, string, error) {
+		return a.store.ClusterRevision(ctx, ag.ClusterID, id, n)
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return NotFound("revision")
 	}
