@@ -126,24 +126,19 @@ func (st *state) record(commandID string, reply *agentv1.AgentMessage) error {
 	if err != nil {
 		return fmt.Errorf("encode reply: %w", err)
 	}
-	st.mu.Lock()
-	st.seq++
-	e := journalEntry{Seq: st.seq, HandledAt: time.Now().UTC(), Reply: data}
-	id, err := st.journalLog.write(commandID, e)
-	st.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	// The fsync runs without the lock (heartbeats and the other deploys need it meanwhile)
-	// and is shared with concurrent answers'.
-	err = st.journalLog.sync()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.journalLog.done(id)
-	if err != nil {
-		return err
-	}
-	st.journal[commandID] = e
+	var e journalEntry
+	return st.persist(st.journalLog, commandID, func() any {
+		st.seq++
+		e = journalEntry{Seq: st.seq, HandledAt: time.Now().UTC(), Reply: data}
+		return e
+	}, func() {
+		st.journal[commandID] = e
+		st.trimJournal()
+	})
+}
+
+// trimJournal drops the oldest answers past maxJournal+journalSlack; the caller holds st.mu.
+func (st *state) trimJournal() {
 	if len(st.journal) > maxJournal+journalSlack {
 		type kv struct {
 			id  string
@@ -160,10 +155,9 @@ func (st *state) record(commandID string, reply *agentv1.AgentMessage) error {
 		// The dropped answers go with the rewrite; if it fails they stay in the file, and
 		// are dropped again when it is next read.
 		_ = st.journalLog.compact()
-		return nil
+		return
 	}
 	_ = st.journalLog.maybeCompact(len(st.journal))
-	return nil
 }
 
 // appliedRevisions lists the applied publishes for ConnectRequest and Heartbeat.
@@ -207,27 +201,38 @@ func (st *state) setApplied(publishID string, a *AppliedPublish) error {
 	if a != nil {
 		v = a
 	}
+	// A publish's own deploys run one at a time, so no other change of this key is pending
+	// meanwhile.
+	return st.persist(st.appliedLog, publishID, func() any { return v }, func() {
+		if a == nil {
+			delete(st.applied, publishID)
+		} else {
+			st.applied[publishID] = a
+		}
+		_ = st.appliedLog.maybeCompact(len(st.applied)) // a failed rewrite leaves a correct log
+	})
+}
+
+// persist makes key = value() durable in l and then, if it is, calls apply to change the map:
+// value, the append and apply run under st.mu, the fsync without it (heartbeats and other
+// deploys need the lock meanwhile) and shared with concurrent changes'. Until then the
+// change is pending in l, and it leaves that state and enters the map in one hold of the
+// lock, so a rewrite of the log meanwhile never loses it.
+func (st *state) persist(l *stateLog, key string, value func() any, apply func()) error {
 	st.mu.Lock()
-	id, err := st.appliedLog.write(publishID, v)
+	id, err := l.write(key, value())
 	st.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	// As in record: the fsync without the lock, shared with concurrent deploys'. A publish's
-	// own deploys run one at a time, so no other change of this key is pending meanwhile.
-	err = st.appliedLog.sync()
+	err = l.sync()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.appliedLog.done(id)
+	l.done(id)
 	if err != nil {
 		return err
 	}
-	if a == nil {
-		delete(st.applied, publishID)
-	} else {
-		st.applied[publishID] = a
-	}
-	_ = st.appliedLog.maybeCompact(len(st.applied)) // a failed rewrite leaves a correct log
+	apply()
 	return nil
 }
 

@@ -125,21 +125,10 @@ func keys[V any](m map[string]V) []string {
 // written to its path again rather than into the removed file; without the directory the
 // change fails, as any write of the state would.
 func TestStateLogRemovedFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "applied.log")
-	m := map[string]*AppliedPublish{}
-	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
-	require.NoError(t, err)
-	defer l.close()
-	a := &AppliedPublish{PublishID: "p1", Revision: 1}
-	require.NoError(t, l.put("p1", a))
-	m["p1"] = a
+	dir, path, l := appliedLogWithP1(t)
 	require.NoError(t, os.Remove(path))
 	require.NoError(t, l.put("p2", &AppliedPublish{PublishID: "p2", Revision: 2}))
-	got := map[string]*AppliedPublish{}
-	_, err = openStateLog(path, filepath.Join(dir, "applied.json"), got)
-	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"p1", "p2"}, keys(got))
+	requireLogKeys(t, dir, path, "p1", "p2")
 
 	require.NoError(t, os.RemoveAll(dir))
 	require.Error(t, l.put("p3", &AppliedPublish{PublishID: "p3"}))
@@ -149,15 +138,7 @@ func TestStateLogRemovedFile(t *testing.T) {
 // survives a rewrite of the log meanwhile: the rewrite keeps it after the map's lines, and
 // its sync, on the replaced file, succeeds.
 func TestStateLogRewriteKeepsPendingLines(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "applied.log")
-	m := map[string]*AppliedPublish{}
-	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
-	require.NoError(t, err)
-	defer l.close()
-	a := &AppliedPublish{PublishID: "p1", Revision: 1}
-	require.NoError(t, l.put("p1", a))
-	m["p1"] = a
+	dir, path, l := appliedLogWithP1(t)
 
 	id, err := l.write("p2", &AppliedPublish{PublishID: "p2", Revision: 2})
 	require.NoError(t, err)
@@ -166,8 +147,28 @@ func TestStateLogRewriteKeepsPendingLines(t *testing.T) {
 	l.done(id)
 	require.Empty(t, l.pend)
 
-	got := map[string]*AppliedPublish{}
-	_, err = openStateLog(path, filepath.Join(dir, "applied.json"), got)
+	requireLogKeys(t, dir, path, "p1", "p2")
+}
+
+// appliedLogWithP1 opens an applied log in a new directory and puts p1 in it; the log is
+// closed when the test ends.
+func appliedLogWithP1(t *testing.T) (dir, path string, l *stateLog) {
+	dir = t.TempDir()
+	path = filepath.Join(dir, "applied.log")
+	m := map[string]*AppliedPublish{}
+	l, err := openStateLog(path, filepath.Join(dir, "applied.json"), m)
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"p1", "p2"}, keys(got))
+	t.Cleanup(l.close)
+	a := &AppliedPublish{PublishID: "p1", Revision: 1}
+	require.NoError(t, l.put("p1", a))
+	m["p1"] = a
+	return dir, path, l
+}
+
+// requireLogKeys reads the applied log at path afresh and checks the publishes it holds.
+func requireLogKeys(t *testing.T, dir, path string, want ...string) {
+	got := map[string]*AppliedPublish{}
+	_, err := openStateLog(path, filepath.Join(dir, "applied.json"), got)
+	require.NoError(t, err)
+	require.ElementsMatch(t, want, keys(got))
 }
