@@ -211,7 +211,11 @@ func (l *stateLog) write(key string, v any) (uint64, error) {
 	line = append(line, '\n')
 	// A file removed under the agent (its state directory wiped) would take appends and
 	// keep nothing: write the map to path again first, or fail as a rewrite would have.
-	f := l.f.Load().f
+	lf := l.f.Load()
+	if lf == nil {
+		return 0, fmt.Errorf("write %s: %w", l.path, os.ErrClosed)
+	}
+	f := lf.f
 	if fi, err := f.Stat(); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 0 {
 			if err := l.compact(); err != nil {
@@ -235,6 +239,9 @@ func (l *stateLog) write(key string, v any) (uint64, error) {
 func (l *stateLog) sync() error {
 	err := groupSync(l.path, func() error {
 		lf := l.f.Load()
+		if lf == nil {
+			return os.ErrClosed
+		}
 		if err := lf.f.Sync(); err != nil && !lf.replaced.Load() {
 			return err
 		}

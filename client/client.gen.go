@@ -6634,6 +6634,8 @@ type ClientInterface interface {
 
 	// AgentSnapshot A revision snapshot for an agent of the publish's cluster (anyone else gets 404)
 	//
+	// A revision never changes once written, so the api shares one read between the agents of a cluster fetching it at once and serves it to them again for up to 10 s (the revision of a publish deleted meanwhile included); an agent of any other cluster gets 404 as before.
+	//
 	// Corresponds with GET /v1/agent/publishes/{id}/revisions/{revision} (the `AgentSnapshot` operationId).
 	AgentSnapshot(ctx context.Context, id ID, revision int, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -7980,6 +7982,8 @@ func (c *Client) AgentMe(ctx context.Context, reqEditors ...RequestEditorFn) (*h
 }
 
 // AgentSnapshot A revision snapshot for an agent of the publish's cluster (anyone else gets 404)
+//
+// A revision never changes once written, so the api shares one read between the agents of a cluster fetching it at once and serves it to them again for up to 10 s (the revision of a publish deleted meanwhile included); an agent of any other cluster gets 404 as before.
 //
 // Corresponds with GET /v1/agent/publishes/{id}/revisions/{revision} (the `AgentSnapshot` operationId).
 func (c *Client) AgentSnapshot(ctx context.Context, id ID, revision int, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -19380,6 +19384,8 @@ type ClientWithResponsesInterface interface {
 	AgentMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AgentMeResponse, error)
 
 	// AgentSnapshotWithResponse A revision snapshot for an agent of the publish's cluster (anyone else gets 404)
+	//
+	// A revision never changes once written, so the api shares one read between the agents of a cluster fetching it at once and serves it to them again for up to 10 s (the revision of a publish deleted meanwhile included); an agent of any other cluster gets 404 as before.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -33961,6 +33967,8 @@ func (c *ClientWithResponses) AgentMeWithResponse(ctx context.Context, reqEditor
 }
 
 // AgentSnapshotWithResponse A revision snapshot for an agent of the publish's cluster (anyone else gets 404)
+//
+// A revision never changes once written, so the api shares one read between the agents of a cluster fetching it at once and serves it to them again for up to 10 s (the revision of a publish deleted meanwhile included); an agent of any other cluster gets 404 as before.
 //
 // Returns a wrapper object for the known response body format(s).
 //
