@@ -56,8 +56,9 @@ type logLine struct {
 }
 
 // openStateLog reads the map kept in path into m, which the caller then changes only
-// together with put. When path does not exist and legacy does (the one-JSON-document file of
-// agents before v0.3), legacy is read instead, the log written from it and legacy removed.
+// together with write, sync and done. When path does not exist and legacy does (the
+// one-JSON-document file of agents before v0.3), legacy is read instead, the log written from
+// it and legacy removed.
 func openStateLog[V any](path, legacy string, m map[string]V) (*stateLog, error) {
 	l := &stateLog{path: path, dump: func() ([]byte, int, error) { return encodeLines(m) }}
 	data, err := os.ReadFile(path)
@@ -179,18 +180,6 @@ func (l *stateLog) open() error {
 	}
 	l.f.Store(&logFile{f: f})
 	return nil
-}
-
-// put makes key = v durable (a nil v, as any(nil), deletes key) in one call: write, sync and
-// done, for a caller that may hold its lock across the fsync.
-func (l *stateLog) put(key string, v any) error {
-	id, err := l.write(key, v)
-	if err != nil {
-		return err
-	}
-	err = l.sync()
-	l.done(id)
-	return err
 }
 
 // write appends the line of key = v (a nil v, as any(nil), deletes key) and returns its id

@@ -172,3 +172,15 @@ func requireLogKeys(t *testing.T, dir, path string, want ...string) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, want, keys(got))
 }
+
+// put makes key = v durable (a nil v, as any(nil), deletes key) in one call: write, sync and
+// done, as a caller that holds no lock of its own may.
+func (l *stateLog) put(key string, v any) error {
+	id, err := l.write(key, v)
+	if err != nil {
+		return err
+	}
+	err = l.sync()
+	l.done(id)
+	return err
+}

@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,22 +26,29 @@ func TestRevisionCacheSharesOneRead(t *testing.T) {
 		return []byte(`{"publish_id":"p"}`), "sum", nil
 	}
 	key := revisionKey{uuid.New(), uuid.New(), 1}
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Go(func() {
-			snap, sum, err := c.get(context.Background(), key, read)
-			require.NoError(t, err)
-			require.Equal(t, "sum", sum)
-			require.JSONEq(t, `{"publish_id":"p"}`, string(snap))
-		})
-	}
-	// Every caller is in get before the read ends: they wait for it rather than read.
+	first := make(chan error, 1)
+	go func() {
+		snap, sum, err := c.get(context.Background(), key, read)
+		if err == nil && (sum != "sum" || string(snap) != `{"publish_id":"p"}`) {
+			err = errors.New("wrong snapshot")
+		}
+		first <- err
+	}()
 	require.Eventually(t, func() bool { return reads.Load() == 1 }, 5*time.Second, time.Millisecond)
+	// While that read is under way, another agent of the cluster waits for it instead of
+	// reading: with its context ended it gets that error, and its own read never runs.
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err := c.get(ended, key, func(context.Context) ([]byte, string, error) {
+		reads.Add(1)
+		return []byte(`{}`), "other", nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
 	close(release)
-	wg.Wait()
+	require.NoError(t, <-first)
 	require.EqualValues(t, 1, reads.Load())
 
-	_, _, err := c.get(context.Background(), key, read)
+	_, _, err = c.get(context.Background(), key, read)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, reads.Load(), "within the TTL: served again")
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -25,49 +24,44 @@ type PublishFilter struct {
 // CreatePublish inserts a DRAFT publish and its "created" event.
 func (s *Store) CreatePublish(ctx context.Context, p *models.ProductPublish) error {
 	return s.db(ctx).Transaction(func(tx *gorm.DB) error {
-		p.Status = models.PublishDraft
-		if p.AuthConfig == nil {
-			p.AuthConfig = models.JSONMap{}
-		}
-		if err := tx.Omit("workflow_id", "published_at", "withdrawn_at").Create(p).Error; err != nil {
+		if err := insertDraft(tx, p); err != nil {
 			return err
 		}
 		return addPublishEvent(tx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy})
 	})
 }
 
-// CreateClaimedPublish inserts a DRAFT publish already claimed by c's run, with its "created"
-// event and c's in one statement: what CreatePublish then ClaimPublish do, without reading back
-// and updating a row no one else can see yet. It returns the publish as it was before the claim
-// (no workflow_id), as ClaimPublish does.
+// CreateClaimedPublish is CreatePublish and ClaimPublish of the new row in one: the DRAFT
+// publish is inserted, claimed by c's run (no read back and lock of a row no one else can see
+// yet, and none of ClaimPublish's state checks, which a new DRAFT at revision 0 passes), and
+// its "created" event and c's go in one statement. It returns the publish as it was before
+// the claim (no workflow_id), as ClaimPublish does.
 func (s *Store) CreateClaimedPublish(ctx context.Context, p *models.ProductPublish, c Claim) (models.ProductPublish, error) {
 	var before models.ProductPublish
 	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
-		p.Status = models.PublishDraft
-		if p.AuthConfig == nil {
-			p.AuthConfig = models.JSONMap{}
-		}
-		if !slices.Contains(c.Statuses, p.Status) || (c.ExpectRevision != nil && *c.ExpectRevision != p.CurrentRevision) {
-			return &StateError{Status: p.Status, Detail: fmt.Sprintf("not allowed while the publish is %s", p.Status)}
-		}
-		if err := tx.Omit("workflow_id", "published_at", "withdrawn_at").Create(p).Error; err != nil {
+		if err := insertDraft(tx, p); err != nil {
 			return err
 		}
 		before = *p
 		if err := tx.Exec(`UPDATE product_publishes SET workflow_id = ?, claimed_at = now() WHERE id = ?`, c.WorkflowID, p.ID).Error; err != nil {
 			return err
 		}
-		// One insert for both events; they share a statement, so each gets its own time to
-		// keep the timeline's order (created first).
+		// The two events share a statement, so each gets its own time to keep the timeline's
+		// order (created first).
 		now := time.Now().UTC()
 		c.Event.PublishID, c.Event.CreatedAt = p.ID, now.Add(time.Microsecond)
-		if c.Event.Metadata == nil {
-			c.Event.Metadata = models.JSONMap{}
-		}
-		events := []models.PublishEvent{{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy, Metadata: models.JSONMap{}, CreatedAt: now}, c.Event}
-		return tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(&events).Error
+		return addPublishEvents(tx, []models.PublishEvent{{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy, CreatedAt: now}, c.Event})
 	})
 	return before, err
+}
+
+// insertDraft inserts p as a DRAFT publish.
+func insertDraft(tx *gorm.DB, p *models.ProductPublish) error {
+	p.Status = models.PublishDraft
+	if p.AuthConfig == nil {
+		p.AuthConfig = models.JSONMap{}
+	}
+	return tx.Omit("workflow_id", "published_at", "withdrawn_at").Create(p).Error
 }
 
 // GetPublish returns a publish of a tenant.
@@ -252,12 +246,17 @@ func (s *Store) AddPublishEvents(ctx context.Context, es []models.PublishEvent) 
 	if len(es) == 0 {
 		return nil
 	}
+	return addPublishEvents(s.db(ctx), es)
+}
+
+// addPublishEvents inserts events in one statement, skipping any whose dedupe key is taken.
+func addPublishEvents(tx *gorm.DB, es []models.PublishEvent) error {
 	for i := range es {
 		if es[i].Metadata == nil {
 			es[i].Metadata = models.JSONMap{}
 		}
 	}
-	return s.db(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(&es).Error
+	return tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dedupe_key"}}, DoNothing: true}).Create(&es).Error
 }
 
 func addPublishEvent(tx *gorm.DB, e *models.PublishEvent) error {
