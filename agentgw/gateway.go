@@ -71,6 +71,7 @@ type Gateway struct {
 
 	sessions   *registry
 	guard      *authGuard
+	tokens     *tokenStates
 	presence   *presence
 	deliveries deliveryShards
 	marks      *passedMarks
@@ -146,7 +147,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	if cfg.MaxRepairs <= 0 {
 		cfg.MaxRepairs = 3
 	}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), guard: newAuthGuard(), listenReady: make(chan struct{}),
+	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), guard: newAuthGuard(), tokens: newTokenStates(tokenStateTTL), listenReady: make(chan struct{}),
 		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch), replica: uuid.New(), started: time.Now().UTC()}
 	for _, o := range opts {
 		o(g)
@@ -380,25 +381,45 @@ func (m *passedMarks) flush(ctx context.Context) {
 	}
 }
 
-// VerifyAgentToken checks an agent JWT for the REST API (agentOfToken).
+// VerifyAgentToken checks an agent JWT for the REST API (agentOfToken), with the agent's row
+// fields served from memory for a few seconds (tokenStates): every agent of a cluster fetches
+// every publish's snapshot.
 func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, clusterID uuid.UUID, err error) {
-	a, err := g.agentOfToken(ctx, raw)
+	a, err := g.checkAgentToken(ctx, raw, g.cachedTokenState)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
 	return a.ID, a.ClusterID, nil
 }
 
-// agentOfToken checks an agent JWT, for a stream and for the REST API alike: a valid signature
-// and expiry, an agent that exists and is not revoked (errRevoked), whose token generation and
-// cluster are the token's. The agent it returns has only its id, cluster, status and token
-// generation, read from its row alone.
+// agentOfToken checks an agent JWT, for a stream: a valid signature and expiry, an agent that
+// exists and is not revoked (errRevoked), whose token generation and cluster are the token's.
+// The agent it returns has only its id, cluster, status and token generation, read from its
+// row alone.
 func (g *Gateway) agentOfToken(ctx context.Context, raw string) (models.Agent, error) {
+	return g.checkAgentToken(ctx, raw, g.store.AgentToken)
+}
+
+// cachedTokenState is the store's AgentToken through tokenStates.
+func (g *Gateway) cachedTokenState(ctx context.Context, id uuid.UUID) (store.AgentTokenState, error) {
+	st, ok, gen := g.tokens.get(id)
+	if ok {
+		return st, nil
+	}
+	st, err := g.store.AgentToken(ctx, id)
+	if err == nil {
+		g.tokens.put(id, gen, st)
+	}
+	return st, err
+}
+
+// checkAgentToken is agentOfToken with the agent's row fields read by state.
+func (g *Gateway) checkAgentToken(ctx context.Context, raw string, state func(context.Context, uuid.UUID) (store.AgentTokenState, error)) (models.Agent, error) {
 	vt, err := g.signer.Verify(raw)
 	if err != nil {
 		return models.Agent{}, err
 	}
-	st, err := g.store.AgentToken(ctx, vt.AgentID)
+	st, err := state(ctx, vt.AgentID)
 	if err != nil {
 		return models.Agent{}, fmt.Errorf("agent %s: %w", vt.AgentID, err)
 	}

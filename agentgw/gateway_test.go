@@ -632,3 +632,36 @@ func TestResultPassedOnOnceAndMarked(t *testing.T) {
 	time.Sleep(3 * time.Second) // past the sweeper's age: a marked result is not passed on again
 	require.Equal(t, 1, sink.count(cmd.ID), "the sweeper passed a marked result on again")
 }
+
+// An agent's REST calls check its JWT against its row as served from memory (the TTL here is
+// an hour, so only a notification can explain a refusal): a change made behind the API's back
+// is not seen, while a revoke or a rotation through the API refuses the retired JWT on the next
+// calls, on every replica (each drops the agent on the notification).
+func TestAgentTokenStateCachedUntilNotified(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	agentgw.SetTokenStateTTL(f.env.Replica.Gateway, time.Hour)
+	first := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, map[string]any{"max_uses": 2}), "a1")
+	a1 := first.identity(t)
+	second := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, nil), "a2")
+	a2 := second.identity(t)
+	waitStatus(t, f.env, a1.AgentID, models.AgentConnected, 10*time.Second)
+	waitStatus(t, f.env, a2.AgentID, models.AgentConnected, 10*time.Second)
+	me := func(jwt string) int { return f.env.WithToken(jwt).Get("/v1/agent/me").Status }
+
+	require.Equal(t, http.StatusOK, me(a1.AgentJWT))
+	require.Equal(t, http.StatusOK, me(a2.AgentJWT))
+	_, err := f.env.SQL.Exec(`UPDATE agents SET token_generation = token_generation + 1 WHERE id = $1`, a1.AgentID)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, me(a1.AgentJWT), "served from memory: the row changed without a notification")
+
+	r := f.ops.Post("/v1/operator/agents/"+a2.AgentID+"/revoke", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Eventually(t, func() bool { return me(a2.AgentJWT) == http.StatusUnauthorized }, 5*time.Second, 20*time.Millisecond,
+		"the revoked agent's JWT is refused once the notification arrived")
+
+	r = f.ops.Post("/v1/operator/agents/"+a1.AgentID+"/rotate-token", nil)
+	require.Equal(t, http.StatusOK, r.Status)
+	require.Eventually(t, func() bool { return me(a1.AgentJWT) == http.StatusUnauthorized }, 5*time.Second, 20*time.Millisecond,
+		"the rotated agent's old JWT is refused once the notification arrived")
+}

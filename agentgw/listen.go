@@ -30,6 +30,7 @@ func (g *Gateway) listen(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
+		g.tokens.setLive(true)
 		if !first {
 			for _, s := range g.sessions.all() {
 				go g.sync(s.ctx, s)
@@ -44,6 +45,7 @@ func (g *Gateway) listen(ctx context.Context) {
 			}
 			g.notified(ctx, channel, payload)
 		}
+		g.tokens.setLive(false)
 		_ = l.Close()
 	}
 }
@@ -90,6 +92,7 @@ func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 		if err != nil {
 			return
 		}
+		g.tokens.drop(id) // its REST calls read its row again
 		s := g.sessions.get(id)
 		if s == nil {
 			return

@@ -26,29 +26,42 @@ func (s *Store) EnqueueCommand(ctx context.Context, cmd *models.AgentCommand) (c
 	if cmd.Payload == nil {
 		cmd.Payload = models.JSONMap{}
 	}
-	err = s.db(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Exec(`INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload, trace_context)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING`,
-			cmd.ClusterID, cmd.AgentID, cmd.Kind, cmd.Priority, cmd.DedupeKey, cmd.SupersedeKey, cmd.Payload, cmd.TraceContext)
-		if res.Error != nil {
-			return res.Error
-		}
-		created = res.RowsAffected == 1
-		if err := tx.Take(cmd, "dedupe_key = ?", cmd.DedupeKey).Error; err != nil {
-			return err
-		}
-		if !created {
-			return nil
-		}
-		if cmd.SupersedeKey != "" {
-			if err := tx.Exec(`UPDATE agent_commands SET superseded_at = now()
-				WHERE supersede_key = ? AND id <> ? AND superseded_at IS NULL`, cmd.SupersedeKey, cmd.ID).Error; err != nil {
-				return err
-			}
-		}
-		return tx.Exec(`SELECT pg_notify(?, ?)`, AgentCommandChannel, cmd.ID.String()).Error
-	})
-	return created, err
+	// One statement: the insert, the retirement of older commands with the same SupersedeKey
+	// and the wake-up happen only when the insert took place; otherwise the row of the dedupe
+	// key comes back. The sub-statements share one snapshot, so the retirement can't see (and
+	// retire) the row inserted beside it.
+	var rows []enqueuedCommand
+	err = s.db(ctx).Raw(`WITH ins AS (
+			INSERT INTO agent_commands (cluster_id, agent_id, kind, priority, dedupe_key, supersede_key, payload, trace_context)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING *
+		), retired AS (
+			UPDATE agent_commands SET superseded_at = now()
+			WHERE supersede_key = ? AND supersede_key <> '' AND superseded_at IS NULL AND EXISTS (SELECT 1 FROM ins)
+		), woken AS (
+			SELECT pg_notify(?, id::text) FROM ins
+		)
+		SELECT ins.*, true AS created, (SELECT count(*) FROM woken) AS woken FROM ins
+		UNION ALL
+		SELECT c.*, false, 0 FROM agent_commands c WHERE c.dedupe_key = ? AND NOT EXISTS (SELECT 1 FROM ins)`,
+		cmd.ClusterID, cmd.AgentID, cmd.Kind, cmd.Priority, cmd.DedupeKey, cmd.SupersedeKey, cmd.Payload, cmd.TraceContext,
+		cmd.SupersedeKey, AgentCommandChannel, cmd.DedupeKey).Scan(&rows).Error
+	if err != nil {
+		return false, err
+	}
+	if len(rows) == 0 {
+		// The key's row was inserted by a transaction that committed after this statement's
+		// snapshot was taken (the insert waited for it): it is visible to a new statement.
+		return false, notFound(s.db(ctx).Take(cmd, "dedupe_key = ?", cmd.DedupeKey).Error)
+	}
+	*cmd = rows[0].AgentCommand
+	return rows[0].Created, nil
+}
+
+// enqueuedCommand is a row of EnqueueCommand's statement.
+type enqueuedCommand struct {
+	models.AgentCommand
+	Created bool
+	Woken   int // only there to run the wake-up: a CTE that is only read runs when it is read
 }
 
 // EnqueueCommands is EnqueueCommand for many commands (a credential rollout's one command per
