@@ -52,11 +52,16 @@ func validation(format string, args ...any) error {
 // token: a withdraw that took over makes every later write of the old run a no-op).
 // Call it in InTx: the lock lasts until the transaction ends.
 func lockOwned(ctx context.Context, st *store.Store, publishID, workflowID string) (models.ProductPublish, bool, error) {
+	return lockOwnedWith(publishID, workflowID, func(id uuid.UUID) (models.ProductPublish, error) { return st.LockPublish(ctx, id) })
+}
+
+// lockOwnedWith is lockOwned with the store call that locks the row.
+func lockOwnedWith(publishID, workflowID string, lock func(uuid.UUID) (models.ProductPublish, error)) (models.ProductPublish, bool, error) {
 	id, err := uuid.Parse(publishID)
 	if err != nil {
 		return models.ProductPublish{}, false, validation("publish %s no longer exists", publishID)
 	}
-	p, err := st.LockPublish(ctx, id)
+	p, err := lock(id)
 	if errors.Is(err, store.ErrNotFound) {
 		return p, false, validation("publish %s no longer exists", publishID)
 	}
@@ -68,22 +73,40 @@ func lockOwned(ctx context.Context, st *store.Store, publishID, workflowID strin
 
 // PreparePublish validates the publish, freezes the revision snapshot (or copies the rolled-
 // back revision) and sets DEPLOYING. It is idempotent: a retry finds the frozen revision.
-// One transaction from the lock to DEPLOYING, kept in one function so the order of its steps
-// under the lock (fencing check, re-validation, freeze, claim of hostnames) is read in one place.
+// One transaction from the lock to DEPLOYING and the timeline event.
 func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput) (workflows.PrepareResult, error) {
 	var res workflows.PrepareResult
+	err := a.Store.InTx(ctx, func(ctx context.Context) error {
+		var frozen *models.PublishEvent
+		var err error
+		if res, frozen, err = a.freeze(ctx, in); err != nil || frozen == nil {
+			return err
+		}
+		return a.Store.AddPublishEvents(ctx, []models.PublishEvent{*frozen})
+	})
+	return res, err
+}
+
+// freeze is PreparePublish inside the caller's transaction, but for the "revision frozen"
+// timeline event, which it returns (nil when a retry found the revision frozen) for the
+// caller to write. Kept in one function so the order of its steps under the lock (fencing
+// check, re-validation, freeze, claim of hostnames) is read in one place.
+func (a *Publish) freeze(ctx context.Context, in workflows.PrepareInput) (res workflows.PrepareResult, event *models.PublishEvent, err error) {
 	st := a.Store
-	err := st.InTx(ctx, func(ctx context.Context) error {
-		p, owned, err := lockOwned(ctx, st, in.PublishID, in.WorkflowID)
+	err = func() error {
+		var sum string
+		var frozen bool
+		p, owned, err := lockOwnedWith(in.PublishID, in.WorkflowID, func(id uuid.UUID) (p models.ProductPublish, err error) {
+			p, sum, frozen, err = st.LockPublishRevision(ctx, id, in.Revision)
+			return p, err
+		})
 		if err != nil {
 			return err
 		}
 		if !owned {
 			return validation("another run took over publish %s", in.PublishID)
 		}
-		if sum, found, err := st.RevisionChecksum(ctx, p.ID, in.Revision); err != nil {
-			return err
-		} else if found {
+		if frozen {
 			res.Checksum = sum
 			return nil
 		}
@@ -150,11 +173,11 @@ func (a *Publish) PreparePublish(ctx context.Context, in workflows.PrepareInput)
 			msg = fmt.Sprintf("revision %d frozen as a copy of revision %d (sha256 %s)", in.Revision, *rollbackOf, snap.Checksum[:12])
 		}
 		key := "frozen/" + in.WorkflowID
-		_, err = st.AddPublishEventOnce(ctx, &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventRevisionFrozen,
-			Revision: in.Revision, Actor: in.Actor, Message: msg, Metadata: models.JSONMap{"checksum": snap.Checksum}, DedupeKey: &key})
-		return err
-	})
-	return res, err
+		event = &models.PublishEvent{PublishID: p.ID, Type: models.PublishEventRevisionFrozen, Revision: in.Revision, Actor: in.Actor,
+			Message: msg, Metadata: models.JSONMap{"checksum": snap.Checksum}, DedupeKey: &key, CreatedAt: time.Now().UTC()}
+		return nil
+	}()
+	return res, event, err
 }
 
 // PrepareAndEnqueue is PreparePublish and EnqueueDeploy in one transaction: the revision is
@@ -164,14 +187,24 @@ func (a *Publish) PrepareAndEnqueue(ctx context.Context, in workflows.PrepareInp
 	var out workflows.PreparedDeploy
 	var created bool
 	err := a.Store.InTx(ctx, func(ctx context.Context) error {
-		prep, err := a.PreparePublish(ctx, in)
+		prep, frozen, err := a.freeze(ctx, in)
 		if err != nil {
 			return err
 		}
 		out.Checksum = prep.Checksum
-		out.CommandID, created, err = a.enqueue(ctx, workflows.DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
+		var queued models.PublishEvent
+		out.CommandID, created, queued, err = a.enqueue(ctx, workflows.DeployCommandInput{PublishID: in.PublishID, ClusterID: in.ClusterID,
 			Revision: in.Revision, Checksum: prep.Checksum, Action: models.DeployApply, WorkflowID: in.WorkflowID})
-		return err
+		if err != nil {
+			return err
+		}
+		// Both timeline events in one statement, each with its own time (frozen first).
+		events := []models.PublishEvent{queued}
+		if frozen != nil {
+			queued.CreatedAt = frozen.CreatedAt.Add(time.Microsecond)
+			events = []models.PublishEvent{*frozen, queued}
+		}
+		return a.Store.AddPublishEvents(ctx, events)
 	})
 	if err == nil && created {
 		a.Outcomes.CommandsQueued(models.CommandDeploy, 1)
@@ -181,22 +214,25 @@ func (a *Publish) PrepareAndEnqueue(ctx context.Context, in workflows.PrepareInp
 
 // EnqueueDeploy hands the deploy (or withdraw) command to the agent outbox, idempotently.
 func (a *Publish) EnqueueDeploy(ctx context.Context, in workflows.DeployCommandInput) (workflows.DeployCommandResult, error) {
-	id, created, err := a.enqueue(ctx, in)
+	id, created, queued, err := a.enqueue(ctx, in)
 	if err != nil {
 		return workflows.DeployCommandResult{}, err
 	}
+	// The timeline event is informational (a duplicate is skipped by its key): its failure
+	// does not undo the queued command.
+	_ = a.Store.AddPublishEvent(ctx, &queued)
 	if created {
 		a.Outcomes.CommandsQueued(models.CommandDeploy, 1)
 	}
 	return workflows.DeployCommandResult{CommandID: id}, nil
 }
 
-// enqueue queues the command and its timeline event; created is false when an earlier attempt
-// queued it already.
-func (a *Publish) enqueue(ctx context.Context, in workflows.DeployCommandInput) (commandID string, created bool, err error) {
+// enqueue queues the command and returns its timeline event for the caller to write; created
+// is false when an earlier attempt queued it already.
+func (a *Publish) enqueue(ctx context.Context, in workflows.DeployCommandInput) (commandID string, created bool, event models.PublishEvent, err error) {
 	cid, err := uuid.Parse(in.ClusterID)
 	if err != nil {
-		return "", false, validation("bad cluster id %q", in.ClusterID)
+		return "", false, event, validation("bad cluster id %q", in.ClusterID)
 	}
 	cmd := models.AgentCommand{ClusterID: cid, Kind: models.CommandDeploy, Priority: models.PriorityNormal,
 		DedupeKey: "deploy/" + in.WorkflowID, SupersedeKey: "publish/" + in.PublishID,
@@ -204,19 +240,14 @@ func (a *Publish) enqueue(ctx context.Context, in workflows.DeployCommandInput) 
 		TraceContext: tracing.Inject(ctx),
 		Payload:      models.ToJSONMap(models.DeployPayload{PublishID: in.PublishID, Revision: in.Revision, Checksum: in.Checksum, Action: in.Action})}
 	if created, err = a.Store.EnqueueCommand(ctx, &cmd); err != nil {
-		return "", false, err
+		return "", false, event, err
 	}
 	pid, _ := uuid.Parse(in.PublishID)
 	key := "queued/" + in.WorkflowID
-	// The timeline event is informational, and a duplicate is skipped by its key; outside a
-	// transaction its failure is ignored, inside one it is the transaction's.
-	evErr := a.Store.AddPublishEvent(ctx, &models.PublishEvent{PublishID: pid, Type: models.PublishEventCommandQueued, Revision: in.Revision,
+	event = models.PublishEvent{PublishID: pid, Type: models.PublishEventCommandQueued, Revision: in.Revision,
 		Message: fmt.Sprintf("%s command queued for the agents of the cluster", in.Action), DedupeKey: &key,
-		Metadata: models.JSONMap{"command_id": cmd.ID.String(), "action": in.Action}})
-	if evErr != nil && a.Store.InTransaction(ctx) {
-		return "", false, evErr
-	}
-	return cmd.ID.String(), created, nil
+		Metadata: models.JSONMap{"command_id": cmd.ID.String(), "action": in.Action}}
+	return cmd.ID.String(), created, event, nil
 }
 
 // ClusterPresence reports the cluster's agents and since when the offline ones are offline.

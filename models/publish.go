@@ -32,31 +32,34 @@ const (
 
 // ProductPublish deploys a product, through a gateway template, to a cluster.
 type ProductPublish struct {
-	ID               uuid.UUID  `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
-	TenantID         uuid.UUID  `gorm:"type:uuid" json:"tenant_id"`
-	ProductID        uuid.UUID  `gorm:"type:uuid" json:"product_id"`
-	GatewayID        uuid.UUID  `gorm:"type:uuid" json:"gateway_id"`
-	ClusterID        uuid.UUID  `gorm:"type:uuid" json:"cluster_id"`
-	Environment      string     `json:"environment"`
-	Hostname         string     `json:"hostname"`
-	AuthMode         string     `json:"auth_mode"`
-	AuthConfig       JSONMap    `gorm:"type:jsonb" json:"auth_config"`
-	Visibility       string     `json:"visibility"`
-	ApprovalRequired bool       `json:"approval_required"`
-	DeadlineSeconds  *int       `json:"deadline_seconds"`
-	APIServiceIDs    UUIDArray  `gorm:"column:api_service_ids;type:uuid[]" json:"api_services"`
-	Status           string     `json:"status"`
-	StatusReason     string     `json:"status_reason"`
-	CurrentRevision  int        `json:"current_revision"`
-	WorkflowID       *string    `json:"-"`
-	PublishedAt      *time.Time `json:"published_at"`
-	PublishedBy      string     `json:"published_by"`
-	WithdrawnAt      *time.Time `json:"withdrawn_at"`
-	WithdrawnBy      string     `json:"withdrawn_by"`
-	WithdrawReason   string     `json:"withdraw_reason"`
-	CreatedBy        string     `json:"created_by"`
-	CreatedAt        time.Time  `json:"created_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
+	ID               uuid.UUID `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
+	TenantID         uuid.UUID `gorm:"type:uuid" json:"tenant_id"`
+	ProductID        uuid.UUID `gorm:"type:uuid" json:"product_id"`
+	GatewayID        uuid.UUID `gorm:"type:uuid" json:"gateway_id"`
+	ClusterID        uuid.UUID `gorm:"type:uuid" json:"cluster_id"`
+	Environment      string    `json:"environment"`
+	Hostname         string    `json:"hostname"`
+	AuthMode         string    `json:"auth_mode"`
+	AuthConfig       JSONMap   `gorm:"type:jsonb" json:"auth_config"`
+	Visibility       string    `json:"visibility"`
+	ApprovalRequired bool      `json:"approval_required"`
+	DeadlineSeconds  *int      `json:"deadline_seconds"`
+	APIServiceIDs    UUIDArray `gorm:"column:api_service_ids;type:uuid[]" json:"api_services"`
+	Status           string    `json:"status"`
+	StatusReason     string    `json:"status_reason"`
+	CurrentRevision  int       `json:"current_revision"`
+	WorkflowID       *string   `json:"-"`
+	// ClaimedAt is when the run in WorkflowID claimed the publish. The model writes it only
+	// when it inserts a publish created claimed; a later claim is the store's own UPDATE.
+	ClaimedAt      *time.Time `gorm:"<-:create" json:"-"`
+	PublishedAt    *time.Time `json:"published_at"`
+	PublishedBy    string     `json:"published_by"`
+	WithdrawnAt    *time.Time `json:"withdrawn_at"`
+	WithdrawnBy    string     `json:"withdrawn_by"`
+	WithdrawReason string     `json:"withdraw_reason"`
+	CreatedBy      string     `json:"created_by"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
 }
 
 // TableName maps the model.

@@ -167,13 +167,29 @@ func (s *Store) ListProducts(ctx context.Context, tenantID uuid.UUID, f ProductF
 
 // GetProduct returns one product of a tenant with its links.
 func (s *Store) GetProduct(ctx context.Context, tenantID, id uuid.UUID) (models.Product, error) {
-	p, err := getRow[models.Product](s.db(ctx), tenantID, id)
+	// One statement with its links: every publish request and every freeze reads its product.
+	var rows []linkedProduct
+	err := s.db(ctx).Raw(`SELECT p.*, coalesce((SELECT array_agg(l.api_service_id ORDER BY l.position) FROM product_api_services l
+			WHERE l.tenant_id = p.tenant_id AND l.product_id = p.id), '{}') AS linked
+		FROM products p WHERE p.tenant_id = ? AND p.id = ?`, tenantID, id).Scan(&rows).Error
 	if err != nil {
-		return p, err
+		return models.Product{}, err
 	}
-	ps := []models.Product{p}
-	err = loadLinks(s.db(ctx), tenantID, ps)
-	return ps[0], err
+	if len(rows) == 0 {
+		return models.Product{}, ErrNotFound
+	}
+	p := rows[0].Product
+	p.APIServices = []uuid.UUID(rows[0].Linked)
+	if p.APIServices == nil {
+		p.APIServices = []uuid.UUID{}
+	}
+	return p, nil
+}
+
+// linkedProduct is a row of GetProduct.
+type linkedProduct struct {
+	models.Product
+	Linked models.UUIDArray
 }
 
 // lockProduct locks a product with its links; an archived product is ErrArchived.

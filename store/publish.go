@@ -39,16 +39,17 @@ func (s *Store) CreatePublish(ctx context.Context, p *models.ProductPublish) err
 func (s *Store) CreateClaimedPublish(ctx context.Context, p *models.ProductPublish, c Claim) (models.ProductPublish, error) {
 	var before models.ProductPublish
 	err := s.db(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := insertDraft(tx, p); err != nil {
+		// The row goes in claimed; before is it as it would be without the claim.
+		now := time.Now().UTC()
+		wid := c.WorkflowID
+		p.WorkflowID, p.ClaimedAt = &wid, &now
+		if err := insertPublish(tx, p, "published_at", "withdrawn_at"); err != nil {
 			return err
 		}
 		before = *p
-		if err := tx.Exec(`UPDATE product_publishes SET workflow_id = ?, claimed_at = now() WHERE id = ?`, c.WorkflowID, p.ID).Error; err != nil {
-			return err
-		}
+		before.WorkflowID, before.ClaimedAt = nil, nil
 		// The two events share a statement, so each gets its own time to keep the timeline's
 		// order (created first).
-		now := time.Now().UTC()
 		c.Event.PublishID, c.Event.CreatedAt = p.ID, now.Add(time.Microsecond)
 		return addPublishEvents(tx, []models.PublishEvent{{PublishID: p.ID, Type: models.PublishEventCreated, Actor: p.CreatedBy, CreatedAt: now}, c.Event})
 	})
@@ -57,11 +58,16 @@ func (s *Store) CreateClaimedPublish(ctx context.Context, p *models.ProductPubli
 
 // insertDraft inserts p as a DRAFT publish.
 func insertDraft(tx *gorm.DB, p *models.ProductPublish) error {
+	return insertPublish(tx, p, "workflow_id", "claimed_at", "published_at", "withdrawn_at")
+}
+
+// insertPublish inserts p as a DRAFT publish, without the columns omitted.
+func insertPublish(tx *gorm.DB, p *models.ProductPublish, omit ...string) error {
 	p.Status = models.PublishDraft
 	if p.AuthConfig == nil {
 		p.AuthConfig = models.JSONMap{}
 	}
-	return tx.Omit("workflow_id", "published_at", "withdrawn_at").Create(p).Error
+	return tx.Omit(omit...).Create(p).Error
 }
 
 // GetPublish returns a publish of a tenant.

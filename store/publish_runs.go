@@ -23,6 +23,32 @@ func (s *Store) LockPublish(ctx context.Context, id uuid.UUID) (models.ProductPu
 	return p, notFound(s.db(ctx).Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Take(&p, "id = ?", id).Error)
 }
 
+// LockPublishRevision is LockPublish that also says, in the same statement, whether the
+// publish has revision frozen and with which checksum (a retried freeze finds its revision).
+func (s *Store) LockPublishRevision(ctx context.Context, id uuid.UUID, revision int) (p models.ProductPublish, checksum string, frozen bool, err error) {
+	var rows []lockedPublish
+	err = s.db(ctx).Raw(`SELECT p.*, r.checksum AS frozen_checksum FROM product_publishes p
+		LEFT JOIN publish_revisions r ON r.publish_id = p.id AND r.revision = ?
+		WHERE p.id = ? FOR NO KEY UPDATE OF p`, revision, id).Scan(&rows).Error
+	if err != nil {
+		return p, "", false, err
+	}
+	if len(rows) == 0 {
+		return p, "", false, ErrNotFound
+	}
+	r := rows[0]
+	if r.FrozenChecksum == nil {
+		return r.ProductPublish, "", false, nil
+	}
+	return r.ProductPublish, *r.FrozenChecksum, true, nil
+}
+
+// lockedPublish is a row of LockPublishRevision.
+type lockedPublish struct {
+	models.ProductPublish
+	FrozenChecksum *string
+}
+
 // BuildSnapshot is the function of the same name on the store's database (or the transaction
 // of InTx).
 func (s *Store) BuildSnapshot(ctx context.Context, p models.ProductPublish, src SnapshotSource) (BuiltSnapshot, error) {

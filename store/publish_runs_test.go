@@ -1,0 +1,155 @@
+package store_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/imprun/imprun-server/http/apitest"
+	"github.com/imprun/imprun-server/models"
+	"github.com/imprun/imprun-server/store"
+)
+
+// LockPublishRevision reads the publish with the checksum of the revision asked for, when it
+// is frozen, and holds the row's lock: another transaction's lock waits until it ends.
+func TestLockPublishRevision(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{})
+	st := env.DB.Store()
+	ctx := context.Background()
+	p := catalogPublish(t, env)
+	r := env.As(operator).Post("/v1/operator/clusters", map[string]any{"name": "c1", "region": "r"})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	p.ClusterID = uuid.MustParse(r.Map()["id"].(string))
+	p.Visibility, p.Status = models.VisibilityPublic, models.PublishDraft
+	require.NoError(t, st.CreatePublish(ctx, &p))
+
+	_, _, _, err := st.LockPublishRevision(ctx, uuid.New(), 1)
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	got, _, frozen, err := st.LockPublishRevision(ctx, p.ID, 1)
+	require.NoError(t, err)
+	require.False(t, frozen, "nothing is frozen yet")
+	require.Equal(t, p.ID, got.ID)
+	require.Equal(t, p.Hostname, got.Hostname)
+	require.Equal(t, p.APIServiceIDs, got.APIServiceIDs)
+
+	built, err := st.BuildSnapshot(ctx, p, store.SnapshotSource{})
+	require.NoError(t, err)
+	require.NoError(t, st.FreezeRevision(ctx, &models.PublishRevision{PublishID: p.ID, Revision: 1, Snapshot: built.Bytes, Checksum: built.Checksum, CreatedBy: "t"}, built.Uses))
+	got, sum, frozen, err := st.LockPublishRevision(ctx, p.ID, 1)
+	require.NoError(t, err)
+	require.True(t, frozen)
+	require.Equal(t, built.Checksum, sum)
+	require.Equal(t, p.TenantID, got.TenantID)
+	_, _, frozen, err = st.LockPublishRevision(ctx, p.ID, 2)
+	require.NoError(t, err)
+	require.False(t, frozen, "revision 2 is not frozen")
+
+	held := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- st.InTx(ctx, func(ctx context.Context) error {
+			if _, _, _, err := st.LockPublishRevision(ctx, p.ID, 1); err != nil {
+				return err
+			}
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	waited := make(chan error, 1)
+	go func() {
+		waited <- st.InTx(ctx, func(ctx context.Context) error {
+			_, err := st.LockPublish(ctx, p.ID)
+			return err
+		})
+	}()
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := env.SQL.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return err == nil && waiting == 1
+	}, 10*time.Second, 10*time.Millisecond, "the second lock waits for the first")
+	select {
+	case err := <-waited:
+		t.Fatalf("a second lock was granted while the first was held (err %v)", err)
+	default:
+	}
+	close(release)
+	require.NoError(t, <-done)
+	err = <-waited
+	require.NoError(t, err)
+}
+
+// GetProduct reads a product with its services in their order, in one statement; another
+// tenant's product is not found.
+func TestGetProductWithLinks(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{})
+	st := env.DB.Store()
+	ctx := context.Background()
+	p := catalogPublish(t, env)
+
+	got, err := st.GetProduct(ctx, p.TenantID, p.ProductID)
+	require.NoError(t, err)
+	require.Equal(t, p.ProductID, got.ID)
+	require.Equal(t, "Payments", got.Name)
+	require.Equal(t, []uuid.UUID(p.APIServiceIDs), got.APIServices, "both services, in the order given")
+
+	_, err = st.GetProduct(ctx, uuid.New(), p.ProductID)
+	require.ErrorIs(t, err, store.ErrNotFound, "another tenant's product")
+	_, err = st.GetProduct(ctx, p.TenantID, uuid.New())
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// The links in the other order: the order is the stored one, not the ids'.
+	r := env.As(owner).Patch("/v1/provider/products/"+p.ProductID.String(), map[string]any{
+		"api_services": []string{p.APIServiceIDs[1].String(), p.APIServiceIDs[0].String()}})
+	require.Equal(t, http.StatusOK, r.Status, string(r.Body))
+	got, err = st.GetProduct(ctx, p.TenantID, p.ProductID)
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{p.APIServiceIDs[1], p.APIServiceIDs[0]}, got.APIServices)
+}
+
+// A publish created claimed is one insert with its run and claim time, and its two events in
+// order; what comes back is the row as it was before the claim.
+func TestCreateClaimedPublish(t *testing.T) {
+	t.Parallel()
+	env := apitest.New(t, apitest.Options{})
+	st := env.DB.Store()
+	ctx := context.Background()
+	p := catalogPublish(t, env)
+	r := env.As(operator).Post("/v1/operator/clusters", map[string]any{"name": "c1", "region": "r"})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	p.ClusterID = uuid.MustParse(r.Map()["id"].(string))
+	p.Visibility, p.CreatedBy = models.VisibilityPublic, "owner@acme.test"
+
+	before, err := st.CreateClaimedPublish(ctx, &p, store.Claim{WorkflowID: "publish/x/1",
+		Event: models.PublishEvent{Type: models.PublishEventPublishRequested, Revision: 1, Message: "requested"}})
+	require.NoError(t, err)
+	require.Nil(t, before.WorkflowID)
+	require.Nil(t, before.ClaimedAt)
+	require.Equal(t, models.PublishDraft, before.Status)
+
+	var wid string
+	var sinceClaim int64
+	require.NoError(t, env.SQL.QueryRow(`SELECT workflow_id, (extract(epoch FROM now() - claimed_at) * 1e6)::bigint FROM product_publishes WHERE id = $1`, p.ID).
+		Scan(&wid, &sinceClaim))
+	require.Equal(t, "publish/x/1", wid)
+	require.Less(t, time.Duration(sinceClaim)*time.Microsecond, time.Minute, "claimed now")
+	require.Greater(t, time.Duration(sinceClaim)*time.Microsecond, -time.Minute)
+
+	got, err := st.GetPublishByID(ctx, p.ID)
+	require.NoError(t, err)
+	require.NotNil(t, got.ClaimedAt, "read back")
+	events, err := st.ListPublishEvents(ctx, p.ID)
+	require.NoError(t, err)
+	require.Len(t, events, 2)
+	require.Equal(t, models.PublishEventCreated, events[0].Type)
+	require.Equal(t, models.PublishEventPublishRequested, events[1].Type)
+}
