@@ -119,6 +119,8 @@ func New(cfg Config) (*Agent, error) {
 	a.verifier = NewVerifier(creds, withUsage(a.usage), WithCounterFile(filepath.Join(cfg.StateDir, countersFile)), withDecisions(a.metrics.decided))
 	if cfg.DataPlane == DataPlaneNginx {
 		a.nginx = newNginxPlane(a)
+	} else if err := a.repairPointers(); err != nil {
+		return nil, err
 	}
 	return a, nil
 }

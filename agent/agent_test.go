@@ -425,6 +425,16 @@ func TestAgentRedeployReportsUnchanged(t *testing.T) {
 	cancel()
 	assert.ErrorIs(t, waitRun(t, done), context.Canceled)
 	assertNoAgentGoroutines(t)
+
+	// A crash may leave the pointer torn (it is written without an fsync of its own): the
+	// next start names the applied file in it again.
+	pointer := filepath.Join(f.stateDir, "publishes", testPublish, "current")
+	require.NoError(t, os.WriteFile(pointer, nil, 0o600))
+	_, err := New(f.cfg)
+	require.NoError(t, err)
+	got, err := os.ReadFile(pointer)
+	require.NoError(t, err)
+	assert.Equal(t, "rev-3.yaml\n", string(got))
 }
 
 // TestAgentFallsBackToRefreshSecret: a refused JWT makes the agent try agent_id +

@@ -116,5 +116,5 @@ func (a *Agent) credentialsFile(publishID string, r Renderer) (fileContent, erro
 	if err != nil {
 		return fileContent{}, fmt.Errorf("render credentials: %w", err)
 	}
-	return fileContent{name, data}, nil
+	return fileContent{name: name, data: data}, nil
 }

@@ -140,12 +140,12 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 	if err != nil {
 		return err
 	}
-	// The revision and its credentials are durable before the pointer is written, so it never
-	// names a missing file.
-	if err := writeFilesAtomic(dir, stateFileMode, fileContent{file, rendered.Config}, creds); err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, "current"), []byte(file+"\n"), stateFileMode); err != nil {
+	// The revision and its credentials are fsynced, then renamed before the pointer, and one
+	// fsync of the directory makes the three durable before the applied log names the file.
+	// The pointer is derived: after a crash New rewrites it from the applied log
+	// (repairPointers), so it needs no fsync of its own.
+	if err := writeFilesAtomic(dir, stateFileMode, fileContent{name: file, data: rendered.Config}, creds,
+		fileContent{name: currentFile, data: []byte(file + "\n"), derived: true}); err != nil {
 		return err
 	}
 
@@ -163,7 +163,7 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 		return err
 	}
 	// Keep the previous revision's file for an operator's rollback; drop older ones.
-	keep := map[string]bool{file: true, "current": true}
+	keep := map[string]bool{file: true, currentFile: true}
 	if hadPrev {
 		keep[prev.File] = true
 	}
@@ -176,6 +176,36 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 	}
 	res.Checksum = strings.ToLower(got)
 	res.Message = fmt.Sprintf("applied revision %d for gateway class %s (%d resources)", cmd.GetRevision(), class, len(rendered.Resources))
+	return nil
+}
+
+// currentFile is the pointer in a publish's directory to its applied revision's file (data
+// plane files).
+const currentFile = "current"
+
+// repairPointers makes each applied publish's current pointer name the file the applied log
+// says it applied, as it may not after a crash (the pointer is written without an fsync of its
+// own). It runs before the agent applies anything.
+func (a *Agent) repairPointers() error {
+	for _, ap := range a.st.allApplied() {
+		if ap.File == "" || !safeID.MatchString(ap.PublishID) {
+			continue
+		}
+		dir := a.st.publishDir(ap.PublishID)
+		want := ap.File + "\n"
+		if got, err := os.ReadFile(filepath.Join(dir, currentFile)); err == nil && string(got) == want {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, ap.File)); err != nil {
+			a.log.Warn("applied revision file missing; the publish is redeployed when its command comes again",
+				"publish_id", ap.PublishID, "file", ap.File, "err", err)
+			continue
+		}
+		if err := writeFileAtomic(filepath.Join(dir, currentFile), []byte(want), stateFileMode); err != nil {
+			return fmt.Errorf("repair %s pointer: %w", ap.PublishID, err)
+		}
+		a.log.Info("repaired the current pointer from the applied log", "publish_id", ap.PublishID, "file", ap.File)
+	}
 	return nil
 }
 

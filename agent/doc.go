@@ -19,7 +19,8 @@
 //	                                   (agents before v0.3 kept applied.json and commands.json,
 //	                                   read once and replaced by the logs)
 //	publishes/<publish_id>/rev-<n>.yaml  rendered revision (rev-<n>.conf for nginx)
-//	publishes/<publish_id>/current     name of the current revision file
+//	publishes/<publish_id>/current     name of the current revision file (derived: rewritten
+//	                                   from applied.log at start, so written without its own fsync)
 //	publishes/<publish_id>/credentials.yaml  credential hashes granted to the publish
 //	                                   (credentials.conf for nginx)
 //	counters.json                      the verifier's request counts (rate windows, quotas)

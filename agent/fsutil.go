@@ -119,18 +119,23 @@ func groupSync(path string, do func() error) error {
 // the new content, never a torn file: write a temp file in the same directory, fsync it, rename
 // it over path, fsync the directory.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	return writeFilesAtomic(filepath.Dir(path), mode, fileContent{filepath.Base(path), data})
+	return writeFilesAtomic(filepath.Dir(path), mode, fileContent{name: filepath.Base(path), data: data})
 }
 
 // fileContent is one file of writeFilesAtomic.
 type fileContent struct {
 	name string
 	data []byte
+	// derived marks a file rebuilt from other state after a crash (a publish's current
+	// pointer, from the applied log): its content is not fsynced, only its rename is made
+	// durable with the others'.
+	derived bool
 }
 
-// writeFilesAtomic replaces each file in dir as writeFileAtomic does, with one fsync of the
-// directory for all of them once every rename is done: after it, all the new contents are
-// durable. A crash before it may keep any of the old ones, never a torn file.
+// writeFilesAtomic replaces each file in dir as writeFileAtomic does, in order, with one fsync
+// of the directory for all of them once every rename is done: after it, all the new contents
+// are durable (a derived file's only as far as the filesystem wrote it). A crash before it may
+// keep any of the old ones, never a torn file but for a derived one.
 func writeFilesAtomic(dir string, mode os.FileMode, files ...fileContent) error {
 	for _, f := range files {
 		if err := replaceFile(dir, f, mode); err != nil {
@@ -142,7 +147,8 @@ func writeFilesAtomic(dir string, mode os.FileMode, files ...fileContent) error 
 	return nil
 }
 
-// replaceFile writes f to a temp file in dir, fsyncs it and renames it over f's name.
+// replaceFile writes f to a temp file in dir, fsyncs it (unless derived) and renames it over
+// f's name.
 func replaceFile(dir string, f fileContent, mode os.FileMode) (err error) {
 	path := filepath.Join(dir, f.name)
 	tmp, err := os.CreateTemp(dir, "."+f.name+".tmp-*")
@@ -165,9 +171,11 @@ func replaceFile(dir string, f fileContent, mode os.FileMode) (err error) {
 		_ = tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err = tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if !f.derived {
+		if err = tmp.Sync(); err != nil {
+			_ = tmp.Close()
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
 	if err = tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
