@@ -445,7 +445,7 @@ func TestRefusals(t *testing.T) {
 		require.Equal(t, codes.Unauthenticated, status.Code(err), name)
 		require.Equal(t, "unauthenticated", status.Convert(err).Message(), "%s: the reason is not told", name)
 	}
-	big := connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: strings.Repeat("x", 100<<10)}})
+	big := connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: strings.Repeat("x", 5<<20)}})
 	require.Equal(t, codes.ResourceExhausted, status.Code(attempt(big)), "oversize message")
 
 	require.Zero(t, f.env.DB.Count(t, "agents"), "nothing created")

@@ -160,7 +160,9 @@ func (e *Env) startReplica(t testing.TB, addr string, st *store.Store, own *sql.
 		MissedHeartbeats: tm.MissedHeartbeats, FlushInterval: tm.FlushInterval, DriftGrace: tm.DriftGrace, RepairEvery: tm.RepairEvery, ReplicaName: name}, st, signer,
 		append([]agentgw.Option{agentgw.WithResultSink(agentgw.TemporalSink{Temporal: e.Temporal, Store: e.Store, Decided: agentgw.NewDecidedCommands()}), agentgw.WithLogger(e.Log),
 			agentgw.WithMetrics(e.Metrics, name)}, e.gatewayOptions...)...)
-	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 64 << 10, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
+	// The production defaults (grpc.max_recv_msg_size): an agent sends its whole applied set in
+	// one message, 75 KB for some 900 publishes.
+	srv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{MaxRecvMsgSize: 4 << 20, MaxSendMsgSize: 4 << 20, KeepaliveMinTime: time.Second})
 	must(t, err)
 	var ln net.Listener
 	for i := 0; ; i++ {
