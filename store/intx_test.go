@@ -17,7 +17,15 @@ import (
 // newStore returns a Store on a fresh, migrated database of the shared test cluster.
 func newStore(t *testing.T) *store.Store {
 	t.Helper()
-	db, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
+	st, _ := newStoreAt(t)
+	return st
+}
+
+// newStoreAt is newStore with the URL of its database (for a LISTEN connection of its own).
+func newStoreAt(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	url := testharness.Postgres(t).NewDatabase(t)
+	db, err := store.OpenDB(url)
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	m, err := migrations.New(db)
@@ -26,7 +34,7 @@ func newStore(t *testing.T) *store.Store {
 	require.NoError(t, err)
 	g, err := store.Open(db)
 	require.NoError(t, err)
-	return store.New(g)
+	return store.New(g), url
 }
 
 func tenant(slug string) *models.Tenant {

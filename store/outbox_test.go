@@ -9,10 +9,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
-	"github.com/imprun/imprun-server/testharness"
 )
 
 // EnqueueCommand inserts a command once per dedupe key, retires the older commands of its
@@ -21,17 +19,7 @@ import (
 // by the next notification's id: a wake-up that should not happen would arrive first.
 func TestEnqueueCommandOnce(t *testing.T) {
 	t.Parallel()
-	url := testharness.Postgres(t).NewDatabase(t)
-	db, err := store.OpenDB(url)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	m, err := migrations.New(db)
-	require.NoError(t, err)
-	_, err = m.Up(context.Background(), 0)
-	require.NoError(t, err)
-	g, err := store.Open(db)
-	require.NoError(t, err)
-	st := store.New(g)
+	st, url := newStoreAt(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := store.Listen(ctx, url, store.AgentCommandChannel)

@@ -14,6 +14,17 @@ import (
 	"github.com/imprun/imprun-server/store"
 )
 
+// clusterPublish is catalogPublish on a real cluster, ready to be stored.
+func clusterPublish(t *testing.T, env *apitest.Env) models.ProductPublish {
+	t.Helper()
+	p := catalogPublish(t, env)
+	r := env.As(operator).Post("/v1/operator/clusters", map[string]any{"name": "c1", "region": "r"})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	p.ClusterID = uuid.MustParse(r.Map()["id"].(string))
+	p.Visibility, p.Status = models.VisibilityPublic, models.PublishDraft
+	return p
+}
+
 // LockPublishRevision reads the publish with the checksum of the revision asked for, when it
 // is frozen, and holds the row's lock: another transaction's lock waits until it ends.
 func TestLockPublishRevision(t *testing.T) {
@@ -21,11 +32,7 @@ func TestLockPublishRevision(t *testing.T) {
 	env := apitest.New(t, apitest.Options{})
 	st := env.DB.Store()
 	ctx := context.Background()
-	p := catalogPublish(t, env)
-	r := env.As(operator).Post("/v1/operator/clusters", map[string]any{"name": "c1", "region": "r"})
-	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
-	p.ClusterID = uuid.MustParse(r.Map()["id"].(string))
-	p.Visibility, p.Status = models.VisibilityPublic, models.PublishDraft
+	p := clusterPublish(t, env)
 	require.NoError(t, st.CreatePublish(ctx, &p))
 
 	_, _, _, err := st.LockPublishRevision(ctx, uuid.New(), 1)
@@ -123,11 +130,8 @@ func TestCreateClaimedPublish(t *testing.T) {
 	env := apitest.New(t, apitest.Options{})
 	st := env.DB.Store()
 	ctx := context.Background()
-	p := catalogPublish(t, env)
-	r := env.As(operator).Post("/v1/operator/clusters", map[string]any{"name": "c1", "region": "r"})
-	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
-	p.ClusterID = uuid.MustParse(r.Map()["id"].(string))
-	p.Visibility, p.CreatedBy = models.VisibilityPublic, "owner@acme.test"
+	p := clusterPublish(t, env)
+	p.CreatedBy = "owner@acme.test"
 
 	before, err := st.CreateClaimedPublish(ctx, &p, store.Claim{WorkflowID: "publish/x/1",
 		Event: models.PublishEvent{Type: models.PublishEventPublishRequested, Revision: 1, Message: "requested"}})
