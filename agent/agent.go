@@ -83,6 +83,8 @@ type Agent struct {
 	verifier *Verifier
 	// nginx is the nginx data plane (nil for DataPlaneFiles).
 	nginx *nginxPlane
+	// drift is what checkRendered found wrong with the rendered files (DataPlaneFiles).
+	drift renderedDrift
 	// metrics are served on MetricsListen; metricsAddr is where, once listening.
 	metrics     *agentMetrics
 	metricsAddr atomic.Value
@@ -119,7 +121,7 @@ func New(cfg Config) (*Agent, error) {
 	a.verifier = NewVerifier(creds, withUsage(a.usage), WithCounterFile(filepath.Join(cfg.StateDir, countersFile)), withDecisions(a.metrics.decided))
 	if cfg.DataPlane == DataPlaneNginx {
 		a.nginx = newNginxPlane(a)
-	} else if err := a.repairPointers(); err != nil {
+	} else if err := a.checkRendered(); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -435,6 +435,26 @@ func TestAgentRedeployReportsUnchanged(t *testing.T) {
 	got, err := os.ReadFile(pointer)
 	require.NoError(t, err)
 	assert.Equal(t, "rev-3.yaml\n", string(got))
+
+	// A revision file the crash tore (it too is written without an fsync) is reported as drift
+	// when the agent connects, so the control plane deploys it again; applying it ends it.
+	require.NoError(t, os.WriteFile(filepath.Join(f.stateDir, "publishes", testPublish, "rev-3.yaml"), []byte("torn"), 0o600))
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	a, done := f.start(ctx)
+	s = f.session()
+	applied := s.next().GetConnectRequest().GetApplied()
+	require.Len(t, applied, 1)
+	assert.Equal(t, "rendered file rev-3.yaml is not what was rendered", applied[0].GetDrift())
+	s.send(connectResponse("jwt-2", "refresh-2", 10))
+	f.bearer("jwt-2")
+	s.send(f.deployCommand("d", agentv1.DeployAction_DEPLOY_ACTION_APPLY, 3, f.snapshotSum))
+	require.Equal(t, agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED, s.next().GetDeployResult().GetStatus())
+	applied = a.appliedState()
+	require.Len(t, applied, 1)
+	assert.Empty(t, applied[0].GetDrift())
+	cancel()
+	assert.ErrorIs(t, waitRun(t, done), context.Canceled)
 }
 
 // TestAgentFallsBackToRefreshSecret: a refused JWT makes the agent try agent_id +

@@ -10,7 +10,11 @@ import (
 // serve it as rendered (nginx not running, a rendered file changed on disk), if any.
 func (a *Agent) appliedState() []*agentv1.AppliedRevision {
 	out := a.st.appliedRevisions()
-	if a.nginx == nil || a.nginx.srv == nil {
+	if a.nginx == nil {
+		a.drift.annotate(out)
+		return out
+	}
+	if a.nginx.srv == nil {
 		return out
 	}
 	ids := make([]string, len(out))

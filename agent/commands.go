@@ -104,9 +104,11 @@ func (a *Agent) writeCredentials(publishID string, r Renderer) error {
 		return err
 	}
 	dir := a.st.publishDir(publishID)
-	if err := ensurePrivateDir(dir); err != nil {
+	if err := ensureDir(dir, false); err != nil {
 		return err
 	}
+	// Derived from the credential set, which is fsynced: checkRendered rewrites it after a crash.
+	f.derived = true
 	return writeFilesAtomic(dir, stateFileMode, f)
 }
 

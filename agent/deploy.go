@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	agentv1 "github.com/imprun/imprun-server/proto/agentv1"
@@ -132,7 +134,7 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 	snap, rendered, renderer, class, got := p.snap, p.rendered, p.renderer, p.class, p.checksum
 
 	dir := a.st.publishDir(snap.PublishID)
-	if err := ensurePrivateDir(dir); err != nil {
+	if err := ensureDir(dir, false); err != nil {
 		return err
 	}
 	file := fmt.Sprintf("rev-%d.%s", cmd.GetRevision(), rendered.FileExt)
@@ -140,14 +142,16 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 	if err != nil {
 		return err
 	}
-	// The revision and its credentials are fsynced, then renamed before the pointer, and one
-	// fsync of the directory makes the three durable before the applied log names the file.
-	// The pointer is derived: after a crash New rewrites it from the applied log
-	// (repairPointers), so it needs no fsync of its own.
-	if err := writeFilesAtomic(dir, stateFileMode, fileContent{name: file, data: rendered.Config}, creds,
+	// The rendered files are derived, written without fsyncs: the applied log, fsynced, is
+	// the record, and after a crash New checks them against it (checkRendered). Each file is
+	// renamed into place, so a reader sees it old or new, and the revision and its
+	// credentials are in place before the pointer names them.
+	creds.derived = true
+	if err := writeFilesAtomic(dir, stateFileMode, fileContent{name: file, data: rendered.Config, derived: true}, creds,
 		fileContent{name: currentFile, data: []byte(file + "\n"), derived: true}); err != nil {
 		return err
 	}
+	fileSum := sha256.Sum256(rendered.Config)
 
 	prev, hadPrev := a.st.appliedPublish(snap.PublishID)
 	res.AppliedResources = diffResources(prev.Resources, rendered.Resources)
@@ -157,11 +161,13 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 		Checksum:     strings.ToLower(got),
 		GatewayClass: class,
 		File:         file,
+		FileSHA256:   hex.EncodeToString(fileSum[:]),
 		Resources:    rendered.Resources,
 		AppliedAt:    time.Now().UTC(),
 	}); err != nil {
 		return err
 	}
+	a.drift.clear(snap.PublishID)
 	// Keep the previous revision's file for an operator's rollback; drop older ones.
 	keep := map[string]bool{file: true, currentFile: true}
 	if hadPrev {
@@ -183,30 +189,94 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 // plane files).
 const currentFile = "current"
 
-// repairPointers makes each applied publish's current pointer name the file the applied log
-// says it applied, as it may not after a crash (the pointer is written without an fsync of its
-// own). It runs before the agent applies anything.
-func (a *Agent) repairPointers() error {
+// checkRendered makes each applied publish's rendered files agree with the applied log, as
+// they may not after a crash: they are written without fsyncs (apply). The current pointer and
+// the credentials file are derived (from the log and the credential set) and are rewritten
+// when they differ. A revision file that is missing, or whose SHA-256 is not the one the log
+// recorded, can't be rebuilt without its snapshot: the publish is reported drifted in the
+// agent's applied state until it is applied again, and the control plane's drift repair sends
+// it again. It runs before the agent applies anything (data plane files).
+func (a *Agent) checkRendered() error {
 	for _, ap := range a.st.allApplied() {
 		if ap.File == "" || !safeID.MatchString(ap.PublishID) {
 			continue
 		}
 		dir := a.st.publishDir(ap.PublishID)
-		want := ap.File + "\n"
-		if got, err := os.ReadFile(filepath.Join(dir, currentFile)); err == nil && string(got) == want {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(dir, ap.File)); err != nil {
-			a.log.Warn("applied revision file missing; the publish is redeployed when its command comes again",
+		body, err := os.ReadFile(filepath.Join(dir, ap.File))
+		if err != nil {
+			a.drift.set(ap.PublishID, "rendered file "+ap.File+" is missing")
+			a.log.Warn("applied revision file missing; reported as drift for the control plane to deploy it again",
 				"publish_id", ap.PublishID, "file", ap.File, "err", err)
 			continue
 		}
-		if err := writeFileAtomic(filepath.Join(dir, currentFile), []byte(want), stateFileMode); err != nil {
-			return fmt.Errorf("repair %s pointer: %w", ap.PublishID, err)
+		if sum := sha256.Sum256(body); ap.FileSHA256 != "" && hex.EncodeToString(sum[:]) != ap.FileSHA256 {
+			a.drift.set(ap.PublishID, "rendered file "+ap.File+" is not what was rendered")
+			a.log.Warn("applied revision file changed or torn; reported as drift for the control plane to deploy it again",
+				"publish_id", ap.PublishID, "file", ap.File)
+			continue
 		}
-		a.log.Info("repaired the current pointer from the applied log", "publish_id", ap.PublishID, "file", ap.File)
+		var fix []fileContent
+		want := ap.File + "\n"
+		if got, err := os.ReadFile(filepath.Join(dir, currentFile)); err != nil || string(got) != want {
+			fix = append(fix, fileContent{name: currentFile, data: []byte(want), derived: true})
+		}
+		if r, err := RendererFor(ap.GatewayClass, a.cfg.Render); err == nil && a.creds != nil {
+			c, err := a.credentialsFile(ap.PublishID, r)
+			if err != nil {
+				return err
+			}
+			if got, err := os.ReadFile(filepath.Join(dir, c.name)); err != nil || !bytes.Equal(got, c.data) {
+				c.derived = true
+				fix = append(fix, c)
+			}
+		}
+		if len(fix) == 0 {
+			continue
+		}
+		if err := writeFilesAtomic(dir, stateFileMode, fix...); err != nil {
+			return fmt.Errorf("repair %s rendered files: %w", ap.PublishID, err)
+		}
+		names := make([]string, len(fix))
+		for i, f := range fix {
+			names[i] = f.name
+		}
+		a.log.Info("rewrote derived files from the applied log and the credential set", "publish_id", ap.PublishID, "files", names)
 	}
 	return nil
+}
+
+// renderedDrift holds, per publish, why its rendered files are not what the applied log says
+// (found by checkRendered), until the publish is applied or withdrawn again.
+type renderedDrift struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (d *renderedDrift) set(publishID, why string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]string{}
+	}
+	d.m[publishID] = why
+}
+
+func (d *renderedDrift) clear(publishID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.m, publishID)
+}
+
+// annotate sets the drift of each applied revision in rs.
+func (d *renderedDrift) annotate(rs []*agentv1.AppliedRevision) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.m) == 0 {
+		return
+	}
+	for _, r := range rs {
+		r.Drift = d.m[r.GetPublishId()]
+	}
 }
 
 func (a *Agent) withdraw(log *slog.Logger, cmd *agentv1.DeployCommand, res *agentv1.DeployResult) error {
@@ -223,6 +293,7 @@ func (a *Agent) withdraw(log *slog.Logger, cmd *agentv1.DeployCommand, res *agen
 	if err := a.st.setApplied(cmd.GetPublishId(), nil); err != nil {
 		return err
 	}
+	a.drift.clear(cmd.GetPublishId())
 	for _, r := range prev.Resources {
 		res.AppliedResources = append(res.AppliedResources, &agentv1.AppliedResource{
 			Kind: r.Kind, Name: r.Name, Namespace: r.Namespace,

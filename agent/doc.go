@@ -19,11 +19,18 @@
 //	                                   (agents before v0.3 kept applied.json and commands.json,
 //	                                   read once and replaced by the logs)
 //	publishes/<publish_id>/rev-<n>.yaml  rendered revision (rev-<n>.conf for nginx)
-//	publishes/<publish_id>/current     name of the current revision file (derived: rewritten
-//	                                   from applied.log at start, so written without its own fsync)
+//	publishes/<publish_id>/current     name of the current revision file
 //	publishes/<publish_id>/credentials.yaml  credential hashes granted to the publish
 //	                                   (credentials.conf for nginx)
 //	counters.json                      the verifier's request counts (rate windows, quotas)
+//
+// The files of publishes/ are derived, so they are renamed into place without fsyncs: the two
+// logs and credentials.json are the record (fsynced, concurrent writers sharing one fsync).
+// After a crash the agent checks them at start: it rewrites a publish's current pointer and
+// credentials file when they differ from what the applied log and the credential set say, and
+// reports a revision file that is missing or not what was rendered (applied.log keeps its
+// SHA-256) as drift in its applied state, which the control plane repairs by sending the
+// revision again.
 //
 // With the nginx data plane (Config.DataPlane) the agent runs an nginx (package agent/nginx)
 // instead of leaving files for a gateway to read; per publish it keeps the verified snapshot it

@@ -20,6 +20,13 @@ const stateFileMode os.FileMode = 0o600
 // it and fsynced cannot vanish with the directory entry in a crash (an applied publish whose
 // files are gone). A directory that exists costs a stat and a chmod.
 func ensurePrivateDir(dir string) error {
+	return ensureDir(dir, true)
+}
+
+// ensureDir is ensurePrivateDir; unless durable, the directories it creates are not fsynced in
+// their parents (a publish's directory, whose files are all derived: a crash that loses it is
+// found at start, see Agent.checkRendered).
+func ensureDir(dir string, durable bool) error {
 	var created []string // the directories MkdirAll is about to create, deepest first
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) || filepath.Dir(d) == d {
@@ -33,8 +40,10 @@ func ensurePrivateDir(dir string) error {
 	if err := os.Chmod(dir, stateDirMode); err != nil {
 		return fmt.Errorf("chmod %s: %w", dir, err)
 	}
-	for _, d := range created {
-		syncDir(filepath.Dir(d))
+	if durable {
+		for _, d := range created {
+			syncDir(filepath.Dir(d))
+		}
 	}
 	return nil
 }
@@ -126,24 +135,29 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 type fileContent struct {
 	name string
 	data []byte
-	// derived marks a file rebuilt from other state after a crash (a publish's current
-	// pointer, from the applied log): its content is not fsynced, only its rename is made
-	// durable with the others'.
+	// derived marks a file rebuilt or checked from other state after a crash (a publish's
+	// rendered files, see Agent.checkRendered): it is not fsynced, and a call whose files are
+	// all derived does not fsync the directory either.
 	derived bool
 }
 
 // writeFilesAtomic replaces each file in dir as writeFileAtomic does, in order, with one fsync
 // of the directory for all of them once every rename is done: after it, all the new contents
 // are durable (a derived file's only as far as the filesystem wrote it). A crash before it may
-// keep any of the old ones, never a torn file but for a derived one.
+// keep any of the old ones, never a torn file but for a derived one. A reader sees each file
+// old or new, never torn, derived or not.
 func writeFilesAtomic(dir string, mode os.FileMode, files ...fileContent) error {
+	durable := false
 	for _, f := range files {
 		if err := replaceFile(dir, f, mode); err != nil {
 			return err
 		}
+		durable = durable || !f.derived
 	}
 	// The renames are only durable once the directory entries are.
-	syncDir(dir)
+	if durable {
+		syncDir(dir)
+	}
 	return nil
 }
 

@@ -34,13 +34,16 @@ const (
 
 // AppliedPublish is what the agent has rendered for one publish.
 type AppliedPublish struct {
-	PublishID    string             `json:"publish_id"`
-	Revision     int32              `json:"revision"`
-	Checksum     string             `json:"checksum"`
-	GatewayClass string             `json:"gateway_class"`
-	File         string             `json:"file"`
-	Resources    []RenderedResource `json:"resources"`
-	AppliedAt    time.Time          `json:"applied_at"`
+	PublishID    string `json:"publish_id"`
+	Revision     int32  `json:"revision"`
+	Checksum     string `json:"checksum"`
+	GatewayClass string `json:"gateway_class"`
+	File         string `json:"file"`
+	// FileSHA256 is the SHA-256 of File as rendered (lowercase hex), which checkRendered
+	// checks after a restart; empty in the records of agents before v0.4.
+	FileSHA256 string             `json:"file_sha256,omitempty"`
+	Resources  []RenderedResource `json:"resources"`
+	AppliedAt  time.Time          `json:"applied_at"`
 }
 
 // journalEntry is the answer the agent gave to a command, kept so that a redelivered command
