@@ -7,6 +7,7 @@ package agentgw
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -22,14 +23,32 @@ const (
 type Signer struct {
 	secret []byte
 	ttl    time.Duration
+
+	// verified holds the tokens whose signature and claims checked out, by their exact text,
+	// until they expire: an agent presents the same JWT on every REST call (a snapshot fetch
+	// per publish) and on every reconnect, and parsing and HMAC-checking it again each time
+	// was most of what such a call cost the api. The signature of one text under one secret
+	// can't change, so only the expiry is checked again. At most maxVerified entries.
+	mu       sync.Mutex
+	verified map[string]verifiedEntry
 }
+
+type verifiedEntry struct {
+	tok       VerifiedToken
+	notBefore time.Time
+	expires   time.Time
+}
+
+// maxVerified bounds Signer's memory of verified tokens (an agent holds one at a time, two
+// around a rotation): when full, the expired ones go, and all of them if none has expired.
+const maxVerified = 1 << 17
 
 // NewSigner returns a Signer; secret must be at least 32 bytes.
 func NewSigner(secret string, ttl time.Duration) (*Signer, error) {
 	if len(secret) < 32 {
 		return nil, errors.New("agent JWT secret must be at least 32 characters (agent.jwt_secret)")
 	}
-	return &Signer{secret: []byte(secret), ttl: ttl}, nil
+	return &Signer{secret: []byte(secret), ttl: ttl, verified: map[string]verifiedEntry{}}, nil
 }
 
 // AgentClaims are the claims of an agent JWT.
@@ -69,6 +88,13 @@ type VerifiedToken struct {
 
 // Verify checks signature, algorithm, issuer, audience and expiry.
 func (s *Signer) Verify(raw string) (VerifiedToken, error) {
+	now := time.Now()
+	s.mu.Lock()
+	e, ok := s.verified[raw]
+	s.mu.Unlock()
+	if ok && !now.Before(e.notBefore) && now.Before(e.expires) {
+		return e.tok, nil
+	}
 	var claims AgentClaims
 	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return s.secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -84,5 +110,28 @@ func (s *Signer) Verify(raw string) (VerifiedToken, error) {
 	if err != nil {
 		return VerifiedToken{}, errors.New("agent jwt: bad cluster")
 	}
-	return VerifiedToken{AgentID: aid, ClusterID: cid, Generation: claims.Generation}, nil
+	vt := VerifiedToken{AgentID: aid, ClusterID: cid, Generation: claims.Generation}
+	e = verifiedEntry{tok: vt, expires: claims.ExpiresAt.Time}
+	if claims.NotBefore != nil {
+		e.notBefore = claims.NotBefore.Time
+	}
+	s.remember(raw, e, now)
+	return vt, nil
+}
+
+// remember keeps a verified token, making room first when the map is full.
+func (s *Signer) remember(raw string, e verifiedEntry, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.verified) >= maxVerified {
+		for k, v := range s.verified {
+			if !now.Before(v.expires) {
+				delete(s.verified, k)
+			}
+		}
+		if len(s.verified) >= maxVerified {
+			clear(s.verified)
+		}
+	}
+	s.verified[raw] = e
 }
