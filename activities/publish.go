@@ -161,10 +161,7 @@ func (a *Publish) freeze(ctx context.Context, in workflows.PrepareInput) (res wo
 			return err
 		}
 		rev := models.PublishRevision{PublishID: p.ID, Revision: in.Revision, Snapshot: snap.Bytes, Checksum: snap.Checksum, RollbackOf: rollbackOf, CreatedBy: in.Actor}
-		if err := st.FreezeRevision(ctx, &rev, snap.Uses); err != nil {
-			return err
-		}
-		if err := st.MarkPublishDeploying(ctx, &p, in.Revision); err != nil {
+		if err := st.FreezeRevision(ctx, &p, &rev, snap.Uses); err != nil {
 			return err
 		}
 		res.Checksum = snap.Checksum

@@ -165,21 +165,47 @@ func SnapshotHosts(snapshot []byte) ([]HostPort, error) {
 }
 
 // ClaimHosts makes the publish the one server of hosts on its cluster, replacing what it held
-// before. A host another publish holds is ErrHostTaken (wrapped, naming the host and port).
+// before. A host another publish holds is ErrHostTaken (wrapped, naming the host and port);
+// the claims it did make stay until the caller's transaction rolls back, so run it in InTx.
 func (s *Store) ClaimHosts(ctx context.Context, p models.ProductPublish, hosts []HostPort) error {
-	tx := s.db(ctx)
-	if err := tx.Exec(`DELETE FROM publish_host_claims WHERE publish_id = ?`, p.ID).Error; err != nil {
+	ports, names := make([]int32, len(hosts)), make([]string, len(hosts))
+	for i, h := range hosts {
+		ports[i], names[i] = int32(h.Port), h.Hostname
+	}
+	// One statement: the claims the publish keeps are left as they are (a delete and insert
+	// of one key in one statement would each see the row as it was), the ones it no longer
+	// makes go, and the new ones are inserted; a name another publish of the cluster holds
+	// is neither inserted nor updated, and is returned.
+	var taken []HostPort
+	err := s.readRows(ctx, `WITH want AS (
+			SELECT DISTINCT w.port, w.hostname FROM unnest($4::int[], $5::text[]) AS w(port, hostname)
+		), gone AS (
+			DELETE FROM publish_host_claims c WHERE c.publish_id = $1
+			AND NOT (c.cluster_id = $2 AND (c.port, c.hostname) IN (SELECT port, hostname FROM want))
+		), ins AS (
+			INSERT INTO publish_host_claims (publish_id, cluster_id, port, hostname, tenant_id)
+			SELECT $1, $2, port, hostname, $3 FROM want
+			ON CONFLICT (cluster_id, port, hostname) DO UPDATE SET tenant_id = excluded.tenant_id
+			WHERE publish_host_claims.publish_id = excluded.publish_id
+			RETURNING port, hostname
+		)
+		SELECT w.port, w.hostname FROM want w
+		WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.port = w.port AND ins.hostname = w.hostname)
+		ORDER BY w.port, w.hostname`, []any{p.ID, p.ClusterID, p.TenantID, ports, names}, func(rs rowScanner) error {
+		var h HostPort
+		var port int32
+		if err := rs.Scan(&port, &h.Hostname); err != nil {
+			return err
+		}
+		h.Port = int(port)
+		taken = append(taken, h)
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	for _, h := range hosts {
-		res := tx.Exec(`INSERT INTO publish_host_claims (publish_id, cluster_id, port, hostname, tenant_id) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (cluster_id, port, hostname) DO NOTHING`, p.ID, p.ClusterID, h.Port, h.Hostname, p.TenantID)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return fmt.Errorf("%w: %s on port %d", ErrHostTaken, h.Hostname, h.Port)
-		}
+	if len(taken) > 0 {
+		return fmt.Errorf("%w: %s on port %d", ErrHostTaken, taken[0].Hostname, taken[0].Port)
 	}
 	return nil
 }

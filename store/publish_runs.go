@@ -73,32 +73,33 @@ func (s *Store) RevisionUses(ctx context.Context, publishID uuid.UUID, revision 
 	return uses, err
 }
 
-// FreezeRevision stores a revision and the catalog rows it uses (a use recorded before is
-// kept).
-func (s *Store) FreezeRevision(ctx context.Context, rev *models.PublishRevision, uses []RevisionUse) error {
-	return s.InTx(ctx, func(ctx context.Context) error {
-		tx := s.db(ctx)
-		if err := tx.Create(rev).Error; err != nil {
-			return err
-		}
-		if len(uses) == 0 {
-			return nil
-		}
-		// One statement for every use, however many the revision has.
-		kinds, refs := make([]string, len(uses)), make([]string, len(uses))
-		for i, u := range uses {
-			kinds[i], refs[i] = u.Kind, u.RefID.String()
-		}
-		return tx.Exec(`INSERT INTO publish_revision_uses (publish_id, revision, kind, ref_id)
-			SELECT ?, ?, v.kind, v.ref_id FROM unnest(?::text[], ?::uuid[]) AS v(kind, ref_id) ON CONFLICT DO NOTHING`,
-			rev.PublishID, rev.Revision, pgArray(kinds), pgArray(refs)).Error
-	})
-}
-
-// MarkPublishDeploying sets the publish DEPLOYING at revision (clearing the status reason).
-func (s *Store) MarkPublishDeploying(ctx context.Context, p *models.ProductPublish, revision int) error {
-	return s.db(ctx).Model(p).Updates(map[string]any{"status": models.PublishDeploying, "status_reason": "",
-		"current_revision": revision, "updated_at": time.Now().UTC()}).Error
+// FreezeRevision stores a revision's snapshot with what it uses and sets the publish DEPLOYING
+// at that revision (clearing its status reason), in one statement; p is updated to match.
+func (s *Store) FreezeRevision(ctx context.Context, p *models.ProductPublish, rev *models.PublishRevision, uses []RevisionUse) error {
+	now := time.Now().UTC()
+	if rev.CreatedAt.IsZero() {
+		rev.CreatedAt = now
+	}
+	kinds, refs := make([]string, len(uses)), make([]uuid.UUID, len(uses))
+	for i, u := range uses {
+		kinds[i], refs[i] = u.Kind, u.RefID
+	}
+	err := s.execDirect(ctx, `WITH rev AS (
+			INSERT INTO publish_revisions (publish_id, revision, snapshot, checksum, rollback_of, created_by, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING publish_id, revision
+		), used AS (
+			INSERT INTO publish_revision_uses (publish_id, revision, kind, ref_id)
+			SELECT rev.publish_id, rev.revision, v.kind, v.ref_id FROM rev, unnest($8::text[], $9::uuid[]) AS v(kind, ref_id)
+			ON CONFLICT DO NOTHING
+		)
+		UPDATE product_publishes SET status = $10, status_reason = '', current_revision = $2, updated_at = $11 WHERE id = $1`,
+		rev.PublishID, rev.Revision, rev.Snapshot, rev.Checksum, rev.RollbackOf, rev.CreatedBy, rev.CreatedAt, kinds, refs,
+		models.PublishDeploying, now)
+	if err != nil {
+		return err
+	}
+	p.Status, p.StatusReason, p.CurrentRevision, p.UpdatedAt = models.PublishDeploying, "", rev.Revision, now
+	return nil
 }
 
 // MarkPublishWithdrawing sets the publish WITHDRAWING with reason.
