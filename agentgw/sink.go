@@ -27,8 +27,8 @@ type TemporalSink struct {
 	Decided *DecidedCommands
 }
 
-// DecidedCommands is the set of deploy commands whose run this replica has already signalled
-// a result to. A cluster's agents are replicas and all answer the same command, but the run
+// DecidedCommands is the set of deploy and credential commands whose run this replica has
+// already signalled a deciding result to. A cluster's agents are replicas and all answer the same command, but the run
 // ends on the first result: signalling the others made the run's last workflow task fail
 // (an unhandled signal) and run again, or cost a signal to a closed run, per agent per
 // publish. So a later success of the same command is kept only as its row and timeline event.
@@ -71,6 +71,17 @@ func (d *DecidedCommands) claim(id uuid.UUID) bool {
 		d.next = now.Add(decidedTTL / 10)
 	}
 	return true
+}
+
+// has reports whether a result of command id has been passed on as its decision.
+func (d *DecidedCommands) has(id uuid.UUID) bool {
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.at[id]
+	return ok
 }
 
 // release gives a claim back (its signal failed; the sweeper passes the result on again).
@@ -190,17 +201,36 @@ func (s TemporalSink) credentialAck(ctx context.Context, r store.UnpassedResult)
 	if err := models.FromJSONMap(r.Payload, &p); err != nil || p.CredentialID == "" {
 		return nil
 	}
+	success, _ := r.Result["success"].(bool)
+	// A cluster is confirmed by its first successful acknowledgement, and the run ignores
+	// what its other agents say after it: signalling each of them cost the run a history
+	// event and a workflow task per agent (10,000 agents of one cluster, 10,000 signals per
+	// credential change). Once this replica has signalled a success of the command, the
+	// later acknowledgements are their delivery rows only; a failure before it is still
+	// signalled, for the cluster's last message.
+	if success {
+		if !s.Decided.claim(r.CommandID) {
+			return nil
+		}
+	} else if s.Decided.has(r.CommandID) {
+		return nil
+	}
 	c, err := s.Temporal.Client()
 	if err != nil {
+		if success {
+			s.Decided.release(r.CommandID)
+		}
 		return err
 	}
-	success, _ := r.Result["success"].(bool)
 	msg, _ := r.Result["message"].(string)
 	err = c.SignalWorkflow(ctx, workflows.CredentialSyncWorkflowID(p.CredentialID, p.Version), "", workflows.SignalCredentialAck,
 		workflows.CredentialAck{CommandID: r.CommandID.String(), ClusterID: r.ClusterID.String(), AgentID: r.AgentID.String(), Success: success, Message: msg})
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		return nil
+	}
+	if err != nil && success {
+		s.Decided.release(r.CommandID) // the sweeper passes it on again
 	}
 	return err
 }

@@ -57,7 +57,7 @@ var propagationClusters = []int{1, 10, 100}
 func BenchmarkCredentialPropagation(b *testing.B) {
 	perC := benchEnvInt(b, "IMPRUN_BENCH_CREDENTIALS", 100)
 	maxC := propagationClusters[len(propagationClusters)-1]
-	ps := newPropagationStack(b, maxC)
+	ps := newPropagationStack(b, maxC, 1)
 	for _, c := range propagationClusters {
 		b.Run(fmt.Sprintf("clusters=%d", c), func(b *testing.B) {
 			app := ps.app(b, c)
@@ -131,7 +131,8 @@ type propagationStack struct {
 	publishes  []string // one per cluster
 }
 
-func newPropagationStack(b *testing.B, clusters int) *propagationStack {
+// newPropagationStack has clusters clusters of agents simulated agents each.
+func newPropagationStack(b testing.TB, clusters, agents int) *propagationStack {
 	b.Helper()
 	env := apitest.New(b, apitest.Options{WithTemporal: true, Agents: timing})
 	env.StartWorker(b)
@@ -166,27 +167,29 @@ func newPropagationStack(b *testing.B, clusters int) *propagationStack {
 		ps.publishes = append(ps.publishes, mk(owner, prov+"/product-publishes", map[string]any{"product_id": productID, "cluster_id": clusterID,
 			"gateway_id": gatewayID, "environment": "prod", "hostname": fmt.Sprintf("payments-%03d.example.com", i), "draft": true}))
 
-		// Shortcut: the simulated agent is inserted with a refresh secret it then connects with.
-		secret := secrets.New("imprr_")
-		agentID, err := env.DB.InsertPendingAgent(b, clusterID, secrets.Hash(secret))
-		if err != nil {
-			b.Fatal(err)
+		for range agents {
+			// Shortcut: the simulated agent is inserted with a refresh secret it then connects with.
+			secret := secrets.New("imprr_")
+			agentID, err := env.DB.InsertPendingAgent(b, clusterID, secrets.Hash(secret))
+			if err != nil {
+				b.Fatal(err)
+			}
+			a, err := dialSimAgent(env.Replica.Addr, &agentv1.ConnectRequest{AgentId: agentID,
+				Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: secret}})
+			if err != nil {
+				b.Fatalf("simulated agent of cluster %d: %v", i, err)
+			}
+			b.Cleanup(a.close)
 		}
-		a, err := dialSimAgent(env.Replica.Addr, &agentv1.ConnectRequest{AgentId: agentID,
-			Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: secret}})
-		if err != nil {
-			b.Fatalf("simulated agent %d: %v", i, err)
-		}
-		b.Cleanup(a.close)
 	}
 	// Shortcut: published without a deploy round trip per cluster.
 	if err := env.DB.MarkTenantPublished(ps.providerID, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for env.Replica.Gateway.SessionCount() < clusters {
+	for env.Replica.Gateway.SessionCount() < clusters*agents {
 		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d simulated agents connected within 30s", env.Replica.Gateway.SessionCount(), clusters)
+			b.Fatalf("%d of %d simulated agents connected within 30s", env.Replica.Gateway.SessionCount(), clusters*agents)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -195,7 +198,7 @@ func newPropagationStack(b *testing.B, clusters int) *propagationStack {
 
 // app creates a client app subscribed (shortcut: inserted active) to the publishes of the
 // first c clusters.
-func (ps *propagationStack) app(b *testing.B, c int) string {
+func (ps *propagationStack) app(b testing.TB, c int) string {
 	b.Helper()
 	r := ps.customer.Post("/v1/customer/apps", map[string]any{"name": fmt.Sprintf("bench-%d", c)})
 	if r.Status != http.StatusCreated {

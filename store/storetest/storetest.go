@@ -372,12 +372,12 @@ func (d *DB) InsertConnectedAgent(t testing.TB, clusterID, name string, replica 
 	return agentID, sessionID
 }
 
-// InsertPendingAgent inserts a pending agent named sim (token generation 1) with a refresh
-// secret, as if it had registered, and returns its id.
+// InsertPendingAgent inserts a pending agent named sim-<n> (token generation 1, n its count in
+// the cluster) with a refresh secret, as if it had registered, and returns its id.
 func (d *DB) InsertPendingAgent(t testing.TB, clusterID, refreshSecretHash string) (string, error) {
 	var id string
 	err := d.sql.QueryRow(`INSERT INTO agents (cluster_id, name, status, token_generation, refresh_secret_hash)
-		VALUES ($1, 'sim', 'pending', 1, $2) RETURNING id`, clusterID, refreshSecretHash).Scan(&id)
+		VALUES ($1, 'sim-' || (SELECT count(*) + 1 FROM agents WHERE cluster_id = $1), 'pending', 1, $2) RETURNING id`, clusterID, refreshSecretHash).Scan(&id)
 	return id, err
 }
 
