@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+
+	"github.com/imprun/imprun-server/temporalclient"
 )
 
 // Config is the whole configuration. mapstructure tags are the keys used in the YAML file;
@@ -115,6 +117,8 @@ type Temporal struct {
 	Namespace    string        `mapstructure:"namespace"`
 	TaskQueue    string        `mapstructure:"task_queue"`
 	ConnectRetry time.Duration `mapstructure:"connect_retry"`
+	// GRPCCompression is the compression of the requests to Temporal: none or gzip.
+	GRPCCompression string `mapstructure:"grpc_compression"`
 }
 
 // OIDC configures the verification of people's bearer tokens.
@@ -174,6 +178,7 @@ func defaults() map[string]any {
 		"temporal.namespace":            "default",
 		"temporal.task_queue":           "imprun",
 		"temporal.connect_retry":        "60s",
+		"temporal.grpc_compression":     "none",
 		"oidc.issuer_url":               "http://127.0.0.1:9998/oidc",
 		"dev.allow_insecure_transport":  false,
 		"oidc.audience":                 "imprun-server",
@@ -359,6 +364,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Temporal.Namespace == "" {
 		bad("temporal.namespace", "must not be empty")
+	}
+	if _, err := temporalclient.Compression(c.Temporal.GRPCCompression); err != nil {
+		bad("temporal.grpc_compression", "none or gzip")
 	}
 	if c.Temporal.TaskQueue == "" {
 		bad("temporal.task_queue", "must not be empty")

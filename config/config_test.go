@@ -57,6 +57,7 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{name: "short jwt secret", env: map[string]string{"IMPRUN_AGENT_JWT_SECRET": "short"}, wantKey: "agent.jwt_secret"},
 		{name: "tls half set", env: map[string]string{"IMPRUN_GRPC_TLS_CERT_FILE": "/x.pem"}, wantKey: "grpc.tls_cert_file"},
 		{name: "missed heartbeats zero", env: map[string]string{"IMPRUN_AGENT_MISSED_HEARTBEATS": "0"}, wantKey: "agent.missed_heartbeats"},
+		{name: "bad temporal compression", env: map[string]string{"IMPRUN_TEMPORAL_GRPC_COMPRESSION": "zstd"}, wantKey: "temporal.grpc_compression"},
 		{name: "not a number", env: map[string]string{"IMPRUN_DATABASE_MAX_OPEN_CONNS": "many"}, wantKey: "max_open_conns"},
 	}
 	for _, tc := range cases {

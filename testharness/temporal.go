@@ -170,12 +170,14 @@ func (s *TemporalServer) ClientWith(t testing.TB, edit func(*client.Options)) cl
 }
 
 func (s *TemporalServer) clientOptions() client.Options {
+	compression, _ := temporalclient.Compression("") // the api's and the worker's default
 	return client.Options{
 		HostPort:  s.hostPort,
 		Namespace: s.namespace,
 		// With tracing installed (a tracing test), the clients and workers carry spans.
 		Interceptors: temporalclient.Interceptors(),
 		Logger:       tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		ConnectionOptions: client.ConnectionOptions{GrpcCompression: compression},
 	}
 }
 

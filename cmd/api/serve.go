@@ -93,8 +93,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var temporal temporalclient.Holder
+	compression, _ := temporalclient.Compression(cfg.Temporal.GRPCCompression) // validated with the config
 	temporal.Connect(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace,
-		MetricsHandler: metrics.NewTemporal(reg), Interceptors: temporalclient.Interceptors()}, log)
+		MetricsHandler: metrics.NewTemporal(reg), Interceptors: temporalclient.Interceptors(),
+		ConnectionOptions: client.ConnectionOptions{GrpcCompression: compression}}, log)
 	defer temporal.Close()
 
 	db, err := store.Open(sqlDB)

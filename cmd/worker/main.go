@@ -73,8 +73,10 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan<-
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	compression, _ := temporalclient.Compression(cfg.Temporal.GRPCCompression) // validated with the config
 	tc, err := temporalclient.Dial(ctx, client.Options{HostPort: cfg.Temporal.HostPort, Namespace: cfg.Temporal.Namespace,
-		MetricsHandler: metrics.NewTemporal(reg), Interceptors: temporalclient.Interceptors()}, cfg.Temporal.ConnectRetry, log)
+		MetricsHandler: metrics.NewTemporal(reg), Interceptors: temporalclient.Interceptors(),
+		ConnectionOptions: client.ConnectionOptions{GrpcCompression: compression}}, cfg.Temporal.ConnectRetry, log)
 	if err != nil {
 		return err
 	}
