@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -57,5 +58,41 @@ func TestUUIDsEncodeAsBytes(t *testing.T) {
 	var found bool
 	if err := db.QueryRowContext(ctx, `SELECT $1::uuid = ANY($2::uuid[])`, other, []uuid.UUID{id, other}).Scan(&found); err != nil || !found {
 		t.Fatalf("uuid in array: %v, %v", found, err)
+	}
+}
+
+// The models' array types go to pgx as the slices they are, not as their array literals, and
+// reach PostgreSQL whole (a nil one as an empty array, not NULL, as before); as text they are
+// still an array literal of the same elements.
+func TestModelArraysEncodeAsSlices(t *testing.T) {
+	m := pgtype.NewMap()
+	registerTypes(m)
+	ids := models.UUIDArray{uuid.New(), uuid.New()}
+	roles := models.StringArray{"tenant-owner", `a "quoted", one`}
+	if p, ok := m.PlanEncode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, ids).(*uuidArrayEncodePlan); !ok {
+		t.Fatalf("a models.UUIDArray is encoded by %T, not the store's plan", p)
+	}
+	if p, ok := m.PlanEncode(pgtype.TextArrayOID, pgtype.BinaryFormatCode, roles).(*stringArrayEncodePlan); !ok {
+		t.Fatalf("a models.StringArray is encoded by %T, not the store's plan", p)
+	}
+
+	db, err := OpenDB(testharness.Postgres(t).NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var (
+		n1, n2       int
+		second, last string
+		sameAsText   bool
+		empty        int
+	)
+	err = db.QueryRowContext(context.Background(), `SELECT cardinality($1::uuid[]), ($1::uuid[])[2]::text, cardinality($2::text[]), ($2::text[])[2],
+		($3::text)::text[] = ARRAY['x', 'y'], coalesce(cardinality($4::text[]), -1) + coalesce(cardinality($5::uuid[]), -1)`, ids, roles, models.StringArray{"x", "y"}, models.StringArray(nil), models.UUIDArray(nil)).Scan(&n1, &second, &n2, &last, &sameAsText, &empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n1 != 2 || second != ids[1].String() || n2 != 2 || last != roles[1] || !sameAsText || empty != 0 { // cardinality of an empty array: 0
+		t.Fatalf("got %d %q %d %q %v %d", n1, second, n2, last, sameAsText, empty)
 	}
 }
