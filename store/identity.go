@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,6 +23,8 @@ type Store struct {
 	// observeDirect are called with every statement sent past GORM (readRows, execDirect),
 	// which GORM's callbacks do not see; set before the store is used.
 	observeDirect []func(query string)
+	// slugs are the tenants' slugs by id, read once: a slug never changes (TenantSlug).
+	slugs sync.Map
 }
 
 // New returns a Store on db.

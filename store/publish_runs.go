@@ -146,8 +146,19 @@ func (s *Store) AddPublishEventOnce(ctx context.Context, e *models.PublishEvent)
 
 // TenantSlug returns a tenant's slug, "" when there is no such tenant.
 func (s *Store) TenantSlug(ctx context.Context, id uuid.UUID) (string, error) {
+	// A tenant's slug is set when it is created and never changed, so it is read once (a
+	// run's outcome is audited with it: one statement per publish).
+	if v, ok := s.slugs.Load(id); ok {
+		return v.(string), nil
+	}
 	var slug string
-	err := s.db(ctx).Raw(`SELECT slug FROM tenants WHERE id = ?`, id).Scan(&slug).Error
+	err := s.readRow(ctx, `SELECT slug FROM tenants WHERE id = $1`, []any{id}, &slug)
+	if errors.Is(err, ErrNotFound) {
+		return "", nil // as before: no row scans nothing
+	}
+	if err == nil {
+		s.slugs.Store(id, slug)
+	}
 	return slug, err
 }
 

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +175,28 @@ func TestCreateClaimedPublish(t *testing.T) {
 	require.Len(t, events, 2)
 	require.Equal(t, models.PublishEventCreated, events[0].Type)
 	require.Equal(t, models.PublishEventPublishRequested, events[1].Type)
+}
+
+// A tenant's slug is read once and then known (it never changes); an unknown tenant has none.
+func TestTenantSlugReadOnce(t *testing.T) {
+	t.Parallel()
+	st, _ := newStoreAt(t)
+	reads := 0
+	st.ObserveDirect(func(q string) {
+		if strings.Contains(q, "FROM tenants") {
+			reads++
+		}
+	})
+	ctx := context.Background()
+	tn := tenant("slugged")
+	require.NoError(t, st.CreateTenant(ctx, tn))
+	for range 3 {
+		slug, err := st.TenantSlug(ctx, tn.ID)
+		require.NoError(t, err)
+		require.Equal(t, "slugged", slug)
+	}
+	require.Equal(t, 1, reads)
+	slug, err := st.TenantSlug(ctx, uuid.New())
+	require.NoError(t, err)
+	require.Empty(t, slug)
 }
