@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -187,7 +188,7 @@ func (c *Config) applyDefaults() {
 		c.Hostname, _ = os.Hostname()
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 60 * time.Second}
+		c.HTTPClient = NewHTTPClient(nil)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -222,4 +223,17 @@ func (c *Config) applyDefaults() {
 			c.Render.NginxCertDir = abs
 		}
 	}
+}
+
+// NewHTTPClient is the client an agent fetches snapshots with, over TLS with tlsConfig (nil for
+// Go's defaults). It keeps as many connections to the API alive as deploys fetch at once: with
+// Go's default of two, a burst of publishes closed a connection after most fetches and opened
+// (and, over TLS, handshook) a new one for the next.
+func NewHTTPClient(tlsConfig *tls.Config) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = maxConcurrentDeploys
+	if tlsConfig != nil {
+		tr.TLSClientConfig = tlsConfig
+	}
+	return &http.Client{Timeout: 60 * time.Second, Transport: tr}
 }

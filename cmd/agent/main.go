@@ -241,7 +241,7 @@ func transport(server, api, caFile string, insecureFlag bool) (credentials.Trans
 		if caFile != "" {
 			return nil, nil, errors.New("--insecure and --ca-file contradict each other")
 		}
-		return insecure.NewCredentials(), &http.Client{Timeout: 60 * time.Second}, nil
+		return insecure.NewCredentials(), agent.NewHTTPClient(nil), nil
 	}
 	if u.Scheme != "https" {
 		return nil, nil, fmt.Errorf("--api %q must be https (or pass --insecure for a loopback development server)", api)
@@ -258,9 +258,7 @@ func transport(server, api, caFile string, insecureFlag bool) (credentials.Trans
 		}
 		tlsCfg.RootCAs = pool
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsCfg.Clone()
-	return credentials.NewTLS(tlsCfg), &http.Client{Timeout: 60 * time.Second, Transport: tr}, nil
+	return credentials.NewTLS(tlsCfg), agent.NewHTTPClient(tlsCfg.Clone()), nil
 }
 
 // grpcHost extracts the host from a gRPC target such as "host:port" or "dns:///host:port".
