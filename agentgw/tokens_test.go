@@ -1,6 +1,7 @@
 package agentgw
 
 import (
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
@@ -48,9 +49,11 @@ func TestSignerVerifyRemembers(t *testing.T) {
 
 	// A remembered token past its expiry is refused (and checked again, which refuses it).
 	s.mu.Lock()
-	e := s.verified[tok]
-	e.expires = time.Now().Add(-time.Second)
-	s.verified[tok] = e
+	key := sha256.Sum256([]byte(tok))
+	e, ok := s.verified[key]
+	require.True(t, ok)
+	e.expires = time.Now().Add(-time.Second).UnixNano()
+	s.verified[key] = e
 	s.mu.Unlock()
 	expired := jwt.NewWithClaims(jwt.SigningMethodHS256, AgentClaims{ClusterID: cid.String(), Generation: 3,
 		RegisteredClaims: jwt.RegisteredClaims{Issuer: jwtIssuer, Subject: aid.String(), Audience: jwt.ClaimStrings{jwtAudience},
@@ -70,20 +73,23 @@ func TestSignerRememberBounded(t *testing.T) {
 	s, err := NewSigner(strings.Repeat("k", 32), time.Hour)
 	require.NoError(t, err)
 	now := time.Now()
+	later, earlier := now.Add(time.Hour).UnixNano(), now.Add(-time.Second).UnixNano()
+	key := func() [32]byte { return sha256.Sum256([]byte(uuid.NewString())) }
 	for i := range maxVerified {
-		exp := now.Add(time.Hour)
+		exp := later
 		if i%2 == 0 {
-			exp = now.Add(-time.Second)
+			exp = earlier
 		}
-		s.verified[uuid.NewString()] = verifiedEntry{expires: exp}
+		s.verified[key()] = verifiedEntry{expires: exp}
 	}
-	s.remember("new", verifiedEntry{expires: now.Add(time.Hour)}, now)
+	s.remember(key(), verifiedEntry{expires: later}, now.UnixNano())
 	assert.Len(t, s.verified, maxVerified/2+1)
 	for len(s.verified) < maxVerified {
-		s.verified[uuid.NewString()] = verifiedEntry{expires: now.Add(time.Hour)}
+		s.verified[key()] = verifiedEntry{expires: later}
 	}
-	s.remember("newer", verifiedEntry{expires: now.Add(time.Hour)}, now)
+	newer := key()
+	s.remember(newer, verifiedEntry{expires: later}, now.UnixNano())
 	assert.Len(t, s.verified, 1)
-	_, ok := s.verified["newer"]
+	_, ok := s.verified[newer]
 	assert.True(t, ok)
 }
