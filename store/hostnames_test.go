@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/store"
 )
 
@@ -17,11 +16,8 @@ import (
 // its transaction is rolled back).
 func TestClaimHosts(t *testing.T) {
 	t.Parallel()
-	env := apitest.New(t, apitest.Options{})
-	st := env.DB.Store()
+	_, st, p1 := storedPublish(t)
 	ctx := context.Background()
-	p1 := clusterPublish(t, env)
-	require.NoError(t, st.CreatePublish(ctx, &p1))
 	p2 := p1
 	p2.ID, p2.Hostname = uuid.Nil, "other.example.com"
 	require.NoError(t, st.CreatePublish(ctx, &p2))

@@ -26,15 +26,22 @@ func clusterPublish(t *testing.T, env *apitest.Env) models.ProductPublish {
 	return p
 }
 
+// storedPublish is a clusterPublish stored as a draft in a new env, with the env's store.
+func storedPublish(t *testing.T) (*apitest.Env, *store.Store, models.ProductPublish) {
+	t.Helper()
+	env := apitest.New(t, apitest.Options{})
+	st := env.DB.Store()
+	p := clusterPublish(t, env)
+	require.NoError(t, st.CreatePublish(context.Background(), &p))
+	return env, st, p
+}
+
 // LockPublishRevision reads the publish with the checksum of the revision asked for, when it
 // is frozen, and holds the row's lock: another transaction's lock waits until it ends.
 func TestLockPublishRevision(t *testing.T) {
 	t.Parallel()
-	env := apitest.New(t, apitest.Options{})
-	st := env.DB.Store()
+	env, st, p := storedPublish(t)
 	ctx := context.Background()
-	p := clusterPublish(t, env)
-	require.NoError(t, st.CreatePublish(ctx, &p))
 
 	_, _, _, err := st.LockPublishRevision(ctx, uuid.New(), 1)
 	require.ErrorIs(t, err, store.ErrNotFound)
