@@ -79,14 +79,70 @@ type snapshotBuilder struct {
 	src    SnapshotSource
 	global []models.Policy // the tenant's global policies
 	uses   []RevisionUse
+
+	// The catalog of the publish's services, read for all of them at once (loadCatalog), by
+	// service, each list in name order.
+	routes   map[uuid.UUID][]models.Route
+	backends map[uuid.UUID][]models.Backend
+	policies map[uuid.UUID][]models.Policy // a service's own and its routes' (any status)
+}
+
+// policyRow is a policy with the service of its route, if it has one.
+type policyRow struct {
+	models.Policy
+	RouteServiceID *uuid.UUID `gorm:"column:route_service_id"`
+}
+
+// loadCatalog reads the active routes, the backends and the policies (global, of a service,
+// of a service's route) of every service of the publish: three statements however many
+// services it has, where it was two and three a service.
+func (b *snapshotBuilder) loadCatalog(services []models.APIService) error {
+	p, tx := b.p, b.tx
+	ids := make([]uuid.UUID, len(services))
+	for i, svc := range services {
+		ids[i] = svc.ID
+	}
+	var routes []models.Route
+	if err := tx.Where("tenant_id = ? AND api_service_id IN ? AND status = ?", p.TenantID, ids, models.RouteActive).Order("name").Find(&routes).Error; err != nil {
+		return err
+	}
+	var backends []models.Backend
+	if err := tx.Where("tenant_id = ? AND api_service_id IN ?", p.TenantID, ids).Order("name").Find(&backends).Error; err != nil {
+		return err
+	}
+	var policies []policyRow
+	if err := tx.Raw(`SELECT p.*, r.api_service_id AS route_service_id FROM policies p LEFT JOIN routes r ON r.id = p.route_id
+		WHERE p.tenant_id = ? AND (p.scope = 'global' OR p.api_service_id IN ? OR r.api_service_id IN ?)`, p.TenantID, ids, ids).
+		Scan(&policies).Error; err != nil {
+		return err
+	}
+	b.routes, b.backends, b.policies = map[uuid.UUID][]models.Route{}, map[uuid.UUID][]models.Backend{}, map[uuid.UUID][]models.Policy{}
+	for _, r := range routes {
+		b.routes[r.APIServiceID] = append(b.routes[r.APIServiceID], r)
+	}
+	for _, be := range backends {
+		b.backends[be.APIServiceID] = append(b.backends[be.APIServiceID], be)
+	}
+	for _, pr := range policies {
+		if pr.Scope == "global" {
+			b.global = append(b.global, pr.Policy)
+			continue
+		}
+		// As each service's own query read them: by the policy's service or its route's.
+		for _, id := range ids {
+			if (pr.APIServiceID != nil && *pr.APIServiceID == id) || (pr.RouteServiceID != nil && *pr.RouteServiceID == id) {
+				b.policies[id] = append(b.policies[id], pr.Policy)
+			}
+		}
+	}
+	return nil
 }
 
 func (b *snapshotBuilder) use(kind string, id uuid.UUID) {
 	b.uses = append(b.uses, RevisionUse{kind, id})
 }
 
-// build reads the publish's product, template, services and global policies, then each
-// service's catalog.
+// build reads the publish's product, template, services and their catalog (loadCatalog).
 func (b *snapshotBuilder) build() (snapshot.Snapshot, error) {
 	p, tx := b.p, b.tx
 	var product models.Product
@@ -108,7 +164,7 @@ func (b *snapshotBuilder) build() (snapshot.Snapshot, error) {
 	if len(services) != len(p.APIServiceIDs) {
 		return snapshot.Snapshot{}, fmt.Errorf("a service of the publish no longer exists: %w", ErrNotFound)
 	}
-	if err := tx.Where("tenant_id = ? AND scope = 'global'", p.TenantID).Find(&b.global).Error; err != nil {
+	if err := b.loadCatalog(services); err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	b.use("product", product.ID)
@@ -159,23 +215,11 @@ func snapshotGateway(gw models.Gateway) snapshot.Gateway {
 	return g
 }
 
-// service reads one service's active routes, backends and policies, and resolves each route's
-// effective policies.
+// service is one service's active routes, backends and policies (loadCatalog), with each
+// route's effective policies.
 func (b *snapshotBuilder) service(svc models.APIService) (snapshot.APIService, error) {
-	p, tx := b.p, b.tx
 	b.use("api_service", svc.ID)
-	var routes []models.Route
-	if err := tx.Where("tenant_id = ? AND api_service_id = ? AND status = ?", p.TenantID, svc.ID, models.RouteActive).Order("name").Find(&routes).Error; err != nil {
-		return snapshot.APIService{}, err
-	}
-	var backends []models.Backend
-	if err := tx.Where("tenant_id = ? AND api_service_id = ?", p.TenantID, svc.ID).Order("name").Find(&backends).Error; err != nil {
-		return snapshot.APIService{}, err
-	}
-	var policies []models.Policy
-	if err := tx.Where("tenant_id = ? AND (api_service_id = ? OR route_id IN (SELECT id FROM routes WHERE api_service_id = ?))", p.TenantID, svc.ID, svc.ID).Find(&policies).Error; err != nil {
-		return snapshot.APIService{}, err
-	}
+	routes, backends, policies := b.routes[svc.ID], b.backends[svc.ID], b.policies[svc.ID]
 	var svcPolicies []models.Policy
 	byRoute := map[uuid.UUID][]models.Policy{}
 	for _, pol := range policies {

@@ -157,6 +157,24 @@ func TestSnapshotSharedShape(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"cors": "global", "rate-limit": "service", "timeout": "service", "header-modifier": "service",
 		"ip-allow": "route", "ip-deny": "route", "retry": "route", "url-rewrite": "route"}, types)
+	// The services' catalogs are read together: nothing of payments reaches ledger.
+	led := s.APIServices[0]
+	require.Equal(t, "ledger", led.Name)
+	require.Len(t, led.Routes, 1)
+	require.Len(t, led.Backends, 1)
+	require.Equal(t, "ledger", led.Backends[0].Name)
+	types = map[string]string{}
+	for _, pol := range led.Routes[0].Policies {
+		types[pol.Name] = pol.Scope
+	}
+	require.Equal(t, map[string]string{"cors": "global", "global-rl": "global"}, types)
+	// Every row read is a use: 2 services, 4 backends, 3 routes, 2 global + 4 service + 4 route
+	// policies, the product and the template.
+	kinds := map[string]int{}
+	for _, u := range built.Uses {
+		kinds[u.Kind]++
+	}
+	require.Equal(t, map[string]int{"api_service": 2, "backend": 4, "route": 3, "policy": 10, "product": 1, "gateway": 1}, kinds)
 }
 
 // policySpec is the package snapshot type agents decode a policy type's spec into.
