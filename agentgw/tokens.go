@@ -25,12 +25,12 @@ type Signer struct {
 	secret []byte
 	ttl    time.Duration
 
-	// verified holds the tokens whose signature and claims checked out, by their exact text,
-	// until they expire: an agent presents the same JWT on every REST call (a snapshot fetch
-	// per publish) and on every reconnect, and parsing and HMAC-checking it again each time
-	// was most of what such a call cost the api. The signature of one text under one secret
-	// can't change, so only the expiry is checked again. At most maxVerified entries.
-	// The key is the token's SHA-256, not its text: some 90 bytes an agent instead of 400.
+	// verified holds the tokens whose signature and claims checked out, by the SHA-256 of
+	// their text (some 90 bytes an agent, where the text was 400), until they expire: an
+	// agent presents the same JWT on every REST call (a snapshot fetch per publish) and on
+	// every reconnect, and parsing and HMAC-checking it again each time was most of what such
+	// a call cost the api. The signature of one text under one secret can't change, so only
+	// the times are checked again. At most maxVerified entries.
 	mu       sync.Mutex
 	verified map[[32]byte]verifiedEntry
 }
