@@ -175,8 +175,8 @@ func (s *TemporalServer) clientOptions() client.Options {
 		HostPort:  s.hostPort,
 		Namespace: s.namespace,
 		// With tracing installed (a tracing test), the clients and workers carry spans.
-		Interceptors: temporalclient.Interceptors(),
-		Logger:       tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		Interceptors:      temporalclient.Interceptors(),
+		Logger:            tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		ConnectionOptions: client.ConnectionOptions{GrpcCompression: compression},
 	}
 }
