@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/imprun/imprun-server/saferegex"
 )
 
@@ -115,20 +113,6 @@ func (r envoyRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 	}
 	out.Config = buf.Bytes()
 	return out, nil
-}
-
-// marshalYAML encodes with the two-space indent Kubernetes manifests use.
-func marshalYAML(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 func (r envoyRenderer) listeners(s *Snapshot) ([]any, error) {
