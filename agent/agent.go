@@ -626,9 +626,10 @@ func (a *Agent) handle(ctx context.Context, log *slog.Logger, kind credentialKin
 }
 
 // answer runs a command at most once per command id: a redelivered command gets the answer
-// recorded the first time. The answer is recorded before it is sent, so a crash in between
-// cannot make the agent execute the command twice. A nil answer (the work was interrupted)
-// is neither recorded nor sent, and the server will redeliver the command.
+// recorded the first time. The answer is recorded before it is sent, so a crash of the agent
+// in between cannot make it execute the command twice; a crash of the machine may (the
+// journal is not fsynced), which is why every command is idempotent. A nil answer (the work
+// was interrupted) is neither recorded nor sent, and the server will redeliver the command.
 func (a *Agent) answer(log *slog.Logger, send func(*agentv1.AgentMessage) error, commandID string, run func(*slog.Logger) *agentv1.AgentMessage) error {
 	log = log.With("command_id", commandID)
 	if commandID != "" {

@@ -24,8 +24,10 @@
 //	                                   (credentials.conf for nginx)
 //	counters.json                      the verifier's request counts (rate windows, quotas)
 //
-// The files of publishes/ are derived, so they are renamed into place without fsyncs: the two
-// logs and credentials.json are the record (fsynced, concurrent writers sharing one fsync).
+// The files of publishes/ are derived, so they are renamed into place without fsyncs: the
+// applied log and credentials.json are the record (fsynced, concurrent writers sharing one
+// fsync). The command journal is not fsynced either: an answer lost with the machine makes its
+// command run again, and every command is idempotent.
 // After a crash the agent checks them at start: it rewrites a publish's current pointer and
 // credentials file when they differ from what the applied log and the credential set say, and
 // reports a revision file that is missing or not what was rendered (applied.log keeps its

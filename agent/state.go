@@ -74,7 +74,7 @@ func openState(dir string) (*state, error) {
 	if st.appliedLog, err = openStateLog(filepath.Join(dir, appliedLogFile), filepath.Join(dir, appliedFile), st.applied); err != nil {
 		return nil, err
 	}
-	if st.journalLog, err = openStateLog(filepath.Join(dir, commandsLogFile), filepath.Join(dir, commandsFile), st.journal); err != nil {
+	if st.journalLog, err = openHintLog(filepath.Join(dir, commandsLogFile), filepath.Join(dir, commandsFile), st.journal); err != nil {
 		st.appliedLog.close()
 		return nil, err
 	}
@@ -216,12 +216,25 @@ func (st *state) setApplied(publishID string, a *AppliedPublish) error {
 	})
 }
 
-// persist makes key = value() durable in l and then, if it is, calls apply to change the map:
+// persist makes key = value() durable in l and then, if it is, calls apply to change the map
+// (in a log of hints, the change is written and applied at once, without an fsync):
 // value, the append and apply run under st.mu, the fsync without it (heartbeats and other
 // deploys need the lock meanwhile) and shared with concurrent changes'. Until then the
 // change is pending in l, and it leaves that state and enters the map in one hold of the
 // lock, so a rewrite of the log meanwhile never loses it.
 func (st *state) persist(l *stateLog, key string, value func() any, apply func()) error {
+	if l.hints {
+		// Not fsynced: the change is in the file, and the map, as soon as it is written.
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		id, err := l.write(key, value())
+		if err != nil {
+			return err
+		}
+		l.done(id)
+		apply()
+		return nil
+	}
 	st.mu.Lock()
 	id, err := l.write(key, value())
 	st.mu.Unlock()

@@ -14,7 +14,7 @@ import (
 
 // stateLog persists a map as an append-only file of JSON lines, one change per line: a put
 // ({"k": key, "v": value}) or a delete ({"k": key, "d": true}). A change costs one short
-// append and an fsync whatever the size of the map; before, every deploy and every command
+// append and an fsync (none in a log of hints) whatever the size of the map; before, every deploy and every command
 // answer rewrote a whole file (an agent serving 1,000 publishes wrote its whole applied set,
 // and up to 2,048 command answers, for each one). When the file holds many more lines than the
 // map has entries it is rewritten (compacted) atomically, so its size stays proportional to the
@@ -35,6 +35,11 @@ type stateLog struct {
 	next  uint64                  // id of the next pending line
 	// dump encodes every entry of the map the log keeps, one line each.
 	dump func() (data []byte, entries int, err error)
+	// hints marks a log whose entries may be lost without harm (the command journal: an
+	// answer that is gone makes the command run again, which every handler tolerates). Its
+	// changes are not fsynced (a crash of the agent loses none of them, a crash of the
+	// machine may), and a line that does not decode, wherever it is, is skipped.
+	hints bool
 }
 
 // logFile is the open file of a stateLog; replaced says a rewrite took its place (and made
@@ -60,7 +65,16 @@ type logLine struct {
 // one-JSON-document file of agents before v0.3), legacy is read instead, the log written from
 // it and legacy removed.
 func openStateLog[V any](path, legacy string, m map[string]V) (*stateLog, error) {
-	l := &stateLog{path: path, dump: func() ([]byte, int, error) { return encodeLines(m) }}
+	return openLog(path, legacy, m, false)
+}
+
+// openHintLog is openStateLog for a log of hints (stateLog.hints).
+func openHintLog[V any](path, legacy string, m map[string]V) (*stateLog, error) {
+	return openLog(path, legacy, m, true)
+}
+
+func openLog[V any](path, legacy string, m map[string]V, hints bool) (*stateLog, error) {
+	l := &stateLog{path: path, hints: hints, dump: func() ([]byte, int, error) { return encodeLines(m) }}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -90,14 +104,16 @@ func openStateLog[V any](path, legacy string, m map[string]V) (*stateLog, error)
 }
 
 // replay applies the lines of data in order. A last line cut short by a crash is skipped; any
-// other line that does not decode is an error. rewrite says the file does not end in a newline,
-// so it must be rewritten before it is appended to.
+// other line that does not decode is an error, but in a log of hints, where it is skipped too.
+// rewrite says the file must be rewritten before it is appended to: it does not end in a
+// newline, or it holds lines that were skipped.
 func (l *stateLog) replay(data []byte, apply func(logLine) error) (rewrite bool, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64*1024), 64<<20)
 	complete := len(data) > 0 && data[len(data)-1] == '\n'
 	var pending []byte // the previous line: whether it is the last is known one line later
 	n := 0
+	skipped := false
 	step := func(line []byte, last bool) error {
 		var ll logLine
 		err := json.Unmarshal(line, &ll)
@@ -107,6 +123,10 @@ func (l *stateLog) replay(data []byte, apply func(logLine) error) (rewrite bool,
 		if err != nil {
 			if last && !complete {
 				return nil // torn by a crash mid-append: that change was never acknowledged
+			}
+			if l.hints {
+				skipped = true // a hint lost by a crash of the machine (not fsynced)
+				return nil
 			}
 			return fmt.Errorf("decode %s line %d: %w", l.path, n+1, err)
 		}
@@ -131,7 +151,7 @@ func (l *stateLog) replay(data []byte, apply func(logLine) error) (rewrite bool,
 	}
 	l.lines = n
 	// A last line without its newline, torn or whole, would have the next append glued to it.
-	return len(data) > 0 && !complete, nil
+	return len(data) > 0 && !complete || skipped, nil
 }
 
 func applyLine[V any](m map[string]V, ll logLine) error {

@@ -70,6 +70,45 @@ func TestStateLogTornTail(t *testing.T) {
 	require.ErrorContains(t, err, "line 1")
 }
 
+// The command journal is a log of hints, not fsynced: a crash of the machine may leave any of
+// its lines unreadable (zeros where the page cache was not written), and each such line is
+// skipped, not an error, since a lost answer only makes its command run again. The file is
+// rewritten without them, so the next append starts on a clean line. A log of records (the
+// applied log) still refuses the same file.
+func TestStateLogHintsSkipUnreadableLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "commands.log")
+	st, err := openState(dir)
+	require.NoError(t, err)
+	require.True(t, st.journalLog.hints, "the command journal is a log of hints")
+	require.False(t, st.appliedLog.hints, "the applied log is a log of records")
+	st.appliedLog.close()
+	st.journalLog.close()
+
+	entry := func(id string, seq int) string {
+		return fmt.Sprintf(`{"k":%q,"v":{"seq":%d,"handled_at":"2026-12-01T00:00:00Z","reply":{}}}`, id, seq) + "\n"
+	}
+	content := entry("c1", 1) + strings.Repeat("\x00", 40) + "\n" + entry("c2", 2) + `{"k":"c3","v":{"se` + "\n" + entry("c4", 4)
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+
+	_, err = openStateLog(path, filepath.Join(dir, "commands.json"), map[string]journalEntry{})
+	require.ErrorContains(t, err, "line 2", "a log of records refuses an unreadable line")
+
+	got := map[string]journalEntry{}
+	l, err := openHintLog(path, filepath.Join(dir, "commands.json"), got)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"c1", "c2", "c4"}, keys(got))
+	require.NoError(t, l.put("c5", journalEntry{Seq: 5, Reply: json.RawMessage(`{}`)}))
+	l.close()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "\x00", "the unreadable lines are rewritten away")
+	again := map[string]journalEntry{}
+	_, err = openStateLog(path, filepath.Join(dir, "commands.json"), again)
+	require.NoError(t, err, "after the rewrite every line reads")
+	require.ElementsMatch(t, []string{"c1", "c2", "c4", "c5"}, keys(again))
+}
+
 // An agent from before v0.3 kept one JSON document; it is read once and replaced by the log.
 func TestStateLogReadsTheLegacyFile(t *testing.T) {
 	dir := t.TempDir()
