@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -453,6 +454,56 @@ func TestAgentRedeployReportsUnchanged(t *testing.T) {
 	applied = a.appliedState()
 	require.Len(t, applied, 1)
 	assert.Empty(t, applied[0].GetDrift())
+	cancel()
+	assert.ErrorIs(t, waitRun(t, done), context.Canceled)
+}
+
+// TestAgentKeepsThePreviousRevisionFile: a publish's directory keeps the applied revision's
+// file and the one before it (for an operator's rollback); older ones are removed, also those a
+// crash left behind without a record.
+func TestAgentKeepsThePreviousRevisionFile(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, done := f.start(ctx)
+	s := f.session()
+	s.next()
+	s.send(connectResponse("jwt-1", "refresh-1", 10))
+	f.bearer("jwt-1")
+	var snap map[string]any
+	require.NoError(t, json.Unmarshal(f.snapshot, &snap))
+	dir := filepath.Join(f.stateDir, "publishes", testPublish)
+	for rev := int32(3); rev <= 6; rev++ {
+		sum := f.snapshotSum
+		if rev > 3 {
+			snap["revision"] = rev
+			body, err := json.Marshal(snap)
+			require.NoError(t, err)
+			f.extra.Store(fmt.Sprintf("/v1/agent/publishes/%s/revisions/%d", testPublish, rev), body)
+			h := sha256.Sum256(body)
+			sum = hex.EncodeToString(h[:])
+		}
+		if rev == 5 {
+			// A file no record names, as a crash between rendering and recording leaves it.
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "rev-99.yaml"), []byte("left over"), 0o600))
+		}
+		s.send(f.deployCommand(fmt.Sprint("cmd-", rev), agentv1.DeployAction_DEPLOY_ACTION_APPLY, rev, sum))
+		res := s.next().GetDeployResult()
+		require.Equal(t, agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED, res.GetStatus(), res.GetMessage())
+		var names []string
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "rev-") {
+				names = append(names, e.Name())
+			}
+		}
+		want := []string{fmt.Sprintf("rev-%d.yaml", rev)}
+		if rev > 3 {
+			want = append(want, fmt.Sprintf("rev-%d.yaml", rev-1))
+		}
+		assert.ElementsMatch(t, want, names, "revision %d", rev)
+	}
 	cancel()
 	assert.ErrorIs(t, waitRun(t, done), context.Canceled)
 }

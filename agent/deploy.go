@@ -134,7 +134,8 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 	snap, rendered, renderer, class, got := p.snap, p.rendered, p.renderer, p.class, p.checksum
 
 	dir := a.st.publishDir(snap.PublishID)
-	if err := ensureDir(dir, false); err != nil {
+	fresh, err := makeDir(dir, false)
+	if err != nil {
 		return err
 	}
 	file := fmt.Sprintf("rev-%d.%s", cmd.GetRevision(), rendered.FileExt)
@@ -168,15 +169,18 @@ func (a *Agent) apply(ctx context.Context, log *slog.Logger, cmd *agentv1.Deploy
 		return err
 	}
 	a.drift.clear(snap.PublishID)
-	// Keep the previous revision's file for an operator's rollback; drop older ones.
-	keep := map[string]bool{file: true, currentFile: true}
-	if hadPrev {
-		keep[prev.File] = true
-	}
-	if entries, err := os.ReadDir(dir); err == nil {
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), "rev-") && !keep[e.Name()] {
-				_ = os.Remove(filepath.Join(dir, e.Name()))
+	// Keep the previous revision's file for an operator's rollback; drop older ones (a
+	// directory just created holds none).
+	if !fresh {
+		keep := map[string]bool{file: true, currentFile: true}
+		if hadPrev {
+			keep[prev.File] = true
+		}
+		if entries, err := os.ReadDir(dir); err == nil {
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), "rev-") && !keep[e.Name()] {
+					_ = os.Remove(filepath.Join(dir, e.Name()))
+				}
 			}
 		}
 	}

@@ -27,6 +27,22 @@ func ensurePrivateDir(dir string) error {
 // their parents (a publish's directory, whose files are all derived: a crash that loses it is
 // found at start, see Agent.checkRendered).
 func ensureDir(dir string, durable bool) error {
+	_, err := makeDir(dir, durable)
+	return err
+}
+
+// makeDir is ensureDir, and reports whether it created dir. The common case, a new directory
+// in one that exists, is a mkdir and a chmod (the umask may have narrowed the mode).
+func makeDir(dir string, durable bool) (bool, error) {
+	if err := os.Mkdir(dir, stateDirMode); err == nil {
+		if err := os.Chmod(dir, stateDirMode); err != nil {
+			return true, fmt.Errorf("chmod %s: %w", dir, err)
+		}
+		if durable {
+			syncDir(filepath.Dir(dir))
+		}
+		return true, nil
+	}
 	var created []string // the directories MkdirAll is about to create, deepest first
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) || filepath.Dir(d) == d {
@@ -35,17 +51,17 @@ func ensureDir(dir string, durable bool) error {
 		created = append(created, d)
 	}
 	if err := os.MkdirAll(dir, stateDirMode); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
 	if err := os.Chmod(dir, stateDirMode); err != nil {
-		return fmt.Errorf("chmod %s: %w", dir, err)
+		return false, fmt.Errorf("chmod %s: %w", dir, err)
 	}
 	if durable {
 		for _, d := range created {
 			syncDir(filepath.Dir(d))
 		}
 	}
-	return nil
+	return len(created) > 0, nil
 }
 
 // syncDir fsyncs a directory, making its entries durable; a failure is not worth failing the

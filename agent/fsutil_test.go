@@ -30,6 +30,32 @@ func TestEnsurePrivateDirCreatesPrivateDirectories(t *testing.T) {
 	require.Equal(t, stateDirMode, fi.Mode().Perm())
 }
 
+// makeDir says whether it created the directory (apply skips looking for old revisions in a
+// new one), with the private mode in every case, and fails on a file in the way.
+func TestMakeDirReportsCreation(t *testing.T) {
+	base := t.TempDir()
+	for _, tc := range []struct {
+		dir     string
+		created bool
+	}{
+		{filepath.Join(base, "p1"), true},          // in a directory that exists
+		{filepath.Join(base, "p1"), false},         // again
+		{filepath.Join(base, "a", "b", "c"), true}, // with parents
+		{filepath.Join(base, "a", "b"), false},
+	} {
+		created, err := makeDir(tc.dir, false)
+		require.NoError(t, err, tc.dir)
+		require.Equal(t, tc.created, created, tc.dir)
+		fi, err := os.Stat(tc.dir)
+		require.NoError(t, err)
+		require.Equal(t, stateDirMode, fi.Mode().Perm(), tc.dir)
+	}
+	file := filepath.Join(base, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	_, err := makeDir(file, false)
+	require.Error(t, err, "a file is not a directory")
+}
+
 // Concurrent syncs of one path share fsyncs: callers that arrive while one runs (it may have
 // started before their writes, so it does not count for them) all wait for the next, which one
 // of them runs. Every caller returns only after a sync that started after its call.
