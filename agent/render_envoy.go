@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -98,20 +97,20 @@ func (r envoyRenderer) RenderPublish(s *Snapshot) (*Rendered, error) {
 		}
 	}
 
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# Rendered by imprun-agent for publish %s revision %d. Do not edit.\n", s.PublishID, s.Revision)
+	buf := make([]byte, 0, 4096)
+	buf = fmt.Appendf(buf, "# Rendered by imprun-agent for publish %s revision %d. Do not edit.\n", s.PublishID, s.Revision)
 	out := &Rendered{FileExt: "yaml"}
 	for _, d := range docs {
-		data, err := marshalYAML(d.obj)
-		if err != nil {
+		buf = append(buf, "---\n"...)
+		start := len(buf)
+		var err error
+		if buf, err = appendYAML(buf, d.obj); err != nil {
 			return nil, fmt.Errorf("render %s %s: %w", d.res.Kind, d.res.Name, err)
 		}
-		buf.WriteString("---\n")
-		buf.Write(data)
-		d.res.Hash = hashText(data)
+		d.res.Hash = hashText(buf[start:])
 		out.Resources = append(out.Resources, d.res)
 	}
-	out.Config = buf.Bytes()
+	out.Config = buf
 	return out, nil
 }
 

@@ -16,19 +16,29 @@ import (
 // exactly as yaml.v3 would (a multi-line string, a sequence in a sequence, a key that is not
 // ASCII, another type) is encoded by yaml.v3.
 func marshalYAML(v any) ([]byte, error) {
-	if out, ok := writeYAML(v); ok {
-		return out, nil
-	}
-	return marshalYAMLv3(v)
+	return appendYAML(nil, v)
 }
 
-// writeYAML is marshalYAML by yamlWriter alone; false when it can't write v as yaml.v3 does.
-func writeYAML(v any) ([]byte, bool) {
+// appendYAML appends marshalYAML(v) to dst.
+func appendYAML(dst []byte, v any) ([]byte, error) {
+	if out, ok := writeYAML(dst, v); ok {
+		return out, nil
+	}
+	data, err := marshalYAMLv3(v)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, data...), nil
+}
+
+// writeYAML appends v to dst by yamlWriter alone; false when it can't write v as yaml.v3
+// does (dst's own bytes are unchanged then, and the returned slice is not to be used).
+func writeYAML(dst []byte, v any) ([]byte, bool) {
 	m, ok := v.(map[string]any)
 	if !ok || len(m) == 0 {
 		return nil, false
 	}
-	w := yamlWriter{buf: make([]byte, 0, 2048)}
+	w := yamlWriter{buf: dst}
 	if !w.mapping(m, 0, false) {
 		return nil, false
 	}
@@ -205,13 +215,52 @@ func (w *yamlWriter) float(f float64, bits int) {
 // yamlString is s as yaml.v3 writes it in block context, when that is one line: a plain
 // scalar when s can't be read back as anything but that string, quoted otherwise. Words,
 // names and paths (an ASCII letter, then letters, digits and _ . / -) are plain unless they
-// are one of YAML's words for true, false or null; anything else is asked of yaml.v3 once
-// and remembered. ok is false for a string yaml.v3 writes on several lines.
+// are one of YAML's words for true, false or null, and so are UUIDs; decimal digits are
+// quoted; anything else is asked of yaml.v3 once and remembered. ok is false for a string yaml.v3 writes on several lines.
 func yamlString(s string) (string, bool) {
-	if plainWord(s) {
+	switch {
+	case plainWord(s), isUUID(s):
 		return s, true
+	case isDecimal(s):
+		// Read back as an integer (or, with a leading zero and an 8 or 9, a float): quoted.
+		return `"` + s + `"`, true
 	}
 	return yamlScalars.get(s)
+}
+
+// isUUID reports whether s is a UUID in its canonical form (8-4-4-4-12 hex digits), which
+// yaml.v3 writes plain: it is neither a number nor a date.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !isASCIIDigit(c) && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isDecimal reports whether s is 1 to 18 ASCII digits (a revision in a label).
+func isDecimal(s string) bool {
+	if s == "" || len(s) > 18 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isASCIIDigit(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // yamlKey is k as a key of a block mapping: as yamlString writes it, when that is an

@@ -27,7 +27,7 @@ func TestWriteYAMLGoldenDocs(t *testing.T) {
 		for _, doc := range strings.Split(string(data), "---\n")[1:] {
 			var tree map[string]any
 			require.NoError(t, yaml.Unmarshal([]byte(doc), &tree), f)
-			out, ok := writeYAML(tree)
+			out, ok := writeYAML(nil, tree)
 			require.True(t, ok, "%s: a document fell back to yaml.v3:\n%s", f, doc)
 			require.Equal(t, doc, string(out), f)
 			docs++
@@ -53,7 +53,7 @@ func TestMarshalYAMLMatchesYAMLv3(t *testing.T) {
 		if !bytes.Equal(want, got) {
 			t.Fatalf("tree %d differs from yaml.v3\nyaml.v3:\n%s\nmarshalYAML:\n%s", i, want, got)
 		}
-		if _, ok := writeYAML(tree); ok {
+		if _, ok := writeYAML(nil, tree); ok {
 			direct++
 		}
 	}
@@ -92,7 +92,9 @@ var yamlTestStrings = []string{"plain", "imprun-agent", "4", "0", "-1", "1.5", "
 	"^/v1/charges/[0-9a-f-]+$", "4000ms", "2001-12-14", "2001-12-14T21:59:43.10-05:00", "1:20", "12:30:45",
 	"---", "...", "--- x", "... x", ".inf", "-.inf", ".nan", "<<", "=", "http://x.example.com/a?b=c",
 	"ac6d8d5b-2e73-4422-863f-89457b16ee51", "0a1b2c3d-0000-4000-8000-000000000001", `{"id":"x","scopes":["a"]}`,
-	strings.Repeat("long-", 40), "X-Env", "Bearer x", "a  b", "a\\b", "é"}
+	strings.Repeat("long-", 40), "X-Env", "Bearer x", "a  b", "a\\b", "é", "00", "0999", "0777", "12345678901234567890",
+	"123456789012345678", "2001-12-14-0000-4000-8000-000000000001", "12345678-1234-1234-1234-123456789012",
+	"1E345678-1234-1234-1234-123456789012", "1e345678-1234-1234-1234-12345678901", "0x345678-1234-1234-1234-123456789012"}
 
 func randomScalar(rng *rand.Rand) any {
 	switch rng.Intn(12) {
