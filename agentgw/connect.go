@@ -132,18 +132,6 @@ func (g *Gateway) scheduleRenewal(s *session, d time.Duration) {
 	})
 }
 
-// connectDBContext is the context of a connect's database calls (authentication, the
-// connected mark): bounded in time, and not a child of the stream's context, since each
-// statement on a child of it would leave a map of children behind in it for the stream's whole
-// life, about 250 bytes an agent (sync reads on a context of its own for the same reason). A
-// stream that ends meanwhile finds out from its own context once the call returns.
-func connectDBContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), connectDBTimeout)
-}
-
-// connectDBTimeout bounds the database calls of a connect.
-const connectDBTimeout = 15 * time.Second
-
 // offStack runs f on a goroutine of its own and waits for it. A database call grows a stack
 // to tens of KB; on a stream's long-lived goroutine that memory would stay for hours (a stack
 // only shrinks by half per collection, and not below four times what is in use), 10,000 times.
@@ -183,9 +171,7 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 		agent models.Agent
 		resp  *agentv1.ConnectResponse
 	)
-	dbctx, dbcancel := connectDBContext(ctx)
-	defer dbcancel()
-	offStack(func() { agent, resp, err = g.authenticate(dbctx, req, ip) })
+	offStack(func() { agent, resp, err = g.authenticate(ctx, req, ip) })
 	if store.IsUnavailable(err) {
 		// Not the agent's failure: it retries with the same credential.
 		g.log.Warn("agent stream refused: the database is unavailable", "ip", ip, "err", err)
@@ -216,7 +202,7 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 	if old := g.sessions.add(s); old != nil {
 		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
 	}
-	offStack(func() { err = g.markConnected(dbctx, s, req) })
+	offStack(func() { err = g.markConnected(ctx, s, req) })
 	if err != nil {
 		g.sessions.remove(s)
 		s.cancel(nil)
