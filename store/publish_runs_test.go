@@ -184,6 +184,62 @@ func TestCreateClaimedPublish(t *testing.T) {
 	require.Equal(t, models.PublishEventPublishRequested, events[1].Type)
 }
 
+// A batch of events is one statement, whatever its size: each keeps its fields (an agent or
+// none, a dedupe key or none, metadata, its own time, or the statement's when it has none), and
+// one whose dedupe key is taken, by an earlier batch or by the same one, is skipped.
+func TestAddPublishEvents(t *testing.T) {
+	t.Parallel()
+	env, st, p := storedPublish(t)
+	ctx := context.Background()
+	var stmts []string
+	st.ObserveDirect(func(q string) {
+		if strings.Contains(q, "publish_events") {
+			stmts = append(stmts, q)
+		}
+	})
+	agent := uuid.New()
+	key := func(k string) *string { return &k }
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Microsecond)
+	before, err := st.ListPublishEvents(ctx, p.ID)
+	require.NoError(t, err)
+	for _, batch := range [][]models.PublishEvent{
+		{{PublishID: p.ID, Type: models.PublishEventResult, Revision: 2, AgentID: &agent, Message: "apply succeeded: ok",
+			Metadata: models.JSONMap{"status": "succeeded"}, DedupeKey: key("result/a"), CreatedAt: at}},
+		{
+			{PublishID: p.ID, Type: models.PublishEventResult, Revision: 2, AgentID: &agent, DedupeKey: key("result/a"), Message: "taken"},
+			{PublishID: p.ID, Type: models.PublishEventResult, Revision: 2, DedupeKey: key("result/b"), Message: "b", CreatedAt: at.Add(time.Second)},
+			{PublishID: p.ID, Type: models.PublishEventResult, Revision: 2, DedupeKey: key("result/b"), Message: "b again"},
+			{PublishID: p.ID, Type: models.PublishEventPublished, Revision: 2, Actor: "owner@acme.test"},
+		},
+	} {
+		require.NoError(t, st.AddPublishEvents(ctx, batch))
+	}
+	require.Len(t, stmts, 2, "one statement a batch")
+	require.Equal(t, stmts[0], stmts[1], "the same statement whatever the batch's size")
+
+	events, err := st.ListPublishEvents(ctx, p.ID)
+	require.NoError(t, err)
+	require.Len(t, events, len(before)+3)
+	// The timeline is in time order: a and b at their own times (an hour ago), then the
+	// events of before and the published one at the statement's.
+	a, b, pub := events[0], events[1], events[len(events)-1]
+	require.Equal(t, "apply succeeded: ok", a.Message)
+	require.Equal(t, &agent, a.AgentID)
+	require.Equal(t, models.JSONMap{"status": "succeeded"}, a.Metadata)
+	require.True(t, a.CreatedAt.Equal(at), "its own time: %v", a.CreatedAt)
+	require.Equal(t, 2, a.Revision)
+	require.Equal(t, "b", b.Message, "the first of a key in one batch wins")
+	require.Nil(t, b.AgentID)
+	require.True(t, b.CreatedAt.Equal(at.Add(time.Second)))
+	require.Equal(t, models.PublishEventPublished, pub.Type)
+	require.Equal(t, "owner@acme.test", pub.Actor)
+	require.Equal(t, models.JSONMap{}, pub.Metadata)
+	require.WithinDuration(t, time.Now(), pub.CreatedAt, time.Minute, "the statement's time")
+	var nullKeys int
+	require.NoError(t, env.SQL.QueryRow(`SELECT count(*) FROM publish_events WHERE publish_id = $1 AND dedupe_key IS NULL AND type = $2`, p.ID, models.PublishEventPublished).Scan(&nullKeys))
+	require.Equal(t, 1, nullKeys, "no dedupe key is NULL, not an empty key")
+}
+
 // A tenant's slug is read once and then known (it never changes); an unknown tenant has none.
 func TestTenantSlugReadOnce(t *testing.T) {
 	t.Parallel()
