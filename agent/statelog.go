@@ -14,13 +14,14 @@ import (
 
 // stateLog persists a map as an append-only file of JSON lines, one change per line: a put
 // ({"k": key, "v": value}) or a delete ({"k": key, "d": true}). A change costs one short
-// append and an fsync (none in a log of hints) whatever the size of the map; before, every deploy and every command
-// answer rewrote a whole file (an agent serving 1,000 publishes wrote its whole applied set,
-// and up to 2,048 command answers, for each one). When the file holds many more lines than the
-// map has entries it is rewritten (compacted) atomically, so its size stays proportional to the
-// map. A line torn by a crash can only be the last one: it is ignored when read, which loses
-// only that change, never acknowledged (an answer is recorded before it is sent, an applied
-// revision before it is reported).
+// append and an fsync (none in a log of hints) whatever the size of the map; before, every
+// deploy and every command answer rewrote a whole file (an agent serving 1,000 publishes wrote
+// its whole applied set, and up to 2,048 command answers, for each one). When the file holds
+// many more lines than the map has entries it is rewritten (compacted) atomically, so its size
+// stays proportional to the map. A line torn by a crash can only be the last one: it is ignored
+// when read, which loses only that change, never acknowledged (an applied revision is recorded
+// before it is reported). In a log of hints, which is not fsynced, a crash of the machine may
+// leave any line unreadable, and each is skipped (stateLog.hints).
 //
 // A change is written in three steps so that its fsync can run without the caller's lock
 // (write under it, sync without it, done under it again) and be shared with concurrent
