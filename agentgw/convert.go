@@ -18,8 +18,8 @@ func SnapshotPath(publishID string, revision int) string {
 func (g *Gateway) toMessage(c models.AgentCommand) (*agentv1.ServerMessage, error) {
 	switch c.Kind {
 	case models.CommandDeploy:
-		var p models.DeployPayload
-		if err := models.FromJSONMap(c.Payload, &p); err != nil {
+		p, err := models.DeployPayloadOf(c.Payload)
+		if err != nil {
 			return nil, err
 		}
 		action := agentv1.DeployAction_DEPLOY_ACTION_APPLY

@@ -108,8 +108,8 @@ func (s TemporalSink) PassOn(ctx context.Context, r store.UnpassedResult) error 
 // resultEvent is the timeline event of a deploy result; false for a result this sink does
 // not understand (nothing to record or retry).
 func resultEvent(r store.UnpassedResult) (models.PublishEvent, models.DeployPayload, bool) {
-	var p models.DeployPayload
-	if err := models.FromJSONMap(r.Payload, &p); err != nil {
+	p, err := models.DeployPayloadOf(r.Payload)
+	if err != nil {
 		return models.PublishEvent{}, p, false
 	}
 	pid, err := uuid.Parse(p.PublishID)

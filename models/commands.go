@@ -2,6 +2,7 @@ package models
 
 import (
 	"encoding/json"
+	"math"
 	"time"
 )
 
@@ -14,6 +15,67 @@ type DeployPayload struct {
 	// Attempt numbers a repair: the control plane sent this revision again to one agent whose
 	// gateway drifted (0 for the publish's own command).
 	Attempt int `json:"attempt,omitempty"`
+}
+
+// DeployPayloadOf reads a deploy command's payload as FromJSONMap does, without its JSON round
+// trip when every field has a type JSON gives it (a string, a whole number): every agent's
+// result of a publish reads its command's payload (twice), and the round trip was most of that.
+// A map with anything else (a fraction, a string for a number, another key) is left to
+// FromJSONMap, which decides as before.
+func DeployPayloadOf(m JSONMap) (DeployPayload, error) {
+	var p DeployPayload
+	for k, v := range m {
+		ok := true
+		switch k {
+		case "publish_id":
+			p.PublishID, ok = stringOf(v)
+		case "checksum":
+			p.Checksum, ok = stringOf(v)
+		case "action":
+			p.Action, ok = stringOf(v)
+		case "revision":
+			p.Revision, ok = intOf(v)
+		case "attempt":
+			p.Attempt, ok = intOf(v)
+		default:
+			ok = false // encoding/json matches keys without regard to case
+		}
+		if !ok {
+			var slow DeployPayload
+			err := FromJSONMap(m, &slow)
+			return slow, err
+		}
+	}
+	return p, nil
+}
+
+// stringOf is v as a string field decodes it: a string, or nothing for null.
+func stringOf(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case nil:
+		return "", true
+	}
+	return "", false
+}
+
+// intOf is v as an int field decodes it: a whole number within int32 (a revision, an
+// attempt; larger ones are left to FromJSONMap), or nothing for null.
+func intOf(v any) (int, bool) {
+	switch v := v.(type) {
+	case float64:
+		if v == math.Trunc(v) && v >= math.MinInt32 && v <= math.MaxInt32 {
+			return int(v), true
+		}
+	case int:
+		if v >= math.MinInt32 && v <= math.MaxInt32 {
+			return v, true
+		}
+	case nil:
+		return 0, true
+	}
+	return 0, false
 }
 
 // Deploy actions.
