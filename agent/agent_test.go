@@ -181,6 +181,18 @@ func (f *fixture) start(ctx context.Context) (*Agent, <-chan error) {
 	return a, done
 }
 
+// connected starts the agent and answers its first connect with jwt-1, the bearer the API then
+// expects: the agent's session, ready for commands.
+func (f *fixture) connected(ctx context.Context) (*fakeSession, <-chan error) {
+	f.t.Helper()
+	_, done := f.start(ctx)
+	s := f.session()
+	s.next()
+	s.send(connectResponse("jwt-1", "refresh-1", 10))
+	f.bearer("jwt-1")
+	return s, done
+}
+
 func (f *fixture) session() *fakeSession {
 	f.t.Helper()
 	select {
@@ -403,11 +415,7 @@ func TestAgentRedeployReportsUnchanged(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, done := f.start(ctx)
-	s := f.session()
-	s.next()
-	s.send(connectResponse("jwt-1", "refresh-1", 10))
-	f.bearer("jwt-1")
+	s, done := f.connected(ctx)
 	s.send(f.deployCommand("a", agentv1.DeployAction_DEPLOY_ACTION_APPLY, 3, f.snapshotSum))
 	require.Equal(t, agentv1.DeployStatus_DEPLOY_STATUS_SUCCEEDED, s.next().GetDeployResult().GetStatus())
 	s.send(f.deployCommand("b", agentv1.DeployAction_DEPLOY_ACTION_APPLY, 3, f.snapshotSum))
@@ -465,11 +473,7 @@ func TestAgentKeepsThePreviousRevisionFile(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, done := f.start(ctx)
-	s := f.session()
-	s.next()
-	s.send(connectResponse("jwt-1", "refresh-1", 10))
-	f.bearer("jwt-1")
+	s, done := f.connected(ctx)
 	var snap map[string]any
 	require.NoError(t, json.Unmarshal(f.snapshot, &snap))
 	dir := filepath.Join(f.stateDir, "publishes", testPublish)
