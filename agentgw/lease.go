@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/store"
 )
@@ -136,7 +135,8 @@ func (g *Gateway) sweepStaleAgents(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		rows, err := g.store.MarkStaleAgentsDisconnected(ctx, g.replica, time.Now().Add(-g.staleAfter()))
+		rows, err := g.store.MarkStaleAgentsDisconnected(ctx, g.replica, time.Now().Add(-g.staleAfter()),
+			"no live api replica holds its stream (its replica's lease expired)")
 		if err != nil {
 			if ctx.Err() == nil {
 				g.log.Warn("stale agent sweep failed", "err", err)
@@ -145,8 +145,6 @@ func (g *Gateway) sweepStaleAgents(ctx context.Context) {
 		}
 		clusters := map[uuid.UUID]bool{}
 		for _, r := range rows {
-			_ = g.store.AddAgentEvent(ctx, &models.AgentEvent{AgentID: r.ID, ClusterID: r.ClusterID, Type: models.EventDisconnected,
-				Message: "no live api replica holds its stream (its replica's lease expired)"})
 			clusters[r.ClusterID] = true
 		}
 		for c := range clusters {

@@ -83,22 +83,29 @@ func (s *Store) ReleaseLease(ctx context.Context, replicaID uuid.UUID) error {
 // row's own when that replica has no lease, or the agent is of a replica from before leases)
 // is older than seenBefore. Agents of the replica self are left to its own watchdog. The
 // last_heartbeat_at written is the last time the agent was vouched for. Leases that expired and
-// hold no connected agent any more are removed in the same transaction. It returns the agents
-// it marked.
+// hold no connected agent any more are removed in the same transaction. Each agent marked
+// gets its "disconnected" event, with message, in the same statement as its status, so a
+// crash can't keep one without the other. It returns the agents it marked.
 //
 // An agent claimed meanwhile by a new stream (session_id changed) is not touched: the row is
 // matched on the session it had when it was judged.
-func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, self uuid.UUID, seenBefore time.Time) ([]AgentRef, error) {
+func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, self uuid.UUID, seenBefore time.Time, message string) ([]AgentRef, error) {
 	var rows []AgentRef
 	err := s.InTx(ctx, func(ctx context.Context) error {
 		tx := s.db(ctx)
-		if err := tx.Raw(`UPDATE agents t SET status = 'disconnected', session_id = NULL, replica_id = NULL, last_heartbeat_at = v.seen, updated_at = now()
+		if err := tx.Raw(`WITH marked AS (
+			UPDATE agents t SET status = 'disconnected', session_id = NULL, replica_id = NULL, last_heartbeat_at = v.seen, updated_at = now()
 			FROM (SELECT a.id, a.session_id, `+agentSeen+` AS seen
 				FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
 				WHERE a.status = 'connected' AND a.replica_id IS DISTINCT FROM ?) v
 			WHERE t.id = v.id AND t.status = 'connected' AND t.session_id IS NOT DISTINCT FROM v.session_id
 			  AND coalesce(v.seen, '-infinity') < ?
-			RETURNING t.id, t.cluster_id`, self, seenBefore).Scan(&rows).Error; err != nil {
+			RETURNING t.id, t.cluster_id
+		), events AS (
+			INSERT INTO agent_events (agent_id, cluster_id, type, message)
+			SELECT id, cluster_id, ?, ? FROM marked
+		)
+		SELECT id, cluster_id FROM marked`, self, seenBefore, models.EventDisconnected, models.Cut(message, 1000)).Scan(&rows).Error; err != nil {
 			return err
 		}
 		return tx.Exec(`DELETE FROM gateway_leases l WHERE l.alive_at < ? AND l.replica_id <> ?

@@ -70,7 +70,7 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 	require.NoError(t, err)
 	require.WithinDuration(t, now, *shown.LastHeartbeatAt, time.Millisecond, "a connected agent is alive as of its replica's lease")
 
-	marked, err := st.MarkStaleAgentsDisconnected(ctx, self, now.Add(-10*time.Second))
+	marked, err := st.MarkStaleAgentsDisconnected(ctx, self, now.Add(-10*time.Second), "swept")
 	require.NoError(t, err)
 	got := map[string]bool{}
 	for _, r := range marked {
@@ -81,6 +81,13 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 		s, err := d.AgentStatus(a.id)
 		require.NoError(t, err)
 		require.Equal(t, models.AgentConnected, s, a.id)
+	}
+	// Each agent marked has its event, written with its status; the others have none.
+	for _, a := range []agent{ofDead, ofUnleasedOld, legacyOld} {
+		require.Equal(t, "swept", d.LastDisconnectMessage(t, a.id), a.id)
+	}
+	for _, a := range []agent{ofLive, ofDeadJustClaimed, ofSelf} {
+		require.Zero(t, d.CountAgentEvents(t, a.id), a.id)
 	}
 	swept, err := st.GetAgent(ctx, uuid.MustParse(ofDead.id))
 	require.NoError(t, err)
