@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 
+	"github.com/google/uuid"
 	"gopkg.in/yaml.v3"
 )
 
@@ -216,38 +218,18 @@ func (w *yamlWriter) float(f float64, bits int) {
 // scalar when s can't be read back as anything but that string, quoted otherwise. Words,
 // names and paths (an ASCII letter, then letters, digits and _ . / -) are plain unless they
 // are one of YAML's words for true, false or null, and so are UUIDs; decimal digits are
-// quoted; anything else is asked of yaml.v3 once and remembered. ok is false for a string yaml.v3 writes on several lines.
+// quoted; anything else is asked of yaml.v3 once and remembered. ok is false for a string
+// yaml.v3 writes on several lines.
 func yamlString(s string) (string, bool) {
 	switch {
-	case plainWord(s), isUUID(s):
+	case plainWord(s), len(s) == 36 && uuid.Validate(s) == nil:
+		// A UUID in its canonical form (8-4-4-4-12 hex digits) is neither a number nor a date.
 		return s, true
 	case isDecimal(s):
 		// Read back as an integer (or, with a leading zero and an 8 or 9, a float): quoted.
 		return `"` + s + `"`, true
 	}
 	return yamlScalars.get(s)
-}
-
-// isUUID reports whether s is a UUID in its canonical form (8-4-4-4-12 hex digits), which
-// yaml.v3 writes plain: it is neither a number nor a date.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !isASCIIDigit(c) && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // isDecimal reports whether s is 1 to 18 ASCII digits (a revision in a label).
@@ -291,14 +273,16 @@ func plainWord(s string) bool {
 			return false
 		}
 	}
-	if len(s) <= 5 {
-		switch string(bytes.ToLower([]byte(s))) {
-		case "true", "false", "null", "y", "yes", "n", "no", "on", "off":
+	for _, w := range yamlWords {
+		if strings.EqualFold(s, w) {
 			return false
 		}
 	}
 	return true
 }
+
+// yamlWords are the words YAML reads as a bool or null, in any case (plainWord).
+var yamlWords = []string{"true", "false", "null", "y", "yes", "n", "no", "on", "off"}
 
 func isASCIILetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 func isASCIIDigit(c byte) bool  { return c >= '0' && c <= '9' }
