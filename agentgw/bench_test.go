@@ -257,8 +257,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	clusterID := uuid.MustParse(env.DB.InsertCluster(b, "bench", "bench", `{"gateway_classes": []}`))
 	creds := make([]string, 0, n)
 	for _, id := range env.DB.InsertPendingAgents(b, clusterID, n) {
-		tok, _, err := gw.Signer().Mint(id, clusterID, 1)
-		must(b, err)
+		tok, _ := gw.Signer().Mint(id, clusterID, 1)
 		creds = append(creds, tok)
 	}
 

@@ -389,12 +389,11 @@ func (g *Gateway) authenticate(ctx context.Context, req *agentv1.ConnectRequest,
 	case *agentv1.ConnectRequest_RegistrationToken:
 		return g.register(ctx, cred.RegistrationToken, req, ip)
 	case *agentv1.ConnectRequest_AgentJwt:
-		a, err := g.agentOfToken(ctx, cred.AgentJwt)
+		a, name, err := g.agentOfToken(ctx, cred.AgentJwt)
 		if err != nil {
 			return a, nil, err
 		}
-		resp, err := g.connectResponse(ctx, a, "")
-		return a, resp, err
+		return a, g.namedConnectResponse(a, "", name), nil
 	case *agentv1.ConnectRequest_RefreshSecret:
 		id, err := uuid.Parse(req.GetAgentId())
 		if err != nil {
@@ -406,16 +405,18 @@ func (g *Gateway) authenticate(ctx context.Context, req *agentv1.ConnectRequest,
 }
 
 func (g *Gateway) connectResponse(ctx context.Context, a models.Agent, refreshSecret string) (*agentv1.ConnectResponse, error) {
-	tok, exp, err := g.signer.Mint(a.ID, a.ClusterID, a.TokenGeneration)
-	if err != nil {
-		return nil, err
-	}
 	name, err := g.store.ClusterName(ctx, a.ClusterID)
 	if err != nil {
 		return nil, err
 	}
-	return &agentv1.ConnectResponse{AgentId: a.ID.String(), ClusterId: a.ClusterID.String(), ClusterName: name,
-		AgentJwt: tok, JwtExpiresAt: timestamppb.New(exp), RefreshSecret: refreshSecret}, nil
+	return g.namedConnectResponse(a, refreshSecret, name), nil
+}
+
+// namedConnectResponse is connectResponse with the cluster's name known.
+func (g *Gateway) namedConnectResponse(a models.Agent, refreshSecret, clusterName string) *agentv1.ConnectResponse {
+	tok, exp := g.signer.Mint(a.ID, a.ClusterID, a.TokenGeneration)
+	return &agentv1.ConnectResponse{AgentId: a.ID.String(), ClusterId: a.ClusterID.String(), ClusterName: clusterName,
+		AgentJwt: tok, JwtExpiresAt: timestamppb.New(exp), RefreshSecret: refreshSecret}
 }
 
 // register consumes one use of a registration token and creates the agent.
@@ -562,10 +563,7 @@ func (g *Gateway) replaceToken(ctx context.Context, s *session, rotate bool) (*a
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	tok, exp, err := g.signer.Mint(a.ID, a.ClusterID, a.TokenGeneration)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
+	tok, exp := g.signer.Mint(a.ID, a.ClusterID, a.TokenGeneration)
 	rt := &agentv1.ReplaceToken{CommandId: uuid.NewString(), AgentJwt: tok, JwtExpiresAt: timestamppb.New(exp)}
 	if rotate {
 		secret := secrets.New("imprr_")

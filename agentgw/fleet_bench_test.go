@@ -214,8 +214,7 @@ func BenchmarkFleetReplicas(b *testing.B) {
 	clusterID := uuid.MustParse(env.DB.InsertCluster(b, "bench", "bench", `{"gateway_classes": []}`))
 	creds := make([]string, 0, p.agents)
 	for _, id := range env.DB.InsertPendingAgents(b, clusterID, p.agents) {
-		tok, _, err := signer.Mint(id, clusterID, 1)
-		must(b, err)
+		tok, _ := signer.Mint(id, clusterID, 1)
 		creds = append(creds, tok)
 	}
 

@@ -395,9 +395,14 @@ func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, cl
 // agentOfToken checks an agent JWT, for a stream: a valid signature and expiry, an agent that
 // exists and is not revoked (errRevoked), whose token generation and cluster are the token's.
 // The agent it returns has only its id, cluster, status and token generation, read from its
-// row alone.
-func (g *Gateway) agentOfToken(ctx context.Context, raw string) (models.Agent, error) {
-	return g.checkAgentToken(ctx, raw, g.store.AgentToken)
+// row alone; clusterName is its cluster's, read in the same statement.
+func (g *Gateway) agentOfToken(ctx context.Context, raw string) (a models.Agent, clusterName string, err error) {
+	a, err = g.checkAgentToken(ctx, raw, func(ctx context.Context, id uuid.UUID) (store.AgentTokenState, error) {
+		st, err := g.store.AgentConnectToken(ctx, id)
+		clusterName = st.ClusterName
+		return st, err
+	})
+	return a, clusterName, err
 }
 
 // cachedTokenState is the store's AgentToken through tokenStates.

@@ -429,8 +429,7 @@ func TestRefusals(t *testing.T) {
 		return &agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}
 	}
 	signer := f.env.Replica.Gateway.Signer()
-	forged, _, err := signer.Mint(uuid.New(), uuid.MustParse(f.clusterID), 1)
-	require.NoError(t, err)
+	forged, _ := signer.Mint(uuid.New(), uuid.MustParse(f.clusterID), 1)
 	cases := map[string]*agentv1.AgentMessage{
 		"heartbeat before auth": {Payload: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}},
 		"expired token":         connect(&agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: expired}}),

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/imprun/imprun-server/agentgw"
 	"github.com/imprun/imprun-server/http/apitest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
@@ -30,8 +31,7 @@ type heartbeatingAgent struct {
 // heartbeats every interval until the test ends.
 func connectHeartbeating(t *testing.T, f *fixture, addr string, id uuid.UUID) *heartbeatingAgent {
 	t.Helper()
-	jwt, _, err := f.env.Replica.Gateway.Signer().Mint(id, uuid.MustParse(f.clusterID), 1)
-	require.NoError(t, err)
+	jwt, _ := f.env.Replica.Gateway.Signer().Mint(id, uuid.MustParse(f.clusterID), 1)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,7 +42,17 @@ func connectHeartbeating(t *testing.T, f *fixture, addr string, id uuid.UUID) *h
 		AgentVersion: "idle", Hostname: "idle", Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}}}}))
 	first, err := stream.Recv()
 	require.NoError(t, err)
-	require.NotNil(t, first.GetConnectResponse())
+	// A JWT connect answers with the agent's identity, its cluster's name (read with the token
+	// state) and a fresh token of the same generation.
+	cr := first.GetConnectResponse()
+	require.NotNil(t, cr)
+	require.Equal(t, id.String(), cr.GetAgentId())
+	require.Equal(t, f.clusterID, cr.GetClusterId())
+	require.Equal(t, "kr-prod-1", cr.GetClusterName())
+	vt, err := f.env.Replica.Gateway.Signer().Verify(cr.GetAgentJwt())
+	require.NoError(t, err)
+	require.Equal(t, agentgw.VerifiedToken{AgentID: id, ClusterID: uuid.MustParse(f.clusterID), Generation: 1}, vt)
+	require.True(t, cr.GetJwtExpiresAt().AsTime().After(time.Now()))
 	a := &heartbeatingAgent{id: id.String(), cancel: cancel, closed: make(chan *agentv1.Close, 1), done: make(chan struct{})}
 	go func() {
 		defer close(a.done)

@@ -5,9 +5,18 @@
 package agentgw
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +42,14 @@ type Signer struct {
 	// the times are checked again. At most maxVerified entries.
 	mu       sync.Mutex
 	verified map[[32]byte]verifiedEntry
+
+	macs sync.Pool // of *macScratch
+}
+
+// macScratch is an HMAC-SHA256 with the Signer's secret (reset before each use) and a buffer.
+type macScratch struct {
+	mac hash.Hash
+	buf []byte
 }
 
 type verifiedEntry struct {
@@ -49,7 +66,9 @@ func NewSigner(secret string, ttl time.Duration) (*Signer, error) {
 	if len(secret) < 32 {
 		return nil, errors.New("agent JWT secret must be at least 32 characters (agent.jwt_secret)")
 	}
-	return &Signer{secret: []byte(secret), ttl: ttl, verified: map[[32]byte]verifiedEntry{}}, nil
+	key := []byte(secret)
+	return &Signer{secret: key, ttl: ttl, verified: map[[32]byte]verifiedEntry{},
+		macs: sync.Pool{New: func() any { return &macScratch{mac: hmac.New(sha256.New, key)} }}}, nil
 }
 
 // AgentClaims are the claims of an agent JWT.
@@ -60,24 +79,71 @@ type AgentClaims struct {
 }
 
 // Mint signs a JWT for an agent at a token generation.
-func (s *Signer) Mint(agentID, clusterID uuid.UUID, generation int) (string, time.Time, error) {
+func (s *Signer) Mint(agentID, clusterID uuid.UUID, generation int) (string, time.Time) {
 	now := time.Now()
 	exp := now.Add(s.ttl)
-	claims := AgentClaims{
-		ClusterID:  clusterID.String(),
-		Generation: generation,
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    jwtIssuer,
-			Subject:   agentID.String(),
-			Audience:  jwt.ClaimStrings{jwtAudience},
-			IssuedAt:  jwt.NewNumericDate(now),
-			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
-			ExpiresAt: jwt.NewNumericDate(exp),
-			ID:        uuid.NewString(),
-		},
+	return s.mint(agentID, clusterID, generation, now, exp, uuid.New()), exp
+}
+
+// mint writes the token that the jwt package would for AgentClaims{cid, gen, iss, sub, aud,
+// exp, nbf (a minute before now), iat, jti}, in the same bytes (TestSignerMintMatchesJWT),
+// without its reflection and maps: every agent connect mints one, and through the package
+// that was some 3.7 KB of garbage and a fifth of the connect's authentication.
+func (s *Signer) mint(agentID, clusterID uuid.UUID, generation int, now, exp time.Time, jti uuid.UUID) string {
+	var idBuf [36]byte
+	claims := make([]byte, 0, 256)
+	uuidField := func(name string, id uuid.UUID) {
+		encodeUUID(idBuf[:], id)
+		claims = append(append(append(append(claims, '"'), name...), `":"`...), idBuf[:]...)
+		claims = append(claims, '"', ',')
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.secret)
-	return tok, exp, err
+	timeField := func(name string, t time.Time) {
+		claims = append(append(append(claims, '"'), name...), `":`...)
+		claims = strconv.AppendInt(claims, t.Truncate(jwt.TimePrecision).Unix(), 10)
+		claims = append(claims, ',')
+	}
+	claims = append(claims, '{')
+	uuidField("cid", clusterID)
+	claims = strconv.AppendInt(append(claims, `"gen":`...), int64(generation), 10)
+	claims = append(append(append(claims, `,"iss":"`...), jwtIssuer...), `",`...)
+	uuidField("sub", agentID)
+	claims = append(append(append(claims, `"aud":["`...), jwtAudience...), `"],`...)
+	timeField("exp", exp)
+	timeField("nbf", now.Add(-time.Minute))
+	timeField("iat", now)
+	uuidField("jti", jti)
+	claims[len(claims)-1] = '}'
+
+	enc := base64.RawURLEncoding
+	tok := make([]byte, 0, len(jwtHeader)+1+enc.EncodedLen(len(claims))+1+enc.EncodedLen(sha256.Size))
+	tok = append(append(tok, jwtHeader...), '.')
+	tok = enc.AppendEncode(tok, claims)
+	m := s.macs.Get().(*macScratch)
+	m.mac.Reset()
+	m.mac.Write(tok)
+	var sum [sha256.Size]byte
+	m.mac.Sum(sum[:0])
+	s.macs.Put(m)
+	tok = enc.AppendEncode(append(tok, '.'), sum[:])
+	return string(tok)
+}
+
+// jwtHeader is the jwt package's encoded header of an HS256 token, {"alg":"HS256","typ":"JWT"}:
+// the one header Mint writes and the one Verify's fast path reads.
+const jwtHeader = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+
+// encodeUUID writes id's canonical text into dst (36 bytes) without allocating.
+func encodeUUID(dst []byte, id uuid.UUID) {
+	const hexDigits = "0123456789abcdef"
+	j := 0
+	for i, b := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst[j] = '-'
+			j++
+		}
+		dst[j], dst[j+1] = hexDigits[b>>4], hexDigits[b&0x0f]
+		j += 2
+	}
 }
 
 // VerifiedToken is what a valid agent JWT says.
@@ -96,6 +162,10 @@ func (s *Signer) Verify(raw string) (VerifiedToken, error) {
 	s.mu.Unlock()
 	if ok && now >= e.notBefore && now < e.expires {
 		return e.tok, nil
+	}
+	if vt, e, ok := s.verifyOwn(raw, now); ok {
+		s.remember(key, e, now)
+		return vt, nil
 	}
 	var claims AgentClaims
 	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return s.secret, nil },
@@ -119,6 +189,76 @@ func (s *Signer) Verify(raw string) (VerifiedToken, error) {
 	}
 	s.remember(key, e, now)
 	return vt, nil
+}
+
+// verifyOwn accepts raw when it is a token in the form Mint writes (its header, integer times,
+// the audience as a list), correctly signed, and valid at now with the rules of the jwt
+// package's check in Verify: issuer, audience, expiry required (now before exp), not before
+// nbf when present. It reports false for anything else, good or bad, which Verify then
+// leaves to the jwt package: it can only accept what the package accepts
+// (TestSignerVerifyOwnAgreesWithJWT), and it saves that parse's 4.7 KB of garbage on every
+// agent connect.
+func (s *Signer) verifyOwn(raw string, now int64) (VerifiedToken, verifiedEntry, bool) {
+	signed, sig, ok := strings.Cut(raw, ".")
+	if !ok || signed != jwtHeader {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	payload, sig, ok := strings.Cut(sig, ".")
+	enc := base64.RawURLEncoding
+	if !ok || strings.IndexByte(sig, '.') >= 0 || enc.DecodedLen(len(sig)) != sha256.Size || len(payload) > 2048 {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	m := s.macs.Get().(*macScratch)
+	defer s.macs.Put(m)
+	var got, want [sha256.Size]byte
+	m.buf = append(m.buf[:0], sig...)
+	if n, err := enc.Decode(got[:], m.buf); err != nil || n != sha256.Size {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	m.mac.Reset()
+	_, _ = io.WriteString(m.mac, raw[:len(jwtHeader)+1+len(payload)])
+	m.mac.Sum(want[:0])
+	if !hmac.Equal(got[:], want[:]) {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	m.buf = append(m.buf[:0], payload...)
+	body, err := enc.AppendDecode(m.buf[len(m.buf):], m.buf)
+	if err != nil {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	var c ownClaims
+	if json.Unmarshal(body, &c) != nil || c.Issuer != jwtIssuer || !slices.Contains(c.Audience, jwtAudience) || c.ExpiresAt == nil {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	e := verifiedEntry{expires: *c.ExpiresAt * int64(time.Second)}
+	if c.NotBefore != nil {
+		e.notBefore = *c.NotBefore * int64(time.Second)
+	}
+	aid, err1 := uuid.Parse(c.Subject)
+	cid, err2 := uuid.Parse(c.ClusterID)
+	// Times beyond what nanoseconds hold are the jwt package's to judge.
+	const maxSeconds = math.MaxInt64 / int64(time.Second)
+	if err1 != nil || err2 != nil || now < e.notBefore || now >= e.expires || *c.ExpiresAt > maxSeconds || *c.ExpiresAt < 0 ||
+		c.NotBefore != nil && (*c.NotBefore > maxSeconds || *c.NotBefore < 0) {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
+	e.tok = VerifiedToken{AgentID: aid, ClusterID: cid, Generation: c.Generation}
+	return e.tok, e, true
+}
+
+// ownClaims are AgentClaims as Mint writes them: the fields the jwt package decodes, with the
+// types Mint uses (a float time or a single-string audience fails to decode here, and the jwt
+// package judges it).
+type ownClaims struct {
+	ClusterID  string   `json:"cid"`
+	Generation int      `json:"gen"`
+	Issuer     string   `json:"iss"`
+	Subject    string   `json:"sub"`
+	Audience   []string `json:"aud"`
+	ExpiresAt  *int64   `json:"exp"`
+	NotBefore  *int64   `json:"nbf"`
+	IssuedAt   *int64   `json:"iat"`
+	ID         string   `json:"jti"`
 }
 
 // remember keeps a verified token, making room first when the map is full.

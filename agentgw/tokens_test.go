@@ -1,7 +1,11 @@
 package agentgw
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +24,7 @@ func TestSignerVerifyRemembers(t *testing.T) {
 	s, err := NewSigner(strings.Repeat("k", 32), time.Hour)
 	require.NoError(t, err)
 	aid, cid := uuid.New(), uuid.New()
-	tok, _, err := s.Mint(aid, cid, 3)
-	require.NoError(t, err)
+	tok, _ := s.Mint(aid, cid, 3)
 
 	for range 2 {
 		vt, err := s.Verify(tok)
@@ -92,4 +95,123 @@ func TestSignerRememberBounded(t *testing.T) {
 	assert.Len(t, s.verified, 1)
 	_, ok := s.verified[newer]
 	assert.True(t, ok)
+}
+
+// libraryToken is what the jwt package signs for claims with secret.
+func libraryToken(t *testing.T, secret []byte, claims jwt.Claims) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	require.NoError(t, err)
+	return tok
+}
+
+// Mint writes the bytes the jwt package writes for the same claims, whatever the ids,
+// generation and times.
+func TestSignerMintMatchesJWT(t *testing.T) {
+	t.Parallel()
+	s, err := NewSigner(strings.Repeat("m", 40), time.Hour)
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(7, 11))
+	for i := range 200 {
+		aid, cid, jti := uuid.New(), uuid.New(), uuid.New()
+		gen := rng.IntN(1 << 20)
+		if i == 0 {
+			gen = 0
+		}
+		now := time.Unix(1_700_000_000+rng.Int64N(1<<30), rng.Int64N(1e9))
+		exp := now.Add(time.Duration(rng.Int64N(int64(48 * time.Hour))))
+		want := libraryToken(t, s.secret, AgentClaims{ClusterID: cid.String(), Generation: gen, RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: jwtIssuer, Subject: aid.String(), Audience: jwt.ClaimStrings{jwtAudience}, IssuedAt: jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)), ExpiresAt: jwt.NewNumericDate(exp), ID: jti.String()}})
+		require.Equal(t, want, s.mint(aid, cid, gen, now, exp, jti), "claims %d", i)
+	}
+}
+
+// verifyOwn accepts only what the jwt package accepts (with Verify's options), and accepts
+// the tokens Mint writes; every other token goes to the package, which gives Verify's error.
+func TestSignerVerifyOwnAgreesWithJWT(t *testing.T) {
+	t.Parallel()
+	s, err := NewSigner(strings.Repeat("v", 32), time.Hour)
+	require.NoError(t, err)
+	other, err := NewSigner(strings.Repeat("o", 32), time.Hour)
+	require.NoError(t, err)
+	aid, cid := uuid.New(), uuid.New()
+	now := time.Now()
+	minted, _ := s.Mint(aid, cid, 4)
+	byOther, _ := other.Mint(aid, cid, 4)
+	claims := func(edit func(*AgentClaims)) AgentClaims {
+		c := AgentClaims{ClusterID: cid.String(), Generation: 4, RegisteredClaims: jwt.RegisteredClaims{Issuer: jwtIssuer,
+			Subject: aid.String(), Audience: jwt.ClaimStrings{jwtAudience}, ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),
+			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute))}}
+		edit(&c)
+		return c
+	}
+	signed := func(header, payload string) string {
+		mac := hmac.New(sha256.New, s.secret)
+		enc := base64.RawURLEncoding
+		in := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload))
+		mac.Write([]byte(in))
+		return in + "." + enc.EncodeToString(mac.Sum(nil))
+	}
+	exp := strconv.FormatInt(now.Add(time.Hour).Unix(), 10)
+	body := func(extra string) string {
+		return `{"cid":"` + cid.String() + `","gen":4,"iss":"imprun-server","sub":"` + aid.String() + `","aud":["imprun-agent"]` + extra + `}`
+	}
+	const header = `{"alg":"HS256","typ":"JWT"}`
+	cases := map[string]struct {
+		raw  string
+		want bool // verifyOwn accepts it
+	}{
+		"minted":                 {minted, true},
+		"the package's token":    {libraryToken(t, s.secret, claims(func(*AgentClaims) {})), true},
+		"no nbf":                 {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.NotBefore = nil })), true},
+		"another secret":         {byOther, false},
+		"expired":                {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.ExpiresAt = jwt.NewNumericDate(now.Add(-time.Second)) })), false},
+		"not yet valid":          {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) })), false},
+		"no expiry":              {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.ExpiresAt = nil })), false},
+		"another issuer":         {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.Issuer = "someone" })), false},
+		"another audience":       {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.Audience = jwt.ClaimStrings{"x"} })), false},
+		"no audience":            {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.Audience = nil })), false},
+		"bad subject":            {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.Subject = "agent" })), false},
+		"bad cluster":            {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.ClusterID = "" })), false},
+		"two audiences":          {libraryToken(t, s.secret, claims(func(c *AgentClaims) { c.Audience = jwt.ClaimStrings{"x", jwtAudience} })), true},
+		"alg none":               {signed(`{"alg":"none","typ":"JWT"}`, body(`,"exp":`+exp)), false},
+		"header with spaces":     {signed(`{"alg": "HS256", "typ": "JWT"}`, body(`,"exp":`+exp)), false},
+		"audience as a string":   {signed(header, strings.Replace(body(`,"exp":`+exp), `["imprun-agent"]`, `"imprun-agent"`, 1)), false},
+		"fractional expiry":      {signed(header, body(`,"exp":`+exp+`.5`)), false},
+		"expiry as a string":     {signed(header, body(`,"exp":"`+exp+`"`)), false},
+		"null expiry":            {signed(header, body(`,"exp":null`)), false},
+		"issued-at as a string":  {signed(header, body(`,"exp":`+exp+`,"iat":"x"`)), false},
+		"trailing data":          {signed(header, body(`,"exp":`+exp)+`{}`), false},
+		"huge expiry":            {signed(header, body(`,"exp":99999999999999`)), false},
+		"negative not-before":    {signed(header, body(`,"exp":`+exp+`,"nbf":-5`)), false},
+		"upper-case keys":        {signed(header, strings.Replace(body(`,"exp":`+exp), `"iss"`, `"ISS"`, 1)), true},
+		"a fourth segment":       {minted + ".x", false},
+		"no signature":           {minted[:strings.LastIndexByte(minted, '.')], false},
+		"payload altered":        {strings.Replace(minted, ".", ".e", 1), false},
+		"signature with padding": {minted + "=", false},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, _, own := s.verifyOwn(c.raw, time.Now().UnixNano())
+			assert.Equal(t, c.want, own)
+			var lc AgentClaims
+			_, libErr := jwt.ParseWithClaims(c.raw, &lc, func(*jwt.Token) (any, error) { return s.secret, nil },
+				jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+				jwt.WithIssuer(jwtIssuer), jwt.WithAudience(jwtAudience), jwt.WithExpirationRequired())
+			if own {
+				require.NoError(t, libErr, "verifyOwn accepted what the jwt package refuses")
+			}
+			// Verify agrees with the package, whichever path judged.
+			vt, err := s.Verify(c.raw)
+			_, uerr1 := uuid.Parse(lc.Subject)
+			_, uerr2 := uuid.Parse(lc.ClusterID)
+			if libErr == nil && uerr1 == nil && uerr2 == nil {
+				require.NoError(t, err)
+				assert.Equal(t, VerifiedToken{AgentID: aid, ClusterID: cid, Generation: 4}, vt)
+			} else {
+				require.Error(t, err)
+			}
+		})
+	}
 }
