@@ -133,15 +133,25 @@ func (s *Store) LostSessions(ctx context.Context, held []HeldSession) ([]LostSes
 	if len(held) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(held))
-	sids := make([]string, len(held))
+	// Every reconcileEvery with every stream of the replica: past GORM, the ids go as binary
+	// uuid arrays (as text array literals they were parsed back, a tenth of a second of CPU
+	// for 10,000 streams).
+	ids := make([]uuid.UUID, len(held))
+	sids := make([]uuid.UUID, len(held))
 	for i, h := range held {
-		ids[i], sids[i] = h.AgentID.String(), h.SessionID.String()
+		ids[i], sids[i] = h.AgentID, h.SessionID
 	}
 	var lost []LostSession
-	err := s.db(ctx).Raw(`SELECT v.id AS agent_id, coalesce(a.session_id IS NOT NULL AND a.session_id <> v.sid, false) AS superseded
-		FROM unnest(?::uuid[], ?::uuid[]) AS v(id, sid) LEFT JOIN agents a ON a.id = v.id
+	err := s.readRows(ctx, `SELECT v.id, coalesce(a.session_id IS NOT NULL AND a.session_id <> v.sid, false)
+		FROM unnest($1::uuid[], $2::uuid[]) AS v(id, sid) LEFT JOIN agents a ON a.id = v.id
 		WHERE a.id IS NULL OR a.session_id IS DISTINCT FROM v.sid OR a.status <> 'connected'`,
-		pgArray(ids), pgArray(sids)).Scan(&lost).Error
+		[]any{ids, sids}, func(rs rowScanner) error {
+			var l LostSession
+			if err := rs.Scan(&l.AgentID, &l.Superseded); err != nil {
+				return err
+			}
+			lost = append(lost, l)
+			return nil
+		})
 	return lost, err
 }
