@@ -46,7 +46,8 @@ package agentgw_test
 // looking into the gateway: IMPRUN_BENCH_SKIP_BARE=1, IMPRUN_BENCH_HEAPPROFILE=file (heap
 // while the fleet is connected; the bare server's in file.bare),
 // IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the first broadcast only; the bare
-// server's in file.bare).
+// server's in file.bare, the clients' until their last ack of the gateway's in file.clients),
+// IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's costliest statements during the broadcasts).
 
 import (
 	"bufio"
@@ -310,6 +311,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 
 	// Broadcast: one command to the cluster, acknowledged by every agent.
 	var total, totalSent time.Duration
+	statements := env.DB.ResetStatementStats() // with IMPRUN_HARNESS_PG_STATEMENTS=1
 	bcl0, bpg0, bcpu0 := clients.do(b, childReq{Op: "stats"}), testharness.Postgres(b).CPU(), testharness.SelfCPU()
 	for i := 0; i < b.N; i++ {
 		acked0 := clients.do(b, childReq{Op: "stats"}).Acked
@@ -343,6 +345,11 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		totalSent += sent
 	}
 	bcl1, bpg1, bcpu1 := clients.do(b, childReq{Op: "stats"}), testharness.Postgres(b).CPU(), testharness.SelfCPU()
+	if statements {
+		top, err := env.DB.TopStatements(12)
+		must(b, err)
+		fmt.Printf("postgres, broadcasts (pg_stat_statements, %d broadcasts):\n  %s\n", b.N, strings.Join(top, "\n  "))
+	}
 	clients.do(b, childReq{Op: "quit"})
 	return fleetResult{
 		rssPerAgentKB:      float64(rss1-rss0) / float64(n),
@@ -532,6 +539,7 @@ func (a *simAgent) close() {
 
 // clientsChild runs agents for one or more servers (targets).
 type clientsChild struct {
+	profiled bool // the first broadcast's wait for acks was profiled (IMPRUN_BENCH_BROADCAST_CPUPROFILE)
 	agents  []*simAgent
 	targets []*fleetTarget
 }
@@ -569,6 +577,12 @@ func (c *clientsChild) handle(req childReq) childResp {
 // benchmark waits for a broadcast's acks here, in the child, rather than asking for stats
 // every few milliseconds (each ask read the runtime's memory statistics, stopping the world).
 func (c *clientsChild) waitAcks(want int64) childResp {
+	if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" && !c.profiled {
+		c.profiled = true
+		if f, err := os.Create(path + ".clients"); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		var acked int64
