@@ -540,8 +540,8 @@ func (a *simAgent) close() {
 // clientsChild runs agents for one or more servers (targets).
 type clientsChild struct {
 	profiled bool // the first broadcast's wait for acks was profiled (IMPRUN_BENCH_BROADCAST_CPUPROFILE)
-	agents  []*simAgent
-	targets []*fleetTarget
+	agents   []*simAgent
+	targets  []*fleetTarget
 }
 
 func newClientsChild() *clientsChild { return &clientsChild{} }
