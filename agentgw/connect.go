@@ -310,10 +310,17 @@ func (g *Gateway) sync(ctx context.Context, s *session) {
 	// what is offered.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncTimeout)
 	defer cancel()
+	var (
+		cmds []models.AgentCommand
+		read bool
+		err  error
+	)
 	if first {
-		g.repairOnConnect(dctx, s)
+		cmds, read = g.repairOnConnect(dctx, s)
 	}
-	cmds, err := g.store.PendingCommands(dctx, s.clusterID, s.agentID)
+	if !read {
+		cmds, err = g.store.PendingCommands(dctx, s.clusterID, s.agentID)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			g.log.Warn("read pending commands", "agent_id", s.agentID, "err", err)

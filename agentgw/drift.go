@@ -130,16 +130,17 @@ func (g *Gateway) logIgnored(s *session, a syncstate.AgentSync) {
 
 // repair sends agent a what drifted, at most once per RepairEvery per agent (connect is the
 // exception: an agent that comes back with an empty state directory gets everything at once).
-func (g *Gateway) repair(ctx context.Context, s *session, cs syncstate.ClusterSync, a syncstate.AgentSync, onConnect bool) {
+// It reports whether it tried to enqueue a repair.
+func (g *Gateway) repair(ctx context.Context, s *session, cs syncstate.ClusterSync, a syncstate.AgentSync, onConnect bool) bool {
 	plan := syncstate.PlanFor(cs, a)
 	if plan.Empty() {
-		return
+		return false
 	}
 	now := time.Now().UTC()
 	s.mu.Lock()
 	if !onConnect && now.Sub(s.lastRepair) < g.cfg.RepairEvery {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.lastRepair = now
 	s.mu.Unlock()
@@ -148,31 +149,35 @@ func (g *Gateway) repair(ctx context.Context, s *session, cs syncstate.ClusterSy
 		if ctx.Err() == nil {
 			g.log.Warn("drift repair failed; the next check tries again", "agent_id", s.agentID, "err", err)
 		}
-		return
+		return true
 	}
 	if created {
 		g.syncm.repaired(len(plan.Publishes), plan.Credentials)
 		g.log.Info("drift repair sent", "agent_id", s.agentID, "cluster_id", s.clusterID, "publishes", len(plan.Publishes), "credentials", plan.Credentials,
 			"on_connect", onConnect)
 	}
+	return true
 }
 
 // repairOnConnect runs before the agent's pending commands are sent: an agent whose state is
 // missing publishes or credentials (a wiped state directory) gets the cluster's whole desired
-// set first (repairs sort before ordinary commands).
-func (g *Gateway) repairOnConnect(ctx context.Context, s *session) {
-	in, err := g.store.AgentSyncInputs(ctx, s.clusterID, s.agentID)
+// set first (repairs sort before ordinary commands). It returns the agent's pending commands,
+// read with its sync inputs (ConnectInputs), or ok false when they must be read again: the
+// read failed, or a repair was enqueued after it.
+func (g *Gateway) repairOnConnect(ctx context.Context, s *session) (pending []models.AgentCommand, ok bool) {
+	in, pending, err := g.store.ConnectInputs(ctx, s.clusterID, s.agentID)
 	if err != nil {
-		return
+		return nil, false
 	}
 	// The applied set of the ConnectRequest is fresh and whole, so no grace applies: an
 	// acknowledged revision it lacks is missing now, even one acknowledged a moment ago.
 	lim := g.SyncLimits()
 	lim.Grace = 0
 	cs := syncstate.Compute(in, time.Now().UTC(), lim)
-	if a, ok := cs.Agent(s.agentID); ok {
-		g.repair(ctx, s, cs, a, true)
+	if a, found := cs.Agent(s.agentID); found && g.repair(ctx, s, cs, a, true) {
+		return nil, false
 	}
+	return pending, true
 }
 
 // syncMetrics adapts the sync series to what the drift loop computes; the zero value records

@@ -183,7 +183,14 @@ func (s *Store) GetCommands(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID
 // GORM's reflection: a reconnect storm is as many of these as agents.
 func (s *Store) PendingCommands(ctx context.Context, clusterID, agentID uuid.UUID) ([]models.AgentCommand, error) {
 	var rows []models.AgentCommand
-	err := s.readRows(ctx, `SELECT c.id, c.cluster_id, c.agent_id, c.kind, c.priority, c.dedupe_key, c.supersede_key,
+	r := pendingCommandsRead(clusterID, agentID, &rows)
+	err := s.readRows(ctx, r.query, r.args, r.each)
+	return rows, err
+}
+
+// pendingCommandsRead is PendingCommands' statement, appending to rows.
+func pendingCommandsRead(clusterID, agentID uuid.UUID, rows *[]models.AgentCommand) batchRead {
+	return batchRead{`SELECT c.id, c.cluster_id, c.agent_id, c.kind, c.priority, c.dedupe_key, c.supersede_key,
 			c.payload, c.trace_context, c.created_at, c.superseded_at
 		FROM agent_commands c
 		WHERE c.cluster_id = $1 AND (c.agent_id IS NULL OR c.agent_id = $2) AND c.superseded_at IS NULL
@@ -194,10 +201,9 @@ func (s *Store) PendingCommands(ctx context.Context, clusterID, agentID uuid.UUI
 			&c.Payload, &c.TraceContext, &c.CreatedAt, &c.SupersededAt); err != nil {
 			return err
 		}
-		rows = append(rows, c)
+		*rows = append(*rows, c)
 		return nil
-	})
-	return rows, err
+	}}
 }
 
 // DeliveryRecord is one state change of a delivery, written in batches by the gateway.

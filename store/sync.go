@@ -71,27 +71,37 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 	return s.syncInputs(ctx, clusterID, &agentID)
 }
 
+// ConnectInputs is what a connecting agent's stream reads: AgentSyncInputs and
+// PendingCommands in the same round trip (each statement with its own snapshot, as when they
+// were two). A connect that enqueues a repair reads its pending commands again.
+func (s *Store) ConnectInputs(ctx context.Context, clusterID, agentID uuid.UUID) (SyncInputs, []models.AgentCommand, error) {
+	var pending []models.AgentCommand
+	in, err := s.syncInputs(ctx, clusterID, &agentID, pendingCommandsRead(clusterID, agentID, &pending))
+	return in, pending, err
+}
+
 // syncInputs loads the inputs of the cluster's agents, or of the one agent when agentID is set,
 // in one round trip (readBatch): an agent's connect reads its own, so a fleet's reconnect storm
 // is as many batches as agents, and each went through GORM as six statements before.
 //
 // Of the cluster, Cluster holds the id, name, status and drift policy; of each agent, Agents
 // hold the id, cluster, name, status, applied set, credential checksum and the heartbeat as
-// shown (agentSeen): what package syncstate reads.
-func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID) (SyncInputs, error) {
+// shown (agentSeen): what package syncstate reads. The reads of more go in the same batch,
+// after these.
+func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID, more ...batchRead) (SyncInputs, error) {
 	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
 	q, args := &clusterSyncQueries, []any{clusterID}
 	if agentID != nil {
 		q, args = &agentSyncQueries, append(args, *agentID)
 	}
 	found := false
-	err := s.readBatch(ctx,
-		batchRead{q[0], args[:1], func(rs rowScanner) error {
+	err := s.readBatch(ctx, append([]batchRead{
+		{q[0], args[:1], func(rs rowScanner) error {
 			found = true
 			c := &in.Cluster
 			return rs.Scan(&c.ID, &c.Name, &c.Status, &c.DriftPolicy)
 		}},
-		batchRead{q[1], args, func(rs rowScanner) error {
+		{q[1], args, func(rs rowScanner) error {
 			var a models.Agent
 			if err := rs.Scan(&a.ID, &a.ClusterID, &a.Name, &a.Status, &a.Applied, &a.CredentialChecksum, &a.LastHeartbeatAt); err != nil {
 				return err
@@ -99,7 +109,7 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 			in.Agents = append(in.Agents, a)
 			return nil
 		}},
-		batchRead{q[2], args, func(rs rowScanner) error {
+		{q[2], args, func(rs rowScanner) error {
 			var d DeployIntent
 			var publish *string
 			if err := rs.Scan(&d.CommandID, &d.AgentID, &publish, &d.Revision, &d.Checksum, &d.Action, &d.CreatedAt, &d.Attempt); err != nil {
@@ -111,7 +121,7 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 			in.Deploys = append(in.Deploys, d)
 			return nil
 		}},
-		batchRead{q[3], args, func(rs rowScanner) error {
+		{q[3], args, func(rs rowScanner) error {
 			var d DeployDelivery
 			if err := rs.Scan(&d.CommandID, &d.AgentID, &d.Status, &d.AckedAt, &d.ResultStatus, &d.Message); err != nil {
 				return err
@@ -119,7 +129,7 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 			in.Deliveries = append(in.Deliveries, d)
 			return nil
 		}},
-		batchRead{q[4], args[:1], func(rs rowScanner) error {
+		{q[4], args[:1], func(rs rowScanner) error {
 			var c CredentialVersion
 			if err := rs.Scan(&c.CredentialID, &c.Version); err != nil {
 				return err
@@ -127,7 +137,7 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 			in.Credentials = append(in.Credentials, c)
 			return nil
 		}},
-		batchRead{q[5], args, func(rs rowScanner) error {
+		{q[5], args, func(rs rowScanner) error {
 			var id uuid.UUID
 			var n int
 			if err := rs.Scan(&id, &n); err != nil {
@@ -136,7 +146,7 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 			in.CredentialsPending[id] = n
 			return nil
 		}},
-	)
+	}, more...)...)
 	if err == nil && !found {
 		err = ErrNotFound
 	}

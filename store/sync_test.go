@@ -186,6 +186,19 @@ func TestPendingCommandsOfAnAgent(t *testing.T) {
 	require.NotNil(t, got[1].AgentID)
 	require.Equal(t, a1, *got[1].AgentID)
 
+	// A connect reads them with the agent's sync inputs, in one round trip, the same.
+	observed := 0
+	st.ObserveDirect(func(string) { observed++ })
+	in, pending, err := st.ConnectInputs(ctx, cl.ID, a1)
+	require.NoError(t, err)
+	require.Equal(t, got, pending)
+	require.Equal(t, 7, observed, "six sync reads and the pending commands, in one batch")
+	alone, err := st.AgentSyncInputs(ctx, cl.ID, a1)
+	require.NoError(t, err)
+	require.Equal(t, alone, in)
+	_, _, err = st.ConnectInputs(ctx, uuid.New(), a1)
+	require.ErrorIs(t, err, store.ErrNotFound)
+
 	// Inside a transaction the same read joins it.
 	require.NoError(t, st.InTx(ctx, func(ctx context.Context) error {
 		inTx, err := st.PendingCommands(ctx, cl.ID, a1)
