@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -32,9 +34,75 @@ func OpenDB(url string) (*sql.DB, error) {
 // parses it back. That was a tenth of a connecting agent's CPU, every element of a
 // broadcast's 10,000-uuid array, and 8% of the control plane's CPU in concurrent publishes
 // (every GORM statement with a uuid argument). A parameter of another type (a uuid compared
-// as text) finds no plan for the bytes and falls back to the text, as before.
+// as text) finds no plan for the bytes and falls back to the text, as before. A uuid[]
+// parameter is written by uuidArrayCodec; the slice wraps below serve other array targets.
 func registerTypes(m *pgtype.Map) {
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{tryWrapUUID}, m.TryWrapEncodePlanFuncs...)
+	if t, ok := m.TypeForOID(pgtype.UUIDArrayOID); ok {
+		m.RegisterType(&pgtype.Type{Name: t.Name, OID: t.OID, Codec: uuidArrayCodec{t.Codec}})
+	}
+}
+
+// uuidArrayCodec is pgx's uuid[] codec, except that a slice of uuids (uuid.UUID, the models'
+// UUIDArray, or their bytes) is written in the binary array format in one pass. pgx's array
+// codec plans and encodes each element through interfaces, some 3 µs a uuid: a broadcast's
+// delivery rows and passed-on marks (four arrays of 10,000) spent a tenth of a second there.
+type uuidArrayCodec struct{ pgtype.Codec }
+
+func (c uuidArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
+	if format == pgtype.BinaryFormatCode {
+		switch value.(type) {
+		case []uuid.UUID, models.UUIDArray, [][16]byte:
+			return uuidArrayBinaryPlan{}
+		}
+	}
+	return c.Codec.PlanEncode(m, oid, format, value)
+}
+
+// uuidArrayBinaryPlan writes PostgreSQL's binary array: dimensions, no nulls, the uuid
+// element type, then each element as its length and 16 bytes. A nil []uuid.UUID or
+// [][16]byte is NULL, as pgx has it; a nil models.UUIDArray is an empty array, as its Value
+// says.
+type uuidArrayBinaryPlan struct{}
+
+func (uuidArrayBinaryPlan) Encode(value any, buf []byte) ([]byte, error) {
+	var n int
+	var at func(int) [16]byte
+	switch v := value.(type) {
+	case []uuid.UUID:
+		if v == nil {
+			return nil, nil
+		}
+		n, at = len(v), func(i int) [16]byte { return v[i] }
+	case models.UUIDArray:
+		n, at = len(v), func(i int) [16]byte { return v[i] }
+	case [][16]byte:
+		if v == nil {
+			return nil, nil
+		}
+		n, at = len(v), func(i int) [16]byte { return v[i] }
+	default:
+		return nil, fmt.Errorf("uuid[]: cannot encode %T", value)
+	}
+	dims := uint32(0)
+	if n > 0 {
+		dims = 1
+	}
+	buf = binary.BigEndian.AppendUint32(buf, dims)
+	buf = binary.BigEndian.AppendUint32(buf, 0) // no nulls
+	buf = binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID)
+	if n == 0 {
+		return buf, nil
+	}
+	buf = binary.BigEndian.AppendUint32(buf, uint32(n))
+	buf = binary.BigEndian.AppendUint32(buf, 1) // lower bound
+	buf = slices.Grow(buf, n*20)
+	for i := range n {
+		id := at(i)
+		buf = binary.BigEndian.AppendUint32(buf, 16)
+		buf = append(buf, id[:]...)
+	}
+	return buf, nil
 }
 
 func tryWrapUUID(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -25,7 +26,7 @@ func TestUUIDsEncodeAsBytes(t *testing.T) {
 	if err != nil || string(buf) != string(id[:]) {
 		t.Fatalf("binary uuid: %x, %v; want %x", buf, err, id[:])
 	}
-	if _, ok := m.PlanEncode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, []uuid.UUID{id}).(*uuidSliceEncodePlan); !ok {
+	if _, ok := m.PlanEncode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, []uuid.UUID{id}).(uuidArrayBinaryPlan); !ok {
 		t.Fatal("a []uuid.UUID is not encoded by the store's plan")
 	}
 	buf, err = m.Encode(pgtype.TextOID, pgtype.TextFormatCode, id, nil)
@@ -69,7 +70,7 @@ func TestModelArraysEncodeAsSlices(t *testing.T) {
 	registerTypes(m)
 	ids := models.UUIDArray{uuid.New(), uuid.New()}
 	roles := models.StringArray{"tenant-owner", `a "quoted", one`}
-	if p, ok := m.PlanEncode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, ids).(*uuidArrayEncodePlan); !ok {
+	if p, ok := m.PlanEncode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, ids).(uuidArrayBinaryPlan); !ok {
 		t.Fatalf("a models.UUIDArray is encoded by %T, not the store's plan", p)
 	}
 	if p, ok := m.PlanEncode(pgtype.TextArrayOID, pgtype.BinaryFormatCode, roles).(*stringArrayEncodePlan); !ok {
@@ -94,5 +95,57 @@ func TestModelArraysEncodeAsSlices(t *testing.T) {
 	}
 	if n1 != 2 || second != ids[1].String() || n2 != 2 || last != roles[1] || !sameAsText || empty != 0 { // cardinality of an empty array: 0
 		t.Fatalf("got %d %q %d %q %v %d", n1, second, n2, last, sameAsText, empty)
+	}
+}
+
+// The store's uuid[] plan writes the bytes pgx's array codec writes, for every kind of uuid
+// slice; an empty one is PostgreSQL's empty array, a nil slice NULL (a nil models.UUIDArray
+// empty); as text, pgx's codec still answers.
+func TestUUIDArrayBinaryMatchesPgx(t *testing.T) {
+	plain := pgtype.NewMap()
+	m := pgtype.NewMap()
+	registerTypes(m)
+	for _, n := range []int{1, 2, 7, 300} {
+		ids := make([]uuid.UUID, n)
+		raw := make([][16]byte, n)
+		for i := range ids {
+			ids[i] = uuid.New()
+			raw[i] = ids[i]
+		}
+		want, err := plain.Encode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, raw, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []any{ids, models.UUIDArray(ids), raw} {
+			got, err := m.Encode(pgtype.UUIDArrayOID, pgtype.BinaryFormatCode, v, []byte("prefix"))
+			if err != nil || string(got) != "prefix"+string(want) {
+				t.Fatalf("%T of %d: %x, %v; want %x", v, n, got, err, want)
+			}
+		}
+		text, err := m.Encode(pgtype.UUIDArrayOID, pgtype.TextFormatCode, raw, nil)
+		if err != nil || !strings.HasPrefix(string(text), "{"+ids[0].String()) {
+			t.Fatalf("as text: %q, %v", text, err)
+		}
+	}
+
+	db, err := OpenDB(testharness.Postgres(t).NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	var (
+		nilNull, emptyNull bool
+		emptyLen, modelLen int
+		third              string
+	)
+	err = db.QueryRowContext(context.Background(), `SELECT $1::uuid[] IS NULL, $2::uuid[] IS NULL, coalesce(cardinality($2::uuid[]), -1),
+		coalesce(cardinality($3::uuid[]), -1), ($4::uuid[])[3]::text`, []uuid.UUID(nil), []uuid.UUID{}, models.UUIDArray(nil), ids).
+		Scan(&nilNull, &emptyNull, &emptyLen, &modelLen, &third)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !nilNull || emptyNull || emptyLen != 0 || modelLen != 0 || third != ids[2].String() {
+		t.Fatalf("got %v %v %d %d %q", nilNull, emptyNull, emptyLen, modelLen, third)
 	}
 }
