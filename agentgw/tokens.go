@@ -230,16 +230,19 @@ func (s *Signer) verifyOwn(raw string, now int64) (VerifiedToken, verifiedEntry,
 	if json.Unmarshal(body, &c) != nil || c.Issuer != jwtIssuer || !slices.Contains(c.Audience, jwtAudience) || c.ExpiresAt == nil {
 		return VerifiedToken{}, verifiedEntry{}, false
 	}
+	// Times beyond what nanoseconds hold, or before 1970, are the jwt package's to judge.
+	const maxSeconds = math.MaxInt64 / int64(time.Second)
+	inRange := func(t *int64) bool { return t == nil || *t >= 0 && *t <= maxSeconds }
+	if !inRange(c.ExpiresAt) || !inRange(c.NotBefore) {
+		return VerifiedToken{}, verifiedEntry{}, false
+	}
 	e := verifiedEntry{expires: *c.ExpiresAt * int64(time.Second)}
 	if c.NotBefore != nil {
 		e.notBefore = *c.NotBefore * int64(time.Second)
 	}
 	aid, err1 := uuid.Parse(c.Subject)
 	cid, err2 := uuid.Parse(c.ClusterID)
-	// Times beyond what nanoseconds hold are the jwt package's to judge.
-	const maxSeconds = math.MaxInt64 / int64(time.Second)
-	if err1 != nil || err2 != nil || now < e.notBefore || now >= e.expires || *c.ExpiresAt > maxSeconds || *c.ExpiresAt < 0 ||
-		c.NotBefore != nil && (*c.NotBefore > maxSeconds || *c.NotBefore < 0) {
+	if err1 != nil || err2 != nil || now < e.notBefore || now >= e.expires {
 		return VerifiedToken{}, verifiedEntry{}, false
 	}
 	e.tok = VerifiedToken{AgentID: aid, ClusterID: cid, Generation: c.Generation}
