@@ -579,8 +579,11 @@ func (c *clientsChild) handle(req childReq) childResp {
 func (c *clientsChild) waitAcks(want int64) childResp {
 	if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" && !c.profiled {
 		c.profiled = true
-		if f, err := os.Create(path + ".clients"); err == nil && pprof.StartCPUProfile(f) == nil {
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		if f, err := os.Create(path + ".clients"); err == nil {
+			defer f.Close() // after the profile stops (defers run last first)
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
 		}
 	}
 	deadline := time.Now().Add(3 * time.Minute)

@@ -225,6 +225,14 @@ type DeliveryRecord struct {
 	Payload   models.JSONMap
 }
 
+// objectJSON is m as a JSON object for a jsonb column, {} when nil.
+func objectJSON(m map[string]any) ([]byte, error) {
+	if m == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(m)
+}
+
 // WriteDeliveries stores a batch of delivery changes in one statement: the result of a command
 // is stored in the same row, in the same transaction, that marks it acknowledged. A 'sent'
 // never downgrades an 'acked'.
@@ -251,12 +259,9 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 	sents, ackeds := make([]*time.Time, 0, n), make([]*time.Time, 0, n) // nil is NULL
 	for _, i := range last {
 		r := &recs[i]
-		b := []byte("{}")
-		if r.Result != nil {
-			var err error
-			if b, err = json.Marshal(r.Result); err != nil {
-				return err
-			}
+		b, err := objectJSON(r.Result)
+		if err != nil {
+			return err
 		}
 		var sent, acked *time.Time
 		if r.Status == models.DeliverySent {

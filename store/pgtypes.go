@@ -66,43 +66,42 @@ func (c uuidArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, valu
 type uuidArrayBinaryPlan struct{}
 
 func (uuidArrayBinaryPlan) Encode(value any, buf []byte) ([]byte, error) {
-	var n int
-	var at func(int) [16]byte
 	switch v := value.(type) {
 	case []uuid.UUID:
 		if v == nil {
 			return nil, nil
 		}
-		n, at = len(v), func(i int) [16]byte { return v[i] }
+		return appendUUIDArray(buf, v), nil
 	case models.UUIDArray:
-		n, at = len(v), func(i int) [16]byte { return v[i] }
+		return appendUUIDArray(buf, v), nil
 	case [][16]byte:
 		if v == nil {
 			return nil, nil
 		}
-		n, at = len(v), func(i int) [16]byte { return v[i] }
-	default:
-		return nil, fmt.Errorf("uuid[]: cannot encode %T", value)
+		return appendUUIDArray(buf, v), nil
 	}
+	return nil, fmt.Errorf("uuid[]: cannot encode %T", value)
+}
+
+func appendUUIDArray[T ~[16]byte](buf []byte, ids []T) []byte {
 	dims := uint32(0)
-	if n > 0 {
+	if len(ids) > 0 {
 		dims = 1
 	}
 	buf = binary.BigEndian.AppendUint32(buf, dims)
 	buf = binary.BigEndian.AppendUint32(buf, 0) // no nulls
 	buf = binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID)
-	if n == 0 {
-		return buf, nil
+	if len(ids) == 0 {
+		return buf
 	}
-	buf = binary.BigEndian.AppendUint32(buf, uint32(n))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(ids)))
 	buf = binary.BigEndian.AppendUint32(buf, 1) // lower bound
-	buf = slices.Grow(buf, n*20)
-	for i := range n {
-		id := at(i)
+	buf = slices.Grow(buf, len(ids)*20)
+	for _, id := range ids {
 		buf = binary.BigEndian.AppendUint32(buf, 16)
 		buf = append(buf, id[:]...)
 	}
-	return buf, nil
+	return buf
 }
 
 func tryWrapUUID(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -269,12 +268,9 @@ func (s *Store) addPublishEvents(ctx context.Context, db *gorm.DB, es []models.P
 	now := db.NowFunc()
 	for i := range es {
 		e := &es[i]
-		meta := []byte("{}")
-		if e.Metadata != nil {
-			var err error
-			if meta, err = json.Marshal(e.Metadata); err != nil {
-				return err
-			}
+		meta, err := objectJSON(e.Metadata)
+		if err != nil {
+			return err
 		}
 		if e.AgentID != nil {
 			a := e.AgentID.String()
