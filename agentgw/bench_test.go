@@ -286,9 +286,9 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	env := apitest.New(b, apitest.Options{
 		Agents: &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
-		// Results have nobody to go to: the gateway is measured, not Temporal (with the
-		// TemporalSink every credential ack is one SignalWorkflow call).
-		GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(nopSink{})},
+		// Results go to benchSink, which decides like TemporalSink without Temporal: the
+		// gateway is measured, not Temporal (TemporalSink signals a cluster's first success).
+		GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(&benchSink{})},
 	})
 	// The pool as the api process configures it by default (database.max_open_conns,
 	// max_idle_conns: 20 and 20). With 10 idle, as before that default changed, a connecting
@@ -433,9 +433,21 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	}
 }
 
-type nopSink struct{}
+// benchSink stands in for TemporalSink without Temporal: the first result of a command is
+// passed on (to nobody) and the command is then decided, so the later results are settled and
+// stored as passed on, as TemporalSink's DecidedCommands settles a cluster's later credential
+// acknowledgements.
+type benchSink struct{ decided sync.Map }
 
-func (nopSink) PassOn(context.Context, store.UnpassedResult) error { return nil }
+func (s *benchSink) PassOn(_ context.Context, r store.UnpassedResult) error {
+	s.decided.Store(r.CommandID, true)
+	return nil
+}
+
+func (s *benchSink) Settled(r store.UnpassedResult) bool {
+	_, ok := s.decided.Load(r.CommandID)
+	return ok
+}
 
 // ---- the simulated agent ----
 

@@ -248,25 +248,18 @@ func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord
 			sent = append(sent, r)
 		}
 	}
+	// Every acknowledgement carries its command from the stream that sent it, so nothing is
+	// read back to pass its result on; a record without one is left to the sweeper, which
+	// reads the commands with the results. A result with nobody to go to is stored as passed
+	// on (resultSettler).
+	results := w.g.toPassOn(acked)
 	// Sent first: an acknowledgement in the same batch then finds its row and keeps sent_at.
 	w.writeRecords(ctx, sent)
-	if !w.writeRecords(ctx, acked) {
+	if !w.writeRecords(ctx, acked) || len(results) == 0 {
 		return
 	}
-	// Passing on talks to Temporal; it must not hold up the next batch. Every acknowledgement
-	// carries its command from the stream that sent it, so nothing is read back; a record
-	// without one is left to the sweeper, which reads the commands with the results.
-	go func() {
-		results := make([]store.UnpassedResult, 0, len(acked))
-		for _, r := range acked {
-			if r.Kind == "" {
-				continue
-			}
-			results = append(results, store.UnpassedResult{CommandID: r.CommandID, ClusterID: r.ClusterID, AgentID: r.AgentID, Kind: r.Kind, Payload: r.Payload,
-				ResultStatus: r.ResultStatus, Result: r.Result, AckedAt: r.At})
-		}
-		w.g.passOn(ctx, results)
-	}()
+	// Passing on talks to Temporal; it must not hold up the next batch.
+	go w.g.passOn(ctx, results)
 }
 
 // writeRecords writes records in one statement, retrying a few times; false when they are lost.

@@ -109,7 +109,7 @@ func (r *replicaChild) handle(req childReq) childResp {
 		// before the gateway listens: after a restart the agents are there at once.
 		r.env = apitest.New(r.t, apitest.Options{DBURL: req.DBURL, Logger: quiet, AgentAddr: req.Addr, MaxOpenConns: 20, MaxIdleConns: 20,
 			Agents:         &apitest.AgentTiming{HeartbeatInterval: benchHeartbeat, MissedHeartbeats: 3, FlushInterval: 2 * time.Second},
-			GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(nopSink{})}})
+			GatewayOptions: []agentgw.Option{agentgw.WithLogger(quiet), agentgw.WithResultSink(&benchSink{})}})
 		return childResp{Addr: r.env.Replica.Addr}
 	case "stats":
 		n := 0

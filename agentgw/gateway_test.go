@@ -632,6 +632,42 @@ func TestResultPassedOnOnceAndMarked(t *testing.T) {
 	require.Equal(t, 1, sink.count(cmd.ID), "the sweeper passed a marked result on again")
 }
 
+// settlingSink is a countingSink that, like TemporalSink with credential acknowledgements,
+// needs only the first result of a command: the later ones are settled.
+type settlingSink struct{ countingSink }
+
+func (s *settlingSink) Settled(r store.UnpassedResult) bool { return s.count(r.CommandID) > 0 }
+
+// A result the sink says it needs no more is not passed on, and its row is stored passed on in
+// the statement that stores the acknowledgement (no mark follows it).
+func TestSettledResultStoredPassedOn(t *testing.T) {
+	t.Parallel()
+	sink := &settlingSink{countingSink{n: map[uuid.UUID]int{}, last: map[uuid.UUID]store.UnpassedResult{}}}
+	env := apitest.New(t, apitest.Options{Agents: timing, GatewayOptions: []agentgw.Option{agentgw.WithResultSink(sink)}})
+	ops := env.As(opsP)
+	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-3", "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	f := &fixture{env: env, ops: ops, clusterID: r.Map()["id"].(string)}
+	first := startAgent(t, env, env.Replica.Addr, t.TempDir(), f.token(t, map[string]any{"max_uses": 2}), "a1").identity(t)
+	waitStatus(t, env, first.AgentID, models.AgentConnected, 10*time.Second)
+	cmd := enqueueUpsert(t, env, f.clusterID, uuid.NewString(), 1)
+	waitAcked(t, env, cmd.ID, first.AgentID)
+	require.Eventually(t, func() bool { return env.DB.DeliveryPassedOn(t, cmd.ID) }, 1500*time.Millisecond, 20*time.Millisecond,
+		"the first result is passed on and marked")
+	require.Equal(t, 1, sink.count(cmd.ID))
+
+	// The second agent gets the pending command when it connects, and answers it.
+	second := startAgent(t, env, env.Replica.Addr, t.TempDir(), f.token(t, nil), "a2").identity(t)
+	waitAcked(t, env, cmd.ID, second.AgentID)
+	var passed bool
+	require.NoError(t, env.SQL.QueryRow(`SELECT passed_on_at IS NOT NULL FROM agent_command_deliveries WHERE command_id = $1 AND agent_id = $2 AND status = 'acked'`,
+		cmd.ID, second.AgentID).Scan(&passed))
+	require.True(t, passed, "a settled result is stored passed on with its acknowledgement")
+	time.Sleep(3 * time.Second) // past the sweeper's age
+	require.Equal(t, 1, sink.count(cmd.ID), "a settled result was passed on")
+}
+
 // An agent's REST calls check its JWT against its row as served from memory (the TTL here is
 // an hour, so only a notification can explain a refusal): a change made behind the API's back
 // is not seen, while a revoke or a rotation through the API refuses the retired JWT on the next

@@ -105,6 +105,17 @@ func (s TemporalSink) PassOn(ctx context.Context, r store.UnpassedResult) error 
 	return nil
 }
 
+// Settled implements resultSettler: a credential acknowledgement of a command whose success
+// this replica has signalled already is not signalled (credentialAck), so it needs no passing
+// on. Deploy results always do: each is an event on the publish's timeline.
+func (s TemporalSink) Settled(r store.UnpassedResult) bool {
+	switch r.Kind {
+	case models.CommandCredentialUpsert, models.CommandCredentialRevoke:
+		return s.Decided.has(r.CommandID)
+	}
+	return false
+}
+
 // resultEvent is the timeline event of a deploy result; false for a result this sink does
 // not understand (nothing to record or retry).
 func resultEvent(r store.UnpassedResult) (models.PublishEvent, models.DeployPayload, bool) {

@@ -223,6 +223,9 @@ type DeliveryRecord struct {
 	Kind      string
 	ClusterID uuid.UUID
 	Payload   models.JSONMap
+	// PassedOn, on an acked record, says there is nothing to pass its result on to: it is
+	// stored with passed_on_at set, in the same statement, rather than marked in another.
+	PassedOn bool
 }
 
 // objectJSON is m as a JSON object for a jsonb column, {} when nil.
@@ -257,6 +260,7 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 	cmds, agents := make([]uuid.UUID, 0, n), make([]uuid.UUID, 0, n)
 	statuses, resStatuses, results := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	sents, ackeds := make([]*time.Time, 0, n), make([]*time.Time, 0, n) // nil is NULL
+	passed := make([]bool, 0, n)
 	for _, i := range last {
 		r := &recs[i]
 		b, err := objectJSON(r.Result)
@@ -275,20 +279,24 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 		cmds, agents, statuses = append(cmds, r.CommandID), append(agents, r.AgentID), append(statuses, r.Status)
 		sents, ackeds = append(sents, sent), append(ackeds, acked)
 		resStatuses, results = append(resStatuses, r.ResultStatus), append(results, string(b))
+		passed = append(passed, r.PassedOn && r.Status == models.DeliveryAcked)
 	}
-	const upsert = `INSERT INTO agent_command_deliveries AS d (command_id, agent_id, status, sent_at, acked_at, result_status, result)
-		SELECT v.command_id, v.agent_id, v.status, v.sent_at, v.acked_at, v.result_status, v.result::jsonb
-		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
-			AS v(command_id, agent_id, status, sent_at, acked_at, result_status, result)
+	// The first acknowledgement of a delivery wins: a repeat (the agent answered again on a
+	// new stream) changes nothing of an acked row, its passed-on mark included.
+	const upsert = `INSERT INTO agent_command_deliveries AS d (command_id, agent_id, status, sent_at, acked_at, result_status, result, passed_on_at)
+		SELECT v.command_id, v.agent_id, v.status, v.sent_at, v.acked_at, v.result_status, v.result::jsonb, CASE WHEN v.passed THEN now() END
+		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[], $8::bool[])
+			AS v(command_id, agent_id, status, sent_at, acked_at, result_status, result, passed)
 		ON CONFLICT (command_id, agent_id) DO UPDATE SET
 		status = CASE WHEN d.status = 'acked' THEN 'acked' ELSE excluded.status END,
 		sent_at = COALESCE(d.sent_at, excluded.sent_at),
 		acked_at = CASE WHEN d.status = 'acked' THEN d.acked_at ELSE excluded.acked_at END,
 		result_status = CASE WHEN d.status = 'acked' THEN d.result_status ELSE excluded.result_status END,
-		result = CASE WHEN d.status = 'acked' THEN d.result ELSE excluded.result END`
+		result = CASE WHEN d.status = 'acked' THEN d.result ELSE excluded.result END,
+		passed_on_at = CASE WHEN d.status = 'acked' THEN d.passed_on_at ELSE excluded.passed_on_at END`
 	// Deliveries of commands deleted meanwhile (an agent deleted) would violate the foreign
 	// keys and fail the whole batch; they are filtered out by the caller's retry below.
-	err := s.execDirect(ctx, upsert, cmds, agents, statuses, sents, ackeds, resStatuses, results)
+	err := s.execDirect(ctx, upsert, cmds, agents, statuses, sents, ackeds, resStatuses, results, passed)
 	if err != nil && IsForeignKeyViolation(err) && len(recs) > 1 {
 		for _, i := range last {
 			if e := s.WriteDeliveries(ctx, []DeliveryRecord{recs[i]}); e != nil && !IsForeignKeyViolation(e) {

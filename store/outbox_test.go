@@ -88,3 +88,45 @@ func TestEnqueueCommandOnce(t *testing.T) {
 	require.Equal(t, f.ID.String(), woken(), "the rolled-back command woke no one")
 	require.True(t, superseded(b.ID))
 }
+
+// An acknowledgement stored PassedOn is never an unpassed result; one stored without it is,
+// until marked. A repeated acknowledgement changes nothing of an acked row, its mark included.
+func TestWriteDeliveriesPassedOn(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	cl, agents := clusterWithAgents(t, st, "c-passed", "a1", "a2", "a3")
+	cmd := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandCredentialUpsert, DedupeKey: "p1", SupersedeKey: "credential/p",
+		Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1})}
+	_, err := st.EnqueueCommand(ctx, cmd)
+	require.NoError(t, err)
+	at := time.Now().UTC().Add(-time.Minute)
+	acked := func(agent uuid.UUID, passed bool) store.DeliveryRecord {
+		return store.DeliveryRecord{CommandID: cmd.ID, AgentID: agent, Status: models.DeliveryAcked, At: at, ResultStatus: "succeeded", PassedOn: passed}
+	}
+	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{
+		{CommandID: cmd.ID, AgentID: agents[1].ID, Status: models.DeliverySent, At: at},
+		// PassedOn on a sent record means nothing.
+		{CommandID: cmd.ID, AgentID: agents[2].ID, Status: models.DeliverySent, At: at, PassedOn: true},
+	}))
+	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{acked(agents[0].ID, false), acked(agents[1].ID, true)}))
+	unpassed := func() []uuid.UUID {
+		rs, err := st.UnpassedResults(ctx, 0, 100)
+		require.NoError(t, err)
+		var ids []uuid.UUID
+		for _, r := range rs {
+			if r.CommandID == cmd.ID {
+				ids = append(ids, r.AgentID)
+			}
+		}
+		return ids
+	}
+	require.Equal(t, []uuid.UUID{agents[0].ID}, unpassed(), "a2's sent row became acked and passed on in one statement")
+
+	// A repeat marked passed on does not mark a1's row; a repeat without the mark keeps a2's.
+	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{acked(agents[0].ID, true), acked(agents[1].ID, false)}))
+	require.Equal(t, []uuid.UUID{agents[0].ID}, unpassed())
+	// a3's sent record said PassedOn; its acknowledgement without it is unpassed.
+	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{acked(agents[2].ID, false)}))
+	require.ElementsMatch(t, []uuid.UUID{agents[0].ID, agents[2].ID}, unpassed())
+}
