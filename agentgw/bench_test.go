@@ -46,9 +46,11 @@ package agentgw_test
 // Run: go test -run '^$' -bench BenchmarkAgentFleet -benchtime 1x ./agentgw/
 // Knobs: IMPRUN_BENCH_AGENTS (default 10000), IMPRUN_BENCH_WINDOW (default 10s); for
 // looking into the gateway: IMPRUN_BENCH_SKIP_BARE=1, IMPRUN_BENCH_HEAPPROFILE=file (heap
-// while the fleet is connected; the bare server's in file.bare),
-// IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the first broadcast only; the bare
-// server's in file.bare, the clients' until their last ack of the gateway's in file.clients),
+// while the fleet is connected, and in file.broadcasts after the broadcasts: what they
+// allocated is -base file; the bare server's in file.bare),
+// IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the first broadcast, the later ones' in
+// file.round2 and on; the bare server's first in file.bare, the clients' until their last ack
+// of the gateway's first in file.clients),
 // IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's costliest statements during the broadcasts).
 
 import (
@@ -371,7 +373,10 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 				KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppID: uuid.NewString(),
 				Grants: []models.CredentialGrant{{PublishID: uuid.NewString(), Limits: models.PlanLimits{RequestsPerMinute: 600}}}})}
 		stopProfile := func() {}
-		if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" && i == 0 {
+		if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" {
+			if i > 0 {
+				path += ".round" + strconv.Itoa(i+1)
+			}
 			f, err := os.Create(path)
 			must(b, err)
 			pprof.StopCPUProfile() // a -cpuprofile of the whole run gives way to this one
@@ -407,6 +412,13 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	}
 	for i := range cpu {
 		cpu[i] /= time.Duration(rounds)
+	}
+	if path := os.Getenv("IMPRUN_BENCH_HEAPPROFILE"); path != "" {
+		runtime.GC() // a heap profile is as of the last collection
+		f, err := os.Create(path + ".broadcasts")
+		must(b, err)
+		must(b, pprof.Lookup("heap").WriteTo(f, 0))
+		f.Close()
 	}
 	if statements {
 		top, err := env.DB.TopStatements(12)
