@@ -162,6 +162,7 @@ func BenchmarkAgentFleet(b *testing.B) {
 	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres transactions (window)", gw.pgXactPerSec)
 	fmt.Fprintf(&sb, "  %-34s %11.1f /s\n", "Postgres rows written (window)", gw.pgRowsPerSec)
 	fmt.Fprintf(&sb, "  %-34s %11.1f ms (all %d CommandAcks sent by the agents)\n", "  of which agents acked", gw.allAcksSent.Seconds()*1000, n)
+	fmt.Fprintf(&sb, "  %-34s %s ms (the rounds, in order)\n", "  durable after the last ack", msList(gw.tails))
 	fmt.Fprintf(&sb, "  %-34s %8.2f s api, %.2f s Postgres, %.2f s clients (bare: %.2f s server, %.2f s clients)\n", "  CPU spent on the broadcast",
 		gw.broadcastCPU[0].Seconds(), gw.broadcastCPU[1].Seconds(), gw.broadcastCPU[2].Seconds(), bare.broadcastCPU[0].Seconds(), bare.broadcastCPU[2].Seconds())
 	row("connect the fleet", "s", gw.connect.Seconds(), bare.connect.Seconds())
@@ -177,7 +178,8 @@ func BenchmarkAgentFleet(b *testing.B) {
 type fleetResult struct {
 	rssPerAgentKB      float64
 	broadcasts         []time.Duration // one per round, in order
-	allAcksSent        time.Duration
+	allAcksSent        time.Duration   // median
+	tails              []time.Duration // per round: from the last ack sent to the broadcast durable
 	cpuPercent         float64
 	pgXactPerSec       float64
 	pgRowsPerSec       float64
@@ -413,6 +415,10 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	for i := range cpu {
 		cpu[i] /= time.Duration(rounds)
 	}
+	tails := make([]time.Duration, rounds)
+	for i := range tails {
+		tails[i] = times[i] - sentAt[i]
+	}
 	if path := os.Getenv("IMPRUN_BENCH_HEAPPROFILE"); path != "" {
 		runtime.GC() // a heap profile is as of the last collection
 		f, err := os.Create(path + ".broadcasts")
@@ -430,6 +436,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		rssPerAgentKB:      float64(rss1-rss0) / float64(n),
 		broadcasts:         times,
 		allAcksSent:        median(sentAt),
+		tails:              tails,
 		cpuPercent:         100 * float64(cpu1-cpu0) / float64(t1.Sub(t0)),
 		pgXactPerSec:       float64(pg1.xact-pg0.xact-1) / secs, // minus the first read itself
 		pgRowsPerSec:       float64(pg1.rows-pg0.rows) / secs,
