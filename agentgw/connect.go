@@ -167,34 +167,23 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 		g.metrics.AuthFailure("rate_limited")
 		return nil, nil, errUnauthenticated
 	}
+	if jwt, ok := req.Credential.(*agentv1.ConnectRequest_AgentJwt); ok {
+		var s *session
+		var resp *agentv1.ConnectResponse
+		var agentID uuid.UUID
+		offStack(func() { s, resp, agentID, err = g.acceptJWT(ctx, stream, cancel, jwt.AgentJwt, req, ip) })
+		if err != nil {
+			return nil, nil, g.refused(stream, req, ip, agentID, err)
+		}
+		return g.accepted(s, req, resp), resp, nil
+	}
 	var (
 		agent models.Agent
 		resp  *agentv1.ConnectResponse
 	)
 	offStack(func() { agent, resp, err = g.authenticate(ctx, req, ip) })
-	if store.IsUnavailable(err) {
-		// Not the agent's failure: it retries with the same credential.
-		g.log.Warn("agent stream refused: the database is unavailable", "ip", ip, "err", err)
-		return nil, nil, status.Error(codes.Unavailable, "try again")
-	}
 	if err != nil {
-		g.guard.failed(ip)
-	}
-	if errors.Is(err, errRevoked) {
-		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agent.ID)
-		g.metrics.AuthFailure("revoked")
-		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
-			Reason: agentv1.CloseReason_CLOSE_REASON_REVOKED, Message: "this agent was revoked"}}})
-		return nil, nil, errUnauthenticated
-	}
-	if err != nil {
-		var st interface{ GRPCStatus() *status.Status }
-		if errors.As(err, &st) && st.GRPCStatus().Code() != codes.Unauthenticated {
-			return nil, nil, err
-		}
-		g.log.Info("agent stream refused", "ip", ip, "agent_id", req.GetAgentId(), "reason", err.Error())
-		g.metrics.AuthFailure(credentialKind(req) + "_refused")
-		return nil, nil, errUnauthenticated
+		return nil, nil, g.refused(stream, req, ip, agent.ID, err)
 	}
 
 	s := newSession(g, stream, cancel, agent.ID, agent.ClusterID, ip)
@@ -215,14 +204,122 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 		}
 		return nil, nil, status.Error(codes.Unavailable, "try again")
 	}
-	g.log.Info("agent connected", "agent_id", agent.ID, "cluster_id", agent.ClusterID, "ip", ip, "version", req.GetAgentVersion())
-	g.metrics.Session("opened", credentialKind(req))
+	return g.accepted(s, req, resp), resp, nil
+}
 
+// accepted logs and counts a stream whose agent was claimed, and completes its ConnectResponse.
+func (g *Gateway) accepted(s *session, req *agentv1.ConnectRequest, resp *agentv1.ConnectResponse) *session {
+	g.log.Info("agent connected", "agent_id", s.agentID, "cluster_id", s.clusterID, "ip", s.ip, "version", req.GetAgentVersion())
+	g.metrics.Session("opened", credentialKind(req))
 	resp.HeartbeatIntervalSeconds = int32(g.cfg.HeartbeatInterval / time.Second)
 	if resp.HeartbeatIntervalSeconds < 1 {
 		resp.HeartbeatIntervalSeconds = 1
 	}
-	return s, resp, nil
+	return s
+}
+
+// refused logs and counts a connect that failed authentication (or could not be checked) and
+// returns what Connect answers: Unavailable when the database is, a Close{REVOKED} then
+// Unauthenticated for a revoked agent, Unauthenticated for every other failure.
+func (g *Gateway) refused(stream agentv1.AgentService_ConnectServer, req *agentv1.ConnectRequest, ip string, agentID uuid.UUID, err error) error {
+	if errors.Is(err, errTryAgain) {
+		return status.Error(codes.Unavailable, "try again") // logged where it failed
+	}
+	if store.IsUnavailable(err) {
+		// Not the agent's failure: it retries with the same credential.
+		g.log.Warn("agent stream refused: the database is unavailable", "ip", ip, "err", err)
+		return status.Error(codes.Unavailable, "try again")
+	}
+	g.guard.failed(ip)
+	if errors.Is(err, errRevoked) {
+		g.log.Info("revoked agent refused", "ip", ip, "agent_id", agentID)
+		g.metrics.AuthFailure("revoked")
+		_ = stream.Send(&agentv1.ServerMessage{Payload: &agentv1.ServerMessage_Close{Close: &agentv1.Close{
+			Reason: agentv1.CloseReason_CLOSE_REASON_REVOKED, Message: "this agent was revoked"}}})
+		return errUnauthenticated
+	}
+	var st interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &st) && st.GRPCStatus().Code() != codes.Unauthenticated {
+		return err
+	}
+	g.log.Info("agent stream refused", "ip", ip, "agent_id", req.GetAgentId(), "reason", err.Error())
+	g.metrics.AuthFailure(credentialKind(req) + "_refused")
+	return errUnauthenticated
+}
+
+// errTryAgain is a connect that could not be stored (not the agent's failure: it retries).
+var errTryAgain = errors.New("the connect could not be stored")
+
+// acceptJWT authenticates an agent JWT and claims the agent for a new session in one statement
+// (store.ClaimAgentByToken: not revoked, the token's generation and cluster), then registers the
+// session, superseding an older stream of the agent here only once the claim is made. agentID
+// is the token's agent, for the log of a refusal.
+//
+// A revoke, delete or rotation of the agent notified between the claim and the registration
+// would find the older session, or none: notified counts every such notification (controlSeq),
+// and a connect that saw one meanwhile checks the agent's row once more.
+func (g *Gateway) acceptJWT(ctx context.Context, stream agentv1.AgentService_ConnectServer, cancel context.CancelCauseFunc, raw string,
+	req *agentv1.ConnectRequest, ip string) (*session, *agentv1.ConnectResponse, uuid.UUID, error) {
+	vt, err := g.signer.Verify(raw)
+	if err != nil {
+		return nil, nil, uuid.Nil, err
+	}
+	s := newSession(g, stream, cancel, vt.AgentID, vt.ClusterID, ip)
+	seq := g.controlSeq.Load()
+	claim, err := g.claimSession(ctx, s, req, func(c store.AgentConnection) (store.AgentTokenClaim, error) {
+		return g.store.ClaimAgentByToken(ctx, c, vt.Generation)
+	})
+	if err != nil {
+		s.cancel(nil)
+		switch {
+		case ctx.Err() != nil:
+			g.log.Info("agent left before its connect was stored", "agent_id", vt.AgentID, "err", err)
+		case store.IsUnavailable(err):
+			g.log.Warn("agent stream refused: the database is unavailable", "ip", ip, "err", err)
+		default:
+			g.log.Error("mark agent connected", "agent_id", vt.AgentID, "err", err)
+		}
+		return nil, nil, vt.AgentID, errTryAgain
+	}
+	if !claim.Claimed {
+		s.cancel(nil)
+		if !claim.Found {
+			return nil, nil, vt.AgentID, fmt.Errorf("agent %s: %w", vt.AgentID, store.ErrNotFound)
+		}
+		if err := tokenStateErr(vt, claim.State); err != nil {
+			return nil, nil, vt.AgentID, err
+		}
+		// The row changed while it was being claimed (a revoke or rotation committed
+		// meanwhile): the agent asks again, and the next check sees which.
+		g.log.Info("agent row changed during its connect; the agent retries", "agent_id", vt.AgentID)
+		return nil, nil, vt.AgentID, errTryAgain
+	}
+	s.clusterName = claim.ClusterName
+	if g.claimedHook != nil {
+		g.claimedHook(vt.AgentID)
+	}
+	if old := g.sessions.add(s); old != nil {
+		old.close(agentv1.CloseReason_CLOSE_REASON_SUPERSEDED, "a newer stream of this agent connected")
+	}
+	if g.controlSeq.Load() != seq {
+		// The stream is registered: a notification from now on finds it. One that came before
+		// may have missed it; the row says whether the token still stands.
+		st, err := g.store.AgentToken(ctx, vt.AgentID)
+		if err == nil {
+			err = tokenStateErr(vt, st)
+		}
+		if err != nil {
+			g.sessions.remove(s)
+			g.markDisconnected(s)
+			s.cancel(nil)
+			if !errors.Is(err, errRevoked) && (store.IsUnavailable(err) || ctx.Err() != nil) {
+				err = errTryAgain
+			}
+			return nil, nil, vt.AgentID, err
+		}
+	}
+	a := models.Agent{ID: vt.AgentID, ClusterID: vt.ClusterID, TokenGeneration: vt.Generation}
+	return s, g.namedConnectResponse(a, "", claim.ClusterName), vt.AgentID, nil
 }
 
 // handle acts on one message from an authenticated agent.
@@ -389,18 +486,12 @@ func recvWithin(stream agentv1.AgentService_ConnectServer, d time.Duration) (*ag
 	}
 }
 
-// authenticate checks the ConnectRequest's credential and returns the agent with the
-// ConnectResponse to send.
+// authenticate checks the ConnectRequest's registration token or refresh secret and returns
+// the agent with the ConnectResponse to send (an agent JWT goes to acceptJWT).
 func (g *Gateway) authenticate(ctx context.Context, req *agentv1.ConnectRequest, ip string) (models.Agent, *agentv1.ConnectResponse, error) {
 	switch cred := req.Credential.(type) {
 	case *agentv1.ConnectRequest_RegistrationToken:
 		return g.register(ctx, cred.RegistrationToken, req, ip)
-	case *agentv1.ConnectRequest_AgentJwt:
-		a, name, err := g.agentOfToken(ctx, cred.AgentJwt)
-		if err != nil {
-			return a, nil, err
-		}
-		return a, g.namedConnectResponse(a, "", name), nil
 	case *agentv1.ConnectRequest_RefreshSecret:
 		id, err := uuid.Parse(req.GetAgentId())
 		if err != nil {
@@ -524,19 +615,30 @@ func validAgentName(s string) bool {
 // markConnected claims the agent row for this session and this replica (whose lease vouches
 // for the agent from now on).
 func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.ConnectRequest) error {
+	claim, err := g.claimSession(ctx, s, req, func(c store.AgentConnection) (store.AgentTokenClaim, error) {
+		ok, err := g.store.MarkAgentConnected(ctx, c)
+		return store.AgentTokenClaim{Claimed: ok}, err
+	})
+	if err == nil && !claim.Claimed {
+		err = errRevoked
+	}
+	return err
+}
+
+// claimSession claims the agent's row for s with claim, from what the ConnectRequest says it
+// runs, and once claimed records on s what the row holds.
+func (g *Gateway) claimSession(ctx context.Context, s *session, req *agentv1.ConnectRequest,
+	claim func(store.AgentConnection) (store.AgentTokenClaim, error)) (store.AgentTokenClaim, error) {
 	applied := toApplied(req.GetApplied())
 	creds := req.GetCredentialChecksum()
 	if len(creds) > 64 {
 		creds = ""
 	}
 	now := time.Now().UTC()
-	ok, err := g.store.MarkAgentConnected(ctx, store.AgentConnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id, ReplicaID: g.replica, IP: s.ip, At: now,
+	res, err := claim(store.AgentConnection{AgentID: s.agentID, ClusterID: s.clusterID, SessionID: s.id, ReplicaID: g.replica, IP: s.ip, At: now,
 		Version: req.GetAgentVersion(), Hostname: req.GetHostname(), Applied: applied, CredentialChecksum: creds})
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errRevoked
+	if err != nil || !res.Claimed {
+		return res, err
 	}
 	sig, _ := json.Marshal(applied)
 	s.persisted(string(sig), creds)
@@ -544,7 +646,7 @@ func (g *Gateway) markConnected(ctx context.Context, s *session, req *agentv1.Co
 	s.appliedDigest = appliedDigest(applied)
 	s.mu.Unlock()
 	s.claimed.Store(true)
-	return nil
+	return res, nil
 }
 
 // markDisconnected releases the agent row, unless a newer session has claimed it already; its

@@ -1,6 +1,10 @@
 package agentgw
 
-import "time"
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
 
 // SetTokenStateTTL sets how long g serves an agent's token state from memory (tokenStates).
 func SetTokenStateTTL(g *Gateway, ttl time.Duration) {
@@ -8,3 +12,10 @@ func SetTokenStateTTL(g *Gateway, ttl time.Duration) {
 	defer g.tokens.mu.Unlock()
 	g.tokens.ttl = ttl
 }
+
+// SetClaimedHook has f run between a JWT connect's claim of its agent and the session's
+// registration.
+func SetClaimedHook(g *Gateway, f func(agentID uuid.UUID)) { g.claimedHook = f }
+
+// ControlSeq is how many agent-control notifications g has handled.
+func ControlSeq(g *Gateway) uint64 { return g.controlSeq.Load() }

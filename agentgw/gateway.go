@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -85,6 +86,12 @@ type Gateway struct {
 	presence   *presence
 	deliveries deliveryShards
 	marks      *passedMarks
+	// controlSeq counts the agent-control notifications (revoke, delete, rotate) handled; a
+	// JWT connect that saw it move between its claim and its registration checks again
+	// (acceptJWT).
+	controlSeq atomic.Uint64
+	// claimedHook, in tests, runs between a JWT connect's claim and its registration.
+	claimedHook func(agentID uuid.UUID)
 	// notifiedIDs carries the ids of enqueued commands from the LISTEN connection to
 	// deliverNotified.
 	notifiedIDs chan uuid.UUID
@@ -412,28 +419,36 @@ func (m *passedMarks) flush(ctx context.Context) {
 	}
 }
 
-// VerifyAgentToken checks an agent JWT for the REST API (agentOfToken), with the agent's row
-// fields served from memory for a few seconds (tokenStates): every agent of a cluster fetches
-// every publish's snapshot.
+// VerifyAgentToken checks an agent JWT for the REST API: a valid signature and expiry, and the
+// agent's row as tokenStateErr wants it, with the row's fields served from memory for a few
+// seconds (tokenStates): every agent of a cluster fetches every publish's snapshot. A stream
+// checks the same in the statement that claims the agent (acceptJWT).
 func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, clusterID uuid.UUID, err error) {
-	a, err := g.checkAgentToken(ctx, raw, g.cachedTokenState)
+	vt, err := g.signer.Verify(raw)
 	if err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	return a.ID, a.ClusterID, nil
+	st, err := g.cachedTokenState(ctx, vt.AgentID)
+	if err != nil {
+		return uuid.Nil, uuid.Nil, fmt.Errorf("agent %s: %w", vt.AgentID, err)
+	}
+	if err := tokenStateErr(vt, st); err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	return vt.AgentID, vt.ClusterID, nil
 }
 
-// agentOfToken checks an agent JWT, for a stream: a valid signature and expiry, an agent that
-// exists and is not revoked (errRevoked), whose token generation and cluster are the token's.
-// The agent it returns has only its id, cluster, status and token generation, read from its
-// row alone; clusterName is its cluster's, read in the same statement.
-func (g *Gateway) agentOfToken(ctx context.Context, raw string) (a models.Agent, clusterName string, err error) {
-	a, err = g.checkAgentToken(ctx, raw, func(ctx context.Context, id uuid.UUID) (store.AgentTokenState, error) {
-		st, err := g.store.AgentConnectToken(ctx, id)
-		clusterName = st.ClusterName
-		return st, err
-	})
-	return a, clusterName, err
+// tokenStateErr says why a verified agent JWT no longer stands for the agent whose row is st:
+// the agent is revoked (errRevoked), or its token generation or cluster is not the token's
+// (ClaimAgentByToken claims a row only under the same conditions). nil: it stands.
+func tokenStateErr(vt VerifiedToken, st store.AgentTokenState) error {
+	if st.Status == models.AgentRevoked {
+		return errRevoked
+	}
+	if st.TokenGeneration != vt.Generation || st.ClusterID != vt.ClusterID {
+		return errors.New("agent jwt of a retired generation")
+	}
+	return nil
 }
 
 // cachedTokenState is the store's AgentToken through tokenStates.
@@ -447,24 +462,4 @@ func (g *Gateway) cachedTokenState(ctx context.Context, id uuid.UUID) (store.Age
 		g.tokens.put(id, gen, st)
 	}
 	return st, err
-}
-
-// checkAgentToken is agentOfToken with the agent's row fields read by state.
-func (g *Gateway) checkAgentToken(ctx context.Context, raw string, state func(context.Context, uuid.UUID) (store.AgentTokenState, error)) (models.Agent, error) {
-	vt, err := g.signer.Verify(raw)
-	if err != nil {
-		return models.Agent{}, err
-	}
-	st, err := state(ctx, vt.AgentID)
-	if err != nil {
-		return models.Agent{}, fmt.Errorf("agent %s: %w", vt.AgentID, err)
-	}
-	a := models.Agent{ID: vt.AgentID, ClusterID: st.ClusterID, Status: st.Status, TokenGeneration: st.TokenGeneration}
-	if st.Status == models.AgentRevoked {
-		return a, errRevoked
-	}
-	if st.TokenGeneration != vt.Generation || st.ClusterID != vt.ClusterID {
-		return a, errors.New("agent jwt of a retired generation")
-	}
-	return a, nil
 }

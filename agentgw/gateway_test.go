@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -279,6 +280,43 @@ func TestRevokeWhileConnected(t *testing.T) {
 		require.Equal(t, codes.Unauthenticated, status.Code(err))
 	}
 	require.Equal(t, models.AgentRevoked, agentStatus(t, f.env, id.AgentID))
+}
+
+// A revoke notified between a JWT connect's claim of the agent and the registration of its
+// session finds no session to close; the connect sees the notification count move, checks the
+// row again and refuses the stream as revoked.
+func TestRevokeDuringJWTConnect(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	gw := f.env.Replica.Gateway
+	id := f.env.DB.InsertNamedPendingAgents(t, uuid.MustParse(f.clusterID), "racing-", 1)[0]
+	var once sync.Once
+	agentgw.SetClaimedHook(gw, func(agentID uuid.UUID) {
+		if agentID != id {
+			return
+		}
+		once.Do(func() {
+			before := agentgw.ControlSeq(gw)
+			r := f.ops.Post("/v1/operator/agents/"+id.String()+"/revoke", nil)
+			assert.Equal(t, http.StatusOK, r.Status, string(r.Body))
+			assert.Eventually(t, func() bool { return agentgw.ControlSeq(gw) > before }, 5*time.Second, 5*time.Millisecond, "the revoke is notified")
+		})
+	})
+	jwt, _ := gw.Signer().Mint(id, uuid.MustParse(f.clusterID), 1)
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
+		Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}}}}))
+	msg, err := stream.Recv()
+	require.NoError(t, err)
+	require.Equal(t, agentv1.CloseReason_CLOSE_REASON_REVOKED, msg.GetClose().GetReason(), "got %v", msg)
+	_, err = stream.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	require.Equal(t, models.AgentRevoked, agentStatus(t, f.env, id.String()))
+	require.Zero(t, gw.SessionCount())
 }
 
 func TestTokenRotation(t *testing.T) {

@@ -92,7 +92,8 @@ func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 		if err != nil {
 			return
 		}
-		g.tokens.drop(id) // its REST calls read its row again
+		g.tokens.drop(id)   // its REST calls read its row again
+		g.controlSeq.Add(1) // before the lookup: a connect registering now checks again
 		s := g.sessions.get(id)
 		if s == nil {
 			return

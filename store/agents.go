@@ -96,24 +96,78 @@ type AgentConnection struct {
 func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok bool, err error) {
 	// One statement, the row, its event and the cluster's status together: every agent of a
 	// fleet's reconnect storm runs it (it was a transaction of three statements through GORM).
-	applied, err := models.JSON[[]models.AppliedRevision]{V: c.Applied}.Value()
+	args, err := c.args()
 	if err != nil {
 		return false, err
 	}
 	var n int
-	err = s.readRow(ctx, `WITH a AS (
+	err = s.readRow(ctx, connectStatement("", `SELECT count(*) FROM a`), args, &n)
+	return err == nil && n > 0, err
+}
+
+// AgentTokenClaim is what ClaimAgentByToken did and found.
+type AgentTokenClaim struct {
+	Claimed     bool
+	ClusterName string // of the token's cluster ("" without its row)
+	// State is the agent's row as it was before the statement, Found false when there is no
+	// such agent: why a claim was refused.
+	State AgentTokenState
+	Found bool
+}
+
+// ClaimAgentByToken is MarkAgentConnected for an agent JWT of token generation gen: the row is
+// claimed only if the agent is not revoked and is still of that generation and of c.ClusterID,
+// and the statement also returns the cluster's name and, for a refusal, the row's state. The
+// check and the claim of a connect are one round trip: a fleet's reconnect storm made them two.
+func (s *Store) ClaimAgentByToken(ctx context.Context, c AgentConnection, gen int) (AgentTokenClaim, error) {
+	args, err := c.args()
+	if err != nil {
+		return AgentTokenClaim{}, err
+	}
+	var (
+		n       int
+		cl      AgentTokenClaim
+		status  *string
+		cluster *uuid.UUID
+		tokGen  *int
+	)
+	// The outer SELECT sees the agents table as it was before the UPDATE (one snapshot).
+	err = s.readRow(ctx, connectStatement(` AND token_generation = $11 AND cluster_id = $10`,
+		`SELECT (SELECT count(*) FROM a), coalesce((SELECT name FROM clusters WHERE id = $10), ''), t.status, t.cluster_id, t.token_generation
+		FROM (SELECT 1) one LEFT JOIN agents t ON t.id = $1`), append(args, gen), &n, &cl.ClusterName, &status, &cluster, &tokGen)
+	if err != nil {
+		return AgentTokenClaim{}, err
+	}
+	cl.Claimed = n > 0
+	if status != nil && cluster != nil && tokGen != nil {
+		cl.Found, cl.State = true, AgentTokenState{Status: *status, ClusterID: *cluster, TokenGeneration: *tokGen}
+	}
+	return cl, nil
+}
+
+// args are the parameters $1-$10 of connectStatement.
+func (c AgentConnection) args() ([]any, error) {
+	applied, err := models.JSON[[]models.AppliedRevision]{V: c.Applied}.Value()
+	if err != nil {
+		return nil, err
+	}
+	return []any{c.AgentID, c.SessionID, c.ReplicaID, c.At, c.IP, applied, models.Cut(c.CredentialChecksum, 64),
+		models.Cut(c.Version, 50), models.Cut(c.Hostname, 255), c.ClusterID}, nil
+}
+
+// connectStatement claims an agent's row for a session (CTE a, narrowed by where), records
+// the connection as an event and makes a pending or inactive cluster active, then runs final.
+func connectStatement(where, final string) string {
+	return `WITH a AS (
 			UPDATE agents SET status = 'connected', session_id = $2, replica_id = $3, last_connected_at = $4, last_heartbeat_at = $4,
 				ip_address = $5, applied = $6::jsonb, updated_at = $4, credential_checksum = $7,
 				version = coalesce(nullif($8, ''), version), hostname = coalesce(nullif($9, ''), hostname)
-			WHERE id = $1 AND status <> 'revoked' RETURNING id),
+			WHERE id = $1 AND status <> 'revoked'` + where + ` RETURNING id),
 		e AS (INSERT INTO agent_events (agent_id, cluster_id, type, message, metadata, ip_address, created_at)
 			SELECT id, $10, 'connected', 'stream opened', jsonb_build_object('session_id', $2::text), $5, $4 FROM a),
 		c AS (UPDATE clusters SET status = 'active', updated_at = now()
 			WHERE id = $10 AND status IN ('pending', 'inactive') AND EXISTS (SELECT 1 FROM a))
-		SELECT count(*) FROM a`,
-		[]any{c.AgentID, c.SessionID, c.ReplicaID, c.At, c.IP, applied, models.Cut(c.CredentialChecksum, 64),
-			models.Cut(c.Version, 50), models.Cut(c.Hostname, 255), c.ClusterID}, &n)
-	return err == nil && n > 0, err
+		` + final
 }
 
 // AgentDisconnection is a stream of an agent that has ended.

@@ -161,7 +161,6 @@ type AgentTokenState struct {
 	Status          string
 	ClusterID       uuid.UUID
 	TokenGeneration int
-	ClusterName     string // AgentConnectToken only: the cluster's name ("" without its row)
 }
 
 // AgentToken returns an agent's AgentTokenState from its row alone (GetAgent derives the shown
@@ -172,16 +171,6 @@ func (s *Store) AgentToken(ctx context.Context, id uuid.UUID) (AgentTokenState, 
 	var st AgentTokenState
 	err := s.readRow(ctx, `SELECT status, cluster_id, token_generation FROM agents WHERE id = $1`, []any{id},
 		&st.Status, &st.ClusterID, &st.TokenGeneration)
-	return st, err
-}
-
-// AgentConnectToken is AgentToken with the name of the agent's cluster, in the same
-// statement: an agent's connect answers with the name, and it was a second round trip.
-func (s *Store) AgentConnectToken(ctx context.Context, id uuid.UUID) (AgentTokenState, error) {
-	var st AgentTokenState
-	err := s.readRow(ctx, `SELECT a.status, a.cluster_id, a.token_generation, COALESCE(c.name, '')
-		FROM agents a LEFT JOIN clusters c ON c.id = a.cluster_id WHERE a.id = $1`, []any{id},
-		&st.Status, &st.ClusterID, &st.TokenGeneration, &st.ClusterName)
 	return st, err
 }
 

@@ -233,3 +233,53 @@ func TestClusterName(t *testing.T) {
 		return err
 	}))
 }
+
+// ClaimAgentByToken claims an agent's row only for a token of its generation and cluster and
+// an agent not revoked; a refusal says what the row holds.
+func TestClaimAgentByToken(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	cl, agents := clusterWithAgents(t, st, "c-claim", "a1", "a2")
+	other, _ := clusterWithAgents(t, st, "c-other")
+	a1, a2 := agents[0].ID, agents[1].ID
+	conn := func(agent, cluster uuid.UUID) store.AgentConnection {
+		return store.AgentConnection{AgentID: agent, ClusterID: cluster, SessionID: uuid.New(), ReplicaID: uuid.New(), IP: "10.0.0.9", At: time.Now().UTC(), Hostname: "h"}
+	}
+
+	c := conn(a1, cl.ID)
+	got, err := st.ClaimAgentByToken(ctx, c, 1)
+	require.NoError(t, err)
+	require.True(t, got.Claimed)
+	require.Equal(t, "c-claim", got.ClusterName)
+	a, err := st.GetAgent(ctx, a1)
+	require.NoError(t, err)
+	require.Equal(t, c.SessionID, *a.SessionID, "the row names the new session")
+	require.Equal(t, "h", a.Hostname)
+
+	for name, tc := range map[string]struct {
+		c    store.AgentConnection
+		gen  int
+		want store.AgentTokenClaim
+	}{
+		"retired generation": {conn(a2, cl.ID), 2, store.AgentTokenClaim{ClusterName: "c-claim", Found: true,
+			State: store.AgentTokenState{Status: models.AgentConnected, ClusterID: cl.ID, TokenGeneration: 1}}},
+		"another cluster": {conn(a2, other.ID), 1, store.AgentTokenClaim{ClusterName: "c-other", Found: true,
+			State: store.AgentTokenState{Status: models.AgentConnected, ClusterID: cl.ID, TokenGeneration: 1}}},
+		"no such agent": {conn(uuid.New(), cl.ID), 1, store.AgentTokenClaim{ClusterName: "c-claim"}},
+	} {
+		got, err := st.ClaimAgentByToken(ctx, tc.c, tc.gen)
+		require.NoError(t, err, name)
+		require.Equal(t, tc.want, got, name)
+	}
+	a, err = st.GetAgent(ctx, a2)
+	require.NoError(t, err)
+	require.Nil(t, a.SessionID, "a refused claim changes nothing")
+
+	_, err = st.RevokeAgent(ctx, a1, "test")
+	require.NoError(t, err)
+	got, err = st.ClaimAgentByToken(ctx, conn(a1, cl.ID), 1)
+	require.NoError(t, err)
+	require.False(t, got.Claimed)
+	require.Equal(t, models.AgentRevoked, got.State.Status)
+}
