@@ -13,7 +13,7 @@ import (
 )
 
 // deliveryWriter stores delivery changes (sent, acknowledged with result) in batches. A
-// collector merges what arrives into the next batch while the previous one is being written,
+// collector merges what arrives into the next batch while the previous ones are being written,
 // so neither the fan-out of a broadcast nor the agents' acknowledgements ever wait for
 // Postgres, and a storm of thousands becomes a few statements: under load each batch holds
 // everything that arrived during the previous write (sent records in one statement, then
@@ -50,11 +50,11 @@ const (
 )
 
 // deliveryShards spreads delivery records over independent writers by agent, each with its
-// own batches and its own statement in flight. One writer wrote a broadcast's rows on one
-// Postgres backend, one core, which fell behind the acknowledgements: most of the time from
-// the last ack to the broadcast being durable was its backlog. The records of one delivery
-// (one agent) always go to the same writer, so two statements in flight never touch the same
-// row (which could deadlock), and a delivery's records keep their order.
+// own batches and statements in flight (deliveryInFlight). One writer wrote a broadcast's rows
+// on one Postgres backend, one core, which fell behind the acknowledgements: most of the time
+// from the last ack to the broadcast being durable was its backlog. The records of one
+// delivery (one agent) always go to the same writer, so the statements of two writers never
+// touch the same row.
 type deliveryShards []*deliveryWriter
 
 // deliveryWriters is how many writers a gateway runs.
@@ -174,34 +174,41 @@ func (p *pendingDeliveries) take(n int) []store.DeliveryRecord {
 	return out
 }
 
+// deliveryInFlight is how many batches of one writer may be in flight at once. With one, what
+// arrived during a write waited for it to end: the last acknowledgements of a broadcast waited
+// for the batch before them and then for their own, two statements of a Postgres starved of
+// CPU by the broadcast itself. Two statements in flight upsert their rows in the same order
+// (WriteDeliveries sorts them), so they cannot deadlock, and a delivery's later record wins
+// whichever commits first (an acknowledgement is never undone by a sent record).
+const deliveryInFlight = 2
+
 func (w *deliveryWriter) run(ctx context.Context) {
-	// One batch is written at a time (two statements upserting the same rows in different
-	// orders could deadlock); the next one collects meanwhile.
-	batches := make(chan []store.DeliveryRecord, 1)
-	free := make(chan struct{}, 1)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		for b := range batches {
-			w.write(ctx, b)
-			select {
-			case free <- struct{}{}:
-			default:
+	batches := make(chan []store.DeliveryRecord, deliveryInFlight)
+	free := make(chan struct{}, deliveryInFlight)
+	var writers sync.WaitGroup
+	for range deliveryInFlight {
+		writers.Go(func() {
+			for b := range batches {
+				w.write(ctx, b)
+				select {
+				case free <- struct{}{}:
+				default: // shutting down: nobody counts
+				}
 			}
-		}
-	}()
+		})
+	}
 	p := &pendingDeliveries{}
-	idle := true
+	busy := 0 // batches in flight
 	heldTick := time.NewTicker(sentHold / 10)
 	defer heldTick.Stop()
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	for {
-		if n := len(p.recs); n > 0 && idle {
+		if n := len(p.recs); n > 0 && busy < deliveryInFlight {
 			wait := time.Until(p.firstAt.Add(deliveryDelay))
 			if n >= deliveryBatch || wait <= 0 {
-				batches <- p.take(deliveryBatch) // never blocks: the writer is idle
-				idle = false
+				batches <- p.take(deliveryBatch) // never blocks: a writer is free
+				busy++
 				continue
 			}
 			wake.Reset(wait)
@@ -214,7 +221,7 @@ func (w *deliveryWriter) run(ctx context.Context) {
 		case r := <-in:
 			p.add(r)
 		case <-free:
-			idle = true
+			busy--
 		case now := <-heldTick.C:
 			// Not inline: releasing enqueues into w.in, which this loop itself drains.
 			go w.releaseHeld(now.Add(-sentHold))
@@ -233,7 +240,7 @@ func (w *deliveryWriter) run(ctx context.Context) {
 				batches <- p.take(deliveryBatch)
 			}
 			close(batches)
-			<-writerDone
+			writers.Wait()
 			return
 		}
 	}

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -256,12 +258,24 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 	// One array a column, so the statement is the same text and seven parameters whatever the
 	// batch (5,000 rows of VALUES were 35,000 parameters to rewrite, parse and plan), and the
 	// arrays go as pgx's binary arrays (execDirect), not text literals.
-	n := len(last)
+	// Rows in (command, agent) order: two statements in flight lock their common rows in the
+	// same order, so they can wait for each other but not deadlock.
+	order := make([]int, 0, len(last))
+	for _, i := range last {
+		order = append(order, i)
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		if c := bytes.Compare(recs[i].CommandID[:], recs[j].CommandID[:]); c != 0 {
+			return c
+		}
+		return bytes.Compare(recs[i].AgentID[:], recs[j].AgentID[:])
+	})
+	n := len(order)
 	cmds, agents := make([]uuid.UUID, 0, n), make([]uuid.UUID, 0, n)
 	statuses, resStatuses, results := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	sents, ackeds := make([]*time.Time, 0, n), make([]*time.Time, 0, n) // nil is NULL
 	passed := make([]bool, 0, n)
-	for _, i := range last {
+	for _, i := range order {
 		r := &recs[i]
 		b, err := objectJSON(r.Result)
 		if err != nil {
@@ -298,7 +312,7 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 	// keys and fail the whole batch; they are filtered out by the caller's retry below.
 	err := s.execDirect(ctx, upsert, cmds, agents, statuses, sents, ackeds, resStatuses, results, passed)
 	if err != nil && IsForeignKeyViolation(err) && len(recs) > 1 {
-		for _, i := range last {
+		for _, i := range order {
 			if e := s.WriteDeliveries(ctx, []DeliveryRecord{recs[i]}); e != nil && !IsForeignKeyViolation(e) {
 				return e
 			}
