@@ -247,14 +247,19 @@ func (w *deliveryWriter) run(ctx context.Context) {
 }
 
 func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord) {
-	var sent, acked []store.DeliveryRecord
-	for _, r := range batch {
-		if r.Status == models.DeliveryAcked {
-			acked = append(acked, r)
+	// The batch is this writer's own: its acknowledgements are moved to its front, in order, and
+	// only the sent records (few: most are folded into their acknowledgement) are copied out.
+	var sent []store.DeliveryRecord
+	n := 0
+	for i := range batch {
+		if batch[i].Status == models.DeliveryAcked {
+			batch[n] = batch[i]
+			n++
 		} else {
-			sent = append(sent, r)
+			sent = append(sent, batch[i])
 		}
 	}
+	acked := batch[:n]
 	// Every acknowledgement carries its command from the stream that sent it, so nothing is
 	// read back to pass its result on; a record without one is left to the sweeper, which
 	// reads the commands with the results. A result with nobody to go to is stored as passed

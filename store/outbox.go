@@ -247,7 +247,7 @@ func (s *Store) WriteDeliveries(ctx context.Context, recs []DeliveryRecord) erro
 	}
 	// Later records of the same (command, agent) win; one statement can't touch a row twice.
 	type key struct{ c, a uuid.UUID }
-	last := map[key]int{}
+	last := make(map[key]int, len(recs))
 	for i, r := range recs {
 		k := key{r.CommandID, r.AgentID}
 		if j, ok := last[k]; ok && recs[j].Status == models.DeliveryAcked && r.Status == models.DeliverySent {
