@@ -225,13 +225,7 @@ func TestDisconnectDetection(t *testing.T) {
 	require.NotEmpty(t, opened.IPAddress)
 
 	// A client that authenticates and then goes silent is dropped after 3 missed heartbeats.
-	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
-		Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID}}}))
+	stream := rawConnect(t, f.env.Replica.Addr, &agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID})
 	resp, err := stream.Recv()
 	require.NoError(t, err)
 	require.NotNil(t, resp.GetConnectResponse())
@@ -303,13 +297,7 @@ func TestRevokeDuringJWTConnect(t *testing.T) {
 		})
 	})
 	jwt, _ := gw.Signer().Mint(id, uuid.MustParse(f.clusterID), 1)
-	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
-		Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}}}}))
+	stream := rawConnect(t, f.env.Replica.Addr, &agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}})
 	msg, err := stream.Recv()
 	require.NoError(t, err)
 	require.Equal(t, agentv1.CloseReason_CLOSE_REASON_REVOKED, msg.GetClose().GetReason(), "got %v", msg)
@@ -518,13 +506,7 @@ func TestDeliveryRowsSentAndAcked(t *testing.T) {
 
 	// A client that takes the command and never answers.
 	silent := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
-	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
-		Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID}}}))
+	stream := rawConnect(t, f.env.Replica.Addr, &agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RefreshSecret{RefreshSecret: id.RefreshSecret}, AgentId: id.AgentID})
 	for {
 		msg, err := stream.Recv()
 		require.NoError(t, err)
@@ -550,13 +532,7 @@ func TestAnswersToForeignCommandsRefused(t *testing.T) {
 	clusterB := r.Map()["id"].(string)
 	foreign := enqueueUpsert(t, f.env, clusterB, uuid.NewString(), 1)
 
-	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: &agentv1.ConnectRequest{
-		Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: f.token(t, nil)}, AgentName: "a-1"}}}))
+	stream := rawConnect(t, f.env.Replica.Addr, &agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_RegistrationToken{RegistrationToken: f.token(t, nil)}, AgentName: "a-1"})
 	first, err := stream.Recv()
 	require.NoError(t, err)
 	agentID := first.GetConnectResponse().GetAgentId()
@@ -642,12 +618,8 @@ func (s *countingSink) count(id uuid.UUID) int {
 func TestResultPassedOnOnceAndMarked(t *testing.T) {
 	t.Parallel()
 	sink := &countingSink{n: map[uuid.UUID]int{}, last: map[uuid.UUID]store.UnpassedResult{}}
-	env := apitest.New(t, apitest.Options{Agents: timing, GatewayOptions: []agentgw.Option{agentgw.WithResultSink(sink)}})
-	ops := env.As(opsP)
-	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-2", "region": "kr-central",
-		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
-	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
-	f := &fixture{env: env, ops: ops, clusterID: r.Map()["id"].(string)}
+	f := sinkFixture(t, "kr-prod-2", sink)
+	env := f.env
 	ra := startAgent(t, env, env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
 	id := ra.identity(t)
 	waitStatus(t, env, id.AgentID, models.AgentConnected, 10*time.Second)
@@ -681,12 +653,8 @@ func (s *settlingSink) Settled(r store.UnpassedResult) bool { return s.count(r.C
 func TestSettledResultStoredPassedOn(t *testing.T) {
 	t.Parallel()
 	sink := &settlingSink{countingSink{n: map[uuid.UUID]int{}, last: map[uuid.UUID]store.UnpassedResult{}}}
-	env := apitest.New(t, apitest.Options{Agents: timing, GatewayOptions: []agentgw.Option{agentgw.WithResultSink(sink)}})
-	ops := env.As(opsP)
-	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-3", "region": "kr-central",
-		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
-	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
-	f := &fixture{env: env, ops: ops, clusterID: r.Map()["id"].(string)}
+	f := sinkFixture(t, "kr-prod-3", sink)
+	env := f.env
 	first := startAgent(t, env, env.Replica.Addr, t.TempDir(), f.token(t, map[string]any{"max_uses": 2}), "a1").identity(t)
 	waitStatus(t, env, first.AgentID, models.AgentConnected, 10*time.Second)
 	cmd := enqueueUpsert(t, env, f.clusterID, uuid.NewString(), 1)
@@ -737,4 +705,29 @@ func TestAgentTokenStateCachedUntilNotified(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status)
 	require.Eventually(t, func() bool { return me(a1.AgentJWT) == http.StatusUnauthorized }, 5*time.Second, 20*time.Millisecond,
 		"the rotated agent's old JWT is refused once the notification arrived")
+}
+
+// rawConnect opens a stream to addr, as no real agent would, and sends req as its first
+// message; the connection is closed when the test ends.
+func rawConnect(t *testing.T, addr string, req *agentv1.ConnectRequest) agentv1.AgentService_ConnectClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_ConnectRequest{ConnectRequest: req}}))
+	return stream
+}
+
+// sinkFixture starts a stack whose gateway passes results on to sink, with one cluster named
+// name.
+func sinkFixture(t *testing.T, name string, sink agentgw.ResultSink) *fixture {
+	t.Helper()
+	env := apitest.New(t, apitest.Options{Agents: timing, GatewayOptions: []agentgw.Option{agentgw.WithResultSink(sink)}})
+	ops := env.As(opsP)
+	r := ops.Post("/v1/operator/clusters", map[string]any{"name": name, "region": "kr-central",
+		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})
+	require.Equal(t, http.StatusCreated, r.Status, string(r.Body))
+	return &fixture{env: env, ops: ops, clusterID: r.Map()["id"].(string)}
 }
