@@ -267,10 +267,6 @@ func (g *Gateway) sweepUnpassedResults(ctx context.Context) {
 // Temporal (a signal); a credential rollout's acks from 100 clusters are 100 of them.
 const passOnWorkers = 16
 
-// passOn passes results to the sink and records, in one statement, which ones it took (all of
-// them when there is no sink). A result the sink refused stays for the sweeper. Results of
-// different commands go concurrently; those of one command (several agents answering the
-// same deploy) in the order they came, since the first one decides a publish.
 // toPassOn returns the results of acked records to pass on, and sets PassedOn on the records
 // whose result has nobody to go to: no sink, or one that says passing it would do nothing.
 func (g *Gateway) toPassOn(acked []store.DeliveryRecord) []store.UnpassedResult {
@@ -292,6 +288,10 @@ func (g *Gateway) toPassOn(acked []store.DeliveryRecord) []store.UnpassedResult 
 	return results
 }
 
+// passOn passes results to the sink and records, in one statement, which ones it took (all of
+// them when there is no sink). A result the sink refused stays for the sweeper. Results of
+// different commands go concurrently; those of one command (several agents answering the
+// same deploy) in the order they came, since the first one decides a publish.
 func (g *Gateway) passOn(ctx context.Context, rs []store.UnpassedResult) {
 	passed := make([]bool, len(rs))
 	if g.sink == nil {
