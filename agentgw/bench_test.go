@@ -791,6 +791,7 @@ type bareServer struct {
 	waiting atomic.Bool
 	// profiled: the first broadcast was profiled (IMPRUN_BENCH_BROADCAST_CPUPROFILE).
 	profiled bool
+	prof     childProfile // asked for by BenchmarkFleetReplicas
 }
 
 type bareStream struct {
@@ -877,6 +878,8 @@ func (b *bareServer) handle(req childReq) childResp {
 			return childResp{Err: err.Error()}
 		}
 		return childResp{}
+	case "cpuprofile", "stopprofile":
+		return b.prof.handle(req)
 	case "stats":
 		b.mu.Lock()
 		n := len(b.streams)
@@ -1159,4 +1162,38 @@ func must(b testing.TB, err error) {
 	if err != nil {
 		b.Fatal(err)
 	}
+}
+
+// childProfile is a child's CPU profile on request: "cpuprofile" starts one into the file
+// named by Addr, "stopprofile" ends it (BenchmarkFleetReplicas profiles a broadcast in every
+// server process this way).
+type childProfile struct{ f *os.File }
+
+func (p *childProfile) handle(req childReq) childResp {
+	if req.Op == "stopprofile" {
+		if p.f == nil {
+			return childResp{Err: "no profile running"}
+		}
+		pprof.StopCPUProfile()
+		err := p.f.Close()
+		p.f = nil
+		if err != nil {
+			return childResp{Err: err.Error()}
+		}
+		return childResp{}
+	}
+	if p.f != nil {
+		return childResp{Err: "a profile runs already"}
+	}
+	f, err := os.Create(req.Addr)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+		}
+	}
+	if err != nil {
+		return childResp{Err: err.Error()}
+	}
+	p.f = f
+	return childResp{}
 }

@@ -2,6 +2,7 @@ package agentgw
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -10,6 +11,7 @@ import (
 	"github.com/imprun/imprun-server/metrics"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/syncstate"
 )
 
@@ -64,10 +66,10 @@ func (g *Gateway) driftLoop(ctx context.Context) {
 }
 
 // driftShare bounds the share of time the drift check takes: a pass that took d waits at least
-// driftShare times d before the next one. Each pass loads and computes every cluster this
-// replica holds agents of, whole; for a cluster of tens of thousands of agents that is seconds,
-// and checking it every heartbeat interval would take the replica's CPU from its streams (a
-// connect storm then crawls). A large cluster's drift is found later instead.
+// driftShare times d before the next one. Each pass loads and computes the agents this replica
+// holds of every cluster it holds agents of; for a share of tens of thousands of agents that is
+// seconds, and checking it every heartbeat interval would take the replica's CPU from its
+// streams (a connect storm then crawls). A large share's drift is found later instead.
 const driftShare = 10
 
 // driftPause is the wait before the next drift check after one that took took.
@@ -75,28 +77,62 @@ func driftPause(interval, took time.Duration) time.Duration {
 	return max(interval, driftShare*took)
 }
 
-// checkDrift checks every cluster this replica holds agents of once.
+// checkDrift checks, once, the agents this replica holds, cluster by cluster. Each replica
+// reads only its own share (every replica reading whole clusters read each agent once per
+// replica), and the replica whose live lease started first also reads the agents no live
+// replica holds (disconnected, or held by a dead replica), with the clusters that have any:
+// every agent is counted in the sync series by exactly one replica, and a cluster whose agents
+// are all gone still shows them, stale.
 func (g *Gateway) checkDrift(ctx context.Context) {
 	clusters := map[uuid.UUID][]*session{}
 	for _, s := range g.sessions.all() {
 		clusters[s.clusterID] = append(clusters[s.clusterID], s)
 	}
+	liveSince := time.Now().Add(-g.staleAfter())
+	reporter := false
+	if id, ok, err := g.store.OldestLiveReplica(ctx, liveSince); err == nil && ok && id == g.replica {
+		reporter = true
+		ids, err := g.store.ClustersWithUnheldAgents(ctx, liveSince)
+		if err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("sync state: clusters with unheld agents", "err", err)
+			}
+			reporter = false
+		}
+		for _, id := range ids {
+			if _, ok := clusters[id]; !ok {
+				clusters[id] = nil
+			}
+		}
+	}
+	counted := map[string]bool{}
 	for cid, ss := range clusters {
 		if ctx.Err() != nil {
 			return
 		}
-		g.checkCluster(ctx, cid, ss)
+		if g.checkCluster(ctx, cid, ss, reporter, liveSince) {
+			counted[cid.String()] = true
+		}
 	}
+	g.syncm.retain(counted)
 }
 
-// checkCluster computes a cluster's sync state and repairs the drifted agents among ss.
-func (g *Gateway) checkCluster(ctx context.Context, clusterID uuid.UUID, ss []*session) {
-	in, err := g.store.ClusterSyncInputs(ctx, clusterID)
+// checkCluster computes the sync state of the cluster's agents in this replica's share and
+// repairs the drifted ones among ss. It says whether the share's counts are in the series (a
+// failed read keeps the counts of the pass before).
+func (g *Gateway) checkCluster(ctx context.Context, clusterID uuid.UUID, ss []*session, unheld bool, liveSince time.Time) bool {
+	in, err := g.store.HeldSyncInputs(ctx, clusterID, g.replica, unheld, liveSince)
+	if errors.Is(err, store.ErrNotFound) {
+		return false // deleted meanwhile
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			g.log.Warn("sync state: load cluster", "cluster_id", clusterID, "err", err)
 		}
-		return
+		return true
+	}
+	if len(in.Agents) == 0 {
+		return false
 	}
 	cs := syncstate.Compute(in, time.Now().UTC(), g.SyncLimits())
 	g.syncm.setSync(cs)
@@ -109,6 +145,7 @@ func (g *Gateway) checkCluster(ctx context.Context, clusterID uuid.UUID, ss []*s
 		g.logIgnored(s, *a)
 		g.repair(ctx, s, cs, *a, false)
 	}
+	return true
 }
 
 // logIgnored logs, once per distinct report, applied revisions the agent reports that its
@@ -192,6 +229,8 @@ func (s syncMetrics) setSync(cs syncstate.ClusterSync) {
 	s.m.Set(cs.ClusterID.String(), map[string]int{syncstate.Synced: c.Synced, syncstate.Progressing: c.Progressing,
 		syncstate.Failed: c.Failed, syncstate.Drifted: c.Drifted, syncstate.Stale: c.Stale})
 }
+
+func (s syncMetrics) retain(clusters map[string]bool) { s.m.Retain(clusters) }
 
 func (s syncMetrics) repaired(publishes int, credentials bool) {
 	s.m.Repaired("publish", publishes)

@@ -19,3 +19,6 @@ func SetClaimedHook(g *Gateway, f func(agentID uuid.UUID)) { g.claimedHook = f }
 
 // ControlSeq is how many agent-control notifications g has handled.
 func ControlSeq(g *Gateway) uint64 { return g.controlSeq.Load() }
+
+// DriftPause is driftPause, for the external tests.
+var DriftPause = driftPause

@@ -52,7 +52,10 @@ package agentgw_test
 // Knobs: IMPRUN_BENCH_REPLICAS (default 4), IMPRUN_BENCH_AGENTS (default 20000, capped to
 // what fits), IMPRUN_BENCH_CLIENTS (client processes; default the number needed, at least
 // the replicas), IMPRUN_BENCH_WINDOW (default 10s), IMPRUN_BENCH_SKIP_BARE=1 (no floor),
-// IMPRUN_BENCH_STORM_ALL=0 (no storm of all replicas at once).
+// IMPRUN_BENCH_STORM_ALL=0 (no storm of all replicas at once),
+// IMPRUN_BENCH_FLEET_CPUPROFILE=prefix (a CPU profile of the first broadcast in every server
+// process: prefix.gateway-N and prefix.bare-N), IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's
+// costliest statements during the broadcasts).
 
 import (
 	"context"
@@ -98,8 +101,9 @@ func TestFleetReplicaChild(t *testing.T) {
 }
 
 type replicaChild struct {
-	t   *testing.T
-	env *apitest.Env
+	t    *testing.T
+	env  *apitest.Env
+	prof childProfile
 }
 
 func (r *replicaChild) handle(req childReq) childResp {
@@ -118,6 +122,8 @@ func (r *replicaChild) handle(req childReq) childResp {
 			n = r.env.Replica.Gateway.SessionCount()
 		}
 		return statsResp(req.GC, n, 0)
+	case "cpuprofile", "stopprofile":
+		return r.prof.handle(req)
 	}
 	return childResp{Err: "unknown op " + req.Op}
 }
@@ -196,8 +202,10 @@ type fleetRun struct {
 	clientCPUPercent      float64
 	clientKBPerAgent      float64
 	broadcastPGXacts      int64
-	broadcastReplicaCPU   time.Duration
+	broadcastReplicaCPU   time.Duration // a broadcast's mean, all server processes
+	broadcastClientCPU    time.Duration // the same, all client processes
 	broadcastPostgresCPU  time.Duration
+	statements            []string // Postgres's costliest statements of the broadcasts (IMPRUN_HARNESS_PG_STATEMENTS=1)
 	stormAllRan, measured bool
 }
 
@@ -458,6 +466,7 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 	// Several broadcasts, a pause apart; the figures are medians, the CPU and transactions a
 	// broadcast's mean (counted over the broadcasts only).
 	rounds := broadcastRounds(b)
+	statements := isGateway && g.env.DB.ResetStatementStats() // with IMPRUN_HARNESS_PG_STATEMENTS=1
 	var wholes []time.Duration
 	pers := make([][]time.Duration, len(run.replicas))
 	for k := range rounds {
@@ -467,11 +476,27 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 		if isGateway {
 			bx0, _ = g.env.DB.Writes(b)
 		}
+		profile := os.Getenv("IMPRUN_BENCH_FLEET_CPUPROFILE")
+		if profile != "" && k == 0 {
+			for i, c := range servers {
+				c.do(b, childReq{Op: "cpuprofile", Addr: fmt.Sprintf("%s.%s-%d", profile, fs.name(), i+1)})
+			}
+		}
 		bs0 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
+		bc0 := parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
 		bpg0 := testharness.Postgres(b).CPU()
 		per, whole := fs.broadcast(b, p, servers, clients)
 		phase("%s: broadcast %d acknowledged in %s", fs.name(), k+1, whole.Round(time.Millisecond))
 		bs1 := parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
+		bc1 := parallel(b, clients, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) })
+		if profile != "" && k == 0 {
+			for _, c := range servers {
+				c.do(b, childReq{Op: "stopprofile"})
+			}
+		}
+		for i := range clients {
+			run.broadcastClientCPU += (bc1[i].CPU - bc0[i].CPU) / time.Duration(rounds)
+		}
 		run.broadcastPostgresCPU += (testharness.Postgres(b).CPU() - bpg0) / time.Duration(rounds)
 		if isGateway {
 			bx1, _ := g.env.DB.Writes(b)
@@ -482,6 +507,11 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 			pers[i] = append(pers[i], per[i])
 			run.broadcastReplicaCPU += (bs1[i].CPU - bs0[i].CPU) / time.Duration(rounds)
 		}
+	}
+	if statements {
+		top, err := g.env.DB.TopStatements(12)
+		must(b, err)
+		run.statements = top
 	}
 	run.broadcast, run.broadcasts = median(wholes), wholes
 	for i := range run.replicas {
@@ -658,7 +688,13 @@ func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 	}
 	two("broadcast, whole fleet (all acks)", gw.broadcast, bare.broadcast)
 	fmt.Fprintf(&sb, "  %-40s %s; bare %s\n", "  (median of rounds, ms, in order)", msList(gw.broadcasts), msList(bare.broadcasts))
-	fmt.Fprintf(&sb, "  %-40s %11.2f s replicas, %.2f s Postgres, %d Postgres transactions\n", "  CPU spent on the broadcast", gw.broadcastReplicaCPU.Seconds(), gw.broadcastPostgresCPU.Seconds(), gw.broadcastPGXacts)
+	fmt.Fprintf(&sb, "  %-40s %11.2f s replicas, %.2f s Postgres, %d Postgres transactions, %.2f s clients\n", "  CPU spent on the broadcast", gw.broadcastReplicaCPU.Seconds(), gw.broadcastPostgresCPU.Seconds(), gw.broadcastPGXacts, gw.broadcastClientCPU.Seconds())
+	if bare.measured {
+		fmt.Fprintf(&sb, "  %-40s %11.2f s servers, %.2f s clients\n", "    bare", bare.broadcastReplicaCPU.Seconds(), bare.broadcastClientCPU.Seconds())
+	}
+	if len(gw.statements) > 0 {
+		fmt.Fprintf(&sb, "    Postgres's costliest statements of the broadcasts (pg_stat_statements):\n      %s\n", strings.Join(gw.statements, "\n      "))
+	}
 	two("connect the fleet (64 at a time a client)", gw.connect, bare.connect)
 	stormRows := func(label string, g, r stormResult, agents int) {
 		fmt.Fprintf(&sb, "  connect storm, %s (%d agents, agent backoff %s..%s):\n", label, agents, agent.DefaultMinBackoff, agent.DefaultMaxBackoff)

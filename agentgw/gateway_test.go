@@ -45,7 +45,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	env := apitest.New(t, apitest.Options{Agents: timing})
+	return newFixtureWith(t, apitest.Options{Agents: timing})
+}
+
+// newFixtureWith is newFixture on an env built with opts.
+func newFixtureWith(t *testing.T, opts apitest.Options) *fixture {
+	t.Helper()
+	env := apitest.New(t, opts)
 	ops := env.As(opsP)
 	r := ops.Post("/v1/operator/clusters", map[string]any{"name": "kr-prod-1", "region": "kr-central",
 		"capabilities": map[string]any{"gateway_classes": []map[string]any{{"name": "envoy-gateway"}}}})

@@ -71,6 +71,53 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 	return s.syncInputs(ctx, clusterID, &agentID)
 }
 
+// HeldSyncInputs loads the sync inputs of the cluster's agents that replica holds (their rows
+// name it), and, when unheld is set, also of those no live replica holds: their replica_id is
+// unset, or names a replica whose lease is gone or older than liveSince. Each replica's drift
+// check reads its own share of a cluster this way instead of the whole cluster (with four
+// replicas every pass read each agent four times), and one replica (OldestLiveReplica) reads
+// the agents nobody holds, so that every agent is counted by exactly one replica.
+func (s *Store) HeldSyncInputs(ctx context.Context, clusterID, replica uuid.UUID, unheld bool, liveSince time.Time) (SyncInputs, error) {
+	if unheld {
+		return s.syncInputsOf(ctx, &heldOrUnheldSyncQueries, []any{clusterID, replica, liveSince})
+	}
+	return s.syncInputsOf(ctx, &heldSyncQueries, []any{clusterID, replica})
+}
+
+// OldestLiveReplica is the replica whose lease is live (alive since liveSince) and started
+// first (ties by id): the one that reports the agents no replica holds. ok is false when no
+// lease is live.
+func (s *Store) OldestLiveReplica(ctx context.Context, liveSince time.Time) (id uuid.UUID, ok bool, err error) {
+	err = s.readRows(ctx, `SELECT replica_id FROM gateway_leases WHERE alive_at >= $1 ORDER BY started_at, replica_id LIMIT 1`,
+		[]any{liveSince}, func(rs rowScanner) error {
+			ok = true
+			return rs.Scan(&id)
+		})
+	return id, ok, err
+}
+
+// ClustersWithUnheldAgents lists the clusters with agents (not revoked) that no live replica
+// holds, as HeldSyncInputs judges them.
+func (s *Store) ClustersWithUnheldAgents(ctx context.Context, liveSince time.Time) ([]uuid.UUID, error) {
+	var ids []uuid.UUID
+	err := s.readRows(ctx, `SELECT DISTINCT a.cluster_id FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+		WHERE a.status <> 'revoked' AND `+unheldAgent("$1"), []any{liveSince}, func(rs rowScanner) error {
+		var id uuid.UUID
+		if err := rs.Scan(&id); err != nil {
+			return err
+		}
+		ids = append(ids, id)
+		return nil
+	})
+	return ids, err
+}
+
+// unheldAgent is true of an agent row a (joined with its replica's lease as l) that no live
+// replica holds: alive since liveSince, a parameter.
+func unheldAgent(liveSince string) string {
+	return `(a.replica_id IS NULL OR l.alive_at IS NULL OR l.alive_at < ` + liveSince + `)`
+}
+
 // ConnectInputs is what a connecting agent's stream reads: AgentSyncInputs and
 // PendingCommands in the same round trip (each statement with its own snapshot, as when they
 // were two). A connect that enqueues a repair reads its pending commands again.
@@ -89,11 +136,15 @@ func (s *Store) ConnectInputs(ctx context.Context, clusterID, agentID uuid.UUID)
 // shown (agentSeen): what package syncstate reads. The reads of more go in the same batch,
 // after these.
 func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID, more ...batchRead) (SyncInputs, error) {
-	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
-	q, args := &clusterSyncQueries, []any{clusterID}
 	if agentID != nil {
-		q, args = &agentSyncQueries, append(args, *agentID)
+		return s.syncInputsOf(ctx, &agentSyncQueries, []any{clusterID, *agentID}, more...)
 	}
+	return s.syncInputsOf(ctx, &clusterSyncQueries, []any{clusterID}, more...)
+}
+
+// syncInputsOf runs the statements q (one of syncQueries') with args, the cluster first.
+func (s *Store) syncInputsOf(ctx context.Context, q *[6]string, args []any, more ...batchRead) (SyncInputs, error) {
+	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
 	found := false
 	err := s.readBatch(ctx, append([]batchRead{
 		{q[0], args[:1], func(rs rowScanner) error {
@@ -159,17 +210,41 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 	return in, err
 }
 
-// The statements of syncInputs, of a whole cluster ($1) and of one agent of it ($1, $2), built
-// once: every connect runs the agent's.
-var clusterSyncQueries, agentSyncQueries = syncQueries(false), syncQueries(true)
+// The statements of syncInputsOf, of a whole cluster ($1), of one agent of it ($1, $2), of the
+// agents a replica holds ($1, the replica $2) and of those and the unheld ones ($1, $2,
+// liveSince $3; see HeldSyncInputs), built once: every connect runs the agent's. The two
+// scopes of a replica are separate statements so that the planner reads a replica's own
+// agents by agents_replica_idx.
+var (
+	clusterSyncQueries      = syncQueries(wholeCluster)
+	agentSyncQueries        = syncQueries(oneAgent)
+	heldSyncQueries         = syncQueries(heldAgents)
+	heldOrUnheldSyncQueries = syncQueries(heldOrUnheldAgents)
+)
 
-func syncQueries(oneAgent bool) [6]string {
-	// only narrows a statement to the agent ($2).
+// syncScope is which agents of the cluster syncQueries read.
+type syncScope int
+
+const (
+	wholeCluster syncScope = iota
+	oneAgent
+	heldAgents
+	heldOrUnheldAgents
+)
+
+func syncQueries(scope syncScope) [6]string {
+	// only narrows a statement to the agents of the scope, by the column that holds the agent.
 	only := func(col string) string {
-		if !oneAgent {
-			return ""
+		switch scope {
+		case oneAgent:
+			return " AND " + col + " = $2"
+		case heldAgents:
+			return " AND " + col + " IN (SELECT a.id FROM agents a WHERE a.replica_id = $2 AND a.cluster_id = $1)"
+		case heldOrUnheldAgents:
+			return " AND " + col + ` IN (SELECT a.id FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+				WHERE a.cluster_id = $1 AND (a.replica_id = $2 OR ` + unheldAgent("$3") + `))`
 		}
-		return " AND " + col + " = $2"
+		return ""
 	}
 	return [6]string{
 		`SELECT id, name, status, drift_policy FROM clusters WHERE id = $1`,

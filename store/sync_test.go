@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -59,26 +60,7 @@ func TestAgentSyncInputsAreTheClustersNarrowedToTheAgent(t *testing.T) {
 	for _, a := range agents {
 		got, err := st.AgentSyncInputs(ctx, cl.ID, a.ID)
 		require.NoError(t, err)
-		want := store.SyncInputs{Cluster: whole.Cluster, Credentials: whole.Credentials, CredentialsPending: map[uuid.UUID]int{}}
-		for _, x := range whole.Agents {
-			if x.ID == a.ID {
-				want.Agents = append(want.Agents, x)
-			}
-		}
-		for _, d := range whole.Deploys {
-			if d.AgentID == nil || *d.AgentID == a.ID {
-				want.Deploys = append(want.Deploys, d)
-			}
-		}
-		for _, d := range whole.Deliveries {
-			if d.AgentID == a.ID {
-				want.Deliveries = append(want.Deliveries, d)
-			}
-		}
-		if n, ok := whole.CredentialsPending[a.ID]; ok {
-			want.CredentialsPending[a.ID] = n
-		}
-		require.Equal(t, want, got, "agent %s", a.Name)
+		require.Equal(t, narrowed(whole, a.ID), got, "agent %s", a.Name)
 	}
 	require.Equal(t, 1, whole.CredentialsPending[a1], "the credential a1 has not acknowledged")
 	require.NotContains(t, whole.CredentialsPending, a2)
@@ -126,6 +108,122 @@ func TestAgentSyncInputsAreTheClustersNarrowedToTheAgent(t *testing.T) {
 
 	_, err = st.AgentSyncInputs(ctx, uuid.New(), a1)
 	require.ErrorIs(t, err, store.ErrNotFound, "an unknown cluster")
+}
+
+// narrowed is what of a cluster's sync inputs concerns the agents ids: the desired state, their
+// rows, repairs, deliveries and pending credential commands.
+func narrowed(whole store.SyncInputs, ids ...uuid.UUID) store.SyncInputs {
+	keep := func(id uuid.UUID) bool { return slices.Contains(ids, id) }
+	want := store.SyncInputs{Cluster: whole.Cluster, Credentials: whole.Credentials, CredentialsPending: map[uuid.UUID]int{}}
+	for _, x := range whole.Agents {
+		if keep(x.ID) {
+			want.Agents = append(want.Agents, x)
+		}
+	}
+	for _, d := range whole.Deploys {
+		if d.AgentID == nil || keep(*d.AgentID) {
+			want.Deploys = append(want.Deploys, d)
+		}
+	}
+	for _, d := range whole.Deliveries {
+		if keep(d.AgentID) {
+			want.Deliveries = append(want.Deliveries, d)
+		}
+	}
+	for id, n := range whole.CredentialsPending {
+		if keep(id) {
+			want.CredentialsPending[id] = n
+		}
+	}
+	return want
+}
+
+// A replica's sync inputs of a cluster are the cluster's narrowed to the agents whose rows name
+// it; the reporting replica's also to those no live replica holds (no replica, or one whose
+// lease is gone or stale). Every agent is then in exactly one live replica's share.
+func TestHeldSyncInputsAreTheClustersNarrowedToAReplicasAgents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, d := newStoreDB(t)
+	cluster := d.InsertCluster(t, "kr-1", "kr", `{}`)
+	clusterID := uuid.MustParse(cluster)
+	now := time.Now().UTC()
+	liveSince := now.Add(-30 * time.Second)
+	r1, r2, dead, gone := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	for _, l := range []store.GatewayLease{
+		{ReplicaID: r1, StartedAt: now.Add(-time.Hour), AliveAt: now},
+		{ReplicaID: r2, StartedAt: now.Add(-2 * time.Hour), AliveAt: now},
+		{ReplicaID: dead, StartedAt: now.Add(-3 * time.Hour), AliveAt: now.Add(-time.Minute)},
+	} {
+		l.Name = "test"
+		_, err := st.RenewLease(ctx, l)
+		require.NoError(t, err)
+	}
+	add := func(name string, replica *uuid.UUID) uuid.UUID {
+		id, _ := d.InsertConnectedAgent(t, cluster, name, replica, now)
+		return uuid.MustParse(id)
+	}
+	of1a, of1b, of2 := add("of-r1-a", &r1), add("of-r1-b", &r1), add("of-r2", &r2)
+	ofDead, ofGone, ofNone := add("of-dead", &dead), add("of-gone", &gone), add("of-none", nil)
+	other, _ := clusterWithAgents(t, st, "other", "elsewhere")
+	deploy := &models.AgentCommand{ClusterID: clusterID, Kind: models.CommandDeploy, DedupeKey: "d1", SupersedeKey: "publish/p1",
+		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 2, Checksum: "sum"})}
+	cred := &models.AgentCommand{ClusterID: clusterID, Kind: models.CommandCredentialUpsert, DedupeKey: "c1", SupersedeKey: "credential/x",
+		Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1})}
+	cmds := []*models.AgentCommand{deploy, cred}
+	for _, a := range []uuid.UUID{of1b, of2, ofDead} {
+		cmds = append(cmds, &models.AgentCommand{ClusterID: clusterID, AgentID: &a, Kind: models.CommandDeploy, Priority: models.PriorityRepair,
+			DedupeKey: "r-" + a.String(), SupersedeKey: "repair/" + a.String() + "/p1", Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 2, Attempt: 1})})
+	}
+	for _, c := range cmds {
+		_, err := st.EnqueueCommand(ctx, c)
+		require.NoError(t, err)
+	}
+	var recs []store.DeliveryRecord
+	for _, a := range []uuid.UUID{of1a, of2, ofGone} {
+		recs = append(recs, store.DeliveryRecord{CommandID: deploy.ID, AgentID: a, Status: models.DeliveryAcked, At: now, ResultStatus: "succeeded", Result: map[string]any{}},
+			store.DeliveryRecord{CommandID: cred.ID, AgentID: a, Status: models.DeliveryAcked, At: now, ResultStatus: "succeeded", Result: map[string]any{}})
+	}
+	require.NoError(t, st.WriteDeliveries(ctx, recs))
+
+	whole, err := st.ClusterSyncInputs(ctx, clusterID)
+	require.NoError(t, err)
+	require.Len(t, whole.Agents, 6)
+	require.Len(t, whole.Deploys, 4)
+	require.Len(t, whole.Deliveries, 3)
+	require.Len(t, whole.CredentialsPending, 3, "of-r1-b, of-dead and of-none have not acknowledged the credential")
+	for _, c := range []struct {
+		name    string
+		replica uuid.UUID
+		unheld  bool
+		want    []uuid.UUID
+	}{
+		{"r1", r1, false, []uuid.UUID{of1a, of1b}},
+		{"r2", r2, false, []uuid.UUID{of2}},
+		{"r2 with the unheld", r2, true, []uuid.UUID{of2, ofDead, ofGone, ofNone}},
+		{"a replica without agents", uuid.New(), false, nil},
+	} {
+		got, err := st.HeldSyncInputs(ctx, clusterID, c.replica, c.unheld, liveSince)
+		require.NoError(t, err, c.name)
+		require.Equal(t, narrowed(whole, c.want...), got, c.name)
+	}
+	_, err = st.HeldSyncInputs(ctx, uuid.New(), r1, true, liveSince)
+	require.ErrorIs(t, err, store.ErrNotFound, "an unknown cluster")
+
+	// The reporter is the live replica that started first; the clusters it reports the unheld
+	// agents of are those that have any.
+	id, ok, err := st.OldestLiveReplica(ctx, liveSince)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, r2, id, "r2 started before r1; the dead replica started first but is not live")
+	_, ok, err = st.OldestLiveReplica(ctx, now.Add(time.Minute))
+	require.NoError(t, err)
+	require.False(t, ok, "no lease is alive since then")
+	ids, err := st.ClustersWithUnheldAgents(ctx, liveSince)
+	require.NoError(t, err)
+	require.Contains(t, ids, clusterID)
+	require.Contains(t, ids, other.ID, "its agent names no replica")
+	require.Len(t, ids, 2)
 }
 
 // An agent's pending commands are the cluster's and its own that it has not acknowledged and
