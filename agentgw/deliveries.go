@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +32,9 @@ type deliveryWriter struct {
 	heldMu    sync.Mutex
 	held      map[deliveryKey]store.DeliveryRecord
 	heldOrder []deliveryKey
+
+	// unwritten counts the records handed to the collector and not written yet (see busy).
+	unwritten atomic.Int64
 }
 
 type deliveryKey struct{ command, agent uuid.UUID }
@@ -79,6 +83,24 @@ func (d deliveryShards) run(ctx context.Context) {
 		wg.Go(func() { w.run(ctx) })
 	}
 	wg.Wait()
+}
+
+// busy says whether a writer has records in hand: sent ones waiting for their
+// acknowledgement, or any not written yet. It is true from a command's fan-out until its
+// acknowledgements are stored.
+func (d deliveryShards) busy() bool {
+	for _, w := range d {
+		if w.unwritten.Load() > 0 {
+			return true
+		}
+		w.heldMu.Lock()
+		n := len(w.held)
+		w.heldMu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (d deliveryShards) stop() {
@@ -136,11 +158,13 @@ func (w *deliveryWriter) releaseHeld(cutoff time.Time) {
 }
 
 func (w *deliveryWriter) enqueue(r store.DeliveryRecord) {
+	w.unwritten.Add(1)
 	select {
 	case w.in <- r:
 	case <-w.done:
 		// Shutting down: write it alone rather than lose an acknowledgement.
 		_ = w.g.store.WriteDeliveries(context.Background(), []store.DeliveryRecord{r})
+		w.unwritten.Add(-1)
 	}
 }
 
@@ -247,6 +271,7 @@ func (w *deliveryWriter) run(ctx context.Context) {
 }
 
 func (w *deliveryWriter) write(ctx context.Context, batch []store.DeliveryRecord) {
+	defer w.unwritten.Add(-int64(len(batch)))
 	// The batch is this writer's own: its acknowledgements are moved to its front, in order, and
 	// only the sent records (few: most are folded into their acknowledgement) are copied out.
 	var sent []store.DeliveryRecord

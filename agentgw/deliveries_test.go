@@ -1,13 +1,18 @@
 package agentgw
 
 import (
+	"context"
+	"encoding/binary"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
 
+	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/testharness"
 )
 
 // Every record of one agent goes to the same writer (two statements in flight never touch
@@ -46,5 +51,40 @@ func TestDeliveryShardsKeepAnAgentOnOneWriter(t *testing.T) {
 		if len(w.held) < len(agents)*len(cmds)/4 {
 			t.Fatalf("writer %d holds %d of %d records: the agents are not spread", i, len(w.held), len(agents)*len(cmds))
 		}
+	}
+}
+
+// The writers are busy from a command's fan-out (a sent record waits for its acknowledgement)
+// until its acknowledgements are written, and idle again after.
+func TestDeliveryShardsBusyUntilWritten(t *testing.T) {
+	sqlDB, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { sqlDB.Close() })
+	m, err := migrations.New(sqlDB)
+	require.NoError(t, err)
+	_, err = m.Up(context.Background(), 0)
+	require.NoError(t, err)
+	db, err := store.Open(sqlDB)
+	require.NoError(t, err)
+	// The command does not exist: its delivery is dropped as one of a deleted command, which
+	// is written as far as the writer is concerned.
+	g := &Gateway{store: store.New(db)}
+	d := newDeliveryShards(g, 2)
+	if d.busy() {
+		t.Fatal("busy before anything was sent")
+	}
+	agent, cmd := uuid.New(), uuid.New()
+	d.add(store.DeliveryRecord{CommandID: cmd, AgentID: agent, Status: models.DeliverySent, At: time.Now()})
+	if !d.busy() {
+		t.Fatal("not busy while a sent record waits for its acknowledgement")
+	}
+	d.add(store.DeliveryRecord{CommandID: cmd, AgentID: agent, Status: models.DeliveryAcked, At: time.Now()})
+	if !d.busy() {
+		t.Fatal("not busy while an acknowledgement waits to be written")
+	}
+	w := d[binary.BigEndian.Uint32(agent[12:])%2]
+	w.write(context.Background(), []store.DeliveryRecord{<-w.in})
+	if d.busy() {
+		t.Fatal("busy after the acknowledgement was written")
 	}
 }

@@ -59,6 +59,7 @@ func (g *Gateway) driftLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		g.awaitDeliveriesIdle(ctx, g.cfg.DriftCheckInterval)
 		start := time.Now()
 		g.checkDrift(ctx)
 		t.Reset(driftPause(g.cfg.DriftCheckInterval, time.Since(start)))
@@ -76,6 +77,26 @@ const driftShare = 10
 func driftPause(interval, took time.Duration) time.Duration {
 	return max(interval, driftShare*took)
 }
+
+// awaitDeliveriesIdle waits until the delivery writers hold nothing, or most has passed: a drift
+// check is background work, and one that starts while a command fans out (a credential change
+// to every agent) takes CPU and Postgres from the acknowledgements being stored. The check is
+// late by as long as a broadcast takes, and by one interval at most under constant traffic.
+func (g *Gateway) awaitDeliveriesIdle(ctx context.Context, most time.Duration) {
+	deadline := time.Now().Add(most)
+	t := time.NewTicker(driftIdlePoll)
+	defer t.Stop()
+	for g.deliveries.busy() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// driftIdlePoll is how often awaitDeliveriesIdle looks again.
+const driftIdlePoll = 100 * time.Millisecond
 
 // checkDrift checks, once, the agents this replica holds, cluster by cluster. Each replica
 // reads only its own share (every replica reading whole clusters read each agent once per
