@@ -15,14 +15,14 @@ import (
 )
 
 // newStore returns a Store on a fresh, migrated database of the shared test cluster.
-func newStore(t *testing.T) *store.Store {
+func newStore(t testing.TB) *store.Store {
 	t.Helper()
 	st, _ := newStoreAt(t)
 	return st
 }
 
 // newStoreAt is newStore with the URL of its database (for a LISTEN connection of its own).
-func newStoreAt(t *testing.T) (*store.Store, string) {
+func newStoreAt(t testing.TB) (*store.Store, string) {
 	t.Helper()
 	url := testharness.Postgres(t).NewDatabase(t)
 	db, err := store.OpenDB(url)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/imprun/imprun-server/digest"
 	"github.com/imprun/imprun-server/models"
 )
 
@@ -22,9 +23,22 @@ type SyncInputs struct {
 	Deliveries []DeployDelivery
 	// Credentials are the credential versions the cluster's agents must hold (upserted, not
 	// revoked), and CredentialsPending, per agent, how many credential commands it has not
-	// acknowledged yet.
+	// acknowledged yet. An agent that reports the desired set (CredentialChecksum) has nothing
+	// pending, whatever it has acknowledged: its gateway holds what it should, and counting
+	// its commands cost every drift check agents x credentials lookups (a command stays current
+	// for as long as its credential does). Agents that report another set, or none, are counted.
 	Credentials        []CredentialVersion
 	CredentialsPending map[uuid.UUID]int
+}
+
+// CredentialChecksum is the checksum of a credential set as the protocol defines it
+// (Heartbeat.credential_checksum; package digest defines it for both sides).
+func CredentialChecksum(creds []CredentialVersion) string {
+	vers := make(map[string]int64, len(creds))
+	for _, c := range creds {
+		vers[c.CredentialID.String()] = c.Version
+	}
+	return digest.CredentialSet(vers)
 }
 
 // DeployIntent is one deploy command as the sync computation reads it.
@@ -79,9 +93,9 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 // the agents nobody holds, so that every agent is counted by exactly one replica.
 func (s *Store) HeldSyncInputs(ctx context.Context, clusterID, replica uuid.UUID, unheld bool, liveSince time.Time) (SyncInputs, error) {
 	if unheld {
-		return s.syncInputsOf(ctx, &heldOrUnheldSyncQueries, []any{clusterID, replica, liveSince})
+		return s.syncInputsOf(ctx, &heldOrUnheldSyncQueries, []any{clusterID, replica, liveSince}, nil)
 	}
-	return s.syncInputsOf(ctx, &heldSyncQueries, []any{clusterID, replica})
+	return s.syncInputsOf(ctx, &heldSyncQueries, []any{clusterID, replica}, nil)
 }
 
 // OldestLiveReplica is the replica whose lease is live (alive since liveSince) and started
@@ -137,16 +151,32 @@ func (s *Store) ConnectInputs(ctx context.Context, clusterID, agentID uuid.UUID)
 // after these.
 func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID, more ...batchRead) (SyncInputs, error) {
 	if agentID != nil {
-		return s.syncInputsOf(ctx, &agentSyncQueries, []any{clusterID, *agentID}, more...)
+		return s.syncInputsOf(ctx, &agentSyncQueries, []any{clusterID, *agentID}, agentID, more...)
 	}
-	return s.syncInputsOf(ctx, &clusterSyncQueries, []any{clusterID}, more...)
+	return s.syncInputsOf(ctx, &clusterSyncQueries, []any{clusterID}, nil, more...)
 }
 
-// syncInputsOf runs the statements q (one of syncQueries') with args, the cluster first.
-func (s *Store) syncInputsOf(ctx context.Context, q *[6]string, args []any, more ...batchRead) (SyncInputs, error) {
+// syncInputsOf runs the statements q (one of syncQueries') with args, the cluster first, and
+// then counts the credentials pending (see SyncInputs). Of one agent (one), the count goes in
+// the batch, whatever the agent reports: it costs as many lookups as the cluster has
+// credentials, and a connect stays one round trip.
+func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one *uuid.UUID, more ...batchRead) (SyncInputs, error) {
 	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
+	pending := func(rs rowScanner) error {
+		var id uuid.UUID
+		var n int
+		if err := rs.Scan(&id, &n); err != nil {
+			return err
+		}
+		in.CredentialsPending[id] = n
+		return nil
+	}
+	var oneRead []batchRead
+	if one != nil {
+		oneRead = []batchRead{{credentialsPendingQuery, []any{args[0], []uuid.UUID{*one}}, pending}}
+	}
 	found := false
-	err := s.readBatch(ctx, append([]batchRead{
+	err := s.readBatch(ctx, append(append([]batchRead{
 		{q[0], args[:1], func(rs rowScanner) error {
 			found = true
 			c := &in.Cluster
@@ -194,21 +224,37 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[6]string, args []any, more
 			in.Credentials = append(in.Credentials, c)
 			return nil
 		}},
-		{q[5], args, func(rs rowScanner) error {
-			var id uuid.UUID
-			var n int
-			if err := rs.Scan(&id, &n); err != nil {
-				return err
-			}
-			in.CredentialsPending[id] = n
-			return nil
-		}},
-	}, more...)...)
+	}, oneRead...), more...)...)
 	if err == nil && !found {
 		err = ErrNotFound
 	}
-	return in, err
+	if err != nil {
+		return in, err
+	}
+	// Only the agents that do not report the desired credential set are counted, in a
+	// statement of their own (it needs the set): in a cluster at rest, none.
+	desired := CredentialChecksum(in.Credentials)
+	var count []uuid.UUID
+	for _, a := range in.Agents {
+		if a.CredentialChecksum == desired {
+			delete(in.CredentialsPending, a.ID)
+		} else {
+			count = append(count, a.ID)
+		}
+	}
+	if one != nil || len(count) == 0 {
+		return in, nil
+	}
+	return in, s.readRows(ctx, credentialsPendingQuery, []any{args[0], count}, pending)
 }
+
+// credentialsPendingQuery counts, per agent of the cluster ($1) among $2, the current
+// credential commands (cluster-wide or its own) it has not acknowledged.
+const credentialsPendingQuery = `SELECT a.id, count(*) FROM agents a
+	JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
+	WHERE a.cluster_id = $1 AND a.id = ANY($2) AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
+	  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')
+	GROUP BY a.id`
 
 // The statements of syncInputsOf, of a whole cluster ($1), of one agent of it ($1, $2), of the
 // agents a replica holds ($1, the replica $2) and of those and the unheld ones ($1, $2,
@@ -232,7 +278,7 @@ const (
 	heldOrUnheldAgents
 )
 
-func syncQueries(scope syncScope) [6]string {
+func syncQueries(scope syncScope) [5]string {
 	// only narrows a statement to the agents of the scope, by the column that holds the agent.
 	only := func(col string) string {
 		switch scope {
@@ -246,7 +292,7 @@ func syncQueries(scope syncScope) [6]string {
 		}
 		return ""
 	}
-	return [6]string{
+	return [5]string{
 		`SELECT id, name, status, drift_policy FROM clusters WHERE id = $1`,
 		`SELECT a.id, a.cluster_id, a.name, a.status, a.applied, a.credential_checksum, ` + agentSeen + `, count(*) OVER ()
 			FROM agents a LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
@@ -261,11 +307,6 @@ func syncQueries(scope syncScope) [6]string {
 			FROM agent_commands c JOIN agent_command_deliveries d ON d.command_id = c.id
 			WHERE c.cluster_id = $1 AND c.kind = 'deploy' AND c.superseded_at IS NULL` + only("d.agent_id"),
 		`SELECT credential_id, version FROM credential_rollouts WHERE cluster_id = $1 AND action = 'upsert' ORDER BY credential_id`,
-		`SELECT a.id, count(*) FROM agents a
-			JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
-			WHERE a.cluster_id = $1 AND a.status <> 'revoked' AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
-			  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')` + only("a.id") + `
-			GROUP BY a.id`,
 	}
 }
 

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -384,4 +385,41 @@ func TestClaimAgentByToken(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, got.Claimed)
 	require.Equal(t, models.AgentRevoked, got.State.Status)
+}
+
+// An agent that reports the desired credential set has nothing pending, whatever it has not
+// acknowledged; one that reports another set, or none, is counted. The cluster's inputs and
+// each agent's own agree.
+func TestCredentialsPendingAreCountedOfAgentsThatDoNotReportTheDesiredSet(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	cl := &models.Cluster{Name: "c1", Region: "r", Status: models.ClusterActive}
+	require.NoError(t, st.CreateCluster(ctx, cl))
+	desired := store.CredentialChecksum(nil) // the cluster has no credential rolled out
+	ids := map[string]uuid.UUID{}
+	for name, sum := range map[string]string{"reports-desired": desired, "reports-other": "0badc0de", "reports-none": ""} {
+		a := models.Agent{ClusterID: cl.ID, Name: name, Status: models.AgentConnected, TokenGeneration: 1, CredentialChecksum: sum,
+			Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
+		require.NoError(t, st.CreateAgent(ctx, &a))
+		ids[name] = a.ID
+	}
+	for i := range 2 {
+		_, err := st.EnqueueCommand(ctx, &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandCredentialUpsert,
+			DedupeKey: fmt.Sprint("c", i), SupersedeKey: fmt.Sprint("credential/", i),
+			Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1})})
+		require.NoError(t, err)
+	}
+	want := map[uuid.UUID]int{ids["reports-other"]: 2, ids["reports-none"]: 2}
+	whole, err := st.ClusterSyncInputs(ctx, cl.ID)
+	require.NoError(t, err)
+	require.Equal(t, want, whole.CredentialsPending)
+	for name, id := range ids {
+		one, err := st.AgentSyncInputs(ctx, cl.ID, id)
+		require.NoError(t, err)
+		require.Equal(t, narrowed(whole, id).CredentialsPending, one.CredentialsPending, name)
+	}
+	held, err := st.HeldSyncInputs(ctx, cl.ID, uuid.New(), true, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, want, held.CredentialsPending, "every agent is unheld")
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/imprun/imprun-server/digest"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 )
@@ -142,16 +141,6 @@ func (c ClusterSync) ByAgent() map[uuid.UUID]*AgentSync {
 	return m
 }
 
-// CredentialChecksum is the checksum of a credential set as the protocol defines it
-// (Heartbeat.credential_checksum; package digest defines it for both sides).
-func CredentialChecksum(creds []store.CredentialVersion) string {
-	vers := make(map[string]int64, len(creds))
-	for _, c := range creds {
-		vers[c.CredentialID.String()] = c.Version
-	}
-	return digest.CredentialSet(vers)
-}
-
 // index holds the inputs of Compute keyed for lookups.
 type index struct {
 	desired    map[string]store.DeployIntent                 // publish -> cluster-wide command
@@ -190,7 +179,7 @@ func Compute(in store.SyncInputs, now time.Time, lim Limits) ClusterSync {
 		pubs = append(pubs, id)
 	}
 	sort.Strings(pubs)
-	credSum := CredentialChecksum(in.Credentials)
+	credSum := store.CredentialChecksum(in.Credentials)
 	out := ClusterSync{ClusterID: in.Cluster.ID, DriftPolicy: in.Cluster.DriftPolicy, ComputedAt: now, Agents: make([]AgentSync, 0, len(in.Agents))}
 	for _, a := range in.Agents {
 		as := computeAgent(ix, pubs, a, now, lim)
