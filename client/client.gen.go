@@ -2976,7 +2976,9 @@ type AgentSync struct {
 		AppliedChecksum string `json:"applied_checksum"`
 		DesiredChecksum string `json:"desired_checksum"`
 		DesiredCount    int    `json:"desired_count"`
-		PendingCommands int    `json:"pending_commands"`
+
+		// PendingCommands credential commands the agent has not acknowledged; 0 when its applied_checksum is the desired one (its gateway holds the desired set, and the state is synced)
+		PendingCommands int `json:"pending_commands"`
 
 		// State synced: the gateway serves the desired revision; progressing: a command is in flight; failed: the desired revision was attempted and refused (or still drifts after the repairs allowed); drifted: the gateway serves something else or nothing past the grace period; stale: the agent's last heartbeat is older than the missed-heartbeat limit (never synced)
 		State SyncState `json:"state"`
