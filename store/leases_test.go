@@ -15,7 +15,7 @@ import (
 	"github.com/imprun/imprun-server/testharness"
 )
 
-func newStoreDB(t *testing.T) (*store.Store, *storetest.DB) {
+func newStoreDB(t testing.TB) (*store.Store, *storetest.DB) {
 	t.Helper()
 	db, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
 	require.NoError(t, err)
@@ -39,12 +39,13 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 	cluster := d.InsertCluster(t, "kr-1", "kr", `{}`)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	old := now.Add(-time.Hour)
-	self, live, dead, unleased, empty := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	self, live, dead, unleased, empty, deadAll := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	for _, l := range []store.GatewayLease{
 		{ReplicaID: self, AliveAt: old}, // the sweeper's own, however late, is its watchdog's
 		{ReplicaID: live, AliveAt: now},
 		{ReplicaID: dead, AliveAt: now.Add(-time.Minute)},
 		{ReplicaID: empty, AliveAt: now.Add(-time.Minute)},
+		{ReplicaID: deadAll, AliveAt: now.Add(-time.Minute)},
 	} {
 		l.Name, l.StartedAt = "test", old
 		prev, err := st.RenewLease(ctx, l)
@@ -61,6 +62,7 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 	ofDead := add("of-dead", &dead, old)
 	ofDeadJustClaimed := add("of-dead-new", &dead, now)
 	ofSelf := add("of-self", &self, old)
+	ofDeadAll := add("of-dead-all", &deadAll, old)
 	ofUnleasedOld := add("unleased-old", &unleased, old)
 	ofUnleasedNew := add("unleased-new", &unleased, now)
 	legacyOld := add("legacy-old", nil, old)
@@ -76,7 +78,7 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 	for _, r := range marked {
 		got[r.ID.String()] = true
 	}
-	require.Equal(t, map[string]bool{ofDead.id: true, ofUnleasedOld.id: true, legacyOld.id: true}, got)
+	require.Equal(t, map[string]bool{ofDead.id: true, ofDeadAll.id: true, ofUnleasedOld.id: true, legacyOld.id: true}, got)
 	for _, a := range []agent{ofLive, ofDeadJustClaimed, ofSelf, ofUnleasedNew, legacyNew} {
 		s, err := d.AgentStatus(a.id)
 		require.NoError(t, err)
@@ -95,8 +97,11 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 	require.Nil(t, swept.SessionID)
 	require.WithinDuration(t, now.Add(-time.Minute), *swept.LastHeartbeatAt, time.Millisecond, "the last time its replica vouched for it")
 
-	// The expired lease that holds nothing is gone; the one still holding an agent stays.
+	// The expired leases that hold nothing are gone, also the one whose agents were all just
+	// marked; the one still holding an agent stays.
 	_, found := d.Lease(t, empty)
+	require.False(t, found)
+	_, found = d.Lease(t, deadAll)
 	require.False(t, found)
 	_, found = d.Lease(t, dead)
 	require.True(t, found)

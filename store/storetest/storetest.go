@@ -372,6 +372,21 @@ func (d *DB) InsertConnectedAgent(t testing.TB, clusterID, name string, replica 
 	return agentID, sessionID
 }
 
+// Analyze refreshes the planner's statistics of every table, as autovacuum would after a bulk
+// insert (a benchmark's plans are then the ones a server at that size gets).
+func (d *DB) Analyze(t testing.TB) {
+	t.Helper()
+	d.exec(t, `ANALYZE`)
+}
+
+// InsertConnectedAgents inserts n agents <prefix>1..<prefix>n as InsertConnectedAgent does,
+// all held by replica, in one statement.
+func (d *DB) InsertConnectedAgents(t testing.TB, clusterID, replica uuid.UUID, prefix string, n int, heartbeat time.Time) {
+	t.Helper()
+	d.exec(t, `INSERT INTO agents (cluster_id, name, status, session_id, replica_id, last_heartbeat_at, last_connected_at)
+		SELECT $1, $3 || g, 'connected', gen_random_uuid(), $4, $5, $5 FROM generate_series(1, $2) g`, clusterID, n, prefix, replica, heartbeat)
+}
+
 // InsertPendingAgent inserts a pending agent named sim-<n> (token generation 1, n its count in
 // the cluster) with a refresh secret, as if it had registered, and returns its id.
 func (d *DB) InsertPendingAgent(t testing.TB, clusterID, refreshSecretHash string) (string, error) {
