@@ -252,7 +252,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 // credential commands (cluster-wide or its own) it has not acknowledged.
 const credentialsPendingQuery = `SELECT a.id, count(*) FROM agents a
 	JOIN agent_commands c ON c.cluster_id = a.cluster_id AND (c.agent_id IS NULL OR c.agent_id = a.id)
-	WHERE a.cluster_id = $1 AND a.id = ANY($2) AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
+	WHERE a.cluster_id = $1 AND a.id = ANY($2) AND a.status <> 'revoked' AND c.superseded_at IS NULL AND c.kind IN ('credential_upsert', 'credential_revoke')
 	  AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d WHERE d.command_id = c.id AND d.agent_id = a.id AND d.status = 'acked')
 	GROUP BY a.id`
 
