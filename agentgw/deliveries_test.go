@@ -7,11 +7,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/stretchr/testify/require"
 
-	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -57,18 +56,9 @@ func TestDeliveryShardsKeepAnAgentOnOneWriter(t *testing.T) {
 // The writers are busy from a command's fan-out (a sent record waits for its acknowledgement)
 // until its acknowledgements are written, and idle again after.
 func TestDeliveryShardsBusyUntilWritten(t *testing.T) {
-	sqlDB, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { sqlDB.Close() })
-	m, err := migrations.New(sqlDB)
-	require.NoError(t, err)
-	_, err = m.Up(context.Background(), 0)
-	require.NoError(t, err)
-	db, err := store.Open(sqlDB)
-	require.NoError(t, err)
 	// The command does not exist: its delivery is dropped as one of a deleted command, which
 	// is written as far as the writer is concerned.
-	g := &Gateway{store: store.New(db)}
+	g := &Gateway{store: storetest.Open(t, testharness.Postgres(t).NewDatabase(t)).Store()}
 	d := newDeliveryShards(g, 2)
 	if d.busy() {
 		t.Fatal("busy before anything was sent")

@@ -23,9 +23,7 @@ import (
 	"github.com/imprun/imprun-server/agent"
 	"github.com/imprun/imprun-server/devissuer"
 	"github.com/imprun/imprun-server/http/apitest"
-	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
-	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/testharness"
 )
@@ -230,15 +228,7 @@ func newChaosStack(t *testing.T) *chaosStack {
 		http: &http.Client{Timeout: 20 * time.Second}, queue: "imprun-chaos"}
 	c.pg = testharness.StartPostgres(t)
 	c.dbURL = c.pg.NewDatabase(t)
-	sqlDB, err := store.OpenDB(c.dbURL)
-	require.NoError(t, err)
-	t.Cleanup(func() { sqlDB.Close() })
-	m, err := migrations.New(sqlDB)
-	require.NoError(t, err)
-	_, err = m.Up(context.Background(), 0)
-	require.NoError(t, err)
-	c.db, err = storetest.New(sqlDB)
-	require.NoError(t, err)
+	c.db = storetest.Open(t, c.dbURL)
 	c.temporal = testharness.StartTemporalWith(t, filepath.Join(t.TempDir(), "temporal.db"))
 	c.issuer = apitest.Issuer(t)
 	c.apiBin = testharness.GoBuild(t, "./cmd/api")

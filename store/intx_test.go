@@ -8,9 +8,9 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
-	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -25,16 +25,7 @@ func newStore(t testing.TB) *store.Store {
 func newStoreAt(t testing.TB) (*store.Store, string) {
 	t.Helper()
 	url := testharness.Postgres(t).NewDatabase(t)
-	db, err := store.OpenDB(url)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	m, err := migrations.New(db)
-	require.NoError(t, err)
-	_, err = m.Up(context.Background(), 0)
-	require.NoError(t, err)
-	g, err := store.Open(db)
-	require.NoError(t, err)
-	return store.New(g), url
+	return storetest.Open(t, url).Store(), url
 }
 
 func tenant(slug string) *models.Tenant {

@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/store/storetest"
@@ -17,15 +16,7 @@ import (
 
 func newStoreDB(t testing.TB) (*store.Store, *storetest.DB) {
 	t.Helper()
-	db, err := store.OpenDB(testharness.Postgres(t).NewDatabase(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	m, err := migrations.New(db)
-	require.NoError(t, err)
-	_, err = m.Up(context.Background(), 0)
-	require.NoError(t, err)
-	d, err := storetest.New(db)
-	require.NoError(t, err)
+	d := storetest.Open(t, testharness.Postgres(t).NewDatabase(t))
 	return d.Store(), d
 }
 

@@ -13,8 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/config"
-	"github.com/imprun/imprun-server/migrations"
-	"github.com/imprun/imprun-server/store"
+	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/testharness"
 )
 
@@ -35,13 +34,7 @@ func testConfig(t *testing.T, dbURL string) *config.Config {
 
 func migrateUp(t *testing.T, url string) {
 	t.Helper()
-	db, err := store.OpenDB(url)
-	require.NoError(t, err)
-	defer db.Close()
-	m, err := migrations.New(db)
-	require.NoError(t, err)
-	_, err = m.Up(context.Background(), 0)
-	require.NoError(t, err)
+	storetest.Open(t, url)
 }
 
 // The api serves, reports ready with real Postgres and Temporal, and returns cleanly on SIGTERM

@@ -36,7 +36,6 @@ import (
 	"github.com/imprun/imprun-server/devissuer"
 	httpapi "github.com/imprun/imprun-server/http"
 	"github.com/imprun/imprun-server/metrics"
-	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/store"
 	"github.com/imprun/imprun-server/store/storetest"
 	"github.com/imprun/imprun-server/temporalclient"
@@ -302,10 +301,7 @@ func New(t testing.TB, o Options) *Env {
 	}
 	e.SQL.SetMaxOpenConns(o.MaxOpenConns)
 	t.Cleanup(func() { e.SQL.Close() })
-	m, err := migrations.New(e.SQL)
-	must(t, err)
-	_, err = m.Up(context.Background(), 0)
-	must(t, err)
+	storetest.Migrate(t, e.SQL)
 	e.DB, err = storetest.New(e.SQL)
 	must(t, err)
 	e.Store = e.DB.Store()

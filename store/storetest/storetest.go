@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
+	"github.com/imprun/imprun-server/migrations"
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/store"
 )
@@ -39,6 +40,28 @@ func New(sqlDB *sql.DB) (*DB, error) {
 		return nil, err
 	}
 	return &DB{sql: sqlDB, gorm: g, store: store.New(g)}, nil
+}
+
+// Open opens the database at url, closes it when the test ends, migrates it to the newest
+// schema and wraps it.
+func Open(t testing.TB, url string) *DB {
+	t.Helper()
+	sqlDB, err := store.OpenDB(url)
+	require.NoError(t, err)
+	t.Cleanup(func() { sqlDB.Close() })
+	Migrate(t, sqlDB)
+	d, err := New(sqlDB)
+	require.NoError(t, err)
+	return d
+}
+
+// Migrate brings the database behind sqlDB to the newest schema.
+func Migrate(t testing.TB, sqlDB *sql.DB) {
+	t.Helper()
+	m, err := migrations.New(sqlDB)
+	require.NoError(t, err)
+	_, err = m.Up(context.Background(), 0)
+	require.NoError(t, err)
 }
 
 // Store is the Store on this database.
