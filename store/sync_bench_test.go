@@ -16,8 +16,9 @@ import (
 // BenchmarkClusterSyncInputs is one drift check's read of a cluster of 1,000 agents with 100
 // credentials, every one acknowledged by every agent (a cluster at rest): when the agents report
 // the desired credential set (the agent since v0.3), beside the same data when they report none
-// (agents before v0.3), whose credential commands are then all counted, as every check counted
-// every agent's before: agents x credentials lookups.
+// (agents before v0.3), whose credential commands are then all counted (as every agent's are
+// during a rollout) from the cluster's acknowledgements at once; pair by pair, as every check
+// counted them before, that was agents x credentials lookups.
 func BenchmarkClusterSyncInputs(b *testing.B) {
 	const agents, credentials = 1000, 100
 	st := newStore(b)

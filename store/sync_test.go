@@ -423,3 +423,88 @@ func TestCredentialsPendingAreCountedOfAgentsThatDoNotReportTheDesiredSet(t *tes
 	require.NoError(t, err)
 	require.Equal(t, want, held.CredentialsPending, "every agent is unheld")
 }
+
+// A cluster with more agents behind than are looked up pair by pair has its pending
+// credentials counted from its acknowledgements at once; both ways give every agent the count
+// worked out here from the same deliveries: cluster-wide and own commands, acknowledged,
+// merely sent or never sent, a superseded command and a deploy not counted, a revoked agent
+// not counted, another cluster's acknowledgements not counted.
+func TestCredentialsPendingOfManyAgentsAreTheSameCountedEitherWay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := newStore(t)
+	const agents = 40 // more than credentialsPendingProbed
+	cluster := func(name string) (uuid.UUID, []models.Agent) {
+		cl := &models.Cluster{Name: name, Region: "r", Status: models.ClusterActive}
+		require.NoError(t, st.CreateCluster(ctx, cl))
+		as := make([]models.Agent, agents)
+		for i := range as {
+			as[i] = models.Agent{ClusterID: cl.ID, Name: fmt.Sprint("agent-", i), Status: models.AgentConnected, TokenGeneration: 1,
+				Applied: models.JSON[[]models.AppliedRevision]{V: []models.AppliedRevision{}}}
+			if i == 1 {
+				as[i].Status = models.AgentRevoked
+			}
+			require.NoError(t, st.CreateAgent(ctx, &as[i]))
+		}
+		return cl.ID, as
+	}
+	id, as := cluster("many")
+	otherID, others := cluster("other")
+	enqueue := func(cluster uuid.UUID, agent *uuid.UUID, kind, key string) uuid.UUID {
+		c := &models.AgentCommand{ClusterID: cluster, AgentID: agent, Kind: kind, DedupeKey: uuid.NewString(), SupersedeKey: key,
+			Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1})}
+		_, err := st.EnqueueCommand(ctx, c)
+		require.NoError(t, err)
+		return c.ID
+	}
+	deliver := func(cmd uuid.UUID, agent uuid.UUID, status string) {
+		require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{{CommandID: cmd, AgentID: agent, Status: status, At: time.Now(), ResultStatus: "succeeded", PassedOn: true}}))
+	}
+	superseded := enqueue(id, nil, models.CommandCredentialUpsert, "credential/a")
+	wide := []uuid.UUID{
+		enqueue(id, nil, models.CommandCredentialUpsert, "credential/a"), // supersedes the one above
+		enqueue(id, nil, models.CommandCredentialUpsert, "credential/b"),
+		enqueue(id, nil, models.CommandCredentialRevoke, "credential/c"),
+	}
+	deploy := enqueue(id, nil, models.CommandDeploy, "")
+	own2 := enqueue(id, &as[2].ID, models.CommandCredentialUpsert, "credential/own-2")
+	own3 := enqueue(id, &as[3].ID, models.CommandCredentialUpsert, "credential/own-3")
+	otherCmd := enqueue(otherID, nil, models.CommandCredentialUpsert, "credential/other") // keys name their cluster
+	want := map[uuid.UUID]int{}
+	for i, a := range as {
+		n := 0
+		for j, c := range wide {
+			switch (i + j) % 3 {
+			case 0:
+				deliver(c, a.ID, models.DeliveryAcked)
+			case 1:
+				deliver(c, a.ID, models.DeliverySent)
+				n++
+			default:
+				n++
+			}
+		}
+		deliver(superseded, a.ID, models.DeliverySent)
+		deliver(deploy, a.ID, models.DeliverySent)
+		deliver(otherCmd, others[i].ID, models.DeliveryAcked)
+		switch i {
+		case 2:
+			n++ // its own command, not acknowledged
+		case 3:
+			deliver(own3, a.ID, models.DeliveryAcked)
+		case 4:
+			deliver(own2, a.ID, models.DeliveryAcked) // not its command: its acknowledgement counts for nothing
+		}
+		if n > 0 && a.Status != models.AgentRevoked {
+			want[a.ID] = n
+		}
+	}
+	whole, err := st.ClusterSyncInputs(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, want, whole.CredentialsPending, "counted at once")
+	for _, a := range as {
+		one, err := st.AgentSyncInputs(ctx, id, a.ID)
+		require.NoError(t, err)
+		require.Equal(t, narrowed(whole, a.ID).CredentialsPending, one.CredentialsPending, "pair by pair: %s", a.Name)
+	}
+}
