@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -38,25 +39,133 @@ func OpenDB(url string) (*sql.DB, error) {
 // parameter is written by uuidArrayCodec; the slice wraps below serve other array targets.
 func registerTypes(m *pgtype.Map) {
 	m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{tryWrapUUID}, m.TryWrapEncodePlanFuncs...)
-	if t, ok := m.TypeForOID(pgtype.UUIDArrayOID); ok {
-		m.RegisterType(&pgtype.Type{Name: t.Name, OID: t.OID, Codec: uuidArrayCodec{t.Codec}})
+	for _, oid := range []uint32{pgtype.UUIDArrayOID, pgtype.TextArrayOID, pgtype.TimestamptzArrayOID, pgtype.BoolArrayOID} {
+		if t, ok := m.TypeForOID(oid); ok {
+			m.RegisterType(&pgtype.Type{Name: t.Name, OID: t.OID, Codec: bulkArrayCodec{t.Codec}})
+		}
 	}
 }
 
-// uuidArrayCodec is pgx's uuid[] codec, except that a slice of uuids (uuid.UUID, the models'
-// UUIDArray, or their bytes) is written in the binary array format in one pass. pgx's array
-// codec plans and encodes each element through interfaces, some 3 µs a uuid: a broadcast's
-// delivery rows and passed-on marks (four arrays of 10,000) spent a tenth of a second there.
-type uuidArrayCodec struct{ pgtype.Codec }
+// bulkArrayCodec is pgx's codec of uuid[], text[], timestamptz[] and bool[], except that the
+// slices the store sends in bulk (uuids: uuid.UUID, the models' UUIDArray or their bytes;
+// strings; pointers to times, nil for NULL; bools) are written in the binary array format in
+// one pass. pgx's array codec plans and encodes each element through interfaces: some 3 µs a
+// uuid (a broadcast's delivery rows and passed-on marks, four arrays of 10,000, spent a tenth
+// of a second there), and the delivery rows' five other arrays as much again, with an
+// allocation or more an element (BenchmarkDeliveryArraysEncode).
+type bulkArrayCodec struct{ pgtype.Codec }
 
-func (c uuidArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
+func (c bulkArrayCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value any) pgtype.EncodePlan {
 	if format == pgtype.BinaryFormatCode {
 		switch value.(type) {
 		case []uuid.UUID, models.UUIDArray, [][16]byte:
-			return uuidArrayBinaryPlan{}
+			if oid == pgtype.UUIDArrayOID {
+				return uuidArrayBinaryPlan{}
+			}
+		case []string:
+			if oid == pgtype.TextArrayOID {
+				return textArrayBinaryPlan{}
+			}
+		case []*time.Time:
+			if oid == pgtype.TimestamptzArrayOID {
+				return timestamptzArrayBinaryPlan{}
+			}
+		case []bool:
+			if oid == pgtype.BoolArrayOID {
+				return boolArrayBinaryPlan{}
+			}
 		}
 	}
 	return c.Codec.PlanEncode(m, oid, format, value)
+}
+
+// appendArrayHeader writes a one-dimensional binary array's header: dimensions, whether an
+// element is NULL, the element type, then (when it has elements) their count and lower bound.
+// An empty array has no dimension.
+func appendArrayHeader(buf []byte, n int, hasNull bool, elem uint32) []byte {
+	dims := uint32(0)
+	if n > 0 {
+		dims = 1
+	}
+	nulls := uint32(0)
+	if hasNull {
+		nulls = 1
+	}
+	buf = binary.BigEndian.AppendUint32(buf, dims)
+	buf = binary.BigEndian.AppendUint32(buf, nulls)
+	buf = binary.BigEndian.AppendUint32(buf, elem)
+	if n == 0 {
+		return buf
+	}
+	buf = binary.BigEndian.AppendUint32(buf, uint32(n))
+	return binary.BigEndian.AppendUint32(buf, 1) // lower bound
+}
+
+// textArrayBinaryPlan writes a []string as text[] (a nil one is NULL, as pgx has it): each
+// element its length and bytes.
+type textArrayBinaryPlan struct{}
+
+func (textArrayBinaryPlan) Encode(value any, buf []byte) ([]byte, error) {
+	v := value.([]string)
+	if v == nil {
+		return nil, nil
+	}
+	size := 0
+	for _, e := range v {
+		size += 4 + len(e)
+	}
+	buf = slices.Grow(appendArrayHeader(buf, len(v), false, pgtype.TextOID), size)
+	for _, e := range v {
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(e)))
+		buf = append(buf, e...)
+	}
+	return buf, nil
+}
+
+// timestamptzArrayBinaryPlan writes a []*time.Time as timestamptz[], a nil element NULL:
+// each time as microseconds since 2000-01-01 UTC, PostgreSQL's epoch (a nil slice is NULL).
+type timestamptzArrayBinaryPlan struct{}
+
+// pgEpochMicros is PostgreSQL's epoch, 2000-01-01 UTC, in microseconds since Unix's.
+const pgEpochMicros = 946684800 * 1000000
+
+func (timestamptzArrayBinaryPlan) Encode(value any, buf []byte) ([]byte, error) {
+	v := value.([]*time.Time)
+	if v == nil {
+		return nil, nil
+	}
+	hasNull := slices.Contains(v, nil)
+	buf = slices.Grow(appendArrayHeader(buf, len(v), hasNull, pgtype.TimestamptzOID), len(v)*12)
+	for _, t := range v {
+		if t == nil {
+			buf = binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF) // -1: NULL
+			continue
+		}
+		buf = binary.BigEndian.AppendUint32(buf, 8)
+		us := t.Unix()*1000000 + int64(t.Nanosecond())/1000
+		buf = binary.BigEndian.AppendUint64(buf, uint64(us-pgEpochMicros))
+	}
+	return buf, nil
+}
+
+// boolArrayBinaryPlan writes a []bool as bool[] (a nil one is NULL).
+type boolArrayBinaryPlan struct{}
+
+func (boolArrayBinaryPlan) Encode(value any, buf []byte) ([]byte, error) {
+	v := value.([]bool)
+	if v == nil {
+		return nil, nil
+	}
+	buf = slices.Grow(appendArrayHeader(buf, len(v), false, pgtype.BoolOID), len(v)*5)
+	for _, b := range v {
+		buf = binary.BigEndian.AppendUint32(buf, 1)
+		if b {
+			buf = append(buf, 1)
+		} else {
+			buf = append(buf, 0)
+		}
+	}
+	return buf, nil
 }
 
 // uuidArrayBinaryPlan writes PostgreSQL's binary array: dimensions, no nulls, the uuid
@@ -84,19 +193,7 @@ func (uuidArrayBinaryPlan) Encode(value any, buf []byte) ([]byte, error) {
 }
 
 func appendUUIDArray[T ~[16]byte](buf []byte, ids []T) []byte {
-	dims := uint32(0)
-	if len(ids) > 0 {
-		dims = 1
-	}
-	buf = binary.BigEndian.AppendUint32(buf, dims)
-	buf = binary.BigEndian.AppendUint32(buf, 0) // no nulls
-	buf = binary.BigEndian.AppendUint32(buf, pgtype.UUIDOID)
-	if len(ids) == 0 {
-		return buf
-	}
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(ids)))
-	buf = binary.BigEndian.AppendUint32(buf, 1) // lower bound
-	buf = slices.Grow(buf, len(ids)*20)
+	buf = slices.Grow(appendArrayHeader(buf, len(ids), false, pgtype.UUIDOID), len(ids)*20)
 	for _, id := range ids {
 		buf = binary.BigEndian.AppendUint32(buf, 16)
 		buf = append(buf, id[:]...)
