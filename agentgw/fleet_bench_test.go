@@ -54,7 +54,9 @@ package agentgw_test
 // the replicas), IMPRUN_BENCH_WINDOW (default 10s), IMPRUN_BENCH_SKIP_BARE=1 (no floor),
 // IMPRUN_BENCH_STORM_ALL=0 (no storm of all replicas at once),
 // IMPRUN_BENCH_FLEET_CPUPROFILE=prefix (a CPU profile of the first broadcast in every server
-// process: prefix.gateway-N and prefix.bare-N), IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's
+// process: prefix.gateway-N and prefix.bare-N), IMPRUN_BENCH_FLEET_STORM_CPUPROFILE=prefix (a
+// CPU profile of each restarted server from listening until its agents are back:
+// prefix.gateway-N.stormK, K servers restarted at once), IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's
 // costliest statements during the broadcasts).
 
 import (
@@ -579,6 +581,12 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 	}
 	wg.Wait()
 	ready := time.Now()
+	profile := os.Getenv("IMPRUN_BENCH_FLEET_STORM_CPUPROFILE")
+	if profile != "" {
+		for _, t := range targets {
+			servers[t].do(b, childReq{Op: "cpuprofile", Addr: fmt.Sprintf("%s.%s-%d.storm%d", profile, fs.name(), t+1, len(targets))})
+		}
+	}
 	var r stormResult
 	r.restart = ready.Sub(killed)
 	deadline := ready.Add(5 * time.Minute)
@@ -600,6 +608,9 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, t := range targets {
+		if profile != "" {
+			servers[t].do(b, childReq{Op: "stopprofile"})
+		}
 		r.cpu += servers[t].do(b, childReq{Op: "stats"}).CPU
 	}
 	if isGateway {
