@@ -173,7 +173,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 	}
 	var oneRead []batchRead
 	if one != nil {
-		oneRead = []batchRead{{credentialsPendingQuery(1), []any{args[0], []uuid.UUID{*one}}, pending}}
+		oneRead = []batchRead{{credentialsPendingByPair, []any{args[0], []uuid.UUID{*one}}, pending}}
 	}
 	found := false
 	err := s.readBatch(ctx, append(append([]batchRead{
@@ -245,25 +245,27 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 	if one != nil || len(count) == 0 {
 		return in, nil
 	}
-	return in, s.readRows(ctx, credentialsPendingQuery(len(count)), []any{args[0], count}, pending)
+	return in, s.readRows(ctx, credentialsPendingQuery(len(count), len(in.Agents)), []any{args[0], count}, pending)
 }
 
 // credentialsPendingQuery is the statement that counts, per agent of the cluster ($1) among
-// $2 (n of them), the current credential commands (cluster-wide or its own) it has not
-// acknowledged. A few agents (an agent's connect, a cluster with a few agents behind) look
-// each (agent, command) pair up in the deliveries' key; more are counted from the cluster's
-// acknowledgements at once, which reads every acknowledgement of its current credential
-// commands but walks them in order instead of probing one pair at a time (1,000 agents x 100
-// credentials: 110 ms instead of 590 ms, BenchmarkClusterSyncInputs).
-func credentialsPendingQuery(n int) string {
-	if n <= credentialsPendingProbed {
+// $2 (n of the "of" agents read), the current credential commands (cluster-wide or its own) it
+// has not acknowledged. A few agents (an agent's connect, a cluster with a few agents behind)
+// look each (agent, command) pair up in the deliveries' key. Most of the agents read (those of
+// a cluster before v0.3, or all of them during a rollout) are counted from the cluster's
+// acknowledgements at once: that reads every acknowledgement of its current credential
+// commands, but in order instead of one random probe a pair (1,000 agents x 100 credentials:
+// 108 ms instead of 588 ms, BenchmarkClusterSyncInputs), so it pays only when the agents to
+// count are many and most of the agents there are.
+func credentialsPendingQuery(n, of int) string {
+	if n <= credentialsPendingProbed || 2*n <= of {
 		return credentialsPendingByPair
 	}
 	return credentialsPendingByCount
 }
 
-// credentialsPendingProbed is the most agents whose pending credentials are looked up pair by
-// pair.
+// credentialsPendingProbed is the most agents whose pending credentials are always looked up
+// pair by pair.
 const credentialsPendingProbed = 32
 
 const (

@@ -32,16 +32,11 @@ func testConfig(t *testing.T, dbURL string) *config.Config {
 	return cfg
 }
 
-func migrateUp(t *testing.T, url string) {
-	t.Helper()
-	storetest.Open(t, url)
-}
-
 // The api serves, reports ready with real Postgres and Temporal, and returns cleanly on SIGTERM
 // (here: its context ending).
 func TestServeLifecycle(t *testing.T) {
 	url := testharness.Postgres(t).NewDatabase(t)
-	migrateUp(t, url)
+	storetest.Open(t, url) // migrated
 	cfg := testConfig(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
