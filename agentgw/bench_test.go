@@ -51,6 +51,7 @@ package agentgw_test
 // IMPRUN_BENCH_BROADCAST_CPUPROFILE=file (CPU during the first broadcast, the later ones' in
 // file.round2 and on; the bare server's first in file.bare, the clients' until their last ack
 // of the gateway's first in file.clients),
+// IMPRUN_BENCH_CONNECT_CPUPROFILE=file (CPU while the fleet connects to the gateway),
 // IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's costliest statements during the broadcasts).
 
 import (
@@ -166,6 +167,8 @@ func BenchmarkAgentFleet(b *testing.B) {
 	fmt.Fprintf(&sb, "  %-34s %8.2f s api, %.2f s Postgres, %.2f s clients (bare: %.2f s server, %.2f s clients)\n", "  CPU spent on the broadcast",
 		gw.broadcastCPU[0].Seconds(), gw.broadcastCPU[1].Seconds(), gw.broadcastCPU[2].Seconds(), bare.broadcastCPU[0].Seconds(), bare.broadcastCPU[2].Seconds())
 	row("connect the fleet", "s", gw.connect.Seconds(), bare.connect.Seconds())
+	fmt.Fprintf(&sb, "  %-34s %8.2f s api, %.2f s Postgres, %.2f s clients (bare: %.2f s server, %.2f s clients)\n", "  CPU spent connecting",
+		gw.connectCPU[0].Seconds(), gw.connectCPU[1].Seconds(), gw.connectCPU[2].Seconds(), bare.connectCPU[0].Seconds(), bare.connectCPU[2].Seconds())
 	fmt.Fprintf(&sb, "  %-34s %11.1f KB (client process, per agent)\n", "client cost, for reference", gw.clientKB)
 	fmt.Fprintf(&sb, "  %-34s %11.2f %14.2f\n", "server goroutines per agent", gw.goroutinesPerAgent, bare.goroutinesPerAgent)
 	row("  Go stacks per agent", "KB", gw.stackPerAgentKB, bare.stackPerAgentKB)
@@ -192,6 +195,7 @@ type fleetResult struct {
 	pgCPUPercent       float64
 	clientCPUPercent   float64
 	broadcastCPU       [3]time.Duration // api process, Postgres, clients
+	connectCPU         [3]time.Duration // the same while the fleet connects
 }
 
 // broadcastRounds is how many broadcasts each server makes (IMPRUN_BENCH_BROADCASTS, default
@@ -236,10 +240,12 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 	clients := startChild(b, "clients")
 	before := srv.do(b, childReq{Op: "stats", GC: true})
 
+	ccl0 := clients.do(b, childReq{Op: "stats"})
 	r := clients.do(b, childReq{Op: "connect", Addr: addr, Creds: make([]string, n)})
 	if r.Connected != n {
 		b.Fatalf("bare server: %d of %d agents connected (first error: %s)", r.Connected, n, r.FirstErr)
 	}
+	csrv1, ccl1 := srv.do(b, childReq{Op: "stats"}), clients.do(b, childReq{Op: "stats"})
 	waitFor(b, 60*time.Second, "bare server streams", func() bool { return srv.do(b, childReq{Op: "stats"}).Streams == n })
 	time.Sleep(benchHeartbeat + time.Second) // every agent has heartbeated once
 	after := srv.do(b, childReq{Op: "stats", GC: true})
@@ -281,6 +287,7 @@ func benchBare(b *testing.B, n int, window time.Duration) fleetResult {
 		heapPerAgentKB:     float64(after.HeapKB-before.HeapKB) / float64(n),
 		livePerAgentKB:     float64(after.LiveKB-before.LiveKB) / float64(n),
 		connect:            r.Elapsed,
+		connectCPU:         [3]time.Duration{csrv1.CPU - before.CPU, 0, ccl1.CPU - ccl0.CPU},
 		broadcastCPU:       [3]time.Duration{srvCPU / time.Duration(rounds), 0, clCPU / time.Duration(rounds)},
 	}
 }
@@ -319,12 +326,19 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	g0 := runtime.NumGoroutine()
 	rss0 := settledRSS()
 	stack0, heap0, live0 := memInUse()
+	stopConnectProfile := cpuProfile(b, os.Getenv("IMPRUN_BENCH_CONNECT_CPUPROFILE"))
+	ccl0 := clients.do(b, childReq{Op: "stats"})
+	cpg0, ccpu0 := testharness.Postgres(b).CPU(), testharness.SelfCPU()
 	start := time.Now()
 	r := clients.do(b, childReq{Op: "connect", Addr: env.Replica.Addr, Creds: creds})
 	if r.Connected != n {
 		b.Fatalf("gateway: %d of %d agents connected (first error: %s)", r.Connected, n, r.FirstErr)
 	}
 	connect := time.Since(start)
+	cpg1, ccpu1 := testharness.Postgres(b).CPU(), testharness.SelfCPU()
+	stopConnectProfile()
+	ccl1 := clients.do(b, childReq{Op: "stats"})
+	connectCPU := [3]time.Duration{ccpu1 - ccpu0, cpg1 - cpg0, ccl1.CPU - ccl0.CPU}
 	waitFor(b, 60*time.Second, "gateway sessions", func() bool { return gw.SessionCount() == n })
 	waitFor(b, 60*time.Second, "agents connected in Postgres", func() bool {
 		return env.DB.CountAgentsWithStatus(b, models.AgentConnected) == n
@@ -374,20 +388,11 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 			Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1, Type: "api_key",
 				KeyPrefix: "imp_bench123", SecretHash: strings.Repeat("ab", 32), ClientAppID: uuid.NewString(),
 				Grants: []models.CredentialGrant{{PublishID: uuid.NewString(), Limits: models.PlanLimits{RequestsPerMinute: 600}}}})}
-		stopProfile := func() {}
-		if path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE"); path != "" {
-			if i > 0 {
-				path += ".round" + strconv.Itoa(i+1)
-			}
-			f, err := os.Create(path)
-			must(b, err)
-			pprof.StopCPUProfile() // a -cpuprofile of the whole run gives way to this one
-			if err := pprof.StartCPUProfile(f); err != nil {
-				f.Close()
-				b.Fatal(err)
-			}
-			stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+		path := os.Getenv("IMPRUN_BENCH_BROADCAST_CPUPROFILE")
+		if path != "" && i > 0 {
+			path += ".round" + strconv.Itoa(i+1)
 		}
+		stopProfile := cpuProfile(b, path)
 		cl0 := clients.do(b, childReq{Op: "stats"})
 		pg0, cpu0 := testharness.Postgres(b).CPU(), testharness.SelfCPU()
 		start := time.Now()
@@ -441,6 +446,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		pgXactPerSec:       float64(pg1.xact-pg0.xact-1) / secs, // minus the first read itself
 		pgRowsPerSec:       float64(pg1.rows-pg0.rows) / secs,
 		connect:            connect,
+		connectCPU:         connectCPU,
 		clientKB:           float64(cs.RSSKB-r.RSSKBBefore) / float64(n),
 		goroutinesPerAgent: float64(g1-g0) / float64(n),
 		stackPerAgentKB:    float64(stack1-stack0) / float64(n),
@@ -450,6 +456,22 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 		clientCPUPercent:   100 * float64(cl1.CPU-cl0.CPU) / float64(t1.Sub(t0)),
 		broadcastCPU:       cpu,
 	}
+}
+
+// cpuProfile profiles this process's CPU into path until the returned func is called (nothing
+// for an empty path); a -cpuprofile of the whole run gives way to it.
+func cpuProfile(b *testing.B, path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	must(b, err)
+	pprof.StopCPUProfile()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // benchSink stands in for TemporalSink without Temporal: the first result of a command is
