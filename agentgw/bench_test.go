@@ -327,6 +327,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	rss0 := settledRSS()
 	stack0, heap0, live0 := memInUse()
 	stopConnectProfile := cpuProfile(b, os.Getenv("IMPRUN_BENCH_CONNECT_CPUPROFILE"))
+	connectStatements := env.DB.ResetStatementStats() // with IMPRUN_HARNESS_PG_STATEMENTS=1
 	ccl0 := clients.do(b, childReq{Op: "stats"})
 	cpg0, ccpu0 := testharness.Postgres(b).CPU(), testharness.SelfCPU()
 	start := time.Now()
@@ -339,6 +340,11 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	stopConnectProfile()
 	ccl1 := clients.do(b, childReq{Op: "stats"})
 	connectCPU := [3]time.Duration{ccpu1 - ccpu0, cpg1 - cpg0, ccl1.CPU - ccl0.CPU}
+	if connectStatements {
+		top, err := env.DB.TopStatements(12)
+		must(b, err)
+		fmt.Printf("postgres, connecting the fleet (pg_stat_statements):\n  %s\n", strings.Join(top, "\n  "))
+	}
 	waitFor(b, 60*time.Second, "gateway sessions", func() bool { return gw.SessionCount() == n })
 	waitFor(b, 60*time.Second, "agents connected in Postgres", func() bool {
 		return env.DB.CountAgentsWithStatus(b, models.AgentConnected) == n
