@@ -232,6 +232,7 @@ func BenchmarkFleetReplicas(b *testing.B) {
 		ids[i][0] = byte(p.replicaOf(i))
 	}
 	env.DB.InsertPendingAgentsWithIDs(b, clusterID, ids)
+	env.DB.Analyze(b) // as autovacuum would have (see BenchmarkAgentFleet)
 	creds := make([]string, 0, p.agents)
 	for _, id := range ids {
 		tok, _ := signer.Mint(id, clusterID, 1)

@@ -140,6 +140,34 @@ func newPG(label string) (*PG, error) {
 	}
 }
 
+// diagnosisArgs are the settings for looking into what a benchmark costs PostgreSQL:
+// IMPRUN_HARNESS_PG_STATEMENTS=1 preloads pg_stat_statements with planning time (a database that
+// wants it runs CREATE EXTENSION pg_stat_statements); IMPRUN_HARNESS_PG_EXPLAIN_MS=N logs the
+// plan, with actual rows and buffers, of every statement (nested ones too) that ran N ms or
+// longer, and every lock waited on for 5 ms, into IMPRUN_HARNESS_PG_LOG_DIR (default
+// /tmp/imprun-pglog; postgres's own user writes there).
+func diagnosisArgs() []string {
+	var libs, args []string
+	if os.Getenv("IMPRUN_HARNESS_PG_STATEMENTS") != "" {
+		libs = append(libs, "pg_stat_statements")
+		args = append(args, "-c", "pg_stat_statements.track_planning=on")
+	}
+	if ms, err := strconv.Atoi(os.Getenv("IMPRUN_HARNESS_PG_EXPLAIN_MS")); err == nil && ms >= 0 {
+		dir := os.Getenv("IMPRUN_HARNESS_PG_LOG_DIR")
+		if dir == "" {
+			dir = "/tmp/imprun-pglog"
+		}
+		libs = append(libs, "auto_explain")
+		args = append(args, "-c", "auto_explain.log_min_duration="+strconv.Itoa(ms), "-c", "auto_explain.log_analyze=on",
+			"-c", "auto_explain.log_buffers=on", "-c", "auto_explain.log_nested_statements=on",
+			"-c", "logging_collector=on", "-c", "log_directory="+dir, "-c", "log_lock_waits=on", "-c", "deadlock_timeout=5ms")
+	}
+	if len(libs) == 0 {
+		return nil
+	}
+	return append(args, "-c", "shared_preload_libraries="+strings.Join(libs, ","))
+}
+
 // start launches postgres on pg.port; pg.mu is held or pg is not yet shared.
 func (pg *PG) start() error {
 	cmd := exec.Command(filepath.Join(pg.binDir, "postgres"),
@@ -155,11 +183,7 @@ func (pg *PG) start() error {
 		// Each test opens its own pool against its own database, and tests run in parallel.
 		"-c", "max_connections=300",
 	)
-	if os.Getenv("IMPRUN_HARNESS_PG_STATEMENTS") != "" {
-		// For looking into what a benchmark costs PostgreSQL: pg_stat_statements with
-		// planning time (a database that wants it runs CREATE EXTENSION pg_stat_statements).
-		cmd.Args = append(cmd.Args, "-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track_planning=on")
-	}
+	cmd.Args = append(cmd.Args, diagnosisArgs()...)
 	cmd.Dir = pg.baseDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: pg.cred}
 	// SIGINT is postgres's "fast" shutdown; SIGTERM would wait for every client to disconnect.
