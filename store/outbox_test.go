@@ -130,3 +130,111 @@ func TestWriteDeliveriesPassedOn(t *testing.T) {
 	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{acked(agents[2].ID, false)}))
 	require.ElementsMatch(t, []uuid.UUID{agents[0].ID, agents[2].ID}, unpassed())
 }
+
+// The delivery rows have no foreign keys: WriteDeliveries checks a batch's references itself.
+// A row of an agent or command that is gone is left out and the rest of the batch is written;
+// deleting an agent or a command deletes its rows, as the keys' cascade did.
+func TestDeliveriesFollowTheirAgentsAndCommands(t *testing.T) {
+	t.Parallel()
+	st, d := newStoreDB(t)
+	ctx := context.Background()
+	cl, agents := clusterWithAgents(t, st, "c-refs", "a1", "a2", "a3")
+	command := func(key string) *models.AgentCommand {
+		c := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandCredentialUpsert, DedupeKey: key, SupersedeKey: "credential/" + key,
+			Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1})}
+		_, err := st.EnqueueCommand(ctx, c)
+		require.NoError(t, err)
+		return c
+	}
+	c1, c2 := command("r1"), command("r2")
+	at := time.Now().UTC()
+	acked := func(c, agent uuid.UUID) store.DeliveryRecord {
+		return store.DeliveryRecord{CommandID: c, AgentID: agent, Status: models.DeliveryAcked, At: at, ResultStatus: "succeeded", PassedOn: true}
+	}
+	_, err := st.DeleteAgent(ctx, agents[2].ID)
+	require.NoError(t, err)
+	require.NoError(t, st.WriteDeliveries(ctx, []store.DeliveryRecord{
+		acked(c1.ID, agents[0].ID), acked(c1.ID, agents[1].ID), acked(c2.ID, agents[0].ID), acked(c2.ID, agents[1].ID),
+		acked(c1.ID, agents[2].ID),      // deleted agent
+		acked(uuid.New(), agents[0].ID), // no such command
+		acked(c1.ID, uuid.New()),        // no such agent
+	}))
+	require.Equal(t, 2, d.CountDeliveries(t, c1.ID, models.DeliveryAcked))
+	require.Equal(t, 2, d.CountDeliveries(t, c2.ID, models.DeliveryAcked))
+	require.Zero(t, d.CountAgentDeliveries(t, agents[2].ID))
+
+	_, err = st.DeleteAgent(ctx, agents[1].ID)
+	require.NoError(t, err)
+	require.Zero(t, d.CountAgentDeliveries(t, agents[1].ID))
+	require.Equal(t, 1, d.CountDeliveries(t, c1.ID, ""), "a1's row of c1 stays")
+	d.DeleteCommand(t, c2.ID)
+	require.Zero(t, d.CountDeliveries(t, c2.ID, ""))
+	require.Equal(t, 1, d.CountAgentDeliveries(t, agents[0].ID), "a1's row of c1 stays")
+}
+
+// A batch and an agent's deletion in flight at once leave no row of the deleted agent, whichever
+// comes first: a deletion waits for the batch that locked its agent and then deletes the rows
+// it wrote; a batch waits for a deletion in flight and then leaves the agent's rows out.
+func TestDeliveriesAndAgentDeletionRace(t *testing.T) {
+	t.Parallel()
+	st, d := newStoreDB(t)
+	ctx := context.Background()
+	cl, agents := clusterWithAgents(t, st, "c-race", "a1", "a2", "a3")
+	cmd := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandCredentialUpsert, DedupeKey: "race", SupersedeKey: "credential/race",
+		Payload: models.ToJSONMap(models.CredentialUpsertPayload{CredentialID: uuid.NewString(), Version: 1})}
+	_, err := st.EnqueueCommand(ctx, cmd)
+	require.NoError(t, err)
+	acked := func(agents ...models.Agent) []store.DeliveryRecord {
+		var recs []store.DeliveryRecord
+		for _, a := range agents {
+			recs = append(recs, store.DeliveryRecord{CommandID: cmd.ID, AgentID: a.ID, Status: models.DeliveryAcked, At: time.Now().UTC(), ResultStatus: "succeeded", PassedOn: true})
+		}
+		return recs
+	}
+	// holding runs first in a transaction that stays open until the second, started meanwhile,
+	// has had time to block on it; it returns whether the second finished before the first
+	// committed.
+	holding := func(first func(ctx context.Context) error, second func() error) (secondEarly bool) {
+		began, release := make(chan struct{}), make(chan struct{})
+		txDone := make(chan error, 1)
+		go func() {
+			txDone <- st.InTx(ctx, func(ctx context.Context) error {
+				if err := first(ctx); err != nil {
+					return err
+				}
+				close(began)
+				<-release
+				return nil
+			})
+		}()
+		<-began
+		secondDone := make(chan error, 1)
+		go func() { secondDone <- second() }()
+		select {
+		case err := <-secondDone:
+			require.NoError(t, err)
+			secondEarly = true
+		case <-time.After(300 * time.Millisecond):
+		}
+		close(release)
+		require.NoError(t, <-txDone)
+		if !secondEarly {
+			require.NoError(t, <-secondDone)
+		}
+		return secondEarly
+	}
+
+	// The batch first: a1's deletion waits for it, then deletes a1's row.
+	early := holding(func(ctx context.Context) error { return st.WriteDeliveries(ctx, acked(agents[0], agents[1])) },
+		func() error { _, err := st.DeleteAgent(ctx, agents[0].ID); return err })
+	require.False(t, early, "the deletion waited for the batch's lock of its agent")
+	require.Zero(t, d.CountAgentDeliveries(t, agents[0].ID))
+	require.Equal(t, 1, d.CountAgentDeliveries(t, agents[1].ID))
+
+	// The deletion first: the batch waits for it, then leaves a3 out and writes a2's row.
+	early = holding(func(ctx context.Context) error { _, err := st.DeleteAgent(ctx, agents[2].ID); return err },
+		func() error { return st.WriteDeliveries(ctx, acked(agents[1], agents[2])) })
+	require.False(t, early, "the batch waited for the deletion of its agent")
+	require.Zero(t, d.CountAgentDeliveries(t, agents[2].ID))
+	require.Equal(t, 1, d.CountAgentDeliveries(t, agents[1].ID))
+}

@@ -631,6 +631,29 @@ func (d *DB) CountDeliveries(t testing.TB, commandID uuid.UUID, status string) i
 	return n
 }
 
+// CountAgentDeliveries counts the delivery rows of an agent, of every command.
+func (d *DB) CountAgentDeliveries(t testing.TB, agentID uuid.UUID) int {
+	t.Helper()
+	var n int
+	d.scalar(t, &n, `SELECT count(*) FROM agent_command_deliveries WHERE agent_id = $1`, agentID)
+	return n
+}
+
+// DeleteCommand deletes a command as a cluster's deletion does (no API deletes one alone).
+func (d *DB) DeleteCommand(t testing.TB, id uuid.UUID) {
+	t.Helper()
+	d.exec(t, `DELETE FROM agent_commands WHERE id = $1`, id)
+}
+
+// AddDeliveryForeignKeys gives agent_command_deliveries back the foreign keys that checked each
+// of its rows alone before migration 00020 (BenchmarkWriteDeliveries' "before").
+func (d *DB) AddDeliveryForeignKeys(t testing.TB) {
+	t.Helper()
+	d.exec(t, `ALTER TABLE agent_command_deliveries
+		ADD FOREIGN KEY (command_id) REFERENCES agent_commands(id) ON DELETE CASCADE,
+		ADD FOREIGN KEY (agent_id) REFERENCES agents(id) ON DELETE CASCADE`)
+}
+
 // InsertPendingAgentsWithIDs inserts pending agents bench-1..bench-n with the given ids.
 func (d *DB) InsertPendingAgentsWithIDs(t testing.TB, clusterID uuid.UUID, ids []uuid.UUID) {
 	t.Helper()
