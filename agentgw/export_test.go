@@ -22,3 +22,6 @@ func ControlSeq(g *Gateway) uint64 { return g.controlSeq.Load() }
 
 // DriftPause is driftPause, for the external tests.
 var DriftPause = driftPause
+
+// SetAuthTimeout sets how long a new stream of g may take to send its ConnectRequest.
+func SetAuthTimeout(g *Gateway, d time.Duration) { g.authTimeout = d }

@@ -92,6 +92,9 @@ type Gateway struct {
 	controlSeq atomic.Uint64
 	// claimedHook, in tests, runs between a JWT connect's claim and its registration.
 	claimedHook func(agentID uuid.UUID)
+	// authTimeout is how long a new stream may take to send its ConnectRequest (authTimeout;
+	// tests shorten it).
+	authTimeout time.Duration
 	// notifiedIDs carries the ids of enqueued commands from the LISTEN connection to
 	// deliverNotified.
 	notifiedIDs chan uuid.UUID
@@ -164,7 +167,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	if cfg.MaxRepairs <= 0 {
 		cfg.MaxRepairs = 3
 	}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), writers: newWriterPool(), guard: newAuthGuard(), tokens: newTokenStates(tokenStateTTL), listenReady: make(chan struct{}),
+	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), writers: newWriterPool(), guard: newAuthGuard(), tokens: newTokenStates(tokenStateTTL), listenReady: make(chan struct{}), authTimeout: authTimeout,
 		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch), replica: uuid.New(), started: time.Now().UTC()}
 	for _, o := range opts {
 		o(g)

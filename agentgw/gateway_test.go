@@ -313,6 +313,26 @@ func TestRevokeDuringJWTConnect(t *testing.T) {
 	require.Zero(t, gw.SessionCount())
 }
 
+// A stream that sends nothing is ended once its ConnectRequest is late, as cancelled, not
+// refused (an agent told Unauthenticated would take its credentials for revoked), and the
+// gateway holds nothing of it.
+func TestSilentStreamEnded(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	gw := f.env.Replica.Gateway
+	agentgw.SetAuthTimeout(gw, 300*time.Millisecond)
+	conn, err := grpc.NewClient(f.env.Replica.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(context.Background())
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = stream.Recv()
+	require.Equal(t, codes.Canceled, status.Code(err), "got %v", err)
+	require.Less(t, time.Since(start), 5*time.Second, "ended at its deadline, not the gateway's default")
+	require.Zero(t, gw.SessionCount())
+}
+
 func TestTokenRotation(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

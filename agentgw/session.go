@@ -219,7 +219,7 @@ func (s *session) write() {
 			}
 			s.wmu.Unlock()
 			if s.takeResync() && s.ctx.Err() == nil {
-				go s.g.sync(s.ctx, s) // off this goroutine, which may be the handler's
+				goOffStack(func() { s.g.sync(s.ctx, s) }) // off this goroutine, which may be the handler's
 			}
 			return
 		}
