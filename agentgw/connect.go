@@ -304,8 +304,11 @@ func (g *Gateway) acceptJWT(ctx context.Context, stream agentv1.AgentService_Con
 	}
 	s := newSession(g, stream, cancel, vt.AgentID, vt.ClusterID, ip)
 	seq := g.controlSeq.Load()
-	claim, err := g.claimSession(ctx, s, req, func(c store.AgentConnection) (store.AgentTokenClaim, error) {
-		return g.store.ClaimAgentByToken(ctx, c, vt.Generation)
+	cseq, listening := g.commandSeq.Load(), g.listening.Load()
+	var read *store.ConnectRead
+	claim, err := g.claimSession(ctx, s, req, func(c store.AgentConnection) (cl store.AgentTokenClaim, err error) {
+		cl, read, err = g.store.ClaimAgentByTokenAndRead(ctx, c, vt.Generation)
+		return cl, err
 	})
 	if err != nil {
 		s.cancel(nil)
@@ -355,6 +358,12 @@ func (g *Gateway) acceptJWT(ctx context.Context, stream agentv1.AgentService_Con
 			}
 			return nil, nil, vt.AgentID, err
 		}
+	}
+	if read != nil && listening && g.commandSeq.Load() == cseq {
+		// No command was notified since before the claim: the pending commands read with it
+		// are all there is, and what is notified from now on finds the session. Otherwise the
+		// first sync reads them again, after the registration.
+		s.connectRead = read
 	}
 	a := models.Agent{ID: vt.AgentID, ClusterID: vt.ClusterID, TokenGeneration: vt.Generation}
 	return s, g.namedConnectResponse(a, "", claim.ClusterName), vt.AgentID, nil
@@ -438,6 +447,8 @@ func (g *Gateway) sync(ctx context.Context, s *session) {
 	s.mu.Lock()
 	first := !s.repairChecked
 	s.repairChecked = true
+	pre := s.connectRead
+	s.connectRead = nil
 	s.mu.Unlock()
 	// The reads run on a context of their own, bounded in time, not one that the stream's
 	// context cancels: every statement on a child of the stream's context would leave a map of
@@ -451,7 +462,7 @@ func (g *Gateway) sync(ctx context.Context, s *session) {
 		err  error
 	)
 	if first {
-		cmds, read = g.repairOnConnect(dctx, s)
+		cmds, read = g.repairOnConnect(dctx, s, pre)
 	}
 	if !read {
 		cmds, err = g.store.PendingCommands(dctx, s.clusterID, s.agentID)

@@ -220,12 +220,17 @@ func (g *Gateway) repair(ctx context.Context, s *session, cs syncstate.ClusterSy
 // repairOnConnect runs before the agent's pending commands are sent: an agent whose state is
 // missing publishes or credentials (a wiped state directory) gets the cluster's whole desired
 // set first (repairs sort before ordinary commands). It returns the agent's pending commands,
-// read with its sync inputs (ConnectInputs), or ok false when they must be read again: the
-// read failed, or a repair was enqueued after it.
-func (g *Gateway) repairOnConnect(ctx context.Context, s *session) (pending []models.AgentCommand, ok bool) {
-	in, pending, err := g.store.ConnectInputs(ctx, s.clusterID, s.agentID)
-	if err != nil {
-		return nil, false
+// read with its sync inputs (ConnectInputs; pre when the connect read them with its claim), or
+// ok false when they must be read again: the read failed, or a repair was enqueued after it.
+func (g *Gateway) repairOnConnect(ctx context.Context, s *session, pre *store.ConnectRead) (pending []models.AgentCommand, ok bool) {
+	var in store.SyncInputs
+	if pre != nil {
+		in, pending = pre.Inputs, pre.Pending
+	} else {
+		var err error
+		if in, pending, err = g.store.ConnectInputs(ctx, s.clusterID, s.agentID); err != nil {
+			return nil, false
+		}
 	}
 	// The applied set of the ConnectRequest is fresh and whole, so no grace applies: an
 	// acknowledged revision it lacks is missing now, even one acknowledged a moment ago.

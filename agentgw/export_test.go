@@ -25,3 +25,9 @@ var DriftPause = driftPause
 
 // SetAuthTimeout sets how long a new stream of g may take to send its ConnectRequest.
 func SetAuthTimeout(g *Gateway, d time.Duration) { g.authTimeout = d }
+
+// CommandSeq is g's count of command notifications and LISTEN connection changes.
+func CommandSeq(g *Gateway) uint64 { return g.commandSeq.Load() }
+
+// NotifiedLookedUp is how many notified commands g has looked the streams of up.
+func NotifiedLookedUp(g *Gateway) uint64 { return g.notifiedLookedUp.Load() }

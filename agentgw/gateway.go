@@ -90,6 +90,15 @@ type Gateway struct {
 	// JWT connect that saw it move between its claim and its registration checks again
 	// (acceptJWT).
 	controlSeq atomic.Uint64
+	// commandSeq counts the command notifications and the LISTEN connection's ups and downs,
+	// and listening is whether it is up: a JWT connect reads its pending commands before its
+	// session is registered, and trusts that read only if neither moved meanwhile (a command
+	// notified meanwhile may have found no session to go to).
+	commandSeq atomic.Uint64
+	listening  atomic.Bool
+	// notifiedLookedUp counts the notified commands deliverNotified has looked the streams of up
+	// (for tests).
+	notifiedLookedUp atomic.Uint64
 	// claimedHook, in tests, runs between a JWT connect's claim and its registration.
 	claimedHook func(agentID uuid.UUID)
 	// authTimeout is how long a new stream may take to send its ConnectRequest (authTimeout;

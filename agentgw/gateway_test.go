@@ -313,6 +313,58 @@ func TestRevokeDuringJWTConnect(t *testing.T) {
 	require.Zero(t, gw.SessionCount())
 }
 
+// A command notified between a JWT connect's claim, which read the agent's pending commands,
+// and the registration of its session finds no stream to go to; the connect sees the
+// notification count move, and its first sync reads the commands again.
+func TestCommandDuringJWTConnect(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	gw := f.env.Replica.Gateway
+	<-gw.ListenReady()
+	id := f.env.DB.InsertNamedPendingAgents(t, uuid.MustParse(f.clusterID), "racing-", 1)[0]
+	var (
+		once sync.Once
+		cmd  models.AgentCommand
+	)
+	agentgw.SetClaimedHook(gw, func(agentID uuid.UUID) {
+		if agentID != id {
+			return
+		}
+		once.Do(func() {
+			before := agentgw.NotifiedLookedUp(gw)
+			cmd = enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+			assert.Eventually(t, func() bool { return agentgw.NotifiedLookedUp(gw) > before }, 5*time.Second, 5*time.Millisecond,
+				"the command is notified, and finds no stream of the agent yet")
+		})
+	})
+	jwt, _ := gw.Signer().Mint(id, uuid.MustParse(f.clusterID), 1)
+	stream := rawConnect(t, f.env.Replica.Addr, &agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}})
+	msg, err := stream.Recv()
+	require.NoError(t, err)
+	require.NotNil(t, msg.GetConnectResponse(), "got %v", msg)
+	got := make(chan *agentv1.ServerMessage, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			if msg.GetCredentialUpsert() != nil {
+				got <- msg
+				return
+			}
+		}
+	}()
+	select {
+	case msg, ok := <-got:
+		require.True(t, ok, "the stream ended without the command")
+		require.Equal(t, cmd.ID.String(), msg.GetCredentialUpsert().GetCommandId())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command notified during the connect never reached the agent")
+	}
+}
+
 // A stream that sends nothing is ended once its ConnectRequest is late, as cancelled, not
 // refused (an agent told Unauthenticated would take its credentials for revoked), and the
 // gateway holds nothing of it.

@@ -31,6 +31,8 @@ func (g *Gateway) listen(ctx context.Context) {
 		}
 		bo.Reset()
 		g.tokens.setLive(true)
+		g.commandSeq.Add(1) // before the resync below takes the sessions
+		g.listening.Store(true)
 		if !first {
 			for _, s := range g.sessions.all() {
 				go g.sync(s.ctx, s)
@@ -46,6 +48,8 @@ func (g *Gateway) listen(ctx context.Context) {
 			g.notified(ctx, channel, payload)
 		}
 		g.tokens.setLive(false)
+		g.listening.Store(false)
+		g.commandSeq.Add(1)
 		_ = l.Close()
 	}
 }
@@ -82,6 +86,7 @@ func (g *Gateway) notified(ctx context.Context, channel, payload string) {
 		if err != nil {
 			return
 		}
+		g.commandSeq.Add(1) // before the lookup: a connect registering now reads again
 		select {
 		case g.notifiedIDs <- id:
 		case <-ctx.Done():
@@ -165,5 +170,6 @@ func (g *Gateway) deliverNotified(ctx context.Context) {
 				g.deliverMessage(s, c, prepared(s))
 			}
 		}
+		g.notifiedLookedUp.Add(uint64(len(ids)))
 	}
 }

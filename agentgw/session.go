@@ -11,6 +11,7 @@ import (
 
 	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
+	"github.com/imprun/imprun-server/store"
 )
 
 // session is one agent stream on this replica.
@@ -66,8 +67,11 @@ type session struct {
 	// last applied report logged as ignored.
 	lastRepair    time.Time
 	ignoredSig    string
-	repairChecked bool        // the connect-time repair ran
-	renewal       *time.Timer // renews the agent's JWT (scheduleRenewal)
+	repairChecked bool // the connect-time repair ran
+	// connectRead is what a JWT connect read with its claim, for its first sync (nil: read it
+	// then).
+	connectRead *store.ConnectRead
+	renewal     *time.Timer // renews the agent's JWT (scheduleRenewal)
 
 	// sendComp is the stream's send compressor (sendCompressor), sendCompKnown whether grpc-go
 	// said.

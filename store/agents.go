@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -120,29 +121,77 @@ type AgentTokenClaim struct {
 // and the statement also returns the cluster's name and, for a refusal, the row's state. The
 // check and the claim of a connect are one round trip: a fleet's reconnect storm made them two.
 func (s *Store) ClaimAgentByToken(ctx context.Context, c AgentConnection, gen int) (AgentTokenClaim, error) {
-	args, err := c.args()
+	read, claim, err := claimRead(c, gen)
 	if err != nil {
 		return AgentTokenClaim{}, err
 	}
+	found := false
+	each := read.each
+	read.each = func(rs rowScanner) error { found = true; return each(rs) }
+	if err := s.readRows(ctx, read.query, read.args, read.each); err != nil {
+		return AgentTokenClaim{}, err
+	}
+	if !found {
+		return AgentTokenClaim{}, ErrNotFound
+	}
+	return claim(), nil
+}
+
+// ConnectRead is what ConnectInputs reads of a connecting agent.
+type ConnectRead struct {
+	Inputs  SyncInputs
+	Pending []models.AgentCommand
+}
+
+// ClaimAgentByTokenAndRead is ClaimAgentByToken followed by ConnectInputs of the agent in the
+// same round trip, the reads seeing the claim: a JWT connect's two round trips in one. read is
+// nil when the claim was refused, or when the agent or its cluster was gone by the reads.
+func (s *Store) ClaimAgentByTokenAndRead(ctx context.Context, c AgentConnection, gen int) (AgentTokenClaim, *ConnectRead, error) {
+	cr, claim, err := claimRead(c, gen)
+	if err != nil {
+		return AgentTokenClaim{}, nil, err
+	}
+	read := &ConnectRead{}
+	read.Inputs, err = s.syncInputsOf(ctx, &agentSyncQueries, []any{c.ClusterID, c.AgentID}, &c.AgentID, []batchRead{cr},
+		pendingCommandsRead(c.ClusterID, c.AgentID, &read.Pending))
+	cl := claim()
+	switch {
+	case errors.Is(err, ErrNotFound): // the cluster is gone
+		return cl, nil, nil
+	case err != nil:
+		return AgentTokenClaim{}, nil, err
+	case !cl.Claimed || len(read.Inputs.Agents) != 1:
+		return cl, nil, nil
+	}
+	return cl, read, nil
+}
+
+// claimRead is the statement of ClaimAgentByToken, and what it found once read.
+func claimRead(c AgentConnection, gen int) (batchRead, func() AgentTokenClaim, error) {
+	args, err := c.args()
+	if err != nil {
+		return batchRead{}, nil, err
+	}
 	var (
 		n       int
-		cl      AgentTokenClaim
+		name    string
 		status  *string
 		cluster *uuid.UUID
 		tokGen  *int
 	)
 	// The outer SELECT sees the agents table as it was before the UPDATE (one snapshot).
-	err = s.readRow(ctx, connectStatement(` AND token_generation = $11 AND cluster_id = $10`,
+	read := batchRead{connectStatement(` AND token_generation = $11 AND cluster_id = $10`,
 		`SELECT (SELECT count(*) FROM a), coalesce((SELECT name FROM clusters WHERE id = $10), ''), t.status, t.cluster_id, t.token_generation
-		FROM (SELECT 1) one LEFT JOIN agents t ON t.id = $1`), append(args, gen), &n, &cl.ClusterName, &status, &cluster, &tokGen)
-	if err != nil {
-		return AgentTokenClaim{}, err
-	}
-	cl.Claimed = n > 0
-	if status != nil && cluster != nil && tokGen != nil {
-		cl.Found, cl.State = true, AgentTokenState{Status: *status, ClusterID: *cluster, TokenGeneration: *tokGen}
-	}
-	return cl, nil
+		FROM (SELECT 1) one LEFT JOIN agents t ON t.id = $1`), append(args, gen), func(rs rowScanner) error {
+		return rs.Scan(&n, &name, &status, &cluster, &tokGen)
+	}}
+	return read, func() AgentTokenClaim {
+		cl := AgentTokenClaim{Claimed: n > 0, ClusterName: name}
+		if status != nil && cluster != nil && tokGen != nil {
+			cl.Found, cl.State = true, AgentTokenState{Status: *status, ClusterID: *cluster, TokenGeneration: *tokGen}
+		}
+		return cl
+	}, nil
 }
 
 // args are the parameters $1-$10 of connectStatement.

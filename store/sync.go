@@ -93,9 +93,9 @@ func (s *Store) AgentSyncInputs(ctx context.Context, clusterID, agentID uuid.UUI
 // the agents nobody holds, so that every agent is counted by exactly one replica.
 func (s *Store) HeldSyncInputs(ctx context.Context, clusterID, replica uuid.UUID, unheld bool, liveSince time.Time) (SyncInputs, error) {
 	if unheld {
-		return s.syncInputsOf(ctx, &heldOrUnheldSyncQueries, []any{clusterID, replica, liveSince}, nil)
+		return s.syncInputsOf(ctx, &heldOrUnheldSyncQueries, []any{clusterID, replica, liveSince}, nil, nil)
 	}
-	return s.syncInputsOf(ctx, &heldSyncQueries, []any{clusterID, replica}, nil)
+	return s.syncInputsOf(ctx, &heldSyncQueries, []any{clusterID, replica}, nil, nil)
 }
 
 // OldestLiveReplica is the replica whose lease is live (alive since liveSince) and started
@@ -151,16 +151,18 @@ func (s *Store) ConnectInputs(ctx context.Context, clusterID, agentID uuid.UUID)
 // after these.
 func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uuid.UUID, more ...batchRead) (SyncInputs, error) {
 	if agentID != nil {
-		return s.syncInputsOf(ctx, &agentSyncQueries, []any{clusterID, *agentID}, agentID, more...)
+		return s.syncInputsOf(ctx, &agentSyncQueries, []any{clusterID, *agentID}, agentID, nil, more...)
 	}
-	return s.syncInputsOf(ctx, &clusterSyncQueries, []any{clusterID}, nil, more...)
+	return s.syncInputsOf(ctx, &clusterSyncQueries, []any{clusterID}, nil, nil, more...)
 }
 
 // syncInputsOf runs the statements q (one of syncQueries') with args, the cluster first, and
 // then counts the credentials pending (see SyncInputs). Of one agent (one), the count goes in
 // the batch, whatever the agent reports: it costs as many lookups as the cluster has
 // credentials, and a connect stays one round trip.
-func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one *uuid.UUID, more ...batchRead) (SyncInputs, error) {
+//
+// The statements of before go first in the batch (a connect's claim), those of more after.
+func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one *uuid.UUID, before []batchRead, more ...batchRead) (SyncInputs, error) {
 	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
 	pending := func(rs rowScanner) error {
 		var id uuid.UUID
@@ -176,13 +178,13 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 		oneRead = []batchRead{{credentialsPendingOfAgent, args[:2], pending}}
 	}
 	found := false
-	err := s.readBatch(ctx, append(append([]batchRead{
-		{q[0], args[:1], func(rs rowScanner) error {
+	err := s.readBatch(ctx, append(append(append(before[:len(before):len(before)],
+		batchRead{q[0], args[:1], func(rs rowScanner) error {
 			found = true
 			c := &in.Cluster
 			return rs.Scan(&c.ID, &c.Name, &c.Status, &c.DriftPolicy)
 		}},
-		{q[1], args, func(rs rowScanner) error {
+		batchRead{q[1], args, func(rs rowScanner) error {
 			var a models.Agent
 			var total int
 			if err := rs.Scan(&a.ID, &a.ClusterID, &a.Name, &a.Status, &a.Applied, &a.CredentialChecksum, &a.LastHeartbeatAt, &total); err != nil {
@@ -196,7 +198,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Agents = append(in.Agents, a)
 			return nil
 		}},
-		{q[2], args, func(rs rowScanner) error {
+		batchRead{q[2], args, func(rs rowScanner) error {
 			var d DeployIntent
 			var publish *string
 			if err := rs.Scan(&d.CommandID, &d.AgentID, &publish, &d.Revision, &d.Checksum, &d.Action, &d.CreatedAt, &d.Attempt); err != nil {
@@ -208,7 +210,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Deploys = append(in.Deploys, d)
 			return nil
 		}},
-		{q[3], args, func(rs rowScanner) error {
+		batchRead{q[3], args, func(rs rowScanner) error {
 			var d DeployDelivery
 			if err := rs.Scan(&d.CommandID, &d.AgentID, &d.Status, &d.AckedAt, &d.ResultStatus, &d.Message); err != nil {
 				return err
@@ -216,7 +218,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Deliveries = append(in.Deliveries, d)
 			return nil
 		}},
-		{q[4], args[:1], func(rs rowScanner) error {
+		batchRead{q[4], args[:1], func(rs rowScanner) error {
 			var c CredentialVersion
 			if err := rs.Scan(&c.CredentialID, &c.Version); err != nil {
 				return err
@@ -224,7 +226,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Credentials = append(in.Credentials, c)
 			return nil
 		}},
-	}, oneRead...), more...)...)
+	), oneRead...), more...)...)
 	if err == nil && !found {
 		err = ErrNotFound
 	}

@@ -338,9 +338,28 @@ func TestClusterName(t *testing.T) {
 }
 
 // ClaimAgentByToken claims an agent's row only for a token of its generation and cluster and
-// an agent not revoked; a refusal says what the row holds.
+// an agent not revoked; a refusal says what the row holds. ClaimAgentByTokenAndRead claims
+// the same.
 func TestClaimAgentByToken(t *testing.T) {
 	t.Parallel()
+	for name, claim := range map[string]func(*store.Store, context.Context, store.AgentConnection, int) (store.AgentTokenClaim, error){
+		"claim": (*store.Store).ClaimAgentByToken,
+		"claim and read": func(st *store.Store, ctx context.Context, c store.AgentConnection, gen int) (store.AgentTokenClaim, error) {
+			cl, read, err := st.ClaimAgentByTokenAndRead(ctx, c, gen)
+			if err == nil && cl.Claimed != (read != nil) {
+				t.Errorf("claimed %v, read %v", cl.Claimed, read)
+			}
+			return cl, err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testClaimAgentByToken(t, claim)
+		})
+	}
+}
+
+func testClaimAgentByToken(t *testing.T, claim func(*store.Store, context.Context, store.AgentConnection, int) (store.AgentTokenClaim, error)) {
 	st := newStore(t)
 	ctx := context.Background()
 	cl, agents := clusterWithAgents(t, st, "c-claim", "a1", "a2")
@@ -351,7 +370,7 @@ func TestClaimAgentByToken(t *testing.T) {
 	}
 
 	c := conn(a1, cl.ID)
-	got, err := st.ClaimAgentByToken(ctx, c, 1)
+	got, err := claim(st, ctx, c, 1)
 	require.NoError(t, err)
 	require.True(t, got.Claimed)
 	require.Equal(t, "c-claim", got.ClusterName)
@@ -371,7 +390,7 @@ func TestClaimAgentByToken(t *testing.T) {
 			State: store.AgentTokenState{Status: models.AgentConnected, ClusterID: cl.ID, TokenGeneration: 1}}},
 		"no such agent": {conn(uuid.New(), cl.ID), 1, store.AgentTokenClaim{ClusterName: "c-claim"}},
 	} {
-		got, err := st.ClaimAgentByToken(ctx, tc.c, tc.gen)
+		got, err := claim(st, ctx, tc.c, tc.gen)
 		require.NoError(t, err, name)
 		require.Equal(t, tc.want, got, name)
 	}
@@ -381,10 +400,51 @@ func TestClaimAgentByToken(t *testing.T) {
 
 	_, err = st.RevokeAgent(ctx, a1, "test")
 	require.NoError(t, err)
-	got, err = st.ClaimAgentByToken(ctx, conn(a1, cl.ID), 1)
+	got, err = claim(st, ctx, conn(a1, cl.ID), 1)
 	require.NoError(t, err)
 	require.False(t, got.Claimed)
 	require.Equal(t, models.AgentRevoked, got.State.Status)
+}
+
+// ClaimAgentByTokenAndRead reads, in the claim's round trip, what ConnectInputs reads after
+// it: the agent's sync inputs as the claim left them and its pending commands.
+func TestClaimAgentByTokenAndRead(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	ctx := context.Background()
+	cl, agents := clusterWithAgents(t, st, "c-read", "a1", "a2")
+	a1 := agents[0].ID
+	forA1 := &models.AgentCommand{ClusterID: cl.ID, AgentID: &a1, Kind: models.CommandCredentialRevoke, DedupeKey: "r1",
+		Payload: models.ToJSONMap(models.CredentialRevokePayload{CredentialID: uuid.NewString()})}
+	all := &models.AgentCommand{ClusterID: cl.ID, Kind: models.CommandDeploy, DedupeKey: "d1", SupersedeKey: "publish/p1",
+		Payload: models.ToJSONMap(models.DeployPayload{PublishID: "p1", Revision: 1, Checksum: "sum"})}
+	for _, c := range []*models.AgentCommand{forA1, all} {
+		_, err := st.EnqueueCommand(ctx, c)
+		require.NoError(t, err)
+	}
+	c := store.AgentConnection{AgentID: a1, ClusterID: cl.ID, SessionID: uuid.New(), ReplicaID: uuid.New(), IP: "10.0.0.9", At: time.Now().UTC(),
+		CredentialChecksum: "sum-1", Applied: []models.AppliedRevision{{PublishID: "p0", Revision: 3}}}
+	observed := 0
+	st.ObserveDirect(func(string) { observed++ })
+	got, read, err := st.ClaimAgentByTokenAndRead(ctx, c, 1)
+	require.NoError(t, err)
+	require.True(t, got.Claimed)
+	require.NotNil(t, read)
+	require.Equal(t, 8, observed, "the claim and the seven reads of ConnectInputs, in one batch")
+
+	in, pending, err := st.ConnectInputs(ctx, cl.ID, a1)
+	require.NoError(t, err)
+	require.Equal(t, in, read.Inputs, "the reads see the claim")
+	require.Equal(t, pending, read.Pending)
+	require.Len(t, read.Pending, 2)
+	require.Equal(t, models.AgentConnected, read.Inputs.Agents[0].Status)
+	require.Equal(t, "sum-1", read.Inputs.Agents[0].CredentialChecksum)
+
+	// A refused claim reads nothing it returns.
+	got, read, err = st.ClaimAgentByTokenAndRead(ctx, store.AgentConnection{AgentID: agents[1].ID, ClusterID: cl.ID, SessionID: uuid.New(), ReplicaID: uuid.New(), At: time.Now().UTC()}, 7)
+	require.NoError(t, err)
+	require.False(t, got.Claimed)
+	require.Nil(t, read)
 }
 
 // An agent that reports the desired credential set has nothing pending, whatever it has not
