@@ -516,8 +516,9 @@ func peerIP(ctx context.Context) string {
 }
 
 // recvWithin reads the stream's first message on the handler's own goroutine, and ends the
-// stream (cancel: the agent sees it cancelled, not refused) if it has not come within d. A goroutine of its own for the read, as before,
-// grew a new stack to decode the message at every connect: 4 % of a reconnecting fleet's CPU.
+// stream (cancel: the agent sees it cancelled, not refused) if it has not come within d. A
+// goroutine of its own for the read, as before, grew a new stack to decode the message at
+// every connect: 4 % of a reconnecting fleet's CPU.
 func recvWithin(stream agentv1.AgentService_ConnectServer, cancel context.CancelCauseFunc, d time.Duration) (*agentv1.AgentMessage, error) {
 	late := fmt.Errorf("no ConnectRequest within %s", d)
 	t := time.AfterFunc(d, func() { cancel(late) })
