@@ -289,13 +289,16 @@ func (g *Gateway) refused(stream agentv1.AgentService_ConnectServer, req *agentv
 var errTryAgain = errors.New("the connect could not be stored")
 
 // acceptJWT authenticates an agent JWT and claims the agent for a new session in one statement
-// (store.ClaimAgentByToken: not revoked, the token's generation and cluster), then registers the
+// (store.ClaimAgentByTokenAndRead: not revoked, the token's generation and cluster), which
+// reads the agent's sync inputs and pending commands in the same round trip, then registers the
 // session, superseding an older stream of the agent here only once the claim is made. agentID
 // is the token's agent, for the log of a refusal.
 //
 // A revoke, delete or rotation of the agent notified between the claim and the registration
 // would find the older session, or none: notified counts every such notification (controlSeq),
-// and a connect that saw one meanwhile checks the agent's row once more.
+// and a connect that saw one meanwhile checks the agent's row once more. A command notified
+// in between would find no session either: commandSeq counts those, and a connect that saw
+// one leaves its pending commands to be read again by its first sync.
 func (g *Gateway) acceptJWT(ctx context.Context, stream agentv1.AgentService_ConnectServer, cancel context.CancelCauseFunc, raw string,
 	req *agentv1.ConnectRequest, ip string) (*session, *agentv1.ConnectResponse, uuid.UUID, error) {
 	vt, err := g.signer.Verify(raw)

@@ -452,7 +452,7 @@ func (g *Gateway) VerifyAgentToken(ctx context.Context, raw string) (agentID, cl
 
 // tokenStateErr says why a verified agent JWT no longer stands for the agent whose row is st:
 // the agent is revoked (errRevoked), or its token generation or cluster is not the token's
-// (ClaimAgentByToken claims a row only under the same conditions). nil: it stands.
+// (ClaimAgentByTokenAndRead claims a row only under the same conditions). nil: it stands.
 func tokenStateErr(vt VerifiedToken, st store.AgentTokenState) error {
 	if st.Status == models.AgentRevoked {
 		return errRevoked

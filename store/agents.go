@@ -106,7 +106,7 @@ func (s *Store) MarkAgentConnected(ctx context.Context, c AgentConnection) (ok b
 	return err == nil && n > 0, err
 }
 
-// AgentTokenClaim is what ClaimAgentByToken did and found.
+// AgentTokenClaim is what ClaimAgentByTokenAndRead did and found.
 type AgentTokenClaim struct {
 	Claimed     bool
 	ClusterName string // of the token's cluster ("" without its row)
@@ -116,36 +116,19 @@ type AgentTokenClaim struct {
 	Found bool
 }
 
-// ClaimAgentByToken is MarkAgentConnected for an agent JWT of token generation gen: the row is
-// claimed only if the agent is not revoked and is still of that generation and of c.ClusterID,
-// and the statement also returns the cluster's name and, for a refusal, the row's state. The
-// check and the claim of a connect are one round trip: a fleet's reconnect storm made them two.
-func (s *Store) ClaimAgentByToken(ctx context.Context, c AgentConnection, gen int) (AgentTokenClaim, error) {
-	read, claim, err := claimRead(c, gen)
-	if err != nil {
-		return AgentTokenClaim{}, err
-	}
-	found := false
-	each := read.each
-	read.each = func(rs rowScanner) error { found = true; return each(rs) }
-	if err := s.readRows(ctx, read.query, read.args, read.each); err != nil {
-		return AgentTokenClaim{}, err
-	}
-	if !found {
-		return AgentTokenClaim{}, ErrNotFound
-	}
-	return claim(), nil
-}
-
 // ConnectRead is what ConnectInputs reads of a connecting agent.
 type ConnectRead struct {
 	Inputs  SyncInputs
 	Pending []models.AgentCommand
 }
 
-// ClaimAgentByTokenAndRead is ClaimAgentByToken followed by ConnectInputs of the agent in the
-// same round trip, the reads seeing the claim: a JWT connect's two round trips in one. read is
-// nil when the claim was refused, or when the agent or its cluster was gone by the reads.
+// ClaimAgentByTokenAndRead is MarkAgentConnected for an agent JWT of token generation gen,
+// followed by ConnectInputs of the agent in the same round trip. The row is claimed only if the
+// agent is not revoked and is still of that generation and of c.ClusterID, and the statement
+// also returns the cluster's name and, for a refusal, the row's state: the check and the claim
+// of a connect are one statement (a fleet's reconnect storm made them two round trips, and the
+// reads a third). The reads see the claim; read is nil when the claim was refused, or when the
+// agent or its cluster was gone by the reads.
 func (s *Store) ClaimAgentByTokenAndRead(ctx context.Context, c AgentConnection, gen int) (AgentTokenClaim, *ConnectRead, error) {
 	cr, claim, err := claimRead(c, gen)
 	if err != nil {
@@ -166,7 +149,7 @@ func (s *Store) ClaimAgentByTokenAndRead(ctx context.Context, c AgentConnection,
 	return cl, read, nil
 }
 
-// claimRead is the statement of ClaimAgentByToken, and what it found once read.
+// claimRead is the claim of ClaimAgentByTokenAndRead, and what it found once read.
 func claimRead(c AgentConnection, gen int) (batchRead, func() AgentTokenClaim, error) {
 	args, err := c.args()
 	if err != nil {

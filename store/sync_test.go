@@ -337,29 +337,17 @@ func TestClusterName(t *testing.T) {
 	}))
 }
 
-// ClaimAgentByToken claims an agent's row only for a token of its generation and cluster and
-// an agent not revoked; a refusal says what the row holds. ClaimAgentByTokenAndRead claims
-// the same.
+// ClaimAgentByTokenAndRead claims an agent's row only for a token of its generation and
+// cluster and an agent not revoked; a refusal says what the row holds and reads nothing.
 func TestClaimAgentByToken(t *testing.T) {
 	t.Parallel()
-	for name, claim := range map[string]func(*store.Store, context.Context, store.AgentConnection, int) (store.AgentTokenClaim, error){
-		"claim": (*store.Store).ClaimAgentByToken,
-		"claim and read": func(st *store.Store, ctx context.Context, c store.AgentConnection, gen int) (store.AgentTokenClaim, error) {
-			cl, read, err := st.ClaimAgentByTokenAndRead(ctx, c, gen)
-			if err == nil && cl.Claimed != (read != nil) {
-				t.Errorf("claimed %v, read %v", cl.Claimed, read)
-			}
-			return cl, err
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			testClaimAgentByToken(t, claim)
-		})
+	claim := func(st *store.Store, ctx context.Context, c store.AgentConnection, gen int) (store.AgentTokenClaim, error) {
+		cl, read, err := st.ClaimAgentByTokenAndRead(ctx, c, gen)
+		if err == nil && cl.Claimed != (read != nil) {
+			t.Errorf("claimed %v, read %v", cl.Claimed, read)
+		}
+		return cl, err
 	}
-}
-
-func testClaimAgentByToken(t *testing.T, claim func(*store.Store, context.Context, store.AgentConnection, int) (store.AgentTokenClaim, error)) {
 	st := newStore(t)
 	ctx := context.Background()
 	cl, agents := clusterWithAgents(t, st, "c-claim", "a1", "a2")
