@@ -65,7 +65,7 @@ func BenchmarkWriteDeliveries(b *testing.B) {
 }
 
 // clusterWithManyAgents is a cluster of n (pending) agents, analysed as autovacuum would.
-func clusterWithManyAgents(b *testing.B, st *store.Store, d *storetest.DB, n int) (uuid.UUID, []uuid.UUID) {
+func clusterWithManyAgents(b testing.TB, st *store.Store, d *storetest.DB, n int) (uuid.UUID, []uuid.UUID) {
 	ctx := context.Background()
 	cl := &models.Cluster{Name: "bench", Region: "r", Status: models.ClusterActive}
 	require.NoError(b, st.CreateCluster(ctx, cl))
