@@ -57,7 +57,8 @@ package agentgw_test
 // process: prefix.gateway-N and prefix.bare-N), IMPRUN_BENCH_FLEET_STORM_CPUPROFILE=prefix (a
 // CPU profile of each restarted server from listening until its agents are back:
 // prefix.gateway-N.stormK, K servers restarted at once), IMPRUN_HARNESS_PG_STATEMENTS=1 (Postgres's
-// costliest statements during the broadcasts).
+// costliest statements during the broadcasts), IMPRUN_BENCH_GATEWAY_LOG=warn|info|debug (the
+// replicas' log level; errors only by default).
 
 import (
 	"context"
@@ -111,7 +112,7 @@ type replicaChild struct {
 func (r *replicaChild) handle(req childReq) childResp {
 	switch req.Op {
 	case "start":
-		quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+		quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: gatewayLogLevel()}))
 		// The pool as the api process configures it (database.max_open_conns, max_idle_conns),
 		// before the gateway listens: after a restart the agents are there at once.
 		r.env = apitest.New(r.t, apitest.Options{DBURL: req.DBURL, Logger: quiet, AgentAddr: req.Addr, MaxOpenConns: 20, MaxIdleConns: 20,
@@ -356,7 +357,8 @@ func (g *gatewayFleet) broadcast(b *testing.B, p fleetPlan, _, clients []*child)
 			return per, now
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("broadcast: acknowledged by %v of %v agents after 3 minutes", acked, p.perReplica)
+			b.Fatalf("broadcast: acknowledged by %v of %v agents after 3 minutes; the others: %s", acked, p.perReplica,
+				strings.Join(g.env.DB.UnackedAgents(b, g.clusterID, cmd.ID, start), ", "))
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
@@ -759,4 +761,15 @@ func writeExtrapolation(sb *strings.Builder, p fleetPlan, gw fleetRun) {
 	slowest := slices.MaxFunc(gw.replicas, func(a, b replicaResult) int { return int(a.broadcast - b.broadcast) })
 	fmt.Fprintf(sb, "    broadcast %.1f s (slowest replica x%.2f); storm of one replica, all reconnected %.1f s from listening\n",
 		f*slowest.broadcast.Seconds(), f, f*gw.replicas[0].storm.all.Seconds())
+}
+
+// gatewayLogLevel is the replicas' log level (IMPRUN_BENCH_GATEWAY_LOG; errors by default).
+func gatewayLogLevel() slog.Level {
+	l := slog.LevelError
+	if v := os.Getenv("IMPRUN_BENCH_GATEWAY_LOG"); v != "" {
+		if err := l.UnmarshalText([]byte(v)); err != nil {
+			panic("IMPRUN_BENCH_GATEWAY_LOG: " + err.Error())
+		}
+	}
+	return l
 }

@@ -77,7 +77,8 @@ type Gateway struct {
 	// replica identifies this process's lease; started is when the gateway was made.
 	replica   uuid.UUID
 	started   time.Time
-	leaseHeld bool // the lease was written once (only the lease loop touches it)
+	leaseHeld bool             // the lease was written once (only the lease loop touches it)
+	lease     *store.LeaseConn // the lease's own connection (renewLease)
 
 	sessions   *registry
 	writers    *writerPool
@@ -177,7 +178,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 		cfg.MaxRepairs = 3
 	}
 	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), writers: newWriterPool(), guard: newAuthGuard(), tokens: newTokenStates(tokenStateTTL), listenReady: make(chan struct{}), authTimeout: authTimeout,
-		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch), replica: uuid.New(), started: time.Now().UTC()}
+		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch), replica: uuid.New(), started: time.Now().UTC(), lease: st.LeaseConn()}
 	for _, o := range opts {
 		o(g)
 	}

@@ -3,6 +3,8 @@ package agentgw
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,10 +42,15 @@ func (g *Gateway) reconcileEvery() time.Duration {
 }
 
 // leaseLoop renews the lease every flush interval and reconciles the streams every
-// reconcileEvery, or at once after a renewal that found the lease lapsed.
+// reconcileEvery, or at once after a renewal that found the lease lapsed. A reconcile runs
+// beside the renewals (one at a time): it reads every stream's row, which under load can take
+// longer than the stale limit, and a renewal waiting for it would let the lease lapse.
 func (g *Gateway) leaseLoop(ctx context.Context) {
 	t := time.NewTicker(g.cfg.FlushInterval)
 	defer t.Stop()
+	var reconciling sync.WaitGroup
+	defer reconciling.Wait()
+	var running atomic.Bool
 	lastReconcile := time.Now()
 	for {
 		select {
@@ -52,18 +59,22 @@ func (g *Gateway) leaseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		lapsed := g.renewLease(ctx)
-		if lapsed || time.Since(lastReconcile) >= g.reconcileEvery() {
-			g.reconcileSessions(ctx)
+		if (lapsed || time.Since(lastReconcile) >= g.reconcileEvery()) && running.CompareAndSwap(false, true) {
 			lastReconcile = time.Now()
+			reconciling.Go(func() {
+				defer running.Store(false)
+				g.reconcileSessions(ctx)
+			})
 		}
 	}
 }
 
-// renewLease writes the lease once; lapsed says other replicas may have taken this one for dead
-// (the lease was gone or older than the stale limit before this renewal).
+// renewLease writes the lease once, on the lease's own connection; lapsed says other replicas
+// may have taken this one for dead (the lease was gone or older than the stale limit before
+// this renewal).
 func (g *Gateway) renewLease(ctx context.Context) (lapsed bool) {
 	now := time.Now().UTC()
-	prev, err := g.store.RenewLease(ctx, store.GatewayLease{ReplicaID: g.replica, Name: g.cfg.ReplicaName, StartedAt: g.started, AliveAt: now})
+	prev, err := g.lease.Renew(ctx, store.GatewayLease{ReplicaID: g.replica, Name: g.cfg.ReplicaName, StartedAt: g.started, AliveAt: now})
 	if err != nil {
 		if ctx.Err() == nil {
 			g.log.Warn("lease renewal failed; retrying next tick", "replica_id", g.replica, "err", err)
@@ -122,6 +133,7 @@ func (g *Gateway) releaseLease(ctx context.Context) {
 	if err := g.store.ReleaseLease(ctx, g.replica); err != nil {
 		g.log.Warn("release lease", "replica_id", g.replica, "err", err)
 	}
+	_ = g.lease.Close()
 }
 
 // sweepStaleAgents marks agents disconnected whose replica died without saying so: no live

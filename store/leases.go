@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"sync"
 	"time"
@@ -59,17 +60,79 @@ type GatewayLease struct {
 // RenewLease writes the replica's lease, alive as of l.AliveAt, in one statement (it is
 // created on the first renewal and again if a sweeper removed it). It returns the alive_at the
 // lease held before, zero when there was none: a replica that finds it older than the stale
-// limit knows other replicas may have taken its agents for dead.
+// limit knows other replicas may have taken its agents for dead. A replica renews through a
+// LeaseConn; this runs the same statement on the pool.
 func (s *Store) RenewLease(ctx context.Context, l GatewayLease) (previous time.Time, err error) {
-	var row struct{ Prev *time.Time }
-	err = s.db(ctx).Raw(`WITH prev AS (SELECT alive_at FROM gateway_leases WHERE replica_id = ?)
-		INSERT INTO gateway_leases AS g (replica_id, name, started_at, alive_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (replica_id) DO UPDATE SET alive_at = GREATEST(g.alive_at, EXCLUDED.alive_at)
-		RETURNING (SELECT alive_at FROM prev) AS prev`, l.ReplicaID, l.ReplicaID, models.Cut(l.Name, 255), l.StartedAt, l.AliveAt).Scan(&row).Error
-	if err != nil || row.Prev == nil {
+	var prev *time.Time
+	err = s.readRow(ctx, leaseRenew, leaseArgs(l), &prev)
+	if err != nil || prev == nil {
 		return time.Time{}, err
 	}
-	return *row.Prev, nil
+	return *prev, nil
+}
+
+const leaseRenew = `WITH prev AS (SELECT alive_at FROM gateway_leases WHERE replica_id = $1)
+	INSERT INTO gateway_leases AS g (replica_id, name, started_at, alive_at) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (replica_id) DO UPDATE SET alive_at = GREATEST(g.alive_at, EXCLUDED.alive_at)
+	RETURNING (SELECT alive_at FROM prev) AS prev`
+
+func leaseArgs(l GatewayLease) []any {
+	return []any{l.ReplicaID, models.Cut(l.Name, 255), l.StartedAt, l.AliveAt}
+}
+
+// LeaseConn renews a replica's lease on a connection of its own, taken from the pool once and
+// kept: a renewal never waits behind the pool's other work. When a connect storm or a flood of
+// acknowledgements keeps every pooled connection busy and a queue of statements waiting, a
+// renewal in that queue can wait past the stale limit; the other replicas then take this one
+// for dead, mark its agents disconnected, and its streams are ended so that they reconnect:
+// a second storm on top of the first (76,000 agents on four replicas never settled). The pool
+// has one connection fewer for the rest while the replica runs.
+type LeaseConn struct {
+	s    *Store
+	mu   sync.Mutex
+	conn *sql.Conn
+}
+
+// LeaseConn returns a LeaseConn; its connection is taken at the first renewal.
+func (s *Store) LeaseConn() *LeaseConn { return &LeaseConn{s: s} }
+
+// Renew is RenewLease on the kept connection. A failed statement gives the connection back
+// (database/sql drops it if it broke) and the next renewal takes another.
+func (c *LeaseConn) Renew(ctx context.Context, l GatewayLease) (previous time.Time, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		sqlDB, err := c.s.pool.DB()
+		if err != nil {
+			return time.Time{}, err
+		}
+		if c.conn, err = sqlDB.Conn(ctx); err != nil {
+			return time.Time{}, err
+		}
+	}
+	c.s.observed(leaseRenew)
+	var prev sql.NullTime
+	if err := c.conn.QueryRowContext(ctx, leaseRenew, leaseArgs(l)...).Scan(&prev); err != nil {
+		_ = c.conn.Close()
+		c.conn = nil
+		return time.Time{}, err
+	}
+	if !prev.Valid {
+		return time.Time{}, nil
+	}
+	return prev.Time, nil
+}
+
+// Close gives the connection back to the pool.
+func (c *LeaseConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close()
+	c.conn = nil
+	return err
 }
 
 // ReleaseLease removes a replica's lease when it stops (its agents were released by their

@@ -123,3 +123,46 @@ func TestStaleSweepJudgesAgentsByTheirReplicasLease(t *testing.T) {
 	require.NoError(t, err)
 	require.WithinDuration(t, now, prev, time.Millisecond)
 }
+
+// A replica renews its lease on a connection of its own: with every other connection of the
+// pool taken (a connect storm), a renewal on the pool waits, one on the LeaseConn does not;
+// after its connection broke, the next renewal takes another.
+func TestLeaseConnRenewsWhileThePoolIsBusy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, d := newStoreDB(t)
+	lc := st.LeaseConn()
+	t.Cleanup(func() { _ = lc.Close() })
+	replica, started := uuid.New(), time.Now().UTC().Truncate(time.Microsecond)
+	lease := func(at time.Time) store.GatewayLease {
+		return store.GatewayLease{ReplicaID: replica, Name: "r", StartedAt: started, AliveAt: at}
+	}
+	prev, err := lc.Renew(ctx, lease(started))
+	require.NoError(t, err)
+	require.True(t, prev.IsZero(), "a new lease")
+
+	held, release := d.HoldPool(t, 3, 2) // the LeaseConn has the third
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = st.RenewLease(short, lease(started.Add(time.Second)))
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the pool is busy")
+	short2, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	prev, err = lc.Renew(short2, lease(started.Add(2*time.Second)))
+	require.NoError(t, err)
+	require.WithinDuration(t, started, prev, time.Millisecond)
+
+	// Its backend ends: the renewal after fails, the next one takes a connection again.
+	var n int
+	require.NoError(t, held[0].QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%gateway_leases%'`).Scan(&n))
+	require.Equal(t, 1, n, "the lease's connection")
+	require.Eventually(t, func() bool {
+		_, err := lc.Renew(ctx, lease(started.Add(3*time.Second)))
+		return err != nil
+	}, 5*time.Second, 50*time.Millisecond, "a renewal on the terminated connection fails")
+	release()
+	prev, err = lc.Renew(ctx, lease(started.Add(4*time.Second)))
+	require.NoError(t, err)
+	require.WithinDuration(t, started.Add(2*time.Second), prev, time.Millisecond)
+}

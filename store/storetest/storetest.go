@@ -1069,3 +1069,49 @@ func (d *DB) Unfinish(t testing.TB, key string, age time.Duration) {
 	d.exec(t, `UPDATE idempotency_keys SET status_code = 0, content_type = '', response_body = NULL,
 		created_at = now() - make_interval(secs => $2) WHERE key = $1`, key, age.Seconds())
 }
+
+// UnackedAgents describes the agents of a cluster with no acknowledged delivery of a command
+// (a benchmark's failure report): how many there are by their row's status and their
+// delivery's, and the types of their events since since, most frequent first.
+func (d *DB) UnackedAgents(t testing.TB, clusterID, commandID uuid.UUID, since time.Time) []string {
+	t.Helper()
+	var out []string
+	collect := func(q string, args ...any) {
+		rows, err := d.sql.Query(q, args...)
+		require.NoError(t, err)
+		defer rows.Close()
+		for rows.Next() {
+			var s string
+			var n int
+			require.NoError(t, rows.Scan(&s, &n))
+			out = append(out, fmt.Sprintf("%s: %d", s, n))
+		}
+		require.NoError(t, rows.Err())
+	}
+	const missing = `SELECT a.* FROM agents a WHERE a.cluster_id = $1 AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d
+		WHERE d.command_id = $2 AND d.agent_id = a.id AND d.status = 'acked')`
+	collect(`SELECT 'agent ' || m.status || ', delivery ' || coalesce(d.status, 'none'), count(*) FROM (`+missing+`) m
+		LEFT JOIN agent_command_deliveries d ON d.command_id = $2 AND d.agent_id = m.id GROUP BY 1 ORDER BY 2 DESC`, clusterID, commandID)
+	collect(`SELECT 'event ' || e.type, count(*) FROM (`+missing+`) m JOIN agent_events e ON e.agent_id = m.id AND e.created_at >= $3
+		GROUP BY 1 ORDER BY 2 DESC LIMIT 10`, clusterID, commandID, since)
+	return out
+}
+
+// HoldPool caps the store's pool at max connections and takes n of them until release (a
+// pool busy with other work).
+func (d *DB) HoldPool(t testing.TB, max, n int) (conns []*sql.Conn, release func()) {
+	t.Helper()
+	d.sql.SetMaxOpenConns(max)
+	for range n {
+		c, err := d.sql.Conn(context.Background())
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	release = func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}
+	t.Cleanup(release)
+	return conns, release
+}
