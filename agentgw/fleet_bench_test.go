@@ -457,11 +457,33 @@ func runFleet(b *testing.B, p fleetPlan, clients []*child, creds []string, windo
 		run.pgXactPerSec = float64(x1-x0-1) / secs // minus the first read itself
 		run.pgRows = float64(r1-r0) / secs
 	}
+	dropped := 0
 	for i := range run.replicas {
 		run.replicas[i].cpuPercent = 100 * float64(s1[i].CPU-s0[i].CPU) / float64(s1[i].At.Sub(s0[i].At))
-		if s1[i].Streams != p.perReplica[i] {
-			b.Fatalf("%s %d: %d of %d agents still connected after the window", fs.name(), i, s1[i].Streams, p.perReplica[i])
+		dropped += p.perReplica[i] - s1[i].Streams
+	}
+	if dropped != 0 {
+		// A few streams ended during the window (on a machine this loaded, the agents'
+		// processes share its cores): said, with why as the servers recorded it, and waited
+		// for; more than one in a thousand is a failure.
+		var reasons []string
+		if isGateway {
+			reasons = g.env.DB.DisconnectReasons(b, s0[0].At)
 		}
+		msg := fmt.Sprintf("%s: %d of %d agents not connected after the steady window (its figures include their reconnects); ended: %s",
+			fs.name(), dropped, p.agents, strings.Join(reasons, ", "))
+		if 1000*dropped > p.agents {
+			b.Fatal(msg)
+		}
+		b.Log(msg)
+		phase("%s", msg)
+		waitFor(b, 3*time.Minute, "the dropped agents back", func() bool {
+			n := 0
+			for _, r := range parallel(b, servers, func(c *child) (childResp, error) { return c.call(childReq{Op: "stats"}) }) {
+				n += r.Streams
+			}
+			return n == p.agents
+		})
 	}
 	wall := float64(s1[0].At.Sub(s0[0].At))
 	run.pgCPUPercent = 100 * float64(pg1-pg0) / wall

@@ -1115,3 +1115,22 @@ func (d *DB) HoldPool(t testing.TB, max, n int) (conns []*sql.Conn, release func
 	t.Cleanup(release)
 	return conns, release
 }
+
+// DisconnectReasons counts the agents' disconnected events since since by their message, most
+// frequent first (a benchmark's report of agents that dropped).
+func (d *DB) DisconnectReasons(t testing.TB, since time.Time) []string {
+	t.Helper()
+	rows, err := d.sql.Query(`SELECT message, count(*) FROM agent_events WHERE type = 'disconnected' AND created_at >= $1
+		GROUP BY 1 ORDER BY 2 DESC LIMIT 10`, since)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var m string
+		var n int
+		require.NoError(t, rows.Scan(&m, &n))
+		out = append(out, fmt.Sprintf("%q: %d", m, n))
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
