@@ -51,16 +51,18 @@ func (g *Gateway) leaseLoop(ctx context.Context) {
 	var reconciling sync.WaitGroup
 	defer reconciling.Wait()
 	var running atomic.Bool
-	lastReconcile := time.Now()
+	lastReconcile, lapsed := time.Now(), false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		lapsed := g.renewLease(ctx)
+		// A lapse seen while a reconcile runs (it may have read the rows before the sweep)
+		// starts another once that one is done.
+		lapsed = g.renewLease(ctx) || lapsed
 		if (lapsed || time.Since(lastReconcile) >= g.reconcileEvery()) && running.CompareAndSwap(false, true) {
-			lastReconcile = time.Now()
+			lastReconcile, lapsed = time.Now(), false
 			reconciling.Go(func() {
 				defer running.Store(false)
 				g.reconcileSessions(ctx)
