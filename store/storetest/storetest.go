@@ -1076,18 +1076,7 @@ func (d *DB) Unfinish(t testing.TB, key string, age time.Duration) {
 func (d *DB) UnackedAgents(t testing.TB, clusterID, commandID uuid.UUID, since time.Time) []string {
 	t.Helper()
 	var out []string
-	collect := func(q string, args ...any) {
-		rows, err := d.sql.Query(q, args...)
-		require.NoError(t, err)
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			var n int
-			require.NoError(t, rows.Scan(&s, &n))
-			out = append(out, fmt.Sprintf("%s: %d", s, n))
-		}
-		require.NoError(t, rows.Err())
-	}
+	collect := func(q string, args ...any) { out = append(out, d.labelCounts(t, "%s: %d", q, args...)...) }
 	const missing = `SELECT a.* FROM agents a WHERE a.cluster_id = $1 AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d
 		WHERE d.command_id = $2 AND d.agent_id = a.id AND d.status = 'acked')`
 	collect(`SELECT 'agent ' || m.status || ', delivery ' || coalesce(d.status, 'none'), count(*) FROM (`+missing+`) m
@@ -1120,16 +1109,22 @@ func (d *DB) HoldPool(t testing.TB, max, n int) (conns []*sql.Conn, release func
 // frequent first (a benchmark's report of agents that dropped).
 func (d *DB) DisconnectReasons(t testing.TB, since time.Time) []string {
 	t.Helper()
-	rows, err := d.sql.Query(`SELECT message, count(*) FROM agent_events WHERE type = 'disconnected' AND created_at >= $1
+	return d.labelCounts(t, "%q: %d", `SELECT message, count(*) FROM agent_events WHERE type = 'disconnected' AND created_at >= $1
 		GROUP BY 1 ORDER BY 2 DESC LIMIT 10`, since)
+}
+
+// labelCounts formats the rows (label, count) of q with format.
+func (d *DB) labelCounts(t testing.TB, format, q string, args ...any) []string {
+	t.Helper()
+	rows, err := d.sql.Query(q, args...)
 	require.NoError(t, err)
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var m string
+		var label string
 		var n int
-		require.NoError(t, rows.Scan(&m, &n))
-		out = append(out, fmt.Sprintf("%q: %d", m, n))
+		require.NoError(t, rows.Scan(&label, &n))
+		out = append(out, fmt.Sprintf(format, label, n))
 	}
 	require.NoError(t, rows.Err())
 	return out
