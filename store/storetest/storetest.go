@@ -1077,7 +1077,7 @@ func (d *DB) UnackedAgents(t testing.TB, clusterID, commandID uuid.UUID, since t
 	t.Helper()
 	var out []string
 	collect := func(q string, args ...any) { out = append(out, d.labelCounts(t, "%s: %d", q, args...)...) }
-	const missing = `SELECT a.* FROM agents a WHERE a.cluster_id = $1 AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d
+	const missing = `SELECT a.id, a.status FROM agents a WHERE a.cluster_id = $1 AND NOT EXISTS (SELECT 1 FROM agent_command_deliveries d
 		WHERE d.command_id = $2 AND d.agent_id = a.id AND d.status = 'acked')`
 	collect(`SELECT 'agent ' || m.status || ', delivery ' || coalesce(d.status, 'none'), count(*) FROM (`+missing+`) m
 		LEFT JOIN agent_command_deliveries d ON d.command_id = $2 AND d.agent_id = m.id GROUP BY 1 ORDER BY 2 DESC`, clusterID, commandID)
