@@ -22,7 +22,8 @@ func (g *Gateway) SyncLimits() syncstate.Limits {
 		Grace: g.cfg.DriftGrace,
 		// A connected agent's shown heartbeat is its replica's lease, at most a flush old while
 		// the replica lives; a silent agent is ended by the watchdog within the missed-heartbeat
-		// limit, and a dead replica's lease ages past this before sweepers take its agents.
+		// limit (and the time its replica was stalled), and a dead replica's lease ages past
+		// this before sweepers take its agents.
 		StaleAfter: time.Duration(g.cfg.MissedHeartbeats)*g.cfg.HeartbeatInterval + 2*g.cfg.FlushInterval,
 		MaxRepairs: g.cfg.MaxRepairs,
 	}

@@ -192,6 +192,7 @@ type stormResult struct {
 	restart        time.Duration // from the kill until the new process listens
 	cpu            time.Duration // the restarted server's CPU until all were back
 	pgXacts        int64
+	dropped        []string // the gateway's disconnect events during the storm, by reason
 }
 
 type fleetRun struct {
@@ -641,6 +642,7 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 	if isGateway {
 		x1, _ := g.env.DB.Writes(b)
 		r.pgXacts = x1 - x0
+		r.dropped = g.env.DB.DisconnectReasons(b, ready)
 	}
 	return r
 }
@@ -748,6 +750,9 @@ func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 		two("  all reconnected", g.all, r.all)
 		two("  all reconnected, from the kill", g.fromKill, r.fromKill)
 		fmt.Fprintf(&sb, "  %-40s %11.2f s   bare %8.2f s; %d Postgres transactions (%.1f an agent)\n", "  CPU of the restarted process(es)", g.cpu.Seconds(), r.cpu.Seconds(), g.pgXacts, float64(g.pgXacts)/float64(agents))
+		if len(g.dropped) > 0 {
+			fmt.Fprintf(&sb, "    streams that ended during the storm, by reason: %s\n", strings.Join(g.dropped, ", "))
+		}
 	}
 	stormRows("replica-1 restarted", gw.replicas[0].storm, bare.replicas0().storm, p.perReplica[0])
 	if gw.stormAllRan {

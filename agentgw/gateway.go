@@ -237,26 +237,6 @@ func (g *Gateway) Run(ctx context.Context) {
 	g.releaseLease(context.WithoutCancel(ctx))
 }
 
-// watchdog ends streams whose agent missed too many heartbeats.
-func (g *Gateway) watchdog(ctx context.Context) {
-	limit := time.Duration(g.cfg.MissedHeartbeats) * g.cfg.HeartbeatInterval
-	t := time.NewTicker(max(g.cfg.HeartbeatInterval/2, 50*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			for _, s := range g.sessions.all() {
-				if now.Sub(s.lastSeen()) > limit {
-					g.log.Info("agent missed heartbeats; ending its stream", "agent_id", s.agentID, "cluster_id", s.clusterID, "missed", g.cfg.MissedHeartbeats)
-					s.end(fmt.Errorf("missed %d heartbeats", g.cfg.MissedHeartbeats))
-				}
-			}
-		}
-	}
-}
-
 // sweepUnpassedResults passes on results that were stored but not passed on (a crash between
 // the two, or a sink that failed).
 func (g *Gateway) sweepUnpassedResults(ctx context.Context) {
