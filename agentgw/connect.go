@@ -205,6 +205,12 @@ func (g *Gateway) accept(stream agentv1.AgentService_ConnectServer, cancel conte
 		g.metrics.AuthFailure("rate_limited")
 		return nil, nil, errUnauthenticated
 	}
+	if !g.admit.enter(ctx) {
+		g.log.Debug("agent stream refused: too many connects at once", "ip", ip, "agent_id", req.GetAgentId())
+		g.metrics.Session("refused", "busy")
+		return nil, nil, errBusy
+	}
+	defer g.admit.leave()
 	if jwt, ok := req.Credential.(*agentv1.ConnectRequest_AgentJwt); ok {
 		var s *session
 		var resp *agentv1.ConnectResponse

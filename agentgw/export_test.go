@@ -31,3 +31,15 @@ func CommandSeq(g *Gateway) uint64 { return g.commandSeq.Load() }
 
 // NotifiedLookedUp is how many notified commands g has looked the streams of up.
 func NotifiedLookedUp(g *Gateway) uint64 { return g.notifiedLookedUp.Load() }
+
+// SetAdmission gives g new connect bounds (before any connect).
+func SetAdmission(g *Gateway, slots, queue int) { g.admit = newAdmission(slots, queue) }
+
+// HoldConnectSlot takes one of g's connect slots until the returned function is called.
+func HoldConnectSlot(g *Gateway) (release func()) {
+	g.admit.slots <- struct{}{}
+	return g.admit.leave
+}
+
+// QueuedConnects is how many connects of g wait for a slot.
+func QueuedConnects(g *Gateway) int64 { return g.admit.queued.Load() }

@@ -629,7 +629,11 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("storm: %d of %d agents back after 5 minutes", n, want)
+			var why []string
+			if isGateway {
+				why = g.env.DB.DisconnectReasons(b, ready)
+			}
+			b.Fatalf("storm: %d of %d agents back after 5 minutes; streams ended meanwhile, by reason: %v", n, want, why)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

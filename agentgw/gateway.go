@@ -59,7 +59,17 @@ type Config struct {
 	// MaxRepairs is how many repairs of one revision an agent gets before it is reported
 	// failed (default 3).
 	MaxRepairs int
+	// ConnectSlots is how many connects do their database work at once (default 10: half the
+	// api's default pool), ConnectQueue how many more may wait for a slot (default 1,000);
+	// a connect beyond both is refused with Unavailable (see admission).
+	ConnectSlots, ConnectQueue int
 }
+
+// The admission bounds of a Config that sets none.
+const (
+	DefaultConnectSlots = 10
+	DefaultConnectQueue = 1000
+)
 
 // Gateway serves agent streams.
 type Gateway struct {
@@ -80,6 +90,7 @@ type Gateway struct {
 	leaseHeld bool             // the lease was written once (only the lease loop touches it)
 	lease     *store.LeaseConn // the lease's own connection (renewLease)
 
+	admit      *admission // bounds the connects doing database work at once
 	sessions   *registry
 	writers    *writerPool
 	guard      *authGuard
@@ -177,7 +188,13 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	if cfg.MaxRepairs <= 0 {
 		cfg.MaxRepairs = 3
 	}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), writers: newWriterPool(), guard: newAuthGuard(), tokens: newTokenStates(tokenStateTTL), listenReady: make(chan struct{}), authTimeout: authTimeout,
+	if cfg.ConnectSlots <= 0 {
+		cfg.ConnectSlots = DefaultConnectSlots
+	}
+	if cfg.ConnectQueue <= 0 {
+		cfg.ConnectQueue = DefaultConnectQueue
+	}
+	g := &Gateway{cfg: cfg, store: st, signer: signer, log: slog.Default(), sessions: newRegistry(), writers: newWriterPool(), guard: newAuthGuard(), tokens: newTokenStates(tokenStateTTL), listenReady: make(chan struct{}), authTimeout: authTimeout, admit: newAdmission(cfg.ConnectSlots, cfg.ConnectQueue),
 		notifiedIDs: make(chan uuid.UUID, 4*notifiedBatch), replica: uuid.New(), started: time.Now().UTC(), lease: st.LeaseConn()}
 	for _, o := range opts {
 		o(g)

@@ -139,6 +139,19 @@ type Agent struct {
 	MissedHeartbeats      int           `mapstructure:"missed_heartbeats"`
 	RegistrationTokenTTL  time.Duration `mapstructure:"registration_token_ttl"`
 	PresenceFlushInterval time.Duration `mapstructure:"presence_flush_interval"`
+	// ConnectSlots is how many agent connects do their database work at once (0: half of
+	// database.max_open_conns, see AgentConnectSlots); ConnectQueue how many more may wait.
+	ConnectSlots int `mapstructure:"connect_slots"`
+	ConnectQueue int `mapstructure:"connect_queue"`
+}
+
+// AgentConnectSlots is agent.connect_slots, or half of the pool when it is 0: the other half
+// stays free for the writes of agents already connected while a storm of connects comes in.
+func (c *Config) AgentConnectSlots() int {
+	if c.Agent.ConnectSlots > 0 {
+		return c.Agent.ConnectSlots
+	}
+	return max(1, c.Database.MaxOpenConns/2)
 }
 
 // Worker configures cmd/worker.
@@ -192,6 +205,8 @@ func defaults() map[string]any {
 		"agent.missed_heartbeats":       3,
 		"agent.registration_token_ttl":  "30m",
 		"agent.presence_flush_interval": "2s",
+		"agent.connect_slots":           0,
+		"agent.connect_queue":           1000,
 		"worker.http_addr":              "127.0.0.1:8081",
 		"workflow.publish_deadline":     "24h",
 		"workflow.approval_deadline":    "168h",
@@ -346,6 +361,12 @@ func (c *Config) Validate() error {
 	positive("grpc.keepalive_min_time", c.GRPC.KeepaliveMin)
 	if c.Agent.MissedHeartbeats < 1 {
 		bad("agent.missed_heartbeats", "must be at least 1")
+	}
+	if c.Agent.ConnectSlots < 0 || (c.Agent.ConnectSlots > 0 && c.Agent.ConnectSlots >= c.Database.MaxOpenConns) {
+		bad("agent.connect_slots", "must be 0 (half the pool) or fewer than database.max_open_conns")
+	}
+	if c.Agent.ConnectQueue < 1 {
+		bad("agent.connect_queue", "must be at least 1")
 	}
 	if c.GRPC.MaxRecvMsgSize < 1024 {
 		bad("grpc.max_recv_msg_size", "must be at least 1024 bytes")

@@ -23,6 +23,24 @@ func TestDefaultsAreValid(t *testing.T) {
 	require.Equal(t, 24*time.Hour, c.Workflow.PublishDeadline)
 	require.Equal(t, "realm_access.roles", c.OIDC.RolesClaim)
 	require.EqualValues(t, 1<<20, c.BodyLimitBytes())
+	require.Equal(t, 10, c.AgentConnectSlots(), "half of the default pool of 20")
+	require.Equal(t, 1000, c.Agent.ConnectQueue)
+}
+
+func TestAgentConnectSlots(t *testing.T) {
+	t.Setenv("IMPRUN_DATABASE_MAX_OPEN_CONNS", "7")
+	c, err := Load("")
+	require.NoError(t, err)
+	require.Equal(t, 3, c.AgentConnectSlots())
+	t.Setenv("IMPRUN_DATABASE_MAX_OPEN_CONNS", "1")
+	c, err = Load("")
+	require.NoError(t, err)
+	require.Equal(t, 1, c.AgentConnectSlots(), "at least one")
+	t.Setenv("IMPRUN_AGENT_CONNECT_SLOTS", "4")
+	t.Setenv("IMPRUN_DATABASE_MAX_OPEN_CONNS", "5")
+	c, err = Load("")
+	require.NoError(t, err)
+	require.Equal(t, 4, c.AgentConnectSlots())
 }
 
 func TestFileThenEnvironment(t *testing.T) {
@@ -57,6 +75,9 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{name: "short jwt secret", env: map[string]string{"IMPRUN_AGENT_JWT_SECRET": "short"}, wantKey: "agent.jwt_secret"},
 		{name: "tls half set", env: map[string]string{"IMPRUN_GRPC_TLS_CERT_FILE": "/x.pem"}, wantKey: "grpc.tls_cert_file"},
 		{name: "missed heartbeats zero", env: map[string]string{"IMPRUN_AGENT_MISSED_HEARTBEATS": "0"}, wantKey: "agent.missed_heartbeats"},
+		{name: "connect slots the whole pool", env: map[string]string{"IMPRUN_AGENT_CONNECT_SLOTS": "20"}, wantKey: "agent.connect_slots"},
+		{name: "connect slots negative", env: map[string]string{"IMPRUN_AGENT_CONNECT_SLOTS": "-1"}, wantKey: "agent.connect_slots"},
+		{name: "connect queue zero", env: map[string]string{"IMPRUN_AGENT_CONNECT_QUEUE": "0"}, wantKey: "agent.connect_queue"},
 		{name: "bad temporal compression", env: map[string]string{"IMPRUN_TEMPORAL_GRPC_COMPRESSION": "zstd"}, wantKey: "temporal.grpc_compression"},
 		{name: "not a number", env: map[string]string{"IMPRUN_DATABASE_MAX_OPEN_CONNS": "many"}, wantKey: "max_open_conns"},
 	}

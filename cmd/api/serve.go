@@ -121,6 +121,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready chan
 		MissedHeartbeats:  cfg.Agent.MissedHeartbeats,
 		FlushInterval:     cfg.Agent.PresenceFlushInterval,
 		ReplicaName:       replicaName(),
+		ConnectSlots:      cfg.AgentConnectSlots(),
+		ConnectQueue:      cfg.Agent.ConnectQueue,
 	}, st, signer, agentgw.WithLogger(log.With("component", "agentgw")), agentgw.WithResultSink(resultSink(&temporal, st, log)),
 		agentgw.WithMetrics(reg, replicaName()), agentgw.WithSyncMetrics(metrics.NewSync(reg)))
 	grpcSrv, err := agentgw.NewGRPCServer(gw, agentgw.ServerOptions{
