@@ -121,10 +121,14 @@ func (r *replicaChild) handle(req childReq) childResp {
 		return childResp{Addr: r.env.Replica.Addr}
 	case "stats":
 		n := 0
+		var refused float64
 		if r.env != nil {
 			n = r.env.Replica.Gateway.SessionCount()
+			refused = sessionsCounted(r.t, r.env, "refused", "busy")
 		}
-		return statsResp(req.GC, n, 0)
+		resp := statsResp(req.GC, n, 0)
+		resp.Refused = refused
+		return resp
 	case "cpuprofile", "stopprofile":
 		return r.prof.handle(req)
 	}
@@ -193,6 +197,7 @@ type stormResult struct {
 	cpu            time.Duration // the restarted server's CPU until all were back
 	pgXacts        int64
 	dropped        []string // the gateway's disconnect events during the storm, by reason
+	refused        int64    // connects the restarted replicas refused as busy (admission)
 }
 
 type fleetRun struct {
@@ -641,7 +646,9 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 		if profile != "" {
 			servers[t].do(b, childReq{Op: "stopprofile"})
 		}
-		r.cpu += servers[t].do(b, childReq{Op: "stats"}).CPU
+		st := servers[t].do(b, childReq{Op: "stats"})
+		r.cpu += st.CPU
+		r.refused += int64(st.Refused)
 	}
 	if isGateway {
 		x1, _ := g.env.DB.Writes(b)
@@ -754,6 +761,9 @@ func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 		two("  all reconnected", g.all, r.all)
 		two("  all reconnected, from the kill", g.fromKill, r.fromKill)
 		fmt.Fprintf(&sb, "  %-40s %11.2f s   bare %8.2f s; %d Postgres transactions (%.1f an agent)\n", "  CPU of the restarted process(es)", g.cpu.Seconds(), r.cpu.Seconds(), g.pgXacts, float64(g.pgXacts)/float64(agents))
+		if g.refused > 0 {
+			fmt.Fprintf(&sb, "    connects refused as busy by the restarted replica(s) (agent.connect_slots/connect_queue): %d\n", g.refused)
+		}
 		if len(g.dropped) > 0 {
 			fmt.Fprintf(&sb, "    streams that ended during the storm, by reason: %s\n", strings.Join(g.dropped, ", "))
 		}
