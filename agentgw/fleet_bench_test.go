@@ -196,7 +196,7 @@ type stormResult struct {
 	restart        time.Duration // from the kill until the new process listens
 	cpu            time.Duration // the restarted server's CPU until all were back
 	pgXacts        int64
-	dropped        []string // the gateway's disconnect events during the storm, by reason
+	dropped        []string // the gateway's disconnected events during the storm, by reason
 	refused        int64    // connects the restarted replicas refused as busy (admission)
 }
 
@@ -765,7 +765,7 @@ func printFleet(p fleetPlan, gw, bare fleetRun, load0 string) {
 			fmt.Fprintf(&sb, "    connects refused as busy by the restarted replica(s) (agent.connect_slots/connect_queue): %d\n", g.refused)
 		}
 		if len(g.dropped) > 0 {
-			fmt.Fprintf(&sb, "    streams that ended during the storm, by reason: %s\n", strings.Join(g.dropped, ", "))
+			fmt.Fprintf(&sb, "    agents marked disconnected during the storm, by reason (a dead replica's swept, streams ended): %s\n", strings.Join(g.dropped, ", "))
 		}
 	}
 	stormRows("replica-1 restarted", gw.replicas[0].storm, bare.replicas0().storm, p.perReplica[0])
