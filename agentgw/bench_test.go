@@ -992,7 +992,7 @@ type childResp struct {
 	StackKB     int64         `json:"stack_kb,omitempty"`
 	HeapKB      int64         `json:"heap_kb,omitempty"`
 	LiveKB      int64         `json:"live_kb,omitempty"`
-	Refused     float64       `json:"refused,omitempty"` // a replica's connects refused as busy (admission)
+	Refused     int64         `json:"refused,omitempty"` // a replica's connects refused as busy (admission)
 	// Per target of a clients child: agents connected, commands acknowledged.
 	LiveBy  []int64 `json:"live_by,omitempty"`
 	AckedBy []int64 `json:"acked_by,omitempty"`

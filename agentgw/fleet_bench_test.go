@@ -121,10 +121,10 @@ func (r *replicaChild) handle(req childReq) childResp {
 		return childResp{Addr: r.env.Replica.Addr}
 	case "stats":
 		n := 0
-		var refused float64
+		var refused int64
 		if r.env != nil {
 			n = r.env.Replica.Gateway.SessionCount()
-			refused = sessionsCounted(r.t, r.env, "refused", "busy")
+			refused = int64(sessionsCounted(r.t, r.env, "refused", "busy"))
 		}
 		resp := statsResp(req.GC, n, 0)
 		resp.Refused = refused
@@ -638,7 +638,7 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 			if isGateway {
 				why = g.env.DB.DisconnectReasons(b, ready)
 			}
-			b.Fatalf("storm: %d of %d agents back after 5 minutes; streams ended meanwhile, by reason: %v", n, want, why)
+			b.Fatalf("storm: %d of %d agents back after 5 minutes; agents marked disconnected meanwhile, by reason: %v", n, want, why)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -648,7 +648,7 @@ func storm(b *testing.B, p fleetPlan, fs fleetServers, servers []*child, addrs [
 		}
 		st := servers[t].do(b, childReq{Op: "stats"})
 		r.cpu += st.CPU
-		r.refused += int64(st.Refused)
+		r.refused += st.Refused
 	}
 	if isGateway {
 		x1, _ := g.env.DB.Writes(b)
