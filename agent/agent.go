@@ -284,6 +284,8 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		// Snapshots travel over REST, so stream messages stay small; the cap protects the agent
 		// from a confused or hostile server.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20)),
+		// The channel's own reconnects keep to the agent's backoff (reconnect.go).
+		ReconnectDialOption(a.cfg.MinBackoff, a.cfg.MaxBackoff),
 	}, a.cfg.DialOptions...)
 	conn, err := grpc.NewClient(a.cfg.ServerAddr, opts...)
 	if err != nil {
@@ -313,15 +315,10 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		case errors.Is(err, errSuperseded), errors.Is(err, errIdentityRefused):
 			delay = a.cfg.MaxBackoff
 		}
-		a.log.Warn("agent stream ended; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
+		a.log.Warn("agent stream ended; reconnecting", "err", err, "retry_within", delay.Round(time.Millisecond))
+		// The wait ends early once a broken connection is up again (WaitToReconnect).
+		if delay > 0 && !WaitToReconnect(ctx, conn, delay) {
+			return ctx.Err()
 		}
 	}
 }

@@ -113,6 +113,7 @@ type fixture struct {
 	stateDir string
 	cfg      Config
 
+	gs           atomic.Pointer[grpc.Server]
 	snapshot     []byte
 	snapshotSum  string
 	expectBearer atomic.Pointer[string]
@@ -131,10 +132,8 @@ func newFixture(t *testing.T) *fixture {
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	gs := grpc.NewServer()
-	agentv1.RegisterAgentServiceServer(gs, f.srv)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
+	f.serve(lis)
+	t.Cleanup(func() { f.grpcServer().Stop() })
 
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.httpRequests.Add(1)
@@ -170,6 +169,27 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func (f *fixture) bearer(jwt string) { f.expectBearer.Store(&jwt) }
+
+// serve serves the fake control plane's gRPC on lis.
+func (f *fixture) serve(lis net.Listener) {
+	gs := grpc.NewServer()
+	agentv1.RegisterAgentServiceServer(gs, f.srv)
+	f.gs.Store(gs)
+	go func() { _ = gs.Serve(lis) }()
+}
+
+func (f *fixture) grpcServer() *grpc.Server { return f.gs.Load() }
+
+// restartServer stops the gRPC server, closing its connections as a killed process would,
+// and serves again on the same address after down.
+func (f *fixture) restartServer(down time.Duration) {
+	f.t.Helper()
+	f.grpcServer().Stop()
+	time.Sleep(down)
+	lis, err := net.Listen("tcp", f.cfg.ServerAddr)
+	require.NoError(f.t, err)
+	f.serve(lis)
+}
 
 // start runs the agent; the returned channel yields Run's result.
 func (f *fixture) start(ctx context.Context) (*Agent, <-chan error) {
@@ -556,6 +576,63 @@ func TestAgentFallsBackToRefreshSecret(t *testing.T) {
 	assert.Equal(t, "refresh-1", s.next().GetConnectRequest().GetRefreshSecret())
 	s.send(closeMsg(agentv1.CloseReason_CLOSE_REASON_REVOKED))
 	require.ErrorIs(t, waitRun(t, done2), ErrRevoked)
+	assertNoAgentGoroutines(t)
+}
+
+// TestAgentReconnectsOnceTheServerIsBack: an agent whose connection broke (its server was
+// killed and came back) reconnects as soon as the channel is up again, not after its backoff;
+// a server that was reached and refused the stream (busy) is still given the whole backoff.
+func TestAgentReconnectsOnceTheServerIsBack(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.MinBackoff, f.cfg.MaxBackoff = 4*time.Second, 4*time.Second // a first wait of 2-4 s
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, done := f.connected(ctx)
+
+	f.restartServer(0)
+	back := time.Now()
+	s = f.session()
+	assert.Less(t, time.Since(back), time.Second, "the agent waited its backoff although its server was back")
+	s.next()
+	s.send(connectResponse("jwt-2", "refresh-2", 10))
+
+	refused := time.Now()
+	s.end <- status.Error(codes.Unavailable, "the agent gateway is busy with other connects; try again")
+	s = f.session()
+	assert.GreaterOrEqual(t, time.Since(refused), 1900*time.Millisecond, "a refusal by a reachable server must be followed by the backoff")
+	s.next()
+	s.send(closeMsg(agentv1.CloseReason_CLOSE_REASON_REVOKED))
+	require.ErrorIs(t, waitRun(t, done), ErrRevoked)
+	assertNoAgentGoroutines(t)
+}
+
+// TestAgentChannelBacksOffWithinTheAgentsBounds: while the server is down, the gRPC channel
+// tries to connect again within the agent's backoff bounds (gRPC's own default starts at 1 s
+// and grows to 120 s), and the agent is back once the server is.
+func TestAgentChannelBacksOffWithinTheAgentsBounds(t *testing.T) {
+	f := newFixture(t)
+	f.cfg.MinBackoff, f.cfg.MaxBackoff = 20*time.Millisecond, 100*time.Millisecond
+	var dials atomic.Int32
+	f.cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, done := f.connected(ctx)
+
+	f.grpcServer().Stop()
+	before := dials.Load()
+	time.Sleep(1500 * time.Millisecond)
+	during := dials.Load() - before
+	assert.GreaterOrEqual(t, during, int32(5), "connection attempts in 1.5 s with a backoff of at most 100 ms (gRPC's default makes 2)")
+	lis, err := net.Listen("tcp", f.cfg.ServerAddr)
+	require.NoError(t, err)
+	f.serve(lis)
+	s := f.session()
+	s.next()
+	s.send(closeMsg(agentv1.CloseReason_CLOSE_REASON_REVOKED))
+	require.ErrorIs(t, waitRun(t, done), ErrRevoked)
 	assertNoAgentGoroutines(t)
 }
 

@@ -506,7 +506,8 @@ func (s *benchSink) Settled(r store.UnpassedResult) bool {
 // (agent.connectLoop): one grpc.ClientConn with the agent's dial options for its whole life, a
 // new stream after every end, and between two attempts the agent's own backoff (retry.Backoff
 // with agent.DefaultMinBackoff and DefaultMaxBackoff, reset after a stream that connected; the
-// longest wait after Close{SUPERSEDED}). A stream sends ConnectRequest, heartbeats at the
+// longest wait after Close{SUPERSEDED}; the channel's own reconnects within the same bounds and
+// the wait cut short once a broken connection is up again, agent.WaitToReconnect). A stream sends ConnectRequest, heartbeats at the
 // interval the server asks for (the first at a random point of the first interval, so the
 // fleet is spread evenly) and acknowledges every command.
 type simAgent struct {
@@ -526,8 +527,9 @@ func simHostname(target int) string { return "bench-r" + strconv.Itoa(target) }
 // startSimAgent runs an agent until close; first is called once, with the outcome of its first
 // attempt.
 func startSimAgent(addr, source, jwt, hostname string, ctr *fleetTarget, first func(error)) (*simAgent, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20))} // as agent.connectLoop dials
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), // as agent.connectLoop dials
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20)),
+		agent.ReconnectDialOption(agent.DefaultMinBackoff, agent.DefaultMaxBackoff)}
 	if source != "" {
 		// Loopback connections from one address run out of ephemeral ports at about 14,000
 		// here (half the range); each client process connects to each server from an
@@ -562,7 +564,7 @@ func startSimAgent(addr, source, jwt, hostname string, ctr *fleetTarget, first f
 			if superseded {
 				delay = agent.DefaultMaxBackoff
 			}
-			if !retry.Sleep(ctx, delay) {
+			if !agent.WaitToReconnect(ctx, conn, delay) {
 				return
 			}
 		}
