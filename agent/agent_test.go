@@ -180,15 +180,25 @@ func (f *fixture) serve(lis net.Listener) {
 
 func (f *fixture) grpcServer() *grpc.Server { return f.gs.Load() }
 
-// restartServer stops the gRPC server, closing its connections as a killed process would,
-// and serves again on the same address after down.
-func (f *fixture) restartServer(down time.Duration) {
+// stopServer stops the gRPC server, closing its connections as a killed process would;
+// resumeServer serves again on the same address.
+func (f *fixture) stopServer() { f.grpcServer().Stop() }
+
+func (f *fixture) resumeServer() {
 	f.t.Helper()
-	f.grpcServer().Stop()
-	time.Sleep(down)
 	lis, err := net.Listen("tcp", f.cfg.ServerAddr)
 	require.NoError(f.t, err)
 	f.serve(lis)
+}
+
+// revoke ends the agent's session s with Close{REVOKED} and checks that Run ends with
+// ErrRevoked and leaves no goroutine behind.
+func revoke(t *testing.T, s *fakeSession, done <-chan error) {
+	t.Helper()
+	s.next()
+	s.send(closeMsg(agentv1.CloseReason_CLOSE_REASON_REVOKED))
+	require.ErrorIs(t, waitRun(t, done), ErrRevoked)
+	assertNoAgentGoroutines(t)
 }
 
 // start runs the agent; the returned channel yields Run's result.
@@ -589,7 +599,8 @@ func TestAgentReconnectsOnceTheServerIsBack(t *testing.T) {
 	defer cancel()
 	s, done := f.connected(ctx)
 
-	f.restartServer(0)
+	f.stopServer()
+	f.resumeServer()
 	back := time.Now()
 	s = f.session()
 	assert.Less(t, time.Since(back), time.Second, "the agent waited its backoff although its server was back")
@@ -600,10 +611,7 @@ func TestAgentReconnectsOnceTheServerIsBack(t *testing.T) {
 	s.end <- status.Error(codes.Unavailable, "the agent gateway is busy with other connects; try again")
 	s = f.session()
 	assert.GreaterOrEqual(t, time.Since(refused), 1900*time.Millisecond, "a refusal by a reachable server must be followed by the backoff")
-	s.next()
-	s.send(closeMsg(agentv1.CloseReason_CLOSE_REASON_REVOKED))
-	require.ErrorIs(t, waitRun(t, done), ErrRevoked)
-	assertNoAgentGoroutines(t)
+	revoke(t, s, done)
 }
 
 // TestAgentChannelBacksOffWithinTheAgentsBounds: while the server is down, the gRPC channel
@@ -621,19 +629,13 @@ func TestAgentChannelBacksOffWithinTheAgentsBounds(t *testing.T) {
 	defer cancel()
 	_, done := f.connected(ctx)
 
-	f.grpcServer().Stop()
+	f.stopServer()
 	before := dials.Load()
 	time.Sleep(1500 * time.Millisecond)
 	during := dials.Load() - before
 	assert.GreaterOrEqual(t, during, int32(5), "connection attempts in 1.5 s with a backoff of at most 100 ms (gRPC's default makes 2)")
-	lis, err := net.Listen("tcp", f.cfg.ServerAddr)
-	require.NoError(t, err)
-	f.serve(lis)
-	s := f.session()
-	s.next()
-	s.send(closeMsg(agentv1.CloseReason_CLOSE_REASON_REVOKED))
-	require.ErrorIs(t, waitRun(t, done), ErrRevoked)
-	assertNoAgentGoroutines(t)
+	f.resumeServer()
+	revoke(t, f.session(), done)
 }
 
 func TestAgentRegistrationRefused(t *testing.T) {
