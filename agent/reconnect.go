@@ -45,8 +45,9 @@ func WaitToReconnect(ctx context.Context, conn *grpc.ClientConn, d time.Duration
 			if broken {
 				return true
 			}
-		case connectivity.Shutdown:
-			return retrySleep(wctx, ctx)
+		case connectivity.Shutdown: // no change is coming: the whole wait
+			<-wctx.Done()
+			return ctx.Err() == nil
 		case connectivity.Idle:
 			broken = true
 			conn.Connect()
@@ -57,11 +58,4 @@ func WaitToReconnect(ctx context.Context, conn *grpc.ClientConn, d time.Duration
 			return ctx.Err() == nil
 		}
 	}
-}
-
-// retrySleep waits until wctx (a timeout derived from ctx) ends and reports whether ctx is
-// still live.
-func retrySleep(wctx, ctx context.Context) bool {
-	<-wctx.Done()
-	return ctx.Err() == nil
 }

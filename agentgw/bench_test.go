@@ -506,10 +506,11 @@ func (s *benchSink) Settled(r store.UnpassedResult) bool {
 // (agent.connectLoop): one grpc.ClientConn with the agent's dial options for its whole life, a
 // new stream after every end, and between two attempts the agent's own backoff (retry.Backoff
 // with agent.DefaultMinBackoff and DefaultMaxBackoff, reset after a stream that connected; the
-// longest wait after Close{SUPERSEDED}; the channel's own reconnects within the same bounds and
-// the wait cut short once a broken connection is up again, agent.WaitToReconnect). A stream sends ConnectRequest, heartbeats at the
-// interval the server asks for (the first at a random point of the first interval, so the
-// fleet is spread evenly) and acknowledges every command.
+// longest wait after Close{SUPERSEDED}; the channel's own reconnects within the same bounds,
+// and the wait cut short once a broken connection is up again: agent.WaitToReconnect). A
+// stream sends ConnectRequest, heartbeats at the interval the server asks for (the first at a
+// random point of the first interval, so the fleet is spread evenly) and acknowledges every
+// command.
 type simAgent struct {
 	cancel context.CancelFunc
 	done   chan struct{}
