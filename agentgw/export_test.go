@@ -43,3 +43,7 @@ func HoldConnectSlot(g *Gateway) (release func()) {
 
 // QueuedConnects is how many connects of g wait for a slot.
 func QueuedConnects(g *Gateway) int64 { return g.admit.queued.Load() }
+
+// SetNotifiedReadHook has f run before each read of notified commands; an error it returns
+// fails that read.
+func SetNotifiedReadHook(g *Gateway, f func() error) { g.notifiedReadHook = f }

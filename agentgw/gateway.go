@@ -113,6 +113,9 @@ type Gateway struct {
 	notifiedLookedUp atomic.Uint64
 	// claimedHook, in tests, runs between a JWT connect's claim and its registration.
 	claimedHook func(agentID uuid.UUID)
+	// notifiedReadHook, in tests, runs before each read of notified commands; an error it
+	// returns is that read's.
+	notifiedReadHook func() error
 	// authTimeout is how long a new stream may take to send its ConnectRequest (authTimeout;
 	// tests shorten it).
 	authTimeout time.Duration

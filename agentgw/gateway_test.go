@@ -2,6 +2,7 @@ package agentgw_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,6 +365,39 @@ func TestCommandDuringJWTConnect(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the command notified during the connect never reached the agent")
 	}
+}
+
+// TestNotifiedCommandReadAgainAfterAFailure: when the read of a notified command fails (the
+// database briefly unavailable), the gateway reads it again, and the agent connected here gets
+// it without reconnecting (the command is no credential the cluster has, so no drift repair
+// sends it either).
+func TestNotifiedCommandReadAgainAfterAFailure(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	gw := f.env.Replica.Gateway
+	ra := startAgent(t, f.env, f.env.Replica.Addr, t.TempDir(), f.token(t, nil), "")
+	id := ra.identity(t)
+	waitStatus(t, f.env, id.AgentID, models.AgentConnected, 10*time.Second)
+
+	var failed atomic.Int32
+	agentgw.SetNotifiedReadHook(gw, func() error {
+		if failed.Add(1) <= 3 {
+			return errors.New("the database is unavailable (injected)")
+		}
+		return nil
+	})
+	cmd := enqueueUpsert(t, f.env, f.clusterID, uuid.NewString(), 1)
+	waitAcked(t, f.env, cmd.ID, id.AgentID)
+	assert.Greater(t, failed.Load(), int32(3), "the read failed three times before it worked")
+	assert.Equal(t, models.AgentConnected, agentStatus(t, f.env, id.AgentID))
+	events := eventTypes(t, f.env, id.AgentID)
+	connects := 0
+	for _, e := range events {
+		if e == "connected" {
+			connects++
+		}
+	}
+	assert.Equal(t, 1, connects, "the agent got the command on the stream it had, not by reconnecting: %v", events)
 }
 
 // A stream that sends nothing is ended once its ConnectRequest is late, as cancelled, not

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 
+	"github.com/imprun/imprun-server/models"
 	"github.com/imprun/imprun-server/proto/agentv1"
 	"github.com/imprun/imprun-server/retry"
 	"github.com/imprun/imprun-server/store"
@@ -76,6 +77,35 @@ func preparedFor(m *agentv1.ServerMessage) func(*session) outMessage {
 	}
 }
 
+// readNotified loads the notified commands ids, trying again while the read fails: an agent
+// connected here gets a command from this read or from its next connect, so a batch given up
+// on would wait for its agents to reconnect. Meanwhile notifications queue behind it (once
+// notifiedIDs is full, the LISTEN connection is not read, and Postgres keeps them), so none is
+// lost either. ok is false when ctx ended first.
+func (g *Gateway) readNotified(ctx context.Context, ids []uuid.UUID) (cmds map[uuid.UUID]models.AgentCommand, ok bool) {
+	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for {
+		var err error
+		if g.notifiedReadHook != nil {
+			err = g.notifiedReadHook()
+		}
+		if err == nil {
+			cmds, err = g.store.GetCommands(ctx, ids)
+		}
+		if err == nil {
+			return cmds, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		wait := bo.Next()
+		g.log.Warn("load notified commands; retrying", "commands", len(ids), "retry_in", wait.Round(time.Millisecond), "err", err)
+		if !retry.Sleep(ctx, wait) {
+			return nil, false
+		}
+	}
+}
+
 // notifiedBatch bounds the commands loaded by one query of deliverNotified.
 const notifiedBatch = 1000
 
@@ -140,13 +170,9 @@ func (g *Gateway) deliverNotified(ctx context.Context) {
 				break drain
 			}
 		}
-		cmds, err := g.store.GetCommands(ctx, ids)
-		if err != nil {
-			if ctx.Err() == nil {
-				// The agents get these commands when they next connect or resync.
-				g.log.Warn("load notified commands", "commands", len(ids), "err", err)
-			}
-			continue
+		cmds, ok := g.readNotified(ctx, ids)
+		if !ok {
+			return
 		}
 		for _, id := range ids {
 			c, ok := cmds[id]
