@@ -18,11 +18,9 @@ import (
 // it. With slots below the pool's size the rest of the pool stays free for them. A waiting
 // connect costs what a connected agent does, and is served the moment a slot frees, while a
 // refused one comes back only after its agent's growing backoff (a queue of 1,000 made a
-// restarted replica's 19,000 agents take 2.7x the bare floor's time to return; since agents
-// reconnect as soon as their connection is up again, the whole fleet of a restarted replica
-// arrives within seconds, and a queue of 10,000 refused 8,287 of 19,000 and took 7.9x); so
-// the queue is sized for a replica's whole fleet, and only a connect beyond it is refused at
-// once with Unavailable.
+// restarted replica's 19,000 agents take 2.7x the bare floor's time to return); so the queue
+// is sized for a replica's whole fleet, and only a connect beyond it is refused at once with
+// Unavailable.
 type admission struct {
 	slots   chan struct{}
 	queued  atomic.Int64

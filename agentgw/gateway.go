@@ -60,7 +60,7 @@ type Config struct {
 	// failed (default 3).
 	MaxRepairs int
 	// ConnectSlots is how many connects do their database work at once (default 10: half the
-	// api's default pool), ConnectQueue how many more may wait for a slot (default 100,000);
+	// api's default pool), ConnectQueue how many more may wait for a slot (default 10,000);
 	// a connect beyond both is refused with Unavailable (see admission).
 	ConnectSlots, ConnectQueue int
 }
@@ -68,7 +68,7 @@ type Config struct {
 // The admission bounds of a Config that sets none.
 const (
 	DefaultConnectSlots = 10
-	DefaultConnectQueue = 100000
+	DefaultConnectQueue = 10000
 )
 
 // Gateway serves agent streams.

@@ -206,7 +206,7 @@ func defaults() map[string]any {
 		"agent.registration_token_ttl":  "30m",
 		"agent.presence_flush_interval": "2s",
 		"agent.connect_slots":           0,
-		"agent.connect_queue":           100000,
+		"agent.connect_queue":           10000,
 		"worker.http_addr":              "127.0.0.1:8081",
 		"workflow.publish_deadline":     "24h",
 		"workflow.approval_deadline":    "168h",

@@ -24,7 +24,7 @@ func TestDefaultsAreValid(t *testing.T) {
 	require.Equal(t, "realm_access.roles", c.OIDC.RolesClaim)
 	require.EqualValues(t, 1<<20, c.BodyLimitBytes())
 	require.Equal(t, 10, c.AgentConnectSlots(), "half of the default pool of 20")
-	require.Equal(t, 100000, c.Agent.ConnectQueue)
+	require.Equal(t, 10000, c.Agent.ConnectQueue)
 }
 
 func TestAgentConnectSlots(t *testing.T) {
