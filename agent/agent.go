@@ -315,9 +315,8 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		case errors.Is(err, errSuperseded), errors.Is(err, errIdentityRefused):
 			delay = a.cfg.MaxBackoff
 		}
-		a.log.Warn("agent stream ended; reconnecting", "err", err, "retry_within", delay.Round(time.Millisecond))
-		// The wait ends early once a broken connection is up again (WaitToReconnect).
-		if delay > 0 && !WaitToReconnect(ctx, conn, delay) {
+		a.log.Warn("agent stream ended; reconnecting", "err", err, "retry_in", delay.Round(time.Millisecond))
+		if delay > 0 && !retry.Sleep(ctx, delay) {
 			return ctx.Err()
 		}
 	}

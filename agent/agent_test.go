@@ -589,31 +589,6 @@ func TestAgentFallsBackToRefreshSecret(t *testing.T) {
 	assertNoAgentGoroutines(t)
 }
 
-// TestAgentReconnectsOnceTheServerIsBack: an agent whose connection broke (its server was
-// killed and came back) reconnects as soon as the channel is up again, not after its backoff;
-// a server that was reached and refused the stream (busy) is still given the whole backoff.
-func TestAgentReconnectsOnceTheServerIsBack(t *testing.T) {
-	f := newFixture(t)
-	f.cfg.MinBackoff, f.cfg.MaxBackoff = 4*time.Second, 4*time.Second // a first wait of 2-4 s
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, done := f.connected(ctx)
-
-	f.stopServer()
-	f.resumeServer()
-	back := time.Now()
-	s = f.session()
-	assert.Less(t, time.Since(back), time.Second, "the agent waited its backoff although its server was back")
-	s.next()
-	s.send(connectResponse("jwt-2", "refresh-2", 10))
-
-	refused := time.Now()
-	s.end <- status.Error(codes.Unavailable, "the agent gateway is busy with other connects; try again")
-	s = f.session()
-	assert.GreaterOrEqual(t, time.Since(refused), 1900*time.Millisecond, "a refusal by a reachable server must be followed by the backoff")
-	revoke(t, s, done)
-}
-
 // TestAgentChannelBacksOffWithinTheAgentsBounds: while the server is down, the gRPC channel
 // tries to connect again within the agent's backoff bounds (gRPC's own default starts at 1 s
 // and grows to 120 s), and the agent is back once the server is.

@@ -507,8 +507,7 @@ func (s *benchSink) Settled(r store.UnpassedResult) bool {
 // new stream after every end, and between two attempts the agent's own backoff (retry.Backoff
 // with agent.DefaultMinBackoff and DefaultMaxBackoff, reset after a stream that connected; the
 // longest wait after Close{SUPERSEDED}; the channel's own reconnects within the same bounds,
-// and the wait cut short once a broken connection is up again: agent.WaitToReconnect). A
-// stream sends ConnectRequest, heartbeats at the interval the server asks for (the first at a
+// agent.ReconnectDialOption). A stream sends ConnectRequest, heartbeats at the interval the server asks for (the first at a
 // random point of the first interval, so the fleet is spread evenly) and acknowledges every
 // command.
 type simAgent struct {
@@ -565,7 +564,7 @@ func startSimAgent(addr, source, jwt, hostname string, ctr *fleetTarget, first f
 			if superseded {
 				delay = agent.DefaultMaxBackoff
 			}
-			if !agent.WaitToReconnect(ctx, conn, delay) {
+			if !retry.Sleep(ctx, delay) {
 				return
 			}
 		}

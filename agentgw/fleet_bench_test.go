@@ -30,8 +30,7 @@ package agentgw_test
 //     agents of every replica. The simulated agent (simAgent in bench_test.go) reconnects as
 //     the reference agent does, with the agent's own backoff (retry.Backoff with
 //     agent.DefaultMinBackoff/DefaultMaxBackoff) on one grpc.ClientConn dialled as the agent
-//     dials it, so gRPC's own connection backoff (within the same bounds) is in the storm too,
-//     and a broken connection's wait ends once the channel is up again (agent.WaitToReconnect).
+//     dials it, so gRPC's own connection backoff (within the same bounds) is in the storm too.
 //   - Bare floor: R bare grpc-go servers (IMPRUN_BENCH_CHILD=bare-server, as in
 //     BenchmarkAgentFleet) with the same clients and the same split, measured the same way.
 //
