@@ -507,9 +507,9 @@ func (s *benchSink) Settled(r store.UnpassedResult) bool {
 // new stream after every end, and between two attempts the agent's own backoff (retry.Backoff
 // with agent.DefaultMinBackoff and DefaultMaxBackoff, reset after a stream that connected; the
 // longest wait after Close{SUPERSEDED}; the channel's own reconnects within the same bounds,
-// agent.ReconnectDialOption). A stream sends ConnectRequest, heartbeats at the interval the server asks for (the first at a
-// random point of the first interval, so the fleet is spread evenly) and acknowledges every
-// command.
+// agent.ReconnectDialOption). A stream sends ConnectRequest, heartbeats at the interval the
+// server asks for (the first at a random point of the first interval, so the fleet is spread
+// evenly) and acknowledges every command.
 type simAgent struct {
 	cancel context.CancelFunc
 	done   chan struct{}

@@ -46,4 +46,4 @@ func QueuedConnects(g *Gateway) int64 { return g.admit.queued.Load() }
 
 // SetNotifiedReadHook has f run before each read of notified commands; an error it returns
 // fails that read.
-func SetNotifiedReadHook(g *Gateway, f func() error) { g.notifiedReadHook = f }
+func SetNotifiedReadHook(g *Gateway, f func() error) { g.notifiedReadHook.Store(&f) }

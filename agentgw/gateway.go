@@ -115,7 +115,7 @@ type Gateway struct {
 	claimedHook func(agentID uuid.UUID)
 	// notifiedReadHook, in tests, runs before each read of notified commands; an error it
 	// returns is that read's.
-	notifiedReadHook func() error
+	notifiedReadHook atomic.Pointer[func() error]
 	// authTimeout is how long a new stream may take to send its ConnectRequest (authTimeout;
 	// tests shorten it).
 	authTimeout time.Duration

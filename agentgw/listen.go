@@ -86,8 +86,8 @@ func (g *Gateway) readNotified(ctx context.Context, ids []uuid.UUID) (cmds map[u
 	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		var err error
-		if g.notifiedReadHook != nil {
-			err = g.notifiedReadHook()
+		if hook := g.notifiedReadHook.Load(); hook != nil {
+			err = (*hook)()
 		}
 		if err == nil {
 			cmds, err = g.store.GetCommands(ctx, ids)
