@@ -19,8 +19,8 @@ import (
 // connect costs what a connected agent does, and is served the moment a slot frees, while a
 // refused one comes back only after its agent's growing backoff (a queue of 1,000 made a
 // restarted replica's 19,000 agents take 2.7x the bare floor's time to return); so the queue
-// is sized for a replica's whole fleet, and only a connect beyond it is refused at once with
-// Unavailable.
+// is sized for as much of a restarted replica's fleet as comes back at once (the agents'
+// backoff spreads the rest), and only a connect beyond it is refused at once with Unavailable.
 type admission struct {
 	slots   chan struct{}
 	queued  atomic.Int64

@@ -391,13 +391,7 @@ func TestNotifiedCommandReadAgainAfterAFailure(t *testing.T) {
 	assert.Greater(t, failed.Load(), int32(3), "the read failed three times before it worked")
 	assert.Equal(t, models.AgentConnected, agentStatus(t, f.env, id.AgentID))
 	events := eventTypes(t, f.env, id.AgentID)
-	connects := 0
-	for _, e := range events {
-		if e == "connected" {
-			connects++
-		}
-	}
-	assert.Equal(t, 1, connects, "the agent got the command on the stream it had, not by reconnecting: %v", events)
+	assert.Equal(t, 1, countOf(events, models.EventConnected), "the agent got the command on the stream it had, not by reconnecting: %v", events)
 }
 
 // A stream that sends nothing is ended once its ConnectRequest is late, as cancelled, not
