@@ -316,8 +316,9 @@ func (g *Gateway) acceptJWT(ctx context.Context, stream agentv1.AgentService_Con
 	cseq, listening := g.commandSeq.Load(), g.listening.Load()
 	var read *store.ConnectRead
 	claim, err := g.claimSession(ctx, s, req, func(c store.AgentConnection) (cl store.AgentTokenClaim, err error) {
-		cl, read, err = g.store.ClaimAgentByTokenAndRead(ctx, c, vt.Generation)
-		return cl, err
+		r := g.claims.do(ctx, store.ConnectClaim{Conn: c, Generation: vt.Generation})
+		read = r.Read
+		return r.Claim, r.Err
 	})
 	if err != nil {
 		s.cancel(nil)

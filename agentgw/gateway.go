@@ -91,6 +91,7 @@ type Gateway struct {
 	lease     *store.LeaseConn // the lease's own connection (renewLease)
 
 	admit      *admission // bounds the connects doing database work at once
+	claims     *claimGroups
 	sessions   *registry
 	writers    *writerPool
 	guard      *authGuard
@@ -202,6 +203,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	for _, o := range opts {
 		o(g)
 	}
+	g.claims = newClaimGroups(st.ClaimAgentsByTokenAndRead, claimRunnersOf(cfg.ConnectSlots), cfg.ConnectSlots)
 	g.presence = newPresence(g)
 	g.deliveries = newDeliveryShards(g, deliveryWriters)
 	g.marks = newPassedMarks(g)

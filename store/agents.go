@@ -130,23 +130,99 @@ type ConnectRead struct {
 // reads a third). The reads see the claim; read is nil when the claim was refused, or when the
 // agent or its cluster was gone by the reads.
 func (s *Store) ClaimAgentByTokenAndRead(ctx context.Context, c AgentConnection, gen int) (AgentTokenClaim, *ConnectRead, error) {
-	cr, claim, err := claimRead(c, gen)
-	if err != nil {
-		return AgentTokenClaim{}, nil, err
+	r := s.ClaimAgentsByTokenAndRead(ctx, []ConnectClaim{{c, gen}})[0]
+	return r.Claim, r.Read, r.Err
+}
+
+// ConnectClaim is one connect of ClaimAgentsByTokenAndRead: the connection and its JWT's
+// token generation.
+type ConnectClaim struct {
+	Conn       AgentConnection
+	Generation int
+}
+
+// ClaimResult is what ClaimAgentByTokenAndRead returns of one ConnectClaim.
+type ClaimResult struct {
+	Claim AgentTokenClaim
+	Read  *ConnectRead
+	Err   error
+}
+
+// ClaimAgentsByTokenAndRead is ClaimAgentByTokenAndRead of several connects in one round trip
+// (one batch, one transaction: a storm's connects cost one write, one commit and one wake of
+// the backend for all of them, where each cost its own). Each result is what the connect's own
+// call would have returned: the statements of a connect read only its agent, and a connect
+// whose claim refuses reads nothing it returns. When the batch fails for a reason other than
+// the database being unavailable (one connect's statements failed the whole transaction, a
+// deadlock with another), each connect is claimed again on its own, so no connect fails for
+// another's.
+func (s *Store) ClaimAgentsByTokenAndRead(ctx context.Context, claims []ConnectClaim) []ClaimResult {
+	res := make([]ClaimResult, len(claims))
+	parts := make([]*connectPart, len(claims))
+	var reads []batchRead
+	for i, c := range claims {
+		p, err := newConnectPart(c)
+		if err != nil {
+			res[i].Err = err
+			continue
+		}
+		parts[i] = p
+		reads = append(reads, p.reads...)
 	}
-	read := &ConnectRead{}
-	read.Inputs, err = s.syncInputsOf(ctx, &agentSyncQueries, []any{c.ClusterID, c.AgentID}, &c.AgentID, []batchRead{cr},
-		pendingCommandsRead(c.ClusterID, c.AgentID, &read.Pending))
-	cl := claim()
+	if len(reads) == 0 {
+		return res
+	}
+	err := s.readBatch(ctx, reads...)
+	if err != nil && len(claims) > 1 && !IsUnavailable(err) && ctx.Err() == nil {
+		for i, c := range claims {
+			if parts[i] != nil {
+				res[i] = s.ClaimAgentsByTokenAndRead(ctx, []ConnectClaim{c})[0]
+			}
+		}
+		return res
+	}
+	for i, p := range parts {
+		if p != nil {
+			res[i] = p.result(err)
+		}
+	}
+	return res
+}
+
+// connectPart is one connect's statements in a batch of ClaimAgentsByTokenAndRead: its claim,
+// then its agent's sync inputs and pending commands.
+type connectPart struct {
+	reads   []batchRead
+	claim   func() AgentTokenClaim
+	sync    *syncRead
+	pending []models.AgentCommand
+}
+
+func newConnectPart(c ConnectClaim) (*connectPart, error) {
+	cr, claim, err := claimRead(c.Conn, c.Generation)
+	if err != nil {
+		return nil, err
+	}
+	p := &connectPart{claim: claim, sync: newSyncRead(&agentSyncQueries, []any{c.Conn.ClusterID, c.Conn.AgentID}, true)}
+	p.reads = append(append([]batchRead{cr}, p.sync.reads...), pendingCommandsRead(c.Conn.ClusterID, c.Conn.AgentID, &p.pending))
+	return p, nil
+}
+
+// result is the connect's, once its batch has run with err.
+func (p *connectPart) result(err error) ClaimResult {
+	if err == nil {
+		_, err = p.sync.done()
+	}
+	cl := p.claim()
 	switch {
 	case errors.Is(err, ErrNotFound): // the cluster is gone
-		return cl, nil, nil
+		return ClaimResult{Claim: cl}
 	case err != nil:
-		return AgentTokenClaim{}, nil, err
-	case !cl.Claimed || len(read.Inputs.Agents) != 1:
-		return cl, nil, nil
+		return ClaimResult{Err: err}
+	case !cl.Claimed || len(p.sync.in.Agents) != 1:
+		return ClaimResult{Claim: cl}
 	}
-	return cl, read, nil
+	return ClaimResult{Claim: cl, Read: &ConnectRead{Inputs: p.sync.in, Pending: p.pending}}
 }
 
 // claimRead is the claim of ClaimAgentByTokenAndRead, and what it found once read.

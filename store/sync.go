@@ -163,28 +163,36 @@ func (s *Store) syncInputs(ctx context.Context, clusterID uuid.UUID, agentID *uu
 //
 // The statements of before go first in the batch (a connect's claim), those of more after.
 func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one *uuid.UUID, before []batchRead, more ...batchRead) (SyncInputs, error) {
-	in := SyncInputs{CredentialsPending: map[uuid.UUID]int{}}
-	pending := func(rs rowScanner) error {
-		var id uuid.UUID
-		var n int
-		if err := rs.Scan(&id, &n); err != nil {
-			return err
-		}
-		in.CredentialsPending[id] = n
-		return nil
+	r := newSyncRead(q, args, one != nil)
+	err := s.readBatch(ctx, append(append(before[:len(before):len(before)], r.reads...), more...)...)
+	if err != nil {
+		return r.in, err
 	}
-	var oneRead []batchRead
-	if one != nil {
-		oneRead = []batchRead{{credentialsPendingOfAgent, args[:2], pending}}
+	count, err := r.done()
+	if err != nil || len(count) == 0 {
+		return r.in, err
 	}
-	found := false
-	err := s.readBatch(ctx, append(append(append(before[:len(before):len(before)],
-		batchRead{q[0], args[:1], func(rs rowScanner) error {
-			found = true
+	return r.in, s.readRows(ctx, credentialsPendingQuery(len(count), len(r.in.Agents)), []any{args[0], count}, r.pending)
+}
+
+// syncRead is the reads of syncInputsOf's batch and, once the batch has run, what they found.
+type syncRead struct {
+	in    SyncInputs
+	reads []batchRead
+	found bool // the cluster's row
+	one   bool // of one agent
+}
+
+func newSyncRead(q *[5]string, args []any, one bool) *syncRead {
+	r := &syncRead{in: SyncInputs{CredentialsPending: map[uuid.UUID]int{}}, one: one}
+	in := &r.in
+	r.reads = []batchRead{
+		{q[0], args[:1], func(rs rowScanner) error {
+			r.found = true
 			c := &in.Cluster
 			return rs.Scan(&c.ID, &c.Name, &c.Status, &c.DriftPolicy)
 		}},
-		batchRead{q[1], args, func(rs rowScanner) error {
+		{q[1], args, func(rs rowScanner) error {
 			var a models.Agent
 			var total int
 			if err := rs.Scan(&a.ID, &a.ClusterID, &a.Name, &a.Status, &a.Applied, &a.CredentialChecksum, &a.LastHeartbeatAt, &total); err != nil {
@@ -198,7 +206,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Agents = append(in.Agents, a)
 			return nil
 		}},
-		batchRead{q[2], args, func(rs rowScanner) error {
+		{q[2], args, func(rs rowScanner) error {
 			var d DeployIntent
 			var publish *string
 			if err := rs.Scan(&d.CommandID, &d.AgentID, &publish, &d.Revision, &d.Checksum, &d.Action, &d.CreatedAt, &d.Attempt); err != nil {
@@ -210,7 +218,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Deploys = append(in.Deploys, d)
 			return nil
 		}},
-		batchRead{q[3], args, func(rs rowScanner) error {
+		{q[3], args, func(rs rowScanner) error {
 			var d DeployDelivery
 			if err := rs.Scan(&d.CommandID, &d.AgentID, &d.Status, &d.AckedAt, &d.ResultStatus, &d.Message); err != nil {
 				return err
@@ -218,7 +226,7 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Deliveries = append(in.Deliveries, d)
 			return nil
 		}},
-		batchRead{q[4], args[:1], func(rs rowScanner) error {
+		{q[4], args[:1], func(rs rowScanner) error {
 			var c CredentialVersion
 			if err := rs.Scan(&c.CredentialID, &c.Version); err != nil {
 				return err
@@ -226,28 +234,42 @@ func (s *Store) syncInputsOf(ctx context.Context, q *[5]string, args []any, one 
 			in.Credentials = append(in.Credentials, c)
 			return nil
 		}},
-	), oneRead...), more...)...)
-	if err == nil && !found {
-		err = ErrNotFound
 	}
-	if err != nil {
-		return in, err
+	if one {
+		r.reads = append(r.reads, batchRead{credentialsPendingOfAgent, args[:2], r.pending})
+	}
+	return r
+}
+
+// pending reads a row (agent, count) of the credentials pending.
+func (r *syncRead) pending(rs rowScanner) error {
+	var id uuid.UUID
+	var n int
+	if err := rs.Scan(&id, &n); err != nil {
+		return err
+	}
+	r.in.CredentialsPending[id] = n
+	return nil
+}
+
+// done completes the inputs once the batch has run: ErrNotFound without the cluster's row, and
+// the agents whose credentials pending are still to be counted, in a statement of their own
+// (none of one agent, counted in the batch).
+func (r *syncRead) done() (count []uuid.UUID, err error) {
+	if !r.found {
+		return nil, ErrNotFound
 	}
 	// Only the agents that do not report the desired credential set are counted, in a
 	// statement of their own (it needs the set): in a cluster at rest, none.
-	desired := CredentialChecksum(in.Credentials)
-	var count []uuid.UUID
-	for _, a := range in.Agents {
+	desired := CredentialChecksum(r.in.Credentials)
+	for _, a := range r.in.Agents {
 		if a.CredentialChecksum == desired {
-			delete(in.CredentialsPending, a.ID)
-		} else {
+			delete(r.in.CredentialsPending, a.ID)
+		} else if !r.one {
 			count = append(count, a.ID)
 		}
 	}
-	if one != nil || len(count) == 0 {
-		return in, nil
-	}
-	return in, s.readRows(ctx, credentialsPendingQuery(len(count), len(in.Agents)), []any{args[0], count}, pending)
+	return count, nil
 }
 
 // credentialsPendingQuery is the statement that counts, per agent of the cluster ($1) among
