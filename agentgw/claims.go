@@ -124,7 +124,7 @@ func (g *claimGroups) counts() (groups, grouped uint64) {
 
 // claimRunnersOf is how many groups run at once for slots connects admitted at once: one for
 // every eight slots. At 10,000 agents connecting to one replica (slots 10), one runner made
-// groups of 4-10 connects and the connects took 4.3-4.7 s and 1.8 s of Postgres's CPU, against
-// 5.7-5.9 s and 3.1-3.4 s claimed one by one; two runners made smaller groups and saved less
-// (5.7 s, 2.2 s).
+// groups of four on average, and the connects took 4.3-5.6 s and 1.8-2.1 s of Postgres's CPU,
+// against 5.7-5.9 s and 3.1-3.4 s claimed one by one the same hour; two runners, smaller
+// groups, saved less (5.7 s, 2.2 s).
 func claimRunnersOf(slots int) int { return max(1, slots/8) }
