@@ -57,8 +57,9 @@ func (g *claimGroups) do(ctx context.Context, c store.ConnectClaim) store.ClaimR
 	}
 	g.mu.Unlock()
 	if lead {
-		// This connect runs its own group, the first; the groups of those waiting after it run
-		// on a goroutine of their own, so its answer does not wait for theirs.
+		// This connect runs the next group (its own, unless more than max were waiting); the
+		// groups of those waiting after it run on a goroutine of their own, so its answer does
+		// not wait for theirs.
 		if g.runGroup() {
 			goOffStack(g.lead)
 		}
