@@ -2,13 +2,11 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql's "pgx", to read the rows' transaction ids
 	"github.com/stretchr/testify/require"
 
 	"github.com/imprun/imprun-server/models"
@@ -20,7 +18,7 @@ import (
 // reads of its own agent only.
 func TestClaimAgentsByTokenAndReadInOneTransaction(t *testing.T) {
 	t.Parallel()
-	st, url := newStoreAt(t)
+	st, d := newStoreDB(t)
 	ctx := context.Background()
 	cl, agents := clusterWithAgents(t, st, "c-group", "a1", "a2", "a3", "a4")
 	for _, a := range agents[:2] {
@@ -68,13 +66,8 @@ func TestClaimAgentsByTokenAndReadInOneTransaction(t *testing.T) {
 	require.Equal(t, models.AgentRevoked, res[3].Claim.State.Status)
 	require.False(t, res[4].Claim.Found)
 
-	db, err := sql.Open("pgx", url)
-	require.NoError(t, err)
-	defer db.Close()
-	var txns int
-	require.NoError(t, db.QueryRow(`SELECT count(DISTINCT xmin::text) FROM agents WHERE id = ANY($1)`,
-		[]uuid.UUID{agents[0].ID, agents[1].ID}).Scan(&txns))
-	require.Equal(t, 1, txns, "the claims are written by one transaction")
+	require.Equal(t, d.RowXmin(t, "agents", agents[0].ID.String()), d.RowXmin(t, "agents", agents[1].ID.String()),
+		"the claims are written by one transaction")
 }
 
 // A connect whose statements fail fails alone: its group's transaction is rolled back and each

@@ -160,6 +160,12 @@ func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, self uuid.UUID,
 	// is not read at all (every replica read every other's agents each interval: 23.7 ms a sweep
 	// of 20,000 agents, 0.8-0.9 ms now; BenchmarkStaleSweep). One statement, one round trip: the
 	// expired leases removed are those holding no agent but the ones it marks.
+	//
+	// A row another transaction holds is skipped (SKIP LOCKED), not waited for: it is being
+	// claimed by a connect (the claims of a storm's connects are committed together, several
+	// rows a transaction, and a sweep locking the same rows in another order deadlocked with
+	// them) or released by a disconnect; if it is still stale once that commits, the next sweep
+	// marks it.
 	var rows []AgentRef
 	err := s.readRows(ctx, `WITH RECURSIVE holders AS (
 			(SELECT replica_id FROM agents WHERE replica_id IS NOT NULL ORDER BY replica_id LIMIT 1)
@@ -169,13 +175,17 @@ func (s *Store) MarkStaleAgentsDisconnected(ctx context.Context, self uuid.UUID,
 		), suspects AS (
 			SELECT h.replica_id FROM holders h LEFT JOIN gateway_leases l ON l.replica_id = h.replica_id
 			WHERE h.replica_id IS NOT NULL AND h.replica_id <> $1 AND (l.alive_at IS NULL OR l.alive_at < $2)
+		), held AS (
+			SELECT a.id, a.session_id, `+agentSeen+` AS seen
+			FROM suspects s JOIN agents a ON a.replica_id = s.replica_id LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
+			WHERE a.status = 'connected'
+			FOR UPDATE OF a SKIP LOCKED
+		), unheld AS (
+			SELECT a.id, a.session_id, a.last_heartbeat_at AS seen FROM agents a WHERE a.status = 'connected' AND a.replica_id IS NULL
+			FOR UPDATE OF a SKIP LOCKED
 		), marked AS (
 			UPDATE agents t SET status = 'disconnected', session_id = NULL, replica_id = NULL, last_heartbeat_at = v.seen, updated_at = now()
-			FROM (SELECT a.id, a.session_id, `+agentSeen+` AS seen
-					FROM suspects s JOIN agents a ON a.replica_id = s.replica_id LEFT JOIN gateway_leases l ON l.replica_id = a.replica_id
-					WHERE a.status = 'connected'
-				UNION ALL
-				SELECT a.id, a.session_id, a.last_heartbeat_at FROM agents a WHERE a.status = 'connected' AND a.replica_id IS NULL) v
+			FROM (SELECT * FROM held UNION ALL SELECT * FROM unheld) v
 			WHERE t.id = v.id AND t.status = 'connected' AND t.session_id IS NOT DISTINCT FROM v.session_id
 			  AND coalesce(v.seen, '-infinity') < $2
 			RETURNING t.id, t.cluster_id

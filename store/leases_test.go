@@ -166,3 +166,41 @@ func TestLeaseConnRenewsWhileThePoolIsBusy(t *testing.T) {
 	require.NoError(t, err)
 	require.WithinDuration(t, started.Add(2*time.Second), prev, time.Millisecond)
 }
+
+// The sweep skips a stale agent whose row another transaction holds (a connect claiming it, a
+// disconnect releasing it) instead of waiting for it, and marks it at its next pass if it is
+// still stale then: a sweep that waited deadlocked with the claims of a connect storm, which
+// commit several rows a transaction.
+func TestStaleSweepSkipsARowBeingClaimed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, d := newStoreDB(t)
+	cluster := d.InsertCluster(t, "kr-1", "kr", `{}`)
+	now := time.Now().UTC()
+	dead := uuid.New()
+	_, err := st.RenewLease(ctx, store.GatewayLease{ReplicaID: dead, Name: "test", StartedAt: now.Add(-time.Hour), AliveAt: now.Add(-time.Minute)})
+	require.NoError(t, err)
+	locked, _ := d.InsertConnectedAgent(t, cluster, "being-claimed", &dead, now.Add(-time.Hour))
+	free, _ := d.InsertConnectedAgent(t, cluster, "free", &dead, now.Add(-time.Hour))
+	release := d.LockAgentRow(t, locked)
+
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	marked, err := st.MarkStaleAgentsDisconnected(short, uuid.New(), now.Add(-10*time.Second), "swept")
+	require.NoError(t, err, "the sweep does not wait for the locked row")
+	require.Len(t, marked, 1)
+	require.Equal(t, free, marked[0].ID.String())
+	s, err := d.AgentStatus(locked)
+	require.NoError(t, err)
+	require.Equal(t, models.AgentConnected, s)
+	_, found := d.Lease(t, dead)
+	require.True(t, found, "the lease still holds the skipped agent")
+
+	release()
+	marked, err = st.MarkStaleAgentsDisconnected(ctx, uuid.New(), now.Add(-10*time.Second), "swept")
+	require.NoError(t, err)
+	require.Len(t, marked, 1)
+	require.Equal(t, locked, marked[0].ID.String(), "the next pass marks it")
+	_, found = d.Lease(t, dead)
+	require.False(t, found)
+}

@@ -1105,6 +1105,19 @@ func (d *DB) HoldPool(t testing.TB, max, n int) (conns []*sql.Conn, release func
 	return conns, release
 }
 
+// LockAgentRow holds the agent's row locked, as a transaction claiming or releasing it does,
+// until release.
+func (d *DB) LockAgentRow(t testing.TB, id string) (release func()) {
+	t.Helper()
+	tx, err := d.sql.BeginTx(context.Background(), nil)
+	require.NoError(t, err)
+	var got string
+	require.NoError(t, tx.QueryRow(`SELECT id::text FROM agents WHERE id = $1 FOR UPDATE`, id).Scan(&got))
+	release = func() { _ = tx.Rollback() }
+	t.Cleanup(release)
+	return release
+}
+
 // DisconnectReasons counts the agents' disconnected events since since by their message, most
 // frequent first (a benchmark's report of agents that dropped).
 func (d *DB) DisconnectReasons(t testing.TB, since time.Time) []string {
