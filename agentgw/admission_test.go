@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -76,4 +77,47 @@ func label(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// Many JWT connects at once are all claimed, each exactly once, in groups the gateway counts
+// (imprun_agentgw_connect_claim_group_size: its sum is the connects, its count the groups).
+func TestConcurrentJWTConnectsAreClaimedOnceEach(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	gw := f.env.Replica.Gateway
+	const n = 40
+	ids := f.env.DB.InsertNamedPendingAgents(t, uuid.MustParse(f.clusterID), "burst-", n)
+	streams := make([]agentv1.AgentService_ConnectClient, n)
+	for i, id := range ids {
+		jwt, _ := gw.Signer().Mint(id, uuid.MustParse(f.clusterID), 1)
+		streams[i] = rawConnect(t, f.env.Replica.Addr, &agentv1.ConnectRequest{Credential: &agentv1.ConnectRequest_AgentJwt{AgentJwt: jwt}})
+	}
+	for i, s := range streams {
+		msg, err := s.Recv()
+		require.NoError(t, err, i)
+		require.NotNil(t, msg.GetConnectResponse(), "got %v", msg)
+	}
+	for _, id := range ids {
+		require.True(t, gw.ConnectedHere(id))
+		require.Equal(t, 1, countOf(f.env.DB.AgentEventTypes(t, id.String()), models.EventConnected), "one claim of %s", id)
+	}
+	sum, count := claimGroupsObserved(t, f.env)
+	require.Equal(t, float64(n), sum, "every connect is in exactly one group")
+	require.GreaterOrEqual(t, count, uint64(1))
+	require.LessOrEqual(t, count, uint64(n))
+}
+
+func claimGroupsObserved(t *testing.T, env *apitest.Env) (sum float64, count uint64) {
+	t.Helper()
+	mfs, err := env.Metrics.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "imprun_agentgw_connect_claim_group_size" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+				count += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return sum, count
 }

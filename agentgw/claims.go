@@ -17,8 +17,9 @@ import (
 // runners; a quiet replica's connect waits for nothing.
 type claimGroups struct {
 	claim   func(context.Context, []store.ConnectClaim) []store.ClaimResult
-	runners int // most groups in flight at once
-	max     int // most connects in a group
+	runners int         // most groups in flight at once
+	max     int         // most connects in a group
+	observe func(n int) // each group's size (metrics), when set
 
 	mu      sync.Mutex
 	waiting []*claimCall
@@ -94,6 +95,9 @@ func (g *claimGroups) runGroup() bool {
 		g.grouped += uint64(n)
 	}
 	g.mu.Unlock()
+	if g.observe != nil {
+		g.observe(n)
+	}
 
 	claims := make([]store.ConnectClaim, n)
 	for i, c := range group {

@@ -204,6 +204,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 		o(g)
 	}
 	g.claims = newClaimGroups(st.ClaimAgentsByTokenAndRead, claimRunnersOf(cfg.ConnectSlots), cfg.ConnectSlots)
+	g.claims.observe = g.metrics.ClaimGroup
 	g.presence = newPresence(g)
 	g.deliveries = newDeliveryShards(g, deliveryWriters)
 	g.marks = newPassedMarks(g)

@@ -14,6 +14,7 @@ type Gateway struct {
 	DeliveryLag  *prometheus.HistogramVec // kind: queued -> acknowledged
 	Sessions     *prometheus.CounterVec   // event: opened, closed; reason
 	AuthFailures *prometheus.CounterVec   // reason
+	ClaimGroups  prometheus.Histogram     // connects whose claims were committed together
 }
 
 // SessionStats is what a gateway replica reports per cluster at scrape time.
@@ -40,8 +41,11 @@ func NewGateway(reg prometheus.Registerer, replica string, sessions func() []Ses
 			Help: "Agent streams opened and closed, by reason."}, []string{"event", "reason"}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "imprun_agentgw_auth_failures_total",
 			Help: "Refused agent connects by reason."}, []string{"reason"}),
+		ClaimGroups: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "imprun_agentgw_connect_claim_group_size",
+			Help:    "Agent connects (JWT) whose claims were committed together in one transaction, per group (1: claimed alone; the sum counts the connects).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64}}),
 	}
-	r.MustRegister(g.Commands, g.DeliveryLag, g.Sessions, g.AuthFailures)
+	r.MustRegister(g.Commands, g.DeliveryLag, g.Sessions, g.AuthFailures, g.ClaimGroups)
 	if sessions != nil {
 		r.MustRegister(sessionCollector(sessions))
 	}
@@ -81,6 +85,14 @@ func (g *Gateway) AuthFailure(reason string) {
 		return
 	}
 	g.AuthFailures.WithLabelValues(reason).Inc()
+}
+
+// ClaimGroup records a group of n connects claimed together; nil records nothing.
+func (g *Gateway) ClaimGroup(n int) {
+	if g == nil || g.ClaimGroups == nil {
+		return
+	}
+	g.ClaimGroups.Observe(float64(n))
 }
 
 var (
