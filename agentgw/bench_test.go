@@ -346,7 +346,7 @@ func benchGateway(b *testing.B, n int, window time.Duration) fleetResult {
 	}
 	connect := time.Since(start)
 	cpg1, ccpu1 := testharness.Postgres(b).CPU(), testharness.SelfCPU()
-	groups, grouped := env.Replica.Gateway.ClaimCounts()
+	groups, grouped := agentgw.ClaimCounts(env.Replica.Gateway)
 	stopConnectProfile()
 	ccl1 := clients.do(b, childReq{Op: "stats"})
 	connectCPU := [3]time.Duration{ccpu1 - ccpu0, cpg1 - cpg0, ccl1.CPU - ccl0.CPU}

@@ -50,4 +50,4 @@ func SetNotifiedReadHook(g *Gateway, f func() error) { g.notifiedReadHook.Store(
 
 // ClaimCounts returns how many claim groups ran and how many connects were claimed in groups
 // of several.
-func (g *Gateway) ClaimCounts() (groups, grouped uint64) { return g.claims.counts() }
+func ClaimCounts(g *Gateway) (groups, grouped uint64) { return g.claims.counts() }
