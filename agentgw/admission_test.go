@@ -107,7 +107,9 @@ func TestConcurrentJWTConnectsAreClaimedOnceEach(t *testing.T) {
 	require.LessOrEqual(t, count, uint64(n))
 }
 
-func claimGroupsObserved(t *testing.T, env *apitest.Env) (sum float64, count uint64) {
+// claimGroupsObserved reads imprun_agentgw_connect_claim_group_size of env's replicas: the
+// connects claimed and the groups they were claimed in.
+func claimGroupsObserved(t testing.TB, env *apitest.Env) (sum float64, count uint64) {
 	t.Helper()
 	mfs, err := env.Metrics.Gather()
 	require.NoError(t, err)

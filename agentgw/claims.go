@@ -19,14 +19,11 @@ type claimGroups struct {
 	claim   func(context.Context, []store.ConnectClaim) []store.ClaimResult
 	runners int         // most groups in flight at once
 	max     int         // most connects in a group
-	observe func(n int) // each group's size (metrics), when set
+	observe func(n int) // each group's size (metrics)
 
 	mu      sync.Mutex
 	waiting []*claimCall
 	running int
-	// groups counts the groups run and grouped the connects claimed in a group of several
-	// (for tests and the benchmark).
-	groups, grouped uint64
 }
 
 // claimCall is one connect waiting for its group.
@@ -43,8 +40,8 @@ type claimCall struct {
 // release it (Connect's markDisconnected) as one whose stream broke after its claim.
 const claimTimeout = 15 * time.Second
 
-func newClaimGroups(claim func(context.Context, []store.ConnectClaim) []store.ClaimResult, runners, max int) *claimGroups {
-	return &claimGroups{claim: claim, runners: runners, max: max}
+func newClaimGroups(claim func(context.Context, []store.ConnectClaim) []store.ClaimResult, runners, max int, observe func(n int)) *claimGroups {
+	return &claimGroups{claim: claim, runners: runners, max: max, observe: observe}
 }
 
 // do claims c in the next group and returns its result.
@@ -90,14 +87,8 @@ func (g *claimGroups) runGroup() bool {
 	rest := copy(g.waiting, g.waiting[n:])
 	clear(g.waiting[rest:]) // the calls handed out are not kept by the backing array
 	g.waiting = g.waiting[:rest]
-	g.groups++
-	if n > 1 {
-		g.grouped += uint64(n)
-	}
 	g.mu.Unlock()
-	if g.observe != nil {
-		g.observe(n)
-	}
+	g.observe(n)
 
 	claims := make([]store.ConnectClaim, n)
 	for i, c := range group {
@@ -118,13 +109,6 @@ func (g *claimGroups) runGroup() bool {
 	}
 	g.mu.Unlock()
 	return more
-}
-
-// counts returns how many groups ran and how many connects were claimed in groups of several.
-func (g *claimGroups) counts() (groups, grouped uint64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.groups, g.grouped
 }
 
 // claimRunnersOf is how many groups run at once for slots connects admitted at once: one for

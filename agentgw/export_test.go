@@ -47,7 +47,3 @@ func QueuedConnects(g *Gateway) int64 { return g.admit.queued.Load() }
 // SetNotifiedReadHook has f run before each read of notified commands; an error it returns
 // fails that read.
 func SetNotifiedReadHook(g *Gateway, f func() error) { g.notifiedReadHook.Store(&f) }
-
-// ClaimCounts returns how many claim groups ran and how many connects were claimed in groups
-// of several.
-func ClaimCounts(g *Gateway) (groups, grouped uint64) { return g.claims.counts() }

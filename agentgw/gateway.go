@@ -90,8 +90,8 @@ type Gateway struct {
 	leaseHeld bool             // the lease was written once (only the lease loop touches it)
 	lease     *store.LeaseConn // the lease's own connection (renewLease)
 
-	admit      *admission // bounds the connects doing database work at once
-	claims     *claimGroups
+	admit      *admission   // bounds the connects doing database work at once
+	claims     *claimGroups // commits the claims of concurrent JWT connects together
 	sessions   *registry
 	writers    *writerPool
 	guard      *authGuard
@@ -203,8 +203,7 @@ func New(cfg Config, st *store.Store, signer *Signer, opts ...Option) *Gateway {
 	for _, o := range opts {
 		o(g)
 	}
-	g.claims = newClaimGroups(st.ClaimAgentsByTokenAndRead, claimRunnersOf(cfg.ConnectSlots), cfg.ConnectSlots)
-	g.claims.observe = g.metrics.ClaimGroup
+	g.claims = newClaimGroups(st.ClaimAgentsByTokenAndRead, claimRunnersOf(cfg.ConnectSlots), cfg.ConnectSlots, g.metrics.ClaimGroup)
 	g.presence = newPresence(g)
 	g.deliveries = newDeliveryShards(g, deliveryWriters)
 	g.marks = newPassedMarks(g)

@@ -77,34 +77,32 @@ func preparedFor(m *agentv1.ServerMessage) func(*session) outMessage {
 	}
 }
 
-// readNotified loads the notified commands ids, trying again while the read fails: an agent
-// connected here gets a command from this read or from its next connect, so a batch given up
-// on would wait for its agents to reconnect. Meanwhile notifications queue behind it (once
-// notifiedIDs is full, the LISTEN connection is not read, and Postgres keeps them), so none is
-// lost either. ok is false when ctx ended first.
-func (g *Gateway) readNotified(ctx context.Context, ids []uuid.UUID) (cmds map[uuid.UUID]models.AgentCommand, ok bool) {
-	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
-	for {
-		var err error
+// readNotified loads the notified commands ids, trying again while the read fails (for at
+// most notifiedReadFor): an agent connected here gets a command from this read or from its
+// next connect, so a batch given up on at once would wait for its agents to reconnect.
+// Meanwhile notifications queue behind it (once notifiedIDs is full, the LISTEN connection is
+// not read, and Postgres keeps them), so none is lost either.
+func (g *Gateway) readNotified(ctx context.Context, ids []uuid.UUID) (cmds map[uuid.UUID]models.AgentCommand, err error) {
+	err = retry.Until(ctx, notifiedReadFor, retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
 		if hook := g.notifiedReadHook.Load(); hook != nil {
-			err = (*hook)()
+			if err := (*hook)(); err != nil {
+				return err
+			}
 		}
-		if err == nil {
-			cmds, err = g.store.GetCommands(ctx, ids)
-		}
-		if err == nil {
-			return cmds, true
-		}
-		if ctx.Err() != nil {
-			return nil, false
-		}
-		wait := bo.Next()
+		c, err := g.store.GetCommands(ctx, ids)
+		cmds = c
+		return err
+	}, func(_ int, wait time.Duration, err error) {
 		g.log.Warn("load notified commands; retrying", "commands", len(ids), "retry_in", wait.Round(time.Millisecond), "err", err)
-		if !retry.Sleep(ctx, wait) {
-			return nil, false
-		}
-	}
+	})
+	return cmds, err
 }
+
+// notifiedReadFor bounds the retries of a notified batch's read. Past it the batch is given up
+// (its agents get those commands at their next connect, credentials and publishes also from
+// the drift repair), so that a long outage does not hold the revokes and rotations queued
+// behind it on the LISTEN connection.
+const notifiedReadFor = 5 * time.Minute
 
 // notifiedBatch bounds the commands loaded by one query of deliverNotified.
 const notifiedBatch = 1000
@@ -170,9 +168,13 @@ func (g *Gateway) deliverNotified(ctx context.Context) {
 				break drain
 			}
 		}
-		cmds, ok := g.readNotified(ctx, ids)
-		if !ok {
-			return
+		cmds, err := g.readNotified(ctx, ids)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			g.log.Warn("notified commands given up; their agents get them when they next connect or resync", "commands", len(ids), "err", err)
+			continue
 		}
 		for _, id := range ids {
 			c, ok := cmds[id]
